@@ -1,0 +1,13 @@
+//! The functional core: no web-sys, no I/O, no clock of its own. Every
+//! rule of the token lifecycle lives here and is tested natively.
+
+pub mod clock;
+pub mod json;
+pub mod jwt;
+pub mod lifetime;
+pub mod options;
+pub mod origin;
+pub mod schedule;
+pub mod session;
+pub mod tabsync;
+pub mod token;

@@ -1,0 +1,209 @@
+//! When to refresh, how long to wait, and how to back off.
+
+/// Largest delay `setTimeout` honours (2^31 − 1 ms ≈ 24.8 days); longer
+/// delays fire at once in browsers, which is the keycloak-js #107 loop.
+pub const MAX_TIMER_MS: i64 = 2_147_483_647;
+
+/// A refresh is never attempted more often than this in a steady loop.
+pub const MIN_ATTEMPT_GAP_MS: i64 = 1_000;
+
+/// Longest `Retry-After` honoured (one hour); longer requests are capped.
+pub const MAX_RETRY_AFTER_MS: i64 = 3_600_000;
+
+/// Milliseconds after arrival at which a token of `lifetime` is due:
+/// `skew` before expiry, or half-way for tokens shorter than `2 × skew`.
+pub fn refresh_after(lifetime: i64, skew: i64) -> i64 {
+    let lifetime = lifetime.max(0);
+    let skew = skew.max(0);
+    if lifetime < skew.saturating_mul(2) {
+        lifetime / 2
+    } else {
+        lifetime - skew
+    }
+}
+
+/// A delay for `setTimeout`: never negative, never past `MAX_TIMER_MS`
+/// (the caller re-arms and re-checks the clock when it fires).
+pub fn timer_delay(ms: i64) -> u32 {
+    ms.clamp(0, MAX_TIMER_MS) as u32
+}
+
+/// `retry` option: exponential backoff with full jitter.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// Attempts in one refresh cycle, the first included.
+    pub max_attempts: u32,
+    /// Backoff base.
+    pub base_delay_ms: i64,
+    /// Backoff ceiling.
+    pub max_delay_ms: i64,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy { max_attempts: 5, base_delay_ms: 1_000, max_delay_ms: 30_000 }
+    }
+}
+
+/// Delay before the next attempt after `failures` consecutive failures
+/// (≥ 1). `random` is uniform in [0, 1); `retry_after` is what the server
+/// asked for. Full jitter over `min(max, base · 2^(failures−1))`, then at
+/// least the server's `Retry-After` and at least `MIN_ATTEMPT_GAP_MS`.
+pub fn backoff_ms(policy: RetryPolicy, failures: u32, random: f64, retry_after: Option<i64>) -> i64 {
+    let shift = failures.saturating_sub(1).min(40);
+    let ceiling = policy.base_delay_ms.max(0).saturating_mul(1i64 << shift).min(policy.max_delay_ms.max(0));
+    let r = if random.is_finite() { random.clamp(0.0, 1.0) } else { 0.0 };
+    let jittered = (ceiling as f64 * r) as i64;
+    let server = retry_after.unwrap_or(0).clamp(0, MAX_RETRY_AFTER_MS);
+    jittered.max(server).max(MIN_ATTEMPT_GAP_MS).min(MAX_TIMER_MS)
+}
+
+/// Parses a `Retry-After` value (RFC 9110 §10.2.3): delta-seconds or an
+/// IMF-fixdate, relative to `now_wall` (epoch ms). Anything else: `None`.
+pub fn parse_retry_after(value: &str, now_wall: i64) -> Option<i64> {
+    let v = value.trim();
+    if !v.is_empty() && v.len() <= 12 && v.bytes().all(|b| b.is_ascii_digit()) {
+        let secs = v.bytes().fold(0i64, |a, b| a * 10 + i64::from(b - b'0'));
+        return Some(secs.saturating_mul(1000).min(MAX_RETRY_AFTER_MS));
+    }
+    let at = parse_imf_fixdate(v)?;
+    Some(at.saturating_sub(now_wall).clamp(0, MAX_RETRY_AFTER_MS))
+}
+
+/// `Sun, 06 Nov 1994 08:49:37 GMT` → epoch ms.
+fn parse_imf_fixdate(v: &str) -> Option<i64> {
+    let b = v.as_bytes();
+    if b.len() != 29 || &b[3..5] != b", " || &b[25..] != b" GMT" {
+        return None;
+    }
+    let num = |r: core::ops::Range<usize>| -> Option<i64> {
+        let s = b.get(r)?;
+        if s.iter().all(u8::is_ascii_digit) {
+            Some(s.iter().fold(0i64, |a, &d| a * 10 + i64::from(d - b'0')))
+        } else {
+            None
+        }
+    };
+    const MONTHS: [&[u8]; 12] =
+        [b"Jan", b"Feb", b"Mar", b"Apr", b"May", b"Jun", b"Jul", b"Aug", b"Sep", b"Oct", b"Nov", b"Dec"];
+    let day = num(5..7)?;
+    let month = MONTHS.iter().position(|m| *m == &b[8..11])? as i64 + 1;
+    let year = num(12..16)?;
+    let (h, mi, s) = (num(17..19)?, num(20..22)?, num(23..25)?);
+    if b[7] != b' ' || b[11] != b' ' || b[16] != b' ' || b[19] != b':' || b[22] != b':' {
+        return None;
+    }
+    if !(1..=31).contains(&day) || h > 23 || mi > 59 || s > 60 {
+        return None;
+    }
+    // Days from civil (Howard Hinnant's algorithm).
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some(((days * 86_400) + h * 3_600 + mi * 60 + s) * 1_000)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn refreshes_skew_before_expiry_for_ordinary_tokens() {
+        assert_eq!(refresh_after(3_600_000, 30_000), 3_570_000);
+        assert_eq!(refresh_after(60_000, 30_000), 30_000, "exactly 2×skew: skew rule");
+    }
+
+    #[test]
+    fn refreshes_half_way_for_tokens_shorter_than_twice_the_skew() {
+        assert_eq!(refresh_after(59_999, 30_000), 29_999);
+        assert_eq!(refresh_after(3_000, 30_000), 1_500);
+        assert_eq!(refresh_after(0, 30_000), 0);
+    }
+
+    #[test]
+    fn zero_skew_refreshes_at_expiry() {
+        assert_eq!(refresh_after(10_000, 0), 10_000);
+    }
+
+    #[test]
+    fn timer_delays_are_clamped_for_long_lived_tokens() {
+        let thirty_days = 30 * 86_400_000i64;
+        assert_eq!(timer_delay(thirty_days), 2_147_483_647);
+        assert_eq!(timer_delay(-5), 0);
+        assert_eq!(timer_delay(1234), 1234);
+    }
+
+    #[test]
+    fn backoff_grows_exponentially_up_to_the_ceiling() {
+        let p = RetryPolicy::default();
+        // random just below 1 shows the ceiling of each step.
+        let r = 0.999_999;
+        assert_eq!(backoff_ms(p, 1, r, None), 1_000 - 1 + 1, "floor keeps 1 s");
+        assert!((1_999..=2_000).contains(&backoff_ms(p, 2, r, None)));
+        assert!((3_999..=4_000).contains(&backoff_ms(p, 3, r, None)));
+        assert!((29_999..=30_000).contains(&backoff_ms(p, 10, r, None)));
+        assert!((29_999..=30_000).contains(&backoff_ms(p, u32::MAX, r, None)));
+    }
+
+    #[test]
+    fn backoff_never_goes_below_one_second_even_with_zero_jitter() {
+        let p = RetryPolicy { max_attempts: 5, base_delay_ms: 0, max_delay_ms: 0 };
+        assert_eq!(backoff_ms(p, 3, 0.0, None), MIN_ATTEMPT_GAP_MS);
+        assert_eq!(backoff_ms(RetryPolicy::default(), 1, 0.0, None), MIN_ATTEMPT_GAP_MS);
+    }
+
+    #[test]
+    fn retry_after_is_honoured_and_capped() {
+        let p = RetryPolicy::default();
+        assert_eq!(backoff_ms(p, 1, 0.0, Some(7_000)), 7_000);
+        assert_eq!(backoff_ms(p, 1, 0.0, Some(i64::MAX)), MAX_RETRY_AFTER_MS);
+        assert_eq!(backoff_ms(p, 1, f64::NAN, Some(-5)), MIN_ATTEMPT_GAP_MS);
+    }
+
+    #[test]
+    fn retry_after_parses_seconds_and_http_dates() {
+        assert_eq!(parse_retry_after("3", 0), Some(3_000));
+        assert_eq!(parse_retry_after(" 120 ", 0), Some(120_000));
+        assert_eq!(parse_retry_after("99999999999", 0), Some(MAX_RETRY_AFTER_MS));
+        let now = 784_111_777_000 - 5_000; // RFC 9110's example date minus 5 s
+        assert_eq!(parse_retry_after("Sun, 06 Nov 1994 08:49:37 GMT", now), Some(5_000));
+        assert_eq!(parse_retry_after("Sun, 06 Nov 1994 08:49:37 GMT", now + 60_000), Some(0));
+        for bad in ["", "-1", "1.5", "soon", "Sun, 06 Foo 1994 08:49:37 GMT", "Sun, 06 Nov 1994 08:49:37 UTC"] {
+            assert_eq!(parse_retry_after(bad, now), None, "{bad}");
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn refresh_point_is_within_the_lifetime(lifetime in any::<i64>(), skew in any::<i64>()) {
+            let r = refresh_after(lifetime, skew);
+            prop_assert!(r >= 0);
+            prop_assert!(r <= lifetime.max(0));
+        }
+
+        #[test]
+        fn backoff_is_bounded(base in any::<i64>(), max in any::<i64>(), n in any::<u32>(), r in any::<f64>(), ra in proptest::option::of(any::<i64>())) {
+            let p = RetryPolicy { max_attempts: 5, base_delay_ms: base, max_delay_ms: max };
+            let d = backoff_ms(p, n, r, ra);
+            prop_assert!(d >= MIN_ATTEMPT_GAP_MS);
+            prop_assert!(d <= MAX_TIMER_MS);
+        }
+
+        #[test]
+        fn timer_delay_is_always_a_valid_set_timeout_delay(ms in any::<i64>()) {
+            prop_assert!(i64::from(timer_delay(ms)) <= MAX_TIMER_MS);
+        }
+
+        #[test]
+        fn retry_after_never_panics(s in ".{0,40}", now in any::<i64>()) {
+            if let Some(d) = parse_retry_after(&s, now) {
+                prop_assert!((0..=MAX_RETRY_AFTER_MS).contains(&d));
+            }
+        }
+    }
+}

@@ -1,0 +1,633 @@
+//! The session state machine: which token is held, whether a refresh is
+//! in flight or backing off, and what should happen at any moment.
+//!
+//! The browser shell owns the clock, the timers and the network; it asks
+//! this type what to do (`tick`, `standing`, `next_wake`) and reports what
+//! happened (`try_begin_attempt`, `accept`, `attempt_failed`). Nothing here
+//! waits or performs I/O, so every rule is tested with a fixed clock.
+
+use super::clock::Stamp;
+use super::jwt::Claims;
+use super::lifetime::lifetime_ms;
+use super::schedule::{backoff_ms, refresh_after, RetryPolicy, MIN_ATTEMPT_GAP_MS};
+use super::token::{Grant, Secret};
+use crate::error::Error;
+
+/// `state` as JS sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum State {
+    /// No token.
+    SignedOut,
+    /// A token, no refresh under way.
+    Active,
+    /// A refresh attempt is in flight or a retry is scheduled.
+    Refreshing,
+}
+
+impl State {
+    /// The JS spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::SignedOut => "signedOut",
+            State::Active => "active",
+            State::Refreshing => "refreshing",
+        }
+    }
+}
+
+/// How the held token stands at a moment.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Standing {
+    /// No token.
+    None,
+    /// Usable and not due for refresh.
+    Fresh,
+    /// Usable, but due for refresh.
+    Due,
+    /// Past its expiry: must never be sent.
+    Expired,
+}
+
+/// What the shell should do now (from `tick`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Tick {
+    /// Nothing to do.
+    Idle,
+    /// Start a refresh attempt (it is due, or a retry's time has come).
+    Refresh,
+    /// The token expired and no refresh will come: sign out (`expired`).
+    Expire,
+}
+
+/// What a failed attempt leads to (from `attempt_failed`).
+#[derive(Clone, Debug, PartialEq)]
+pub enum Failure {
+    /// Transient: another attempt in `in_ms`.
+    Retry {
+        /// Delay before the next attempt.
+        in_ms: i64,
+    },
+    /// Transient, attempts exhausted; the token (still valid) is kept until
+    /// it expires. No more automatic attempts.
+    GaveUp,
+    /// Attempts exhausted and the token has expired: the session is over
+    /// (`signedOut`, reason `expired`). `was_signed_in` says if it had one.
+    Expired {
+        /// Whether there was a token to lose.
+        was_signed_in: bool,
+    },
+    /// The endpoint said the session is over (400/401/403).
+    Rejected {
+        /// Whether there was a token to lose.
+        was_signed_in: bool,
+    },
+}
+
+/// Session configuration, from the options.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Config {
+    /// `refreshSkewSeconds` in ms.
+    pub skew_ms: i64,
+    /// `retry`.
+    pub retry: RetryPolicy,
+}
+
+#[derive(Clone, Debug)]
+struct Held {
+    token: Secret,
+    claims: Option<Claims>,
+    received: Stamp,
+    lifetime: Option<i64>,
+    due_after: Option<i64>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+enum Phase {
+    Idle,
+    InFlight { failures: u32 },
+    Backoff { failures: u32, since: Stamp, delay: i64, last: Error },
+    GaveUp { last: Error },
+}
+
+/// The session. See the module docs.
+#[derive(Debug)]
+pub struct Session {
+    cfg: Config,
+    held: Option<Held>,
+    phase: Phase,
+    last_attempt: Option<Stamp>,
+    version: u64,
+}
+
+impl Session {
+    /// A signed-out session.
+    pub fn new(cfg: Config) -> Self {
+        Session { cfg, held: None, phase: Phase::Idle, last_attempt: None, version: 0 }
+    }
+
+    /// The cross-tab version of the current token (or sign-out): a hybrid
+    /// logical clock, bumped on every local change and raised by messages.
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
+    fn bump_version(&mut self, now: Stamp) {
+        let wall = u64::try_from(now.wall).unwrap_or(0);
+        self.version = (self.version + 1).max(wall);
+    }
+
+    /// `state`.
+    pub fn state(&self) -> State {
+        match (&self.phase, &self.held) {
+            (Phase::InFlight { .. } | Phase::Backoff { .. }, _) => State::Refreshing,
+            (_, Some(_)) => State::Active,
+            (_, None) => State::SignedOut,
+        }
+    }
+
+    /// Whether a token is held (expired or not).
+    pub fn is_signed_in(&self) -> bool {
+        self.held.is_some()
+    }
+
+    /// Whether an attempt is in flight right now.
+    pub fn in_flight(&self) -> bool {
+        matches!(self.phase, Phase::InFlight { .. })
+    }
+
+    /// The error of the last failed attempt, while backing off or given up.
+    pub fn last_error(&self) -> Option<&Error> {
+        match &self.phase {
+            Phase::Backoff { last, .. } | Phase::GaveUp { last } => Some(last),
+            _ => None,
+        }
+    }
+
+    /// How the token stands at `now`.
+    pub fn standing(&self, now: Stamp) -> Standing {
+        let Some(h) = &self.held else { return Standing::None };
+        let age = now.since(h.received);
+        match (h.lifetime, h.due_after) {
+            (Some(life), _) if age >= life => Standing::Expired,
+            (_, Some(due)) if age >= due => Standing::Due,
+            _ => Standing::Fresh,
+        }
+    }
+
+    /// The token if it has not expired at `now` (due or not).
+    pub fn usable(&self, now: Stamp) -> Option<&Secret> {
+        match self.standing(now) {
+            Standing::Fresh | Standing::Due => self.held.as_ref().map(|h| &h.token),
+            _ => None,
+        }
+    }
+
+    /// The token if it is not due for refresh at `now`.
+    pub fn fresh(&self, now: Stamp) -> Option<&Secret> {
+        match self.standing(now) {
+            Standing::Fresh => self.held.as_ref().map(|h| &h.token),
+            _ => None,
+        }
+    }
+
+    /// Claims of the held token, if it is a JWT.
+    pub fn claims(&self) -> Option<&Claims> {
+        self.held.as_ref()?.claims.as_ref()
+    }
+
+    /// `expiresAt`: expiry in epoch ms of the page clock at `now`.
+    pub fn expires_at(&self, now: Stamp) -> Option<i64> {
+        let h = self.held.as_ref()?;
+        let left = h.lifetime?.saturating_sub(now.since(h.received));
+        Some(now.wall.saturating_add(left.max(0)))
+    }
+
+    /// (lifetime, age) of the held token at `now`, for cross-tab hand-over.
+    pub fn lifetime_and_age(&self, now: Stamp) -> Option<(Option<i64>, i64)> {
+        let h = self.held.as_ref()?;
+        Some((h.lifetime, now.since(h.received)))
+    }
+
+    fn store(&mut self, grant: Grant, received: Stamp, lifetime: Option<i64>) -> Result<(), Error> {
+        if lifetime == Some(0) {
+            return Err(Error::InvalidResponse("the token has already expired"));
+        }
+        let due_after = lifetime.map(|l| refresh_after(l, self.cfg.skew_ms));
+        self.held = Some(Held { token: grant.token, claims: grant.claims, received, lifetime, due_after });
+        self.phase = Phase::Idle;
+        Ok(())
+    }
+
+    /// A token arrived (refresh response or `setSession`) at `now`.
+    /// A token that is already expired on arrival is `invalid_response`.
+    pub fn accept(&mut self, grant: Grant, now: Stamp) -> Result<(), Error> {
+        let lifetime = lifetime_ms(&grant, now.wall);
+        self.store(grant, now, lifetime)?;
+        self.bump_version(now);
+        Ok(())
+    }
+
+    /// A token another tab holds: `lifetime` as it computed it, `age` how
+    /// old it was when sent, `version` the sender's version. Ignored
+    /// (returns false) unless the message is newer than what this tab has.
+    pub fn adopt(&mut self, grant: Grant, lifetime: Option<i64>, age: i64, version: u64, now: Stamp) -> bool {
+        if version <= self.version {
+            return false;
+        }
+        let lifetime = lifetime.map(|l| l.clamp(0, super::lifetime::MAX_LIFETIME_MS));
+        let age = age.clamp(0, lifetime.unwrap_or(i64::MAX));
+        if lifetime.is_some_and(|l| age >= l) {
+            return false; // already expired: worthless
+        }
+        if self.store(grant, now.minus(age), lifetime).is_err() {
+            return false;
+        }
+        self.version = version;
+        true
+    }
+
+    /// Another tab signed out with `version`; returns whether to follow.
+    pub fn remote_sign_out(&mut self, version: u64) -> bool {
+        if version <= self.version {
+            return false;
+        }
+        self.version = version;
+        let had = self.held.take().is_some();
+        self.phase = Phase::Idle;
+        had
+    }
+
+    /// Ends the session locally (logout, rejection, expiry); returns
+    /// whether there was a token.
+    pub fn sign_out(&mut self, now: Stamp) -> bool {
+        self.bump_version(now);
+        self.phase = Phase::Idle;
+        self.held.take().is_some()
+    }
+
+    /// Starts an attempt, unless one ran less than a second ago: then
+    /// `Err(ms)` to wait first. Joining an attempt already in flight is the
+    /// shell's job (it checks `in_flight()` first).
+    pub fn try_begin_attempt(&mut self, now: Stamp) -> Result<(), i64> {
+        if let Some(last) = self.last_attempt {
+            let gap = now.since(last);
+            if gap < MIN_ATTEMPT_GAP_MS {
+                return Err(MIN_ATTEMPT_GAP_MS - gap);
+            }
+        }
+        let failures = match self.phase {
+            Phase::Backoff { failures, .. } => failures,
+            _ => 0,
+        };
+        self.phase = Phase::InFlight { failures };
+        self.last_attempt = Some(now);
+        Ok(())
+    }
+
+    /// The attempt in flight finished without a new token (the shell calls
+    /// `accept` on success). `random` ∈ [0,1) for jitter.
+    pub fn attempt_failed(&mut self, err: Error, now: Stamp, random: f64) -> Failure {
+        let failures = match self.phase {
+            Phase::InFlight { failures } => failures + 1,
+            _ => 1,
+        };
+        if !err.is_transient() {
+            let was_signed_in = self.sign_out(now);
+            return Failure::Rejected { was_signed_in };
+        }
+        if failures >= self.cfg.retry.max_attempts.max(1) {
+            if self.standing(now) == Standing::Expired || self.held.is_none() {
+                let was_signed_in = self.sign_out(now);
+                self.phase = Phase::GaveUp { last: err };
+                return Failure::Expired { was_signed_in };
+            }
+            self.phase = Phase::GaveUp { last: err };
+            return Failure::GaveUp;
+        }
+        let retry_after = match err {
+            Error::ServerError { retry_after_ms, .. } => retry_after_ms,
+            _ => None,
+        };
+        let delay = backoff_ms(self.cfg.retry, failures, random, retry_after);
+        self.phase = Phase::Backoff { failures, since: now, delay, last: err };
+        Failure::Retry { in_ms: delay }
+    }
+
+    /// An attempt ended without touching the session (another tab's token
+    /// was adopted inside the lock, or the attempt was abandoned).
+    pub fn attempt_settled(&mut self) {
+        if matches!(self.phase, Phase::InFlight { .. }) {
+            self.phase = Phase::Idle;
+        }
+    }
+
+    /// The network came back or the user asked: forget an exhausted cycle so
+    /// that the next due check starts a fresh one.
+    pub fn reset_give_up(&mut self) {
+        if matches!(self.phase, Phase::GaveUp { .. }) {
+            self.phase = Phase::Idle;
+        }
+    }
+
+    /// What should happen at `now`: the timer, page-lifecycle events and
+    /// every `getToken`/`fetch` call this.
+    pub fn tick(&self, now: Stamp) -> Tick {
+        let standing = self.standing(now);
+        match &self.phase {
+            Phase::InFlight { .. } => Tick::Idle,
+            Phase::Backoff { since, delay, .. } => {
+                if now.since(*since) >= *delay {
+                    Tick::Refresh
+                } else {
+                    Tick::Idle
+                }
+            }
+            Phase::GaveUp { .. } => {
+                if standing == Standing::Expired {
+                    Tick::Expire
+                } else {
+                    Tick::Idle
+                }
+            }
+            Phase::Idle => match standing {
+                Standing::Due | Standing::Expired => Tick::Refresh,
+                _ => Tick::Idle,
+            },
+        }
+    }
+
+    /// Milliseconds from `now` until `tick` could answer differently, or
+    /// `None` when only an outside event can change anything. The shell
+    /// clamps this for `setTimeout` and re-arms after each firing.
+    pub fn next_wake(&self, now: Stamp) -> Option<i64> {
+        let h = self.held.as_ref();
+        let age = h.map(|h| now.since(h.received));
+        match &self.phase {
+            Phase::InFlight { .. } => None,
+            Phase::Backoff { since, delay, .. } => Some((delay - now.since(*since)).max(0)),
+            Phase::GaveUp { .. } => Some((h?.lifetime? - age?).max(0)),
+            Phase::Idle => Some((h?.due_after? - age?).max(0)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::jwt::tests::jwt;
+    use super::super::token::parse_token_response;
+    use super::*;
+    use proptest::prelude::*;
+
+    const T0: i64 = 1_700_000_000_000;
+
+    fn cfg() -> Config {
+        Config { skew_ms: 30_000, retry: RetryPolicy::default() }
+    }
+
+    fn grant(expires_in: u32) -> Grant {
+        let body = String::from(r#"{"access_token":"tok","expires_in":"#) + &expires_in.to_string() + "}";
+        parse_token_response(&body).unwrap()
+    }
+
+    fn at(ms: i64) -> Stamp {
+        Stamp::at(T0 + ms)
+    }
+
+    fn signed_in(expires_in: u32) -> Session {
+        let mut s = Session::new(cfg());
+        s.accept(grant(expires_in), at(0)).unwrap();
+        s
+    }
+
+    #[test]
+    fn a_new_session_is_signed_out_and_idle() {
+        let s = Session::new(cfg());
+        assert_eq!(s.state(), State::SignedOut);
+        assert_eq!(s.standing(at(0)), Standing::None);
+        assert_eq!(s.tick(at(0)), Tick::Idle);
+        assert_eq!(s.next_wake(at(0)), None);
+        assert_eq!(s.expires_at(at(0)), None);
+    }
+
+    #[test]
+    fn an_hour_token_is_fresh_until_thirty_seconds_before_expiry() {
+        let s = signed_in(3600);
+        assert_eq!(s.state(), State::Active);
+        assert_eq!(s.expires_at(at(0)), Some(T0 + 3_600_000));
+        assert_eq!(s.standing(at(3_569_999)), Standing::Fresh);
+        assert_eq!(s.standing(at(3_570_000)), Standing::Due);
+        assert_eq!(s.tick(at(3_570_000)), Tick::Refresh);
+        assert_eq!(s.standing(at(3_600_000)), Standing::Expired);
+        assert_eq!(s.usable(at(3_599_999)).map(Secret::expose), Some("tok"));
+        assert_eq!(s.usable(at(3_600_000)), None, "a token past expiry is never handed out");
+        assert_eq!(s.next_wake(at(1_000)), Some(3_569_000));
+    }
+
+    #[test]
+    fn a_three_second_token_refreshes_half_way() {
+        let s = signed_in(3);
+        assert_eq!(s.standing(at(1_499)), Standing::Fresh);
+        assert_eq!(s.standing(at(1_500)), Standing::Due);
+        assert_eq!(s.next_wake(at(0)), Some(1_500));
+    }
+
+    #[test]
+    fn a_thirty_day_token_schedules_one_clamped_wake_and_no_refresh() {
+        let s = signed_in(30 * 86_400);
+        let wake = s.next_wake(at(0)).unwrap();
+        assert_eq!(wake, 30 * 86_400_000 - 30_000);
+        assert!(wake > super::super::schedule::MAX_TIMER_MS, "the shell must clamp and re-arm");
+        assert_eq!(s.tick(at(super::super::schedule::MAX_TIMER_MS)), Tick::Idle, "the clamped timer firing early does nothing");
+        assert_eq!(s.tick(at(10_000)), Tick::Idle);
+    }
+
+    #[test]
+    fn a_token_already_expired_on_arrival_is_an_invalid_response() {
+        let mut s = Session::new(cfg());
+        assert_eq!(s.accept(grant(0), at(0)).unwrap_err().code(), "invalid_response");
+        assert_eq!(s.state(), State::SignedOut);
+        let exp_in_past = parse_token_response(&(String::from(r#"{"access_token":""#) + &jwt(r#"{"exp":1000}"#) + "\"}")).unwrap();
+        assert!(s.accept(exp_in_past, at(0)).is_err());
+    }
+
+    #[test]
+    fn a_wrong_client_clock_does_not_change_the_schedule_when_iat_is_present() {
+        // Server says iat=1000, exp=1060; the client's clock is an hour off either way.
+        let body = String::from(r#"{"access_token":""#) + &jwt(r#"{"iat":1000,"exp":1060}"#) + "\"}";
+        for skew in [-3_600_000i64, 0, 3_600_000] {
+            let mut s = Session::new(cfg());
+            s.accept(parse_token_response(&body).unwrap(), at(skew)).unwrap();
+            assert_eq!(s.standing(at(skew + 29_999)), Standing::Fresh);
+            assert_eq!(s.standing(at(skew + 30_000)), Standing::Due);
+            assert_eq!(s.expires_at(at(skew)), Some(T0 + skew + 60_000));
+        }
+    }
+
+    #[test]
+    fn a_clock_jumping_forward_an_hour_makes_the_token_due_once_not_forever() {
+        let mut s = signed_in(60);
+        let jumped = Stamp { wall: T0 + 3_600_000 + 5_000, mono: T0 + 5_000 };
+        assert_eq!(s.standing(jumped), Standing::Expired);
+        assert_eq!(s.tick(jumped), Tick::Refresh);
+        s.try_begin_attempt(jumped).unwrap();
+        s.accept(grant(60), jumped).unwrap();
+        let later = Stamp { wall: jumped.wall + 10_000, mono: jumped.mono + 10_000 };
+        assert_eq!(s.standing(later), Standing::Fresh, "the new token counts from its own arrival");
+    }
+
+    #[test]
+    fn a_clock_jumping_back_an_hour_still_ages_the_token_by_the_monotonic_clock() {
+        let s = signed_in(60);
+        let back = Stamp { wall: T0 - 3_600_000 + 31_000, mono: T0 + 31_000 };
+        assert_eq!(s.standing(back), Standing::Due);
+        let back = Stamp { wall: T0 - 3_600_000 + 61_000, mono: T0 + 61_000 };
+        assert_eq!(s.standing(back), Standing::Expired);
+    }
+
+    #[test]
+    fn a_laptop_waking_from_sleep_sees_the_token_expired() {
+        let s = signed_in(300);
+        let woke = Stamp { wall: T0 + 8 * 3_600_000, mono: T0 + 1_000 };
+        assert_eq!(s.standing(woke), Standing::Expired);
+        assert_eq!(s.usable(woke), None);
+        assert_eq!(s.tick(woke), Tick::Refresh);
+    }
+
+    #[test]
+    fn tokens_without_a_known_lifetime_are_never_due() {
+        let mut s = Session::new(cfg());
+        s.accept(parse_token_response(r#"{"access_token":"opaque"}"#).unwrap(), at(0)).unwrap();
+        assert_eq!(s.standing(at(i64::MAX / 4)), Standing::Fresh);
+        assert_eq!(s.next_wake(at(0)), None);
+        assert_eq!(s.expires_at(at(0)), None);
+    }
+
+    #[test]
+    fn attempts_are_at_least_one_second_apart() {
+        let mut s = signed_in(3);
+        s.try_begin_attempt(at(1_500)).unwrap();
+        assert!(s.in_flight());
+        assert_eq!(s.state(), State::Refreshing);
+        s.accept(grant(3), at(1_600)).unwrap();
+        assert_eq!(s.try_begin_attempt(at(2_000)), Err(500));
+        assert_eq!(s.try_begin_attempt(at(2_500)), Ok(()));
+    }
+
+    #[test]
+    fn transient_failures_back_off_then_give_up_after_max_attempts() {
+        let mut s = signed_in(3600);
+        let mut now = 3_570_000;
+        for n in 1..5 {
+            s.try_begin_attempt(at(now)).unwrap();
+            match s.attempt_failed(Error::Network, at(now), 0.5) {
+                Failure::Retry { in_ms } => {
+                    assert!(in_ms >= 1_000);
+                    assert_eq!(s.state(), State::Refreshing);
+                    assert_eq!(s.tick(at(now + in_ms - 1)), Tick::Idle);
+                    assert_eq!(s.tick(at(now + in_ms)), Tick::Refresh);
+                    assert_eq!(s.next_wake(at(now)), Some(in_ms));
+                    assert_eq!(s.last_error(), Some(&Error::Network));
+                    now += in_ms;
+                }
+                other => panic!("attempt {n}: {other:?}"),
+            }
+        }
+        s.try_begin_attempt(at(now)).unwrap();
+        assert_eq!(s.attempt_failed(Error::Timeout, at(now), 0.5), Failure::GaveUp);
+        assert_eq!(s.state(), State::Active, "the still-valid token is kept");
+        assert_eq!(s.tick(at(now + 1)), Tick::Idle, "no more automatic attempts");
+        assert_eq!(s.tick(at(3_600_000)), Tick::Expire);
+        s.reset_give_up();
+        assert_eq!(s.tick(at(now + 1)), Tick::Refresh, "coming back online starts a new cycle");
+    }
+
+    #[test]
+    fn giving_up_after_expiry_ends_the_session_as_expired() {
+        let mut s = Session::new(Config { skew_ms: 30_000, retry: RetryPolicy { max_attempts: 1, ..RetryPolicy::default() } });
+        s.accept(grant(60), at(0)).unwrap();
+        s.try_begin_attempt(at(61_000)).unwrap();
+        assert_eq!(s.attempt_failed(Error::Network, at(61_000), 0.0), Failure::Expired { was_signed_in: true });
+        assert_eq!(s.state(), State::SignedOut);
+    }
+
+    #[test]
+    fn retry_after_from_the_server_sets_the_next_attempt() {
+        let mut s = signed_in(3600);
+        s.try_begin_attempt(at(0)).unwrap();
+        let f = s.attempt_failed(Error::ServerError { status: 429, retry_after_ms: Some(7_000) }, at(0), 0.0);
+        assert_eq!(f, Failure::Retry { in_ms: 7_000 });
+    }
+
+    #[test]
+    fn a_rejected_refresh_ends_the_session() {
+        let mut s = signed_in(60);
+        s.try_begin_attempt(at(30_000)).unwrap();
+        let f = s.attempt_failed(Error::RefreshRejected { status: 401, error: None }, at(30_000), 0.0);
+        assert_eq!(f, Failure::Rejected { was_signed_in: true });
+        assert_eq!(s.state(), State::SignedOut);
+        assert_eq!(s.tick(at(40_000)), Tick::Idle);
+    }
+
+    #[test]
+    fn a_rejected_first_refresh_was_not_signed_in() {
+        let mut s = Session::new(cfg());
+        s.try_begin_attempt(at(0)).unwrap();
+        assert_eq!(s.state(), State::Refreshing);
+        let f = s.attempt_failed(Error::RefreshRejected { status: 401, error: None }, at(0), 0.0);
+        assert_eq!(f, Failure::Rejected { was_signed_in: false });
+    }
+
+    #[test]
+    fn newer_tab_messages_win_and_older_ones_are_ignored() {
+        let mut s = signed_in(60);
+        let v = s.version();
+        assert!(!s.adopt(grant(60), Some(60_000), 0, v, at(1)), "same version: ignored");
+        assert!(s.adopt(grant(60), Some(60_000), 10_000, v + 1, at(1)));
+        assert_eq!(s.version(), v + 1);
+        // Received 10 s before `at(1)`: due at 30 s of its life.
+        assert_eq!(s.standing(at(20_000)), Standing::Fresh);
+        assert_eq!(s.standing(at(20_001)), Standing::Due);
+        assert!(!s.adopt(grant(60), Some(60_000), 0, v, at(2)), "older: ignored");
+        assert!(!s.adopt(grant(60), Some(60_000), 60_000, v + 5, at(2)), "expired in transit: ignored");
+        assert!(!s.remote_sign_out(v));
+        assert!(s.remote_sign_out(v + 2));
+        assert_eq!(s.state(), State::SignedOut);
+    }
+
+    #[test]
+    fn local_changes_always_get_a_newer_version() {
+        let mut s = Session::new(cfg());
+        s.accept(grant(60), at(0)).unwrap();
+        let v1 = s.version();
+        assert!(v1 >= T0 as u64);
+        s.accept(grant(60), at(0)).unwrap();
+        assert!(s.version() > v1, "same millisecond still moves forward");
+        let v2 = s.version();
+        s.sign_out(Stamp::at(0));
+        assert!(s.version() > v2, "a clock set back cannot move the version back");
+    }
+
+    proptest! {
+        #[test]
+        fn the_scheduler_never_produces_a_negative_wake(expires_in in 0u32..400_000_000, skew in 0i64..10_000_000, t in any::<i64>(), wall_off in -10_000_000_000i64..10_000_000_000) {
+            let mut s = Session::new(Config { skew_ms: skew, retry: RetryPolicy::default() });
+            let _ = s.accept(grant(expires_in), at(0));
+            let now = Stamp { wall: t.saturating_add(wall_off), mono: t };
+            if let Some(w) = s.next_wake(now) { prop_assert!(w >= 0); }
+            let _ = s.tick(now);
+            let _ = s.expires_at(now);
+            if s.usable(now).is_some() {
+                prop_assert!(s.standing(now) != Standing::Expired);
+            }
+        }
+
+        #[test]
+        fn a_due_token_is_still_usable_and_an_expired_one_never(expires_in in 1u32..100_000, skew in 0i64..100_000, age in 0i64..200_000_000) {
+            let mut s = Session::new(Config { skew_ms: skew, retry: RetryPolicy::default() });
+            s.accept(grant(expires_in), at(0)).unwrap();
+            let now = at(age);
+            let expired = age >= i64::from(expires_in) * 1000;
+            prop_assert_eq!(s.usable(now).is_none(), expired);
+        }
+    }
+}

@@ -1,0 +1,205 @@
+//! The cross-tab protocol: the messages tabs exchange over a
+//! `BroadcastChannel`, and which of them wins.
+//!
+//! Messages are JSON text (encoded and checked here, so the rules are
+//! tested natively). A token travels with the lifetime the sender computed
+//! and its age when sent, so the receiver schedules exactly as the sender
+//! does. Every message carries the sender's version (a hybrid logical
+//! clock: `max(version + 1, Date.now())` on each local change) and only a
+//! strictly newer version changes a tab's session.
+
+use super::json::{self, push_string, Value};
+use super::token::{grant_from_value, Grant};
+use crate::error::push_u64;
+
+/// Protocol tag, so foreign messages on the same channel name are ignored.
+const TAG: &str = "tokenwarden/1";
+
+/// A message between tabs.
+#[derive(Debug, PartialEq)]
+pub enum Message {
+    /// A tab holds this token (set, refreshed, or in answer to `Query`).
+    Token {
+        /// Sender's version.
+        version: u64,
+        /// The token, as a validated grant.
+        grant: Grant,
+        /// Lifetime in ms as the sender computed it (`None`: unknown).
+        lifetime: Option<i64>,
+        /// Age in ms when sent.
+        age: i64,
+    },
+    /// A tab signed out (logout, rejection or expiry): all tabs follow.
+    SignedOut {
+        /// Sender's version.
+        version: u64,
+    },
+    /// A tab starting up asks whether anyone holds a live token.
+    Query,
+}
+
+fn push_i64(out: &mut String, n: i64) {
+    if n < 0 {
+        out.push('-');
+    }
+    push_u64(out, n.unsigned_abs());
+}
+
+fn head(out: &mut String, kind: &str) {
+    out.push_str(r#"{"p":"#);
+    push_string(out, TAG);
+    out.push_str(r#","k":""#);
+    out.push_str(kind);
+    out.push('"');
+}
+
+/// Encodes a token message. The token is written only into this string,
+/// which goes only to same-origin tabs' memory.
+pub fn encode_token(version: u64, token: &str, lifetime: Option<i64>, age: i64) -> String {
+    let mut out = String::with_capacity(token.len() + 96);
+    head(&mut out, "token");
+    out.push_str(r#","v":"#);
+    push_u64(&mut out, version);
+    out.push_str(r#","access_token":"#);
+    push_string(&mut out, token);
+    if let Some(l) = lifetime {
+        out.push_str(r#","life":"#);
+        push_i64(&mut out, l);
+    }
+    out.push_str(r#","age":"#);
+    push_i64(&mut out, age);
+    out.push('}');
+    out
+}
+
+/// Encodes a sign-out message.
+pub fn encode_signed_out(version: u64) -> String {
+    let mut out = String::new();
+    head(&mut out, "signedOut");
+    out.push_str(r#","v":"#);
+    push_u64(&mut out, version);
+    out.push('}');
+    out
+}
+
+/// Encodes a query.
+pub fn encode_query() -> String {
+    let mut out = String::new();
+    head(&mut out, "query");
+    out.push('}');
+    out
+}
+
+fn whole_ms(v: Option<&Value>) -> Option<i64> {
+    let n = v?.as_f64()?;
+    if n.fract() == 0.0 && n.abs() < 9.0e15 {
+        Some(n as i64)
+    } else {
+        None
+    }
+}
+
+/// Decodes a message; anything malformed or foreign is `None` (ignored).
+pub fn decode(text: &str) -> Option<Message> {
+    let v = json::parse(text).ok()?;
+    if v.get("p")?.as_str()? != TAG {
+        return None;
+    }
+    let version = || whole_ms(v.get("v")).and_then(|n| u64::try_from(n).ok());
+    match v.get("k")?.as_str()? {
+        "token" => {
+            let grant = grant_from_value(&v).ok()?;
+            let lifetime = match v.get("life") {
+                None => None,
+                Some(l) => Some(whole_ms(Some(l))?.max(0)),
+            };
+            Some(Message::Token { version: version()?, grant, lifetime, age: whole_ms(v.get("age"))?.max(0) })
+        }
+        "signedOut" => Some(Message::SignedOut { version: version()? }),
+        "query" => Some(Message::Query),
+        _ => None,
+    }
+}
+
+/// Inside the refresh lock: whether to adopt the token another tab
+/// delivered since this tab decided to refresh (`version_at_decision`)
+/// instead of rotating the refresh token again.
+pub fn adopt_instead_of_rotating(version_at_decision: u64, version_now: u64, token_is_fresh: bool) -> bool {
+    version_now != version_at_decision && token_is_fresh
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn token_messages_round_trip() {
+        let text = encode_token(1_700_000_000_123, "a\"b", Some(60_000), 1_234);
+        match decode(&text).unwrap() {
+            Message::Token { version, grant, lifetime, age } => {
+                assert_eq!(version, 1_700_000_000_123);
+                assert_eq!(grant.token.expose(), "a\"b".replace('"', "\""));
+                assert_eq!(lifetime, Some(60_000));
+                assert_eq!(age, 1_234);
+            }
+            other => panic!("{other:?}"),
+        }
+        let text = encode_token(5, "opaque", None, 0);
+        assert!(matches!(decode(&text), Some(Message::Token { lifetime: None, .. })));
+    }
+
+    #[test]
+    fn sign_out_and_query_round_trip() {
+        assert_eq!(decode(&encode_signed_out(42)), Some(Message::SignedOut { version: 42 }));
+        assert_eq!(decode(&encode_query()), Some(Message::Query));
+    }
+
+    #[test]
+    fn foreign_and_malformed_messages_are_ignored() {
+        for text in [
+            "",
+            "hello",
+            r#"{"k":"query"}"#,
+            r#"{"p":"other/1","k":"query"}"#,
+            r#"{"p":"tokenwarden/1","k":"nope"}"#,
+            r#"{"p":"tokenwarden/1","k":"signedOut"}"#,
+            r#"{"p":"tokenwarden/1","k":"signedOut","v":-1}"#,
+            r#"{"p":"tokenwarden/1","k":"signedOut","v":1.5}"#,
+            r#"{"p":"tokenwarden/1","k":"token","v":1,"age":0}"#,
+            r#"{"p":"tokenwarden/1","k":"token","v":1,"access_token":"x.y.z","age":0}"#,
+            r#"{"p":"tokenwarden/1","k":"token","v":1,"access_token":"t","life":"x","age":0}"#,
+        ] {
+            assert_eq!(decode(text), None, "{text}");
+        }
+    }
+
+    #[test]
+    fn a_tab_adopts_only_when_another_tab_delivered_a_fresh_token_meanwhile() {
+        assert!(adopt_instead_of_rotating(10, 11, true));
+        assert!(!adopt_instead_of_rotating(10, 10, true), "nothing arrived: rotate");
+        assert!(!adopt_instead_of_rotating(10, 11, false), "what arrived is already due: rotate");
+    }
+
+    proptest! {
+        #[test]
+        fn decoding_arbitrary_text_never_panics(s in ".{0,200}") {
+            let _ = decode(&s);
+        }
+
+        #[test]
+        fn any_token_and_times_round_trip(tok in "[!-~]{1,80}", v in 0u64..(1u64 << 52), life in proptest::option::of(0i64..(1i64 << 50)), age in 0i64..(1i64 << 50)) {
+            prop_assume!(!super::super::jwt::looks_like_jwt(&tok));
+            let m = decode(&encode_token(v, &tok, life, age)).unwrap();
+            match m {
+                Message::Token { version, grant, lifetime, age: a } => {
+                    prop_assert_eq!(version, v);
+                    prop_assert_eq!(grant.token.expose(), tok.as_str());
+                    prop_assert_eq!(lifetime, life);
+                    prop_assert_eq!(a, age);
+                }
+                _ => prop_assert!(false),
+            }
+        }
+    }
+}
