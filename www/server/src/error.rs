@@ -1,0 +1,89 @@
+//! The one error type of the HTTP layer. Its responses never show internals.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::json;
+
+/// Why an access token was not accepted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BearerFailure {
+    /// No `Authorization: Bearer` header.
+    Missing,
+    /// Bad signature, algorithm, key, issuer, audience, format or `nbf`.
+    Invalid,
+    /// Correctly signed but expired.
+    Expired,
+}
+
+/// Every way a request can fail.
+#[derive(Debug)]
+pub enum AppError {
+    /// 400 `invalid_request`; the text is ours (never contains secrets).
+    InvalidRequest(String),
+    /// 401 `invalid_grant`: bad credentials, or a missing/unknown/expired/revoked/reused refresh token.
+    InvalidGrant,
+    /// 403 `csrf`: `X-Requested-With` missing on a cookie endpoint.
+    CsrfHeaderMissing,
+    /// 401 with `WWW-Authenticate: Bearer …`.
+    Unauthorized(BearerFailure),
+    /// 500 `server_error`; the detail is logged, not sent.
+    Internal(String),
+}
+
+impl From<crate::store::StoreError> for AppError {
+    fn from(e: crate::store::StoreError) -> Self {
+        AppError::Internal(e.to_string())
+    }
+}
+
+impl From<serde_json::Error> for AppError {
+    fn from(e: serde_json::Error) -> Self {
+        AppError::Internal(format!("json: {e}"))
+    }
+}
+
+impl IntoResponse for AppError {
+    fn into_response(self) -> Response {
+        let no_store = [(header::CACHE_CONTROL, HeaderValue::from_static("no-store"))];
+        match self {
+            AppError::InvalidRequest(description) => (
+                StatusCode::BAD_REQUEST,
+                no_store,
+                Json(json!({ "error": "invalid_request", "error_description": description })),
+            )
+                .into_response(),
+            AppError::InvalidGrant => {
+                (StatusCode::UNAUTHORIZED, no_store, Json(json!({ "error": "invalid_grant" }))).into_response()
+            }
+            AppError::CsrfHeaderMissing => (
+                StatusCode::FORBIDDEN,
+                no_store,
+                Json(json!({ "error": "csrf", "error_description": "X-Requested-With header required" })),
+            )
+                .into_response(),
+            AppError::Unauthorized(failure) => {
+                let (challenge, error) = match failure {
+                    BearerFailure::Missing => ("Bearer", "unauthorized"),
+                    BearerFailure::Invalid | BearerFailure::Expired => {
+                        ("Bearer error=\"invalid_token\"", "invalid_token")
+                    }
+                };
+                (
+                    StatusCode::UNAUTHORIZED,
+                    [
+                        (header::WWW_AUTHENTICATE, HeaderValue::from_static(challenge)),
+                        (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
+                    ],
+                    Json(json!({ "error": error })),
+                )
+                    .into_response()
+            }
+            AppError::Internal(detail) => {
+                tracing::error!(%detail, "internal error");
+                (StatusCode::INTERNAL_SERVER_ERROR, no_store, Json(json!({ "error": "server_error" })))
+                    .into_response()
+            }
+        }
+    }
+}

@@ -1,0 +1,112 @@
+//! Access tokens (JWT claims) and opaque refresh tokens.
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use rand_core::{OsRng, RngCore as _};
+use serde::Serialize;
+use serde_json::{Map, Value};
+use sha2::{Digest as _, Sha256};
+
+use crate::keys::KeySet;
+
+/// Scopes granted to the demo user.
+pub const DEMO_SCOPE: &str = "read:me profile";
+
+/// Claims of an access token issued by this server.
+#[derive(Debug, Clone, Serialize)]
+pub struct AccessClaims {
+    /// Issuer.
+    pub iss: String,
+    /// Audience.
+    pub aud: String,
+    /// Subject (the user id; no other personal data).
+    pub sub: String,
+    /// Issued at (seconds).
+    pub iat: i64,
+    /// Expiry (seconds).
+    pub exp: i64,
+    /// Unique token id.
+    pub jti: String,
+    /// Space-separated scopes.
+    pub scope: String,
+}
+
+/// What a validated access token must say about where it comes from and for whom.
+#[derive(Debug, Clone)]
+pub struct Validation {
+    /// Expected `iss`.
+    pub issuer: String,
+    /// Expected `aud` (a string, or one element of an array).
+    pub audience: String,
+    /// Clock-skew allowance for `exp` and `nbf`, in seconds.
+    pub leeway_s: i64,
+}
+
+/// Why an access token was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AccessTokenError {
+    /// Signature, algorithm, key, issuer, audience or format is wrong, or `nbf` is in the future.
+    Invalid,
+    /// Correctly signed but past `exp` (+ leeway).
+    Expired,
+}
+
+/// Verify a compact JWS and its registered claims at `now_s`; return the claims.
+pub fn validate(
+    keys: &KeySet,
+    token: &str,
+    rules: &Validation,
+    now_ms: i64,
+) -> Result<Map<String, Value>, AccessTokenError> {
+    let claims = keys.verify(token).map_err(|_| AccessTokenError::Invalid)?;
+    if claims.get("iss").and_then(Value::as_str) != Some(rules.issuer.as_str()) {
+        return Err(AccessTokenError::Invalid);
+    }
+    let aud_ok = match claims.get("aud") {
+        Some(Value::String(a)) => *a == rules.audience,
+        Some(Value::Array(list)) => list
+            .iter()
+            .any(|a| a.as_str() == Some(rules.audience.as_str())),
+        _ => false,
+    };
+    if !aud_ok {
+        return Err(AccessTokenError::Invalid);
+    }
+    let now = now_ms as f64 / 1000.0;
+    let leeway = rules.leeway_s as f64;
+    let exp = claims
+        .get("exp")
+        .and_then(Value::as_f64)
+        .ok_or(AccessTokenError::Invalid)?;
+    match claims.get("nbf") {
+        None => {}
+        Some(nbf) => match nbf.as_f64() {
+            Some(nbf) if now + leeway >= nbf => {}
+            _ => return Err(AccessTokenError::Invalid),
+        },
+    }
+    if now >= exp + leeway {
+        return Err(AccessTokenError::Expired);
+    }
+    Ok(claims)
+}
+
+/// `n` random bytes from the OS CSPRNG, base64url without padding.
+pub fn random_id(n: usize) -> String {
+    let mut bytes = vec![0u8; n];
+    OsRng.fill_bytes(&mut bytes);
+    URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// A new opaque refresh token: 256 bits from the OS CSPRNG, base64url (43 chars).
+pub fn new_refresh_token() -> String {
+    random_id(32)
+}
+
+/// SHA-256 of a refresh token; only this is stored.
+pub type TokenHash = [u8; 32];
+
+/// Hash a refresh token for storage and lookup.
+pub fn hash_refresh_token(token: &str) -> TokenHash {
+    Sha256::digest(token.as_bytes()).into()
+}

@@ -1,0 +1,183 @@
+//! Shared helpers: an in-process server driven with `oneshot`, on a manual clock.
+#![allow(dead_code)]
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::http::{header, Request, Response, StatusCode};
+use axum::Router;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use serde_json::{json, Value};
+use tokenwarden_server::clock::ManualClock;
+use tokenwarden_server::keys::KeySet;
+use tokenwarden_server::store::MemoryStore;
+use tokenwarden_server::{app, AppState, Config, REFRESH_COOKIE};
+use tower::ServiceExt as _;
+
+/// 2027-01-15T08:00:00Z, on a whole second.
+pub const START_MS: i64 = 1_800_000_000_000;
+
+pub struct TestServer {
+    pub router: Router,
+    pub state: AppState,
+    pub clock: Arc<ManualClock>,
+}
+
+pub fn server_with(config: Config) -> TestServer {
+    let clock = Arc::new(ManualClock::new(START_MS));
+    let state = AppState::new(
+        &config,
+        KeySet::generate(),
+        Box::new(MemoryStore::new()),
+        clock.clone(),
+    );
+    TestServer {
+        router: app(state.clone()),
+        state,
+        clock,
+    }
+}
+
+pub fn server(test_mode: bool) -> TestServer {
+    server_with(Config {
+        test_mode,
+        memory_store: true,
+        ..Config::default()
+    })
+}
+
+pub fn post(path: &str) -> axum::http::request::Builder {
+    Request::builder().method("POST").uri(path)
+}
+
+pub fn with_cookie(
+    builder: axum::http::request::Builder,
+    token: &str,
+) -> axum::http::request::Builder {
+    builder.header(
+        header::COOKIE,
+        format!("theme=dark; {REFRESH_COOKIE}={token}"),
+    )
+}
+
+pub fn refresh_request(token: &str) -> Request<Body> {
+    with_cookie(post("/auth/refresh"), token)
+        .header("X-Requested-With", "tokenwarden")
+        .body(Body::empty())
+        .unwrap()
+}
+
+pub fn json_request(method: &str, path: &str, body: Value) -> Request<Body> {
+    Request::builder()
+        .method(method)
+        .uri(path)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(body.to_string()))
+        .unwrap()
+}
+
+pub fn me_request(token: &str) -> Request<Body> {
+    Request::builder()
+        .uri("/api/me")
+        .header(header::AUTHORIZATION, format!("Bearer {token}"))
+        .body(Body::empty())
+        .unwrap()
+}
+
+impl TestServer {
+    pub async fn send(&self, request: Request<Body>) -> Response<Body> {
+        self.router.clone().oneshot(request).await.unwrap()
+    }
+
+    /// Log in as demo/demo; returns (access token, refresh token).
+    pub async fn login(&self) -> (String, String) {
+        let res = self
+            .send(json_request(
+                "POST",
+                "/auth/login",
+                json!({"username": "demo", "password": "demo"}),
+            ))
+            .await;
+        assert_eq!(res.status(), StatusCode::OK);
+        let cookie = refresh_cookie_of(&res).expect("login sets the refresh cookie");
+        let body = body_json(res).await;
+        (body["access_token"].as_str().unwrap().to_string(), cookie)
+    }
+
+    pub async fn counters(&self) -> Value {
+        let res = self
+            .send(
+                Request::builder()
+                    .uri("/test/counters")
+                    .body(Body::empty())
+                    .unwrap(),
+            )
+            .await;
+        assert_eq!(res.status(), StatusCode::OK);
+        body_json(res).await
+    }
+
+    pub fn advance_s(&self, s: i64) {
+        self.clock.advance_ms(s * 1000);
+    }
+
+    pub fn now_s(&self) -> i64 {
+        self.state.now_ms() / 1000
+    }
+
+    /// Claims a valid access token would carry right now.
+    pub fn valid_claims(&self) -> Value {
+        let now = self.now_s();
+        json!({
+            "iss": "tokenwarden-demo", "aud": "tokenwarden-demo-api", "sub": "demo",
+            "iat": now, "exp": now + 60, "jti": "test", "scope": "read:me profile"
+        })
+    }
+
+    /// Sign `claims` with the server's current key.
+    pub fn sign(&self, claims: &Value) -> String {
+        self.state.with_keys(|k| k.sign(claims)).unwrap()
+    }
+}
+
+pub fn set_cookie_of(res: &Response<Body>) -> Option<String> {
+    res.headers()
+        .get(header::SET_COOKIE)
+        .map(|v| v.to_str().unwrap().to_string())
+}
+
+/// The refresh token set by `res`, if it sets a non-empty one.
+pub fn refresh_cookie_of(res: &Response<Body>) -> Option<String> {
+    let set = set_cookie_of(res)?;
+    let value = set
+        .strip_prefix(&format!("{REFRESH_COOKIE}="))?
+        .split(';')
+        .next()?
+        .to_string();
+    (!value.is_empty()).then_some(value)
+}
+
+pub async fn body_bytes(res: Response<Body>) -> Vec<u8> {
+    axum::body::to_bytes(res.into_body(), usize::MAX)
+        .await
+        .unwrap()
+        .to_vec()
+}
+
+pub async fn body_json(res: Response<Body>) -> Value {
+    serde_json::from_slice(&body_bytes(res).await).unwrap()
+}
+
+pub fn b64(bytes: &[u8]) -> String {
+    URL_SAFE_NO_PAD.encode(bytes)
+}
+
+pub fn decode_part(token: &str, index: usize) -> Value {
+    serde_json::from_slice(
+        &URL_SAFE_NO_PAD
+            .decode(token.split('.').nth(index).unwrap())
+            .unwrap(),
+    )
+    .unwrap()
+}

@@ -1,0 +1,6 @@
+//! The reference server through its router (`app()` + `oneshot`, in-memory store, manual clock).
+
+mod access_tokens;
+mod common;
+mod sessions;
+mod test_mode;

@@ -1,0 +1,299 @@
+//! Login, refresh rotation, reuse detection, CSRF, logout and family lifetime.
+
+use axum::body::Body;
+use axum::http::{header, StatusCode};
+use serde_json::json;
+
+use crate::common::*;
+
+#[tokio::test]
+async fn login_with_the_demo_account_returns_a_bearer_token_response_and_a_refresh_cookie() {
+    let s = server(false);
+    let res = s
+        .send(json_request(
+            "POST",
+            "/auth/login",
+            json!({"username": "demo", "password": "demo"}),
+        ))
+        .await;
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(res.headers()[header::CACHE_CONTROL], "no-store");
+    assert_eq!(res.headers()[header::PRAGMA], "no-cache");
+    let cookie = refresh_cookie_of(&res).unwrap();
+    assert_eq!(cookie.len(), 43, "256-bit base64url refresh token");
+    let body = body_json(res).await;
+    assert_eq!(body["token_type"], "Bearer");
+    assert_eq!(body["expires_in"], 60);
+    let jwt = body["access_token"].as_str().unwrap();
+    let header = decode_part(jwt, 0);
+    assert_eq!(header["alg"], "ES256");
+    assert!(header["kid"].is_string());
+    let claims = decode_part(jwt, 1);
+    for claim in ["iss", "aud", "sub", "iat", "exp", "jti", "scope"] {
+        assert!(!claims[claim].is_null(), "claim {claim}");
+    }
+    assert_eq!(
+        claims["exp"].as_i64().unwrap() - claims["iat"].as_i64().unwrap(),
+        60
+    );
+    assert_eq!(claims["scope"], "read:me profile");
+}
+
+#[tokio::test]
+async fn login_with_a_wrong_password_is_invalid_grant_and_sets_no_cookie() {
+    let s = server(false);
+    let res = s
+        .send(json_request(
+            "POST",
+            "/auth/login",
+            json!({"username": "demo", "password": "nope"}),
+        ))
+        .await;
+    assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    assert!(set_cookie_of(&res).is_none());
+    assert_eq!(body_json(res).await, json!({"error": "invalid_grant"}));
+
+    let res = s
+        .send(
+            post("/auth/login")
+                .body(Body::from("username=demo&password=demo"))
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn the_refresh_cookie_has_exactly_the_contract_attributes() {
+    let s = server(false);
+    let res = s
+        .send(json_request(
+            "POST",
+            "/auth/login",
+            json!({"username": "demo", "password": "demo"}),
+        ))
+        .await;
+    let set = set_cookie_of(&res).unwrap();
+    let token = refresh_cookie_of(&res).unwrap();
+    assert_eq!(
+        set,
+        format!("tw_refresh={token}; HttpOnly; Secure; SameSite=Strict; Path=/auth; Max-Age=28800")
+    );
+}
+
+#[tokio::test]
+async fn refresh_rotates_the_cookie_and_replaying_the_old_one_revokes_the_whole_family() {
+    let s = server(true);
+    let (_, first) = s.login().await;
+
+    let res = s.send(refresh_request(&first)).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(res.headers()[header::CACHE_CONTROL], "no-store");
+    let second = refresh_cookie_of(&res).unwrap();
+    assert_ne!(first, second);
+    assert_eq!(body_json(res).await["token_type"], "Bearer");
+
+    let reuse = s.send(refresh_request(&first)).await;
+    assert_eq!(reuse.status(), StatusCode::UNAUTHORIZED);
+    assert!(set_cookie_of(&reuse).unwrap().contains("Max-Age=0"));
+    assert_eq!(body_json(reuse).await, json!({"error": "invalid_grant"}));
+
+    let after = s.send(refresh_request(&second)).await;
+    assert_eq!(
+        after.status(),
+        StatusCode::UNAUTHORIZED,
+        "the family is revoked, the newest token too"
+    );
+
+    let c = s.counters().await;
+    assert_eq!(c["reuseDetected"], 1);
+    assert_eq!(c["familiesRevoked"], 1);
+    assert_eq!(c["refreshesServed"], 1);
+    assert_eq!(c["refreshRequests"], 3);
+    assert_eq!(c["refreshRejected"], 2);
+    assert_eq!(c["liveFamilies"], 0);
+}
+
+#[tokio::test]
+async fn refresh_without_a_cookie_or_with_an_unknown_one_is_invalid_grant() {
+    let s = server(false);
+    let res = s
+        .send(
+            post("/auth/refresh")
+                .header("X-Requested-With", "tokenwarden")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(body_json(res).await, json!({"error": "invalid_grant"}));
+    let res = s
+        .send(refresh_request(
+            "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+        ))
+        .await;
+    assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_concurrent_refreshes_of_one_cookie_let_exactly_one_win() {
+    for _ in 0..20 {
+        let s = server(true);
+        let (_, cookie) = s.login().await;
+        let a = tokio::spawn(s.router.clone().oneshot_owned(refresh_request(&cookie)));
+        let b = tokio::spawn(s.router.clone().oneshot_owned(refresh_request(&cookie)));
+        let statuses = [a.await.unwrap().status(), b.await.unwrap().status()];
+        assert_eq!(
+            statuses.iter().filter(|st| **st == StatusCode::OK).count(),
+            1,
+            "{statuses:?}"
+        );
+        assert_eq!(
+            statuses
+                .iter()
+                .filter(|st| **st == StatusCode::UNAUTHORIZED)
+                .count(),
+            1,
+            "{statuses:?}"
+        );
+        let c = s.counters().await;
+        assert_eq!(c["reuseDetected"], 1);
+        assert_eq!(c["refreshesServed"], 1);
+    }
+}
+
+/// `Router::oneshot` taking the request by value, for `tokio::spawn`.
+trait OneshotOwned {
+    fn oneshot_owned(
+        self,
+        request: axum::http::Request<Body>,
+    ) -> impl std::future::Future<Output = axum::http::Response<Body>> + Send + 'static;
+}
+
+impl OneshotOwned for axum::Router {
+    fn oneshot_owned(
+        self,
+        request: axum::http::Request<Body>,
+    ) -> impl std::future::Future<Output = axum::http::Response<Body>> + Send + 'static {
+        use tower::ServiceExt as _;
+        async move { self.oneshot(request).await.unwrap() }
+    }
+}
+
+#[tokio::test]
+async fn refresh_and_logout_without_the_csrf_header_are_forbidden_and_leave_the_session_alone() {
+    let s = server(true);
+    let (_, cookie) = s.login().await;
+    let res = s
+        .send(
+            with_cookie(post("/auth/refresh"), &cookie)
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::FORBIDDEN);
+    assert_eq!(body_json(res).await["error"], "csrf");
+    let res = s
+        .send(
+            with_cookie(post("/auth/logout"), &cookie)
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::FORBIDDEN);
+
+    let res = s.send(refresh_request(&cookie)).await;
+    assert_eq!(
+        res.status(),
+        StatusCode::OK,
+        "the cookie was neither consumed nor revoked"
+    );
+    let c = s.counters().await;
+    assert_eq!(c["csrfMissing"], 2);
+    assert_eq!(c["refreshRejected"], 1);
+}
+
+#[tokio::test]
+async fn logout_revokes_the_family_and_clears_the_cookie() {
+    let s = server(true);
+    let (_, cookie) = s.login().await;
+    let res = s
+        .send(
+            with_cookie(post("/auth/logout"), &cookie)
+                .header("X-Requested-With", "tokenwarden")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    assert_eq!(
+        set_cookie_of(&res).unwrap(),
+        "tw_refresh=; HttpOnly; Secure; SameSite=Strict; Path=/auth; Max-Age=0"
+    );
+    assert_eq!(
+        s.send(refresh_request(&cookie)).await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+    let c = s.counters().await;
+    assert_eq!(c["logouts"], 1);
+    assert_eq!(c["familiesRevoked"], 1);
+    assert_eq!(c["reuseDetected"], 0);
+}
+
+#[tokio::test]
+async fn logout_without_a_session_still_answers_204() {
+    let s = server(false);
+    let res = s
+        .send(
+            post("/auth/logout")
+                .header("X-Requested-With", "x")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    assert!(set_cookie_of(&res).unwrap().contains("Max-Age=0"));
+}
+
+#[tokio::test]
+async fn a_family_ends_at_its_absolute_lifetime_however_often_it_rotates() {
+    let s = server(true);
+    let res = s
+        .send(json_request(
+            "POST",
+            "/test/config",
+            json!({"familyLifetimeSeconds": 10}),
+        ))
+        .await;
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    let (_, mut cookie) = s.login().await;
+    for remaining in [8, 6, 4, 2] {
+        s.advance_s(2);
+        let res = s.send(refresh_request(&cookie)).await;
+        assert_eq!(res.status(), StatusCode::OK);
+        assert!(set_cookie_of(&res)
+            .unwrap()
+            .ends_with(&format!("Max-Age={remaining}")));
+        cookie = refresh_cookie_of(&res).unwrap();
+    }
+    s.advance_s(2);
+    assert_eq!(
+        s.send(refresh_request(&cookie)).await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+}
+
+#[tokio::test]
+async fn the_family_lifetime_defaults_to_eight_hours() {
+    let s = server(false);
+    let (_, cookie) = s.login().await;
+    s.advance_s(8 * 3600 - 1);
+    let res = s.send(refresh_request(&cookie)).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let cookie = refresh_cookie_of(&res).unwrap();
+    s.advance_s(1);
+    assert_eq!(
+        s.send(refresh_request(&cookie)).await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+}
