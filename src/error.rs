@@ -140,7 +140,7 @@ pub fn sanitize_oauth_error(raw: &str) -> Option<String> {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, not(target_arch = "wasm32")))]
 mod tests {
     use super::*;
 
@@ -148,9 +148,17 @@ mod tests {
     fn transient_errors_are_exactly_network_timeout_server_and_invalid_response() {
         assert!(Error::Network.is_transient());
         assert!(Error::Timeout.is_transient());
-        assert!(Error::ServerError { status: 503, retry_after_ms: None }.is_transient());
+        assert!(Error::ServerError {
+            status: 503,
+            retry_after_ms: None
+        }
+        .is_transient());
         assert!(Error::InvalidResponse("x").is_transient());
-        assert!(!Error::RefreshRejected { status: 401, error: None }.is_transient());
+        assert!(!Error::RefreshRejected {
+            status: 401,
+            error: None
+        }
+        .is_transient());
         assert!(!Error::SignedOut.is_transient());
         assert!(!Error::Disposed.is_transient());
         assert!(!Error::InvalidOptions("x".into()).is_transient());
@@ -158,11 +166,20 @@ mod tests {
 
     #[test]
     fn messages_carry_status_and_oauth_code() {
-        let e = Error::RefreshRejected { status: 401, error: Some("invalid_grant".into()) };
+        let e = Error::RefreshRejected {
+            status: 401,
+            error: Some("invalid_grant".into()),
+        };
         assert_eq!(e.code(), "refresh_rejected");
         assert_eq!(e.status(), Some(401));
-        assert_eq!(e.message(), "the refresh endpoint rejected the session (HTTP 401, invalid_grant)");
-        let s = Error::ServerError { status: 503, retry_after_ms: Some(2000) };
+        assert_eq!(
+            e.message(),
+            "the refresh endpoint rejected the session (HTTP 401, invalid_grant)"
+        );
+        let s = Error::ServerError {
+            status: 503,
+            retry_after_ms: Some(2000),
+        };
         assert_eq!(s.message(), "the server answered HTTP 503");
     }
 
@@ -177,7 +194,10 @@ mod tests {
 
     #[test]
     fn oauth_error_codes_outside_the_rfc_charset_are_dropped() {
-        assert_eq!(sanitize_oauth_error("invalid_grant").as_deref(), Some("invalid_grant"));
+        assert_eq!(
+            sanitize_oauth_error("invalid_grant").as_deref(),
+            Some("invalid_grant")
+        );
         assert_eq!(sanitize_oauth_error(""), None);
         assert_eq!(sanitize_oauth_error("a\"b"), None);
         assert_eq!(sanitize_oauth_error("line\nbreak"), None);

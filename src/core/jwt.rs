@@ -49,7 +49,10 @@ pub fn base64url_decode(input: &str) -> Option<Vec<u8>> {
     let trimmed = match bytes.iter().position(|&b| b == b'=') {
         Some(p) => {
             // Padding only at the end, at most two, and only to a multiple of 4.
-            if bytes[p..].iter().any(|&b| b != b'=') || bytes.len() - p > 2 || bytes.len() % 4 != 0 {
+            if bytes[p..].iter().any(|&b| b != b'=')
+                || bytes.len() - p > 2
+                || !bytes.len().is_multiple_of(4)
+            {
                 return None;
             }
             &bytes[..p]
@@ -91,8 +94,16 @@ fn numeric_date(payload: &Value, name: &'static str) -> Result<Option<f64>, Erro
 fn scopes(payload: &Value) -> Vec<String> {
     let raw = payload.get("scope").or_else(|| payload.get("scp"));
     match raw {
-        Some(Value::Str(s)) => s.split(' ').filter(|p| !p.is_empty()).map(String::from).collect(),
-        Some(Value::Arr(items)) => items.iter().filter_map(Value::as_str).map(String::from).collect(),
+        Some(Value::Str(s)) => s
+            .split(' ')
+            .filter(|p| !p.is_empty())
+            .map(String::from)
+            .collect(),
+        Some(Value::Arr(items)) => items
+            .iter()
+            .filter_map(Value::as_str)
+            .map(String::from)
+            .collect(),
         _ => Vec::new(),
     }
 }
@@ -117,10 +128,15 @@ pub fn decode(token: &str) -> Result<Option<Claims>, Error> {
     }
     let text = base64url_decode(payload)
         .and_then(|b| String::from_utf8(b).ok())
-        .ok_or(Error::InvalidResponse("the JWT payload is not base64url UTF-8"))?;
-    let value = json::parse(&text).map_err(|_| Error::InvalidResponse("the JWT payload is not JSON"))?;
+        .ok_or(Error::InvalidResponse(
+            "the JWT payload is not base64url UTF-8",
+        ))?;
+    let value =
+        json::parse(&text).map_err(|_| Error::InvalidResponse("the JWT payload is not JSON"))?;
     if !matches!(value, Value::Obj(_)) {
-        return Err(Error::InvalidResponse("the JWT payload is not a JSON object"));
+        return Err(Error::InvalidResponse(
+            "the JWT payload is not a JSON object",
+        ));
     }
     Ok(Some(Claims {
         exp: numeric_date(&value, "exp")?,
@@ -131,7 +147,7 @@ pub fn decode(token: &str) -> Result<Option<Claims>, Error> {
     }))
 }
 
-#[cfg(test)]
+#[cfg(all(test, not(target_arch = "wasm32")))]
 pub(crate) mod tests {
     use super::*;
     use proptest::prelude::*;
@@ -141,7 +157,10 @@ pub(crate) mod tests {
         const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
         let mut out = String::new();
         for chunk in data.chunks(3) {
-            let n = chunk.iter().enumerate().fold(0u32, |acc, (i, &b)| acc | u32::from(b) << (16 - 8 * i));
+            let n = chunk
+                .iter()
+                .enumerate()
+                .fold(0u32, |acc, (i, &b)| acc | u32::from(b) << (16 - 8 * i));
             for i in 0..=chunk.len() {
                 out.push(A[(n >> (18 - 6 * i) & 63) as usize] as char);
             }
@@ -163,7 +182,9 @@ pub(crate) mod tests {
         assert_eq!(base64url_decode("Zm8=").unwrap(), b"fo");
         assert_eq!(base64url_decode("Zm9v").unwrap(), b"foo");
         assert_eq!(base64url_decode("-_8").unwrap(), [0xfb, 0xff]);
-        for bad in ["Z", "Zm9vY", "Zg=", "Z===", "Zg==Zg==", "Zm+v", "Zm/v", "Zm 9v", "Zé"] {
+        for bad in [
+            "Z", "Zm9vY", "Zg=", "Z===", "Zg==Zg==", "Zm+v", "Zm/v", "Zm 9v", "Zé",
+        ] {
             assert_eq!(base64url_decode(bad), None, "{bad}");
         }
     }
@@ -180,9 +201,21 @@ pub(crate) mod tests {
 
     #[test]
     fn reads_exp_iat_nbf_and_both_scope_forms() {
-        let c = decode(&jwt(r#"{"exp":200,"iat":100,"nbf":100,"scope":"read:me  write"}"#)).unwrap().unwrap();
-        assert_eq!((c.exp, c.iat, c.nbf), (Some(200.0), Some(100.0), Some(100.0)));
-        assert!(c.has_scope("read:me") && c.has_scope("write") && !c.has_scope("read") && !c.has_scope(""));
+        let c = decode(&jwt(
+            r#"{"exp":200,"iat":100,"nbf":100,"scope":"read:me  write"}"#,
+        ))
+        .unwrap()
+        .unwrap();
+        assert_eq!(
+            (c.exp, c.iat, c.nbf),
+            (Some(200.0), Some(100.0), Some(100.0))
+        );
+        assert!(
+            c.has_scope("read:me")
+                && c.has_scope("write")
+                && !c.has_scope("read")
+                && !c.has_scope("")
+        );
         let c = decode(&jwt(r#"{"scp":["a","b",3]}"#)).unwrap().unwrap();
         assert_eq!(c.scopes, ["a", "b"]);
     }
@@ -191,7 +224,11 @@ pub(crate) mod tests {
     fn opaque_tokens_have_no_claims() {
         assert_eq!(decode("opaque-token-value").unwrap(), None);
         assert_eq!(decode("a.b").unwrap(), None);
-        assert_eq!(decode("a.b.c.d.e").unwrap(), None, "JWE-shaped tokens are opaque to us");
+        assert_eq!(
+            decode("a.b.c.d.e").unwrap(),
+            None,
+            "JWE-shaped tokens are opaque to us"
+        );
     }
 
     #[test]
@@ -213,7 +250,9 @@ pub(crate) mod tests {
 
     #[test]
     fn unicode_claims_survive_decoding() {
-        let c = decode(&jwt(r#"{"name":"Zoë 😀","exp":1}"#)).unwrap().unwrap();
+        let c = decode(&jwt(r#"{"name":"Zoë 😀","exp":1}"#))
+            .unwrap()
+            .unwrap();
         assert!(c.payload_json.contains("Zoë 😀"));
     }
 

@@ -30,10 +30,10 @@ pub fn lifetime_ms(grant: &Grant, arrival_wall: i64) -> Option<i64> {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, not(target_arch = "wasm32")))]
 mod tests {
-    use super::super::token::parse_token_response;
     use super::super::jwt::tests::jwt;
+    use super::super::token::parse_token_response;
     use super::*;
 
     fn grant(payload: &str, expires_in: Option<&str>) -> Grant {
@@ -48,7 +48,10 @@ mod tests {
 
     #[test]
     fn expires_in_wins_over_the_claims() {
-        assert_eq!(lifetime_ms(&grant(r#"{"exp":1,"iat":0}"#, Some("300")), NOW), Some(300_000));
+        assert_eq!(
+            lifetime_ms(&grant(r#"{"exp":1,"iat":0}"#, Some("300")), NOW),
+            Some(300_000)
+        );
     }
 
     #[test]
@@ -64,12 +67,19 @@ mod tests {
     fn exp_alone_is_measured_against_the_page_clock() {
         let g = grant(r#"{"exp":1700000090}"#, None);
         assert_eq!(lifetime_ms(&g, NOW), Some(90_000));
-        assert_eq!(lifetime_ms(&g, NOW + 100_000), Some(0), "already expired on arrival");
+        assert_eq!(
+            lifetime_ms(&g, NOW + 100_000),
+            Some(0),
+            "already expired on arrival"
+        );
     }
 
     #[test]
     fn thirty_day_tokens_keep_their_full_lifetime() {
-        assert_eq!(lifetime_ms(&grant("{}", Some("2592000")), NOW), Some(2_592_000_000));
+        assert_eq!(
+            lifetime_ms(&grant("{}", Some("2592000")), NOW),
+            Some(2_592_000_000)
+        );
     }
 
     #[test]
@@ -83,8 +93,17 @@ mod tests {
 
     #[test]
     fn absurd_values_are_clamped_not_overflowed() {
-        assert_eq!(lifetime_ms(&grant("{}", Some("1e300")), NOW), Some(MAX_LIFETIME_MS));
-        assert_eq!(lifetime_ms(&grant(r#"{"exp":1e300,"iat":0}"#, None), NOW), Some(MAX_LIFETIME_MS));
-        assert_eq!(lifetime_ms(&grant(r#"{"exp":0,"iat":1e300}"#, None), NOW), Some(0));
+        assert_eq!(
+            lifetime_ms(&grant("{}", Some("1e300")), NOW),
+            Some(MAX_LIFETIME_MS)
+        );
+        assert_eq!(
+            lifetime_ms(&grant(r#"{"exp":1e300,"iat":0}"#, None), NOW),
+            Some(MAX_LIFETIME_MS)
+        );
+        assert_eq!(
+            lifetime_ms(&grant(r#"{"exp":0,"iat":1e300}"#, None), NOW),
+            Some(0)
+        );
     }
 }

@@ -63,13 +63,23 @@ fn bad(option: &str, why: &str) -> Error {
 fn number(v: &Value, name: &str, min: f64, max: f64, integer: bool) -> Result<f64, Error> {
     match v {
         Value::Num(n) if *n >= min && *n <= max && (!integer || n.fract() == 0.0) => Ok(*n),
-        Value::Num(_) => Err(bad(name, if integer { "must be a whole number in range" } else { "is out of range" })),
+        Value::Num(_) => Err(bad(
+            name,
+            if integer {
+                "must be a whole number in range"
+            } else {
+                "is out of range"
+            },
+        )),
         _ => Err(bad(name, "must be a number")),
     }
 }
 
 fn url(v: &Value, name: &str, resolve: &dyn Fn(&str) -> Option<String>) -> Result<String, Error> {
-    let raw = v.as_str().filter(|s| !s.is_empty()).ok_or_else(|| bad(name, "must be a non-empty string"))?;
+    let raw = v
+        .as_str()
+        .filter(|s| !s.is_empty())
+        .ok_or_else(|| bad(name, "must be a non-empty string"))?;
     let abs = resolve(raw).ok_or_else(|| bad(name, "is not a valid URL"))?;
     let o = origin::of_url(&abs).ok_or_else(|| bad(name, "must be an http(s) URL"))?;
     origin::normalize(o).map_err(|why| bad(name, why))?;
@@ -77,11 +87,15 @@ fn url(v: &Value, name: &str, resolve: &dyn Fn(&str) -> Option<String>) -> Resul
 }
 
 fn header_name_ok(n: &str) -> bool {
-    !n.is_empty() && n.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+    !n.is_empty()
+        && n.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 
 fn header_value_ok(v: &str) -> bool {
-    v.len() <= 4096 && v.bytes().all(|b| b == b'\t' || (b' '..=b'~').contains(&b) || b >= 0x80)
+    v.len() <= 4096
+        && v.bytes()
+            .all(|b| b == b'\t' || (b' '..=b'~').contains(&b) || b >= 0x80)
 }
 
 /// Parses `JSON.stringify(options)`. `page_origin` is `location.origin`
@@ -101,8 +115,14 @@ pub fn parse(
     }
     let get = |k: &str| v.get(k).filter(|x| !matches!(x, Value::Null));
 
-    let refresh_url = url(get("refreshUrl").ok_or_else(|| bad("refreshUrl", "is required"))?, "refreshUrl", resolve)?;
-    let logout_url = get("logoutUrl").map(|u| url(u, "logoutUrl", resolve)).transpose()?;
+    let refresh_url = url(
+        get("refreshUrl").ok_or_else(|| bad("refreshUrl", "is required"))?,
+        "refreshUrl",
+        resolve,
+    )?;
+    let logout_url = get("logoutUrl")
+        .map(|u| url(u, "logoutUrl", resolve))
+        .transpose()?;
 
     let skew_ms = match get("refreshSkewSeconds") {
         Some(n) => (number(n, "refreshSkewSeconds", 0.0, 31_536_000.0, false)? * 1000.0) as i64,
@@ -113,7 +133,9 @@ pub fn parse(
         Some(Value::Arr(items)) => {
             let mut out = Vec::with_capacity(items.len());
             for item in items {
-                let s = item.as_str().ok_or_else(|| bad("allowedOrigins", "must be an array of strings"))?;
+                let s = item
+                    .as_str()
+                    .ok_or_else(|| bad("allowedOrigins", "must be an array of strings"))?;
                 let o = origin::normalize(s).map_err(|why| {
                     let mut m = String::from("allowedOrigins entry ");
                     json::push_string(&mut m, s);
@@ -127,8 +149,10 @@ pub fn parse(
         }
         Some(_) => return Err(bad("allowedOrigins", "must be an array of strings")),
         None => {
-            let page = page_origin.ok_or_else(|| bad("allowedOrigins", "has no default outside a page"))?;
-            vec![origin::normalize(page).map_err(|why| bad("allowedOrigins (default: the page origin)", why))?]
+            let page = page_origin
+                .ok_or_else(|| bad("allowedOrigins", "has no default outside a page"))?;
+            vec![origin::normalize(page)
+                .map_err(|why| bad("allowedOrigins (default: the page origin)", why))?]
         }
     };
 
@@ -136,7 +160,9 @@ pub fn parse(
         Some(Value::Obj(hs)) => {
             let mut out = Vec::with_capacity(hs.len());
             for (name, value) in hs {
-                let value = value.as_str().ok_or_else(|| bad("refreshHeaders", "values must be strings"))?;
+                let value = value
+                    .as_str()
+                    .ok_or_else(|| bad("refreshHeaders", "values must be strings"))?;
                 if !header_name_ok(name) || !header_value_ok(value) {
                     return Err(bad("refreshHeaders", "has an invalid header name or value"));
                 }
@@ -145,7 +171,10 @@ pub fn parse(
             out
         }
         Some(_) => return Err(bad("refreshHeaders", "must be an object of strings")),
-        None => vec![(String::from("X-Requested-With"), String::from("tokenwarden"))],
+        None => vec![(
+            String::from("X-Requested-With"),
+            String::from("tokenwarden"),
+        )],
     };
 
     let cross_tab = match get("crossTab") {
@@ -156,7 +185,12 @@ pub fn parse(
 
     let channel_name = match get("channelName") {
         Some(Value::Str(s)) if !s.is_empty() && s.len() <= 256 => s.clone(),
-        Some(_) => return Err(bad("channelName", "must be a non-empty string (at most 256 characters)")),
+        Some(_) => {
+            return Err(bad(
+                "channelName",
+                "must be a non-empty string (at most 256 characters)",
+            ))
+        }
         None => String::from("tokenwarden"),
     };
 
@@ -167,29 +201,65 @@ pub fn parse(
 
     let retry = match get("retry") {
         Some(r @ Value::Obj(members)) => {
-            if let Some((k, _)) =
-                members.iter().find(|(k, _)| !matches!(k.as_str(), "maxAttempts" | "baseDelayMs" | "maxDelayMs"))
+            if let Some((k, _)) = members
+                .iter()
+                .find(|(k, _)| !matches!(k.as_str(), "maxAttempts" | "baseDelayMs" | "maxDelayMs"))
             {
                 let mut name = String::from("retry.");
                 name.push_str(k);
                 return Err(bad(&name, "is not a known option"));
             }
             let d = RetryPolicy::default();
-            let field = |k: &str, name: &str, min: f64, integer: bool, default: f64| -> Result<f64, Error> {
+            let field = |k: &str,
+                         name: &str,
+                         min: f64,
+                         integer: bool,
+                         default: f64|
+             -> Result<f64, Error> {
                 match r.get(k).filter(|x| !matches!(x, Value::Null)) {
                     Some(n) => number(n, name, min, 2_147_483_647.0, integer),
                     None => Ok(default),
                 }
             };
-            let max_attempts = field("maxAttempts", "retry.maxAttempts", 1.0, true, f64::from(d.max_attempts))?;
-            let base = field("baseDelayMs", "retry.baseDelayMs", 0.0, false, d.base_delay_ms as f64)?;
-            let max = field("maxDelayMs", "retry.maxDelayMs", 0.0, false, d.max_delay_ms as f64)?;
+            let max_attempts = field(
+                "maxAttempts",
+                "retry.maxAttempts",
+                1.0,
+                true,
+                f64::from(d.max_attempts),
+            )?;
+            let base = field(
+                "baseDelayMs",
+                "retry.baseDelayMs",
+                0.0,
+                false,
+                d.base_delay_ms as f64,
+            )?;
+            let max = field(
+                "maxDelayMs",
+                "retry.maxDelayMs",
+                0.0,
+                false,
+                d.max_delay_ms as f64,
+            )?;
             if max < base {
-                return Err(bad("retry.maxDelayMs", "must not be less than retry.baseDelayMs"));
+                return Err(bad(
+                    "retry.maxDelayMs",
+                    "must not be less than retry.baseDelayMs",
+                ));
             }
-            RetryPolicy { max_attempts: max_attempts as u32, base_delay_ms: base as i64, max_delay_ms: max as i64 }
+            RetryPolicy {
+                max_attempts: max_attempts as u32,
+                base_delay_ms: base as i64,
+                max_delay_ms: max as i64,
+            }
         }
-        Some(_) => return Err(bad("retry", "must be an object { maxAttempts, baseDelayMs, maxDelayMs }")),
+        Some(_) => {
+            return Err(bad(
+                "retry",
+                "must be an object { maxAttempts, baseDelayMs, maxDelayMs }",
+            ))
+        }
         None => RetryPolicy::default(),
     };
 
@@ -205,7 +275,7 @@ pub fn parse(
     })
 }
 
-#[cfg(test)]
+#[cfg(all(test, not(target_arch = "wasm32")))]
 mod tests {
     use super::*;
 
@@ -240,12 +310,22 @@ mod tests {
         assert_eq!(o.refresh_url, "https://app.example.com/auth/refresh");
         assert_eq!(o.logout_url, None);
         assert_eq!(o.allowed_origins, ["https://app.example.com"]);
-        assert_eq!(o.refresh_headers, [("X-Requested-With".to_string(), "tokenwarden".to_string())]);
+        assert_eq!(
+            o.refresh_headers,
+            [("X-Requested-With".to_string(), "tokenwarden".to_string())]
+        );
         assert!(o.cross_tab);
         assert_eq!(o.channel_name, "tokenwarden");
         assert_eq!(o.request_timeout_ms, 10_000);
         assert_eq!(o.session.skew_ms, 30_000);
-        assert_eq!(o.session.retry, RetryPolicy { max_attempts: 5, base_delay_ms: 1_000, max_delay_ms: 30_000 });
+        assert_eq!(
+            o.session.retry,
+            RetryPolicy {
+                max_attempts: 5,
+                base_delay_ms: 1_000,
+                max_delay_ms: 30_000
+            }
+        );
     }
 
     #[test]
@@ -257,13 +337,28 @@ mod tests {
                 "requestTimeoutMs":2500,"retry":{"maxAttempts":2,"baseDelayMs":10,"maxDelayMs":100}}"#,
         )
         .unwrap();
-        assert_eq!(o.logout_url.as_deref(), Some("https://app.example.com/auth/logout"));
+        assert_eq!(
+            o.logout_url.as_deref(),
+            Some("https://app.example.com/auth/logout")
+        );
         assert_eq!(o.session.skew_ms, 5_500);
-        assert_eq!(o.allowed_origins, ["https://api.example.com", "http://localhost:3000"]);
+        assert_eq!(
+            o.allowed_origins,
+            ["https://api.example.com", "http://localhost:3000"]
+        );
         assert!(o.allows("https://api.example.com/v1/x"));
-        assert!(!o.allows("https://app.example.com/x"), "an explicit list replaces the default");
-        assert!(!o.allows("http://api.example.com/x"), "another scheme is another origin");
-        assert!(!o.allows("https://api.example.com:8443/x"), "another port is another origin");
+        assert!(
+            !o.allows("https://app.example.com/x"),
+            "an explicit list replaces the default"
+        );
+        assert!(
+            !o.allows("http://api.example.com/x"),
+            "another scheme is another origin"
+        );
+        assert!(
+            !o.allows("https://api.example.com:8443/x"),
+            "another port is another origin"
+        );
         assert!(!o.allows("https://api.example.com.evil.com/x"));
         assert_eq!(o.session.retry.max_attempts, 2);
         assert!(!o.cross_tab);
@@ -271,7 +366,8 @@ mod tests {
 
     #[test]
     fn null_means_default() {
-        let o = opts(r#"{"refreshUrl":"/r","logoutUrl":null,"retry":{"maxAttempts":null}}"#).unwrap();
+        let o =
+            opts(r#"{"refreshUrl":"/r","logoutUrl":null,"retry":{"maxAttempts":null}}"#).unwrap();
         assert_eq!(o.logout_url, None);
         assert_eq!(o.session.retry.max_attempts, 5);
     }
@@ -285,47 +381,120 @@ mod tests {
             (r#"{"refreshUrl":""}"#, "refreshUrl"),
             (r#"{"refreshUrl":5}"#, "refreshUrl"),
             (r#"{"refreshUrl":"not a url"}"#, "refreshUrl"),
-            (r#"{"refreshUrl":"http://auth.example.com/r"}"#, "refreshUrl"),
-            (r#"{"refreshUrl":"/r","logoutUrl":"javascript://x"}"#, "logoutUrl"),
+            (
+                r#"{"refreshUrl":"http://auth.example.com/r"}"#,
+                "refreshUrl",
+            ),
+            (
+                r#"{"refreshUrl":"/r","logoutUrl":"javascript://x"}"#,
+                "logoutUrl",
+            ),
             (r#"{"refreshUrl":"/r","refreshUrI":"/typo"}"#, "refreshUrI"),
-            (r#"{"refreshUrl":"/r","refreshSkewSeconds":-1}"#, "refreshSkewSeconds"),
-            (r#"{"refreshUrl":"/r","refreshSkewSeconds":"30"}"#, "refreshSkewSeconds"),
-            (r#"{"refreshUrl":"/r","allowedOrigins":"https://a.com"}"#, "allowedOrigins"),
-            (r#"{"refreshUrl":"/r","allowedOrigins":["http://api.example.com"]}"#, "allowedOrigins"),
-            (r#"{"refreshUrl":"/r","allowedOrigins":["https://a.com/path"]}"#, "allowedOrigins"),
-            (r#"{"refreshUrl":"/r","allowedOrigins":[1]}"#, "allowedOrigins"),
-            (r#"{"refreshUrl":"/r","refreshHeaders":{"X-A":1}}"#, "refreshHeaders"),
-            (r#"{"refreshUrl":"/r","refreshHeaders":{"Bad Name":"v"}}"#, "refreshHeaders"),
-            (r#"{"refreshUrl":"/r","refreshHeaders":{"X-A":"a\nb"}}"#, "refreshHeaders"),
-            (r#"{"refreshUrl":"/r","refreshHeaders":[]}"#, "refreshHeaders"),
+            (
+                r#"{"refreshUrl":"/r","refreshSkewSeconds":-1}"#,
+                "refreshSkewSeconds",
+            ),
+            (
+                r#"{"refreshUrl":"/r","refreshSkewSeconds":"30"}"#,
+                "refreshSkewSeconds",
+            ),
+            (
+                r#"{"refreshUrl":"/r","allowedOrigins":"https://a.com"}"#,
+                "allowedOrigins",
+            ),
+            (
+                r#"{"refreshUrl":"/r","allowedOrigins":["http://api.example.com"]}"#,
+                "allowedOrigins",
+            ),
+            (
+                r#"{"refreshUrl":"/r","allowedOrigins":["https://a.com/path"]}"#,
+                "allowedOrigins",
+            ),
+            (
+                r#"{"refreshUrl":"/r","allowedOrigins":[1]}"#,
+                "allowedOrigins",
+            ),
+            (
+                r#"{"refreshUrl":"/r","refreshHeaders":{"X-A":1}}"#,
+                "refreshHeaders",
+            ),
+            (
+                r#"{"refreshUrl":"/r","refreshHeaders":{"Bad Name":"v"}}"#,
+                "refreshHeaders",
+            ),
+            (
+                r#"{"refreshUrl":"/r","refreshHeaders":{"X-A":"a\nb"}}"#,
+                "refreshHeaders",
+            ),
+            (
+                r#"{"refreshUrl":"/r","refreshHeaders":[]}"#,
+                "refreshHeaders",
+            ),
             (r#"{"refreshUrl":"/r","crossTab":"yes"}"#, "crossTab"),
             (r#"{"refreshUrl":"/r","channelName":""}"#, "channelName"),
-            (r#"{"refreshUrl":"/r","requestTimeoutMs":0}"#, "requestTimeoutMs"),
-            (r#"{"refreshUrl":"/r","requestTimeoutMs":-5}"#, "requestTimeoutMs"),
-            (r#"{"refreshUrl":"/r","requestTimeoutMs":1e12}"#, "requestTimeoutMs"),
+            (
+                r#"{"refreshUrl":"/r","requestTimeoutMs":0}"#,
+                "requestTimeoutMs",
+            ),
+            (
+                r#"{"refreshUrl":"/r","requestTimeoutMs":-5}"#,
+                "requestTimeoutMs",
+            ),
+            (
+                r#"{"refreshUrl":"/r","requestTimeoutMs":1e12}"#,
+                "requestTimeoutMs",
+            ),
             (r#"{"refreshUrl":"/r","retry":5}"#, "retry"),
-            (r#"{"refreshUrl":"/r","retry":{"maxAttempts":0}}"#, "retry.maxAttempts"),
-            (r#"{"refreshUrl":"/r","retry":{"maxAttempts":1.5}}"#, "retry.maxAttempts"),
-            (r#"{"refreshUrl":"/r","retry":{"baseDelayMs":-1}}"#, "retry.baseDelayMs"),
-            (r#"{"refreshUrl":"/r","retry":{"baseDelayMs":100,"maxDelayMs":10}}"#, "retry.maxDelayMs"),
-            (r#"{"refreshUrl":"/r","retry":{"jitter":true}}"#, "retry.jitter"),
+            (
+                r#"{"refreshUrl":"/r","retry":{"maxAttempts":0}}"#,
+                "retry.maxAttempts",
+            ),
+            (
+                r#"{"refreshUrl":"/r","retry":{"maxAttempts":1.5}}"#,
+                "retry.maxAttempts",
+            ),
+            (
+                r#"{"refreshUrl":"/r","retry":{"baseDelayMs":-1}}"#,
+                "retry.baseDelayMs",
+            ),
+            (
+                r#"{"refreshUrl":"/r","retry":{"baseDelayMs":100,"maxDelayMs":10}}"#,
+                "retry.maxDelayMs",
+            ),
+            (
+                r#"{"refreshUrl":"/r","retry":{"jitter":true}}"#,
+                "retry.jitter",
+            ),
         ];
         for (text, option) in cases {
             let m = message(text);
-            assert!(m.starts_with(option), "{text}: message {m:?} should name {option}");
+            assert!(
+                m.starts_with(option),
+                "{text}: message {m:?} should name {option}"
+            );
         }
     }
 
     #[test]
     fn a_plain_http_page_outside_loopback_has_no_default_allow_list() {
-        let e = parse(r#"{"refreshUrl":"https://a.com/r"}"#, Some("http://intranet"), &resolve).unwrap_err();
+        let e = parse(
+            r#"{"refreshUrl":"https://a.com/r"}"#,
+            Some("http://intranet"),
+            &resolve,
+        )
+        .unwrap_err();
         assert!(e.message().starts_with("allowedOrigins"));
     }
 
     #[test]
     fn loopback_http_pages_work_out_of_the_box() {
         let local = |u: &str| Some(String::from("http://127.0.0.1:8080") + u);
-        let o = parse(r#"{"refreshUrl":"/auth/refresh"}"#, Some("http://127.0.0.1:8080"), &local).unwrap();
+        let o = parse(
+            r#"{"refreshUrl":"/auth/refresh"}"#,
+            Some("http://127.0.0.1:8080"),
+            &local,
+        )
+        .unwrap();
         assert!(o.allows("http://127.0.0.1:8080/api/me"));
         assert!(!o.allows("http://localhost:8080/api/me"));
     }

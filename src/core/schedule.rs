@@ -41,7 +41,11 @@ pub struct RetryPolicy {
 
 impl Default for RetryPolicy {
     fn default() -> Self {
-        RetryPolicy { max_attempts: 5, base_delay_ms: 1_000, max_delay_ms: 30_000 }
+        RetryPolicy {
+            max_attempts: 5,
+            base_delay_ms: 1_000,
+            max_delay_ms: 30_000,
+        }
     }
 }
 
@@ -49,13 +53,26 @@ impl Default for RetryPolicy {
 /// (≥ 1). `random` is uniform in [0, 1); `retry_after` is what the server
 /// asked for. Full jitter over `min(max, base · 2^(failures−1))`, then at
 /// least the server's `Retry-After` and at least `MIN_ATTEMPT_GAP_MS`.
-pub fn backoff_ms(policy: RetryPolicy, failures: u32, random: f64, retry_after: Option<i64>) -> i64 {
+pub fn backoff_ms(
+    policy: RetryPolicy,
+    failures: u32,
+    random: f64,
+    retry_after: Option<i64>,
+) -> i64 {
     let shift = failures.saturating_sub(1).min(40);
-    let ceiling = policy.base_delay_ms.max(0).saturating_mul(1i64 << shift).min(policy.max_delay_ms.max(0));
-    let r = if random.is_finite() { random.clamp(0.0, 1.0) } else { 0.0 };
+    let ceiling = policy
+        .base_delay_ms
+        .max(0)
+        .saturating_mul(1i64 << shift)
+        .min(policy.max_delay_ms.max(0));
+    let r = if random.is_finite() {
+        random.clamp(0.0, 1.0)
+    } else {
+        0.0
+    };
     let jittered = (ceiling as f64 * r) as i64;
     let server = retry_after.unwrap_or(0).clamp(0, MAX_RETRY_AFTER_MS);
-    jittered.max(server).max(MIN_ATTEMPT_GAP_MS).min(MAX_TIMER_MS)
+    jittered.max(server).clamp(MIN_ATTEMPT_GAP_MS, MAX_TIMER_MS)
 }
 
 /// Parses a `Retry-After` value (RFC 9110 §10.2.3): delta-seconds or an
@@ -84,8 +101,10 @@ fn parse_imf_fixdate(v: &str) -> Option<i64> {
             None
         }
     };
-    const MONTHS: [&[u8]; 12] =
-        [b"Jan", b"Feb", b"Mar", b"Apr", b"May", b"Jun", b"Jul", b"Aug", b"Sep", b"Oct", b"Nov", b"Dec"];
+    const MONTHS: [&[u8]; 12] = [
+        b"Jan", b"Feb", b"Mar", b"Apr", b"May", b"Jun", b"Jul", b"Aug", b"Sep", b"Oct", b"Nov",
+        b"Dec",
+    ];
     let day = num(5..7)?;
     let month = MONTHS.iter().position(|m| *m == &b[8..11])? as i64 + 1;
     let year = num(12..16)?;
@@ -107,7 +126,7 @@ fn parse_imf_fixdate(v: &str) -> Option<i64> {
     Some(((days * 86_400) + h * 3_600 + mi * 60 + s) * 1_000)
 }
 
-#[cfg(test)]
+#[cfg(all(test, not(target_arch = "wasm32")))]
 mod tests {
     use super::*;
     use proptest::prelude::*;
@@ -115,7 +134,11 @@ mod tests {
     #[test]
     fn refreshes_skew_before_expiry_for_ordinary_tokens() {
         assert_eq!(refresh_after(3_600_000, 30_000), 3_570_000);
-        assert_eq!(refresh_after(60_000, 30_000), 30_000, "exactly 2×skew: skew rule");
+        assert_eq!(
+            refresh_after(60_000, 30_000),
+            30_000,
+            "exactly 2×skew: skew rule"
+        );
     }
 
     #[test]
@@ -152,9 +175,16 @@ mod tests {
 
     #[test]
     fn backoff_never_goes_below_one_second_even_with_zero_jitter() {
-        let p = RetryPolicy { max_attempts: 5, base_delay_ms: 0, max_delay_ms: 0 };
+        let p = RetryPolicy {
+            max_attempts: 5,
+            base_delay_ms: 0,
+            max_delay_ms: 0,
+        };
         assert_eq!(backoff_ms(p, 3, 0.0, None), MIN_ATTEMPT_GAP_MS);
-        assert_eq!(backoff_ms(RetryPolicy::default(), 1, 0.0, None), MIN_ATTEMPT_GAP_MS);
+        assert_eq!(
+            backoff_ms(RetryPolicy::default(), 1, 0.0, None),
+            MIN_ATTEMPT_GAP_MS
+        );
     }
 
     #[test]
@@ -169,11 +199,27 @@ mod tests {
     fn retry_after_parses_seconds_and_http_dates() {
         assert_eq!(parse_retry_after("3", 0), Some(3_000));
         assert_eq!(parse_retry_after(" 120 ", 0), Some(120_000));
-        assert_eq!(parse_retry_after("99999999999", 0), Some(MAX_RETRY_AFTER_MS));
+        assert_eq!(
+            parse_retry_after("99999999999", 0),
+            Some(MAX_RETRY_AFTER_MS)
+        );
         let now = 784_111_777_000 - 5_000; // RFC 9110's example date minus 5 s
-        assert_eq!(parse_retry_after("Sun, 06 Nov 1994 08:49:37 GMT", now), Some(5_000));
-        assert_eq!(parse_retry_after("Sun, 06 Nov 1994 08:49:37 GMT", now + 60_000), Some(0));
-        for bad in ["", "-1", "1.5", "soon", "Sun, 06 Foo 1994 08:49:37 GMT", "Sun, 06 Nov 1994 08:49:37 UTC"] {
+        assert_eq!(
+            parse_retry_after("Sun, 06 Nov 1994 08:49:37 GMT", now),
+            Some(5_000)
+        );
+        assert_eq!(
+            parse_retry_after("Sun, 06 Nov 1994 08:49:37 GMT", now + 60_000),
+            Some(0)
+        );
+        for bad in [
+            "",
+            "-1",
+            "1.5",
+            "soon",
+            "Sun, 06 Foo 1994 08:49:37 GMT",
+            "Sun, 06 Nov 1994 08:49:37 UTC",
+        ] {
             assert_eq!(parse_retry_after(bad, now), None, "{bad}");
         }
     }

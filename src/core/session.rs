@@ -104,9 +104,18 @@ struct Held {
 #[derive(Clone, Debug, PartialEq)]
 enum Phase {
     Idle,
-    InFlight { failures: u32 },
-    Backoff { failures: u32, since: Stamp, delay: i64, last: Error },
-    GaveUp { last: Error },
+    InFlight {
+        failures: u32,
+    },
+    Backoff {
+        failures: u32,
+        since: Stamp,
+        delay: i64,
+        last: Error,
+    },
+    GaveUp {
+        last: Error,
+    },
 }
 
 /// The session. See the module docs.
@@ -122,7 +131,13 @@ pub struct Session {
 impl Session {
     /// A signed-out session.
     pub fn new(cfg: Config) -> Self {
-        Session { cfg, held: None, phase: Phase::Idle, last_attempt: None, version: 0 }
+        Session {
+            cfg,
+            held: None,
+            phase: Phase::Idle,
+            last_attempt: None,
+            version: 0,
+        }
     }
 
     /// The cross-tab version of the current token (or sign-out): a hybrid
@@ -165,7 +180,9 @@ impl Session {
 
     /// How the token stands at `now`.
     pub fn standing(&self, now: Stamp) -> Standing {
-        let Some(h) = &self.held else { return Standing::None };
+        let Some(h) = &self.held else {
+            return Standing::None;
+        };
         let age = now.since(h.received);
         match (h.lifetime, h.due_after) {
             (Some(life), _) if age >= life => Standing::Expired,
@@ -213,7 +230,13 @@ impl Session {
             return Err(Error::InvalidResponse("the token has already expired"));
         }
         let due_after = lifetime.map(|l| refresh_after(l, self.cfg.skew_ms));
-        self.held = Some(Held { token: grant.token, claims: grant.claims, received, lifetime, due_after });
+        self.held = Some(Held {
+            token: grant.token,
+            claims: grant.claims,
+            received,
+            lifetime,
+            due_after,
+        });
         self.phase = Phase::Idle;
         Ok(())
     }
@@ -230,7 +253,14 @@ impl Session {
     /// A token another tab holds: `lifetime` as it computed it, `age` how
     /// old it was when sent, `version` the sender's version. Ignored
     /// (returns false) unless the message is newer than what this tab has.
-    pub fn adopt(&mut self, grant: Grant, lifetime: Option<i64>, age: i64, version: u64, now: Stamp) -> bool {
+    pub fn adopt(
+        &mut self,
+        grant: Grant,
+        lifetime: Option<i64>,
+        age: i64,
+        version: u64,
+        now: Stamp,
+    ) -> bool {
         if version <= self.version {
             return false;
         }
@@ -309,7 +339,12 @@ impl Session {
             _ => None,
         };
         let delay = backoff_ms(self.cfg.retry, failures, random, retry_after);
-        self.phase = Phase::Backoff { failures, since: now, delay, last: err };
+        self.phase = Phase::Backoff {
+            failures,
+            since: now,
+            delay,
+            last: err,
+        };
         Failure::Retry { in_ms: delay }
     }
 
@@ -371,7 +406,7 @@ impl Session {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, not(target_arch = "wasm32")))]
 mod tests {
     use super::super::jwt::tests::jwt;
     use super::super::token::parse_token_response;
@@ -381,11 +416,15 @@ mod tests {
     const T0: i64 = 1_700_000_000_000;
 
     fn cfg() -> Config {
-        Config { skew_ms: 30_000, retry: RetryPolicy::default() }
+        Config {
+            skew_ms: 30_000,
+            retry: RetryPolicy::default(),
+        }
     }
 
     fn grant(expires_in: u32) -> Grant {
-        let body = String::from(r#"{"access_token":"tok","expires_in":"#) + &expires_in.to_string() + "}";
+        let body =
+            String::from(r#"{"access_token":"tok","expires_in":"#) + &expires_in.to_string() + "}";
         parse_token_response(&body).unwrap()
     }
 
@@ -419,7 +458,11 @@ mod tests {
         assert_eq!(s.tick(at(3_570_000)), Tick::Refresh);
         assert_eq!(s.standing(at(3_600_000)), Standing::Expired);
         assert_eq!(s.usable(at(3_599_999)).map(Secret::expose), Some("tok"));
-        assert_eq!(s.usable(at(3_600_000)), None, "a token past expiry is never handed out");
+        assert_eq!(
+            s.usable(at(3_600_000)),
+            None,
+            "a token past expiry is never handed out"
+        );
         assert_eq!(s.next_wake(at(1_000)), Some(3_569_000));
     }
 
@@ -436,27 +479,42 @@ mod tests {
         let s = signed_in(30 * 86_400);
         let wake = s.next_wake(at(0)).unwrap();
         assert_eq!(wake, 30 * 86_400_000 - 30_000);
-        assert!(wake > super::super::schedule::MAX_TIMER_MS, "the shell must clamp and re-arm");
-        assert_eq!(s.tick(at(super::super::schedule::MAX_TIMER_MS)), Tick::Idle, "the clamped timer firing early does nothing");
+        assert!(
+            wake > super::super::schedule::MAX_TIMER_MS,
+            "the shell must clamp and re-arm"
+        );
+        assert_eq!(
+            s.tick(at(super::super::schedule::MAX_TIMER_MS)),
+            Tick::Idle,
+            "the clamped timer firing early does nothing"
+        );
         assert_eq!(s.tick(at(10_000)), Tick::Idle);
     }
 
     #[test]
     fn a_token_already_expired_on_arrival_is_an_invalid_response() {
         let mut s = Session::new(cfg());
-        assert_eq!(s.accept(grant(0), at(0)).unwrap_err().code(), "invalid_response");
+        assert_eq!(
+            s.accept(grant(0), at(0)).unwrap_err().code(),
+            "invalid_response"
+        );
         assert_eq!(s.state(), State::SignedOut);
-        let exp_in_past = parse_token_response(&(String::from(r#"{"access_token":""#) + &jwt(r#"{"exp":1000}"#) + "\"}")).unwrap();
+        let exp_in_past = parse_token_response(
+            &(String::from(r#"{"access_token":""#) + &jwt(r#"{"exp":1000}"#) + "\"}"),
+        )
+        .unwrap();
         assert!(s.accept(exp_in_past, at(0)).is_err());
     }
 
     #[test]
     fn a_wrong_client_clock_does_not_change_the_schedule_when_iat_is_present() {
         // Server says iat=1000, exp=1060; the client's clock is an hour off either way.
-        let body = String::from(r#"{"access_token":""#) + &jwt(r#"{"iat":1000,"exp":1060}"#) + "\"}";
+        let body =
+            String::from(r#"{"access_token":""#) + &jwt(r#"{"iat":1000,"exp":1060}"#) + "\"}";
         for skew in [-3_600_000i64, 0, 3_600_000] {
             let mut s = Session::new(cfg());
-            s.accept(parse_token_response(&body).unwrap(), at(skew)).unwrap();
+            s.accept(parse_token_response(&body).unwrap(), at(skew))
+                .unwrap();
             assert_eq!(s.standing(at(skew + 29_999)), Standing::Fresh);
             assert_eq!(s.standing(at(skew + 30_000)), Standing::Due);
             assert_eq!(s.expires_at(at(skew)), Some(T0 + skew + 60_000));
@@ -466,28 +524,47 @@ mod tests {
     #[test]
     fn a_clock_jumping_forward_an_hour_makes_the_token_due_once_not_forever() {
         let mut s = signed_in(60);
-        let jumped = Stamp { wall: T0 + 3_600_000 + 5_000, mono: T0 + 5_000 };
+        let jumped = Stamp {
+            wall: T0 + 3_600_000 + 5_000,
+            mono: T0 + 5_000,
+        };
         assert_eq!(s.standing(jumped), Standing::Expired);
         assert_eq!(s.tick(jumped), Tick::Refresh);
         s.try_begin_attempt(jumped).unwrap();
         s.accept(grant(60), jumped).unwrap();
-        let later = Stamp { wall: jumped.wall + 10_000, mono: jumped.mono + 10_000 };
-        assert_eq!(s.standing(later), Standing::Fresh, "the new token counts from its own arrival");
+        let later = Stamp {
+            wall: jumped.wall + 10_000,
+            mono: jumped.mono + 10_000,
+        };
+        assert_eq!(
+            s.standing(later),
+            Standing::Fresh,
+            "the new token counts from its own arrival"
+        );
     }
 
     #[test]
     fn a_clock_jumping_back_an_hour_still_ages_the_token_by_the_monotonic_clock() {
         let s = signed_in(60);
-        let back = Stamp { wall: T0 - 3_600_000 + 31_000, mono: T0 + 31_000 };
+        let back = Stamp {
+            wall: T0 - 3_600_000 + 31_000,
+            mono: T0 + 31_000,
+        };
         assert_eq!(s.standing(back), Standing::Due);
-        let back = Stamp { wall: T0 - 3_600_000 + 61_000, mono: T0 + 61_000 };
+        let back = Stamp {
+            wall: T0 - 3_600_000 + 61_000,
+            mono: T0 + 61_000,
+        };
         assert_eq!(s.standing(back), Standing::Expired);
     }
 
     #[test]
     fn a_laptop_waking_from_sleep_sees_the_token_expired() {
         let s = signed_in(300);
-        let woke = Stamp { wall: T0 + 8 * 3_600_000, mono: T0 + 1_000 };
+        let woke = Stamp {
+            wall: T0 + 8 * 3_600_000,
+            mono: T0 + 1_000,
+        };
         assert_eq!(s.standing(woke), Standing::Expired);
         assert_eq!(s.usable(woke), None);
         assert_eq!(s.tick(woke), Tick::Refresh);
@@ -496,7 +573,11 @@ mod tests {
     #[test]
     fn tokens_without_a_known_lifetime_are_never_due() {
         let mut s = Session::new(cfg());
-        s.accept(parse_token_response(r#"{"access_token":"opaque"}"#).unwrap(), at(0)).unwrap();
+        s.accept(
+            parse_token_response(r#"{"access_token":"opaque"}"#).unwrap(),
+            at(0),
+        )
+        .unwrap();
         assert_eq!(s.standing(at(i64::MAX / 4)), Standing::Fresh);
         assert_eq!(s.next_wake(at(0)), None);
         assert_eq!(s.expires_at(at(0)), None);
@@ -533,20 +614,42 @@ mod tests {
             }
         }
         s.try_begin_attempt(at(now)).unwrap();
-        assert_eq!(s.attempt_failed(Error::Timeout, at(now), 0.5), Failure::GaveUp);
+        assert_eq!(
+            s.attempt_failed(Error::Timeout, at(now), 0.5),
+            Failure::GaveUp
+        );
         assert_eq!(s.state(), State::Active, "the still-valid token is kept");
-        assert_eq!(s.tick(at(now + 1)), Tick::Idle, "no more automatic attempts");
+        assert_eq!(
+            s.tick(at(now + 1)),
+            Tick::Idle,
+            "no more automatic attempts"
+        );
         assert_eq!(s.tick(at(3_600_000)), Tick::Expire);
         s.reset_give_up();
-        assert_eq!(s.tick(at(now + 1)), Tick::Refresh, "coming back online starts a new cycle");
+        assert_eq!(
+            s.tick(at(now + 1)),
+            Tick::Refresh,
+            "coming back online starts a new cycle"
+        );
     }
 
     #[test]
     fn giving_up_after_expiry_ends_the_session_as_expired() {
-        let mut s = Session::new(Config { skew_ms: 30_000, retry: RetryPolicy { max_attempts: 1, ..RetryPolicy::default() } });
+        let mut s = Session::new(Config {
+            skew_ms: 30_000,
+            retry: RetryPolicy {
+                max_attempts: 1,
+                ..RetryPolicy::default()
+            },
+        });
         s.accept(grant(60), at(0)).unwrap();
         s.try_begin_attempt(at(61_000)).unwrap();
-        assert_eq!(s.attempt_failed(Error::Network, at(61_000), 0.0), Failure::Expired { was_signed_in: true });
+        assert_eq!(
+            s.attempt_failed(Error::Network, at(61_000), 0.0),
+            Failure::Expired {
+                was_signed_in: true
+            }
+        );
         assert_eq!(s.state(), State::SignedOut);
     }
 
@@ -554,7 +657,14 @@ mod tests {
     fn retry_after_from_the_server_sets_the_next_attempt() {
         let mut s = signed_in(3600);
         s.try_begin_attempt(at(0)).unwrap();
-        let f = s.attempt_failed(Error::ServerError { status: 429, retry_after_ms: Some(7_000) }, at(0), 0.0);
+        let f = s.attempt_failed(
+            Error::ServerError {
+                status: 429,
+                retry_after_ms: Some(7_000),
+            },
+            at(0),
+            0.0,
+        );
         assert_eq!(f, Failure::Retry { in_ms: 7_000 });
     }
 
@@ -562,8 +672,20 @@ mod tests {
     fn a_rejected_refresh_ends_the_session() {
         let mut s = signed_in(60);
         s.try_begin_attempt(at(30_000)).unwrap();
-        let f = s.attempt_failed(Error::RefreshRejected { status: 401, error: None }, at(30_000), 0.0);
-        assert_eq!(f, Failure::Rejected { was_signed_in: true });
+        let f = s.attempt_failed(
+            Error::RefreshRejected {
+                status: 401,
+                error: None,
+            },
+            at(30_000),
+            0.0,
+        );
+        assert_eq!(
+            f,
+            Failure::Rejected {
+                was_signed_in: true
+            }
+        );
         assert_eq!(s.state(), State::SignedOut);
         assert_eq!(s.tick(at(40_000)), Tick::Idle);
     }
@@ -573,22 +695,43 @@ mod tests {
         let mut s = Session::new(cfg());
         s.try_begin_attempt(at(0)).unwrap();
         assert_eq!(s.state(), State::Refreshing);
-        let f = s.attempt_failed(Error::RefreshRejected { status: 401, error: None }, at(0), 0.0);
-        assert_eq!(f, Failure::Rejected { was_signed_in: false });
+        let f = s.attempt_failed(
+            Error::RefreshRejected {
+                status: 401,
+                error: None,
+            },
+            at(0),
+            0.0,
+        );
+        assert_eq!(
+            f,
+            Failure::Rejected {
+                was_signed_in: false
+            }
+        );
     }
 
     #[test]
     fn newer_tab_messages_win_and_older_ones_are_ignored() {
         let mut s = signed_in(60);
         let v = s.version();
-        assert!(!s.adopt(grant(60), Some(60_000), 0, v, at(1)), "same version: ignored");
+        assert!(
+            !s.adopt(grant(60), Some(60_000), 0, v, at(1)),
+            "same version: ignored"
+        );
         assert!(s.adopt(grant(60), Some(60_000), 10_000, v + 1, at(1)));
         assert_eq!(s.version(), v + 1);
         // Received 10 s before `at(1)`: due at 30 s of its life.
         assert_eq!(s.standing(at(20_000)), Standing::Fresh);
         assert_eq!(s.standing(at(20_001)), Standing::Due);
-        assert!(!s.adopt(grant(60), Some(60_000), 0, v, at(2)), "older: ignored");
-        assert!(!s.adopt(grant(60), Some(60_000), 60_000, v + 5, at(2)), "expired in transit: ignored");
+        assert!(
+            !s.adopt(grant(60), Some(60_000), 0, v, at(2)),
+            "older: ignored"
+        );
+        assert!(
+            !s.adopt(grant(60), Some(60_000), 60_000, v + 5, at(2)),
+            "expired in transit: ignored"
+        );
         assert!(!s.remote_sign_out(v));
         assert!(s.remote_sign_out(v + 2));
         assert_eq!(s.state(), State::SignedOut);
@@ -604,7 +747,10 @@ mod tests {
         assert!(s.version() > v1, "same millisecond still moves forward");
         let v2 = s.version();
         s.sign_out(Stamp::at(0));
-        assert!(s.version() > v2, "a clock set back cannot move the version back");
+        assert!(
+            s.version() > v2,
+            "a clock set back cannot move the version back"
+        );
     }
 
     proptest! {

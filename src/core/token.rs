@@ -64,7 +64,9 @@ pub fn grant_from_value(v: &Value) -> Result<Grant, Error> {
     if !token.bytes().all(|b| (0x21..=0x7e).contains(&b)) {
         // RFC 6750 b64token charset is narrower; anything with spaces or
         // control characters cannot go into an Authorization header.
-        return Err(Error::InvalidResponse("access_token has characters a header cannot carry"));
+        return Err(Error::InvalidResponse(
+            "access_token has characters a header cannot carry",
+        ));
     }
     match v.get("token_type") {
         None | Some(Value::Null) => {}
@@ -101,7 +103,7 @@ pub fn oauth_error(body: &str) -> Option<String> {
     sanitize_oauth_error(v.get("error")?.as_str()?)
 }
 
-#[cfg(test)]
+#[cfg(all(test, not(target_arch = "wasm32")))]
 mod tests {
     use super::super::jwt::tests::jwt;
     use super::*;
@@ -118,7 +120,9 @@ mod tests {
         assert_eq!(g.expires_in, None);
         assert_eq!(g.claims, None);
         let t = jwt(r#"{"exp":2000,"iat":1000}"#);
-        let body = String::from(r#"{"access_token":""#) + &t + r#"","token_type":"bEaReR","expires_in":"60"}"#;
+        let body = String::from(r#"{"access_token":""#)
+            + &t
+            + r#"","token_type":"bEaReR","expires_in":"60"}"#;
         let g = parse_token_response(&body).unwrap();
         assert_eq!(g.expires_in, Some(60.0));
         assert_eq!(g.claims.unwrap().exp, Some(2000.0));
@@ -163,7 +167,10 @@ mod tests {
 
     #[test]
     fn oauth_error_reads_the_error_field_only_when_sane() {
-        assert_eq!(oauth_error(r#"{"error":"invalid_grant"}"#).as_deref(), Some("invalid_grant"));
+        assert_eq!(
+            oauth_error(r#"{"error":"invalid_grant"}"#).as_deref(),
+            Some("invalid_grant")
+        );
         assert_eq!(oauth_error("<html>"), None);
         assert_eq!(oauth_error(r#"{"error":"<script>\n"}"#), None);
         assert_eq!(oauth_error(r#"{"error":5}"#), None);

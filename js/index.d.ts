@@ -1,0 +1,92 @@
+/** Options of createTokenClient (unknown keys are an error). */
+export interface TokenClientOptions {
+  /** Refresh endpoint, absolute or relative to the page. */
+  refreshUrl: string | URL;
+  /** Logout endpoint; without it logout() only clears locally. */
+  logoutUrl?: string | URL;
+  /** Refresh when this little lifetime is left (default 30). */
+  refreshSkewSeconds?: number;
+  /** Exact origins whose requests get the Bearer header (default: the page origin). */
+  allowedOrigins?: string[];
+  /** Extra headers on refresh and logout calls (default { "X-Requested-With": "tokenwarden" }). */
+  refreshHeaders?: Record<string, string>;
+  /** Coordinate refreshes, sign-in and sign-out across tabs (default true). */
+  crossTab?: boolean;
+  /** Name of the cross-tab channel and lock (default "tokenwarden"). */
+  channelName?: string;
+  /** Timeout of one refresh or logout call in ms (default 10000). */
+  requestTimeoutMs?: number;
+  /** Backoff for transient refresh failures (default 5, 1000, 30000). */
+  retry?: { maxAttempts?: number; baseDelayMs?: number; maxDelayMs?: number };
+}
+
+/** OAuth 2.0 token response (RFC 6749 §5.1). */
+export interface TokenResponse {
+  access_token: string;
+  token_type?: string;
+  expires_in?: number | string;
+  [extra: string]: unknown;
+}
+
+export type TokenClientErrorCode =
+  | "invalid_options"
+  | "unsupported_environment"
+  | "network"
+  | "timeout"
+  | "server_error"
+  | "refresh_rejected"
+  | "invalid_response"
+  | "signed_out"
+  | "disposed";
+
+export declare class TokenClientError extends Error {
+  readonly name: "TokenClientError";
+  readonly code: TokenClientErrorCode;
+  /** HTTP status for server_error and refresh_rejected. */
+  readonly status?: number;
+  /** The OAuth `error` field of a refresh_rejected response, when given. */
+  readonly error?: string;
+  /** The original error of a failed request (code network). */
+  readonly cause?: unknown;
+  constructor(message: string, code?: TokenClientErrorCode);
+}
+
+export type TokenClientState = "signedOut" | "active" | "refreshing";
+export type SignedOutReason = "logout" | "rejected" | "expired" | "tab";
+
+export type TokenClientEvent =
+  | { type: "signedIn"; expiresAt: number | undefined }
+  | { type: "refreshed"; expiresAt: number | undefined; source: "self" | "tab" }
+  | { type: "refreshFailed"; error: TokenClientError; retryInMs: number | null }
+  | { type: "signedOut"; reason: SignedOutReason };
+
+export interface TokenClient {
+  /** Restore a session: other tabs first, then the refresh endpoint once. */
+  start(): Promise<boolean>;
+  /** Accept the app's own login response; throws invalid_response. */
+  setSession(response: TokenResponse): void;
+  /** A token not due for refresh (refreshing first when due), or null when signed out. */
+  getToken(): Promise<string | null>;
+  /** "Bearer <token>" or null. */
+  authorizationHeader(): Promise<string | null>;
+  /** window.fetch with the Bearer header for allowed origins. */
+  fetch(input: RequestInfo | URL, init?: RequestInit): Promise<Response>;
+  /** Force a refresh now (shares one in flight). */
+  refresh(): Promise<string>;
+  /** Clear locally, tell other tabs, then POST logoutUrl. */
+  logout(): Promise<void>;
+  /** Listen to events; returns the unsubscribe function. */
+  subscribe(listener: (event: TokenClientEvent) => void): () => void;
+  readonly state: TokenClientState;
+  /** Expiry in epoch ms of this page's clock. */
+  readonly expiresAt: number | undefined;
+  /** The JWT payload, decoded but NOT verified; undefined for opaque tokens. */
+  claims(): Record<string, unknown> | undefined;
+  hasScope(scope: string): boolean;
+  /** Stop timers, leave the channel; later calls reject with disposed. */
+  dispose(): void;
+}
+
+/** Loads the wasm once (createTokenClient does this for you). */
+export declare function init(): Promise<unknown>;
+export declare function createTokenClient(options: TokenClientOptions): Promise<TokenClient>;

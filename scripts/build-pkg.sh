@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Builds pkg/: wasm-pack (release, --target web), then wraps it with the
+# hand-written entry js/index.js and its types, and completes package.json.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+profile=${1:---release}
+wasm-pack build "$profile" --target web --out-dir pkg --out-name tokenwarden --no-pack >/dev/null 2>pkg-build.log || { cat pkg-build.log; exit 1; }
+rm -f pkg-build.log pkg/.gitignore
+cp js/index.js js/index.d.ts pkg/
+cp README.md pkg/ 2>/dev/null || true
+node scripts/package-json.mjs

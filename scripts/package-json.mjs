@@ -1,0 +1,27 @@
+// Writes pkg/package.json for the npm package (entry: the hand-written index.js).
+import { readFileSync, writeFileSync, existsSync } from "node:fs";
+
+const cargo = readFileSync(new URL("../Cargo.toml", import.meta.url), "utf8");
+const field = (name) => cargo.match(new RegExp(`^${name} = "([^"]*)"`, "m"))?.[1];
+const pkgDir = new URL("../pkg/", import.meta.url);
+const files = ["index.js", "index.d.ts", "tokenwarden.js", "tokenwarden.d.ts", "tokenwarden_bg.wasm", "tokenwarden_bg.wasm.d.ts"];
+if (existsSync(new URL("snippets", pkgDir))) files.push("snippets/");
+const pkg = {
+  name: "tokenwarden",
+  version: field("version"),
+  description: field("description"),
+  license: field("license"),
+  repository: { type: "git", url: field("repository") },
+  type: "module",
+  main: "./index.js",
+  module: "./index.js",
+  types: "./index.d.ts",
+  exports: {
+    ".": { types: "./index.d.ts", import: "./index.js", default: "./index.js" },
+    "./package.json": "./package.json",
+  },
+  files: [...files, "README.md"],
+  sideEffects: false,
+  keywords: ["oauth", "jwt", "access-token", "refresh-token", "wasm", "fetch", "bearer"],
+};
+writeFileSync(new URL("package.json", pkgDir), JSON.stringify(pkg, null, 2) + "\n");

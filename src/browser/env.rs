@@ -1,0 +1,79 @@
+//! Globals, bound through `extern "C"` so they work in windows and
+//! workers alike: clocks, randomness, `fetch`, and feature detection.
+
+use js_sys::{Promise, Reflect};
+use wasm_bindgen::prelude::*;
+use wasm_bindgen::JsCast;
+
+use crate::core::clock::Stamp;
+
+#[wasm_bindgen]
+extern "C" {
+    #[wasm_bindgen(js_namespace = Date, js_name = now)]
+    fn date_now() -> f64;
+    #[wasm_bindgen(js_namespace = performance, js_name = now)]
+    fn perf_now() -> f64;
+    #[wasm_bindgen(js_namespace = Math, js_name = random)]
+    fn math_random() -> f64;
+    /// The global `fetch` (window or worker).
+    #[wasm_bindgen(js_name = fetch)]
+    pub fn global_fetch(request: &web_sys::Request) -> Promise;
+}
+
+/// `new Request(input, init)` with the global constructor, exactly as
+/// `fetch(input, init)` would build it (string, URL or Request input).
+pub fn new_request(input: &JsValue, init: &JsValue) -> Result<web_sys::Request, JsValue> {
+    let ctor: js_sys::Function = global("Request")
+        .ok_or(JsValue::UNDEFINED)?
+        .unchecked_into();
+    let args = if init.is_undefined() {
+        js_sys::Array::of1(input)
+    } else {
+        js_sys::Array::of2(input, init)
+    };
+    Ok(Reflect::construct(&ctor, &args)?.unchecked_into())
+}
+
+/// Reads both clocks. `mono` is `performance.now()` shifted by `base`
+/// (taken once per client) so that both read near epoch milliseconds.
+pub fn now(base: f64) -> Stamp {
+    Stamp {
+        wall: date_now() as i64,
+        mono: (base + perf_now()) as i64,
+    }
+}
+
+/// The shift that makes `performance.now()` read like `Date.now()`.
+pub fn mono_base() -> f64 {
+    date_now() - perf_now()
+}
+
+/// Uniform in [0, 1), for backoff jitter.
+pub fn random() -> f64 {
+    math_random()
+}
+
+/// `globalThis[name]`, if defined.
+pub fn global(name: &str) -> Option<JsValue> {
+    Reflect::get(&js_sys::global(), &JsValue::from_str(name))
+        .ok()
+        .filter(|v| !v.is_undefined() && !v.is_null())
+}
+
+/// The page's `location.href` and `location.origin`, in a window only.
+pub fn page_location() -> Option<(String, String)> {
+    let location = global("location")?;
+    let get = |k: &str| {
+        Reflect::get(&location, &JsValue::from_str(k))
+            .ok()?
+            .as_string()
+    };
+    Some((get("href")?, get("origin")?))
+}
+
+/// `new URL(input, base).href`, or `None` if it does not parse.
+pub fn resolve_url(input: &str, base: &str) -> Option<String> {
+    web_sys::Url::new_with_base(input, base)
+        .ok()
+        .map(|u| u.href())
+}

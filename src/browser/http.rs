@@ -1,0 +1,103 @@
+//! The one place the shell calls `fetch` for its own requests (refresh
+//! and logout): plain data in, plain data out, a timeout that aborts the
+//! request, and an `AbortController` that aborts on drop.
+
+use std::cell::Cell;
+use std::rc::Rc;
+
+use gloo_timers::callback::Timeout;
+use wasm_bindgen::JsCast;
+use wasm_bindgen_futures::JsFuture;
+use web_sys::{AbortController, Request, RequestCredentials, RequestInit, Response};
+
+use super::env::global_fetch;
+use crate::core::schedule::timer_delay;
+use crate::error::Error;
+
+/// What came back.
+pub struct Reply {
+    /// HTTP status.
+    pub status: u16,
+    /// The body as text (empty when it could not be read).
+    pub body: String,
+    /// The raw `Retry-After` header, if any.
+    pub retry_after: Option<String>,
+}
+
+/// Aborts the request when dropped, and owns the timeout that aborts it.
+struct AbortGuard {
+    controller: AbortController,
+    timed_out: Rc<Cell<bool>>,
+    _timer: Timeout,
+}
+
+impl AbortGuard {
+    fn new(timeout_ms: i64) -> Result<Self, Error> {
+        let controller = AbortController::new().map_err(|_| Error::UnsupportedEnvironment)?;
+        let timed_out = Rc::new(Cell::new(false));
+        let (c, t) = (controller.clone(), timed_out.clone());
+        let timer = Timeout::new(timer_delay(timeout_ms), move || {
+            t.set(true);
+            c.abort();
+        });
+        Ok(AbortGuard {
+            controller,
+            timed_out,
+            _timer: timer,
+        })
+    }
+
+    fn failure(&self) -> Error {
+        if self.timed_out.get() {
+            Error::Timeout
+        } else {
+            Error::Network
+        }
+    }
+}
+
+impl Drop for AbortGuard {
+    fn drop(&mut self) {
+        self.controller.abort();
+    }
+}
+
+/// POSTs an empty body to `url` with the cookie (`credentials: include`)
+/// and `headers`; the whole exchange, body included, is bounded by
+/// `timeout_ms`.
+pub async fn post(
+    url: &str,
+    headers: &[(String, String)],
+    timeout_ms: i64,
+) -> Result<Reply, Error> {
+    let guard = AbortGuard::new(timeout_ms)?;
+    let init = RequestInit::new();
+    init.set_method("POST");
+    init.set_credentials(RequestCredentials::Include);
+    init.set_cache(web_sys::RequestCache::NoStore);
+    init.set_signal(Some(&guard.controller.signal()));
+    let request = Request::new_with_str_and_init(url, &init).map_err(|_| Error::Network)?;
+    let h = request.headers();
+    for (name, value) in headers {
+        h.set(name, value).map_err(|_| Error::Network)?;
+    }
+    let response: Response = JsFuture::from(global_fetch(&request))
+        .await
+        .map_err(|_| guard.failure())?
+        .unchecked_into();
+    let status = response.status();
+    let retry_after = response.headers().get("retry-after").ok().flatten();
+    let body = match response.text() {
+        Ok(p) => JsFuture::from(p)
+            .await
+            .map_err(|_| guard.failure())?
+            .as_string()
+            .unwrap_or_default(),
+        Err(_) => String::new(),
+    };
+    Ok(Reply {
+        status,
+        body,
+        retry_after,
+    })
+}

@@ -1,0 +1,760 @@
+//! The browser shell in headless Chromium (wasm-bindgen-test). `fetch` is a
+//! scripted stub (tests/support/stub.js) that records every request;
+//! timers, AbortController, BroadcastChannel and Web Locks are the real ones.
+#![cfg(target_arch = "wasm32")]
+
+use js_sys::{Array, Function, Promise, Reflect, JSON};
+use tokenwarden::client::TokenClient;
+use wasm_bindgen::prelude::*;
+use wasm_bindgen_futures::JsFuture;
+use wasm_bindgen_test::*;
+
+wasm_bindgen_test_configure!(run_in_browser);
+
+#[wasm_bindgen(module = "/tests/support/stub.js")]
+extern "C" {
+    /// Replaces `globalThis.fetch`; returns the live request log.
+    #[wasm_bindgen(js_name = stubFetch)]
+    fn stub_fetch(routes: &JsValue) -> Array;
+    /// Replaces the route table of the installed stub.
+    #[wasm_bindgen(js_name = setRoutes)]
+    fn set_routes(routes: &JsValue);
+    /// Counts requests in `log` whose path is `path`.
+    #[wasm_bindgen(js_name = count)]
+    fn count(log: &Array, path: &str) -> u32;
+    /// The Authorization headers sent to `path`, in order.
+    #[wasm_bindgen(js_name = authsFor)]
+    fn auths_for(log: &Array, path: &str) -> Array;
+    /// Instruments every persistent storage API; returns a report function.
+    #[wasm_bindgen(js_name = spyStorage)]
+    fn spy_storage() -> Function;
+    /// An unsigned JWT with `payload`.
+    #[wasm_bindgen(js_name = makeJwt)]
+    fn make_jwt(payload: &JsValue) -> String;
+}
+
+/// A listener that pushes every event into `into`.
+fn pusher(into: &Array) -> Function {
+    let make = Function::new_with_args("arr", "return (e) => { arr.push(e); }");
+    make.call1(&JsValue::UNDEFINED, into)
+        .expect("pusher")
+        .unchecked_into()
+}
+
+/// Collects the client's events into an array.
+fn collect(client: &TokenClient) -> Array {
+    let events = Array::new();
+    client.subscribe(pusher(&events)).expect("subscribe");
+    events
+}
+
+fn js(json: &str) -> JsValue {
+    JSON::parse(json).expect("test JSON")
+}
+
+fn get(v: &JsValue, key: &str) -> JsValue {
+    Reflect::get(v, &JsValue::from_str(key)).unwrap_or(JsValue::UNDEFINED)
+}
+
+fn code(err: &JsValue) -> String {
+    get(err, "code").as_string().unwrap_or_default()
+}
+
+async fn ok(p: Promise) -> JsValue {
+    JsFuture::from(p).await.expect("promise should resolve")
+}
+
+async fn err(p: Promise) -> JsValue {
+    JsFuture::from(p).await.expect_err("promise should reject")
+}
+
+async fn sleep(ms: i32) {
+    let p = Promise::new(&mut |resolve, _| {
+        let window = web_sys_window();
+        let _ = Reflect::apply(
+            &get(&window, "setTimeout").into(),
+            &window,
+            &Array::of2(&resolve, &JsValue::from(ms)),
+        );
+    });
+    let _ = JsFuture::from(p).await;
+}
+
+fn web_sys_window() -> JsValue {
+    js_sys::global().into()
+}
+
+fn client(extra: &str) -> TokenClient {
+    let opts = String::from(
+        r#"{"refreshUrl":"/auth/refresh","logoutUrl":"/auth/logout","crossTab":false"#,
+    ) + extra
+        + "}";
+    TokenClient::new(js(&opts)).expect("valid options")
+}
+
+fn event_types(events: &Array) -> Vec<String> {
+    events
+        .iter()
+        .map(|e| get(&e, "type").as_string().unwrap_or_default())
+        .collect()
+}
+
+/// A refresh route that mints `tok-1`, `tok-2`, … living `secs` seconds.
+fn minting(secs: u32) -> String {
+    String::from(r#"[{"mint":"#) + &secs.to_string() + "}]"
+}
+
+#[wasm_bindgen_test]
+async fn bearer_goes_only_to_allowed_origins_and_never_overrides_the_callers_header() {
+    let log = stub_fetch(&js(r#"{"*":[{"status":200,"body":"ok"}]}"#));
+    let c = client(r#","allowedOrigins":["https://api.example.com","http://127.0.0.1:1"]"#);
+    c.set_session(js(
+        r#"{"access_token":"tok-A","token_type":"Bearer","expires_in":3600}"#,
+    ))
+    .unwrap();
+    for url in [
+        "https://api.example.com/v1/me",
+        "https://evil.example.com/steal",
+        "http://api.example.com/v1/me",
+        "https://api.example.com:8443/v1/me",
+        "https://api.example.com.evil.com/v1/me",
+        "http://127.0.0.1:1/x",
+        "/same-origin-but-not-listed",
+    ] {
+        ok(c.fetch(JsValue::from_str(url), JsValue::UNDEFINED)).await;
+    }
+    ok(c.fetch(
+        js(r#""https://api.example.com/explicit""#),
+        js(r#"{"headers":{"Authorization":"Basic dXNlcg=="}}"#),
+    ))
+    .await;
+    let sent: Vec<(String, JsValue)> = log
+        .iter()
+        .map(|e| (get(&e, "url").as_string().unwrap(), get(&e, "auth")))
+        .collect();
+    let auth = |needle: &str| {
+        sent.iter()
+            .find(|(u, _)| u.contains(needle))
+            .map(|(_, a)| a.as_string())
+            .unwrap()
+    };
+    assert_eq!(
+        auth("api.example.com/v1/me").as_deref(),
+        Some("Bearer tok-A")
+    );
+    assert_eq!(auth("evil.example.com"), None);
+    assert_eq!(
+        auth("http://api.example.com"),
+        None,
+        "another scheme is another origin"
+    );
+    assert_eq!(auth(":8443"), None, "another port is another origin");
+    assert_eq!(auth("api.example.com.evil.com"), None);
+    assert_eq!(auth("127.0.0.1:1").as_deref(), Some("Bearer tok-A"));
+    assert_eq!(
+        auth("same-origin-but-not-listed"),
+        None,
+        "an explicit allow-list replaces the page origin"
+    );
+    assert_eq!(
+        auth("explicit").as_deref(),
+        Some("Basic dXNlcg=="),
+        "the caller's Authorization is kept"
+    );
+    c.dispose();
+}
+
+#[wasm_bindgen_test]
+async fn fetch_accepts_strings_urls_and_requests_and_keeps_method_and_body() {
+    let log = stub_fetch(&js(r#"{"*":[{"status":200,"body":"ok"}]}"#));
+    let c = client("");
+    c.set_session(js(r#"{"access_token":"tok-A","expires_in":3600}"#))
+        .unwrap();
+    let url = web_sys::Url::new_with_base(
+        "/api/url",
+        &get(&get(&js_sys::global(), "location"), "href")
+            .as_string()
+            .unwrap(),
+    )
+    .unwrap();
+    ok(c.fetch(url.into(), JsValue::UNDEFINED)).await;
+    let req = web_sys::Request::new_with_str("/api/request").unwrap();
+    ok(c.fetch(req.into(), JsValue::UNDEFINED)).await;
+    ok(c.fetch(
+        JsValue::from_str("/api/post"),
+        js(r#"{"method":"POST","body":"{\"a\":1}"}"#),
+    ))
+    .await;
+    assert_eq!(
+        auths_for(&log, "/api/url").get(0).as_string().as_deref(),
+        Some("Bearer tok-A")
+    );
+    assert_eq!(
+        auths_for(&log, "/api/request")
+            .get(0)
+            .as_string()
+            .as_deref(),
+        Some("Bearer tok-A")
+    );
+    let post = log
+        .iter()
+        .find(|e| get(e, "path").as_string().as_deref() == Some("/api/post"))
+        .unwrap();
+    assert_eq!(get(&post, "method").as_string().as_deref(), Some("POST"));
+    assert_eq!(get(&post, "body").as_string().as_deref(), Some("{\"a\":1}"));
+    c.dispose();
+}
+
+#[wasm_bindgen_test]
+async fn twenty_concurrent_get_token_calls_when_due_share_one_refresh() {
+    let routes = String::from(r#"{"/auth/refresh":[{"delayMs":100,"mint":3600}]}"#);
+    let log = stub_fetch(&js(&routes));
+    let c = client("");
+    // Signed out and restoring: every caller waits for the same refresh.
+    let start = c.start();
+    let calls: Vec<Promise> = (0..20).map(|_| c.get_token()).collect();
+    for p in calls {
+        assert_eq!(ok(p).await.as_string().as_deref(), Some("tok-1"));
+    }
+    assert_eq!(ok(start).await, JsValue::TRUE);
+    assert_eq!(count(&log, "/auth/refresh"), 1);
+    // Due (1 s token, half-life rule): twenty callers again, one refresh.
+    c.set_session(js(r#"{"access_token":"tok-short","expires_in":1.2}"#))
+        .unwrap();
+    sleep(700).await;
+    let calls: Vec<Promise> = (0..20).map(|_| c.get_token()).collect();
+    for p in calls {
+        assert_eq!(ok(p).await.as_string().as_deref(), Some("tok-2"));
+    }
+    assert_eq!(count(&log, "/auth/refresh"), 2);
+    c.dispose();
+}
+
+#[wasm_bindgen_test]
+async fn a_401_leads_to_one_refresh_and_one_replay_with_the_new_token() {
+    let routes = String::from(
+        r#"{"/api/data":[{"status":401},{"status":200,"body":"fine"}],"/auth/refresh":"#,
+    ) + &minting(3600)
+        + "}";
+    let log = stub_fetch(&js(&routes));
+    let c = client("");
+    c.set_session(js(r#"{"access_token":"tok-0","expires_in":3600}"#))
+        .unwrap();
+    let res = ok(c.fetch(
+        JsValue::from_str("/api/data"),
+        js(r#"{"method":"PUT","body":"payload"}"#),
+    ))
+    .await;
+    assert_eq!(get(&res, "status").as_f64(), Some(200.0));
+    let auths: Vec<String> = auths_for(&log, "/api/data")
+        .iter()
+        .filter_map(|a| a.as_string())
+        .collect();
+    assert_eq!(auths, ["Bearer tok-0", "Bearer tok-1"]);
+    assert_eq!(count(&log, "/auth/refresh"), 1);
+    let replayed = log
+        .iter()
+        .rfind(|e| get(e, "path").as_string().as_deref() == Some("/api/data"))
+        .unwrap();
+    assert_eq!(
+        get(&replayed, "body").as_string().as_deref(),
+        Some("payload"),
+        "the replay carries the body again"
+    );
+    c.dispose();
+}
+
+#[wasm_bindgen_test]
+async fn a_second_401_is_returned_to_the_caller_as_is() {
+    let routes = String::from(r#"{"/api/data":[{"status":401,"body":"nope"}],"/auth/refresh":"#)
+        + &minting(3600)
+        + "}";
+    let log = stub_fetch(&js(&routes));
+    let c = client("");
+    c.set_session(js(r#"{"access_token":"tok-0","expires_in":3600}"#))
+        .unwrap();
+    let res = ok(c.fetch(JsValue::from_str("/api/data"), JsValue::UNDEFINED)).await;
+    assert_eq!(get(&res, "status").as_f64(), Some(401.0));
+    assert_eq!(count(&log, "/api/data"), 2, "one replay, no more");
+    assert_eq!(count(&log, "/auth/refresh"), 1);
+    c.dispose();
+}
+
+#[wasm_bindgen_test]
+async fn a_rejected_refresh_signs_out_and_rejects_with_refresh_rejected() {
+    let log = stub_fetch(&js(
+        r#"{"/auth/refresh":[{"status":401,"body":"{\"error\":\"invalid_grant\"}"}]}"#,
+    ));
+    let c = client("");
+    let events = collect(&c);
+    c.set_session(js(r#"{"access_token":"tok-0","expires_in":3600}"#))
+        .unwrap();
+    let e = err(c.refresh()).await;
+    assert_eq!(code(&e), "refresh_rejected");
+    assert_eq!(get(&e, "status").as_f64(), Some(401.0));
+    assert_eq!(
+        get(&e, "error").as_string().as_deref(),
+        Some("invalid_grant")
+    );
+    assert_eq!(
+        get(&e, "name").as_string().as_deref(),
+        Some("TokenClientError")
+    );
+    assert!(e.is_instance_of::<js_sys::Error>());
+    assert_eq!(c.state(), "signedOut");
+    assert_eq!(event_types(&events), ["signedIn", "signedOut"]);
+    assert_eq!(
+        get(&events.get(1), "reason").as_string().as_deref(),
+        Some("rejected")
+    );
+    assert_eq!(ok(c.get_token()).await, JsValue::NULL);
+    assert_eq!(count(&log, "/auth/refresh"), 1);
+    c.dispose();
+}
+
+#[wasm_bindgen_test]
+async fn each_malformed_refresh_body_is_invalid_response_and_the_client_recovers() {
+    let not_jwt = r#""{\"access_token\":\"a.b.c\"}""#;
+    let bodies = [
+        r#""<!doctype html><title>502</title>""#,
+        r#""{\"access_token\":\"ab""#,
+        r#""""#,
+        r#""{\"token_type\":\"Bearer\",\"expires_in\":60}""#,
+        r#""{\"access_token\":\"t\",\"token_type\":\"mac\"}""#,
+        r#""{\"access_token\":\"t\",\"expires_in\":0}""#,
+        not_jwt,
+    ];
+    for body in bodies {
+        let routes = String::from(r#"{"/auth/refresh":[{"status":200,"body":"#) + body + "}]}";
+        let log = stub_fetch(&js(&routes));
+        let c = client("");
+        let events = collect(&c);
+        c.set_session(js(r#"{"access_token":"tok-0","expires_in":3600}"#))
+            .unwrap();
+        let e = err(c.refresh()).await;
+        assert_eq!(code(&e), "invalid_response", "{body}");
+        assert_eq!(c.state(), "refreshing", "{body}: retries follow");
+        assert_eq!(event_types(&events), ["signedIn", "refreshFailed"]);
+        assert!(get(&events.get(1), "retryInMs").as_f64().unwrap() >= 1000.0);
+        // The still-valid token keeps working while retries go on.
+        assert_eq!(
+            ok(c.get_token()).await.as_string().as_deref(),
+            Some("tok-0")
+        );
+        set_routes(&js(&(String::from(r#"{"/auth/refresh":"#)
+            + &minting(3600)
+            + "}")));
+        assert_eq!(
+            ok(c.refresh()).await.as_string().as_deref(),
+            Some("tok-1"),
+            "{body}: recovers"
+        );
+        assert_eq!(c.state(), "active");
+        assert_eq!(count(&log, "/auth/refresh"), 2);
+        c.dispose();
+    }
+}
+
+#[wasm_bindgen_test]
+async fn server_errors_are_transient_and_retry_after_is_honoured() {
+    let log = stub_fetch(&js(
+        r#"{"/auth/refresh":[{"status":429,"headers":{"Retry-After":"3"}},{"status":503}]}"#,
+    ));
+    let c = client("");
+    let events = collect(&c);
+    c.set_session(js(r#"{"access_token":"tok-0","expires_in":3600}"#))
+        .unwrap();
+    let e = err(c.refresh()).await;
+    assert_eq!(code(&e), "server_error");
+    assert_eq!(get(&e, "status").as_f64(), Some(429.0));
+    assert_eq!(get(&events.get(1), "retryInMs").as_f64(), Some(3000.0));
+    assert_eq!(count(&log, "/auth/refresh"), 1);
+    c.dispose();
+}
+
+#[wasm_bindgen_test]
+async fn an_expired_token_is_never_sent_fetch_rejects_while_retries_go_on() {
+    let log = stub_fetch(&js(
+        r#"{"/auth/refresh":[{"status":503}],"/api/data":[{"status":200}]}"#,
+    ));
+    let c = client("");
+    c.set_session(js(r#"{"access_token":"tok-0","expires_in":1}"#))
+        .unwrap();
+    // Refresh at 0.5 s fails; the next attempt is >= 1 s later; at 1.1 s the
+    // token has expired while the client is backing off.
+    sleep(1_100).await;
+    assert_eq!(c.state(), "refreshing");
+    let e = err(c.fetch(JsValue::from_str("/api/data"), JsValue::UNDEFINED)).await;
+    assert_eq!(code(&e), "server_error");
+    assert_eq!(code(&err(c.get_token()).await), "server_error");
+    assert_eq!(
+        count(&log, "/api/data"),
+        0,
+        "nothing went out with an expired token or without one"
+    );
+    c.dispose();
+}
+
+#[wasm_bindgen_test]
+async fn when_retries_are_exhausted_the_session_expires_and_requests_go_out_bare() {
+    let log = stub_fetch(&js(
+        r#"{"/auth/refresh":[{"status":503}],"/api/data":[{"status":200}]}"#,
+    ));
+    let c = client(r#","retry":{"maxAttempts":1}"#);
+    let events = collect(&c);
+    c.set_session(js(r#"{"access_token":"tok-0","expires_in":1}"#))
+        .unwrap();
+    sleep(1_100).await;
+    assert_eq!(c.state(), "signedOut");
+    assert_eq!(
+        event_types(&events),
+        ["signedIn", "refreshFailed", "signedOut"]
+    );
+    assert_eq!(
+        get(&events.get(1), "retryInMs"),
+        JsValue::NULL,
+        "no retry follows"
+    );
+    assert_eq!(
+        get(&events.get(2), "reason").as_string().as_deref(),
+        Some("expired")
+    );
+    ok(c.fetch(JsValue::from_str("/api/data"), JsValue::UNDEFINED)).await;
+    assert_eq!(auths_for(&log, "/api/data").get(0), JsValue::NULL);
+    c.dispose();
+}
+
+#[wasm_bindgen_test]
+async fn a_hung_refresh_times_out_with_timeout() {
+    stub_fetch(&js(r#"{"/auth/refresh":[{"hang":true}]}"#));
+    let c = client(r#","requestTimeoutMs":200"#);
+    c.set_session(js(r#"{"access_token":"tok-0","expires_in":3600}"#))
+        .unwrap();
+    let e = err(c.refresh()).await;
+    assert_eq!(code(&e), "timeout");
+    c.dispose();
+}
+
+#[wasm_bindgen_test]
+async fn network_failures_of_the_refresh_are_network_errors() {
+    stub_fetch(&js(r#"{"/auth/refresh":[{"networkError":true}]}"#));
+    let c = client("");
+    c.set_session(js(r#"{"access_token":"tok-0","expires_in":3600}"#))
+        .unwrap();
+    assert_eq!(code(&err(c.refresh()).await), "network");
+    c.dispose();
+}
+
+#[wasm_bindgen_test]
+async fn dispose_stops_timers_and_later_calls_reject_with_disposed() {
+    let log = stub_fetch(&js(&(String::from(r#"{"/auth/refresh":"#)
+        + &minting(60)
+        + "}")));
+    let c = client("");
+    c.set_session(js(r#"{"access_token":"tok-0","expires_in":0.6}"#))
+        .unwrap();
+    c.dispose();
+    sleep(800).await;
+    assert_eq!(count(&log, "/auth/refresh"), 0, "no refresh after dispose");
+    assert_eq!(code(&err(c.get_token()).await), "disposed");
+    assert_eq!(code(&err(c.refresh()).await), "disposed");
+    assert_eq!(
+        code(&err(c.fetch(JsValue::from_str("/x"), JsValue::UNDEFINED)).await),
+        "disposed"
+    );
+    assert_eq!(
+        code(&c.set_session(js(r#"{"access_token":"t"}"#)).unwrap_err()),
+        "disposed"
+    );
+}
+
+#[wasm_bindgen_test]
+async fn a_short_token_is_refreshed_silently_before_it_expires() {
+    let log = stub_fetch(&js(&(String::from(r#"{"/auth/refresh":"#)
+        + &minting(2)
+        + "}")));
+    let c = client("");
+    let events = collect(&c);
+    c.set_session(js(r#"{"access_token":"tok-0","expires_in":2}"#))
+        .unwrap();
+    sleep(2_300).await;
+    let n = count(&log, "/auth/refresh");
+    assert!((2..=3).contains(&n), "refreshes at half-life: {n}");
+    assert_eq!(
+        event_types(&events)[..3],
+        ["signedIn", "refreshed", "refreshed"]
+    );
+    assert_eq!(
+        get(&events.get(1), "source").as_string().as_deref(),
+        Some("self")
+    );
+    c.dispose();
+}
+
+#[wasm_bindgen_test]
+async fn bad_options_throw_invalid_options_naming_the_option() {
+    let cases = [
+        ("{}", "refreshUrl"),
+        (r#"{"refreshUrl":"/r","bogus":1}"#, "bogus"),
+        (
+            r#"{"refreshUrl":"http://auth.example.com/r"}"#,
+            "refreshUrl",
+        ),
+        (
+            r#"{"refreshUrl":"/r","allowedOrigins":["http://api.example.com"]}"#,
+            "allowedOrigins",
+        ),
+        (
+            r#"{"refreshUrl":"/r","requestTimeoutMs":-1}"#,
+            "requestTimeoutMs",
+        ),
+        (
+            r#"{"refreshUrl":"/r","retry":{"maxAttempts":0}}"#,
+            "retry.maxAttempts",
+        ),
+        (r#"{"refreshUrl":"/r","crossTab":"no"}"#, "crossTab"),
+        ("[]", "options"),
+    ];
+    for (opts, name) in cases {
+        let e = TokenClient::new(js(opts)).err().expect(opts);
+        assert_eq!(code(&e), "invalid_options", "{opts}");
+        let message = get(&e, "message").as_string().unwrap();
+        assert!(message.contains(name), "{opts}: {message}");
+    }
+    let with_fn = js(r#"{"refreshUrl":"/r"}"#);
+    Reflect::set(
+        &with_fn,
+        &"refreshHeaders".into(),
+        &Function::new_no_args("return 1"),
+    )
+    .unwrap();
+    assert_eq!(
+        code(&TokenClient::new(with_fn).err().unwrap()),
+        "invalid_options"
+    );
+    assert_eq!(
+        code(&TokenClient::new(JsValue::from_str("/r")).err().unwrap()),
+        "invalid_options"
+    );
+}
+
+#[wasm_bindgen_test]
+async fn set_session_validates_the_token_response() {
+    let c = client("");
+    for bad in [
+        r#"{"token_type":"Bearer"}"#,
+        r#"{"access_token":"t","token_type":"MAC"}"#,
+        r#"{"access_token":"x.y.z"}"#,
+        "42",
+    ] {
+        assert_eq!(
+            code(&c.set_session(js(bad)).unwrap_err()),
+            "invalid_response",
+            "{bad}"
+        );
+    }
+    assert_eq!(c.state(), "signedOut");
+    c.set_session(js(
+        r#"{"access_token":"t","token_type":"bearer","expires_in":"120"}"#,
+    ))
+    .unwrap();
+    assert_eq!(c.state(), "active");
+    let left = c.expires_at().as_f64().unwrap() - js_sys::Date::now();
+    assert!((119_000.0..=120_500.0).contains(&left), "{left}");
+    c.dispose();
+}
+
+#[wasm_bindgen_test]
+async fn claims_and_scopes_are_read_from_the_jwt() {
+    let c = client("");
+    assert_eq!(c.claims(), JsValue::UNDEFINED);
+    let token = make_jwt(&js(
+        r#"{"sub":"u1","scope":"read:me write","name":"Zoë","iat":1000,"exp":1600}"#,
+    ));
+    let resp = js_sys::Object::new();
+    Reflect::set(&resp, &"access_token".into(), &token.into()).unwrap();
+    c.set_session(resp.into()).unwrap();
+    assert_eq!(get(&c.claims(), "name").as_string().as_deref(), Some("Zoë"));
+    assert!(c.has_scope("read:me") && c.has_scope("write") && !c.has_scope("admin"));
+    let left = c.expires_at().as_f64().unwrap() - js_sys::Date::now();
+    assert!(
+        (599_000.0..=600_500.0).contains(&left),
+        "exp - iat counted from arrival: {left}"
+    );
+    c.set_session(js(r#"{"access_token":"opaque","expires_in":60}"#))
+        .unwrap();
+    assert_eq!(c.claims(), JsValue::UNDEFINED);
+    assert!(!c.has_scope("read:me"));
+    c.dispose();
+}
+
+#[wasm_bindgen_test]
+async fn a_throwing_listener_breaks_neither_the_client_nor_other_listeners() {
+    stub_fetch(&js(&(String::from(r#"{"/auth/refresh":"#)
+        + &minting(3600)
+        + "}")));
+    let c = client("");
+    let thrower = Function::new_with_args("e", "throw new Error('listener bug')");
+    let _unsub = c.subscribe(thrower).unwrap();
+    let events = collect(&c);
+    let second = Array::new();
+    let unsub = c.subscribe(pusher(&second)).unwrap();
+    c.set_session(js(r#"{"access_token":"tok-0","expires_in":3600}"#))
+        .unwrap();
+    unsub.call0(&JsValue::UNDEFINED).unwrap();
+    unsub.call0(&JsValue::UNDEFINED).unwrap();
+    ok(c.refresh()).await;
+    assert_eq!(event_types(&events), ["signedIn", "refreshed"]);
+    assert_eq!(
+        event_types(&second),
+        ["signedIn"],
+        "unsubscribed after the first event"
+    );
+    c.dispose();
+}
+
+#[wasm_bindgen_test]
+async fn start_reports_whether_a_session_exists() {
+    stub_fetch(&js(
+        r#"{"/auth/refresh":[{"status":401,"body":"{\"error\":\"invalid_grant\"}"}]}"#,
+    ));
+    let c = client("");
+    assert_eq!(ok(c.start()).await, JsValue::FALSE);
+    assert_eq!(c.state(), "signedOut");
+    c.dispose();
+    stub_fetch(&js(r#"{"/auth/refresh":[{"status":503}]}"#));
+    let c = client("");
+    assert_eq!(
+        code(&err(c.start()).await),
+        "server_error",
+        "transient failures reject"
+    );
+    c.dispose();
+    stub_fetch(&js(&(String::from(r#"{"/auth/refresh":"#)
+        + &minting(60)
+        + "}")));
+    let c = client("");
+    let events = collect(&c);
+    assert_eq!(ok(c.start()).await, JsValue::TRUE);
+    assert_eq!(event_types(&events), ["signedIn"]);
+    c.dispose();
+}
+
+#[wasm_bindgen_test]
+async fn refresh_and_logout_carry_credentials_and_the_csrf_header() {
+    let routes =
+        String::from(r#"{"/auth/logout":[{"status":204}],"/auth/refresh":"#) + &minting(60) + "}";
+    let log = stub_fetch(&js(&routes));
+    let c = client("");
+    let events = collect(&c);
+    assert_eq!(ok(c.start()).await, JsValue::TRUE);
+    ok(c.logout()).await;
+    assert_eq!(c.state(), "signedOut");
+    assert_eq!(event_types(&events), ["signedIn", "signedOut"]);
+    assert_eq!(
+        get(&events.get(1), "reason").as_string().as_deref(),
+        Some("logout")
+    );
+    for e in log.iter() {
+        assert_eq!(get(&e, "method").as_string().as_deref(), Some("POST"));
+        assert_eq!(
+            get(&e, "credentials").as_string().as_deref(),
+            Some("include")
+        );
+        assert_eq!(get(&e, "csrf").as_string().as_deref(), Some("tokenwarden"));
+    }
+    assert_eq!(log.length(), 2);
+}
+
+#[wasm_bindgen_test]
+async fn a_failed_logout_call_still_clears_locally_and_rejects() {
+    stub_fetch(&js(r#"{"/auth/logout":[{"status":500}]}"#));
+    let c = client("");
+    c.set_session(js(r#"{"access_token":"tok-0","expires_in":60}"#))
+        .unwrap();
+    let e = err(c.logout()).await;
+    assert_eq!(code(&e), "server_error");
+    assert_eq!(c.state(), "signedOut");
+    assert_eq!(ok(c.get_token()).await, JsValue::NULL);
+    c.dispose();
+}
+
+#[wasm_bindgen_test]
+async fn tabs_share_sign_in_refresh_and_sign_out_over_the_channel() {
+    let log = stub_fetch(&js(&(String::from(
+        r#"{"/auth/logout":[{"status":204}],"/auth/refresh":"#,
+    ) + &minting(3600)
+        + "}")));
+    let opts =
+        r#"{"refreshUrl":"/auth/refresh","logoutUrl":"/auth/logout","channelName":"tabs-test"}"#;
+    let a = TokenClient::new(js(opts)).unwrap();
+    let b = TokenClient::new(js(opts)).unwrap();
+    let b_events = collect(&b);
+    a.set_session(js(r#"{"access_token":"tok-0","expires_in":3600}"#))
+        .unwrap();
+    sleep(50).await;
+    assert_eq!(
+        ok(b.get_token()).await.as_string().as_deref(),
+        Some("tok-0")
+    );
+    ok(a.refresh()).await;
+    sleep(50).await;
+    assert_eq!(
+        ok(b.get_token()).await.as_string().as_deref(),
+        Some("tok-1")
+    );
+    // A third tab starting up adopts the live token without a refresh call.
+    let c = TokenClient::new(js(opts)).unwrap();
+    assert_eq!(ok(c.start()).await, JsValue::TRUE);
+    assert_eq!(
+        ok(c.get_token()).await.as_string().as_deref(),
+        Some("tok-1")
+    );
+    assert_eq!(count(&log, "/auth/refresh"), 1);
+    ok(a.logout()).await;
+    sleep(50).await;
+    assert_eq!(b.state(), "signedOut");
+    assert_eq!(c.state(), "signedOut");
+    assert_eq!(
+        event_types(&b_events),
+        ["signedIn", "refreshed", "signedOut"]
+    );
+    assert_eq!(
+        get(&b_events.get(1), "source").as_string().as_deref(),
+        Some("tab")
+    );
+    assert_eq!(
+        get(&b_events.get(2), "reason").as_string().as_deref(),
+        Some("tab")
+    );
+    for x in [a, b, c] {
+        x.dispose();
+    }
+}
+
+#[wasm_bindgen_test]
+async fn the_token_is_never_written_to_any_storage() {
+    let report = spy_storage();
+    let routes = String::from(
+        r#"{"/auth/logout":[{"status":204}],"/api/me":[{"status":401},{"status":200}],"/auth/refresh":"#,
+    ) + &minting(1)
+        + "}";
+    stub_fetch(&js(&routes));
+    let c = TokenClient::new(js(
+        r#"{"refreshUrl":"/auth/refresh","logoutUrl":"/auth/logout","channelName":"storage-test"}"#,
+    ))
+    .unwrap();
+    ok(c.start()).await;
+    ok(c.fetch(JsValue::from_str("/api/me"), JsValue::UNDEFINED)).await;
+    sleep(700).await;
+    ok(c.refresh()).await;
+    let _ = c.claims();
+    ok(c.logout()).await;
+    c.dispose();
+    let writes = report.call0(&JsValue::UNDEFINED).unwrap();
+    assert_eq!(
+        JSON::stringify(&writes).unwrap().as_string().unwrap(),
+        "[]",
+        "storage APIs touched"
+    );
+}
