@@ -6,6 +6,12 @@ cd "$(dirname "$0")/.."
 profile=${1:---release}
 wasm-pack build "$profile" --target web --out-dir pkg --out-name tokenwarden --no-pack >/dev/null 2>pkg-build.log || { cat pkg-build.log; exit 1; }
 rm -f pkg-build.log pkg/.gitignore
+if [ "$profile" = "--release" ]; then
+  scripts/setup.sh npm scripts
+  scripts/node_modules/.bin/wasm-opt -Oz --enable-bulk-memory --enable-nontrapping-float-to-int \
+    --enable-sign-ext --enable-mutable-globals --enable-reference-types --enable-multivalue \
+    --strip-debug --strip-producers pkg/tokenwarden_bg.wasm -o pkg/tokenwarden_bg.wasm
+fi
 cp js/index.js js/index.d.ts pkg/
 cp README.md pkg/ 2>/dev/null || true
 node scripts/package-json.mjs

@@ -2,7 +2,8 @@
 # Installs what the build and tests need on a fresh Debian machine of this
 # project's kind, and skips whatever is already there. Idempotent.
 #   scripts/setup.sh rust      wasm32 target, clippy/rustfmt, wasm-pack, wasm-bindgen-cli
-#   scripts/setup.sh browser   Debian chromium + chromedriver (+ binaryen's wasm-opt)
+#   (wasm-opt comes from npm's binaryen via scripts/package.json: Debian's is too old)
+#   scripts/setup.sh browser   Debian chromium + chromedriver
 #   scripts/setup.sh npm DIR   npm ci in DIR when node_modules is missing or stale
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -40,7 +41,6 @@ setup_rust() {
   for c in clippy rustfmt; do
     rustup component list --installed | grep -q "^$c" || rustup component add "$c"
   done
-  apt_install binaryen   # wasm-opt for wasm-pack (it cannot download tools here)
   if ! command -v wasm-pack >/dev/null; then
     say "cargo install wasm-pack (a few minutes, once)"
     cargo install wasm-pack
