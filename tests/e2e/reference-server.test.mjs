@@ -1,0 +1,207 @@
+// Issue 4: the client against the reference server, one tab at a time.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { join } from "node:path";
+import {
+  useEnv, login, callApi, events, waitFor, sleep, countLog, ensureArtifactsDir,
+} from "./harness.mjs";
+
+const env = useEnv();
+
+test("the refresh cookie is stored by Chromium on http://127.0.0.1 as HttpOnly, Secure, SameSite=Strict, Path=/auth", async () => {
+  const context = await env.newContext();
+  const page = await env.openTab(context);
+  await login(page);
+  const cookies = await context.cookies(env.server.url + "/auth/refresh");
+  const c = cookies.find((x) => x.name === "tw_refresh");
+  assert.ok(c, `Chromium did not store tw_refresh (cookies for /auth: ${cookies.map((x) => x.name)})`);
+  assert.equal(c.httpOnly, true);
+  assert.equal(c.secure, true);
+  assert.equal(c.sameSite, "Strict");
+  assert.equal(c.path, "/auth");
+  assert.equal(c.domain, "127.0.0.1");
+  // Path=/auth: the cookie is not sent to the page or the API.
+  const forPage = await context.cookies(env.server.url + "/api/me");
+  assert.equal(forPage.find((x) => x.name === "tw_refresh"), undefined);
+});
+
+test("a signed-in page calls the API with a valid Bearer, refreshes silently before expiry, and logout clears the cookie", async () => {
+  await env.server.config({ accessTtlSeconds: 3, leewaySeconds: 0 });
+  const context = await env.newContext();
+  const page = await env.openTab(context);
+  await login(page);
+  assert.equal(await page.evaluate(() => tw.state), "active");
+
+  assert.equal(await callApi(page), 200);
+  let log = await env.server.log();
+  const api = log.filter((e) => e.path === "/api/me");
+  assert.deepEqual(api.map((e) => [e.status, e.bearer]), [[200, "valid"]]);
+
+  // No user action: the client's timer refreshes at half of the 3 s lifetime.
+  const t0 = Date.now();
+  await waitFor(async () => (await env.server.counters()).refreshesServed >= 1,
+    { timeoutMs: 3000, what: "a silent refresh seen by the server" });
+  const took = Date.now() - t0;
+  assert.ok(took < 2500, `silent refresh came ${took} ms after login, expected about 1.5 s`);
+  const evs = await events(page);
+  assert.ok(evs.some((e) => e.type === "refreshed" && e.source === "self"), JSON.stringify(evs));
+  log = await env.server.log();
+  const refresh = log.filter((e) => e.path === "/auth/refresh");
+  assert.ok(refresh.every((e) => e.status === 200 && e.csrf && e.cookie), JSON.stringify(refresh));
+
+  // After the token the page was first given has expired, calls still go out fresh.
+  await sleep(3200);
+  assert.equal(await callApi(page), 200);
+
+  await page.evaluate(() => tw.logout());
+  assert.equal(await page.evaluate(() => tw.state), "signedOut");
+  const c = await env.server.counters();
+  assert.equal(c.logouts, 1);
+  const cookies = await context.cookies(env.server.url + "/auth/refresh");
+  assert.equal(cookies.find((x) => x.name === "tw_refresh"), undefined, "cookie still in the jar after logout");
+
+  // A later refresh from the page is refused, and the client sends no Bearer.
+  const status = await page.evaluate(async () => (await fetch("/auth/refresh", {
+    method: "POST", credentials: "include", headers: { "X-Requested-With": "tokenwarden" },
+  })).status);
+  assert.equal(status, 401);
+  assert.equal(await callApi(page), 401);
+  log = await env.server.log();
+  assert.equal(log.filter((e) => e.path === "/api/me").at(-1).bearer, "none");
+  assert.equal((await env.server.counters()).reuseDetected, 0);
+});
+
+test("no request to /api/me carries an expired token while a page calls the API every 300 ms for 8 s", async () => {
+  await env.server.config({ accessTtlSeconds: 2, leewaySeconds: 0 });
+  const context = await env.newContext();
+  const page = await env.openTab(context);
+  await login(page);
+  await page.evaluate(() => window.startLoop(300));
+  await sleep(8000);
+  const stats = await page.evaluate(() => window.stopLoop());
+  const c = await env.server.counters();
+  const log = await env.server.log();
+  assert.deepEqual(stats.errors, []);
+  assert.deepEqual(Object.keys(stats.statuses), ["200"], JSON.stringify(stats.statuses));
+  assert.equal(c.apiExpiredTokens, 0);
+  assert.equal(c.apiUnauthorized, 0);
+  const bearers = new Set(log.filter((e) => e.path === "/api/me").map((e) => e.bearer));
+  assert.deepEqual([...bearers], ["valid"]);
+  assert.ok(c.refreshesServed >= 6, `only ${c.refreshesServed} refreshes in 8 s with a 2 s token`);
+});
+
+test("after a reload, start() restores the session with exactly one refresh call", async () => {
+  const context = await env.newContext();
+  const page = await env.openTab(context);
+  await login(page);
+  await env.server.reset();
+  await page.reload();
+  await page.waitForFunction(() => window.twReady === true);
+  assert.equal(await page.evaluate(() => tw.state), "signedOut");
+  assert.equal(await page.evaluate(() => tw.start()), true);
+  assert.equal(await page.evaluate(() => tw.state), "active");
+  assert.equal(await callApi(page), 200);
+  await sleep(300);
+  const c = await env.server.counters();
+  assert.equal(c.refreshRequests, 1);
+  assert.equal(c.refreshesServed, 1);
+  assert.equal(c.apiOk, 1);
+  const evs = await events(page);
+  assert.deepEqual(evs.map((e) => e.type), ["signedIn"]);
+});
+
+test("start() without a session resolves false after one refresh call", async () => {
+  const context = await env.newContext();
+  const page = await env.openTab(context);
+  assert.equal(await page.evaluate(() => tw.start()), false);
+  assert.equal(await page.evaluate(() => tw.state), "signedOut");
+  const c = await env.server.counters();
+  assert.equal(c.refreshRequests, 1);
+  assert.equal(c.refreshRejected, 1);
+  assert.equal(await callApi(page), 401);
+  assert.equal((await env.server.log()).filter((e) => e.path === "/api/me")[0].bearer, "none");
+});
+
+test("the token never reaches localStorage, sessionStorage, IndexedDB, the Cache API, document.cookie, the DOM or the console", async () => {
+  await env.server.config({ accessTtlSeconds: 3, leewaySeconds: 0 });
+  const context = await env.newContext();
+  // The demo page too: it renders claims and the API answer.
+  const demo = await context.newPage();
+  await demo.goto(env.server.url + "/");
+  await demo.locator("#wasm-status").filter({ hasText: "wasm loaded" }).waitFor();
+  const page = await env.openTab(context);
+  await login(page);
+  assert.equal(await callApi(page), 200);
+  await demo.locator("#state").filter({ hasText: /active|refreshing/ }).waitFor({ timeout: 3000 });
+  await demo.click("#call-api");
+  await demo.locator("#api-result").filter({ hasText: "sub" }).waitFor();
+  // Let a couple of refreshes and cross-tab hand-overs happen.
+  await sleep(3500);
+  assert.ok((await env.server.counters()).refreshesServed >= 1);
+
+  const consoleText = [...page.rec.console, ...demo.rec.console].map((m) => m.text);
+  // The check itself runs in the test page, against the token it holds, for every
+  // same-origin storage (shared by both pages) and both pages' DOM and console.
+  const demoHtml = await demo.content();
+  const result = await page.evaluate(async ({ consoleText, demoHtml }) => {
+    const token = await window.tw.getToken();
+    const parts = token.split(".");
+    const needles = [token, parts[1], parts[2]].filter((s) => s && s.length > 20);
+    const has = (s) => typeof s === "string" && needles.some((n) => s.includes(n));
+    const out = {};
+    const ls = Object.keys(localStorage).map((k) => k + "=" + localStorage.getItem(k));
+    out.localStorage = ls.some(has);
+    const ss = Object.keys(sessionStorage).map((k) => k + "=" + sessionStorage.getItem(k));
+    out.sessionStorage = ss.some(has);
+    const dbs = indexedDB.databases ? await indexedDB.databases() : [];
+    out.indexedDBNames = dbs.some((d) => has(d.name));
+    out.indexedDBCount = dbs.length;
+    let cacheHit = false;
+    const names = await caches.keys();
+    for (const n of names) {
+      if (has(n)) cacheHit = true;
+      const cache = await caches.open(n);
+      for (const req of await cache.keys()) {
+        if (has(req.url) || has(req.headers.get("authorization") || "")) cacheHit = true;
+        const res = await cache.match(req);
+        if (res && has(await res.text())) cacheHit = true;
+      }
+    }
+    out.cacheApi = cacheHit;
+    out.cacheNames = names.length;
+    out.documentCookie = has(document.cookie);
+    out.cookieVisible = document.cookie.includes("tw_refresh");
+    out.dom = has(document.documentElement.outerHTML);
+    out.demoDom = has(demoHtml);
+    out.console = consoleText.some(has);
+    out.title = has(document.title) || has(location.href);
+    return out;
+  }, { consoleText, demoHtml });
+  assert.deepEqual(result, {
+    localStorage: false, sessionStorage: false, indexedDBNames: false, indexedDBCount: 0,
+    cacheApi: false, cacheNames: 0, documentCookie: false, cookieVisible: false,
+    dom: false, demoDom: false, console: false, title: false,
+  });
+});
+
+test("the demo page signs in, calls the API and is saved as a screenshot", async () => {
+  const context = await env.newContext({ viewport: { width: 1280, height: 1100 } });
+  const page = await context.newPage();
+  await page.goto(env.server.url + "/");
+  await page.locator("#wasm-status").filter({ hasText: "wasm loaded" }).waitFor();
+  await page.locator("#message").filter({ hasText: "No session yet" }).waitFor();
+  await page.fill("#username", "demo");
+  await page.fill("#password", "demo");
+  await page.click("#login");
+  await page.locator("#state").filter({ hasText: "active" }).waitFor();
+  assert.match(await page.textContent("#expires-in"), /\d/);
+  assert.match(await page.textContent("#claims"), /tokenwarden-demo/);
+  await page.click("#call-api");
+  await page.locator("#api-result").filter({ hasText: "sub" }).waitFor();
+  const timeline = await page.locator("#timeline li").allTextContents();
+  assert.ok(timeline.some((t) => t.includes("signedIn")), timeline.join("\n"));
+  const log = await env.server.log();
+  assert.deepEqual(log.filter((e) => e.path === "/api/me").map((e) => [e.status, e.bearer]), [[200, "valid"]]);
+  assert.equal(countLog(log, "POST", "/auth/login"), 1);
+  await page.screenshot({ path: join(ensureArtifactsDir(), "demo.png"), fullPage: true });
+});
