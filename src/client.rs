@@ -702,7 +702,8 @@ impl TokenClient {
                 return Ok(response);
             };
             // Refresh only if nobody replaced the token meanwhile.
-            if inner.session.borrow().version() == version && inner.await_refresh().await.is_err() {
+            let unchanged = inner.session.borrow().version() == version;
+            if unchanged && inner.await_refresh().await.is_err() {
                 return Ok(response);
             }
             let now = inner.now();
@@ -768,9 +769,12 @@ impl TokenClient {
     }
 
     /// Adds an event listener; returns the function that removes it.
-    pub fn subscribe(&self, listener: Function) -> Result<Function, JsValue> {
+    pub fn subscribe(&self, listener: JsValue) -> Result<Function, JsValue> {
         self.inner.check_live()?;
-        let id = self.inner.subscribers.add(listener);
+        if !listener.is_function() {
+            return Err(Error::InvalidOptions("subscribe needs a listener function".into()).into());
+        }
+        let id = self.inner.subscribers.add(listener.unchecked_into());
         let weak = Rc::downgrade(&self.inner);
         let unsubscribe = Closure::<dyn FnMut()>::new(move || {
             if let Some(i) = weak.upgrade() {
@@ -814,12 +818,15 @@ impl TokenClient {
 
     /// Whether the token's `scope` claim holds `scope`.
     #[wasm_bindgen(js_name = hasScope)]
-    pub fn has_scope(&self, scope: &str) -> bool {
+    pub fn has_scope(&self, scope: JsValue) -> bool {
+        let Some(scope) = scope.as_string() else {
+            return false;
+        };
         self.inner
             .session
             .borrow()
             .claims()
-            .is_some_and(|c| c.has_scope(scope))
+            .is_some_and(|c| c.has_scope(&scope))
     }
 
     /// Stops timers, leaves the channel, releases callbacks.

@@ -44,7 +44,7 @@ fn pusher(into: &Array) -> Function {
 /// Collects the client's events into an array.
 fn collect(client: &TokenClient) -> Array {
     let events = Array::new();
-    client.subscribe(pusher(&events)).expect("subscribe");
+    client.subscribe(pusher(&events).into()).expect("subscribe");
     events
 }
 
@@ -575,7 +575,11 @@ async fn claims_and_scopes_are_read_from_the_jwt() {
     Reflect::set(&resp, &"access_token".into(), &token.into()).unwrap();
     c.set_session(resp.into()).unwrap();
     assert_eq!(get(&c.claims(), "name").as_string().as_deref(), Some("Zoë"));
-    assert!(c.has_scope("read:me") && c.has_scope("write") && !c.has_scope("admin"));
+    assert!(
+        c.has_scope("read:me".into())
+            && c.has_scope("write".into())
+            && !c.has_scope("admin".into())
+    );
     let left = c.expires_at().as_f64().unwrap() - js_sys::Date::now();
     assert!(
         (599_000.0..=600_500.0).contains(&left),
@@ -584,7 +588,7 @@ async fn claims_and_scopes_are_read_from_the_jwt() {
     c.set_session(js(r#"{"access_token":"opaque","expires_in":60}"#))
         .unwrap();
     assert_eq!(c.claims(), JsValue::UNDEFINED);
-    assert!(!c.has_scope("read:me"));
+    assert!(!c.has_scope("read:me".into()));
     c.dispose();
 }
 
@@ -595,10 +599,10 @@ async fn a_throwing_listener_breaks_neither_the_client_nor_other_listeners() {
         + "}")));
     let c = client("");
     let thrower = Function::new_with_args("e", "throw new Error('listener bug')");
-    let _unsub = c.subscribe(thrower).unwrap();
+    let _unsub = c.subscribe(thrower.into()).unwrap();
     let events = collect(&c);
     let second = Array::new();
-    let unsub = c.subscribe(pusher(&second)).unwrap();
+    let unsub = c.subscribe(pusher(&second).into()).unwrap();
     c.set_session(js(r#"{"access_token":"tok-0","expires_in":3600}"#))
         .unwrap();
     unsub.call0(&JsValue::UNDEFINED).unwrap();
@@ -757,4 +761,58 @@ async fn the_token_is_never_written_to_any_storage() {
         "[]",
         "storage APIs touched"
     );
+}
+
+#[wasm_bindgen_test]
+async fn garbage_through_every_entry_point_gets_typed_errors_and_leaves_the_client_usable() {
+    let log = stub_fetch(&js(r#"{"*":[{"status":200}]}"#));
+    let garbage: Array = Function::new_no_args(
+        "const circular = {}; circular.self = circular;
+         const hostile = { get refreshUrl() { throw new Error('getter'); } };
+         const badJson = { toJSON() { throw new Error('toJSON'); } };
+         return [undefined, null, 0, NaN, -1, 'x'.repeat(1 << 20), '', [], {}, Symbol('s'), 10n,
+                 circular, hostile, badJson, () => 1, new Date(0), new Uint8Array(4),
+                 { access_token: { nested: true } }, { access_token: 'a'.repeat(100000) + '.b.c' }];",
+    )
+    .call0(&JsValue::UNDEFINED)
+    .unwrap()
+    .unchecked_into();
+    let c = client("");
+    for g in garbage.iter() {
+        if let Err(e) = TokenClient::new(g.clone()) {
+            assert_eq!(code(&e), "invalid_options");
+        }
+        if let Err(e) = c.set_session(g.clone()) {
+            assert_eq!(code(&e), "invalid_response");
+        }
+        assert!(!c.has_scope(g.clone()));
+        if let Err(e) = c.subscribe(g.clone()) {
+            assert_eq!(code(&e), "invalid_options");
+        }
+        // fetch with garbage input or init: a TokenClientError, never a panic.
+        for (input, init) in [
+            (g.clone(), JsValue::UNDEFINED),
+            (JsValue::from_str("/ok"), g.clone()),
+        ] {
+            if let Err(e) = JsFuture::from(c.fetch(input, init)).await {
+                assert_eq!(
+                    get(&e, "name").as_string().as_deref(),
+                    Some("TokenClientError")
+                );
+            }
+        }
+    }
+    // Still fully usable afterwards: nothing panicked inside the wasm.
+    c.set_session(js(r#"{"access_token":"tok-ok","expires_in":60}"#))
+        .unwrap();
+    assert_eq!(
+        ok(c.get_token()).await.as_string().as_deref(),
+        Some("tok-ok")
+    );
+    ok(c.fetch(JsValue::from_str("/after"), JsValue::UNDEFINED)).await;
+    assert_eq!(
+        auths_for(&log, "/after").get(0).as_string().as_deref(),
+        Some("Bearer tok-ok")
+    );
+    c.dispose();
 }
