@@ -7,8 +7,7 @@
 // the browser after the file, even when a test failed.
 import { spawn } from "node:child_process";
 import { createInterface } from "node:readline";
-import { mkdtempSync, rmSync, mkdirSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { mkdirSync } from "node:fs";
 import { join, dirname, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { before, after, beforeEach, afterEach } from "node:test";
@@ -131,21 +130,6 @@ export async function startServer({ extraArgs = [] } = {}) {
 
 export function launchBrowser() {
   return chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS });
-}
-
-/** A persistent context in a fresh temporary profile (removed by `close()`). */
-export async function launchPersistent() {
-  const dir = mkdtempSync(join(tmpdir(), "tw-e2e-profile-"));
-  const context = await chromium.launchPersistentContext(dir, {
-    executablePath: CHROMIUM,
-    args: CHROMIUM_ARGS,
-  });
-  const close = context.close.bind(context);
-  context.close = async () => {
-    await close();
-    rmSync(dir, { recursive: true, force: true });
-  };
-  return context;
 }
 
 /**

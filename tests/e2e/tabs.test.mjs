@@ -162,3 +162,31 @@ test("when the tab holding the refresh lock is closed mid-refresh, the other tab
   assert.equal(further, "ok");
   assert.equal(await callApi(c), 200);
 });
+
+test("a logout in one tab while another tab's refresh is in flight does not bring the session back", async () => {
+  const context = await env.newContext();
+  const [a, b] = await env.openTabs(context, 2);
+  await login(a);
+  await allActive([a, b]);
+  await env.server.reset();
+  await env.server.faults([{ kind: "delay", ms: 1000 }]);
+  await a.evaluate(() => { window.pending = tw.refresh().then(() => "ok", (e) => e.code); });
+  await waitFor(async () => (await env.server.counters()).refreshRequests === 1, { what: "a's refresh in flight" });
+  await b.evaluate(() => tw.logout());
+  const aResult = await a.evaluate(() => window.pending);
+  await sleep(300);
+  for (const p of [a, b]) {
+    assert.equal(await p.evaluate(() => tw.state), "signedOut");
+    assert.equal(await p.evaluate(() => tw.getToken()), null);
+  }
+  assert.notEqual(aResult, "ok", "the refresh that was in flight during logout succeeded");
+  const aEvents = (await events(a)).map((e) => e.type + (e.reason ? ":" + e.reason : ""));
+  assert.deepEqual(aEvents.filter((e) => e.startsWith("signed")), ["signedIn", "signedOut:tab"]);
+  assert.equal(await callApi(a), 401);
+  const c = await env.server.counters();
+  assert.equal(c.logouts, 1);
+  assert.equal(c.refreshesServed, 0, "the server rotated a token of a logged-out family");
+  assert.equal(c.reuseDetected, 0);
+  const cookies = await context.cookies(env.server.url + "/auth/refresh");
+  assert.equal(cookies.find((x) => x.name === "tw_refresh"), undefined);
+});

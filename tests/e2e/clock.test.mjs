@@ -1,0 +1,150 @@
+// Issue 5: sleep and clocks, with Playwright's fake clock installed in the page before it
+// loads (it fakes Date, performance.now and the timers). The server keeps real time.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { useEnv, login, callApi, events, sleep } from "./harness.mjs";
+
+const env = useEnv();
+const HOUR = 3_600_000;
+const DAY = 24 * HOUR;
+const installClock = (page) => page.clock.install({ time: Date.now() });
+
+/** Index in the server log of the first entry matching method+path after `from`. */
+const order = (log) => log.filter((e) => e.path === "/auth/refresh" || e.path === "/api/me")
+  .map((e) => `${e.path === "/api/me" ? "api" : "refresh"}:${e.status}${e.path === "/api/me" ? ":" + e.bearer : ""}`);
+
+test("after a sleep with timers paused past expiry, tw.fetch refreshes first and the server never sees the expired token", async () => {
+  await env.server.config({ accessTtlSeconds: 3, leewaySeconds: 0 });
+  const context = await env.newContext();
+  const page = await env.openTab(context, {}, { clock: installClock });
+  await login(page);
+  assert.equal(await callApi(page), 200);
+  // The page "sleeps": its clock and timers stop while real time (and the server) go on
+  // until the token has really expired (exp is whole seconds, hence the extra second).
+  await page.clock.pauseAt(Date.now() + 20);
+  await env.server.reset();
+  await sleep(4200);
+  assert.equal((await env.server.counters()).refreshRequests, 0, "a paused page refreshed");
+  // Wake up: the wall clock jumps to the real time; no timer has fired yet.
+  await page.clock.setSystemTime(Date.now());
+  assert.equal(await callApi(page), 200);
+  const log = await env.server.log();
+  assert.deepEqual(order(log), ["refresh:200", "api:200:valid"]);
+  const c = await env.server.counters();
+  assert.equal(c.apiExpiredTokens, 0);
+  assert.equal(c.refreshRequests, 1);
+});
+
+test("after a sleep past expiry, fast-forwarding the paused clock fires the refresh timer and a concurrent tw.fetch waits for it", async () => {
+  await env.server.config({ accessTtlSeconds: 3, leewaySeconds: 0 });
+  const context = await env.newContext();
+  const page = await env.openTab(context, {}, { clock: installClock });
+  await login(page);
+  await page.clock.pauseAt(Date.now() + 20);
+  await env.server.reset();
+  await sleep(4200);
+  await page.clock.fastForward(4200);
+  assert.equal(await callApi(page), 200);
+  const log = await env.server.log();
+  assert.deepEqual(order(log), ["refresh:200", "api:200:valid"]);
+  assert.equal((await env.server.counters()).refreshRequests, 1);
+});
+
+test("a 30-day token causes no refresh within 10 s, survives timer clamping, and is refreshed 30 s before it expires", async () => {
+  await env.server.config({ accessTtlSeconds: 2_592_000, leewaySeconds: 0 });
+  const context = await env.newContext();
+  const page = await env.openTab(context, {}, { clock: installClock });
+  await login(page);
+  const expiresAt = await page.evaluate(() => tw.expiresAt);
+  const now = await page.evaluate(() => Date.now());
+  assert.ok(Math.abs(expiresAt - now - 30 * DAY) < 5000, `expiresAt is ${expiresAt - now} ms away`);
+  await env.server.reset();
+
+  await page.clock.fastForward(10_000);
+  await sleep(200);
+  assert.equal((await env.server.counters()).refreshRequests, 0, "refreshed within 10 s");
+  assert.equal(await callApi(page), 200);
+  assert.equal((await env.server.counters()).refreshRequests, 0);
+
+  // Past setTimeout's 2^31-1 ms (24.8 days): the clamped timer fires, re-arms, refreshes not.
+  await page.clock.fastForward(25 * DAY);
+  await sleep(200);
+  assert.equal((await env.server.counters()).refreshRequests, 0, "refreshed after 25 days");
+  assert.equal(await page.evaluate(() => tw.state), "active");
+
+  // 30 days − 40 s: still 10 s before the refresh is due.
+  await page.clock.fastForward(5 * DAY - 10_000 - 40_000);
+  await sleep(200);
+  assert.equal((await env.server.counters()).refreshRequests, 0, "refreshed more than 30 s before expiry");
+  await page.clock.fastForward(11_000);
+  await sleep(500);
+  const c = await env.server.counters();
+  assert.equal(c.refreshRequests, 1, "no refresh 30 s before expiry");
+  assert.equal(c.refreshesServed, 1);
+  assert.equal(await callApi(page), 200);
+  const evs = await events(page);
+  assert.deepEqual(evs.map((e) => e.type), ["signedIn", "refreshed"]);
+});
+
+/** Calls the API every 500 ms of real time for `ms`; returns the statuses. */
+async function callFor(page, ms) {
+  const statuses = [];
+  const end = Date.now() + ms;
+  while (Date.now() < end) {
+    statuses.push(await callApi(page));
+    await sleep(500);
+  }
+  return statuses;
+}
+
+test("the page clock set forward one hour and back again costs at most two refreshes in 10 s, and API calls succeed", async () => {
+  const context = await env.newContext();
+  const page = await env.openTab(context, {}, { clock: installClock });
+  await login(page);
+  assert.equal(await callApi(page), 200);
+  await env.server.reset();
+
+  await page.clock.setSystemTime(Date.now() + HOUR);
+  const forward = await callFor(page, 5000);
+  const afterForward = (await env.server.counters()).refreshRequests;
+  await page.clock.setSystemTime(Date.now());
+  const back = await callFor(page, 5000);
+  const c = await env.server.counters();
+  console.log(`clock +1 h: ${afterForward} refresh(es); then back −1 h: ${c.refreshRequests - afterForward} more`);
+  assert.ok(c.refreshRequests <= 2, `${c.refreshRequests} refreshes`);
+  assert.ok([...forward, ...back].every((s) => s === 200), JSON.stringify({ forward, back }));
+  assert.equal(c.apiExpiredTokens, 0);
+  assert.equal(c.reuseDetected, 0);
+  assert.equal(await page.evaluate(() => tw.state), "active");
+});
+
+test("the page clock set back one hour costs at most two refreshes in 10 s, and API calls succeed", async () => {
+  const context = await env.newContext();
+  const page = await env.openTab(context, {}, { clock: installClock });
+  await login(page);
+  await env.server.reset();
+
+  await page.clock.setSystemTime(Date.now() - HOUR);
+  const statuses = await callFor(page, 10_000);
+  const c = await env.server.counters();
+  console.log(`clock −1 h: ${c.refreshRequests} refresh(es) in 10 s`);
+  assert.ok(c.refreshRequests <= 2, `${c.refreshRequests} refreshes`);
+  assert.ok(statuses.every((s) => s === 200), JSON.stringify(statuses));
+  assert.equal(c.apiExpiredTokens, 0);
+  const expiresIn = await page.evaluate(() => tw.expiresAt - Date.now());
+  assert.ok(expiresIn > 40_000 && expiresIn <= 60_000, `expiresAt is ${expiresIn} ms away on the page clock`);
+});
+
+test("a short token under a page clock set back one hour is still refreshed at half-life, never sent expired", async () => {
+  await env.server.config({ accessTtlSeconds: 3, leewaySeconds: 0 });
+  const context = await env.newContext();
+  const page = await env.openTab(context, {}, { clock: installClock });
+  await login(page);
+  await env.server.reset();
+  await page.clock.setSystemTime(Date.now() - HOUR);
+  const statuses = await callFor(page, 8000);
+  const c = await env.server.counters();
+  assert.ok(statuses.every((s) => s === 200), JSON.stringify(statuses));
+  assert.ok(c.refreshRequests >= 4 && c.refreshRequests <= 7, `${c.refreshRequests} refreshes in 8 s`);
+  assert.equal(c.apiExpiredTokens, 0);
+});
