@@ -1,0 +1,170 @@
+// Browser side of the benchmark (served at /bench/page.js by bench.mjs).
+// Every `run*` function times a batch of `n` operations inside the page
+// with performance.now() and returns the elapsed milliseconds; bench.mjs
+// drives the rounds, interleaves the variants and does the statistics, so
+// the CDP round trip is never inside a measurement.
+
+const realFetch = window.fetch.bind(window);
+// The stub every "stubbed fetch" variant ends in: resolves at once.
+const stubFetch = async () => new Response(null, { status: 204 });
+
+let cfg; // { token, tokenResponse }
+let tw; // the tokenwarden client
+let jwtDecode, axios, createAuthRefreshInterceptor, ky;
+let ax, kyc; // axios instance, ky instance
+let token;
+let sink = 0; // defeats dead-code elimination
+
+// ---------------------------------------------------------------------------
+// The minimal hand-written wrapper: the limit a token manager can reach.
+// Adds the header when the origin is allowed and the caller set none, then
+// calls fetch.
+const ALLOWED = location.origin;
+function miniFetch(input, init) {
+  const url = new URL(input instanceof Request ? input.url : input, location.href);
+  if (url.origin === ALLOWED) {
+    const headers = new Headers(init && init.headers);
+    if (!headers.has("authorization")) headers.set("Authorization", "Bearer " + token);
+    init = { ...init, headers };
+  }
+  return fetch(input, init);
+}
+
+// The minimal claims decoder: atob + JSON.parse of the middle part.
+function miniClaims(t) {
+  const p = t.split(".")[1].replace(/-/g, "+").replace(/_/g, "/");
+  return JSON.parse(atob(p));
+}
+
+export async function setup(c) {
+  cfg = c;
+  token = c.token;
+  ({ jwtDecode } = await import("/lib/jwt-decode.js"));
+  ({ axios, createAuthRefreshInterceptor } = await import("/lib/axios.js"));
+  ({ default: ky } = await import("/lib/ky.js"));
+  const { createTokenClient } = await import("/pkg/index.js");
+  tw = await createTokenClient({ refreshUrl: "/auth/refresh", crossTab: false });
+  tw.setSession(c.tokenResponse);
+
+  // axios as people use it for this job: an instance, a request interceptor
+  // that adds the Bearer header, and axios-auth-refresh for 401s. The fetch
+  // adapter, so that it ends in the same (stubbed or real) window.fetch as
+  // every other variant.
+  ax = axios.create({ adapter: "fetch" });
+  ax.interceptors.request.use((config) => {
+    config.headers.Authorization = "Bearer " + token;
+    return config;
+  });
+  createAuthRefreshInterceptor(ax, () => Promise.resolve());
+  // ky with a beforeRequest hook; no retry (nothing to retry on a 204).
+  kyc = ky.create({
+    retry: 0,
+    hooks: { beforeRequest: [(req) => req.headers.set("Authorization", "Bearer " + token)] },
+  });
+  // Sanity: every variant really adds the header (checked on a stub that
+  // records it).
+  const seen = {};
+  window.fetch = async (input, init) => {
+    const h = new Request(input, init).headers.get("authorization");
+    seen.last = h;
+    return new Response(null, { status: 204 });
+  };
+  const check = {};
+  for (const [name, f] of Object.entries(FETCHERS)) {
+    seen.last = null;
+    await f("/204");
+    check[name] = seen.last === "Bearer " + token || (name === "raw" && seen.last === null);
+  }
+  window.fetch = realFetch;
+  return { crossOriginIsolated: self.crossOriginIsolated, headerCheck: check };
+}
+
+// Each fetcher sends one GET to `url` and resolves once the response is in
+// hand (204: no body to read).
+const FETCHERS = {
+  raw: (url) => fetch(url),
+  minimal: (url) => miniFetch(url),
+  axios: (url) => ax.get(url),
+  ky: (url) => kyc.get(url),
+  tokenwarden: (url) => tw.fetch(url),
+};
+
+// Diagnostics (stubbed fetch only): what the Request-object path costs by
+// itself, i.e. the floor of a wrapper that builds a Request (to inspect the
+// final URL and headers) and keeps a clone for a 401 replay.
+const DIAG = {
+  "diag: fetch(new Request(url))": (url) => fetch(new Request(url)),
+  "diag: new Request + set header + clone": (url) => {
+    const r = new Request(url);
+    r.headers.set("Authorization", "Bearer " + token);
+    r.clone();
+    return fetch(r);
+  },
+};
+
+/** n sequential awaited calls of one fetcher; fetch stubbed or real. */
+export async function runFetch(variant, n, stubbed, url = "/204") {
+  const f = FETCHERS[variant] || DIAG[variant];
+  window.fetch = stubbed ? stubFetch : realFetch;
+  try {
+    const t0 = performance.now();
+    for (let i = 0; i < n; i++) await f(url);
+    return performance.now() - t0;
+  } finally {
+    window.fetch = realFetch;
+  }
+}
+
+const floorGet = async () => token;
+/** n sequential awaited getToken() calls on a fresh token. */
+export async function runGetToken(variant, n) {
+  let t0;
+  if (variant === "tokenwarden") {
+    t0 = performance.now();
+    for (let i = 0; i < n; i++) sink ^= (await tw.getToken()).length;
+  } else {
+    // the floor: awaiting an async function that returns the token
+    t0 = performance.now();
+    for (let i = 0; i < n; i++) sink ^= (await floorGet()).length;
+  }
+  return performance.now() - t0;
+}
+
+/** n claims decodes of the 11-claim ES256 token. */
+export function runClaims(variant, n) {
+  const t = cfg.token;
+  let t0;
+  switch (variant) {
+    case "tw-cached": // claims() after setSession: the per-token cache
+      tw.setSession(cfg.tokenResponse);
+      t0 = performance.now();
+      for (let i = 0; i < n; i++) sink ^= tw.claims().iat;
+      break;
+    case "tw-fresh": // setSession + claims(): a new token every time
+      t0 = performance.now();
+      for (let i = 0; i < n; i++) {
+        tw.setSession(cfg.tokenResponse);
+        sink ^= tw.claims().iat;
+      }
+      break;
+    case "tw-setSession": // setSession alone (to split tw-fresh)
+      t0 = performance.now();
+      for (let i = 0; i < n; i++) tw.setSession(cfg.tokenResponse);
+      break;
+    case "jwt-decode":
+      t0 = performance.now();
+      for (let i = 0; i < n; i++) sink ^= jwtDecode(t).iat;
+      break;
+    case "minimal":
+      t0 = performance.now();
+      for (let i = 0; i < n; i++) sink ^= miniClaims(t).iat;
+      break;
+    default:
+      throw new Error("unknown variant " + variant);
+  }
+  return performance.now() - t0;
+}
+
+export function sinkValue() {
+  return sink;
+}

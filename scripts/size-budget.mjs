@@ -1,0 +1,109 @@
+#!/usr/bin/env node
+// Size budget of the npm payload a browser downloads: pkg/tokenwarden_bg.wasm
+// (the wasm), pkg/tokenwarden.js (wasm-bindgen glue) and pkg/index.js (the
+// entry), each compressed on its own as a server would send it. Fails (exit
+// 1) when the brotli sum exceeds bench/size-budget.json "maxBrotliBytes".
+// Size is deterministic, so this is a real check, not a timed test.
+// No dependencies: node:zlib only.
+//
+//   node scripts/size-budget.mjs            check and print the table
+//   node scripts/size-budget.mjs --json     the measurement as JSON (no check)
+import { readFileSync } from "node:fs";
+import { dirname, join } from "node:path";
+import { fileURLToPath, pathToFileURL } from "node:url";
+import { brotliCompressSync, gzipSync, constants } from "node:zlib";
+
+const root = join(dirname(fileURLToPath(import.meta.url)), "..");
+export const PAYLOAD = [
+  ["wasm", "tokenwarden_bg.wasm"],
+  ["glue", "tokenwarden.js"],
+  ["entry", "index.js"],
+];
+export const BUDGET_FILE = "bench/size-budget.json";
+
+export function brotli(buf) {
+  return brotliCompressSync(buf, {
+    params: {
+      [constants.BROTLI_PARAM_QUALITY]: 11,
+      [constants.BROTLI_PARAM_SIZE_HINT]: buf.length,
+    },
+  }).length;
+}
+
+export function gzip(buf) {
+  return gzipSync(buf, { level: 9 }).length;
+}
+
+/** Raw, gzip and brotli bytes of each payload file and of their sum. */
+export function measure(pkgDir = join(root, "pkg")) {
+  const files = PAYLOAD.map(([name, file]) => {
+    const rel = `pkg/${file}`;
+    let buf;
+    try {
+      buf = readFileSync(join(pkgDir, file));
+    } catch {
+      throw new Error(`${rel} is missing: build the package first (make pkg)`);
+    }
+    return { name, path: rel, raw: buf.length, gzip: gzip(buf), brotli: brotli(buf) };
+  });
+  const total = { name: "total", path: "npm payload", raw: 0, gzip: 0, brotli: 0 };
+  for (const f of files) for (const k of ["raw", "gzip", "brotli"]) total[k] += f[k];
+  return { files, total };
+}
+
+const kb = (n) => `${(n / 1024).toFixed(1)} KB`;
+
+export function table({ files, total }) {
+  const rows = [...files, total].map((f) => [
+    f.path,
+    String(f.raw),
+    String(f.gzip),
+    String(f.brotli),
+    kb(f.brotli),
+  ]);
+  const head = ["file", "raw B", "gzip B", "brotli B", "brotli"];
+  const w = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
+  const line = (r) => r.map((c, i) => (i ? c.padStart(w[i]) : c.padEnd(w[i]))).join("  ");
+  return [line(head), w.map((n) => "-".repeat(n)).join("  "), ...rows.map(line)].join("\n");
+}
+
+function main() {
+  const m = measure();
+  if (process.argv.includes("--json")) {
+    console.log(JSON.stringify(m, null, 2));
+    return;
+  }
+  let budget;
+  try {
+    budget = JSON.parse(readFileSync(join(root, BUDGET_FILE), "utf8"));
+  } catch (e) {
+    console.error(`size budget: cannot read ${BUDGET_FILE}: ${e.message}`);
+    process.exit(2);
+  }
+  const max = budget.maxBrotliBytes;
+  if (!Number.isInteger(max) || max <= 0) {
+    console.error(`size budget: ${BUDGET_FILE} needs a positive integer "maxBrotliBytes"`);
+    process.exit(2);
+  }
+  console.log(table(m));
+  const used = m.total.brotli;
+  const pct = ((used / max) * 100).toFixed(1);
+  if (used > max) {
+    console.error(
+      `\nsize budget EXCEEDED: the npm payload is ${used} B brotli (${kb(used)}), ` +
+        `over the budget of ${max} B (${kb(max)}) in ${BUDGET_FILE} by ${used - max} B. ` +
+        `Shrink the wasm/glue (twiggy top pkg/tokenwarden_bg.wasm), or raise the budget ` +
+        `deliberately in ${BUDGET_FILE} with a note saying why.`,
+    );
+    process.exit(1);
+  }
+  console.log(`\nsize budget ok: ${used} B of ${max} B brotli (${pct} %, ${max - used} B left)`);
+  if (used < max * 0.9) {
+    console.log(
+      `note: the payload is more than 10 % under budget; tighten ${BUDGET_FILE} ` +
+        `(e.g. to ${Math.ceil(used * 1.05)} B = measured + 5 %).`,
+    );
+  }
+}
+
+if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) main();
