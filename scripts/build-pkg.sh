@@ -12,6 +12,6 @@ if [ "$profile" = "--release" ]; then
     --enable-sign-ext --enable-mutable-globals --enable-reference-types --enable-multivalue \
     --strip-debug --strip-producers pkg/tokenwarden_bg.wasm -o pkg/tokenwarden_bg.wasm
 fi
-cp js/index.js js/index.d.ts pkg/
+cp js/index.js js/index.d.ts js/react.js js/react.d.ts pkg/
 cp README.md pkg/ 2>/dev/null || true
 node scripts/package-json.mjs

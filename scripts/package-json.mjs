@@ -4,7 +4,7 @@ import { readFileSync, writeFileSync, existsSync } from "node:fs";
 const cargo = readFileSync(new URL("../Cargo.toml", import.meta.url), "utf8");
 const field = (name) => cargo.match(new RegExp(`^${name} = "([^"]*)"`, "m"))?.[1];
 const pkgDir = new URL("../pkg/", import.meta.url);
-const files = ["index.js", "index.d.ts", "tokenwarden.js", "tokenwarden.d.ts", "tokenwarden_bg.wasm", "tokenwarden_bg.wasm.d.ts"];
+const files = ["index.js", "index.d.ts", "react.js", "react.d.ts", "tokenwarden.js", "tokenwarden.d.ts", "tokenwarden_bg.wasm", "tokenwarden_bg.wasm.d.ts"];
 if (existsSync(new URL("snippets", pkgDir))) files.push("snippets/");
 const pkg = {
   name: "tokenwarden",
@@ -18,8 +18,12 @@ const pkg = {
   types: "./index.d.ts",
   exports: {
     ".": { types: "./index.d.ts", import: "./index.js", default: "./index.js" },
+    // Optional React bindings; only this entry imports React.
+    "./react": { types: "./react.d.ts", import: "./react.js", default: "./react.js" },
     "./package.json": "./package.json",
   },
+  peerDependencies: { react: ">=18" },
+  peerDependenciesMeta: { react: { optional: true } },
   files: [...files, "README.md"],
   sideEffects: false,
   keywords: ["oauth", "jwt", "access-token", "refresh-token", "wasm", "fetch", "bearer"],

@@ -1,0 +1,108 @@
+#!/usr/bin/env bash
+# Fixture apps (Vite + React, Next.js App Router) built against the npm pack
+# of pkg/, served on 127.0.0.1 next to the reference server, and driven in
+# headless Chromium. Run via `make apps` (which builds pkg/ first).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+export PATH="$HOME/.cargo/bin:$PATH"
+export NEXT_TELEMETRY_DISABLED=1
+
+[ -f pkg/package.json ] || { echo "apps: pkg/ is missing; run 'make pkg' first" >&2; exit 1; }
+
+work=$(mktemp -d)
+pids=()
+cleanup() {
+  local pid
+  for pid in "${pids[@]}"; do kill -- "-$pid" 2>/dev/null || kill "$pid" 2>/dev/null || true; done
+  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+  rm -rf "$work"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+now() { date +%s.%N; }
+since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f s", b - a }'; }
+free_port() { node -e 'const s=require("net").createServer().listen(0,"127.0.0.1",()=>{console.log(s.address().port);s.close()})'; }
+# Starts a server in its own process group (so cleanup ends its children too).
+spawn() { local log=$1; shift; setsid "$@" >"$log" 2>&1 & pids+=($!); }
+wait_http() {
+  local url=$1 log=$2
+  for _ in $(seq 1 150); do
+    curl -fsS -o /dev/null "$url" 2>/dev/null && return 0
+    sleep 0.2
+  done
+  echo "apps: $url did not come up; its log:" >&2; cat "$log" >&2; exit 1
+}
+
+apps=(vite-react next-app)
+
+# 1. dependencies (npm ci only when node_modules is missing or stale)
+t=$(now)
+scripts/setup.sh npm tests/apps
+for app in "${apps[@]}"; do scripts/setup.sh npm "tests/apps/$app"; done
+echo "apps: dependencies ready in $(since "$t")"
+
+# 2. the package exactly as npm would ship it
+npm pack ./pkg --pack-destination "$work" --json --loglevel=error 2>/dev/null >"$work/pack.json"
+tarball="$work/$(node -e 'console.log(JSON.parse(require("fs").readFileSync(process.argv[1]))[0].filename)' "$work/pack.json")"
+node -e '
+  const [p] = JSON.parse(require("fs").readFileSync(process.argv[1]));
+  const kb = (n) => (n / 1024).toFixed(1) + " KiB";
+  console.log(`apps: npm pack ${p.filename}: tarball ${kb(p.size)}, unpacked ${kb(p.unpackedSize)}, ${p.entryCount} files`);
+' "$work/pack.json"
+t=$(now)
+for dir in tests/apps "${apps[@]/#/tests/apps/}"; do
+  rm -rf "$dir/node_modules/tokenwarden"
+  (cd "$dir" && npm install --no-save --no-audit --no-fund --loglevel=error "$tarball" >/dev/null)
+done
+echo "apps: tarball installed into ${#apps[@]} apps + the test runner in $(since "$t")"
+
+# 3. reference server (Next's rewrites are resolved at build time, so it comes first)
+cargo build --release -p tokenwarden-server 2>&1 | tail -1
+spawn "$work/server.log" target/release/tokenwarden-server --port 0 --test-mode --memory-store
+server=
+for _ in $(seq 1 100); do
+  server=$(sed -n '1s/^listening on //p' "$work/server.log")
+  [ -n "$server" ] && break
+  sleep 0.1
+done
+[ -n "$server" ] || { echo "apps: reference server did not start:" >&2; cat "$work/server.log" >&2; exit 1; }
+curl -fsS -X POST -H 'Content-Type: application/json' -d '{"accessTtlSeconds":3}' "$server/test/config"
+echo "apps: reference server $server (access tokens live 3 s)"
+export TW_SERVER_URL=$server
+
+# 4. builds
+t=$(now)
+(cd tests/apps/vite-react && node_modules/.bin/vite build --logLevel warn)
+echo "apps: vite-react: vite build in $(since "$t")"
+t=$(now)
+# TW_NEXT_BUNDLER=webpack checks the webpack build instead of Turbopack (Next 16's default).
+next_flags=()
+[ "${TW_NEXT_BUNDLER:-turbopack}" = webpack ] && next_flags=(--webpack)
+(cd tests/apps/next-app && node_modules/.bin/next build "${next_flags[@]}" >"$work/next-build.log" 2>&1) \
+  || { cat "$work/next-build.log" >&2; exit 1; }
+echo "apps: next-app: next build ${next_flags[*]:-(turbopack)} in $(since "$t")"
+
+# 5. app servers
+vite_port=$(free_port)
+spawn "$work/vite.log" bash -c "cd tests/apps/vite-react && exec node_modules/.bin/vite preview --host 127.0.0.1 --port $vite_port --strictPort"
+# The dev server too: how apps are developed, and where React's Strict Mode
+# runs every effect twice (production builds do not).
+dev_port=$(free_port)
+spawn "$work/vite-dev.log" bash -c "cd tests/apps/vite-react && exec node_modules/.bin/vite --host 127.0.0.1 --port $dev_port --strictPort"
+next_port=$(free_port)
+spawn "$work/next.log" bash -c "cd tests/apps/next-app && exec node_modules/.bin/next start -H 127.0.0.1 -p $next_port"
+wait_http "http://127.0.0.1:$vite_port/" "$work/vite.log"
+wait_http "http://127.0.0.1:$dev_port/" "$work/vite-dev.log"
+wait_http "http://127.0.0.1:$next_port/" "$work/next.log"
+echo "apps: vite-react on http://127.0.0.1:$vite_port (preview), :$dev_port (dev); next-app on http://127.0.0.1:$next_port"
+
+# 6. tests
+export TW_APPS="{\"vite-react\":\"http://127.0.0.1:$vite_port\",\"vite-react-dev\":\"http://127.0.0.1:$dev_port\",\"next-app\":\"http://127.0.0.1:$next_port\"}"
+status=0
+node --test --test-concurrency=1 tests/apps/node-import.test.mjs tests/apps/apps.test.mjs || status=$?
+if [ "$status" -ne 0 ]; then
+  echo "--- next start log" >&2; tail -40 "$work/next.log" >&2
+  echo "--- reference server log" >&2; tail -40 "$work/server.log" >&2
+fi
+exit "$status"

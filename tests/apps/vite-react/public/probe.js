@@ -1,0 +1,32 @@
+// Counts what a TokenClient holds while alive: BroadcastChannels and the
+// page-lifecycle listeners (visibilitychange, focus, online, pageshow).
+(function () {
+  var channels = new Set();
+  var Native = window.BroadcastChannel;
+  if (Native) {
+    var close = Native.prototype.close;
+    window.BroadcastChannel = function (name) {
+      var bc = new Native(name);
+      channels.add(bc);
+      bc.close = function () { channels.delete(bc); return close.call(bc); };
+      return bc;
+    };
+    window.BroadcastChannel.prototype = Native.prototype;
+  }
+  var kinds = { visibilitychange: 1, focus: 1, online: 1, pageshow: 1 };
+  var live = new Set();
+  var add = EventTarget.prototype.addEventListener;
+  var remove = EventTarget.prototype.removeEventListener;
+  function tracked(t) { return t === window || t === document; }
+  EventTarget.prototype.addEventListener = function (type, fn, opts) {
+    if (tracked(this) && kinds[type] && fn) live.add(fn);
+    return add.call(this, type, fn, opts);
+  };
+  EventTarget.prototype.removeEventListener = function (type, fn, opts) {
+    if (tracked(this) && kinds[type] && fn) live.delete(fn);
+    return remove.call(this, type, fn, opts);
+  };
+  window.__twProbe = function () {
+    return { channels: channels.size, lifecycleListeners: live.size };
+  };
+})();
