@@ -4,7 +4,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 profile=${1:---release}
-wasm-pack build "$profile" --target web --out-dir pkg --out-name tokenwarden --no-pack >/dev/null 2>pkg-build.log || { cat pkg-build.log; exit 1; }
+features=; [ "$profile" = "--release" ] && features="--features tiny"
+# shellcheck disable=SC2086
+wasm-pack build "$profile" --target web --out-dir pkg --out-name tokenwarden --no-pack -- $features >/dev/null 2>pkg-build.log || { cat pkg-build.log; exit 1; }
 rm -f pkg-build.log pkg/.gitignore
 if [ "$profile" = "--release" ]; then
   scripts/setup.sh npm scripts

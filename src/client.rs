@@ -2,11 +2,11 @@
 //! JS types out; every decision is delegated to `core`, every browser call
 //! to `browser`. JS naming lives here only.
 
-use std::cell::{Cell, RefCell};
-use std::rc::{Rc, Weak};
+#[allow(unused_imports)]
+use crate::prelude::*;
+use alloc::rc::{Rc, Weak};
+use core::cell::{Cell, RefCell};
 
-use gloo_timers::callback::Timeout;
-use gloo_timers::future::TimeoutFuture;
 use js_sys::{Function, Object, Promise, Reflect, JSON};
 use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::{future_to_promise, JsFuture};
@@ -15,6 +15,7 @@ use web_sys::{Request, Response};
 use crate::browser::events::{page_lifecycle, Listener, Subscribers};
 use crate::browser::http;
 use crate::browser::tabs::{self, Channel};
+use crate::browser::timer::{self, Timeout};
 use crate::browser::{env, js_error};
 use crate::core::clock::Stamp;
 use crate::core::options::{self, Options};
@@ -67,6 +68,8 @@ struct Inner {
     epoch: Cell<u32>,
     /// `start()` in progress (resolves, never rejects, when it ends).
     starting: RefCell<Option<Promise>>,
+    /// Keeps the cross-tab lock a moment after a refresh (see LOCK_LINGER_MS).
+    lock_linger: RefCell<Option<Timeout>>,
     /// Resolves `start()`'s wait when a tab hands over a token.
     start_waiter: RefCell<Option<Function>>,
     claims_cache: RefCell<Option<(u64, JsValue)>>,
@@ -233,7 +236,7 @@ impl Inner {
             return p.clone();
         }
         let inner = self.clone();
-        let p = future_to_promise(async move {
+        let p = promise(async move {
             let outcome = inner.clone().run_refresh().await;
             *inner.inflight.borrow_mut() = None;
             Ok(match outcome {
@@ -254,7 +257,7 @@ impl Inner {
             let wait = self.session.borrow_mut().try_begin_attempt(now);
             match wait {
                 Ok(()) => break,
-                Err(ms) => TimeoutFuture::new(timer_delay(ms)).await,
+                Err(ms) => timer::sleep(timer_delay(ms)).await,
             }
             self.check_live()?;
         }
@@ -313,10 +316,8 @@ impl Inner {
                 self.broadcast_token();
                 if let Some(guard) = lock {
                     // Let the message reach waiting tabs before they get the lock.
-                    wasm_bindgen_futures::spawn_local(async move {
-                        TimeoutFuture::new(LOCK_LINGER_MS).await;
-                        drop(guard);
-                    });
+                    let release = Timeout::new(LOCK_LINGER_MS, move || drop(guard));
+                    *self.lock_linger.borrow_mut() = Some(release);
                 }
                 self.arm();
                 if was_signed_in {
@@ -494,8 +495,14 @@ pub struct TokenClient {
     inner: Rc<Inner>,
 }
 
-fn promise(f: impl std::future::Future<Output = Result<JsValue, JsValue>> + 'static) -> Promise {
-    future_to_promise(f)
+/// Every async method goes through this one boxed instantiation of the
+/// executor: one copy of `future_to_promise` in the wasm instead of one per
+/// method (measured: ~10 KB).
+fn promise(f: impl core::future::Future<Output = Result<JsValue, JsValue>> + 'static) -> Promise {
+    let boxed: core::pin::Pin<
+        alloc::boxed::Box<dyn core::future::Future<Output = Result<JsValue, JsValue>>>,
+    > = alloc::boxed::Box::pin(f);
+    future_to_promise(boxed)
 }
 
 fn options_json(options: &JsValue) -> Result<String, Error> {
@@ -541,6 +548,7 @@ impl TokenClient {
             lifecycle: RefCell::new(Vec::new()),
             epoch: Cell::new(0),
             start_waiter: RefCell::new(None),
+            lock_linger: RefCell::new(None),
             starting: RefCell::new(None),
             claims_cache: RefCell::new(None),
             disposed: Cell::new(false),
@@ -595,12 +603,7 @@ impl TokenClient {
                 let handed_over = Promise::new(&mut |resolve, _| resolver = Some(resolve));
                 *inner.start_waiter.borrow_mut() = resolver;
                 inner.post(&tabsync::encode_query());
-                let timeout = Promise::new(&mut |resolve, _| {
-                    let t = Timeout::new(START_QUERY_MS, move || {
-                        let _ = resolve.call0(&JsValue::UNDEFINED);
-                    });
-                    t.forget();
-                });
+                let timeout = timer::delay(START_QUERY_MS);
                 let _ = JsFuture::from(Promise::race(&js_sys::Array::of2(&handed_over, &timeout)))
                     .await;
                 *inner.start_waiter.borrow_mut() = None;

@@ -5,7 +5,9 @@
 //! the only caller-controlled text that can appear is an option *name* and a
 //! sanitised OAuth `error` code.
 
-use std::borrow::Cow;
+#[allow(unused_imports)]
+use crate::prelude::*;
+use alloc::borrow::Cow;
 
 /// Everything that can go wrong, one variant per `TokenClientError.code`.
 #[derive(Clone, Debug, PartialEq)]

@@ -11,7 +11,10 @@ mod harness;
 use std::panic::{self, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 
-const TARGETS: [(&str, fn(&[u8])); 5] = [
+/// A fuzz target's name and its harness.
+type Target = (&'static str, fn(&[u8]));
+
+const TARGETS: [Target; 5] = [
     ("jwt_decode", harness::jwt_decode),
     ("token_response", harness::token_response),
     ("options", harness::options),

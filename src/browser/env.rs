@@ -1,6 +1,8 @@
 //! Globals, bound through `extern "C"` so they work in windows and
 //! workers alike: clocks, randomness, `fetch`, and feature detection.
 
+#[allow(unused_imports)]
+use crate::prelude::*;
 use js_sys::{Promise, Reflect};
 use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;

@@ -1,7 +1,9 @@
 //! Page-lifecycle listeners that remove themselves on drop, and the
 //! subscriber list with its fan-out.
 
-use std::cell::RefCell;
+#[allow(unused_imports)]
+use crate::prelude::*;
+use core::cell::RefCell;
 
 use js_sys::{Function, Object, Reflect};
 use wasm_bindgen::prelude::*;
@@ -78,7 +80,7 @@ pub fn page_lifecycle(on_wake: impl Fn(bool) + Clone + 'static) -> Vec<Listener>
 /// subscribe, unsubscribe or call the client while being called.
 #[derive(Default)]
 pub struct Subscribers {
-    next_id: std::cell::Cell<u32>,
+    next_id: core::cell::Cell<u32>,
     list: RefCell<Vec<(u32, Function)>>,
 }
 

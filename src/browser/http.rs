@@ -2,15 +2,17 @@
 //! and logout): plain data in, plain data out, a timeout that aborts the
 //! request, and an `AbortController` that aborts on drop.
 
-use std::cell::Cell;
-use std::rc::Rc;
+#[allow(unused_imports)]
+use crate::prelude::*;
+use alloc::rc::Rc;
+use core::cell::Cell;
 
-use gloo_timers::callback::Timeout;
 use wasm_bindgen::JsCast;
 use wasm_bindgen_futures::JsFuture;
 use web_sys::{AbortController, Request, RequestCredentials, RequestInit, Response};
 
 use super::env::global_fetch;
+use super::timer::Timeout;
 use crate::core::schedule::timer_delay;
 use crate::error::Error;
 

@@ -1,25 +1,31 @@
 //! The browser shell: the only code that touches fetch, timers, locks,
 //! channels and page events. It never decides policy — it asks `core`.
 
+#[allow(unused_imports)]
+use crate::prelude::*;
 pub mod env;
 pub mod events;
 pub mod http;
 pub mod tabs;
+pub mod timer;
 
 use js_sys::{Function, Reflect};
 use wasm_bindgen::prelude::*;
 
 use crate::error::Error;
 
-thread_local! {
-    static ERROR_CLASS: std::cell::RefCell<Option<Function>> = const { std::cell::RefCell::new(None) };
-}
+/// The registered `TokenClientError` class. wasm32 here is single-threaded:
+/// the wrapper only tells the compiler so.
+struct ErrorClass(core::cell::RefCell<Option<Function>>);
+// SAFETY: the wasm module runs on one thread; the cell is never shared.
+unsafe impl Sync for ErrorClass {}
+static ERROR_CLASS: ErrorClass = ErrorClass(core::cell::RefCell::new(None));
 
 /// Registers the JS `TokenClientError` class (the npm entry does this once
 /// after loading the wasm) so that errors are real instances of it.
 #[wasm_bindgen(js_name = __setErrorClass)]
 pub fn set_error_class(ctor: Function) {
-    ERROR_CLASS.with(|c| *c.borrow_mut() = Some(ctor));
+    *ERROR_CLASS.0.borrow_mut() = Some(ctor);
 }
 
 fn set(obj: &JsValue, key: &str, value: &JsValue) {
@@ -29,7 +35,7 @@ fn set(obj: &JsValue, key: &str, value: &JsValue) {
 /// The one conversion from `Error` to a JS `TokenClientError`.
 pub fn js_error(e: &Error) -> JsValue {
     let message = JsValue::from_str(&e.message());
-    let ctor = ERROR_CLASS.with(|c| c.borrow().clone());
+    let ctor = ERROR_CLASS.0.borrow().clone();
     let err: JsValue =
         match ctor.and_then(|c| Reflect::construct(&c, &js_sys::Array::of1(&message)).ok()) {
             Some(obj) => obj,

@@ -2,6 +2,8 @@
 //! Web Lock held by a guard that releases on drop. Which message wins and
 //! when to adopt is decided in `core::tabsync`; this file only moves bytes.
 
+#[allow(unused_imports)]
+use crate::prelude::*;
 use js_sys::{Array, Function, Object, Promise, Reflect};
 use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::JsFuture;

@@ -8,6 +8,8 @@
 //! forwards only makes a token look older, which costs one early refresh,
 //! never an expired token sent.
 
+#[allow(unused_imports)]
+use crate::prelude::*;
 /// One reading of both clocks, in milliseconds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Stamp {

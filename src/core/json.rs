@@ -6,6 +6,8 @@
 //! hostile input cheap: nesting depth is capped and numbers are read as `f64`
 //! (exact for integers up to 2^53, which covers every NumericDate).
 
+#[allow(unused_imports)]
+use crate::prelude::*;
 /// A parsed JSON value. Objects keep their members in document order.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Value {
@@ -195,7 +197,7 @@ impl Parser<'_> {
                 self.i += 1;
             }
             // `text` came in as &str and we split only at ASCII bytes.
-            out.push_str(std::str::from_utf8(&self.s[start..self.i]).map_err(|_| JsonError)?);
+            out.push_str(core::str::from_utf8(&self.s[start..self.i]).map_err(|_| JsonError)?);
             match self.bump()? {
                 b'"' => return Ok(out),
                 b'\\' => {
@@ -305,18 +307,36 @@ impl Parser<'_> {
     }
 }
 
+/// 10^e by squaring (`f64::powi` is not in `core`).
+fn pow10(mut e: u32) -> f64 {
+    let (mut base, mut acc) = (10f64, 1f64);
+    while e > 0 {
+        if e & 1 == 1 {
+            acc *= base;
+        }
+        base *= base;
+        e >>= 1;
+    }
+    acc
+}
+
 fn scale10(m: f64, e: i64) -> f64 {
     if m == 0.0 {
         return 0.0;
     }
-    let e = e.clamp(-400, 400) as i32;
+    let e = e.clamp(-400, 400);
     if e >= 0 {
-        m * 10f64.powi(e)
+        m * pow10(e as u32)
     } else if e >= -300 {
-        m / 10f64.powi(-e)
+        m / pow10((-e) as u32)
     } else {
-        (m / 1e300) / 10f64.powi(-e - 300)
+        (m / 1e300) / pow10((-e - 300) as u32)
     }
+}
+
+/// Whether `n` is a whole number (`f64::fract` is not in `core`).
+pub fn is_whole(n: f64) -> bool {
+    n.is_finite() && (n.abs() >= 9.0e15 || n == (n as i64) as f64)
 }
 
 /// Appends `s` to `out` as a JSON string literal (quotes included).

@@ -4,6 +4,8 @@
 
 use super::json::{self, Value};
 use crate::error::Error;
+#[allow(unused_imports)]
+use crate::prelude::*;
 
 /// The claims the client reads; the whole payload is kept for `claims()`.
 #[derive(Clone, Debug, Default, PartialEq)]

@@ -6,6 +6,8 @@
 //! neither `expires_in` nor `iat`.
 
 use super::token::Grant;
+#[allow(unused_imports)]
+use crate::prelude::*;
 
 /// Longest lifetime the client schedules for: ten years. Keeps arithmetic
 /// bounded; longer tokens are simply re-checked on that horizon.

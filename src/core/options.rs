@@ -4,7 +4,9 @@
 //! object, after refusing functions and symbols), so the same parser runs
 //! natively in tests and fuzzing. Every error names the option.
 
-use std::borrow::Cow;
+#[allow(unused_imports)]
+use crate::prelude::*;
+use alloc::borrow::Cow;
 
 use super::json::{self, Value};
 use super::origin;
@@ -62,7 +64,7 @@ fn bad(option: &str, why: &str) -> Error {
 
 fn number(v: &Value, name: &str, min: f64, max: f64, integer: bool) -> Result<f64, Error> {
     match v {
-        Value::Num(n) if *n >= min && *n <= max && (!integer || n.fract() == 0.0) => Ok(*n),
+        Value::Num(n) if *n >= min && *n <= max && (!integer || json::is_whole(*n)) => Ok(*n),
         Value::Num(_) => Err(bad(
             name,
             if integer {

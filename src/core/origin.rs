@@ -1,5 +1,7 @@
 //! Origins: normalising the allow-list and reading a request URL's origin.
 
+#[allow(unused_imports)]
+use crate::prelude::*;
 /// Normalises an origin given in options: lower-case scheme and host,
 /// default port dropped, one trailing `/` tolerated. `http:` only for
 /// loopback hosts. Errors say what is wrong (the caller adds the option).

@@ -1,5 +1,7 @@
 //! When to refresh, how long to wait, and how to back off.
 
+#[allow(unused_imports)]
+use crate::prelude::*;
 /// Largest delay `setTimeout` honours (2^31 − 1 ms ≈ 24.8 days); longer
 /// delays fire at once in browsers, which is the keycloak-js #107 loop.
 pub const MAX_TIMER_MS: i64 = 2_147_483_647;

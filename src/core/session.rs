@@ -12,6 +12,12 @@ use super::lifetime::lifetime_ms;
 use super::schedule::{backoff_ms, refresh_after, RetryPolicy, MIN_ATTEMPT_GAP_MS};
 use super::token::{Grant, Secret};
 use crate::error::Error;
+#[allow(unused_imports)]
+use crate::prelude::*;
+
+/// Versions travel as JSON numbers: above 2^53 they are not exact, so
+/// messages claiming one are ignored (and local versions stay far below).
+pub const MAX_VERSION: u64 = 1 << 53;
 
 /// `state` as JS sees it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -148,7 +154,7 @@ impl Session {
 
     fn bump_version(&mut self, now: Stamp) {
         let wall = u64::try_from(now.wall).unwrap_or(0);
-        self.version = (self.version + 1).max(wall);
+        self.version = self.version.saturating_add(1).max(wall);
     }
 
     /// `state`.
@@ -261,7 +267,7 @@ impl Session {
         version: u64,
         now: Stamp,
     ) -> bool {
-        if version <= self.version {
+        if version <= self.version || version > MAX_VERSION {
             return false;
         }
         let lifetime = lifetime.map(|l| l.clamp(0, super::lifetime::MAX_LIFETIME_MS));
@@ -278,7 +284,7 @@ impl Session {
 
     /// Another tab signed out with `version`; returns whether to follow.
     pub fn remote_sign_out(&mut self, version: u64) -> bool {
-        if version <= self.version {
+        if version <= self.version || version > MAX_VERSION {
             return false;
         }
         self.version = version;
@@ -735,6 +741,17 @@ mod tests {
         assert!(!s.remote_sign_out(v));
         assert!(s.remote_sign_out(v + 2));
         assert_eq!(s.state(), State::SignedOut);
+    }
+
+    #[test]
+    fn versions_beyond_what_json_numbers_carry_exactly_are_ignored() {
+        let mut s = signed_in(60);
+        assert!(!s.remote_sign_out(u64::MAX));
+        assert!(!s.adopt(grant(60), Some(60_000), 0, MAX_VERSION + 1, at(1)));
+        assert!(s.adopt(grant(60), Some(60_000), 0, MAX_VERSION, at(1)));
+        let v = s.version();
+        s.sign_out(at(2));
+        assert!(s.version() > v, "a local change still moves forward");
     }
 
     #[test]

@@ -11,6 +11,8 @@
 use super::json::{self, push_string, Value};
 use super::token::{grant_from_value, Grant};
 use crate::error::push_u64;
+#[allow(unused_imports)]
+use crate::prelude::*;
 
 /// Protocol tag, so foreign messages on the same channel name are ignored.
 const TAG: &str = "tokenwarden/1";
@@ -92,7 +94,7 @@ pub fn encode_query() -> String {
 
 fn whole_ms(v: Option<&Value>) -> Option<i64> {
     let n = v?.as_f64()?;
-    if n.fract() == 0.0 && n.abs() < 9.0e15 {
+    if json::is_whole(n) && n.abs() < 9.0e15 {
         Some(n as i64)
     } else {
         None
@@ -105,7 +107,11 @@ pub fn decode(text: &str) -> Option<Message> {
     if v.get("p")?.as_str()? != TAG {
         return None;
     }
-    let version = || whole_ms(v.get("v")).and_then(|n| u64::try_from(n).ok());
+    let version = || {
+        whole_ms(v.get("v"))
+            .and_then(|n| u64::try_from(n).ok())
+            .filter(|&n| n <= super::session::MAX_VERSION)
+    };
     match v.get("k")?.as_str()? {
         "token" => {
             let grant = grant_from_value(&v).ok()?;

@@ -5,6 +5,8 @@
 use super::json::{self, Value};
 use super::jwt::{self, Claims};
 use crate::error::{sanitize_oauth_error, Error};
+#[allow(unused_imports)]
+use crate::prelude::*;
 
 /// An access token. `Debug` never prints it; only `expose()` does, and the
 /// only callers are the header builder and the cross-tab message encoder.
