@@ -19,6 +19,9 @@ use crate::prelude::*;
 /// messages claiming one are ignored (and local versions stay far below).
 pub const MAX_VERSION: u64 = 1 << 53;
 
+/// Wall and monotonic elapsed times closer than this count as agreeing.
+const CLOCKS_AGREE_MS: u64 = 1_000;
+
 /// `state` as JS sees it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum State {
@@ -219,10 +222,19 @@ impl Session {
     }
 
     /// `expiresAt`: expiry in epoch ms of the page clock at `now`.
+    /// Stable between reads (React's `useSyncExternalStore` needs that):
+    /// arrival plus lifetime while the two clocks agree; only when the wall
+    /// clock was moved (or slept) does it follow the elapsed-time rule.
     pub fn expires_at(&self, now: Stamp) -> Option<i64> {
         let h = self.held.as_ref()?;
-        let left = h.lifetime?.saturating_sub(now.since(h.received));
-        Some(now.wall.saturating_add(left.max(0)))
+        let life = h.lifetime?;
+        let wall = now.wall.saturating_sub(h.received.wall);
+        let mono = now.mono.saturating_sub(h.received.mono);
+        if wall.abs_diff(mono) <= CLOCKS_AGREE_MS {
+            return Some(h.received.wall.saturating_add(life));
+        }
+        let left = life.saturating_sub(now.since(h.received));
+        Some(now.wall.saturating_add(left))
     }
 
     /// (lifetime, age) of the held token at `now`, for cross-tab hand-over.
@@ -574,6 +586,28 @@ mod tests {
         assert_eq!(s.standing(woke), Standing::Expired);
         assert_eq!(s.usable(woke), None);
         assert_eq!(s.tick(woke), Tick::Refresh);
+    }
+
+    #[test]
+    fn expires_at_is_stable_between_reads_and_follows_a_moved_clock() {
+        let s = signed_in(60);
+        let jitter = Stamp {
+            wall: T0 + 10_001,
+            mono: T0 + 10_000,
+        };
+        assert_eq!(s.expires_at(at(10_000)), Some(T0 + 60_000));
+        assert_eq!(s.expires_at(jitter), Some(T0 + 60_000));
+        assert_eq!(
+            s.expires_at(at(90_000)),
+            Some(T0 + 60_000),
+            "stays in the past once expired"
+        );
+        // The page clock was set back an hour 10 s after arrival: 50 s are left.
+        let back = Stamp {
+            wall: T0 - 3_600_000 + 10_000,
+            mono: T0 + 10_000,
+        };
+        assert_eq!(s.expires_at(back), Some(back.wall + 50_000));
     }
 
     #[test]
