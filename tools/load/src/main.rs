@@ -1,0 +1,1064 @@
+//! Load test of the tokenwarden reference server (`make load`, via `tools/load/run.sh`).
+//!
+//! Phase 1 (throughput): N virtual users each log in once (demo/demo, so one token family
+//! each), then loop, strictly sequentially, `POST /auth/refresh` (current cookie + CSRF
+//! header, keeping the rotated cookie) and `GET /api/me` (Bearer), until the deadline.
+//! Per endpoint: requests, req/s, p50/p90/p99/max latency, status counts.
+//!
+//! Checks (a failure makes the exit code non-zero; timing never does):
+//! - no 5xx, no transport error or timeout;
+//! - no 401 from `/auth/refresh` (a lost or double-issued rotation would show as one);
+//! - every refresh token handed out is new (no token issued twice);
+//! - `/test/counters`: `liveFamilies == familiesWithOneLiveToken == users`, `reuseDetected`
+//!   unchanged, and the server's counts agree with the client's;
+//! - phase 2 (duplicates): for a few fresh families, two connections present the SAME cookie
+//!   at once: exactly one 200 per pair, the other 401, the family revoked (the winner's
+//!   new cookie is refused too), one `reuseDetected` and one `familiesRevoked` per pair;
+//! - phase 3: the phase-1 users log out, and no live family is left.
+//!
+//! Talks only to the loopback address that `run.sh` gives it.
+
+use std::collections::{BTreeMap, HashSet};
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt as _, Full};
+use hyper::client::conn::http1::{self, SendRequest};
+use hyper::header::{self, HeaderMap, HeaderValue};
+use hyper::{Method, Request, StatusCode};
+use hyper_util::rt::TokioIo;
+use serde_json::Value;
+use tokio::net::TcpStream;
+
+const COOKIE: &str = "tw_refresh";
+const CSRF_HEADER: &str = "x-requested-with";
+/// One request that takes longer than this is a failure (the server is on loopback).
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// Upper bound on phase-2 pairs, whatever the duration.
+const MAX_DUP_PAIRS: usize = 20_000;
+
+// ---------------------------------------------------------------------------------------
+// Options
+
+struct Options {
+    addr: SocketAddr,
+    users: usize,
+    seconds: f64,
+    dup_seconds: f64,
+    dup_workers: usize,
+    results: Option<String>,
+    server_pid: Option<u32>,
+    meta: Vec<(String, String)>,
+}
+
+const USAGE: &str = "usage: tokenwarden-load --addr 127.0.0.1:PORT [--users N] [--seconds S] \
+[--dup-seconds S] [--dup-workers N] [--results FILE] [--server-pid PID] [--meta KEY=VALUE]...";
+
+fn parse_options() -> Result<Options, String> {
+    let mut o = Options {
+        addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+        users: 64,
+        seconds: 20.0,
+        dup_seconds: 3.0,
+        dup_workers: 8,
+        results: None,
+        server_pid: None,
+        meta: Vec::new(),
+    };
+    let mut args = std::env::args().skip(1);
+    while let Some(flag) = args.next() {
+        if flag == "--help" || flag == "-h" {
+            return Err(USAGE.into());
+        }
+        let value = args
+            .next()
+            .ok_or_else(|| format!("{flag} needs a value\n{USAGE}"))?;
+        let bad = |e: &dyn std::fmt::Display| format!("{flag} {value}: {e}");
+        match flag.as_str() {
+            "--addr" => o.addr = value.parse().map_err(|e| bad(&e))?,
+            "--users" => o.users = value.parse().map_err(|e| bad(&e))?,
+            "--seconds" => o.seconds = value.parse().map_err(|e| bad(&e))?,
+            "--dup-seconds" => o.dup_seconds = value.parse().map_err(|e| bad(&e))?,
+            "--dup-workers" => o.dup_workers = value.parse().map_err(|e| bad(&e))?,
+            "--results" => o.results = Some(value),
+            "--server-pid" => o.server_pid = Some(value.parse().map_err(|e| bad(&e))?),
+            "--meta" => {
+                let (k, v) = value
+                    .split_once('=')
+                    .ok_or_else(|| bad(&"expected KEY=VALUE"))?;
+                o.meta.push((k.to_string(), v.to_string()));
+            }
+            _ => return Err(format!("unknown flag {flag}\n{USAGE}")),
+        }
+    }
+    if !o.addr.ip().is_loopback() || o.addr.port() == 0 {
+        return Err(format!(
+            "--addr must be a loopback address with a port, got {}",
+            o.addr
+        ));
+    }
+    if !(1..=10_000).contains(&o.users) {
+        return Err("--users must be 1..=10000".into());
+    }
+    if !(o.seconds.is_finite() && (2.0..=3600.0).contains(&o.seconds)) {
+        return Err("--seconds must be 2..=3600".into());
+    }
+    if !(o.dup_seconds.is_finite() && o.dup_seconds >= 0.0 && o.dup_seconds < o.seconds) {
+        return Err("--dup-seconds must be >= 0 and < --seconds".into());
+    }
+    if !(1..=256).contains(&o.dup_workers) {
+        return Err("--dup-workers must be 1..=256".into());
+    }
+    Ok(o)
+}
+
+// ---------------------------------------------------------------------------------------
+// A keep-alive HTTP/1 connection
+
+struct Reply {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: Bytes,
+}
+
+struct Conn {
+    addr: SocketAddr,
+    sender: SendRequest<Full<Bytes>>,
+    host: HeaderValue,
+}
+
+impl Conn {
+    async fn open(addr: SocketAddr) -> Result<Conn, String> {
+        let sender = Self::handshake(addr).await?;
+        let host = HeaderValue::from_str(&addr.to_string()).map_err(|e| e.to_string())?;
+        Ok(Conn { addr, sender, host })
+    }
+
+    async fn handshake(addr: SocketAddr) -> Result<SendRequest<Full<Bytes>>, String> {
+        let stream = TcpStream::connect(addr)
+            .await
+            .map_err(|e| format!("connect {addr}: {e}"))?;
+        stream.set_nodelay(true).map_err(|e| e.to_string())?;
+        let (sender, conn) = http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| format!("handshake: {e}"))?;
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        Ok(sender)
+    }
+
+    /// Send one request (reconnecting first if the server closed the connection) and read
+    /// the whole answer, within [`REQUEST_TIMEOUT`].
+    async fn send(
+        &mut self,
+        method: Method,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<&'static str>,
+    ) -> Result<Reply, String> {
+        let mut req = Request::builder()
+            .method(method)
+            .uri(path)
+            .header(header::HOST, self.host.clone());
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        if body.is_some() {
+            req = req.header(header::CONTENT_TYPE, "application/json");
+        }
+        let req = req
+            .body(Full::new(Bytes::from_static(
+                body.unwrap_or_default().as_bytes(),
+            )))
+            .map_err(|e| e.to_string())?;
+        let exchange = async {
+            if self.sender.is_closed() || self.sender.ready().await.is_err() {
+                self.sender = Self::handshake(self.addr).await?;
+            }
+            let response = self
+                .sender
+                .send_request(req)
+                .await
+                .map_err(|e| format!("request: {e}"))?;
+            let (parts, body) = response.into_parts();
+            let body = body
+                .collect()
+                .await
+                .map_err(|e| format!("body: {e}"))?
+                .to_bytes();
+            Ok(Reply {
+                status: parts.status,
+                headers: parts.headers,
+                body,
+            })
+        };
+        tokio::time::timeout(REQUEST_TIMEOUT, exchange)
+            .await
+            .map_err(|_| format!("{path}: timed out after {REQUEST_TIMEOUT:?}"))?
+    }
+
+    async fn login(&mut self) -> Result<(Reply, Option<Session>), String> {
+        let reply = self
+            .send(
+                Method::POST,
+                "/auth/login",
+                &[],
+                Some(r#"{"username":"demo","password":"demo"}"#),
+            )
+            .await?;
+        let session = (reply.status == StatusCode::OK)
+            .then(|| session_from(&reply))
+            .transpose()?;
+        Ok((reply, session))
+    }
+
+    async fn refresh(&mut self, cookie: &str) -> Result<Reply, String> {
+        let cookie = format!("{COOKIE}={cookie}");
+        self.send(
+            Method::POST,
+            "/auth/refresh",
+            &[("cookie", &cookie), (CSRF_HEADER, "XMLHttpRequest")],
+            None,
+        )
+        .await
+    }
+
+    async fn logout(&mut self, cookie: &str) -> Result<Reply, String> {
+        let cookie = format!("{COOKIE}={cookie}");
+        self.send(
+            Method::POST,
+            "/auth/logout",
+            &[("cookie", &cookie), (CSRF_HEADER, "XMLHttpRequest")],
+            None,
+        )
+        .await
+    }
+
+    async fn me(&mut self, access: &str) -> Result<Reply, String> {
+        let bearer = format!("Bearer {access}");
+        self.send(Method::GET, "/api/me", &[("authorization", &bearer)], None)
+            .await
+    }
+
+    async fn counters(&mut self) -> Result<Counters, String> {
+        let reply = self.send(Method::GET, "/test/counters", &[], None).await?;
+        if reply.status != StatusCode::OK {
+            return Err(format!(
+                "GET /test/counters: {} (is the server in --test-mode?)",
+                reply.status
+            ));
+        }
+        let v: Value = serde_json::from_slice(&reply.body)
+            .map_err(|e| format!("/test/counters is not JSON: {e}"))?;
+        Ok(Counters(v))
+    }
+}
+
+/// What a 200 from login or refresh hands out.
+struct Session {
+    cookie: String,
+    access: String,
+}
+
+/// The rotated refresh token from `Set-Cookie`, if the response sets a non-empty one.
+fn set_cookie_token(reply: &Reply) -> Option<(&str, &str)> {
+    reply
+        .headers
+        .get_all(header::SET_COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find_map(|v| {
+            let (pair, attrs) = v.split_once(';').unwrap_or((v, ""));
+            let (name, value) = pair.trim().split_once('=')?;
+            (name == COOKIE).then_some((value, attrs))
+        })
+}
+
+/// Check a 200 token response and take the cookie and access token out of it.
+fn session_from(reply: &Reply) -> Result<Session, String> {
+    let (cookie, attrs) =
+        set_cookie_token(reply).ok_or("200 token response without a tw_refresh cookie")?;
+    if cookie.len() < 43 {
+        return Err(format!(
+            "refresh token of {} chars (want >= 43)",
+            cookie.len()
+        ));
+    }
+    for want in ["HttpOnly", "Secure", "SameSite=Strict", "Path=/auth"] {
+        if !attrs.split(';').any(|a| a.trim() == want) {
+            return Err(format!("refresh cookie without {want}"));
+        }
+    }
+    if reply.headers.get(header::CACHE_CONTROL) != Some(&HeaderValue::from_static("no-store")) {
+        return Err("token response without Cache-Control: no-store".into());
+    }
+    let v: Value = serde_json::from_slice(&reply.body)
+        .map_err(|e| format!("token response is not JSON: {e}"))?;
+    let access = v["access_token"]
+        .as_str()
+        .filter(|t| t.split('.').count() == 3)
+        .ok_or("token response without a JWT access_token")?;
+    if v["token_type"] != "Bearer" {
+        return Err("token_type is not Bearer".into());
+    }
+    Ok(Session {
+        cookie: cookie.to_string(),
+        access: access.to_string(),
+    })
+}
+
+struct Counters(Value);
+
+impl Counters {
+    fn get(&self, name: &str) -> u64 {
+        self.0[name].as_u64().unwrap_or(u64::MAX)
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Measurements
+
+#[derive(Default)]
+struct Endpoint {
+    latencies_us: Vec<u32>,
+    statuses: BTreeMap<u16, u64>,
+    transport_errors: u64,
+}
+
+impl Endpoint {
+    fn record(&mut self, started: Instant, result: &Result<Reply, String>) {
+        match result {
+            Ok(reply) => {
+                let us = started.elapsed().as_micros().min(u32::MAX as u128) as u32;
+                self.latencies_us.push(us);
+                *self.statuses.entry(reply.status.as_u16()).or_default() += 1;
+            }
+            Err(_) => self.transport_errors += 1,
+        }
+    }
+
+    fn merge(&mut self, other: Endpoint) {
+        self.latencies_us.extend(other.latencies_us);
+        for (s, n) in other.statuses {
+            *self.statuses.entry(s).or_default() += n;
+        }
+        self.transport_errors += other.transport_errors;
+    }
+
+    fn count(&self, status: u16) -> u64 {
+        self.statuses.get(&status).copied().unwrap_or(0)
+    }
+
+    fn count_5xx(&self) -> u64 {
+        self.statuses
+            .iter()
+            .filter(|(s, _)| **s >= 500)
+            .map(|(_, n)| n)
+            .sum()
+    }
+
+    fn requests(&self) -> u64 {
+        self.statuses.values().sum::<u64>() + self.transport_errors
+    }
+}
+
+/// Nearest-rank percentile of sorted microseconds, in ms.
+fn pct(sorted: &[u32], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1] as f64 / 1000.0
+}
+
+/// What one virtual user did in phase 1.
+#[derive(Default)]
+struct UserReport {
+    login: Endpoint,
+    refresh: Endpoint,
+    me: Endpoint,
+    issued: Vec<String>,
+    final_cookie: Option<String>,
+    failures: Vec<String>,
+}
+
+async fn virtual_user(
+    addr: SocketAddr,
+    start: Arc<tokio::sync::Barrier>,
+    mut clock: tokio::sync::watch::Receiver<Option<Instant>>,
+) -> UserReport {
+    let mut r = UserReport::default();
+    let mut conn = match Conn::open(addr).await {
+        Ok(c) => c,
+        Err(e) => {
+            r.failures.push(e);
+            start.wait().await;
+            return r;
+        }
+    };
+    let t = Instant::now();
+    let login = conn.login().await;
+    let session = match login {
+        Ok((reply, session)) => {
+            r.login.record(t, &Ok(reply));
+            session
+        }
+        Err(e) => {
+            r.login.record(t, &Err(e.clone()));
+            r.failures.push(format!("login: {e}"));
+            None
+        }
+    };
+    // Everyone starts the measured loop together, after every login is done.
+    start.wait().await;
+    let deadline = match clock.wait_for(Option::is_some).await {
+        Ok(d) => d.unwrap_or_else(Instant::now),
+        Err(_) => Instant::now(),
+    };
+    let Some(mut session) = session else {
+        if r.failures.is_empty() {
+            r.failures.push("login refused".into());
+        }
+        return r;
+    };
+    r.issued.push(session.cookie.clone());
+    while Instant::now() < deadline {
+        let t = Instant::now();
+        let result = conn.refresh(&session.cookie).await;
+        r.refresh.record(t, &result);
+        let reply = match result {
+            Ok(reply) => reply,
+            Err(e) => {
+                // The rotation may or may not have happened: this user cannot go on.
+                r.failures.push(format!("refresh: {e}"));
+                r.final_cookie = None;
+                return r;
+            }
+        };
+        if reply.status != StatusCode::OK {
+            r.failures.push(format!(
+                "refresh answered {} ({})",
+                reply.status,
+                String::from_utf8_lossy(&reply.body)
+            ));
+            // A 401 clears the cookie: the family is gone for this user. Stop.
+            r.final_cookie = None;
+            return r;
+        }
+        match session_from(&reply) {
+            Ok(next) => {
+                if next.cookie == session.cookie {
+                    r.failures
+                        .push("refresh returned the presented token again".into());
+                }
+                r.issued.push(next.cookie.clone());
+                session = next;
+            }
+            Err(e) => {
+                r.failures.push(format!("refresh 200: {e}"));
+                return r;
+            }
+        }
+        r.final_cookie = Some(session.cookie.clone());
+        let t = Instant::now();
+        let result = conn.me(&session.access).await;
+        r.me.record(t, &result);
+        match result {
+            Ok(reply) if reply.status == StatusCode::OK => {}
+            Ok(reply) => r
+                .failures
+                .push(format!("/api/me answered {}", reply.status)),
+            Err(e) => r.failures.push(format!("/api/me: {e}")),
+        }
+    }
+    r.final_cookie = Some(session.cookie);
+    r
+}
+
+// ---------------------------------------------------------------------------------------
+// Phase 2: two connections present the same cookie at once
+
+#[derive(Default)]
+struct DupReport {
+    pairs: u64,
+    one_winner: u64,
+    both_ok: u64,
+    both_refused: u64,
+    other: u64,
+    loser_cookie_cleared: u64,
+    winner_cookie_refused_after: u64,
+    first_to_answer_won: u64,
+    latencies_us: Vec<u32>,
+    failures: Vec<String>,
+}
+
+async fn dup_worker(
+    addr: SocketAddr,
+    deadline: Instant,
+    budget: Arc<std::sync::atomic::AtomicUsize>,
+) -> DupReport {
+    use std::sync::atomic::Ordering;
+    let mut r = DupReport::default();
+    let (mut a, mut b) = match (Conn::open(addr).await, Conn::open(addr).await) {
+        (Ok(a), Ok(b)) => (a, b),
+        (Err(e), _) | (_, Err(e)) => {
+            r.failures.push(e);
+            return r;
+        }
+    };
+    let take = || {
+        budget
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+            .is_ok()
+    };
+    while Instant::now() < deadline && take() {
+        let session = match a.login().await {
+            Ok((_, Some(s))) => s,
+            Ok((reply, None)) => {
+                r.failures
+                    .push(format!("dup login answered {}", reply.status));
+                return r;
+            }
+            Err(e) => {
+                r.failures.push(format!("dup login: {e}"));
+                return r;
+            }
+        };
+        let started = Instant::now();
+        // Both requests go out at once, on two keep-alive connections; note which answer
+        // came back first.
+        let timed = |fut| async move {
+            let out = fut.await;
+            (Instant::now(), out)
+        };
+        let ((ta, ra), (tb, rb)) = tokio::join!(
+            timed(a.refresh(&session.cookie)),
+            timed(b.refresh(&session.cookie))
+        );
+        r.latencies_us
+            .push(started.elapsed().as_micros().min(u32::MAX as u128) as u32);
+        r.pairs += 1;
+        let (ra, rb) = match (ra, rb) {
+            (Ok(x), Ok(y)) => (x, y),
+            (Err(e), _) | (_, Err(e)) => {
+                r.failures.push(format!("duplicate refresh: {e}"));
+                r.other += 1;
+                continue;
+            }
+        };
+        let (sa, sb) = (ra.status.as_u16(), rb.status.as_u16());
+        let (winner, loser, winner_first) = match (sa, sb) {
+            (200, 401) => (ra, rb, ta <= tb),
+            (401, 200) => (rb, ra, tb <= ta),
+            (200, 200) => {
+                r.both_ok += 1;
+                r.failures
+                    .push("both duplicate refreshes got 200 (double-issued rotation)".into());
+                continue;
+            }
+            (401, 401) => {
+                r.both_refused += 1;
+                r.failures
+                    .push("both duplicate refreshes got 401 (lost rotation)".into());
+                continue;
+            }
+            _ => {
+                r.other += 1;
+                r.failures
+                    .push(format!("duplicate refreshes answered {sa} and {sb}"));
+                continue;
+            }
+        };
+        r.one_winner += 1;
+        if winner_first {
+            r.first_to_answer_won += 1;
+        }
+        if set_cookie_token(&loser)
+            .is_some_and(|(v, attrs)| v.is_empty() && attrs.contains("Max-Age=0"))
+        {
+            r.loser_cookie_cleared += 1;
+        } else {
+            r.failures
+                .push("the refused duplicate did not clear the cookie".into());
+        }
+        // The family is revoked: the winner's brand-new cookie must be refused as well.
+        match session_from(&winner) {
+            Ok(next) => match a.refresh(&next.cookie).await {
+                Ok(reply) if reply.status == StatusCode::UNAUTHORIZED => {
+                    r.winner_cookie_refused_after += 1
+                }
+                Ok(reply) => r.failures.push(format!(
+                    "after reuse, the winner's new cookie got {} (family not revoked)",
+                    reply.status
+                )),
+                Err(e) => r.failures.push(format!("follow-up refresh: {e}")),
+            },
+            Err(e) => r.failures.push(format!("winning duplicate: {e}")),
+        }
+    }
+    r
+}
+
+// ---------------------------------------------------------------------------------------
+// CPU time of a process, from /proc (Linux); None elsewhere.
+
+fn cpu_seconds(pid: &str) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // After "pid (comm) ": state is field 3, utime 14, stime 15 (1-based) → 11, 12 here.
+    let utime: f64 = fields.get(11)?.parse().ok()?;
+    let stime: f64 = fields.get(12)?.parse().ok()?;
+    Some((utime + stime) / 100.0) // USER_HZ is 100 on Linux
+}
+
+fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, v)| v.trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown".into())
+}
+
+// ---------------------------------------------------------------------------------------
+
+struct Check {
+    name: String,
+    ok: bool,
+    detail: String,
+}
+
+fn check(checks: &mut Vec<Check>, name: &str, ok: bool, detail: String) {
+    checks.push(Check {
+        name: name.to_string(),
+        ok,
+        detail,
+    });
+}
+
+fn main() -> std::process::ExitCode {
+    let options = match parse_options() {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("{e}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let hard_limit = Duration::from_secs_f64(options.seconds + 120.0);
+    match runtime.block_on(async { tokio::time::timeout(hard_limit, run(&options)).await }) {
+        Ok(Ok(true)) => std::process::ExitCode::SUCCESS,
+        Ok(Ok(false)) => std::process::ExitCode::FAILURE,
+        Ok(Err(e)) => {
+            eprintln!("load: {e}");
+            std::process::ExitCode::FAILURE
+        }
+        Err(_) => {
+            eprintln!("load: gave up after {hard_limit:?}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(o: &Options) -> Result<bool, String> {
+    let addr = o.addr;
+    let mut control = Conn::open(addr).await?;
+    let before = control.counters().await?;
+    let mut checks = Vec::new();
+    check(
+        &mut checks,
+        "fresh server (no live family before the run)",
+        before.get("liveFamilies") == 0,
+        format!("liveFamilies = {}", before.get("liveFamilies")),
+    );
+
+    // ---- Phase 1 -----------------------------------------------------------------------
+    let load_secs = o.seconds - o.dup_seconds;
+    eprintln!(
+        "load: phase 1: {} users, {:.1} s of refresh + /api/me on {addr}",
+        o.users, load_secs
+    );
+    let barrier = Arc::new(tokio::sync::Barrier::new(o.users + 1));
+    let (clock_tx, clock_rx) = tokio::sync::watch::channel(None);
+    let tasks: Vec<_> = (0..o.users)
+        .map(|_| tokio::spawn(virtual_user(addr, barrier.clone(), clock_rx.clone())))
+        .collect();
+    let login_started = Instant::now();
+    // Wait until every user has logged in, then start the clock.
+    barrier.wait().await;
+    let login_secs = login_started.elapsed().as_secs_f64();
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs_f64(load_secs);
+    clock_tx
+        .send(Some(deadline))
+        .map_err(|_| "no virtual user is waiting".to_string())?;
+    let server_cpu0 = o.server_pid.and_then(|p| cpu_seconds(&p.to_string()));
+    let client_cpu0 = cpu_seconds("self");
+    let mut reports = Vec::with_capacity(o.users);
+    for t in tasks {
+        reports.push(t.await.map_err(|e| format!("user task: {e}"))?);
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let server_cpu = o
+        .server_pid
+        .and_then(|p| cpu_seconds(&p.to_string()))
+        .zip(server_cpu0)
+        .map(|(b, a)| b - a);
+    let client_cpu = cpu_seconds("self").zip(client_cpu0).map(|(b, a)| b - a);
+    let after_load = control.counters().await?;
+
+    let mut login = Endpoint::default();
+    let mut refresh = Endpoint::default();
+    let mut me = Endpoint::default();
+    let mut failures: BTreeMap<String, u64> = BTreeMap::new();
+    let mut issued = HashSet::new();
+    let mut issued_total = 0u64;
+    let mut final_cookies = Vec::new();
+    for r in reports {
+        login.merge(r.login);
+        refresh.merge(r.refresh);
+        me.merge(r.me);
+        for f in r.failures {
+            *failures.entry(f).or_default() += 1;
+        }
+        issued_total += r.issued.len() as u64;
+        issued.extend(r.issued);
+        final_cookies.extend(r.final_cookie);
+    }
+    for e in [&mut login, &mut refresh, &mut me] {
+        e.latencies_us.sort_unstable();
+    }
+    let users = o.users as u64;
+    let d = |name: &str| after_load.get(name).wrapping_sub(before.get(name));
+
+    check(
+        &mut checks,
+        "every user logged in",
+        login.count(200) == users,
+        format!("{} of {users} logins got 200", login.count(200)),
+    );
+    let five = login.count_5xx() + refresh.count_5xx() + me.count_5xx();
+    check(
+        &mut checks,
+        "zero 5xx",
+        five == 0,
+        format!("{five} 5xx answers"),
+    );
+    let transport = login.transport_errors + refresh.transport_errors + me.transport_errors;
+    check(
+        &mut checks,
+        "zero transport errors / timeouts",
+        transport == 0,
+        format!("{transport}"),
+    );
+    check(
+        &mut checks,
+        "zero 401 from /auth/refresh",
+        refresh.count(401) == 0,
+        format!(
+            "{} × 401, {} × 200 of {}",
+            refresh.count(401),
+            refresh.count(200),
+            refresh.requests()
+        ),
+    );
+    check(
+        &mut checks,
+        "/api/me always 200",
+        me.count(200) == me.requests(),
+        format!("{} of {}", me.count(200), me.requests()),
+    );
+    check(
+        &mut checks,
+        "no refresh token issued twice",
+        issued.len() as u64 == issued_total,
+        format!("{} distinct of {issued_total} issued", issued.len()),
+    );
+    let live = after_load.get("liveFamilies");
+    let one = after_load.get("familiesWithOneLiveToken");
+    check(
+        &mut checks,
+        "liveFamilies == familiesWithOneLiveToken == users",
+        live == users && one == users,
+        format!("liveFamilies {live}, familiesWithOneLiveToken {one}, users {users}"),
+    );
+    check(
+        &mut checks,
+        "reuseDetected unchanged, no family revoked",
+        d("reuseDetected") == 0 && d("familiesRevoked") == 0,
+        format!(
+            "reuseDetected +{}, familiesRevoked +{}",
+            d("reuseDetected"),
+            d("familiesRevoked")
+        ),
+    );
+    check(
+        &mut checks,
+        "server counters agree (refreshesServed, apiOk, loginsServed)",
+        d("refreshesServed") == refresh.count(200)
+            && d("apiOk") == me.count(200)
+            && d("loginsServed") == login.count(200),
+        format!(
+            "refreshesServed +{} / client {}; apiOk +{} / client {}; loginsServed +{} / client {}",
+            d("refreshesServed"),
+            refresh.count(200),
+            d("apiOk"),
+            me.count(200),
+            d("loginsServed"),
+            login.count(200)
+        ),
+    );
+
+    // ---- Phase 2 -----------------------------------------------------------------------
+    let mut dup = DupReport::default();
+    if o.dup_seconds > 0.0 {
+        eprintln!(
+            "load: phase 2: duplicate refreshes, {} workers, {:.1} s",
+            o.dup_workers, o.dup_seconds
+        );
+        let dup_deadline = Instant::now() + Duration::from_secs_f64(o.dup_seconds);
+        let budget = Arc::new(std::sync::atomic::AtomicUsize::new(MAX_DUP_PAIRS));
+        let workers: Vec<_> = (0..o.dup_workers)
+            .map(|_| tokio::spawn(dup_worker(addr, dup_deadline, budget.clone())))
+            .collect();
+        for w in workers {
+            let r = w.await.map_err(|e| format!("dup task: {e}"))?;
+            dup.pairs += r.pairs;
+            dup.one_winner += r.one_winner;
+            dup.both_ok += r.both_ok;
+            dup.both_refused += r.both_refused;
+            dup.other += r.other;
+            dup.loser_cookie_cleared += r.loser_cookie_cleared;
+            dup.winner_cookie_refused_after += r.winner_cookie_refused_after;
+            dup.first_to_answer_won += r.first_to_answer_won;
+            dup.latencies_us.extend(r.latencies_us);
+            for f in r.failures {
+                *failures.entry(format!("phase 2: {f}")).or_default() += 1;
+            }
+        }
+        dup.latencies_us.sort_unstable();
+    }
+    let after_dup = control.counters().await?;
+    let d2 = |name: &str| after_dup.get(name).wrapping_sub(after_load.get(name));
+    if o.dup_seconds > 0.0 {
+        check(
+            &mut checks,
+            "duplicates: exactly one 200 per pair",
+            dup.pairs > 0 && dup.one_winner == dup.pairs,
+            format!(
+                "{} of {} pairs (both 200: {}, both 401: {}, other: {})",
+                dup.one_winner, dup.pairs, dup.both_ok, dup.both_refused, dup.other
+            ),
+        );
+        check(
+            &mut checks,
+            "duplicates: the refused one clears the cookie",
+            dup.loser_cookie_cleared == dup.one_winner,
+            format!("{} of {}", dup.loser_cookie_cleared, dup.one_winner),
+        );
+        check(
+            &mut checks,
+            "duplicates: family revoked (winner's new cookie refused)",
+            dup.winner_cookie_refused_after == dup.one_winner,
+            format!("{} of {}", dup.winner_cookie_refused_after, dup.one_winner),
+        );
+        check(
+            &mut checks,
+            "duplicates: reuseDetected and familiesRevoked +1 per pair",
+            d2("reuseDetected") == dup.pairs && d2("familiesRevoked") == dup.pairs,
+            format!(
+                "reuseDetected +{}, familiesRevoked +{}, pairs {}",
+                d2("reuseDetected"),
+                d2("familiesRevoked"),
+                dup.pairs
+            ),
+        );
+        let live = after_dup.get("liveFamilies");
+        let one = after_dup.get("familiesWithOneLiveToken");
+        check(
+            &mut checks,
+            "duplicates: phase-1 families untouched",
+            live == users && one == users,
+            format!("liveFamilies {live}, familiesWithOneLiveToken {one}"),
+        );
+    }
+
+    // ---- Phase 3: logout ---------------------------------------------------------------
+    let mut logout = Endpoint::default();
+    for cookie in &final_cookies {
+        let t = Instant::now();
+        let result = control.logout(cookie).await;
+        logout.record(t, &result);
+    }
+    logout.latencies_us.sort_unstable();
+    let after_logout = control.counters().await?;
+    let d3 = |name: &str| after_logout.get(name).wrapping_sub(after_dup.get(name));
+    check(
+        &mut checks,
+        "logout: 204 each, no live family left",
+        logout.count(204) == final_cookies.len() as u64
+            && after_logout.get("liveFamilies") == 0
+            && d3("familiesRevoked") == final_cookies.len() as u64,
+        format!(
+            "{} × 204 of {}; liveFamilies {}; familiesRevoked +{}",
+            logout.count(204),
+            final_cookies.len(),
+            after_logout.get("liveFamilies"),
+            d3("familiesRevoked")
+        ),
+    );
+
+    // ---- Report ------------------------------------------------------------------------
+    let ok = checks.iter().all(|c| c.ok);
+    let nproc = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(0);
+    let mut md = String::new();
+    let _ = writeln!(md, "# tokenwarden-server under load\n");
+    let _ = writeln!(
+        md,
+        "Written by `make load` (`tools/load/run.sh`). Client and server share the machine; \
+         figures are for comparison between runs on the same machine, not absolute.\n"
+    );
+    let _ = writeln!(md, "| | |\n| --- | --- |");
+    for (k, v) in &o.meta {
+        let _ = writeln!(md, "| {k} | {v} |");
+    }
+    let _ = writeln!(md, "| nproc | {nproc} |");
+    let _ = writeln!(md, "| CPU | {} |", cpu_model());
+    let _ = writeln!(
+        md,
+        "| virtual users | {} (one token family each) |",
+        o.users
+    );
+    let _ = writeln!(
+        md,
+        "| phase 1 | {elapsed:.1} s measured (after {login_secs:.2} s of logins) |"
+    );
+    if let Some(s) = server_cpu {
+        let _ = writeln!(
+            md,
+            "| server CPU in phase 1 | {s:.1} s ({:.2} cores) |",
+            s / elapsed
+        );
+    }
+    if let Some(c) = client_cpu {
+        let _ = writeln!(
+            md,
+            "| load-client CPU in phase 1 | {c:.1} s ({:.2} cores) |",
+            c / elapsed
+        );
+    }
+    let _ = writeln!(
+        md,
+        "\n| endpoint | requests | req/s | p50 ms | p90 ms | p99 ms | max ms | statuses |\n\
+         | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |"
+    );
+    let row = |md: &mut String, name: &str, e: &Endpoint, secs: Option<f64>| {
+        let mut statuses: Vec<String> = e
+            .statuses
+            .iter()
+            .map(|(s, n)| format!("{s}: {n}"))
+            .collect();
+        if e.transport_errors > 0 {
+            statuses.push(format!("errors: {}", e.transport_errors));
+        }
+        let rate = secs
+            .map(|s| format!("{:.0}", e.requests() as f64 / s))
+            .unwrap_or_else(|| "—".into());
+        let l = &e.latencies_us;
+        let _ = writeln!(
+            md,
+            "| {name} | {} | {rate} | {:.2} | {:.2} | {:.2} | {:.2} | {} |",
+            e.requests(),
+            pct(l, 50.0),
+            pct(l, 90.0),
+            pct(l, 99.0),
+            l.last().map(|m| *m as f64 / 1000.0).unwrap_or(f64::NAN),
+            statuses.join(", ")
+        );
+    };
+    row(&mut md, "`POST /auth/refresh`", &refresh, Some(elapsed));
+    row(&mut md, "`GET /api/me`", &me, Some(elapsed));
+    let total = Endpoint {
+        latencies_us: Vec::new(),
+        statuses: [(0u16, refresh.requests() + me.requests())].into(),
+        transport_errors: 0,
+    };
+    let _ = writeln!(
+        md,
+        "| refresh + me | {} | {:.0} | | | | | |",
+        total.requests(),
+        total.requests() as f64 / elapsed
+    );
+    row(
+        &mut md,
+        "`POST /auth/login` (before the clock)",
+        &login,
+        None,
+    );
+    row(
+        &mut md,
+        "`POST /auth/logout` (after, sequential)",
+        &logout,
+        None,
+    );
+    if o.dup_seconds > 0.0 {
+        let l = &dup.latencies_us;
+        let _ = writeln!(
+            md,
+            "\nPhase 2, duplicate refreshes ({:.1} s, {} workers, two connections each): \
+             {} pairs; one winner in {}; the first answer was the winner's in {}; \
+             pair latency p50 {:.2} ms, p99 {:.2} ms.",
+            o.dup_seconds,
+            o.dup_workers,
+            dup.pairs,
+            dup.one_winner,
+            dup.first_to_answer_won,
+            pct(l, 50.0),
+            pct(l, 99.0)
+        );
+    }
+    let _ = writeln!(md, "\n| check | result | detail |\n| --- | --- | --- |");
+    for c in &checks {
+        let _ = writeln!(
+            md,
+            "| {} | {} | {} |",
+            c.name,
+            if c.ok { "ok" } else { "**FAILED**" },
+            c.detail
+        );
+    }
+    if !failures.is_empty() {
+        let _ = writeln!(md, "\nFailures seen by the virtual users:\n");
+        for (f, n) in &failures {
+            let _ = writeln!(md, "- {n} × {f}");
+        }
+    }
+    let _ = writeln!(
+        md,
+        "\n{}",
+        if ok {
+            "All correctness checks passed."
+        } else {
+            "CORRECTNESS CHECKS FAILED."
+        }
+    );
+    print!("{md}");
+    if let Some(path) = &o.results {
+        std::fs::write(path, &md).map_err(|e| format!("cannot write {path}: {e}"))?;
+        eprintln!("load: wrote {path}");
+    }
+    Ok(ok)
+}
