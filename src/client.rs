@@ -73,6 +73,10 @@ struct Inner {
     /// Resolves `start()`'s wait when a tab hands over a token.
     start_waiter: RefCell<Option<Function>>,
     claims_cache: RefCell<Option<(u64, JsValue)>>,
+    /// The current token and its `Bearer` header as JS strings, made once
+    /// per token version (a JWT is ~700 characters: re-encoding it on every
+    /// call was most of `getToken`'s cost).
+    js_cache: RefCell<Option<(u64, JsValue, JsValue)>>,
     disposed: Cell<bool>,
 }
 
@@ -432,6 +436,33 @@ impl Inner {
         }
     }
 
+    /// `(token, "Bearer token")` as JS strings for `t`, cached per version
+    /// while `t` is the session's current token.
+    fn js_strings(&self, t: &Secret) -> (JsValue, JsValue) {
+        let version = self.session.borrow().version();
+        if let Some((v, token, header)) = self.js_cache.borrow().as_ref() {
+            if *v == version {
+                return (token.clone(), header.clone());
+            }
+        }
+        let pair = (JsValue::from_str(t.expose()), JsValue::from_str(&bearer(t)));
+        let current = self.session.borrow().holds(t);
+        if current {
+            *self.js_cache.borrow_mut() = Some((version, pair.0.clone(), pair.1.clone()));
+        }
+        pair
+    }
+
+    /// The fast path: a live client with a fresh token answers at once.
+    fn fresh_js(&self) -> Option<(JsValue, JsValue)> {
+        if self.disposed.get() {
+            return None;
+        }
+        let now = self.now();
+        let t = self.session.borrow().fresh(now).cloned()?;
+        Some(self.js_strings(&t))
+    }
+
     fn on_tab_message(self: &Rc<Self>, text: String) {
         if self.disposed.get() {
             return;
@@ -551,6 +582,7 @@ impl TokenClient {
             lock_linger: RefCell::new(None),
             starting: RefCell::new(None),
             claims_cache: RefCell::new(None),
+            js_cache: RefCell::new(None),
             disposed: Cell::new(false),
         });
         if inner.opts.cross_tab {
@@ -657,20 +689,26 @@ impl TokenClient {
     /// `null` when signed out.
     #[wasm_bindgen(js_name = getToken)]
     pub fn get_token(&self) -> Promise {
+        if let Some((token, _)) = self.inner.fresh_js() {
+            return Promise::resolve(&token);
+        }
         let inner = self.inner.clone();
         promise(async move {
             let t = inner.token_for_use().await?;
-            Ok(t.map_or(JsValue::NULL, |t| JsValue::from_str(t.expose())))
+            Ok(t.map_or(JsValue::NULL, |t| inner.js_strings(&t).0))
         })
     }
 
     /// `"Bearer <token>"` or `null`, for axios/ky interceptors.
     #[wasm_bindgen(js_name = authorizationHeader)]
     pub fn authorization_header(&self) -> Promise {
+        if let Some((_, header)) = self.inner.fresh_js() {
+            return Promise::resolve(&header);
+        }
         let inner = self.inner.clone();
         promise(async move {
             let t = inner.token_for_use().await?;
-            Ok(t.map_or(JsValue::NULL, |t| JsValue::from_str(&bearer(&t))))
+            Ok(t.map_or(JsValue::NULL, |t| inner.js_strings(&t).1))
         })
     }
 
@@ -686,17 +724,30 @@ impl TokenClient {
             if !inner.opts.allows(&url) || headers.has("authorization").unwrap_or(true) {
                 return send(&request).await;
             }
-            let Some(token) = inner.token_for_use().await? else {
+            let (token, header) = match inner.fresh_js() {
+                Some((_, header)) => (inner.session.borrow().usable(inner.now()).cloned(), header),
+                None => match inner.token_for_use().await? {
+                    Some(t) => {
+                        let header = inner.js_strings(&t).1;
+                        (Some(t), header)
+                    }
+                    None => return send(&request).await,
+                },
+            };
+            let Some(token) = token else {
                 return send(&request).await;
             };
-            // Keep an unsent copy for one replay after a 401.
-            let replay = if request.body_used() {
+            // For one replay after a 401: a request without a body can be
+            // sent again as it is; one with a body is cloned before sending.
+            let replay = if !env::has_body(&request) {
+                Some(JsValue::from(&request).unchecked_into::<Request>())
+            } else if request.body_used() {
                 None
             } else {
                 request.clone().ok()
             };
             let version = inner.session.borrow().version();
-            let _ = headers.set("Authorization", &bearer(&token));
+            env::set_header(&headers, "Authorization", &header);
             let response = send(&request).await?;
             let status = Reflect::get(&response, &JsValue::from_str("status"))
                 .ok()
@@ -713,7 +764,7 @@ impl TokenClient {
             let fresh = inner.session.borrow().usable(now).cloned();
             match fresh {
                 Some(t) if t != token => {
-                    let _ = replay.headers().set("Authorization", &bearer(&t));
+                    env::set_header(&replay.headers(), "Authorization", &inner.js_strings(&t).1);
                     send(&replay).await
                 }
                 _ => Ok(response),

@@ -36,6 +36,26 @@ pub fn new_request(input: &JsValue, init: &JsValue) -> Result<web_sys::Request, 
     Ok(Reflect::construct(&ctor, &args)?.unchecked_into())
 }
 
+#[wasm_bindgen]
+extern "C" {
+    /// `Headers`, bound again for a `set` that takes a JS string value.
+    #[wasm_bindgen(js_name = Headers)]
+    type JsHeaders;
+    #[wasm_bindgen(method, js_name = set)]
+    fn set(this: &JsHeaders, name: &str, value: &JsValue);
+}
+
+/// Sets a header to an already-JS string value (no re-encoding).
+pub fn set_header(headers: &web_sys::Headers, name: &str, value: &JsValue) {
+    headers.unchecked_ref::<JsHeaders>().set(name, value);
+}
+
+/// Whether a request carries a body (`Request.body` is not null).
+pub fn has_body(request: &web_sys::Request) -> bool {
+    Reflect::get(request, &JsValue::from_str("body"))
+        .map_or(true, |b| !b.is_null() && !b.is_undefined())
+}
+
 /// Reads both clocks. `mono` is `performance.now()` shifted by `base`
 /// (taken once per client) so that both read near epoch milliseconds.
 pub fn now(base: f64) -> Stamp {

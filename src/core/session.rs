@@ -216,6 +216,11 @@ impl Session {
         }
     }
 
+    /// Whether `t` is the token held now (expired or not).
+    pub fn holds(&self, t: &Secret) -> bool {
+        self.held.as_ref().is_some_and(|h| &h.token == t)
+    }
+
     /// Claims of the held token, if it is a JWT.
     pub fn claims(&self) -> Option<&Claims> {
         self.held.as_ref()?.claims.as_ref()
