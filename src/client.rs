@@ -297,6 +297,10 @@ impl Inner {
             };
         }
 
+        // The lifetime is counted from when the request left, not when the
+        // answer came: the server issued the token in between, so this never
+        // overestimates what is left (the answer's transit is on our side).
+        let sent = self.now();
         let reply = http::post(
             &self.opts.refresh_url,
             &self.opts.refresh_headers,
@@ -314,7 +318,7 @@ impl Inner {
         }
         let result = reply.and_then(|r| classify(r, now.wall));
         let was_signed_in = self.session.borrow().is_signed_in();
-        let accepted = result.and_then(|grant| self.session.borrow_mut().accept(grant, now));
+        let accepted = result.and_then(|grant| self.session.borrow_mut().accept(grant, sent));
         match accepted {
             Ok(()) => {
                 self.broadcast_token();
@@ -752,7 +756,14 @@ impl TokenClient {
             let status = Reflect::get(&response, &JsValue::from_str("status"))
                 .ok()
                 .and_then(|s| s.as_f64());
-            let Some(replay) = replay.filter(|_| status == Some(401.0)) else {
+            // Only a 401 from an allowed origin says our token was refused: a
+            // redirect to another origin dropped the header on the way.
+            let final_url = Reflect::get(&response, &JsValue::from_str("url"))
+                .ok()
+                .and_then(|u| u.as_string())
+                .unwrap_or_default();
+            let ours = final_url.is_empty() || inner.opts.allows(&final_url);
+            let Some(replay) = replay.filter(|_| status == Some(401.0) && ours) else {
                 return Ok(response);
             };
             // Refresh only if nobody replaced the token meanwhile.

@@ -107,7 +107,19 @@ struct Held {
     claims: Option<Claims>,
     received: Stamp,
     lifetime: Option<i64>,
+    /// Age at which the token counts as expired: its lifetime less
+    /// `expiry_margin` (the API call's transit, whole-second `exp`s).
+    usable_for: Option<i64>,
     due_after: Option<i64>,
+}
+
+/// How much earlier than its lifetime says a token stops being sent:
+/// a tenth of the lifetime, at most one second. Covers the time the API
+/// call takes to reach the server and servers that round `exp` to whole
+/// seconds; without it a token used in its last milliseconds can arrive
+/// expired (found by the chaos suite).
+pub fn expiry_margin(lifetime: i64) -> i64 {
+    (lifetime / 10).clamp(0, 1_000)
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -193,8 +205,8 @@ impl Session {
             return Standing::None;
         };
         let age = now.since(h.received);
-        match (h.lifetime, h.due_after) {
-            (Some(life), _) if age >= life => Standing::Expired,
+        match (h.usable_for, h.due_after) {
+            (Some(usable), _) if age >= usable => Standing::Expired,
             (_, Some(due)) if age >= due => Standing::Due,
             _ => Standing::Fresh,
         }
@@ -252,12 +264,15 @@ impl Session {
         if lifetime == Some(0) {
             return Err(Error::InvalidResponse("the token has already expired"));
         }
-        let due_after = lifetime.map(|l| refresh_after(l, self.cfg.skew_ms));
+        let usable_for = lifetime.map(|l| l - expiry_margin(l));
+        let due_after =
+            lifetime.map(|l| refresh_after(l, self.cfg.skew_ms).min(l - expiry_margin(l)));
         self.held = Some(Held {
             token: grant.token,
             claims: grant.claims,
             received,
             lifetime,
+            usable_for,
             due_after,
         });
         self.phase = Phase::Idle;
@@ -289,7 +304,7 @@ impl Session {
         }
         let lifetime = lifetime.map(|l| l.clamp(0, super::lifetime::MAX_LIFETIME_MS));
         let age = age.clamp(0, lifetime.unwrap_or(i64::MAX));
-        if lifetime.is_some_and(|l| age >= l) {
+        if lifetime.is_some_and(|l| age >= l - expiry_margin(l)) {
             return false; // already expired: worthless
         }
         if self.store(grant, now.minus(age), lifetime).is_err() {
@@ -423,7 +438,7 @@ impl Session {
         match &self.phase {
             Phase::InFlight { .. } => None,
             Phase::Backoff { since, delay, .. } => Some((delay - now.since(*since)).max(0)),
-            Phase::GaveUp { .. } => Some((h?.lifetime? - age?).max(0)),
+            Phase::GaveUp { .. } => Some((h?.usable_for? - age?).max(0)),
             Phase::Idle => Some((h?.due_after? - age?).max(0)),
         }
     }
@@ -479,14 +494,25 @@ mod tests {
         assert_eq!(s.standing(at(3_569_999)), Standing::Fresh);
         assert_eq!(s.standing(at(3_570_000)), Standing::Due);
         assert_eq!(s.tick(at(3_570_000)), Tick::Refresh);
-        assert_eq!(s.standing(at(3_600_000)), Standing::Expired);
-        assert_eq!(s.usable(at(3_599_999)).map(Secret::expose), Some("tok"));
+        // Not sent in its last second (expiry_margin): transit to the API.
+        assert_eq!(s.standing(at(3_599_000)), Standing::Expired);
+        assert_eq!(s.usable(at(3_598_999)).map(Secret::expose), Some("tok"));
         assert_eq!(
-            s.usable(at(3_600_000)),
+            s.usable(at(3_599_000)),
             None,
-            "a token past expiry is never handed out"
+            "a token about to expire is never handed out"
         );
         assert_eq!(s.next_wake(at(1_000)), Some(3_569_000));
+    }
+
+    #[test]
+    fn the_expiry_margin_is_a_tenth_of_the_lifetime_up_to_a_second() {
+        assert_eq!(expiry_margin(3_000), 300);
+        assert_eq!(expiry_margin(60_000), 1_000);
+        assert_eq!(expiry_margin(0), 0);
+        let s = signed_in(2);
+        assert_eq!(s.standing(at(1_799)), Standing::Due);
+        assert_eq!(s.standing(at(1_800)), Standing::Expired);
     }
 
     #[test]
@@ -828,7 +854,8 @@ mod tests {
             let mut s = Session::new(Config { skew_ms: skew, retry: RetryPolicy::default() });
             s.accept(grant(expires_in), at(0)).unwrap();
             let now = at(age);
-            let expired = age >= i64::from(expires_in) * 1000;
+            let life = i64::from(expires_in) * 1000;
+            let expired = age >= life - expiry_margin(life);
             prop_assert_eq!(s.usable(now).is_none(), expired);
         }
     }
