@@ -12,7 +12,7 @@ import { spawn, execSync } from "node:child_process";
 import { createServer } from "node:http";
 import { createRequire } from "node:module";
 import { cpus } from "node:os";
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { dirname, extname, join, normalize } from "node:path";
 import { fileURLToPath } from "node:url";
 import { randomBytes } from "node:crypto";
@@ -27,12 +27,24 @@ const out = join(here, ".out");
 const require = createRequire(import.meta.url);
 const QUICK = !!process.env.BENCH_QUICK;
 // the package under test: pkg/ as built by make pkg (TW_PKG_DIR overrides, for comparing builds)
-const pkgDir = process.env.TW_PKG_DIR ? normalize(process.env.TW_PKG_DIR) : join(root, "pkg");
+// A copy is taken at the start, so a rebuild of pkg/ during the run cannot
+// mix two builds (or serve a half-written file).
+const srcPkgDir = process.env.TW_PKG_DIR ? normalize(process.env.TW_PKG_DIR) : join(root, "pkg");
+const pkgDir = join(out, "pkg");
+function snapshotPkg() {
+  if (!existsSync(join(srcPkgDir, "tokenwarden_bg.wasm"))) throw new Error(`${srcPkgDir} has no build: run make pkg`);
+  rmSync(pkgDir, { recursive: true, force: true });
+  mkdirSync(pkgDir, { recursive: true });
+  for (const f of readdirSync(srcPkgDir)) {
+    const from = join(srcPkgDir, f);
+    if (statSync(from).isFile()) copyFileSync(from, join(pkgDir, f));
+  }
+}
 
 const ROUNDS = QUICK ? 5 : 21; // interleaved rounds per micro figure
 const NET_ROUNDS = QUICK ? 5 : 21;
 const COLD_SAMPLES = QUICK ? 5 : 21;
-const CYCLES = QUICK ? 1000 : 10_000;
+const CYCLES = Number(process.env.BENCH_CYCLES) || (QUICK ? 1000 : 10_000);
 const CHECKPOINTS = [100, 1000, 5000, 10_000].filter((c) => c <= CYCLES);
 
 const log = (...a) => console.error("[bench]", ...a);
@@ -182,7 +194,7 @@ async function bundleAnchors() {
     logLevel: "error",
   });
   let minJs = 0;
-  for (const fn of (await import("node:fs")).readdirSync(twOut)) minJs += brotli(readFileSync(join(twOut, fn)));
+  for (const fn of readdirSync(twOut)) minJs += brotli(readFileSync(join(twOut, fn)));
   const wasmBr = brotli(readFileSync(join(pkgDir, "tokenwarden_bg.wasm")));
   return { anchors: sizes, twMinified: { js: minJs, wasm: wasmBr, total: minJs + wasmBr } };
 }
@@ -273,8 +285,15 @@ const LAUNCH = {
 async function main() {
   const t0 = Date.now();
   const loadStart = (await import("node:os")).loadavg();
-  if (!existsSync(join(pkgDir, "tokenwarden_bg.wasm"))) throw new Error("pkg/ is missing: run make pkg");
-  const R = { notes: [] };
+  // retry while a concurrent `make pkg` is writing the files
+  for (let i = 0; ; i++) {
+    snapshotPkg();
+    if (WebAssembly.validate(readFileSync(join(pkgDir, "tokenwarden_bg.wasm")))) break;
+    if (i === 15) throw new Error("pkg/tokenwarden_bg.wasm is not a valid wasm module");
+    log("pkg/ is being rebuilt; waiting");
+    await new Promise((r) => setTimeout(r, 2000));
+  }
+  const R = { notes: [], pkgSource: srcPkgDir === join(root, "pkg") ? "pkg/" : srcPkgDir };
 
   log("sizes (esbuild + brotli q11)");
   R.payload = measurePayload(pkgDir);
@@ -344,9 +363,10 @@ async function main() {
 
     log("fetch to a 204 endpoint on 127.0.0.1");
     const netN = QUICK ? 100 : 200;
-    const net = await perCall(([v, n]) => window.B.runFetch(v, n, false), FETCH_V, netN, NET_ROUNDS);
+    const NET_V = [...FETCH_V, "diag: new Request + set header + clone"];
+    const net = await perCall(([v, n]) => window.B.runFetch(v, n, false), NET_V, netN, NET_ROUNDS);
     R.netFetch = {};
-    for (const v of FETCH_V) {
+    for (const v of NET_V) {
       R.netFetch[v] = { perCall: stats(net[v]), ratio: stats(net[v].map((x, i) => x / net.raw[i])) };
     }
 
@@ -363,8 +383,17 @@ async function main() {
 
     // ---------------- cold start ----------------
     log("cold start");
-    const coldFn = async () => {
+    const coldFn = async (subject) => {
       const t0 = performance.now();
+      if (subject === "oidc-client-ts") {
+        // anchor: import the oidc-client-ts bundle and construct a UserManager
+        const m = await import("/lib/oidc-client-ts.js");
+        const t1 = performance.now();
+        const um = new m.UserManager({ authority: location.origin, client_id: "bench", redirect_uri: location.origin + "/", automaticSilentRenew: false });
+        const t3 = performance.now();
+        void um;
+        return { total: t3 - t0, entry: t1 - t0, init: 0, construct: t3 - t1, wasmFetch: 0 };
+      }
       const m = await import("/pkg/index.js");
       const t1 = performance.now();
       await m.init();
@@ -380,22 +409,25 @@ async function main() {
       for (let i = 0; i < 3; i++) {
         const p = await warmCtx.newPage();
         await p.goto(base + "/");
-        await p.evaluate(coldFn);
+        await p.evaluate(coldFn, "tokenwarden");
+        await p.evaluate(coldFn, "oidc-client-ts");
         await p.close();
       }
     }
-    const cold = await interleave(["first", "repeat"], COLD_SAMPLES, async (v) => {
-      const c = v === "first" ? await browser.newContext() : warmCtx;
+    const COLD_V = ["first", "repeat", "first oidc-client-ts", "repeat oidc-client-ts"];
+    const cold = await interleave(COLD_V, COLD_SAMPLES, async (v) => {
+      const first = v.startsWith("first");
+      const c = first ? await browser.newContext() : warmCtx;
       const p = await c.newPage();
       await p.goto(base + "/");
-      const r = await p.evaluate(coldFn);
+      const r = await p.evaluate(coldFn, v.endsWith("oidc-client-ts") ? "oidc-client-ts" : "tokenwarden");
       await p.close();
-      if (v === "first") await c.close();
+      if (first) await c.close();
       return r;
     });
     await warmCtx.close();
     R.cold = {};
-    for (const v of ["first", "repeat"]) {
+    for (const v of COLD_V) {
       R.cold[v] = Object.fromEntries(["total", "entry", "init", "construct", "wasmFetch"].map((k) => [k, stats(cold[v].map((x) => x[k] ?? 0))]));
     }
 
@@ -448,9 +480,40 @@ async function main() {
       const snap = async (cycle) => {
         for (let i = 0; i < 3; i++) await cdp.send("HeapProfiler.collectGarbage");
         const heap = await cdp.send("Runtime.getHeapUsage");
-        const wasmBytes = await mp.evaluate(() => (window.wasm ? window.wasm.memory.buffer.byteLength : null));
-        return { cycle, wasmBytes, jsHeap: heap.usedSize };
+        const w = await mp.evaluate(() =>
+          window.wasm ? [window.wasm.memory.buffer.byteLength, window.wasm.__wbindgen_externrefs?.length ?? null] : [null, null],
+        );
+        return { cycle, wasmBytes: w[0], externrefs: w[1], jsHeap: heap.usedSize };
       };
+      // Heap snapshots at 1,000 cycles and at the end, diffed by constructor:
+      // tells a leak of the client's objects from V8's own growth (JIT and
+      // wasm tier-up code). BENCH_HEAPDIFF=0 skips it.
+      const heapCounts = async () => {
+        let chunks = [];
+        const onChunk = (e) => chunks.push(e.chunk);
+        cdp.on("HeapProfiler.addHeapSnapshotChunk", onChunk);
+        await cdp.send("HeapProfiler.takeHeapSnapshot", { reportProgress: false });
+        cdp.off("HeapProfiler.addHeapSnapshotChunk", onChunk);
+        const snap = JSON.parse(chunks.join(""));
+        chunks = null;
+        const meta = snap.snapshot.meta;
+        const nf = meta.node_fields.length;
+        const iType = meta.node_fields.indexOf("type");
+        const iName = meta.node_fields.indexOf("name");
+        const iSize = meta.node_fields.indexOf("self_size");
+        const types = meta.node_types[iType];
+        const counts = new Map();
+        for (let i = 0; i < snap.nodes.length; i += nf) {
+          const key = `${types[snap.nodes[i + iType]]}:${String(snap.strings[snap.nodes[i + iName]]).slice(0, 60)}`;
+          const c = counts.get(key) || [0, 0];
+          c[0]++;
+          c[1] += snap.nodes[i + iSize];
+          counts.set(key, c);
+        }
+        return counts;
+      };
+      const heapDiff = process.env.BENCH_HEAPDIFF !== "0" && subject === "tokenwarden";
+      let heapAt1000;
       const snaps = [await snap(0)];
       const before = refreshServed;
       const tm = Date.now();
@@ -459,6 +522,18 @@ async function main() {
         await mp.evaluate((n) => window.cycles(n), cp - done);
         done = cp;
         snaps.push(await snap(cp));
+        if (heapDiff && cp === 1000) heapAt1000 = await heapCounts();
+      }
+      if (heapDiff && heapAt1000) {
+        const end = await heapCounts();
+        const diff = [...end.entries()]
+          .map(([k, [n, b]]) => [k, n - (heapAt1000.get(k)?.[0] || 0), b - (heapAt1000.get(k)?.[1] || 0)])
+          .filter(([, n, b]) => n || b)
+          .sort((x, y) => y[2] - x[2])
+          .slice(0, 12);
+        R.heapDiff = diff;
+        log("heap growth from cycle 1,000 to the end, by constructor (count, bytes):");
+        for (const [k, n, b] of diff) log(`  ${k}  ${n}  ${b}`);
       }
       const events = await mp.evaluate(() => window.events);
       R.memory[subject] = { snaps, served: refreshServed - before, events, seconds: (Date.now() - tm) / 1000 };
@@ -558,7 +633,7 @@ function report(R) {
   const nf = R.netFetch;
   rows.push([
     "`client.fetch` vs raw `fetch`, 204 endpoint on 127.0.0.1, interleaved rounds (time ratio, median (min–max))",
-    `**${mmm(nf.tokenwarden.ratio, "×")}** (${f(nf.tokenwarden.perCall.median)} µs/request vs raw ${f(nf.raw.perCall.median)} µs)`,
+    `**${mmm(nf.tokenwarden.ratio, "×")}** (${f(nf.tokenwarden.perCall.median)} µs/request vs raw ${f(nf.raw.perCall.median)} µs; the stubbed-fetch overhead alone would make it ${(1 + twO / nf.raw.perCall.median).toFixed(3)}×)`,
     `minimal ${mmm(nf.minimal.ratio, "×")}; axios ${mmm(nf.axios.ratio, "×")}; ky ${mmm(nf.ky.ratio, "×")}`,
     "≤ 1.05×",
     yes(nf.tokenwarden.ratio.median <= 1.05),
@@ -600,7 +675,7 @@ function report(R) {
     rows.push([
       `cold start: import → \`createTokenClient()\` ready, fresh page each sample, ${label} (ms)`,
       `**${mmm(x.total, " ms")}** (entry import ${f(x.entry.median)}, wasm load+instantiate ${f(x.init.median)}, construct ${f(x.construct.median, 3)})`,
-      "—",
+      R.cold[`${v} oidc-client-ts`] ? `oidc-client-ts (import the bundle + \`new UserManager\`) ${mmm(R.cold[`${v} oidc-client-ts`].total, " ms")} (import ${f(R.cold[`${v} oidc-client-ts`].entry.median)})` : "—",
       "≤ 5 ms median",
       yes(x.total.median <= 5),
     ]);
@@ -648,9 +723,9 @@ function report(R) {
     .join(", ");
   const skipped = Object.entries(R.anchors).filter(([, v]) => v.skipped).map(([k, v]) => `${k} (${v.skipped})`);
   const snapsTable = [
-    "| cycles | tokenwarden: wasm linear memory | tokenwarden: JS heap used (after GC) | control: JS heap used (after GC) |",
-    "| ---: | ---: | ---: | ---: |",
-    ...s.map((x) => `| ${x.cycle.toLocaleString("en")} | ${x.wasmBytes.toLocaleString("en")} B | ${x.jsHeap.toLocaleString("en")} B | ${(at(ctl.snaps, x.cycle)?.jsHeap ?? 0).toLocaleString("en")} B |`),
+    "| cycles | tokenwarden: wasm linear memory | tokenwarden: externref table slots | tokenwarden: JS heap used (after GC) | control: JS heap used (after GC) |",
+    "| ---: | ---: | ---: | ---: | ---: |",
+    ...s.map((x) => `| ${x.cycle.toLocaleString("en")} | ${x.wasmBytes.toLocaleString("en")} B | ${x.externrefs ?? "—"} | ${x.jsHeap.toLocaleString("en")} B | ${(at(ctl.snaps, x.cycle)?.jsHeap ?? 0).toLocaleString("en")} B |`),
   ].join("\n");
   const fetchTable = [
     "| variant | stubbed fetch: µs/call | overhead over the stub (µs) | 127.0.0.1 204: µs/request | ratio to raw |",
@@ -673,7 +748,7 @@ inside the page. A benchmark reports figures: it never fails on timing.
 - Machine: ${m.nproc} cores (\`nproc\`), ${m.model}
 - Browser: Chromium ${R.chromium}, headless (\`--headless=new\`), driven by playwright-core; page cross-origin isolated: ${R.isolated} (performance.now() resolution ${R.isolated ? "5 µs" : "100 µs"})
 - Node ${process.version}; versions: ${versions}
-- tokenwarden: pkg/ as built by \`make pkg\` (release)${skipped.length ? `\n- Skipped anchors: ${skipped.join(", ")}` : ""}
+- tokenwarden: ${R.pkgSource} as built by \`make pkg\` (release), copied at the start of the run${skipped.length ? `\n- Skipped anchors: ${skipped.join(", ")}` : ""}
 - Run time: ${R.seconds.toFixed(0)} s; load average (1 min) ${R.load.start[0].toFixed(2)} at the start, ${R.load.end[0].toFixed(2)} at the end (on ${m.nproc} cores: above ${m.nproc} means other work competed for the CPU, and timings are noisier)
 
 ${table}
@@ -725,7 +800,11 @@ ${Object.entries(R.profile).map(([name, rows]) => `**${name}**: ` + rows.map((r)
 
 ${snapsTable}
 
-tokenwarden: ${mem.served} refreshes served by the stub endpoint, ${mem.events} events seen by a subscriber, in ${mem.seconds.toFixed(0)} s;
+${R.heapDiff ? `Heap snapshot diff, tokenwarden, cycle 1,000 → ${z.cycle.toLocaleString("en")} (top growth by bytes; \`native:\` nodes are Blink/C++ objects outside the JS heap
+figure, e.g. \`NetworkResourcesData\` is DevTools' per-request record kept because the driver has the Network domain on; \`code:\` is V8's
+JIT and wasm tier-up code): ${R.heapDiff.map(([k, n, b]) => `\`${k.replace(/`/g, "'")}\` ${n >= 0 ? "+" : ""}${n} (${b >= 0 ? "+" : ""}${b} B)`).join("; ")}.
+
+` : ""}tokenwarden: ${mem.served} refreshes served by the stub endpoint, ${mem.events} events seen by a subscriber, in ${mem.seconds.toFixed(0)} s;
 control: ${ctl.served} refreshes in ${ctl.seconds.toFixed(0)} s. The control is a plain JS refresher (fetch, JSON, clear and re-arm a
 timer) run by the same harness in a fresh context, to show the harness's own drift.
 Fake clock: playwright \`page.clock.install()\` (Date, performance.now and timers), advanced 1.1 s before every
