@@ -458,13 +458,14 @@ impl Inner {
     }
 
     /// The fast path: a live client with a fresh token answers at once.
-    fn fresh_js(&self) -> Option<(JsValue, JsValue)> {
+    fn fresh_js(&self) -> Option<(Secret, JsValue, JsValue)> {
         if self.disposed.get() {
             return None;
         }
         let now = self.now();
         let t = self.session.borrow().fresh(now).cloned()?;
-        Some(self.js_strings(&t))
+        let (token, header) = self.js_strings(&t);
+        Some((t, token, header))
     }
 
     fn on_tab_message(self: &Rc<Self>, text: String) {
@@ -693,7 +694,7 @@ impl TokenClient {
     /// `null` when signed out.
     #[wasm_bindgen(js_name = getToken)]
     pub fn get_token(&self) -> Promise {
-        if let Some((token, _)) = self.inner.fresh_js() {
+        if let Some((_, token, _)) = self.inner.fresh_js() {
             return Promise::resolve(&token);
         }
         let inner = self.inner.clone();
@@ -706,7 +707,7 @@ impl TokenClient {
     /// `"Bearer <token>"` or `null`, for axios/ky interceptors.
     #[wasm_bindgen(js_name = authorizationHeader)]
     pub fn authorization_header(&self) -> Promise {
-        if let Some((_, header)) = self.inner.fresh_js() {
+        if let Some((_, _, header)) = self.inner.fresh_js() {
             return Promise::resolve(&header);
         }
         let inner = self.inner.clone();
@@ -729,17 +730,14 @@ impl TokenClient {
                 return send(&request).await;
             }
             let (token, header) = match inner.fresh_js() {
-                Some((_, header)) => (inner.session.borrow().usable(inner.now()).cloned(), header),
+                Some((t, _, header)) => (t, header),
                 None => match inner.token_for_use().await? {
                     Some(t) => {
                         let header = inner.js_strings(&t).1;
-                        (Some(t), header)
+                        (t, header)
                     }
                     None => return send(&request).await,
                 },
-            };
-            let Some(token) = token else {
-                return send(&request).await;
             };
             // For one replay after a 401: a request without a body can be
             // sent again as it is; one with a body is cloned before sending.
