@@ -77,7 +77,14 @@ impl fmt::Debug for KeySet {
 struct Header {
     alg: String,
     kid: Option<String>,
-    crit: Option<Value>,
+    /// Whether the header has a `crit` member at all, whatever its value (`null` included).
+    #[serde(default, deserialize_with = "present")]
+    crit: bool,
+}
+
+/// `true` for any JSON value: used with `#[serde(default)]` to record that a member exists.
+fn present<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<bool, D::Error> {
+    serde::de::IgnoredAny::deserialize(deserializer).map(|_| true)
 }
 
 impl KeySet {
@@ -156,7 +163,7 @@ impl KeySet {
         let header_bytes = URL_SAFE_NO_PAD.decode(h).map_err(|_| JwsError::Malformed)?;
         let header: Header =
             serde_json::from_slice(&header_bytes).map_err(|_| JwsError::Malformed)?;
-        if header.alg != ALG || header.crit.is_some() {
+        if header.alg != ALG || header.crit {
             return Err(JwsError::Algorithm);
         }
         let kid = header.kid.ok_or(JwsError::UnknownKey)?;

@@ -282,3 +282,162 @@ async fn rotating_the_signing_key_keeps_tokens_signed_by_the_old_key_valid() {
         ]
     );
 }
+
+/// The public half of `key` as an EC JWK, as an attacker would embed it.
+fn public_jwk(key: &p256::ecdsa::SigningKey) -> Value {
+    let point = key.verifying_key().to_encoded_point(false);
+    json!({
+        "kty": "EC", "crv": "P-256",
+        "x": b64(point.x().unwrap()), "y": b64(point.y().unwrap()),
+    })
+}
+
+#[tokio::test]
+async fn a_hand_built_es256_token_signed_by_the_server_key_is_accepted() {
+    // Control for the header tests below: the hand-built signer itself produces valid tokens,
+    // so each refusal there is caused by the header under test.
+    let s = server(false);
+    let header = json!({"alg": "ES256", "typ": "JWT", "kid": s.kid()});
+    let (status, _) = me_status(&s, &s.sign_with_header(&header, &s.valid_claims())).await;
+    assert_eq!(status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn a_crit_header_is_refused_whatever_its_value() {
+    let s = server(false);
+    for crit in [
+        json!(["exp"]),
+        json!(["b64"]),
+        json!([]),
+        json!("exp"),
+        json!({}),
+        json!(true),
+        json!(0),
+        json!(null),
+    ] {
+        let header = json!({"alg": "ES256", "typ": "JWT", "kid": s.kid(), "crit": crit});
+        assert_refused(
+            &s,
+            &s.sign_with_header(&header, &s.valid_claims()),
+            &format!("crit {crit}"),
+        )
+        .await;
+    }
+}
+
+#[tokio::test]
+async fn a_correctly_signed_token_without_a_kid_is_refused() {
+    let s = server(false);
+    let header = json!({"alg": "ES256", "typ": "JWT"});
+    assert_refused(
+        &s,
+        &s.sign_with_header(&header, &s.valid_claims()),
+        "no kid",
+    )
+    .await;
+    for kid in [json!(null), json!(""), json!(0), json!([s.kid()])] {
+        let header = json!({"alg": "ES256", "typ": "JWT", "kid": kid});
+        assert_refused(
+            &s,
+            &s.sign_with_header(&header, &s.valid_claims()),
+            &format!("kid {kid}"),
+        )
+        .await;
+    }
+}
+
+#[tokio::test]
+async fn an_embedded_jwk_header_is_ignored_so_a_strangers_self_signed_token_is_refused() {
+    let s = server(false);
+    let stranger = p256::ecdsa::SigningKey::random(&mut rand_core::OsRng);
+    let stranger_kid = KeySet::from_signing_key(stranger.clone())
+        .current_kid()
+        .to_string();
+    let jwk = public_jwk(&stranger);
+    for kid in [None, Some(stranger_kid), Some(s.kid())] {
+        let mut header = json!({"alg": "ES256", "typ": "JWT", "jwk": jwk});
+        let mut jwk_with_kid = jwk.clone();
+        if let Some(kid) = &kid {
+            header["kid"] = json!(kid);
+            jwk_with_kid["kid"] = json!(kid);
+        }
+        let token = es256_with_header(&stranger, &header, &s.valid_claims());
+        assert_refused(&s, &token, &format!("jwk, kid {kid:?}")).await;
+        header["jwk"] = jwk_with_kid;
+        let token = es256_with_header(&stranger, &header, &s.valid_claims());
+        assert_refused(&s, &token, &format!("jwk carrying kid {kid:?}")).await;
+    }
+}
+
+#[tokio::test]
+async fn a_jku_header_is_ignored_so_a_strangers_token_pointing_at_its_own_key_set_is_refused() {
+    let s = server(false);
+    let stranger = p256::ecdsa::SigningKey::random(&mut rand_core::OsRng);
+    let stranger_kid = KeySet::from_signing_key(stranger.clone())
+        .current_kid()
+        .to_string();
+    for kid in [None, Some(stranger_kid), Some(s.kid())] {
+        for jku in [
+            "https://evil.example/.well-known/jwks.json",
+            "http://127.0.0.1/.well-known/jwks.json",
+        ] {
+            let mut header = json!({"alg": "ES256", "typ": "JWT", "jku": jku});
+            if let Some(kid) = &kid {
+                header["kid"] = json!(kid);
+            }
+            let token = es256_with_header(&stranger, &header, &s.valid_claims());
+            assert_refused(&s, &token, &format!("jku {jku}, kid {kid:?}")).await;
+            header["jwk"] = public_jwk(&stranger);
+            let token = es256_with_header(&stranger, &header, &s.valid_claims());
+            assert_refused(&s, &token, &format!("jku + jwk, kid {kid:?}")).await;
+        }
+    }
+}
+
+#[tokio::test]
+async fn alg_none_in_any_letter_case_is_refused_with_or_without_a_signature() {
+    let s = server(false);
+    for alg in ["none", "None", "NONE", "nOnE"] {
+        let header = json!({"alg": alg, "typ": "JWT", "kid": s.kid()});
+        let unsigned = format!(
+            "{}.{}.",
+            b64(header.to_string().as_bytes()),
+            b64(s.valid_claims().to_string().as_bytes())
+        );
+        assert_refused(&s, &unsigned, &format!("alg {alg}, empty signature")).await;
+        let signed = s.sign_with_header(&header, &s.valid_claims());
+        assert_refused(&s, &signed, &format!("alg {alg}, ES256 signature")).await;
+    }
+}
+
+#[tokio::test]
+async fn a_valid_es256_signature_under_another_claimed_alg_is_refused() {
+    let s = server(false);
+    for alg in [
+        json!("ES384"),
+        json!("ES512"),
+        json!("RS256"),
+        json!("PS256"),
+        json!("EdDSA"),
+        json!("HS256"),
+        json!("es256"),
+        json!("ES256 "),
+        json!(["ES256"]),
+        json!(null),
+    ] {
+        let header = json!({"alg": alg, "typ": "JWT", "kid": s.kid()});
+        assert_refused(
+            &s,
+            &s.sign_with_header(&header, &s.valid_claims()),
+            &format!("alg {alg}"),
+        )
+        .await;
+    }
+    let header = json!({"typ": "JWT", "kid": s.kid()});
+    assert_refused(
+        &s,
+        &s.sign_with_header(&header, &s.valid_claims()),
+        "no alg",
+    )
+    .await;
+}

@@ -8,6 +8,8 @@ use axum::http::{header, Request, Response, StatusCode};
 use axum::Router;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
+use p256::ecdsa::signature::Signer as _;
+use p256::ecdsa::{Signature, SigningKey};
 use serde_json::{json, Value};
 use tokenwarden_server::clock::ManualClock;
 use tokenwarden_server::keys::KeySet;
@@ -22,13 +24,16 @@ pub struct TestServer {
     pub router: Router,
     pub state: AppState,
     pub clock: Arc<ManualClock>,
+    /// The server's signing key at start (before any rotation), for hand-built tokens.
+    pub signing_key: SigningKey,
 }
 
 pub fn server_with(config: Config) -> TestServer {
     let clock = Arc::new(ManualClock::new(START_MS));
+    let signing_key = SigningKey::random(&mut rand_core::OsRng);
     let state = AppState::new(
         &config,
-        KeySet::generate(),
+        KeySet::from_signing_key(signing_key.clone()),
         Box::new(MemoryStore::new()),
         clock.clone(),
     );
@@ -36,6 +41,7 @@ pub fn server_with(config: Config) -> TestServer {
         router: app(state.clone()),
         state,
         clock,
+        signing_key,
     }
 }
 
@@ -139,6 +145,16 @@ impl TestServer {
     pub fn sign(&self, claims: &Value) -> String {
         self.state.with_keys(|k| k.sign(claims)).unwrap()
     }
+
+    /// The `kid` of the server's current key.
+    pub fn kid(&self) -> String {
+        self.state.with_keys(|k| k.current_kid().to_string())
+    }
+
+    /// A token with exactly `header`, correctly ES256-signed by the server's own key.
+    pub fn sign_with_header(&self, header: &Value, claims: &Value) -> String {
+        es256_with_header(&self.signing_key, header, claims)
+    }
 }
 
 pub fn set_cookie_of(res: &Response<Body>) -> Option<String> {
@@ -167,6 +183,17 @@ pub async fn body_bytes(res: Response<Body>) -> Vec<u8> {
 
 pub async fn body_json(res: Response<Body>) -> Value {
     serde_json::from_slice(&body_bytes(res).await).unwrap()
+}
+
+/// A compact JWS with exactly `header` and `claims`, ES256-signed by `key` whatever the header says.
+pub fn es256_with_header(key: &SigningKey, header: &Value, claims: &Value) -> String {
+    let input = format!(
+        "{}.{}",
+        b64(header.to_string().as_bytes()),
+        b64(claims.to_string().as_bytes())
+    );
+    let signature: Signature = key.sign(input.as_bytes());
+    format!("{input}.{}", b64(&signature.to_bytes()))
 }
 
 pub fn b64(bytes: &[u8]) -> String {

@@ -297,3 +297,61 @@ async fn the_family_lifetime_defaults_to_eight_hours() {
         StatusCode::UNAUTHORIZED
     );
 }
+
+/// Send refresh and logout with `cookie` and one extra header, expect 403 `csrf` and no cookie
+/// change from either, then check the session still refreshes.
+async fn assert_csrf_refused_and_session_intact(s: &TestServer, name: &str, value: &str) {
+    let (_, cookie) = s.login().await;
+    for path in ["/auth/refresh", "/auth/logout"] {
+        let res = s
+            .send(
+                with_cookie(post(path), &cookie)
+                    .header(name, value)
+                    .body(Body::empty())
+                    .unwrap(),
+            )
+            .await;
+        assert_eq!(
+            res.status(),
+            StatusCode::FORBIDDEN,
+            "{path} with {name}: {value:?}"
+        );
+        assert!(
+            set_cookie_of(&res).is_none(),
+            "{path} with {name}: {value:?}"
+        );
+        assert_eq!(body_json(res).await["error"], "csrf");
+    }
+    let res = s.send(refresh_request(&cookie)).await;
+    assert_eq!(
+        res.status(),
+        StatusCode::OK,
+        "with {name}: {value:?} the cookie was neither consumed nor revoked"
+    );
+}
+
+#[tokio::test]
+async fn refresh_and_logout_with_an_empty_csrf_header_are_forbidden_and_leave_the_session_alone() {
+    let s = server(true);
+    assert_csrf_refused_and_session_intact(&s, "X-Requested-With", "").await;
+    let c = s.counters().await;
+    assert_eq!(c["csrfMissing"], 2);
+    assert_eq!(c["refreshesServed"], 1);
+}
+
+#[tokio::test]
+async fn refresh_and_logout_with_a_lookalike_header_instead_of_the_csrf_one_are_forbidden() {
+    let s = server(true);
+    for name in [
+        "X-Requested-By",
+        "X-Requested",
+        "X-Requested-With-Not",
+        "Requested-With",
+        "X-Requested_With",
+    ] {
+        assert_csrf_refused_and_session_intact(&s, name, "tokenwarden").await;
+    }
+    let c = s.counters().await;
+    assert_eq!(c["csrfMissing"], 10);
+    assert_eq!(c["refreshesServed"], 5);
+}
