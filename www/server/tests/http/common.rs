@@ -34,7 +34,7 @@ pub fn server_with(config: Config) -> TestServer {
     let state = AppState::new(
         &config,
         KeySet::from_signing_key(signing_key.clone()),
-        Box::new(MemoryStore::new()),
+        Arc::new(MemoryStore::new()),
         clock.clone(),
     );
     TestServer {
@@ -137,7 +137,8 @@ impl TestServer {
         let now = self.now_s();
         json!({
             "iss": "tokenwarden-demo", "aud": "tokenwarden-demo-api", "sub": "demo",
-            "iat": now, "exp": now + 60, "jti": "test", "scope": "read:me profile"
+            "iat": now, "exp": now + 60, "jti": "test", "scope": "read:me profile",
+            "sid": "test-family"
         })
     }
 
@@ -193,6 +194,8 @@ pub fn es256_with_header(key: &SigningKey, header: &Value, claims: &Value) -> St
         b64(claims.to_string().as_bytes())
     );
     let signature: Signature = key.sign(input.as_bytes());
+    // The server accepts only low-S signatures (one spelling per token).
+    let signature = signature.normalize_s().unwrap_or(signature);
     format!("{input}.{}", b64(&signature.to_bytes()))
 }
 
