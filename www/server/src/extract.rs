@@ -108,7 +108,7 @@ pub fn origin_allowed(headers: &HeaderMap, allowed: &[String]) -> bool {
             return false;
         };
         let origin = origin.trim().trim_end_matches('/').to_ascii_lowercase();
-        if allowed.iter().any(|a| *a == origin) {
+        if allowed.contains(&origin) {
             return true;
         }
         let authority = origin

@@ -45,6 +45,27 @@ pub fn server_with(config: Config) -> TestServer {
     }
 }
 
+/// The refresh cookie's name.
+pub const REFRESH_COOKIE_NAME: &str = REFRESH_COOKIE;
+
+impl TestServer {
+    /// A test server around an already built router (its `state` is a throwaway).
+    pub fn from_router(router: Router, clock: Arc<ManualClock>, signing_key: SigningKey) -> Self {
+        let state = AppState::new(
+            &Config::default(),
+            KeySet::from_signing_key(signing_key.clone()),
+            Arc::new(MemoryStore::new()),
+            clock.clone(),
+        );
+        TestServer {
+            router,
+            state,
+            clock,
+            signing_key,
+        }
+    }
+}
+
 pub fn server(test_mode: bool) -> TestServer {
     server_with(Config {
         test_mode,
