@@ -58,6 +58,8 @@ pub struct Config {
     pub issuer: String,
     /// `aud` of issued tokens.
     pub audience: String,
+    /// Upstream mode (issue #11): `--oidc-*` / `TW_OIDC_*`; `None` = built-in mode.
+    pub upstream: Option<crate::upstream::config::UpstreamConfig>,
 }
 
 /// The repo layout: `www/server` is this crate, `www/` its parent, `pkg/` at the root.
@@ -86,6 +88,7 @@ impl Default for Config {
             signing_key_file: None,
             issuer: DEFAULT_ISSUER.into(),
             audience: DEFAULT_AUDIENCE.into(),
+            upstream: None,
         }
     }
 }
@@ -145,6 +148,7 @@ impl Config {
             }
         }
         let mut args = args.into_iter();
+        let mut oidc_flags: Vec<(String, String)> = Vec::new();
         while let Some(arg) = args.next() {
             let (flag, inline) = match arg.split_once('=') {
                 Some((f, v)) if f.starts_with("--") => (f.to_string(), Some(v.to_string())),
@@ -160,6 +164,14 @@ impl Config {
                         None => args.next().ok_or_else(|| format!("{flag} needs a value"))?,
                     };
                     pairs.push((flag, Some(value)));
+                }
+                // Upstream mode (issue #11): read by UpstreamConfig below.
+                f if crate::upstream::config::FLAGS.contains(&f) => {
+                    let value = match inline {
+                        Some(v) => v,
+                        None => args.next().ok_or_else(|| format!("{flag} needs a value"))?,
+                    };
+                    oidc_flags.push((f.to_string(), value));
                 }
                 other => return Err(format!("unknown argument {other:?} (try --help)")),
             }
@@ -202,6 +214,8 @@ impl Config {
         if let Some(p) = port {
             c.bind.set_port(p);
         }
+        c.upstream =
+            crate::upstream::config::UpstreamConfig::from_flags_and_env(&oidc_flags, &env)?;
         Ok(Command::Run(Box::new(c)))
     }
 }

@@ -18,6 +18,7 @@ pub mod state;
 pub mod store;
 pub mod testing;
 pub mod tokens;
+pub mod upstream;
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -77,12 +78,16 @@ pub fn build_state(config: &Config) -> Result<AppState, StartupError> {
 
 /// The whole application.
 pub fn app(state: AppState) -> Router {
-    let mut router = Router::new()
-        .route("/auth/login", post(routes::login))
-        .route("/auth/refresh", post(routes::refresh))
-        .route("/auth/logout", post(routes::logout))
-        .route("/.well-known/jwks.json", get(routes::jwks))
-        .route("/api/me", get(routes::me));
+    // Upstream mode (issue #11) replaces the /auth/* and /api/me handlers.
+    let mut router = match state.upstream.get() {
+        Some(_) => upstream::routes::router(state.settings.test_mode),
+        None => Router::new()
+            .route("/auth/login", post(routes::login))
+            .route("/auth/refresh", post(routes::refresh))
+            .route("/auth/logout", post(routes::logout))
+            .route("/api/me", get(routes::me)),
+    }
+    .route("/.well-known/jwks.json", get(routes::jwks));
     if state.settings.test_mode {
         router = router.nest("/test", testing::router());
     }

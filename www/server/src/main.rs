@@ -48,7 +48,7 @@ async fn main() -> ExitCode {
     let config = match Config::parse(std::env::args().skip(1), |k| std::env::var(k).ok()) {
         Ok(Command::Run(config)) => *config,
         Ok(Command::Help) => {
-            print!("{USAGE}");
+            print!("{USAGE}{}", tokenwarden_server::upstream::config::USAGE);
             return ExitCode::SUCCESS;
         }
         Err(message) => {
@@ -63,6 +63,11 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // Upstream mode (issue #11): discover the OpenID Provider before serving.
+    if let Err(e) = tokenwarden_server::upstream::start(&config, &state).await {
+        eprintln!("error: {e}");
+        return ExitCode::FAILURE;
+    }
     let listener = match tokio::net::TcpListener::bind(config.bind).await {
         Ok(l) => l,
         Err(e) => {

@@ -152,6 +152,8 @@ pub struct Inner {
     pub faults: Mutex<VecDeque<Fault>>,
     /// Test mode: recent requests.
     pub request_log: Mutex<VecDeque<LogEntry>>,
+    /// Upstream mode (issue #11): set once at start when an issuer is configured.
+    pub upstream: std::sync::OnceLock<Arc<crate::upstream::Upstream>>,
 }
 
 /// Cheaply clonable handle on the server state.
@@ -192,6 +194,7 @@ impl AppState {
             counters: Counters::default(),
             faults: Mutex::new(VecDeque::new()),
             request_log: Mutex::new(VecDeque::new()),
+            upstream: std::sync::OnceLock::new(),
         }))
     }
 
