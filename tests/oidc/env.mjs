@@ -44,7 +44,10 @@ export async function startUpstream({ accessTokenTtl = 8, timeoutMs = 2000 } = {
         "--oidc-issuer", provider.issuer,
         "--oidc-client-id", provider.clientId,
         "--oidc-redirect-uri", `${base}/auth/callback`,
-        "--oidc-allowed-return", `${base}/oidc/`,
+        "--oidc-allowed-return", `${base}/app.html`,
+        // The app page is a real file of the server: Playwright's routing does not see the
+        // requests a redirect chain makes (provider → /auth/callback → the app).
+        "--www-dir", PAGES,
         "--oidc-post-logout-uri", `${base}/`,
         "--oidc-timeout-ms", String(timeoutMs),
       ],
@@ -67,16 +70,7 @@ export async function startUpstream({ accessTokenTtl = 8, timeoutMs = 2000 } = {
 }
 
 export function appUrl(base, opts = {}) {
-  return `${base}/oidc/app.html?opts=${encodeURIComponent(JSON.stringify(opts))}`;
-}
-
-/** Serves tests/oidc/pages/* at /oidc/* of the server's origin. */
-export async function routePages(context) {
-  await context.route("**/oidc/**", (route) => {
-    const path = new URL(route.request().url()).pathname.replace(/^\/oidc\//, "");
-    if (path.includes("..")) return route.fulfill({ status: 404, body: "" });
-    return route.fulfill({ path: join(PAGES, path) });
-  });
+  return `${base}/app.html?opts=${encodeURIComponent(JSON.stringify(opts))}`;
 }
 
 /** Waits until the app page has run `tw.start()`; returns its result. */
@@ -107,18 +101,30 @@ export async function signIn(page, base, opts = {}, login = "alice") {
   assert.equal(await started(page), false, "signed out before sign-in");
   await page.click("#sign-in");
   await throughProvider(page, { login });
-  await page.waitForURL((u) => u.pathname === "/oidc/app.html", { timeout: 15000 });
+  await page.waitForURL((u) => u.pathname === "/app.html", { timeout: 15000 });
   return started(page);
 }
 
 /**
  * Signs in at the provider from the app page but holds the provider's redirect back to
  * `/auth/callback`: resolves with that URL, unused (the pending login stays open).
+ * Playwright routes only the first request of a redirect chain, so the consent form's POST
+ * is the one taken over: it and the provider's next redirect are made with the context's own
+ * cookies, and the browser is shown a placeholder instead of following to the callback.
  */
-export async function holdCallback(context, page, base, login) {
+export async function holdCallback(context, page, base, login, issuer) {
   let held;
-  await context.route("**/auth/callback?**", (route) => {
-    held = route.request().url();
+  const pattern = `${issuer}/interaction/**`;
+  await context.route(pattern, async (route) => {
+    const req = route.request();
+    if (req.method() !== "POST" || !(req.postData() || "").includes("prompt=consent")) return route.continue();
+    let res = await route.fetch({ maxRedirects: 0 });
+    let location = res.headers().location;
+    while (location && !location.startsWith(`${base}/auth/callback`)) {
+      res = await context.request.get(new URL(location, issuer).href, { maxRedirects: 0 });
+      location = res.headers().location;
+    }
+    held = location;
     return route.fulfill({ status: 200, contentType: "text/plain", body: "held by the test" });
   });
   await page.goto(appUrl(base));
@@ -126,7 +132,7 @@ export async function holdCallback(context, page, base, login) {
   await page.click("#sign-in");
   await throughProvider(page, { login });
   await waitFor(() => held, { what: "the provider's redirect to /auth/callback" });
-  await context.unroute("**/auth/callback?**");
+  await context.unroute(pattern);
   return held;
 }
 
@@ -137,7 +143,6 @@ export function useUpstream(options = {}) {
     pages: [],
     async newContext() {
       const context = await env.browser.newContext();
-      await routePages(context);
       env.contexts.push(context);
       context.on("page", (p) => { if (!p.rec) { watch(p); env.pages.push(p); } });
       return context;

@@ -69,7 +69,7 @@ test("an off-list returnTo is refused before the provider is involved", async ()
     assert.equal(res.headers.get("location"), null, returnTo);
     assert.equal((await res.json()).error, "invalid_request");
   }
-  const ok = await fetch(`${base}/auth/login?returnTo=${encodeURIComponent(`${base}/oidc/app.html`)}`, { redirect: "manual" });
+  const ok = await fetch(`${base}/auth/login?returnTo=${encodeURIComponent(`${base}/app.html`)}`, { redirect: "manual" });
   assert.equal(ok.status, 303);
   const to = new URL(ok.headers.get("location"));
   assert.equal(to.origin, env.provider.issuer);
@@ -82,7 +82,7 @@ test("a forged state, a replayed callback and a callback in another browser are 
   const context = await env.newContext();
   const page = await env.newPage(context);
   // Hold the provider's redirect back to us, to play with it.
-  const held = await holdCallback(context, page, base, "bob");
+  const held = await holdCallback(context, page, base, "bob", provider.issuer);
   const exchanges = provider.stats.codeGrants;
 
   const forged = new URL(held);
@@ -102,10 +102,10 @@ test("a callback is single use: the replay is refused", async () => {
   const { base, provider } = env;
   const context = await env.newContext();
   const page = await env.newPage(context);
-  const held = await holdCallback(context, page, base, "carol");
+  const held = await holdCallback(context, page, base, "carol", provider.issuer);
 
   await page.goto(held);
-  await page.waitForURL((u) => u.pathname === "/oidc/app.html");
+  await page.waitForURL((u) => u.pathname === "/app.html");
   assert.equal(await started(page), true, "the genuine callback signs in");
   const exchanges = provider.stats.codeGrants;
   const res = await page.goto(held);
@@ -123,7 +123,7 @@ test("an ID token whose nonce does not match the login is refused", async () => 
   const exchanges = provider.stats.codeGrants;
   await page.click("#sign-in");
   await throughProvider(page, { login: "dave" });
-  await page.waitForURL((u) => u.pathname === "/oidc/app.html");
+  await page.waitForURL((u) => u.pathname === "/app.html");
   assert.equal(new URL(page.url()).searchParams.get("login_error"), "invalid_id_token");
   assert.equal(await started(page), false);
   assert.equal(provider.stats.codeGrants - exchanges, 1, "the provider's real ID token was checked");
@@ -138,7 +138,7 @@ test("the user cancelling at the provider (access_denied) returns to the app wit
   await started(page);
   await page.click("#sign-in");
   await throughProvider(page, { login: "erin", cancel: true });
-  await page.waitForURL((u) => u.pathname === "/oidc/app.html");
+  await page.waitForURL((u) => u.pathname === "/app.html");
   assert.equal(new URL(page.url()).searchParams.get("login_error"), "access_denied");
   assert.equal(await page.evaluate(() => window.loginError), "access_denied");
   assert.equal(await started(page), false);

@@ -4,7 +4,7 @@
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { startServer, launchBrowser } from "../e2e/harness.mjs";
-import { startUpstream, routePages, holdCallback } from "./env.mjs";
+import { startUpstream, holdCallback } from "./env.mjs";
 
 const ROUNDS = 60;
 let up, builtin, browser;
@@ -43,11 +43,10 @@ const median = (xs) => {
 
 test("a refresh through the provider costs a provider round trip more than a built-in one", async () => {
   const context = await browser.newContext();
-  await routePages(context);
   const page = await context.newPage();
   // The browser signs in at the provider; the callback is finished here, so that the refresh
   // cookie never reaches a page whose client would race us for it.
-  const held = await holdCallback(context, page, up.server.url, "heidi");
+  const held = await holdCallback(context, page, up.server.url, "heidi", up.provider.issuer);
   const binding = (await context.cookies()).find((c) => c.name === "tw_login").value;
   await context.close();
   const callback = await fetch(held, { headers: { cookie: `tw_login=${binding}` }, redirect: "manual" });
