@@ -31,7 +31,7 @@ export async function startUpstream({ accessTokenTtl = 8, timeoutMs = 2000 } = {
   const base = `http://127.0.0.1:${port}`;
   const provider = await startProvider({
     redirectUris: [`${base}/auth/callback`],
-    postLogoutRedirectUris: [`${base}/`],
+    postLogoutRedirectUris: [`${base}/app.html`],
     accessTokenTtl,
   });
   // The secret reaches the server through its environment only (never a flag, never a log).
@@ -48,7 +48,7 @@ export async function startUpstream({ accessTokenTtl = 8, timeoutMs = 2000 } = {
         // The app page is a real file of the server: Playwright's routing does not see the
         // requests a redirect chain makes (provider → /auth/callback → the app).
         "--www-dir", PAGES,
-        "--oidc-post-logout-uri", `${base}/`,
+        "--oidc-post-logout-uri", `${base}/app.html`,
         "--oidc-timeout-ms", String(timeoutMs),
       ],
     });

@@ -19,7 +19,7 @@ test("sign-in goes through the provider's pages; /api/me, silent refresh and log
   assert.equal(new URL(page.url()).searchParams.get("login_error"), null);
   assert.equal(provider.stats.codeGrants - before.codeGrants, 1, "one code exchange at the provider");
   assert.equal(provider.liveRefreshTokens("alice"), 1, "the provider issued one refresh token");
-  const cookies = await context.cookies(base);
+  const cookies = await context.cookies();
   const refreshCookie = cookies.find((c) => c.name === "tw_refresh");
   assert.ok(refreshCookie && refreshCookie.httpOnly, "our HttpOnly refresh cookie is set");
   assert.ok(!cookies.some((c) => c.name === "tw_login"), "the login-binding cookie is cleared");
@@ -50,7 +50,7 @@ test("sign-in goes through the provider's pages; /api/me, silent refresh and log
   const url = new URL(endSession);
   assert.equal(url.origin + url.pathname, `${provider.issuer}/session/end`);
   assert.ok(url.searchParams.get("id_token_hint"), "id_token_hint");
-  assert.equal(url.searchParams.get("post_logout_redirect_uri"), `${base}/`);
+  assert.equal(url.searchParams.get("post_logout_redirect_uri"), `${base}/app.html`);
   const again = await page.evaluate(async () => (await fetch("/auth/refresh", {
     method: "POST", headers: { "X-Requested-With": "tokenwarden" },
   })).status);
@@ -58,7 +58,8 @@ test("sign-in goes through the provider's pages; /api/me, silent refresh and log
   // The browser goes to the provider's end-session page and comes back.
   await page.goto(endSession);
   await page.click('button[name="logout"]');
-  await page.waitForURL(`${base}/`, { timeout: 15000 });
+  await page.waitForURL((u) => u.origin === base && u.pathname === "/app.html", { timeout: 15000 });
+  assert.equal(await started(page), false, "back in the app, signed out");
 });
 
 test("an off-list returnTo is refused before the provider is involved", async () => {
@@ -94,7 +95,7 @@ test("a forged state, a replayed callback and a callback in another browser are 
   const otherPage = await env.newPage(other);
   res = await otherPage.goto(held);
   assert.equal(res.status(), 400, "callback in a browser that did not start the sign-in");
-  assert.ok(!(await other.cookies(base)).some((c) => c.name === "tw_refresh"));
+  assert.ok(!(await other.cookies()).some((c) => c.name === "tw_refresh"));
   assert.equal(provider.stats.codeGrants, exchanges, "no code exchanged for a refused callback");
 });
 
@@ -127,7 +128,7 @@ test("an ID token whose nonce does not match the login is refused", async () => 
   assert.equal(new URL(page.url()).searchParams.get("login_error"), "invalid_id_token");
   assert.equal(await started(page), false);
   assert.equal(provider.stats.codeGrants - exchanges, 1, "the provider's real ID token was checked");
-  assert.ok(!(await context.cookies(base)).some((c) => c.name === "tw_refresh"));
+  assert.ok(!(await context.cookies()).some((c) => c.name === "tw_refresh"));
 });
 
 test("the user cancelling at the provider (access_denied) returns to the app with a clear error", async () => {
@@ -140,6 +141,6 @@ test("the user cancelling at the provider (access_denied) returns to the app wit
   await throughProvider(page, { login: "erin", cancel: true });
   await page.waitForURL((u) => u.pathname === "/app.html");
   assert.equal(new URL(page.url()).searchParams.get("login_error"), "access_denied");
-  assert.equal(await page.evaluate(() => window.loginError), "access_denied");
   assert.equal(await started(page), false);
+  assert.equal(await page.evaluate(() => window.loginError), "access_denied");
 });
