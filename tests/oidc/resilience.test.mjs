@@ -3,7 +3,7 @@
 // cycle, no refresh-token reuse at the provider or at our server).
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { useUpstream, signIn, started, appUrl, waitFor, sleep } from "./env.mjs";
+import { useUpstream, signIn, started, appUrl, holdCallback, waitFor, sleep } from "./env.mjs";
 
 const env = useUpstream({ accessTokenTtl: 8, timeoutMs: 1500 });
 
@@ -83,4 +83,30 @@ test("5 tabs for 20 s: one provider refresh per cycle, no reuse", async () => {
   assert.equal(provider.stats.grantErrors - p0.grantErrors, 0, "no failed grant at the provider");
   assert.equal(c1.reuseDetected - c0.reuseDetected, 0, "our server saw no reuse");
   assert.equal(provider.liveRefreshTokens("grace"), 1);
+});
+
+test("8 concurrent renewals of one family's token make one provider call (the store's lease)", async () => {
+  const { provider, server, base } = env;
+  const context = await env.newContext();
+  const page = await env.newPage(context);
+  const held = await holdCallback(context, page, base, "ivan", provider.issuer);
+  const binding = (await context.cookies()).find((c) => c.name === "tw_login").value;
+  const callback = await fetch(held, { headers: { cookie: `tw_login=${binding}` }, redirect: "manual" });
+  assert.equal(callback.status, 303);
+  const cookie = /tw_refresh=([^;]*)/.exec(callback.headers.get("set-cookie"))[1];
+
+  const p0 = { ...provider.stats };
+  const u0 = await server.upstreamCounters();
+  const res = await fetch(`${base}/test/upstream/concurrent-access?n=8`, {
+    method: "POST", headers: { cookie: `tw_refresh=${cookie}` },
+  });
+  assert.equal(res.status, 200);
+  const out = await res.json();
+  const u1 = await server.upstreamCounters();
+  assert.deepEqual(out, { requests: 8, distinctTokens: 1, failures: 0 }, "all 8 got the same renewed token");
+  assert.equal(provider.stats.refreshGrants - p0.refreshGrants, 1, "one provider refresh for 8 concurrent requests");
+  assert.equal(u1.providerRefreshes - u0.providerRefreshes, 1);
+  assert.ok(u1.leaseWaits - u0.leaseWaits >= 1, "the others waited for the lease holder");
+  assert.equal(provider.stats.refreshReuse - p0.refreshReuse, 0);
+  assert.equal(provider.liveRefreshTokens("ivan"), 1);
 });

@@ -60,6 +60,10 @@ pub fn router(test_mode: bool) -> Router<AppState> {
     router
         .route("/test/upstream/counters", get(test_counters))
         .route("/test/upstream/tamper-next-nonce", post(test_tamper_nonce))
+        .route(
+            "/test/upstream/concurrent-access",
+            post(test_concurrent_access),
+        )
 }
 
 fn upstream(state: &AppState) -> Result<Arc<Upstream>, AppError> {
@@ -545,4 +549,55 @@ async fn test_tamper_nonce(State(state): State<AppState>) -> Result<Response, Ap
         .tamper_next_nonce
         .store(true, Ordering::SeqCst);
     Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// Test mode: rotate the presented cookie like a refresh, mark the family's cached provider
+/// token as used up, then ask for the family's access token `n` times at once (as `n`
+/// instances sharing the store would). Answers how many distinct tokens came back (never a
+/// token) and sets the rotated cookie. Proves the lease: one provider call for all of them.
+async fn test_concurrent_access(
+    State(state): State<AppState>,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Result<Response, AppError> {
+    let up = upstream(&state)?;
+    let n = query_param(&uri, "n")
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or(5)
+        .clamp(1, 50);
+    let presented = refresh_token_from(&headers).ok_or(AppError::InvalidGrant)?;
+    let now = state.now_ms();
+    let next = new_refresh_token();
+    let Rotation::Rotated(family) = state.store.rotate(
+        &hash_refresh_token(presented),
+        &hash_refresh_token(&next),
+        now,
+    )?
+    else {
+        return Err(AppError::InvalidGrant);
+    };
+    let mut grant = load_grant(&up, &family.id)?.ok_or(AppError::InvalidGrant)?;
+    grant.access_expires_at_ms = now;
+    up.store
+        .put_grant(&family.id, &up.seal_grant(&family.id, &grant))?;
+    let calls = (0..n).map(|_| {
+        let (state, up, id) = (state.clone(), up.clone(), family.id.clone());
+        tokio::spawn(async move { access_for(&state, &up, &id).await })
+    });
+    let mut tokens = std::collections::HashSet::new();
+    let mut failures = 0;
+    for call in calls.collect::<Vec<_>>() {
+        match call.await {
+            Ok(Ok(Ok(grant))) => {
+                tokens.insert(hash_refresh_token(&grant.access_token));
+            }
+            _ => failures += 1,
+        }
+    }
+    let remaining_s = ((family.expires_at_ms - now).max(0) + 999) / 1000;
+    Ok((
+        [(header::SET_COOKIE, refresh_cookie(&next, remaining_s))],
+        Json(json!({ "requests": n, "distinctTokens": tokens.len(), "failures": failures })),
+    )
+        .into_response())
 }
