@@ -4,7 +4,7 @@
 use std::ops::Deref;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::{Arc, OnceLock, PoisonError, RwLock};
 use std::time::Duration;
 
 use crate::clock::Clock;
@@ -15,6 +15,7 @@ use crate::metrics::Metrics;
 use crate::revoked::RevokedFamilies;
 use crate::store::RefreshStore;
 use crate::tokens::Validation;
+use crate::upstream::Upstream;
 
 /// Lifetimes that test mode may change at run time.
 #[derive(Debug, Clone, Copy)]
@@ -65,6 +66,9 @@ pub struct Inner {
     pub login_limiter: LoginLimiter,
     /// Families whose access tokens are refused.
     pub revoked: RevokedFamilies,
+    /// Upstream mode: the OpenID Provider client, set once at start when an issuer is
+    /// configured ([`crate::upstream::start`]); unset in the built-in mode.
+    pub upstream: OnceLock<Arc<Upstream>>,
 }
 
 /// Cheaply clonable handle on the server state.
@@ -121,6 +125,7 @@ impl AppState {
                 refill: Duration::from_secs_f64(config.login_refill_s),
             }),
             revoked: RevokedFamilies::default(),
+            upstream: OnceLock::new(),
         }))
     }
 
