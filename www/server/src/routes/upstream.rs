@@ -29,7 +29,7 @@ use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use serde_json::json;
@@ -42,6 +42,7 @@ use crate::extract::{
     RefreshCookies, SameOrigin,
 };
 use crate::metrics::bump;
+use crate::routes::auth::RefreshCounted;
 use crate::session::{self, NotRotated, Opened, Rotated};
 use crate::state::AppState;
 use crate::store::Family;
@@ -383,9 +384,12 @@ pub async fn refresh(
     State(state): State<AppState>,
     csrf: Result<CsrfChecked, AppError>,
     RefreshCookies(candidates): RefreshCookies,
+    counted: Option<Extension<RefreshCounted>>,
 ) -> Response {
     let counters = &state.metrics.counters;
-    bump(&counters.refresh_requests);
+    if counted.is_none() {
+        bump(&counters.refresh_requests);
+    }
     let outcome = match csrf {
         Ok(CsrfChecked) => refresh_response(&state, &candidates).await,
         Err(e) => Err(e),
