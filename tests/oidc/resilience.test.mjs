@@ -67,17 +67,20 @@ test("5 tabs for 20 s: one provider refresh per cycle, no reuse", async () => {
   const c1 = await server.counters();
   const u1 = await server.upstreamCounters();
   const ours = c1.refreshesServed - c0.refreshesServed;
-  // An 8 s token refreshed 3 s before its end: a cycle is about 5 s.
-  const cycles = Math.ceil(seconds / 5);
-  console.log(`# 5 tabs ${seconds.toFixed(1)} s: ${providerRefreshes} provider refreshes, ${ours} refreshes served by us, `
-    + `${u1.cachedServed - u0.cachedServed} from the cache, ${u1.leaseWaits - u0.leaseWaits} lease waits, ~${cycles} cycles`);
+  // An 8 s provider token (expires_in rounded down: 7-8 s) refreshed 3 s before its end: a
+  // cycle lasts 4-5 s. One refresh per cycle is at most seconds/4 + 2 (the edges); one per
+  // tab would be five times that. At least one per 8 s, or the tabs' tokens would expire.
+  const most = Math.floor(seconds / 4) + 2;
+  const least = Math.floor(seconds / 8);
+  console.log(`# 5 tabs ${seconds.toFixed(1)} s: ${providerRefreshes} provider refreshes (one per cycle: ${least}..${most}), `
+    + `${ours} refreshes served by us, ${u1.cachedServed - u0.cachedServed} from the cache, ${u1.leaseWaits - u0.leaseWaits} lease waits`);
   for (const [i, s] of stats.entries()) {
     assert.deepEqual(s.errors, [], `tab ${i + 1} errors`);
     assert.deepEqual(Object.keys(s.statuses), ["200"], `tab ${i + 1} statuses ${JSON.stringify(s.statuses)}`);
     assert.ok(s.calls >= 20, `tab ${i + 1} kept calling (${s.calls})`);
   }
-  assert.ok(providerRefreshes >= cycles - 1, `refreshes went through the provider (${providerRefreshes})`);
-  assert.ok(providerRefreshes <= cycles + 1, `one provider refresh per cycle, not per tab (${providerRefreshes} for ~${cycles})`);
+  assert.ok(providerRefreshes >= least, `refreshes went through the provider (${providerRefreshes})`);
+  assert.ok(providerRefreshes <= most, `one provider refresh per cycle, not per tab (${providerRefreshes} > ${most})`);
   assert.ok(providerRefreshes <= ours, "never more provider calls than our refreshes");
   assert.equal(provider.stats.refreshReuse - p0.refreshReuse, 0, "the provider saw no reuse");
   assert.equal(provider.stats.grantErrors - p0.grantErrors, 0, "no failed grant at the provider");

@@ -111,6 +111,7 @@ function render() {
   el.state.dataset.state = state;
   const signedIn = client !== null && state !== "signedOut";
   el.loginFieldset.disabled = !client || signedIn;
+  if (!$("provider-login").hidden) $("provider-sign-in").disabled = !client || signedIn;
   el.callApi.disabled = !signedIn;
   el.refresh.disabled = !signedIn;
   el.logout.disabled = !signedIn;
@@ -213,7 +214,6 @@ function showProviderLogin() {
   const box = $("provider-login");
   box.hidden = false;
   const button = $("provider-sign-in");
-  button.disabled = false;
   button.addEventListener("click", () => client.login(location.origin + "/"));
   const error = new URLSearchParams(location.search).get("login_error");
   if (error) {

@@ -124,28 +124,23 @@ pub enum ProviderError {
 
 /// Sends one provider request with reqwest (timeouts set on the client; no redirects).
 /// A 5xx becomes [`HttpError::Status`], so it is told apart from a malformed answer.
-fn send(
-    http: reqwest::Client,
-    request: HttpRequest,
-) -> impl Future<Output = Result<HttpResponse, HttpError>> + 'static {
-    async move {
-        let request = reqwest::Request::try_from(request).map_err(|_| HttpError::Build)?;
-        let response = http
-            .execute(request)
-            .await
-            .map_err(|_| HttpError::Unreachable)?;
-        let status = response.status();
-        if status.is_server_error() {
-            return Err(HttpError::Status(status.as_u16()));
-        }
-        let headers = response.headers().clone();
-        let body = response.bytes().await.map_err(|_| HttpError::Unreachable)?;
-        let mut builder = http::Response::builder().status(status.as_u16());
-        for (name, value) in &headers {
-            builder = builder.header(name.as_str(), value.as_bytes());
-        }
-        builder.body(body.to_vec()).map_err(|_| HttpError::Build)
+async fn send(http: reqwest::Client, request: HttpRequest) -> Result<HttpResponse, HttpError> {
+    let request = reqwest::Request::try_from(request).map_err(|_| HttpError::Build)?;
+    let response = http
+        .execute(request)
+        .await
+        .map_err(|_| HttpError::Unreachable)?;
+    let status = response.status();
+    if status.is_server_error() {
+        return Err(HttpError::Status(status.as_u16()));
     }
+    let headers = response.headers().clone();
+    let body = response.bytes().await.map_err(|_| HttpError::Unreachable)?;
+    let mut builder = http::Response::builder().status(status.as_u16());
+    for (name, value) in &headers {
+        builder = builder.header(name.as_str(), value.as_bytes());
+    }
+    builder.body(body.to_vec()).map_err(|_| HttpError::Build)
 }
 
 fn classify<T: ErrorResponse + 'static>(
