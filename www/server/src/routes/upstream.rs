@@ -112,12 +112,10 @@ fn see_other(location: &str, cookies: &[HeaderValue]) -> Response {
     response
 }
 
+/// 400 for a refused login or callback. The login-binding cookie is left alone: it may belong
+/// to another sign-in of this browser still under way (a forged callback must not end it).
 fn refused(description: &str) -> Response {
-    let mut response = AppError::InvalidRequest(description.into()).into_response();
-    response
-        .headers_mut()
-        .append(header::SET_COOKIE, cleared_login_cookie());
-    response
+    AppError::InvalidRequest(description.into()).into_response()
 }
 
 /// `GET /auth/config`: how the page signs in.
