@@ -8,7 +8,7 @@ export CHROMEDRIVER ?= /usr/bin/chromedriver
 export NEXT_TELEMETRY_DISABLED := 1
 DEMO_ADDR ?= 127.0.0.1:8080
 
-.PHONY: demo test setup pkg pkg-dev lint unit pg-test browser size e2e multi apps corpus bench fuzz load clean
+.PHONY: demo demo-oidc test setup pkg pkg-dev lint unit pg-test browser size e2e multi oidc apps corpus bench fuzz load clean
 
 ## demo: build the package, start the reference server on $(DEMO_ADDR), print the URL
 demo: setup pkg
@@ -16,8 +16,13 @@ demo: setup pkg
 	@echo "tokenwarden demo: http://$(DEMO_ADDR)/   (user demo / password demo; Ctrl-C stops)"
 	./target/release/tokenwarden-server --bind $(DEMO_ADDR)
 
+## demo-oidc: the same page signing in through a local OpenID Provider (upstream mode)
+demo-oidc: setup pkg
+	cargo build --release -p tokenwarden-server
+	DEMO_ADDR=$(DEMO_ADDR) tests/oidc/demo.sh
+
 ## test: every test layer, in order of cost
-test: setup lint unit pg-test browser pkg size e2e multi apps corpus
+test: setup lint unit pg-test browser pkg size e2e multi oidc apps corpus
 	@echo "make test: all layers passed"
 
 setup:
@@ -58,6 +63,10 @@ e2e: pkg
 ## multi: two server instances on one PostgreSQL behind a round-robin proxy (real Chromium)
 multi: pkg
 	tests/multi/run.sh
+
+## oidc: upstream mode against a real OpenID Provider (oidc-provider), real Chromium
+oidc: pkg
+	tests/oidc/run.sh
 
 ## apps: Vite + React and Next.js fixture apps built from the npm pack of pkg/
 apps: pkg

@@ -4,6 +4,8 @@ export interface TokenClientOptions {
   refreshUrl: string | URL;
   /** Logout endpoint; without it logout() only clears locally. */
   logoutUrl?: string | URL;
+  /** Where login() sends the browser to sign in at the identity provider (e.g. "/auth/login"). */
+  loginUrl?: string | URL;
   /** Refresh when this little lifetime is left (default 30). */
   refreshSkewSeconds?: number;
   /** Exact origins whose requests get the Bearer header (default: the page origin). */
@@ -73,8 +75,12 @@ export interface TokenClient {
   fetch(input: RequestInfo | URL, init?: RequestInit): Promise<Response>;
   /** Force a refresh now (shares one in flight). */
   refresh(): Promise<string>;
-  /** Clear locally, tell other tabs, then POST logoutUrl. */
-  logout(): Promise<void>;
+  /** Clear locally, tell other tabs, then POST logoutUrl. Resolves with the provider's
+   *  RP-initiated logout URL when the backend returns one (upstream mode), else undefined. */
+  logout(): Promise<string | undefined>;
+  /** Top-level navigation to `loginUrl?returnTo=…` (default: this page); throws invalid_options
+   *  without loginUrl. After the callback, start() resolves true. */
+  login(returnTo?: string): void;
   /** Listen to events; returns the unsubscribe function. */
   subscribe(listener: (event: TokenClientEvent) => void): () => void;
   readonly state: TokenClientState;

@@ -812,7 +812,17 @@ impl TokenClient {
                 )
                 .await?;
                 match reply.status {
-                    200..=399 => {}
+                    // Upstream mode: where to send the browser for RP-initiated logout.
+                    200 => {
+                        let url = JSON::parse(&reply.body)
+                            .ok()
+                            .and_then(|v| {
+                                Reflect::get(&v, &JsValue::from_str("end_session_url")).ok()
+                            })
+                            .filter(|u| u.is_string());
+                        return Ok(url.unwrap_or(JsValue::UNDEFINED));
+                    }
+                    201..=399 => {}
                     400 | 401 | 403 => {
                         return Err(js_error(&Error::RefreshRejected {
                             status: reply.status,
@@ -829,6 +839,40 @@ impl TokenClient {
             }
             Ok(JsValue::UNDEFINED)
         })
+    }
+
+    /// Navigates the page (top level) to `loginUrl?returnTo=<returnTo or this page>`, where
+    /// the backend starts the provider's sign-in; after its callback, `start()` resolves true.
+    pub fn login(&self, return_to: Option<String>) -> Result<(), JsValue> {
+        self.inner.check_live()?;
+        let url = self
+            .inner
+            .opts
+            .login_url
+            .clone()
+            .ok_or(Error::InvalidOptions(
+                "login() needs the loginUrl option".into(),
+            ))?;
+        let location = Reflect::get(&js_sys::global(), &JsValue::from_str("location"))
+            .ok()
+            .filter(|l| l.is_object())
+            .ok_or(Error::UnsupportedEnvironment)?;
+        let back = match return_to {
+            Some(r) => r,
+            None => Reflect::get(&location, &JsValue::from_str("href"))
+                .ok()
+                .and_then(|h| h.as_string())
+                .unwrap_or_default(),
+        };
+        let mut target = url;
+        target.push(if target.contains('?') { '&' } else { '?' });
+        target.push_str("returnTo=");
+        target.push_str(&String::from(js_sys::encode_uri_component(&back)));
+        let assign = Reflect::get(&location, &JsValue::from_str("assign"))?;
+        assign
+            .dyn_into::<Function>()?
+            .call1(&location, &JsValue::from_str(&target))?;
+        Ok(())
     }
 
     /// Adds an event listener; returns the function that removes it.

@@ -21,6 +21,8 @@ pub struct Options {
     pub refresh_url: String,
     /// Absolute logout URL, if any.
     pub logout_url: Option<String>,
+    /// Absolute URL of the backend's sign-in start (`login()` navigates there), if any.
+    pub login_url: Option<String>,
     /// Normalised origins that get the Bearer header.
     pub allowed_origins: Vec<String>,
     /// Extra headers on refresh and logout calls.
@@ -42,9 +44,10 @@ impl Options {
     }
 }
 
-const KNOWN: [&str; 9] = [
+const KNOWN: [&str; 10] = [
     "refreshUrl",
     "logoutUrl",
+    "loginUrl",
     "refreshSkewSeconds",
     "allowedOrigins",
     "refreshHeaders",
@@ -124,6 +127,9 @@ pub fn parse(
     )?;
     let logout_url = get("logoutUrl")
         .map(|u| url(u, "logoutUrl", resolve))
+        .transpose()?;
+    let login_url = get("loginUrl")
+        .map(|u| url(u, "loginUrl", resolve))
         .transpose()?;
 
     let skew_ms = match get("refreshSkewSeconds") {
@@ -268,6 +274,7 @@ pub fn parse(
     Ok(Options {
         refresh_url,
         logout_url,
+        login_url,
         allowed_origins,
         refresh_headers,
         cross_tab,
@@ -311,6 +318,7 @@ mod tests {
         let o = opts(r#"{"refreshUrl":"/auth/refresh"}"#).unwrap();
         assert_eq!(o.refresh_url, "https://app.example.com/auth/refresh");
         assert_eq!(o.logout_url, None);
+        assert_eq!(o.login_url, None);
         assert_eq!(o.allowed_origins, ["https://app.example.com"]);
         assert_eq!(
             o.refresh_headers,
@@ -333,12 +341,16 @@ mod tests {
     #[test]
     fn every_option_can_be_set() {
         let o = opts(
-            r#"{"refreshUrl":"https://auth.example.com/r","logoutUrl":"/auth/logout","refreshSkewSeconds":5.5,
+            r#"{"refreshUrl":"https://auth.example.com/r","logoutUrl":"/auth/logout","loginUrl":"/auth/login","refreshSkewSeconds":5.5,
                 "allowedOrigins":["https://API.example.com:443","http://localhost:3000"],
                 "refreshHeaders":{"X-CSRF":"1"},"crossTab":false,"channelName":"app",
                 "requestTimeoutMs":2500,"retry":{"maxAttempts":2,"baseDelayMs":10,"maxDelayMs":100}}"#,
         )
         .unwrap();
+        assert_eq!(
+            o.login_url.as_deref(),
+            Some("https://app.example.com/auth/login")
+        );
         assert_eq!(
             o.logout_url.as_deref(),
             Some("https://app.example.com/auth/logout")

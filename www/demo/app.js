@@ -29,7 +29,13 @@ main();
 async function main() {
   try {
     const { createTokenClient } = await import("/pkg/index.js");
-    client = await createTokenClient({ refreshUrl: "/auth/refresh", logoutUrl: "/auth/logout" });
+    // Upstream mode (make demo-oidc): the server says where sign-in starts.
+    const upstream = await fetch("/auth/config").then((r) => (r.ok ? r.json() : null)).catch(() => null);
+    client = await createTokenClient({
+      refreshUrl: "/auth/refresh", logoutUrl: "/auth/logout",
+      ...(upstream ? { loginUrl: upstream.loginUrl } : {}),
+    });
+    if (upstream) showProviderLogin();
   } catch (err) {
     el.wasmStatus.textContent = `failed: ${errCode(err)}`;
     el.wasmStatus.dataset.kind = "error";
@@ -105,6 +111,7 @@ function render() {
   el.state.dataset.state = state;
   const signedIn = client !== null && state !== "signedOut";
   el.loginFieldset.disabled = !client || signedIn;
+  if (!$("provider-login").hidden) $("provider-sign-in").disabled = !client || signedIn;
   el.callApi.disabled = !signedIn;
   el.refresh.disabled = !signedIn;
   el.logout.disabled = !signedIn;
@@ -187,8 +194,10 @@ function wireUi() {
     setMessage("Refreshed — new token in memory.");
   }));
   el.logout.addEventListener("click", () => run("logout()", async () => {
-    await client.logout();
+    const endSession = await client.logout();
     setMessage("Logged out here and in other tabs; the server revoked the refresh cookie.");
+    // Upstream mode: end the provider's session too (RP-initiated logout).
+    if (endSession) location.assign(endSession);
   }));
   el.openTab.addEventListener("click", () => window.open(location.href, "_blank"));
   el.clearTimeline.addEventListener("click", () => el.timeline.replaceChildren());
@@ -198,6 +207,20 @@ function wireUi() {
     if (!client || !scope) { el.scopeResult.textContent = ""; return; }
     el.scopeResult.textContent = `hasScope(${JSON.stringify(scope)}) → ${client.hasScope(scope)}`;
   });
+}
+
+function showProviderLogin() {
+  el.loginForm.hidden = true;
+  const box = $("provider-login");
+  box.hidden = false;
+  const button = $("provider-sign-in");
+  button.addEventListener("click", () => client.login(location.origin + "/"));
+  const error = new URLSearchParams(location.search).get("login_error");
+  if (error) {
+    const p = $("provider-error");
+    p.textContent = `Sign-in did not complete: ${error}`;
+    p.hidden = false;
+  }
 }
 
 async function onLogin(e) {

@@ -33,6 +33,8 @@ pub enum LogFormat {
     version,
     about,
     long_about = None,
+    // A flag given twice: the later one wins (test harnesses append to a base command line).
+    args_override_self = true,
     after_help = "The first line on stdout is `listening on http://ADDR`. Logs go to stderr; \
 TW_LOG is an EnvFilter directive list (default info; e.g. debug, warn, tokenwarden_server=debug). \
 Paths are relative to the working directory: run it from the repository root."
@@ -134,6 +136,9 @@ pub struct Config {
     /// `aud` of issued tokens.
     #[arg(skip = DEFAULT_AUDIENCE.to_string())]
     pub audience: String,
+    /// Upstream mode: `--oidc-*` / `TW_OIDC_*` (off unless `--oidc-issuer` is set).
+    #[command(flatten)]
+    pub oidc: crate::upstream::config::UpstreamArgs,
 }
 
 fn non_negative_secs(v: &str) -> Result<f64, String> {

@@ -45,12 +45,12 @@ fn is_token_char(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b == b'-' || b == b'_'
 }
 
-/// Every non-empty refresh-cookie value in the `Cookie` header(s), in order, at most
+/// Every non-empty value of the cookie `name` in the `Cookie` header(s), in order, at most
 /// [`MAX_CANDIDATES`]. Lenient: the header is read as bytes, so a non-ASCII byte or a
 /// malformed pair elsewhere does not hide the cookie, and values that cannot be a token
-/// of ours are skipped.
-pub fn refresh_cookie_candidates(headers: &HeaderMap) -> Vec<String> {
-    let name = REFRESH_COOKIE.as_bytes();
+/// of ours (base64url) are skipped.
+pub fn cookie_candidates(headers: &HeaderMap, name: &str) -> Vec<String> {
+    let name = name.as_bytes();
     headers
         .get_all(header::COOKIE)
         .iter()
@@ -68,6 +68,12 @@ pub fn refresh_cookie_candidates(headers: &HeaderMap) -> Vec<String> {
         })
         .take(MAX_CANDIDATES)
         .collect()
+}
+
+/// Every refresh-cookie candidate of the request ([`cookie_candidates`] of
+/// [`REFRESH_COOKIE`]).
+pub fn refresh_cookie_candidates(headers: &HeaderMap) -> Vec<String> {
+    cookie_candidates(headers, REFRESH_COOKIE)
 }
 
 /// Extractor: the refresh-cookie candidates of the request (possibly none).

@@ -1,6 +1,7 @@
 //! Reference backend for tokenwarden: login, rotating HttpOnly refresh cookie, ES256 access
 //! tokens, a protected `/api/me`, operations endpoints, static files for the demo, and a
-//! test mode for browser tests.
+//! test mode for browser tests. In upstream mode ([`upstream`]) it is a token-mediating
+//! backend in front of an OpenID Provider instead.
 //!
 //! [`app`] builds the whole [`Router`] from an [`AppState`], so tests drive it with
 //! `tower::ServiceExt::oneshot` without a socket; [`serve::serve`] puts it on a socket with
@@ -24,6 +25,7 @@ pub mod state;
 pub mod store;
 pub mod testing;
 pub mod tokens;
+pub mod upstream;
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -100,12 +102,17 @@ pub async fn build_state(config: &Config) -> Result<AppState, StartupError> {
 
 /// The whole application.
 pub fn app(state: AppState) -> Router {
-    let mut router = Router::new()
-        .route("/auth/login", post(routes::auth::login))
-        .route("/auth/refresh", post(routes::auth::refresh))
-        .route("/auth/logout", post(routes::auth::logout))
+    // Upstream mode replaces the /auth/* and /api/me handlers.
+    let router = match state.upstream.get() {
+        Some(_) => routes::upstream::router(),
+        None => Router::new()
+            .route("/auth/login", post(routes::auth::login))
+            .route("/auth/refresh", post(routes::auth::refresh))
+            .route("/auth/logout", post(routes::auth::logout))
+            .route("/api/me", get(routes::api::me)),
+    };
+    let mut router = router
         .route("/.well-known/jwks.json", get(routes::api::jwks))
-        .route("/api/me", get(routes::api::me))
         .route("/healthz", get(routes::ops::healthz))
         .route("/readyz", get(routes::ops::readyz))
         .route("/metrics", get(routes::ops::metrics))

@@ -77,6 +77,11 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     }
+    // Upstream mode: check the --oidc-* flags and discover the OpenID Provider before serving.
+    if let Err(e) = tokenwarden_server::upstream::start(&config, &state).await {
+        eprintln!("error: {e}");
+        return ExitCode::FAILURE;
+    }
     let addr = config.listen_addr();
     let listener = match tokio::net::TcpListener::bind(addr).await {
         Ok(l) => l,
@@ -98,6 +103,7 @@ async fn main() -> ExitCode {
         test_mode = config.test_mode,
         memory_store = config.memory_store,
         postgres = config.database_url.is_some(),
+        upstream = state.upstream.get().is_some(),
         www = %config.www_dir.display(),
         pkg = %config.pkg_dir.display(),
         "tokenwarden-server started"

@@ -57,10 +57,19 @@ fn revoked(state: &AppState, family_id: &str, why: &'static str) {
     tracing::info!(family = %family_id, why, "token family revoked");
 }
 
-/// Start a new token family for `sub` (after a successful login). If `sub` now has more
-/// live families than allowed, the oldest are revoked.
-pub async fn start(state: &AppState, sub: &str) -> Result<Issued, AppError> {
-    let now_ms = state.now_ms();
+/// A family just opened by [`open_family`].
+pub struct Opened {
+    /// The family.
+    pub family: Family,
+    /// Its first refresh token (goes only into the cookie).
+    pub refresh_token: String,
+    /// Families of the same user revoked by the per-user cap (already refused).
+    pub capped: Vec<String>,
+}
+
+/// Open a new token family for `sub`. If `sub` now has more live families than allowed,
+/// the oldest are revoked (their ids are in [`Opened::capped`]).
+pub async fn open_family(state: &AppState, sub: &str, now_ms: i64) -> Result<Opened, AppError> {
     let lifetime_ms = (state.tunables().family_lifetime_s * 1000.0).ceil() as i64;
     let family = Family {
         id: tokens::random_id(16),
@@ -80,8 +89,29 @@ pub async fn start(state: &AppState, sub: &str) -> Result<Issued, AppError> {
     for id in &capped {
         revoked(state, id, "per-user family cap");
     }
-    let (access_token, expires_in) = access_token(state, &family, AccessLifetime::Normal, now_ms)?;
     tracing::info!(family = %family.id, "session started");
+    Ok(Opened {
+        family,
+        refresh_token,
+        capped,
+    })
+}
+
+/// Seconds until a family ending at `expires_at_ms` ends (cookie `Max-Age`).
+pub fn family_remaining_s(expires_at_ms: i64, now_ms: i64) -> i64 {
+    remaining_s(expires_at_ms, now_ms)
+}
+
+/// Start a new token family for `sub` (after a successful login). If `sub` now has more
+/// live families than allowed, the oldest are revoked.
+pub async fn start(state: &AppState, sub: &str) -> Result<Issued, AppError> {
+    let now_ms = state.now_ms();
+    let Opened {
+        family,
+        refresh_token,
+        ..
+    } = open_family(state, sub, now_ms).await?;
+    let (access_token, expires_in) = access_token(state, &family, AccessLifetime::Normal, now_ms)?;
     Ok(Issued {
         access_token,
         expires_in,
@@ -96,17 +126,28 @@ pub enum NotRotated {
     /// Unknown, expired or revoked: nothing happened.
     Refused(Rejection),
     /// A retired token: its family has just been revoked.
-    Reused,
+    Reused {
+        /// The revoked family.
+        family_id: String,
+    },
 }
 
-/// Rotate `presented`: retire it and issue a new refresh token in the same family.
-/// A retired token is reuse: the family is revoked.
-pub async fn rotate(
+/// A rotated family and the new refresh token that is now live in it.
+pub struct Rotated {
+    /// The family (unchanged end).
+    pub family: Family,
+    /// The new refresh token (goes only into the cookie).
+    pub refresh_token: String,
+}
+
+/// Rotate `presented` without minting an access token: retire it and make a new refresh
+/// token live in the same family. A retired token is reuse: the family is revoked. Used by
+/// [`rotate`] and by upstream mode (whose access tokens are the provider's).
+pub async fn rotate_family(
     state: &AppState,
     presented: &str,
-    lifetime: AccessLifetime,
-) -> Result<Result<Issued, NotRotated>, AppError> {
-    let now_ms = state.now_ms();
+    now_ms: i64,
+) -> Result<Result<Rotated, NotRotated>, AppError> {
     // The successor is derived from the presented token, so a replay of it (a lost
     // response) can be answered with the same successor while only hashes are stored.
     let next = tokens::successor(crate::shared::successor_key(state).await?, presented);
@@ -126,19 +167,16 @@ pub async fn rotate(
                 bump(&state.metrics.counters.lost_responses_repeated);
                 tracing::info!(family = %family.id, "lost response: the same successor again");
             }
-            let (access_token, expires_in) = access_token(state, &family, lifetime, now_ms)?;
-            Ok(Ok(Issued {
-                access_token,
-                expires_in,
+            Ok(Ok(Rotated {
+                family,
                 refresh_token: next,
-                family_remaining_s: remaining_s(family.expires_at_ms, now_ms),
             }))
         }
         Rotation::Reused { family_id } => {
             bump(&state.metrics.counters.reuse_detected);
             tracing::warn!(family = %family_id, "refresh token reuse detected");
             revoked(state, &family_id, "refresh token reuse");
-            Ok(Err(NotRotated::Reused))
+            Ok(Err(NotRotated::Reused { family_id }))
         }
         Rotation::Rejected(reason) => {
             let why = match reason {
@@ -152,16 +190,52 @@ pub async fn rotate(
     }
 }
 
-/// Revoke the family of `presented` (logout). Unknown tokens are fine.
-pub async fn end(state: &AppState, presented: &str) -> Result<(), AppError> {
-    if let Some(family_id) = state
+/// Rotate `presented`: retire it and issue a new refresh token in the same family.
+/// A retired token is reuse: the family is revoked.
+pub async fn rotate(
+    state: &AppState,
+    presented: &str,
+    lifetime: AccessLifetime,
+) -> Result<Result<Issued, NotRotated>, AppError> {
+    let now_ms = state.now_ms();
+    Ok(match rotate_family(state, presented, now_ms).await? {
+        Ok(Rotated {
+            family,
+            refresh_token,
+        }) => {
+            let (access_token, expires_in) = access_token(state, &family, lifetime, now_ms)?;
+            Ok(Issued {
+                access_token,
+                expires_in,
+                refresh_token,
+                family_remaining_s: remaining_s(family.expires_at_ms, now_ms),
+            })
+        }
+        Err(e) => Err(e),
+    })
+}
+
+/// Revoke the family `token` belongs to (live or retired), giving `why` in the log line. The
+/// id of the family if it was newly revoked.
+pub async fn end_family_of(
+    state: &AppState,
+    token: &str,
+    why: &'static str,
+) -> Result<Option<String>, AppError> {
+    let id = state
         .store
-        .revoke_family_of(&hash_refresh_token(presented), state.now_ms())
-        .await?
-    {
-        revoked(state, &family_id, "logout");
+        .revoke_family_of(&hash_refresh_token(token), state.now_ms())
+        .await?;
+    if let Some(id) = &id {
+        revoked(state, id, why);
     }
-    Ok(())
+    Ok(id)
+}
+
+/// Revoke the family of `presented` (logout). Unknown tokens are fine. The id of the
+/// family if it was newly revoked.
+pub async fn end(state: &AppState, presented: &str) -> Result<Option<String>, AppError> {
+    end_family_of(state, presented, "logout").await
 }
 
 /// At start: refuse the access tokens of families revoked recently enough that some of
@@ -183,6 +257,10 @@ pub async fn maintain(state: &AppState, grace_ms: i64) -> Result<u64, AppError> 
         .store
         .purge(now_ms - grace_ms.max(state.max_token_life_ms()))
         .await?;
+    if let Some(up) = state.upstream.get() {
+        // Pending logins, grants of ended families and leases that ran out.
+        up.store.purge_upstream(now_ms - grace_ms).await?;
+    }
     state.revoked.forget_expired(now_ms);
     state.login_limiter.forget_idle();
     if purged > 0 {

@@ -4,7 +4,7 @@
 use std::ops::Deref;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::{Arc, OnceLock, PoisonError, RwLock};
 use std::time::Duration;
 
 use crate::clock::Clock;
@@ -15,6 +15,7 @@ use crate::metrics::Metrics;
 use crate::revoked::RevokedFamilies;
 use crate::store::RefreshStore;
 use crate::tokens::Validation;
+use crate::upstream::Upstream;
 
 /// Lifetimes that test mode may change at run time.
 #[derive(Debug, Clone, Copy)]
@@ -73,6 +74,9 @@ pub struct Inner {
     pub successor_key: tokio::sync::OnceCell<[u8; 32]>,
     /// Whether the signing keys come from the store (shared by every instance).
     pub shared_keys: std::sync::atomic::AtomicBool,
+    /// Upstream mode: the OpenID Provider client, set once at start when an issuer is
+    /// configured ([`crate::upstream::start`]); unset in the built-in mode.
+    pub upstream: OnceLock<Arc<Upstream>>,
 }
 
 /// Cheaply clonable handle on the server state.
@@ -133,6 +137,7 @@ impl AppState {
             revoked: RevokedFamilies::default(),
             successor_key: tokio::sync::OnceCell::new(),
             shared_keys: std::sync::atomic::AtomicBool::new(false),
+            upstream: OnceLock::new(),
         }))
     }
 

@@ -21,9 +21,12 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::error::{AppError, BearerFailure};
-use crate::extract::{check_bearer, has_csrf_header, refresh_cookie_candidates};
+use crate::extract::{
+    check_bearer, has_csrf_header, refresh_cookie, refresh_cookie_candidates, RefreshCookies,
+};
 use crate::metrics::CountersSnapshot;
 use crate::routes::auth::RefreshCounted;
+use crate::session;
 use crate::state::AppState;
 use crate::tokens::AccessLifetime;
 
@@ -334,6 +337,103 @@ async fn reset(State(Ctx { app, test }): State<Ctx>) -> StatusCode {
     StatusCode::NO_CONTENT
 }
 
+/// Upstream mode: the provider-call counters.
+async fn upstream_counters(State(Ctx { app, .. }): State<Ctx>) -> Result<Response, AppError> {
+    let Some(up) = app.upstream.get() else {
+        return Ok(StatusCode::NOT_FOUND.into_response());
+    };
+    let c = &up.counters;
+    let n = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
+    Ok(Json(json!({
+        "codeExchanges": n(&c.code_exchanges),
+        "providerRefreshes": n(&c.provider_refreshes),
+        "providerRefreshFailures": n(&c.provider_refresh_failures),
+        "cachedServed": n(&c.cached_served),
+        "leaseWaits": n(&c.lease_waits),
+        "revocations": n(&c.revocations),
+        "introspections": n(&c.introspections),
+    }))
+    .into_response())
+}
+
+/// Upstream mode: the next callback expects another nonce than the login's (to prove that
+/// the ID token's nonce is checked).
+async fn upstream_tamper_nonce(State(Ctx { app, .. }): State<Ctx>) -> StatusCode {
+    match app.upstream.get() {
+        Some(up) => {
+            up.tamper_next_nonce
+                .store(true, std::sync::atomic::Ordering::SeqCst);
+            StatusCode::NO_CONTENT
+        }
+        None => StatusCode::NOT_FOUND,
+    }
+}
+
+/// Upstream mode: rotate the presented cookie like a refresh, mark the family's cached
+/// provider token as used up, then ask for the family's access token `n` times at once (as
+/// `n` instances sharing the store would). Answers how many distinct tokens came back (never
+/// a token) and sets the rotated cookie. Proves the lease: one provider call for all of them.
+async fn upstream_concurrent_access(
+    State(Ctx { app: state, .. }): State<Ctx>,
+    uri: axum::http::Uri,
+    RefreshCookies(candidates): RefreshCookies,
+) -> Result<Response, AppError> {
+    use crate::routes::upstream::{access_for, load_grant};
+    let Some(up) = state.upstream.get().cloned() else {
+        return Ok(StatusCode::NOT_FOUND.into_response());
+    };
+    let n = url::form_urlencoded::parse(uri.query().unwrap_or("").as_bytes())
+        .find(|(k, _)| k == "n")
+        .and_then(|(_, v)| v.parse::<usize>().ok())
+        .unwrap_or(5)
+        .clamp(1, 50);
+    let presented = candidates.first().ok_or(AppError::InvalidGrant)?;
+    let now = state.now_ms();
+    let Ok(session::Rotated {
+        family,
+        refresh_token,
+    }) = session::rotate_family(&state, presented, now).await?
+    else {
+        return Err(AppError::InvalidGrant);
+    };
+    let mut grant = load_grant(&up, &family.id)
+        .await?
+        .ok_or(AppError::InvalidGrant)?;
+    grant.access_expires_at_ms = now;
+    up.store
+        .put_grant(
+            &family.id,
+            &up.seal_grant(&family.id, &grant),
+            family.expires_at_ms,
+        )
+        .await?;
+    let calls: Vec<_> = (0..n)
+        .map(|_| {
+            let (state, up, family) = (state.clone(), up.clone(), family.clone());
+            tokio::spawn(async move { access_for(&state, &up, &family).await })
+        })
+        .collect();
+    let mut tokens = std::collections::HashSet::new();
+    let mut failures = 0;
+    for call in calls {
+        match call.await {
+            Ok(Ok(Ok(grant))) => {
+                tokens.insert(crate::tokens::hash_refresh_token(&grant.access_token));
+            }
+            _ => failures += 1,
+        }
+    }
+    let remaining_s = session::family_remaining_s(family.expires_at_ms, now);
+    Ok((
+        [(
+            header::SET_COOKIE,
+            refresh_cookie(&refresh_token, remaining_s),
+        )],
+        Json(json!({ "requests": n, "distinctTokens": tokens.len(), "failures": failures })),
+    )
+        .into_response())
+}
+
 /// With shared keys (PostgreSQL) the new key is stored for every instance and signs from
 /// two reloads later; otherwise this process signs with a new key at once.
 async fn rotate_key(State(Ctx { app, .. }): State<Ctx>) -> Result<StatusCode, AppError> {
@@ -447,6 +547,12 @@ pub fn install(router: Router<AppState>, state: &AppState) -> Router<AppState> {
         .route("/log", get(log))
         .route("/reset", post(reset))
         .route("/rotate-key", post(rotate_key))
+        .route("/upstream/counters", get(upstream_counters))
+        .route("/upstream/tamper-next-nonce", post(upstream_tamper_nonce))
+        .route(
+            "/upstream/concurrent-access",
+            post(upstream_concurrent_access),
+        )
         .with_state(ctx.clone());
     router
         .nest("/test", routes)

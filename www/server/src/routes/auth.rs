@@ -143,7 +143,7 @@ async fn rotate_any(
     for token in candidates {
         match session::rotate(state, token, lifetime).await? {
             Ok(issued) => return Ok(issued),
-            Err(NotRotated::Refused(_) | NotRotated::Reused) => continue,
+            Err(NotRotated::Refused(_) | NotRotated::Reused { .. }) => continue,
         }
     }
     Err(AppError::InvalidGrant)

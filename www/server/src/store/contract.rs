@@ -2,10 +2,14 @@
 //! [`run_all`] runs them all. An implementation's tests call `run_all(|| make_store())`, so
 //! a new store (PostgreSQL, …) is held to the same contract as the memory and SQLite ones.
 //! The functions panic (assert) on a breach, as tests do.
+//!
+//! [`upstream_run_all`] does the same for [`UpstreamStore`], on two handles `a` and `b` on the
+//! same data (the same object twice for a store in memory; two connections to one database
+//! otherwise), so that what one handle writes the other must see.
 
 use std::future::Future;
 
-use super::{Family, RefreshStore, Rejection, Rotation, StoreStats};
+use super::{Family, RefreshStore, Rejection, Rotation, StoreStats, UpstreamStore};
 use crate::tokens::hash_refresh_token as h;
 
 fn family(id: &str, sub: &str, expires_at_ms: i64) -> Family {
@@ -291,4 +295,99 @@ pub async fn concurrent_presentations_rotate_once(store: &dyn RefreshStore) {
                 .any(|o| matches!(o, Rotation::Reused { .. })),
         "{outcomes:?}"
     );
+}
+
+/// Run every [`UpstreamStore`] check on `a` and `b`, two handles on the same (empty) data.
+pub async fn upstream_run_all(a: &dyn UpstreamStore, b: &dyn UpstreamStore) {
+    a_pending_login_is_single_use_and_never_outlives_its_expiry(a, b).await;
+    grants_are_replaced_and_leases_are_held_by_one_holder_at_a_time(a, b).await;
+    purge_drops_ended_upstream_rows_and_keeps_the_others(a, b).await;
+}
+
+/// A pending login is taken once, by either handle, and never after it expired.
+pub async fn a_pending_login_is_single_use_and_never_outlives_its_expiry(
+    a: &dyn UpstreamStore,
+    b: &dyn UpstreamStore,
+) {
+    ok(a.put_pending(&h("s1"), b"p1", 1_000)).await;
+    ok(a.put_pending(&h("s2"), b"p2", 1_000)).await;
+    assert_eq!(
+        ok(b.take_pending(&h("s1"), 10)).await.as_deref(),
+        Some(&b"p1"[..])
+    );
+    assert_eq!(ok(a.take_pending(&h("s1"), 10)).await, None, "replayed");
+    assert_eq!(ok(a.take_pending(&h("s2"), 1_000)).await, None, "expired");
+    assert_eq!(
+        ok(b.take_pending(&h("s2"), 10)).await,
+        None,
+        "an expired one is gone"
+    );
+    assert_eq!(ok(a.take_pending(&h("nope"), 10)).await, None);
+}
+
+/// A grant is replaced by the newer one; a lease has one holder at a time across handles, is
+/// renewed by its holder, taken over once it ran out, released only by its holder, and is
+/// per family; deleting a grant drops its lease.
+pub async fn grants_are_replaced_and_leases_are_held_by_one_holder_at_a_time(
+    a: &dyn UpstreamStore,
+    b: &dyn UpstreamStore,
+) {
+    ok(a.put_grant("f", b"g1", 10_000)).await;
+    ok(a.put_grant("f", b"g2", 10_000)).await;
+    assert_eq!(ok(b.grant("f")).await.as_deref(), Some(&b"g2"[..]));
+    assert_eq!(ok(b.grant("other")).await, None);
+    assert!(ok(a.try_lease("f", "x", 0, 100)).await);
+    assert!(!ok(b.try_lease("f", "y", 50, 100)).await);
+    assert!(
+        ok(a.try_lease("f", "x", 60, 100)).await,
+        "the holder may renew"
+    );
+    assert!(!ok(b.try_lease("f", "y", 159, 100)).await);
+    assert!(
+        ok(b.try_lease("f", "y", 160, 100)).await,
+        "a lease that ran out is taken over"
+    );
+    ok(a.release_lease("f", "x")).await;
+    assert!(
+        !ok(a.try_lease("f", "x", 170, 100)).await,
+        "only the holder releases"
+    );
+    ok(b.release_lease("f", "y")).await;
+    assert!(ok(a.try_lease("f", "x", 170, 100)).await);
+    assert!(
+        ok(a.try_lease("g", "y", 170, 100)).await,
+        "leases are per family"
+    );
+    ok(a.delete_grant("f")).await;
+    assert_eq!(ok(b.grant("f")).await, None);
+    assert!(
+        ok(b.try_lease("f", "z", 171, 100)).await,
+        "the lease went with the grant"
+    );
+}
+
+/// Purge deletes pending logins, grants (by their family's end) and leases that ended
+/// before the cut-off, and nothing else.
+pub async fn purge_drops_ended_upstream_rows_and_keeps_the_others(
+    a: &dyn UpstreamStore,
+    b: &dyn UpstreamStore,
+) {
+    ok(a.put_pending(&h("old"), b"p", 1_000)).await;
+    ok(a.put_pending(&h("new"), b"p", 9_000)).await;
+    ok(a.put_grant("ended", b"g", 1_000)).await;
+    ok(a.put_grant("live", b"g", 9_000)).await;
+    assert!(ok(a.try_lease("ended", "x", 0, 500)).await);
+    assert!(ok(a.try_lease("live", "x", 0, 9_000)).await);
+    assert!(ok(b.purge_upstream(2_000)).await >= 3);
+    assert_eq!(ok(a.grant("ended")).await, None);
+    assert_eq!(ok(a.grant("live")).await.as_deref(), Some(&b"g"[..]));
+    assert_eq!(
+        ok(a.take_pending(&h("new"), 2_000)).await.as_deref(),
+        Some(&b"p"[..])
+    );
+    assert!(
+        !ok(a.try_lease("live", "y", 2_000, 100)).await,
+        "a live lease stays"
+    );
+    assert_eq!(ok(b.purge_upstream(2_000)).await, 0);
 }

@@ -3,7 +3,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Mutex, MutexGuard};
 
-use super::{Family, RefreshStore, Rejection, Rotation, StoreError, StoreStats};
+use super::{Family, RefreshStore, Rejection, Rotation, StoreError, StoreStats, UpstreamStore};
 use crate::tokens::TokenHash;
 
 #[derive(Debug)]
@@ -34,6 +34,12 @@ struct Tables {
     /// Family ids of each user, oldest first (may hold ids of ended or purged families).
     by_sub: HashMap<String, VecDeque<String>>,
     secrets: HashMap<String, Vec<u8>>,
+    /// Upstream mode: pending logins (sealed, expiry).
+    pending: HashMap<TokenHash, (Vec<u8>, i64)>,
+    /// Upstream mode: sealed grants (sealed, the family's end).
+    grants: HashMap<String, (Vec<u8>, i64)>,
+    /// Upstream mode: leases (holder, until).
+    leases: HashMap<String, (String, i64)>,
 }
 
 /// An in-memory store (lost on restart).
@@ -234,6 +240,94 @@ impl RefreshStore for MemoryStore {
     }
 }
 
+#[async_trait::async_trait]
+impl UpstreamStore for MemoryStore {
+    async fn put_pending(
+        &self,
+        key: &TokenHash,
+        sealed: &[u8],
+        expires_at_ms: i64,
+    ) -> Result<(), StoreError> {
+        self.lock()?
+            .pending
+            .insert(*key, (sealed.to_vec(), expires_at_ms));
+        Ok(())
+    }
+
+    async fn take_pending(
+        &self,
+        key: &TokenHash,
+        now_ms: i64,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self
+            .lock()?
+            .pending
+            .remove(key)
+            .filter(|(_, exp)| *exp > now_ms)
+            .map(|(v, _)| v))
+    }
+
+    async fn put_grant(
+        &self,
+        family_id: &str,
+        sealed: &[u8],
+        expires_at_ms: i64,
+    ) -> Result<(), StoreError> {
+        self.lock()?
+            .grants
+            .insert(family_id.to_string(), (sealed.to_vec(), expires_at_ms));
+        Ok(())
+    }
+
+    async fn grant(&self, family_id: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.lock()?.grants.get(family_id).map(|(v, _)| v.clone()))
+    }
+
+    async fn delete_grant(&self, family_id: &str) -> Result<(), StoreError> {
+        let mut t = self.lock()?;
+        t.grants.remove(family_id);
+        t.leases.remove(family_id);
+        Ok(())
+    }
+
+    async fn try_lease(
+        &self,
+        family_id: &str,
+        holder: &str,
+        now_ms: i64,
+        ttl_ms: i64,
+    ) -> Result<bool, StoreError> {
+        let mut t = self.lock()?;
+        match t.leases.get(family_id) {
+            Some((h, until)) if h != holder && *until > now_ms => Ok(false),
+            _ => {
+                t.leases.insert(
+                    family_id.to_string(),
+                    (holder.to_string(), now_ms.saturating_add(ttl_ms)),
+                );
+                Ok(true)
+            }
+        }
+    }
+
+    async fn release_lease(&self, family_id: &str, holder: &str) -> Result<(), StoreError> {
+        let mut t = self.lock()?;
+        if t.leases.get(family_id).is_some_and(|(h, _)| h == holder) {
+            t.leases.remove(family_id);
+        }
+        Ok(())
+    }
+
+    async fn purge_upstream(&self, before_ms: i64) -> Result<u64, StoreError> {
+        let mut t = self.lock()?;
+        let before = t.pending.len() + t.grants.len() + t.leases.len();
+        t.pending.retain(|_, (_, exp)| *exp >= before_ms);
+        t.grants.retain(|_, (_, exp)| *exp >= before_ms);
+        t.leases.retain(|_, (_, until)| *until >= before_ms);
+        Ok((before - t.pending.len() - t.grants.len() - t.leases.len()) as u64)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -241,5 +335,11 @@ mod tests {
     #[tokio::test]
     async fn the_memory_store_keeps_the_store_contract() {
         super::super::contract::run_all(MemoryStore::new).await;
+    }
+
+    #[tokio::test]
+    async fn the_memory_store_keeps_the_upstream_contract() {
+        let store = MemoryStore::new();
+        super::super::contract::upstream_run_all(&store, &store).await;
     }
 }

@@ -3,6 +3,10 @@
 //! (`DATABASE_URL`) for several instances on one PostgreSQL. [`contract`] holds the behaviour
 //! every implementation must show, as functions any implementation's tests call.
 //!
+//! Upstream mode ([`crate::upstream`]) keeps a little more, behind a second trait,
+//! [`UpstreamStore`], implemented by the same stores: pending logins, the sealed provider
+//! grant of each family and a per-family lease.
+//!
 //! Every operation that reads and then writes is atomic (one mutex / one transaction / one
 //! row-locking SQL function), so two concurrent refreshes of the same token cannot both win,
 //! whichever instances they reach.
@@ -186,4 +190,55 @@ impl fmt::Debug for StoredKey {
             .field("not_before_ms", &self.not_before_ms)
             .finish_non_exhaustive()
     }
+}
+
+/// What upstream mode keeps besides the families: pending logins (single use,
+/// short-lived), the sealed provider grant of each family, and a lease per family so that
+/// concurrent refreshes of one family make one provider call. Values are sealed by the
+/// caller ([`crate::upstream::seal`]): the store never sees a provider token in clear.
+///
+/// The lease lives in the store, not in a process mutex, so that servers sharing a database
+/// see each other's lease. A PostgreSQL store can implement [`UpstreamStore::try_lease`] with
+/// the same single statement as SQLite (`INSERT … ON CONFLICT (family_id) DO UPDATE … WHERE
+/// holder = excluded.holder OR until_ms <= now`) and every other method as one plain query.
+#[async_trait::async_trait]
+pub trait UpstreamStore: Send + Sync + 'static {
+    /// Remember a pending login (sealed) under the hash of its `state`.
+    async fn put_pending(
+        &self,
+        key: &TokenHash,
+        sealed: &[u8],
+        expires_at_ms: i64,
+    ) -> Result<(), StoreError>;
+    /// Take (and delete) the pending login for `key`; `None` if unknown, used or expired.
+    async fn take_pending(
+        &self,
+        key: &TokenHash,
+        now_ms: i64,
+    ) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Store (or replace) the sealed grant of a family that ends at `expires_at_ms`.
+    async fn put_grant(
+        &self,
+        family_id: &str,
+        sealed: &[u8],
+        expires_at_ms: i64,
+    ) -> Result<(), StoreError>;
+    /// The sealed grant of a family.
+    async fn grant(&self, family_id: &str) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Forget the grant (and lease) of a family.
+    async fn delete_grant(&self, family_id: &str) -> Result<(), StoreError>;
+    /// Take the family's lease for `holder` until `now_ms + ttl_ms`, unless another holder's
+    /// lease has not run out. `true` when `holder` now holds it.
+    async fn try_lease(
+        &self,
+        family_id: &str,
+        holder: &str,
+        now_ms: i64,
+        ttl_ms: i64,
+    ) -> Result<bool, StoreError>;
+    /// Give the lease back (only if `holder` still holds it).
+    async fn release_lease(&self, family_id: &str, holder: &str) -> Result<(), StoreError>;
+    /// Delete pending logins, grants and leases that ended before `before_ms`. Returns how
+    /// many rows went.
+    async fn purge_upstream(&self, before_ms: i64) -> Result<u64, StoreError>;
 }

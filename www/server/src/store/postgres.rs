@@ -12,7 +12,9 @@
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use tokio_postgres::NoTls;
 
-use super::{Family, RefreshStore, Rejection, Rotation, StoreError, StoreStats, StoredKey};
+use super::{
+    Family, RefreshStore, Rejection, Rotation, StoreError, StoreStats, StoredKey, UpstreamStore,
+};
 use crate::tokens::TokenHash;
 
 /// Key of the advisory lock held while migrating.
@@ -147,6 +149,27 @@ BEGIN
     UPDATE login_limits SET tat_ms = v_new WHERE key = p_key;
     RETURN 0;
 END $$;
+",
+    ),
+    (
+        4,
+        "
+-- Upstream mode (an OpenID Provider): pending logins, sealed provider grants, leases.
+CREATE TABLE upstream_pending (
+    key BYTEA PRIMARY KEY,
+    sealed BYTEA NOT NULL,
+    expires_at_ms BIGINT NOT NULL
+);
+CREATE TABLE upstream_grants (
+    family_id TEXT PRIMARY KEY,
+    sealed BYTEA NOT NULL,
+    expires_at_ms BIGINT NOT NULL
+);
+CREATE TABLE upstream_leases (
+    family_id TEXT PRIMARY KEY,
+    holder TEXT NOT NULL,
+    until_ms BIGINT NOT NULL
+);
 ",
     ),
 ];
@@ -553,6 +576,147 @@ impl RefreshStore for PgStore {
 /// Tests against a real PostgreSQL: `DATABASE_URL` names it (`make test` starts one with
 /// `scripts/pg.sh`). Without it they say so and pass, unless `TW_REQUIRE_PG=1` (set by
 /// the Makefile), which makes a missing database a failure.
+/// Upstream mode on PostgreSQL: the same rows as SQLite's, so servers sharing the database
+/// share pending logins, grants and the per-family lease (one provider call per renewal
+/// across instances).
+#[async_trait::async_trait]
+impl UpstreamStore for PgStore {
+    async fn put_pending(
+        &self,
+        key: &TokenHash,
+        sealed: &[u8],
+        expires_at_ms: i64,
+    ) -> Result<(), StoreError> {
+        self.client()
+            .await?
+            .execute(
+                "INSERT INTO upstream_pending (key, sealed, expires_at_ms) VALUES ($1, $2, $3)
+                 ON CONFLICT (key) DO UPDATE SET sealed = excluded.sealed, expires_at_ms = excluded.expires_at_ms",
+                &[&&key[..], &sealed, &expires_at_ms],
+            )
+            .await
+            .map_err(err)?;
+        Ok(())
+    }
+
+    async fn take_pending(
+        &self,
+        key: &TokenHash,
+        now_ms: i64,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        // DELETE … RETURNING: exactly one caller, on any instance, gets the row.
+        let row = self
+            .client()
+            .await?
+            .query_opt(
+                "DELETE FROM upstream_pending WHERE key = $1 RETURNING sealed, expires_at_ms",
+                &[&&key[..]],
+            )
+            .await
+            .map_err(err)?;
+        Ok(row
+            .map(|r| (r.get::<_, Vec<u8>>(0), r.get::<_, i64>(1)))
+            .filter(|(_, exp)| *exp > now_ms)
+            .map(|(v, _)| v))
+    }
+
+    async fn put_grant(
+        &self,
+        family_id: &str,
+        sealed: &[u8],
+        expires_at_ms: i64,
+    ) -> Result<(), StoreError> {
+        self.client()
+            .await?
+            .execute(
+                "INSERT INTO upstream_grants (family_id, sealed, expires_at_ms) VALUES ($1, $2, $3)
+                 ON CONFLICT (family_id) DO UPDATE SET sealed = excluded.sealed, expires_at_ms = excluded.expires_at_ms",
+                &[&family_id, &sealed, &expires_at_ms],
+            )
+            .await
+            .map_err(err)?;
+        Ok(())
+    }
+
+    async fn grant(&self, family_id: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let row = self
+            .client()
+            .await?
+            .query_opt(
+                "SELECT sealed FROM upstream_grants WHERE family_id = $1",
+                &[&family_id],
+            )
+            .await
+            .map_err(err)?;
+        Ok(row.map(|r| r.get(0)))
+    }
+
+    async fn delete_grant(&self, family_id: &str) -> Result<(), StoreError> {
+        // A data-modifying WITH runs whether or not it is referenced: one statement.
+        self.client()
+            .await?
+            .execute(
+                "WITH g AS (DELETE FROM upstream_grants WHERE family_id = $1)
+                 DELETE FROM upstream_leases WHERE family_id = $1",
+                &[&family_id],
+            )
+            .await
+            .map_err(err)?;
+        Ok(())
+    }
+
+    async fn try_lease(
+        &self,
+        family_id: &str,
+        holder: &str,
+        now_ms: i64,
+        ttl_ms: i64,
+    ) -> Result<bool, StoreError> {
+        // One statement: insert, or take over a lease of our own or one that ran out; the
+        // row lock of ON CONFLICT serialises instances.
+        let changed = self
+            .client()
+            .await?
+            .execute(
+                "INSERT INTO upstream_leases (family_id, holder, until_ms) VALUES ($1, $2, $3)
+                 ON CONFLICT (family_id) DO UPDATE SET holder = excluded.holder, until_ms = excluded.until_ms
+                 WHERE upstream_leases.holder = excluded.holder OR upstream_leases.until_ms <= $4",
+                &[&family_id, &holder, &now_ms.saturating_add(ttl_ms), &now_ms],
+            )
+            .await
+            .map_err(err)?;
+        Ok(changed == 1)
+    }
+
+    async fn release_lease(&self, family_id: &str, holder: &str) -> Result<(), StoreError> {
+        self.client()
+            .await?
+            .execute(
+                "DELETE FROM upstream_leases WHERE family_id = $1 AND holder = $2",
+                &[&family_id, &holder],
+            )
+            .await
+            .map_err(err)?;
+        Ok(())
+    }
+
+    async fn purge_upstream(&self, before_ms: i64) -> Result<u64, StoreError> {
+        let row = self
+            .client()
+            .await?
+            .query_one(
+                "WITH p AS (DELETE FROM upstream_pending WHERE expires_at_ms < $1 RETURNING 1),
+                      g AS (DELETE FROM upstream_grants WHERE expires_at_ms < $1 RETURNING 1),
+                      l AS (DELETE FROM upstream_leases WHERE until_ms < $1 RETURNING 1)
+                 SELECT (SELECT count(*) FROM p) + (SELECT count(*) FROM g) + (SELECT count(*) FROM l)",
+                &[&before_ms],
+            )
+            .await
+            .map_err(err)?;
+        Ok(u64::try_from(row.get::<_, i64>(0)).unwrap_or(0))
+    }
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
@@ -600,6 +764,15 @@ pub(crate) mod tests {
             return;
         };
         super::super::contract::run_all_async(|| fresh_store(&url)).await;
+    }
+
+    #[tokio::test]
+    async fn two_pg_pools_keep_the_upstream_contract_together() {
+        let Some(url) = database_url("the PostgreSQL upstream store contract") else {
+            return;
+        };
+        let (a, b) = fresh_pair(&url).await;
+        super::super::contract::upstream_run_all(&a, &b).await;
     }
 
     #[tokio::test]

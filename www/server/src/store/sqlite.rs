@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 
 use rusqlite::{params, Connection, OptionalExtension as _, TransactionBehavior};
 
-use super::{Family, RefreshStore, Rejection, Rotation, StoreError, StoreStats};
+use super::{Family, RefreshStore, Rejection, Rotation, StoreError, StoreStats, UpstreamStore};
 use crate::tokens::TokenHash;
 
 /// File name inside the data directory.
@@ -40,6 +40,22 @@ CREATE INDEX IF NOT EXISTS families_by_sub ON families(sub, created_at_ms);
 CREATE TABLE IF NOT EXISTS server_secrets (
     name TEXT PRIMARY KEY,
     value BLOB NOT NULL
+);
+-- Upstream mode (an OpenID Provider): pending logins, sealed provider grants, leases.
+CREATE TABLE IF NOT EXISTS upstream_pending (
+    key BLOB PRIMARY KEY,
+    sealed BLOB NOT NULL,
+    expires_at_ms INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS upstream_grants (
+    family_id TEXT PRIMARY KEY,
+    sealed BLOB NOT NULL,
+    expires_at_ms INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS upstream_leases (
+    family_id TEXT PRIMARY KEY,
+    holder TEXT NOT NULL,
+    until_ms INTEGER NOT NULL
 );
 ";
 
@@ -304,6 +320,152 @@ impl RefreshStore for SqliteStore {
     }
 }
 
+#[async_trait::async_trait]
+impl UpstreamStore for SqliteStore {
+    async fn put_pending(
+        &self,
+        key: &TokenHash,
+        sealed: &[u8],
+        expires_at_ms: i64,
+    ) -> Result<(), StoreError> {
+        let (key, sealed) = (*key, sealed.to_vec());
+        self.with_conn(move |conn| {
+            conn.execute(
+                "INSERT OR REPLACE INTO upstream_pending (key, sealed, expires_at_ms) VALUES (?1, ?2, ?3)",
+                params![&key[..], sealed, expires_at_ms],
+            )
+            .map(|_| ())
+        })
+        .await
+    }
+
+    async fn take_pending(
+        &self,
+        key: &TokenHash,
+        now_ms: i64,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        let key = *key;
+        self.with_conn(move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let row: Option<(Vec<u8>, i64)> = tx
+                .query_row(
+                    "SELECT sealed, expires_at_ms FROM upstream_pending WHERE key = ?1",
+                    params![&key[..]],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()?;
+            tx.execute(
+                "DELETE FROM upstream_pending WHERE key = ?1",
+                params![&key[..]],
+            )?;
+            tx.commit()?;
+            Ok(row.filter(|(_, exp)| *exp > now_ms).map(|(v, _)| v))
+        })
+        .await
+    }
+
+    async fn put_grant(
+        &self,
+        family_id: &str,
+        sealed: &[u8],
+        expires_at_ms: i64,
+    ) -> Result<(), StoreError> {
+        let (family_id, sealed) = (family_id.to_string(), sealed.to_vec());
+        self.with_conn(move |conn| {
+            conn.execute(
+                "INSERT OR REPLACE INTO upstream_grants (family_id, sealed, expires_at_ms) VALUES (?1, ?2, ?3)",
+                params![family_id, sealed, expires_at_ms],
+            )
+            .map(|_| ())
+        })
+        .await
+    }
+
+    async fn grant(&self, family_id: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let family_id = family_id.to_string();
+        self.with_conn(move |conn| {
+            conn.query_row(
+                "SELECT sealed FROM upstream_grants WHERE family_id = ?1",
+                params![family_id],
+                |r| r.get(0),
+            )
+            .optional()
+        })
+        .await
+    }
+
+    async fn delete_grant(&self, family_id: &str) -> Result<(), StoreError> {
+        let family_id = family_id.to_string();
+        self.with_conn(move |conn| {
+            let tx = conn.transaction()?;
+            tx.execute(
+                "DELETE FROM upstream_grants WHERE family_id = ?1",
+                params![family_id],
+            )?;
+            tx.execute(
+                "DELETE FROM upstream_leases WHERE family_id = ?1",
+                params![family_id],
+            )?;
+            tx.commit()
+        })
+        .await
+    }
+
+    async fn try_lease(
+        &self,
+        family_id: &str,
+        holder: &str,
+        now_ms: i64,
+        ttl_ms: i64,
+    ) -> Result<bool, StoreError> {
+        let (family_id, holder) = (family_id.to_string(), holder.to_string());
+        self.with_conn(move |conn| {
+            // One statement: insert, or take over a lease of our own or one that ran out.
+            let changed = conn.execute(
+                "INSERT INTO upstream_leases (family_id, holder, until_ms) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (family_id) DO UPDATE SET holder = excluded.holder, until_ms = excluded.until_ms
+                 WHERE upstream_leases.holder = excluded.holder OR upstream_leases.until_ms <= ?4",
+                params![family_id, holder, now_ms.saturating_add(ttl_ms), now_ms],
+            )?;
+            Ok(changed == 1)
+        })
+        .await
+    }
+
+    async fn release_lease(&self, family_id: &str, holder: &str) -> Result<(), StoreError> {
+        let (family_id, holder) = (family_id.to_string(), holder.to_string());
+        self.with_conn(move |conn| {
+            conn.execute(
+                "DELETE FROM upstream_leases WHERE family_id = ?1 AND holder = ?2",
+                params![family_id, holder],
+            )
+            .map(|_| ())
+        })
+        .await
+    }
+
+    async fn purge_upstream(&self, before_ms: i64) -> Result<u64, StoreError> {
+        self.with_conn(move |conn| {
+            let tx = conn.transaction()?;
+            let mut n = tx.execute(
+                "DELETE FROM upstream_pending WHERE expires_at_ms < ?1",
+                params![before_ms],
+            )?;
+            n += tx.execute(
+                "DELETE FROM upstream_grants WHERE expires_at_ms < ?1",
+                params![before_ms],
+            )?;
+            n += tx.execute(
+                "DELETE FROM upstream_leases WHERE until_ms < ?1",
+                params![before_ms],
+            )?;
+            tx.commit()?;
+            Ok(n as u64)
+        })
+        .await
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -319,6 +481,14 @@ mod tests {
             store
         })
         .await;
+    }
+
+    #[tokio::test]
+    async fn two_sqlite_handles_on_one_file_keep_the_upstream_contract_together() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = SqliteStore::open(dir.path()).unwrap();
+        let b = SqliteStore::open(dir.path()).unwrap();
+        super::super::contract::upstream_run_all(&a, &b).await;
     }
 
     #[tokio::test]

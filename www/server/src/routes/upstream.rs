@@ -1,0 +1,551 @@
+//! Handlers of upstream mode ([`crate::upstream`]). They replace the built-in `/auth/*` and
+//! `/api/me` handlers when an issuer is configured; the cookie, the CSRF header, the
+//! `Origin` / `Sec-Fetch-Site` check and the response shapes stay those of the built-in mode.
+//!
+//! - `GET /auth/login?returnTo=` → 303 to the provider (PKCE S256, `state`, `nonce`); the
+//!   pending login is sealed in the store under the hash of `state` and bound to this browser
+//!   by an HttpOnly cookie scoped to `/auth/callback`. A cross-site start is refused (the
+//!   `Origin` / `Sec-Fetch-Site` check of login).
+//! - `GET /auth/callback` → single use: `state` known, unexpired and bound to this browser;
+//!   code exchanged, ID token validated; family started; 303 to `returnTo` with the refresh
+//!   cookie. A provider `error=` or a failed exchange returns to the app with `login_error=`.
+//!   (No origin check: the provider's redirect is cross-site by nature; `state` and the
+//!   binding cookie are the defence.)
+//! - `POST /auth/refresh` (CSRF header + origin check) → rotates our cookie, then hands out
+//!   the provider's access token (cached, or renewed under the family's lease: one provider
+//!   call per family at a time).
+//! - `POST /auth/logout` (CSRF header + origin check) → revokes at the provider (RFC 7009)
+//!   and the family; 200 with `end_session_url` when the provider supports RP-initiated
+//!   logout, else 204.
+//! - `GET /api/me` → introspects the Bearer token at the provider (RFC 7662).
+//! - `GET /auth/config` → `{"loginUrl": "/auth/login"}`, so the demo page knows to show the
+//!   provider's sign-in button (404 in built-in mode).
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Extension, Json, Router};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use serde_json::json;
+use subtle::ConstantTimeEq as _;
+use url::Url;
+
+use crate::error::{AppError, BearerFailure};
+use crate::extract::{
+    bearer_token, cleared_refresh_cookie, cookie_candidates, refresh_cookie, CsrfChecked,
+    RefreshCookies, SameOrigin,
+};
+use crate::metrics::bump;
+use crate::routes::auth::RefreshCounted;
+use crate::session::{self, NotRotated, Opened, Rotated};
+use crate::state::AppState;
+use crate::store::Family;
+use crate::tokens::{hash_refresh_token, random_id};
+use crate::upstream::{self, reusable, Grant, Pending, ProviderError, Upstream};
+
+/// Cookie binding a pending login to the browser that started it.
+/// `__Secure-` like the refresh cookie: a plain-HTTP page on a sibling host cannot plant one.
+pub const LOGIN_COOKIE: &str = "__Secure-tw_login";
+/// How long a pending login lives.
+pub const PENDING_TTL_MS: i64 = 10 * 60 * 1000;
+const PENDING_CONTEXT: &[u8] = b"tokenwarden pending login";
+
+/// The upstream routes.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/auth/config", get(config))
+        .route("/auth/login", get(login))
+        .route("/auth/callback", get(callback))
+        .route("/auth/refresh", post(refresh))
+        .route("/auth/logout", post(logout))
+        .route("/api/me", get(me))
+}
+
+fn upstream(state: &AppState) -> Result<Arc<Upstream>, AppError> {
+    state
+        .upstream
+        .get()
+        .cloned()
+        .ok_or_else(|| AppError::Internal("upstream routes without an upstream".into()))
+}
+
+fn query_param(uri: &Uri, name: &str) -> Option<String> {
+    url::form_urlencoded::parse(uri.query().unwrap_or("").as_bytes())
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.into_owned())
+}
+
+fn login_cookie(value: &str) -> HeaderValue {
+    HeaderValue::from_str(&format!(
+        "{LOGIN_COOKIE}={value}; HttpOnly; Secure; SameSite=Lax; Path=/auth/callback; Max-Age={}",
+        PENDING_TTL_MS / 1000
+    ))
+    .unwrap_or_else(|_| cleared_login_cookie())
+}
+
+fn cleared_login_cookie() -> HeaderValue {
+    HeaderValue::from_static(
+        "__Secure-tw_login=; HttpOnly; Secure; SameSite=Lax; Path=/auth/callback; Max-Age=0",
+    )
+}
+
+fn binding_hash(value: &str) -> String {
+    URL_SAFE_NO_PAD.encode(hash_refresh_token(value))
+}
+
+fn see_other(location: &str, cookies: &[HeaderValue]) -> Response {
+    let mut response = StatusCode::SEE_OTHER.into_response();
+    let headers = response.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(location) {
+        headers.insert(header::LOCATION, v);
+    }
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    for c in cookies {
+        headers.append(header::SET_COOKIE, c.clone());
+    }
+    response
+}
+
+/// 400 for a refused login or callback. The login-binding cookie is left alone: it may belong
+/// to another sign-in of this browser still under way (a forged callback must not end it).
+fn refused(description: &str) -> Response {
+    AppError::InvalidRequest(description.into()).into_response()
+}
+
+/// `GET /auth/config`: how the page signs in.
+pub async fn config() -> Response {
+    Json(json!({ "loginUrl": "/auth/login" })).into_response()
+}
+
+/// `GET /auth/login?returnTo=`.
+pub async fn login(
+    State(state): State<AppState>,
+    _: SameOrigin,
+    uri: Uri,
+) -> Result<Response, AppError> {
+    let up = upstream(&state)?;
+    let Some(return_to) = up
+        .config
+        .return_url(query_param(&uri, "returnTo").as_deref())
+    else {
+        tracing::info!("login refused: returnTo is not on the allow-list");
+        return Ok(refused("returnTo is not an allowed URL"));
+    };
+    let (url, csrf, verifier, nonce) = up.authorize();
+    let binding = random_id(32);
+    let pending = Pending {
+        binding: binding_hash(&binding),
+        verifier: verifier.secret().clone(),
+        nonce: nonce.secret().clone(),
+        return_to: return_to.to_string(),
+    };
+    let sealed = up.key.seal(PENDING_CONTEXT, &serde_json::to_vec(&pending)?);
+    up.store
+        .put_pending(
+            &hash_refresh_token(csrf.secret()),
+            &sealed,
+            state.now_ms() + PENDING_TTL_MS,
+        )
+        .await?;
+    Ok(see_other(url.as_str(), &[login_cookie(&binding)]))
+}
+
+fn back_to_app(return_to: &str, error: &str, cookies: &[HeaderValue]) -> Response {
+    let mut url = match Url::parse(return_to) {
+        Ok(u) => u,
+        Err(_) => return refused("sign-in failed"),
+    };
+    url.query_pairs_mut().append_pair("login_error", error);
+    see_other(url.as_str(), cookies)
+}
+
+/// `GET /auth/callback?code=&state=` (or `?error=&state=`).
+pub async fn callback(
+    State(state): State<AppState>,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Result<Response, AppError> {
+    let up = upstream(&state)?;
+    let now = state.now_ms();
+    let Some(state_param) = query_param(&uri, "state") else {
+        return Ok(refused("sign-in failed: no state"));
+    };
+    let Some(sealed) = up
+        .store
+        .take_pending(&hash_refresh_token(&state_param), now)
+        .await?
+    else {
+        tracing::info!("callback refused: unknown, used or expired state");
+        return Ok(refused("sign-in failed: unknown, used or expired sign-in"));
+    };
+    let Some(pending) = up
+        .key
+        .open(PENDING_CONTEXT, &sealed)
+        .ok()
+        .and_then(|p| serde_json::from_slice::<Pending>(&p).ok())
+    else {
+        return Ok(refused("sign-in failed: unreadable sign-in"));
+    };
+    // Every candidate is tried: a cookie planted next to the real one cannot hide it.
+    let bound = cookie_candidates(&headers, LOGIN_COOKIE)
+        .iter()
+        .any(|v| bool::from(binding_hash(v).as_bytes().ct_eq(pending.binding.as_bytes())));
+    if !bound {
+        tracing::info!("callback refused: the sign-in was started in another browser");
+        return Ok(refused("sign-in failed: started in another browser"));
+    }
+    let clear = cleared_login_cookie();
+    if let Some(error) = query_param(&uri, "error") {
+        // Only a plain OAuth error code goes back to the app (never the description).
+        let code = if !error.is_empty()
+            && error.len() <= 64
+            && error.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
+        {
+            error
+        } else {
+            "server_error".into()
+        };
+        tracing::info!(error = %code, "provider returned an error to the callback");
+        return Ok(back_to_app(&pending.return_to, &code, &[clear]));
+    }
+    let Some(code) = query_param(&uri, "code") else {
+        return Ok(back_to_app(&pending.return_to, "invalid_request", &[clear]));
+    };
+    let nonce = if up.tamper_next_nonce.swap(false, Ordering::SeqCst) {
+        random_id(16)
+    } else {
+        pending.nonce
+    };
+    let grant = match up.exchange(code, pending.verifier, &nonce, now).await {
+        Ok(grant) => grant,
+        Err(e) => {
+            let code = match &e {
+                ProviderError::Unavailable => "temporarily_unavailable",
+                ProviderError::InvalidGrant => "invalid_grant",
+                ProviderError::BadIdToken(_) => "invalid_id_token",
+                ProviderError::Malformed(_) => "server_error",
+            };
+            tracing::warn!(error = code, detail = ?e, "sign-in failed at the code exchange");
+            return Ok(back_to_app(&pending.return_to, code, &[clear]));
+        }
+    };
+    let Opened {
+        family,
+        refresh_token,
+        capped,
+    } = session::open_family(&state, &grant.sub, now).await?;
+    up.store
+        .put_grant(
+            &family.id,
+            &up.seal_grant(&family.id, &grant),
+            family.expires_at_ms,
+        )
+        .await?;
+    for id in &capped {
+        end_grant(&up, id).await?;
+    }
+    bump(&state.metrics.counters.logins_served);
+    tracing::info!(family = %family.id, "upstream session started");
+    let max_age = session::family_remaining_s(family.expires_at_ms, now);
+    Ok(see_other(
+        &pending.return_to,
+        &[clear, refresh_cookie(&refresh_token, max_age)],
+    ))
+}
+
+fn token_response(grant: &Grant, now_ms: i64, cookie: HeaderValue) -> Response {
+    let expires_in = ((grant.access_expires_at_ms - now_ms).max(0)) / 1000;
+    (
+        [
+            (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
+            (header::PRAGMA, HeaderValue::from_static("no-cache")),
+            (header::SET_COOKIE, cookie),
+        ],
+        Json(json!({
+            "access_token": grant.access_token,
+            "token_type": "Bearer",
+            "expires_in": expires_in,
+        })),
+    )
+        .into_response()
+}
+
+fn invalid_grant() -> Response {
+    let mut response = AppError::InvalidGrant.into_response();
+    response
+        .headers_mut()
+        .insert(header::SET_COOKIE, cleared_refresh_cookie());
+    response
+}
+
+fn provider_failure(status: StatusCode, error: &str, cookie: HeaderValue) -> Response {
+    (
+        status,
+        [
+            (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
+            // Our cookie has rotated already: the browser must keep the new one.
+            (header::SET_COOKIE, cookie),
+        ],
+        Json(json!({ "error": error })),
+    )
+        .into_response()
+}
+
+/// The family's grant, opened (`None` if there is none or it does not open).
+pub async fn load_grant(up: &Upstream, family_id: &str) -> Result<Option<Grant>, AppError> {
+    Ok(up
+        .store
+        .grant(family_id)
+        .await?
+        .and_then(|sealed| up.open_grant(family_id, &sealed)))
+}
+
+/// The family's provider access token: the cached one while [`reusable`], else renewed at the
+/// provider by whoever holds the family's lease; the others wait for its result.
+pub async fn access_for(
+    state: &AppState,
+    up: &Arc<Upstream>,
+    family: &Family,
+) -> Result<Result<Grant, ProviderError>, AppError> {
+    let family_id = family.id.as_str();
+    let holder = random_id(12);
+    let deadline = tokio::time::Instant::now() + up.config.timeout + Duration::from_secs(2);
+    let ttl_ms = i64::try_from(up.lease_ttl().as_millis()).unwrap_or(i64::MAX);
+    let mut waited = false;
+    loop {
+        let now = state.now_ms();
+        let Some(grant) = load_grant(up, family_id).await? else {
+            return Ok(Err(ProviderError::InvalidGrant));
+        };
+        if reusable(&grant, now) {
+            if !waited {
+                upstream::bump(&up.counters.cached_served);
+            }
+            return Ok(Ok(grant));
+        }
+        if up.store.try_lease(family_id, &holder, now, ttl_ms).await? {
+            // Someone may have renewed between our read and our lease.
+            let grant = match load_grant(up, family_id).await? {
+                Some(g) if reusable(&g, now) => {
+                    up.store.release_lease(family_id, &holder).await?;
+                    return Ok(Ok(g));
+                }
+                Some(g) => g,
+                None => {
+                    up.store.release_lease(family_id, &holder).await?;
+                    return Ok(Err(ProviderError::InvalidGrant));
+                }
+            };
+            // The provider call and the write of its answer run to the end even when our
+            // caller goes away: a rotated provider refresh token must never be lost.
+            let (up2, family, expires_at_ms) =
+                (up.clone(), family_id.to_string(), family.expires_at_ms);
+            let task = tokio::spawn(async move {
+                let result = up2.refresh(&grant, now).await;
+                let stored = match &result {
+                    Ok(renewed) => {
+                        let sealed = up2.seal_grant(&family, renewed);
+                        up2.store.put_grant(&family, &sealed, expires_at_ms).await
+                    }
+                    Err(ProviderError::InvalidGrant) => up2.store.delete_grant(&family).await,
+                    Err(_) => Ok(()),
+                };
+                let released = up2.store.release_lease(&family, &holder).await;
+                stored.and(released).map(|()| result)
+            });
+            return match task.await {
+                Ok(Ok(result)) => Ok(result),
+                Ok(Err(store_error)) => Err(store_error.into()),
+                Err(_) => Err(AppError::Internal("provider refresh task failed".into())),
+            };
+        }
+        if !waited {
+            upstream::bump(&up.counters.lease_waits);
+            waited = true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Ok(Err(ProviderError::Unavailable));
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// `POST /auth/refresh` in upstream mode. Every candidate cookie is tried in order; the
+/// cookie is cleared only when the request carried exactly one (as in the built-in mode).
+pub async fn refresh(
+    State(state): State<AppState>,
+    csrf: Result<CsrfChecked, AppError>,
+    RefreshCookies(candidates): RefreshCookies,
+    counted: Option<Extension<RefreshCounted>>,
+) -> Response {
+    let counters = &state.metrics.counters;
+    if counted.is_none() {
+        bump(&counters.refresh_requests);
+    }
+    let outcome = match csrf {
+        Ok(CsrfChecked) => refresh_response(&state, &candidates).await,
+        Err(e) => Err(e),
+    };
+    let response = match outcome {
+        Ok(r) => r,
+        Err(error) => {
+            let refused = matches!(error, AppError::InvalidGrant);
+            let mut response = error.into_response();
+            if refused && candidates.len() == 1 {
+                response
+                    .headers_mut()
+                    .insert(header::SET_COOKIE, cleared_refresh_cookie());
+            }
+            response
+        }
+    };
+    match response.status() {
+        StatusCode::OK => bump(&counters.refreshes_served),
+        StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => bump(&counters.refresh_rejected),
+        _ => {}
+    }
+    response
+}
+
+/// Rotate the first live candidate; reuse of a retired one also ends its provider grant.
+async fn rotate_any(
+    state: &AppState,
+    up: &Upstream,
+    candidates: &[String],
+    now: i64,
+) -> Result<Option<Rotated>, AppError> {
+    for token in candidates {
+        match session::rotate_family(state, token, now).await? {
+            Ok(rotated) => return Ok(Some(rotated)),
+            Err(NotRotated::Reused { family_id }) => {
+                end_grant(up, &family_id).await?;
+            }
+            Err(NotRotated::Refused(_)) => {}
+        }
+    }
+    Ok(None)
+}
+
+async fn refresh_response(state: &AppState, candidates: &[String]) -> Result<Response, AppError> {
+    let up = upstream(state)?;
+    let now = state.now_ms();
+    let Some(Rotated {
+        family,
+        refresh_token,
+    }) = rotate_any(state, &up, candidates, now).await?
+    else {
+        return Err(AppError::InvalidGrant);
+    };
+    let remaining_s = session::family_remaining_s(family.expires_at_ms, now);
+    let cookie = refresh_cookie(&refresh_token, remaining_s);
+    match access_for(state, &up, &family).await? {
+        Ok(grant) => Ok(token_response(&grant, state.now_ms(), cookie)),
+        Err(ProviderError::InvalidGrant) => {
+            tracing::info!(family = %family.id, "provider refused the grant; family ends");
+            session::end_family_of(state, &refresh_token, "provider refused the grant").await?;
+            up.store.delete_grant(&family.id).await?;
+            // The cookie just rotated is ours: clearing it is safe.
+            Ok(invalid_grant())
+        }
+        Err(ProviderError::Unavailable) => {
+            tracing::warn!(family = %family.id, "provider unavailable during refresh");
+            Ok(provider_failure(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "temporarily_unavailable",
+                cookie,
+            ))
+        }
+        Err(e) => {
+            tracing::warn!(family = %family.id, detail = ?e, "malformed provider answer during refresh");
+            Ok(provider_failure(
+                StatusCode::BAD_GATEWAY,
+                "server_error",
+                cookie,
+            ))
+        }
+    }
+}
+
+/// Revoke a family's grant at the provider (best effort) and forget it.
+async fn end_grant(up: &Upstream, family_id: &str) -> Result<Option<Grant>, AppError> {
+    let grant = load_grant(up, family_id).await?;
+    if let Some(g) = &grant {
+        if let Err(e) = up.revoke(g).await {
+            tracing::warn!(family = %family_id, detail = ?e, "provider revocation failed");
+        }
+    }
+    up.store.delete_grant(family_id).await?;
+    Ok(grant)
+}
+
+/// `POST /auth/logout` in upstream mode: the family of every candidate cookie ends, at the
+/// provider too.
+pub async fn logout(
+    State(state): State<AppState>,
+    _: CsrfChecked,
+    RefreshCookies(candidates): RefreshCookies,
+) -> Result<Response, AppError> {
+    let up = upstream(&state)?;
+    let mut end_session = None;
+    for token in &candidates {
+        if let Some(family_id) = session::end(&state, token).await? {
+            let grant = end_grant(&up, &family_id).await?;
+            end_session = up.end_session_url(grant.as_ref()).or(end_session);
+            tracing::info!(family = %family_id, "upstream session ended");
+        }
+    }
+    bump(&state.metrics.counters.logouts);
+    let headers = [
+        (header::SET_COOKIE, cleared_refresh_cookie()),
+        (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
+    ];
+    Ok(match end_session {
+        Some(url) => (headers, Json(json!({ "end_session_url": url.as_str() }))).into_response(),
+        None => (StatusCode::NO_CONTENT, headers).into_response(),
+    })
+}
+
+/// `GET /api/me` in upstream mode: the provider's token, checked by introspection.
+pub async fn me(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, AppError> {
+    let up = upstream(&state)?;
+    let c = &state.metrics.counters;
+    bump(&c.api_calls);
+    let Some(token) = bearer_token(&headers) else {
+        bump(&c.api_unauthorized);
+        bump(&c.api_no_token);
+        return Err(AppError::Unauthorized(BearerFailure::Missing));
+    };
+    match up.introspect(token).await {
+        Ok(Some(claims)) => {
+            bump(&c.api_ok);
+            Ok((
+                [(header::CACHE_CONTROL, HeaderValue::from_static("no-store"))],
+                Json(claims),
+            )
+                .into_response())
+        }
+        Ok(None) => {
+            bump(&c.api_unauthorized);
+            Err(AppError::Unauthorized(BearerFailure::Invalid))
+        }
+        Err(ProviderError::Unavailable) => Ok((
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({ "error": "temporarily_unavailable" })),
+        )
+            .into_response()),
+        Err(e) => {
+            tracing::warn!(detail = ?e, "introspection failed");
+            Ok((
+                StatusCode::BAD_GATEWAY,
+                Json(json!({ "error": "server_error" })),
+            )
+                .into_response())
+        }
+    }
+}

@@ -1,0 +1,648 @@
+//! Upstream mode: the reference server as a token-mediating backend in front of an OpenID
+//! Provider (draft-ietf-oauth-browser-based-apps §6.2). The server is a confidential client: it
+//! runs the authorization code flow with PKCE, keeps the provider's refresh token (sealed, in
+//! the store) and hands the provider's short-lived access token to the browser.
+//!
+//! Discovery, PKCE, the code and refresh grants, ID-token validation (JWKS signature, `iss`,
+//! `aud`, `azp`, `exp`, `nonce`), revocation (RFC 7009) and introspection (RFC 7662) are the
+//! `openidconnect` crate's; this module adds the HTTP client (reqwest with a timeout on every
+//! call, status-aware errors), the one-provider-call-per-family rule and the mapping of
+//! provider failures to our answers: unreachable or 5xx → 503, `invalid_grant` → 401 and the
+//! family ends, anything malformed → 502.
+//!
+//! Handlers are in [`crate::routes::upstream`]; configuration in [`config`]; sealing in
+//! [`seal`]; storage behind [`crate::store::UpstreamStore`].
+
+pub mod config;
+pub mod seal;
+
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use openidconnect::core::{
+    CoreAuthDisplay, CoreClaimName, CoreClaimType, CoreClient, CoreClientAuthMethod,
+    CoreErrorResponseType, CoreGrantType, CoreJsonWebKey, CoreJweContentEncryptionAlgorithm,
+    CoreJweKeyManagementAlgorithm, CoreResponseMode, CoreResponseType, CoreSubjectIdentifierType,
+    CoreTokenResponse,
+};
+use openidconnect::{
+    http, AccessToken, AdditionalProviderMetadata, AuthenticationFlow, AuthorizationCode, ClientId,
+    ClientSecret, CsrfToken, EndpointMaybeSet, EndpointNotSet, EndpointSet, ErrorResponse,
+    HttpRequest, HttpResponse, IntrospectionUrl, IssuerUrl, Nonce, OAuth2TokenResponse as _,
+    PkceCodeChallenge, PkceCodeVerifier, ProviderMetadata, RedirectUrl, RefreshToken,
+    RequestTokenError, RevocationUrl, Scope, StandardErrorResponse,
+    TokenIntrospectionResponse as _, TokenResponse as _,
+};
+use serde::{Deserialize, Serialize};
+use url::Url;
+
+use crate::store::UpstreamStore;
+use config::UpstreamConfig;
+use seal::SealKey;
+
+/// Add one to an upstream counter.
+pub fn bump(counter: &AtomicU64) {
+    counter.fetch_add(1, Ordering::Relaxed);
+}
+
+/// Provider metadata fields that `CoreProviderMetadata` does not carry.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+pub struct ExtraMetadata {
+    /// RFC 7009.
+    #[serde(default)]
+    pub revocation_endpoint: Option<String>,
+    /// RFC 7662.
+    #[serde(default)]
+    pub introspection_endpoint: Option<String>,
+    /// OpenID Connect RP-Initiated Logout.
+    #[serde(default)]
+    pub end_session_endpoint: Option<String>,
+}
+impl AdditionalProviderMetadata for ExtraMetadata {}
+
+type Metadata = ProviderMetadata<
+    ExtraMetadata,
+    CoreAuthDisplay,
+    CoreClientAuthMethod,
+    CoreClaimName,
+    CoreClaimType,
+    CoreGrantType,
+    CoreJweContentEncryptionAlgorithm,
+    CoreJweKeyManagementAlgorithm,
+    CoreJsonWebKey,
+    CoreResponseMode,
+    CoreResponseType,
+    CoreSubjectIdentifierType,
+>;
+
+type Oidc = CoreClient<
+    EndpointSet,
+    EndpointNotSet,
+    EndpointNotSet,
+    EndpointNotSet,
+    EndpointMaybeSet,
+    EndpointMaybeSet,
+>;
+
+/// Why a call to the provider's HTTP endpoint failed before a usable answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HttpError {
+    /// Connection refused, reset, DNS, TLS, or no answer within the timeout.
+    Unreachable,
+    /// The provider answered 5xx.
+    Status(u16),
+    /// The request could not be built (our bug).
+    Build,
+}
+
+impl std::fmt::Display for HttpError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            HttpError::Unreachable => f.write_str("provider unreachable or timed out"),
+            HttpError::Status(s) => write!(f, "provider answered {s}"),
+            HttpError::Build => f.write_str("request could not be built"),
+        }
+    }
+}
+
+impl std::error::Error for HttpError {}
+
+/// What went wrong with the provider, as our handlers answer it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProviderError {
+    /// Unreachable, timed out or 5xx: 503, try again.
+    Unavailable,
+    /// `invalid_grant`: the grant is gone; the family ends (401).
+    InvalidGrant,
+    /// Unparsable or unexpected answer, or an OAuth error other than `invalid_grant`: 502.
+    Malformed(String),
+    /// The ID token failed validation.
+    BadIdToken(String),
+}
+
+/// Sends one provider request with reqwest (timeouts set on the client; no redirects).
+/// A 5xx becomes [`HttpError::Status`], so it is told apart from a malformed answer.
+async fn send(http: reqwest::Client, request: HttpRequest) -> Result<HttpResponse, HttpError> {
+    let request = reqwest::Request::try_from(request).map_err(|_| HttpError::Build)?;
+    let response = http
+        .execute(request)
+        .await
+        .map_err(|_| HttpError::Unreachable)?;
+    let status = response.status();
+    if status.is_server_error() {
+        return Err(HttpError::Status(status.as_u16()));
+    }
+    let headers = response.headers().clone();
+    let body = response.bytes().await.map_err(|_| HttpError::Unreachable)?;
+    let mut builder = http::Response::builder().status(status.as_u16());
+    for (name, value) in &headers {
+        builder = builder.header(name.as_str(), value.as_bytes());
+    }
+    builder.body(body.to_vec()).map_err(|_| HttpError::Build)
+}
+
+fn classify<T: ErrorResponse + 'static>(
+    e: RequestTokenError<HttpError, T>,
+    is_invalid_grant: impl Fn(&T) -> bool,
+) -> ProviderError {
+    match e {
+        RequestTokenError::ServerResponse(r) if is_invalid_grant(&r) => ProviderError::InvalidGrant,
+        // The error code is the provider's; its description may echo input, so it is not kept.
+        RequestTokenError::ServerResponse(_) => {
+            ProviderError::Malformed("provider refused the request".into())
+        }
+        RequestTokenError::Request(HttpError::Build) => {
+            ProviderError::Malformed("request could not be built".into())
+        }
+        RequestTokenError::Request(_) => ProviderError::Unavailable,
+        RequestTokenError::Parse(_, _) => {
+            ProviderError::Malformed("unparsable provider answer".into())
+        }
+        RequestTokenError::Other(_) => {
+            ProviderError::Malformed("unexpected provider answer".into())
+        }
+    }
+}
+
+fn token_error_is_invalid_grant(e: &StandardErrorResponse<CoreErrorResponseType>) -> bool {
+    *e.error() == CoreErrorResponseType::InvalidGrant
+}
+
+/// What the server keeps of a family's grant (sealed at rest).
+#[derive(Clone, Serialize, Deserialize)]
+pub struct Grant {
+    /// The provider's subject.
+    pub sub: String,
+    /// The provider's refresh token, if it gave one.
+    pub refresh_token: Option<String>,
+    /// The provider's current access token.
+    pub access_token: String,
+    /// When it expires (epoch ms, from `expires_in` at receipt).
+    pub access_expires_at_ms: i64,
+    /// Its whole lifetime in ms (to decide when it is worth renewing).
+    pub access_lifetime_ms: i64,
+    /// The validated ID token from the login (for `id_token_hint`).
+    pub id_token: Option<String>,
+}
+
+impl std::fmt::Debug for Grant {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Grant")
+            .field("access_expires_at_ms", &self.access_expires_at_ms)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Whether a cached provider access token can be handed out again at `now_ms`: at least half of
+/// its lifetime and at least 2 s left. A client refreshes near the end of a token's life, so a
+/// refresh that finds less than half left renews at the provider; a new tab in the middle of
+/// a cycle gets the cached one.
+pub fn reusable(grant: &Grant, now_ms: i64) -> bool {
+    let left = grant.access_expires_at_ms - now_ms;
+    left >= 2000 && left * 2 >= grant.access_lifetime_ms
+}
+
+/// A login between `/auth/login` and `/auth/callback` (sealed at rest).
+#[derive(Serialize, Deserialize)]
+pub struct Pending {
+    /// Hash (base64url) of the value of the browser-binding cookie.
+    pub binding: String,
+    /// PKCE verifier.
+    pub verifier: String,
+    /// Expected `nonce`.
+    pub nonce: String,
+    /// Allow-listed return URL.
+    pub return_to: String,
+}
+
+/// Counters of calls to the provider (exposed in test mode at `/test/upstream/counters`).
+#[derive(Debug, Default)]
+pub struct UpstreamCounters {
+    /// Code exchanges.
+    pub code_exchanges: AtomicU64,
+    /// Refresh-token grants sent to the provider.
+    pub provider_refreshes: AtomicU64,
+    /// Of which failed.
+    pub provider_refresh_failures: AtomicU64,
+    /// Refreshes answered with the cached provider access token.
+    pub cached_served: AtomicU64,
+    /// Refreshes that waited for another one's provider call.
+    pub lease_waits: AtomicU64,
+    /// Revocations sent.
+    pub revocations: AtomicU64,
+    /// Introspections sent.
+    pub introspections: AtomicU64,
+}
+
+/// The provider client and what upstream mode keeps.
+pub struct Upstream {
+    /// Configuration.
+    pub config: UpstreamConfig,
+    oidc: Oidc,
+    http: reqwest::Client,
+    end_session: Option<Url>,
+    revocation: Option<RevocationUrl>,
+    introspection: Option<IntrospectionUrl>,
+    /// Seals grants and pending logins.
+    pub key: SealKey,
+    /// Pending logins, grants, leases.
+    pub store: Arc<dyn UpstreamStore>,
+    /// Provider-call counters.
+    pub counters: UpstreamCounters,
+    /// Test mode: the next callback expects a different nonce (to prove it is checked).
+    pub tamper_next_nonce: std::sync::atomic::AtomicBool,
+}
+
+/// Result of checking an access token by introspection.
+#[derive(Debug, Clone, Serialize)]
+pub struct Introspected {
+    /// Subject.
+    pub sub: Option<String>,
+    /// Scopes.
+    pub scope: Option<String>,
+    /// Expiry (epoch s).
+    pub exp: Option<i64>,
+    /// Issuer.
+    pub iss: String,
+    /// The client the token was issued to.
+    pub client_id: Option<String>,
+}
+
+impl Upstream {
+    /// Discover the provider and build the client. Fails when the provider cannot be reached
+    /// or its metadata is unusable.
+    pub async fn connect(
+        config: UpstreamConfig,
+        store: Arc<dyn UpstreamStore>,
+    ) -> Result<Arc<Self>, String> {
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(config.timeout)
+            .connect_timeout(config.timeout)
+            .build()
+            .map_err(|e| format!("HTTP client: {e}"))?;
+        let issuer = IssuerUrl::new(config.issuer.clone())
+            .map_err(|_| "the issuer is not a URL".to_string())?;
+        let send_with = http.clone();
+        let client = move |r: HttpRequest| send(send_with.clone(), r);
+        let metadata = Metadata::discover_async(issuer, &client)
+            .await
+            .map_err(|e| format!("OpenID Provider discovery at {} failed: {e}", config.issuer))?;
+        let extra = metadata.additional_metadata().clone();
+        let parse = |u: Option<String>, what: &str| -> Result<Option<Url>, String> {
+            u.map(|u| Url::parse(&u).map_err(|_| format!("provider {what} is not a URL")))
+                .transpose()
+        };
+        let revocation = parse(extra.revocation_endpoint, "revocation_endpoint")?;
+        let introspection = parse(extra.introspection_endpoint, "introspection_endpoint")?;
+        let end_session = parse(extra.end_session_endpoint, "end_session_endpoint")?;
+        let oidc = CoreClient::from_provider_metadata(
+            metadata,
+            ClientId::new(config.client_id.clone()),
+            Some(ClientSecret::new(config.client_secret.0.clone())),
+        )
+        .set_redirect_uri(
+            RedirectUrl::new(config.redirect_uri.to_string())
+                .map_err(|_| "redirect URI is not a URL".to_string())?,
+        );
+        let revocation = revocation.map(RevocationUrl::from_url);
+        let introspection = introspection.map(IntrospectionUrl::from_url);
+        let key = match &config.token_key {
+            Some(k) => SealKey::from_base64(&k.0)?,
+            None => {
+                tracing::warn!("no TW_OIDC_TOKEN_KEY: provider tokens are sealed with a random key and do not survive a restart");
+                SealKey::generate()
+            }
+        };
+        tracing::info!(issuer = %config.issuer, client_id = %config.client_id, "upstream mode: OpenID Provider discovered");
+        Ok(Arc::new(Self {
+            config,
+            oidc,
+            http,
+            end_session,
+            revocation,
+            introspection,
+            key,
+            store,
+            counters: UpstreamCounters::default(),
+            tamper_next_nonce: Default::default(),
+        }))
+    }
+
+    fn client(
+        &self,
+    ) -> impl Fn(
+        HttpRequest,
+    )
+        -> std::pin::Pin<Box<dyn Future<Output = Result<HttpResponse, HttpError>> + Send>>
+           + '_ {
+        move |r| Box::pin(send(self.http.clone(), r))
+    }
+
+    /// The authorization URL for a new login, with its `state`, PKCE verifier and nonce.
+    pub fn authorize(&self) -> (Url, CsrfToken, PkceCodeVerifier, Nonce) {
+        let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
+        let mut request = self
+            .oidc
+            .authorize_url(
+                AuthenticationFlow::<CoreResponseType>::AuthorizationCode,
+                CsrfToken::new_random,
+                Nonce::new_random,
+            )
+            .set_pkce_challenge(challenge);
+        for scope in &self.config.scopes {
+            request = request.add_scope(Scope::new(scope.clone()));
+        }
+        let (url, state, nonce) = request.url();
+        (url, state, verifier, nonce)
+    }
+
+    /// Exchange `code` (with the PKCE verifier) and validate the ID token against `nonce`.
+    pub async fn exchange(
+        &self,
+        code: String,
+        verifier: String,
+        nonce: &str,
+        now_ms: i64,
+    ) -> Result<Grant, ProviderError> {
+        bump(&self.counters.code_exchanges);
+        let client = self.client();
+        let response: CoreTokenResponse = self
+            .oidc
+            .exchange_code(AuthorizationCode::new(code))
+            .map_err(|_| ProviderError::Malformed("no token endpoint".into()))?
+            .set_pkce_verifier(PkceCodeVerifier::new(verifier))
+            .request_async(&client)
+            .await
+            .map_err(|e| classify(e, token_error_is_invalid_grant))?;
+        let id_token = response
+            .id_token()
+            .ok_or_else(|| ProviderError::BadIdToken("no ID token".into()))?;
+        let claims = id_token
+            .claims(
+                &self.oidc.id_token_verifier(),
+                &Nonce::new(nonce.to_string()),
+            )
+            .map_err(|e| ProviderError::BadIdToken(e.to_string()))?;
+        let sub = claims.subject().as_str().to_string();
+        let id_token = id_token.to_string();
+        Ok(grant_from(&response, sub, None, Some(id_token), now_ms))
+    }
+
+    /// Renew the access token with the grant's refresh token (keeping the old refresh token
+    /// when the provider does not rotate it).
+    pub async fn refresh(&self, grant: &Grant, now_ms: i64) -> Result<Grant, ProviderError> {
+        let Some(rt) = grant.refresh_token.clone() else {
+            return Err(ProviderError::InvalidGrant);
+        };
+        bump(&self.counters.provider_refreshes);
+        let rt = RefreshToken::new(rt);
+        let client = self.client();
+        let result = match self.oidc.exchange_refresh_token(&rt) {
+            Ok(request) => request
+                .request_async(&client)
+                .await
+                .map_err(|e| classify(e, token_error_is_invalid_grant)),
+            Err(_) => Err(ProviderError::Malformed("no token endpoint".into())),
+        };
+        if result.is_err() {
+            bump(&self.counters.provider_refresh_failures);
+        }
+        let response = result?;
+        Ok(grant_from(
+            &response,
+            grant.sub.clone(),
+            grant.refresh_token.clone(),
+            grant.id_token.clone(),
+            now_ms,
+        ))
+    }
+
+    /// Revoke the grant's refresh token at the provider (RFC 7009), when it offers revocation.
+    /// `Ok(false)` when there is nothing to revoke or no endpoint.
+    pub async fn revoke(&self, grant: &Grant) -> Result<bool, ProviderError> {
+        let Some(rt) = grant.refresh_token.clone() else {
+            return Ok(false);
+        };
+        let Some(url) = self.revocation.clone() else {
+            return Ok(false);
+        };
+        bump(&self.counters.revocations);
+        // RFC 7009 §2.1 is one form POST with the client's credentials. `oauth2` refuses a
+        // revocation endpoint that is not https, so it is sent here with reqwest directly (the
+        // test provider runs on http://127.0.0.1).
+        let enc = |s: &str| url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
+        let response = self
+            .http
+            .post(url.url().clone())
+            .basic_auth(
+                enc(&self.config.client_id),
+                Some(enc(&self.config.client_secret.0)),
+            )
+            .form(&[("token", rt.as_str()), ("token_type_hint", "refresh_token")])
+            .send()
+            .await
+            .map_err(|_| ProviderError::Unavailable)?;
+        let status = response.status();
+        if status.is_server_error() {
+            return Err(ProviderError::Unavailable);
+        }
+        if status.is_success() {
+            return Ok(true);
+        }
+        let body: serde_json::Value = response.json().await.unwrap_or_default();
+        if body.get("error").and_then(|e| e.as_str()) == Some("invalid_grant") {
+            return Err(ProviderError::InvalidGrant);
+        }
+        Err(ProviderError::Malformed(format!(
+            "revocation answered {}",
+            status.as_u16()
+        )))
+    }
+
+    /// Check a provider access token by introspection (RFC 7662). `Ok(None)` = not active, or
+    /// issued to another client.
+    pub async fn introspect(&self, token: &str) -> Result<Option<Introspected>, ProviderError> {
+        let token = AccessToken::new(token.to_string());
+        let Some(url) = self.introspection.clone() else {
+            return Err(ProviderError::Malformed(
+                "the provider offers no introspection endpoint".into(),
+            ));
+        };
+        let oidc = self.oidc.clone().set_introspection_url(url);
+        let request = oidc.introspect(&token);
+        bump(&self.counters.introspections);
+        let client = self.client();
+        let r = request
+            .request_async(&client)
+            .await
+            .map_err(|e| classify(e, token_error_is_invalid_grant))?;
+        let ours = r
+            .client_id()
+            .is_none_or(|c| c.as_str() == self.config.client_id);
+        if !r.active() || !ours {
+            return Ok(None);
+        }
+        Ok(Some(Introspected {
+            sub: r.sub().map(str::to_string),
+            scope: r
+                .scopes()
+                .map(|s| s.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(" ")),
+            exp: r.exp().map(|t| t.timestamp()),
+            iss: self.config.issuer.clone(),
+            client_id: r.client_id().map(|c| c.as_str().to_string()),
+        }))
+    }
+
+    /// The RP-initiated logout URL for a grant, when the provider has an end-session endpoint.
+    pub fn end_session_url(&self, grant: Option<&Grant>) -> Option<Url> {
+        let mut url = self.end_session.clone()?;
+        {
+            let mut q = url.query_pairs_mut();
+            q.append_pair("client_id", &self.config.client_id);
+            if let Some(id_token) = grant.and_then(|g| g.id_token.as_deref()) {
+                q.append_pair("id_token_hint", id_token);
+            }
+            if let Some(post) = &self.config.post_logout_uri {
+                q.append_pair("post_logout_redirect_uri", post.as_str());
+            }
+        }
+        Some(url)
+    }
+
+    /// Seal a grant for `family_id`.
+    pub fn seal_grant(&self, family_id: &str, grant: &Grant) -> Vec<u8> {
+        let plain = serde_json::to_vec(grant).unwrap_or_default();
+        self.key.seal(family_id.as_bytes(), &plain)
+    }
+
+    /// Open a family's grant.
+    pub fn open_grant(&self, family_id: &str, sealed: &[u8]) -> Option<Grant> {
+        let plain = self.key.open(family_id.as_bytes(), sealed).ok()?;
+        serde_json::from_slice(&plain).ok()
+    }
+
+    /// How long a refresh lease is held at most (then another request may take over).
+    pub fn lease_ttl(&self) -> Duration {
+        self.config.timeout * 2 + Duration::from_secs(1)
+    }
+}
+
+/// Switch `state` to upstream mode when `config` names an issuer: check the `--oidc-*`
+/// flags, open the upstream store (in memory, or the same SQLite file or PostgreSQL database
+/// as the families),
+/// discover the provider. Called once at start, before [`crate::app`] builds the router.
+pub async fn start(config: &crate::Config, state: &crate::AppState) -> Result<(), String> {
+    let Some(upstream) = config.oidc.resolve(&|k| std::env::var(k).ok())? else {
+        return Ok(());
+    };
+    let store: Arc<dyn UpstreamStore> = if let Some(url) = &config.database_url {
+        // The same database as the families: instances share pending logins and leases.
+        Arc::new(
+            crate::store::PgStore::connect(url, None, 4)
+                .await
+                .map_err(|e| e.to_string())?,
+        )
+    } else if config.memory_store {
+        Arc::new(crate::store::MemoryStore::new())
+    } else {
+        Arc::new(crate::store::SqliteStore::open(&config.data_dir).map_err(|e| e.to_string())?)
+    };
+    let upstream = Upstream::connect(upstream, store).await?;
+    state
+        .upstream
+        .set(upstream)
+        .map_err(|_| "upstream mode started twice".to_string())
+}
+
+fn grant_from(
+    response: &CoreTokenResponse,
+    sub: String,
+    previous_refresh: Option<String>,
+    id_token: Option<String>,
+    now_ms: i64,
+) -> Grant {
+    // Without expires_in the token is treated as living one minute.
+    let lifetime_ms = response
+        .expires_in()
+        .map_or(60_000, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+    Grant {
+        sub,
+        refresh_token: response
+            .refresh_token()
+            .map(|r| r.secret().clone())
+            .or(previous_refresh),
+        access_token: response.access_token().secret().clone(),
+        access_expires_at_ms: now_ms.saturating_add(lifetime_ms),
+        access_lifetime_ms: lifetime_ms,
+        id_token,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn grant(expires_at_ms: i64, lifetime_ms: i64) -> Grant {
+        Grant {
+            sub: "u".into(),
+            refresh_token: Some("rt".into()),
+            access_token: "at".into(),
+            access_expires_at_ms: expires_at_ms,
+            access_lifetime_ms: lifetime_ms,
+            id_token: None,
+        }
+    }
+
+    #[test]
+    fn a_cached_token_is_reused_while_half_its_life_and_two_seconds_are_left() {
+        let g = grant(10_000, 10_000);
+        assert!(reusable(&g, 0));
+        assert!(reusable(&g, 5_000));
+        assert!(!reusable(&g, 5_001));
+        let long = grant(600_000, 600_000);
+        assert!(reusable(&long, 300_000));
+        let short = grant(3_000, 3_000);
+        assert!(reusable(&short, 0) && !reusable(&short, 1_001));
+    }
+
+    #[test]
+    fn a_grant_never_shows_its_tokens_in_debug() {
+        let mut g = grant(1, 1);
+        g.refresh_token = Some("secret-refresh".into());
+        g.access_token = "secret-access".into();
+        g.id_token = Some("secret-id".into());
+        let text = format!("{g:?}");
+        assert!(!text.contains("secret"), "{text}");
+    }
+
+    #[test]
+    fn provider_failures_map_to_our_answers() {
+        type E = StandardErrorResponse<CoreErrorResponseType>;
+        let c = |e: RequestTokenError<HttpError, E>| classify(e, token_error_is_invalid_grant);
+        assert_eq!(
+            c(RequestTokenError::Request(HttpError::Unreachable)),
+            ProviderError::Unavailable
+        );
+        assert_eq!(
+            c(RequestTokenError::Request(HttpError::Status(503))),
+            ProviderError::Unavailable
+        );
+        let grant_error = E::new(CoreErrorResponseType::InvalidGrant, None, None);
+        assert_eq!(
+            c(RequestTokenError::ServerResponse(grant_error)),
+            ProviderError::InvalidGrant
+        );
+        let client_error = E::new(CoreErrorResponseType::InvalidClient, None, None);
+        assert!(matches!(
+            c(RequestTokenError::ServerResponse(client_error)),
+            ProviderError::Malformed(_)
+        ));
+        assert!(matches!(
+            c(RequestTokenError::Other("x".into())),
+            ProviderError::Malformed(_)
+        ));
+    }
+}
