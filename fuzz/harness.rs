@@ -15,19 +15,19 @@
 
 use arbitrary::{Arbitrary, Unstructured};
 
-use tokenwarden::core::clock::Stamp;
-use tokenwarden::core::json::{self, Value};
-use tokenwarden::core::jwt;
-use tokenwarden::core::lifetime::{lifetime_ms, MAX_LIFETIME_MS};
-use tokenwarden::core::options;
-use tokenwarden::core::origin;
-use tokenwarden::core::schedule::{
+use tokenwarden::error::Error;
+use tokenwarden::policy::clock::Stamp;
+use tokenwarden::policy::json::{self, Value};
+use tokenwarden::policy::jwt;
+use tokenwarden::policy::lifetime::{lifetime_ms, MAX_LIFETIME_MS};
+use tokenwarden::policy::options;
+use tokenwarden::policy::origin;
+use tokenwarden::policy::schedule::{
     self, backoff_ms, RetryPolicy, MAX_RETRY_AFTER_MS, MAX_TIMER_MS, MIN_ATTEMPT_GAP_MS,
 };
-use tokenwarden::core::session::{self, Config, Failure, Session, Standing, State, Tick};
-use tokenwarden::core::tabsync::{self, Message};
-use tokenwarden::core::token::{self, Grant, Secret};
-use tokenwarden::error::Error;
+use tokenwarden::policy::session::{self, Config, Failure, Session, Standing, State, Tick};
+use tokenwarden::policy::tabsync::{self, Message};
+use tokenwarden::policy::token::{self, Grant, Secret};
 
 /// `expires_in` ceiling of `token::parse_token_response` (ten years, s).
 const MAX_EXPIRES_IN: f64 = 315_576_000.0;
