@@ -58,9 +58,16 @@ export type TokenClientEvent =
   | { type: "signedIn"; expiresAt: number | undefined }
   | { type: "refreshed"; expiresAt: number | undefined; source: "self" | "tab" }
   | { type: "refreshFailed"; error: TokenClientError; retryInMs: number | null }
-  | { type: "signedOut"; reason: SignedOutReason };
+  | { type: "signedOut"; reason: SignedOutReason }
+  | { type: "stateChanged"; state: TokenClientState };
 
-export interface TokenClient {
+/**
+ * The client (a class emitted by wasm-bindgen; made by createTokenClient,
+ * so exported as a type only).
+ */
+declare class TokenClient {
+  /** `new TokenClient(options)` in the raw wasm-bindgen glue; throws invalid_options. */
+  constructor(options: TokenClientOptions);
   /** Restore a session: other tabs first, then the refresh endpoint once. */
   start(): Promise<boolean>;
   /** Accept the app's own login response; throws invalid_response. */
@@ -80,12 +87,17 @@ export interface TokenClient {
   readonly state: TokenClientState;
   /** Expiry in epoch ms of this page's clock. */
   readonly expiresAt: number | undefined;
+  /** When the next silent refresh is planned, epoch ms of this page's clock. */
+  readonly refreshAt: number | undefined;
   /** The JWT payload, decoded but NOT verified; undefined for opaque tokens. */
   claims(): Record<string, unknown> | undefined;
   hasScope(scope: string): boolean;
   /** Stop timers, leave the channel; later calls reject with disposed. */
   dispose(): void;
+  /** wasm-bindgen's explicit release of the Rust value (dispose() and more). */
+  free(): void;
 }
+export type { TokenClient };
 
 /** Loads the wasm once (createTokenClient does this for you). */
 export declare function init(): Promise<unknown>;
