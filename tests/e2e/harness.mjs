@@ -60,7 +60,7 @@ export async function waitFor(fn, { timeoutMs = 5000, intervalMs = 50, what = "c
 export async function startServer({ extraArgs = [] } = {}) {
   const child = spawn(
     SERVER_BIN,
-    ["--port", "0", "--test-mode", "--memory-store", "--www-dir", join(REPO, "www"),
+    ["--port", "0", "--test-mode", "--memory-store", "--www-dir", join(REPO, "www", "demo"),
       "--pkg-dir", process.env.TW_E2E_PKG_DIR || join(REPO, "pkg"), ...extraArgs],
     { cwd: REPO, stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, TW_LOG: process.env.TW_LOG || "warn" } },
   );

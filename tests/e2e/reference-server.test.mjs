@@ -13,8 +13,8 @@ test("the refresh cookie is stored by Chromium on http://127.0.0.1 as HttpOnly, 
   const page = await env.openTab(context);
   await login(page);
   const cookies = await context.cookies(env.server.url + "/auth/refresh");
-  const c = cookies.find((x) => x.name === "tw_refresh");
-  assert.ok(c, `Chromium did not store tw_refresh (cookies for /auth: ${cookies.map((x) => x.name)})`);
+  const c = cookies.find((x) => x.name === "__Secure-tw_refresh");
+  assert.ok(c, `Chromium did not store __Secure-tw_refresh (cookies for /auth: ${cookies.map((x) => x.name)})`);
   assert.equal(c.httpOnly, true);
   assert.equal(c.secure, true);
   assert.equal(c.sameSite, "Strict");
@@ -22,7 +22,7 @@ test("the refresh cookie is stored by Chromium on http://127.0.0.1 as HttpOnly, 
   assert.equal(c.domain, "127.0.0.1");
   // Path=/auth: the cookie is not sent to the page or the API.
   const forPage = await context.cookies(env.server.url + "/api/me");
-  assert.equal(forPage.find((x) => x.name === "tw_refresh"), undefined);
+  assert.equal(forPage.find((x) => x.name === "__Secure-tw_refresh"), undefined);
 });
 
 test("a signed-in page calls the API with a valid Bearer, refreshes silently before expiry, and logout clears the cookie", async () => {
@@ -58,7 +58,7 @@ test("a signed-in page calls the API with a valid Bearer, refreshes silently bef
   const c = await env.server.counters();
   assert.equal(c.logouts, 1);
   const cookies = await context.cookies(env.server.url + "/auth/refresh");
-  assert.equal(cookies.find((x) => x.name === "tw_refresh"), undefined, "cookie still in the jar after logout");
+  assert.equal(cookies.find((x) => x.name === "__Secure-tw_refresh"), undefined, "cookie still in the jar after logout");
 
   // A later refresh from the page is refused, and the client sends no Bearer.
   const status = await page.evaluate(async () => (await fetch("/auth/refresh", {

@@ -44,7 +44,7 @@ test("after a browser restart with a persistent profile, two tabs starting at on
     await env.server.reset();
     context = await openPersistent(dir);
     const cookies = await context.cookies(env.server.url + "/auth/refresh");
-    assert.ok(cookies.some((c) => c.name === "tw_refresh"), "the refresh cookie did not survive the restart");
+    assert.ok(cookies.some((c) => c.name === "__Secure-tw_refresh"), "the refresh cookie did not survive the restart");
     const [a, b] = [await open(context, env.server.url), await open(context, env.server.url)];
     const [ra, rb] = await Promise.all([a.evaluate(() => tw.start()), b.evaluate(() => tw.start())]);
     assert.deepEqual([ra, rb], [true, true]);

@@ -132,7 +132,7 @@ test("the access token and the refresh cookie never appear in storage, IndexedDB
   await page.evaluate(async () => window.seen.add(await window.tw.getToken()));
   const cookieValues = new Set();
   const grabCookie = async () => {
-    for (const c of await context.cookies(env.server.url + "/auth/refresh")) if (c.name === "tw_refresh") cookieValues.add(c.value);
+    for (const c of await context.cookies(env.server.url + "/auth/refresh")) if (c.name === "__Secure-tw_refresh") cookieValues.add(c.value);
   };
   await grabCookie();
 
@@ -404,10 +404,10 @@ test("server, from the browser: a replayed refresh cookie is reuse and revokes t
   const page = await openHostile(context);
   await page.evaluate(() => window.login());
   const url = env.server.url + "/auth/refresh";
-  const old = (await context.cookies(url)).find((c) => c.name === "tw_refresh");
+  const old = (await context.cookies(url)).find((c) => c.name === "__Secure-tw_refresh");
   assert.ok(old);
   await page.evaluate(() => window.tw.refresh());
-  const rotated = (await context.cookies(url)).find((c) => c.name === "tw_refresh");
+  const rotated = (await context.cookies(url)).find((c) => c.name === "__Secure-tw_refresh");
   assert.notEqual(rotated.value, old.value, "the cookie did not rotate");
   await env.server.reset();
   const liveBefore = (await env.server.counters()).liveFamilies;

@@ -95,7 +95,7 @@ test("logout in one of three tabs signs the other two out with reason tab within
   assert.deepEqual(api.map((e) => e.bearer), ["none", "none"]);
   assert.equal((await env.server.counters()).refreshRequests, 0, "a signed-out tab tried to refresh");
   const cookies = await context.cookies(env.server.url + "/auth/refresh");
-  assert.equal(cookies.find((x) => x.name === "tw_refresh"), undefined);
+  assert.equal(cookies.find((x) => x.name === "__Secure-tw_refresh"), undefined);
 });
 
 test("a new tab opened while another tab holds a live token signs in over the channel with zero refresh calls", async () => {
@@ -188,5 +188,5 @@ test("a logout in one tab while another tab's refresh is in flight does not brin
   assert.equal(c.refreshesServed, 0, "the server rotated a token of a logged-out family");
   assert.equal(c.reuseDetected, 0);
   const cookies = await context.cookies(env.server.url + "/auth/refresh");
-  assert.equal(cookies.find((x) => x.name === "tw_refresh"), undefined);
+  assert.equal(cookies.find((x) => x.name === "__Secure-tw_refresh"), undefined);
 });

@@ -33,7 +33,7 @@ use hyper_util::rt::TokioIo;
 use serde_json::Value;
 use tokio::net::TcpStream;
 
-const COOKIE: &str = "tw_refresh";
+const COOKIE: &str = "__Secure-tw_refresh";
 const CSRF_HEADER: &str = "x-requested-with";
 /// One request that takes longer than this is a failure (the server is on loopback).
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -281,7 +281,7 @@ fn set_cookie_token(reply: &Reply) -> Option<(&str, &str)> {
 /// Check a 200 token response and take the cookie and access token out of it.
 fn session_from(reply: &Reply) -> Result<Session, String> {
     let (cookie, attrs) =
-        set_cookie_token(reply).ok_or("200 token response without a tw_refresh cookie")?;
+        set_cookie_token(reply).ok_or("200 token response without a refresh cookie")?;
     if cookie.len() < 43 {
         return Err(format!(
             "refresh token of {} chars (want >= 43)",

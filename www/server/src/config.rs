@@ -1,208 +1,155 @@
-//! Command-line flags and `TW_*` environment variables (flags win).
+//! Command-line flags and `TW_*` environment variables (clap derive; a flag wins over its
+//! variable). Paths default to places relative to the working directory, never to the
+//! directory the binary was built in.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
 
 /// Default issuer (`iss`) of access tokens.
 pub const DEFAULT_ISSUER: &str = "tokenwarden-demo";
 /// Default audience (`aud`) of access tokens.
 pub const DEFAULT_AUDIENCE: &str = "tokenwarden-demo-api";
 
-/// Usage text for `--help`.
-pub const USAGE: &str = "\
-tokenwarden-server: reference refresh-endpoint server for tokenwarden
+/// How log lines are written to stderr.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object a line.
+    Json,
+}
 
-USAGE: tokenwarden-server [FLAGS]
-
-  --bind ADDR              listen address (default 127.0.0.1:8080)      env TW_BIND
-  --port N                 override the port of --bind (0 = any free)  env TW_PORT
-  --access-ttl SECS        access-token lifetime (default 60)           env TW_ACCESS_TTL
-  --family-lifetime SECS   absolute refresh-family lifetime (default 28800)  env TW_FAMILY_LIFETIME
-  --leeway SECS            exp/nbf clock-skew allowance (default 5)     env TW_LEEWAY
-  --test-mode              enable /test/* routes                        env TW_TEST_MODE=1
-  --memory-store           keep refresh tokens in memory, not SQLite    env TW_MEMORY_STORE=1
-  --data-dir DIR           SQLite directory (default www/server/data)   env TW_DATA_DIR
-  --www-dir DIR            static files served at / (default www)       env TW_WWW_DIR
-  --pkg-dir DIR            wasm-pack output served at /pkg/ (default pkg)  env TW_PKG_DIR
-  --signing-key-file PEM   P-256 private key (PKCS#8 or SEC1 PEM); default: generate at start
-                                                                        env TW_SIGNING_KEY_FILE
-  -h, --help               this text
-
-The first line on stdout is `listening on http://ADDR`. Logs go to stderr (TW_LOG=debug|info|warn).
-";
-
-/// Everything the server needs to start.
-#[derive(Debug, Clone)]
+/// Reference refresh-endpoint server for tokenwarden.
+///
+/// The first line on stdout is `listening on http://ADDR`. Logs go to stderr; their level is
+/// an EnvFilter directive in TW_LOG (e.g. `info`, `debug`, `tokenwarden_server=debug,warn`).
+#[derive(Debug, Clone, Parser)]
+#[command(name = "tokenwarden-server", version, about, long_about = None)]
 pub struct Config {
     /// Listen address.
+    #[arg(long, env = "TW_BIND", default_value = "127.0.0.1:8080")]
     pub bind: SocketAddr,
+    /// Override the port of --bind (0 = any free port).
+    #[arg(long, env = "TW_PORT")]
+    pub port: Option<u16>,
     /// Access-token lifetime in seconds (may be fractional).
+    #[arg(long = "access-ttl", env = "TW_ACCESS_TTL", default_value_t = 60.0, value_parser = positive_secs)]
     pub access_ttl_s: f64,
     /// Absolute lifetime of a refresh-token family in seconds.
+    #[arg(long = "family-lifetime", env = "TW_FAMILY_LIFETIME", default_value_t = 28800.0, value_parser = positive_secs)]
     pub family_lifetime_s: f64,
-    /// Leeway for `exp`/`nbf` in seconds.
+    /// Clock-skew allowance for exp/nbf in whole seconds.
+    #[arg(long = "leeway", env = "TW_LEEWAY", default_value_t = 5)]
     pub leeway_s: i64,
-    /// Whether `/test/*` exists.
+    /// Live token families one user may have; a new login beyond it revokes the oldest.
+    #[arg(long, env = "TW_MAX_FAMILIES_PER_USER", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_families_per_user: u32,
+    /// Failed logins one account may have in a burst before 429 (refills 1 per
+    /// --login-refill seconds).
+    #[arg(long, env = "TW_LOGIN_ACCOUNT_BURST", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..))]
+    pub login_account_burst: u32,
+    /// Failed logins one client address may have in a burst before 429.
+    #[arg(long, env = "TW_LOGIN_ADDRESS_BURST", default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..))]
+    pub login_address_burst: u32,
+    /// Seconds after which one more failed login is allowed (account and address alike).
+    #[arg(long = "login-refill", env = "TW_LOGIN_REFILL", default_value_t = 6.0, value_parser = positive_secs)]
+    pub login_refill_s: f64,
+    /// Origins (scheme://host[:port]) besides the server's own that may call login,
+    /// refresh and logout; repeat the flag or separate with commas.
+    #[arg(
+        long = "allowed-origin",
+        env = "TW_ALLOWED_ORIGINS",
+        value_delimiter = ','
+    )]
+    pub allowed_origins: Vec<String>,
+    /// Seconds a client may take to send a request's headers.
+    #[arg(long = "header-timeout", env = "TW_HEADER_TIMEOUT", default_value_t = 10.0, value_parser = positive_secs)]
+    pub header_timeout_s: f64,
+    /// Seconds a request may take from its headers to the end of the response's headers
+    /// (test-mode `hang` faults are cut off by it too).
+    #[arg(long = "request-timeout", env = "TW_REQUEST_TIMEOUT", default_value_t = 30.0, value_parser = positive_secs)]
+    pub request_timeout_s: f64,
+    /// Seconds a keep-alive connection may sit idle between requests.
+    #[arg(long = "idle-timeout", env = "TW_IDLE_TIMEOUT", default_value_t = 60.0, value_parser = positive_secs)]
+    pub idle_timeout_s: f64,
+    /// Open connections at most; more wait in the kernel's accept queue.
+    #[arg(long, env = "TW_MAX_CONNECTIONS", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: u32,
+    /// Enable the /test/* routes (never in production).
+    #[arg(long, env = "TW_TEST_MODE")]
     pub test_mode: bool,
-    /// Use [`crate::store::MemoryStore`] instead of SQLite.
+    /// Keep refresh tokens in memory instead of SQLite.
+    #[arg(long, env = "TW_MEMORY_STORE")]
     pub memory_store: bool,
     /// Directory of the SQLite file.
+    #[arg(long, env = "TW_DATA_DIR", default_value = "www/server/data")]
     pub data_dir: PathBuf,
-    /// Directory served at `/`.
+    /// Static files served at /.
+    #[arg(long, env = "TW_WWW_DIR", default_value = "www/demo")]
     pub www_dir: PathBuf,
-    /// Directory served at `/pkg/`.
+    /// wasm-pack output served at /pkg/.
+    #[arg(long, env = "TW_PKG_DIR", default_value = "pkg")]
     pub pkg_dir: PathBuf,
-    /// PEM private key; `None` = generate one at start.
+    /// P-256 private key (PKCS#8 or SEC1 PEM); default: a key generated at start.
+    #[arg(long, env = "TW_SIGNING_KEY_FILE")]
     pub signing_key_file: Option<PathBuf>,
+    /// Log format on stderr.
+    #[arg(long, env = "TW_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
     /// `iss` of issued tokens.
+    #[arg(skip = DEFAULT_ISSUER.to_string())]
     pub issuer: String,
     /// `aud` of issued tokens.
+    #[arg(skip = DEFAULT_AUDIENCE.to_string())]
     pub audience: String,
 }
 
-/// The repo layout: `www/server` is this crate, `www/` its parent, `pkg/` at the root.
-/// `up` is how many levels above the crate `rest` starts. When the binary runs where the
-/// source tree is gone, paths fall back to `from_cwd` (relative to the working directory).
-fn default_dir(up: usize, rest: &str, from_cwd: &str) -> PathBuf {
-    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
-    match manifest.ancestors().nth(up) {
-        Some(base) if manifest.is_dir() => base.join(rest),
-        _ => PathBuf::from(from_cwd),
+fn positive_secs(v: &str) -> Result<f64, String> {
+    match v.parse::<f64>() {
+        Ok(n) if n.is_finite() && n > 0.0 => Ok(n),
+        _ => Err(format!("must be a positive number of seconds, got {v:?}")),
     }
 }
 
 impl Default for Config {
+    /// The defaults of every flag, without reading the environment.
     fn default() -> Self {
-        Self {
-            bind: SocketAddr::from(([127, 0, 0, 1], 8080)),
-            access_ttl_s: 60.0,
-            family_lifetime_s: 8.0 * 3600.0,
-            leeway_s: 5,
-            test_mode: false,
-            memory_store: false,
-            data_dir: default_dir(0, "data", "www/server/data"),
-            www_dir: default_dir(1, "", "www"),
-            pkg_dir: default_dir(2, "pkg", "pkg"),
-            signing_key_file: None,
-            issuer: DEFAULT_ISSUER.into(),
-            audience: DEFAULT_AUDIENCE.into(),
+        let mut cmd = <Self as clap::CommandFactory>::command();
+        // Strip the env bindings so a TW_* variable of the caller cannot leak into tests.
+        let args: Vec<clap::Arg> = cmd.get_arguments().cloned().collect();
+        for arg in args {
+            let id = arg.get_id().clone();
+            cmd = cmd.mut_arg(id, |a| a.env(None));
         }
+        let matches = cmd
+            .try_get_matches_from(["tokenwarden-server"])
+            .unwrap_or_else(|e| panic!("defaults must parse: {e}"));
+        <Self as clap::FromArgMatches>::from_arg_matches(&matches)
+            .unwrap_or_else(|e| panic!("defaults must parse: {e}"))
     }
-}
-
-/// Result of parsing the command line.
-#[derive(Debug)]
-pub enum Command {
-    /// Start the server.
-    Run(Box<Config>),
-    /// Print [`USAGE`].
-    Help,
-}
-
-fn positive_secs(name: &str, v: &str) -> Result<f64, String> {
-    match v.parse::<f64>() {
-        Ok(n) if n.is_finite() && n > 0.0 => Ok(n),
-        _ => Err(format!(
-            "{name} must be a positive number of seconds, got {v:?}"
-        )),
-    }
-}
-
-fn truthy(v: &str) -> bool {
-    matches!(v, "1" | "true" | "yes" | "on")
 }
 
 impl Config {
-    /// Parse `args` (without the program name), then fill the rest from `env`.
-    pub fn parse<I, E>(args: I, env: E) -> Result<Command, String>
-    where
-        I: IntoIterator<Item = String>,
-        E: Fn(&str) -> Option<String>,
-    {
-        // Environment first, flags override.
-        let mut pairs: Vec<(String, Option<String>)> = Vec::new();
-        for (var, flag) in [
-            ("TW_BIND", "--bind"),
-            ("TW_PORT", "--port"),
-            ("TW_ACCESS_TTL", "--access-ttl"),
-            ("TW_FAMILY_LIFETIME", "--family-lifetime"),
-            ("TW_LEEWAY", "--leeway"),
-            ("TW_DATA_DIR", "--data-dir"),
-            ("TW_WWW_DIR", "--www-dir"),
-            ("TW_PKG_DIR", "--pkg-dir"),
-            ("TW_SIGNING_KEY_FILE", "--signing-key-file"),
-        ] {
-            if let Some(v) = env(var).filter(|v| !v.is_empty()) {
-                pairs.push((flag.into(), Some(v)));
-            }
+    /// The address to bind: --bind with --port applied.
+    pub fn listen_addr(&self) -> SocketAddr {
+        let mut addr = self.bind;
+        if let Some(port) = self.port {
+            addr.set_port(port);
         }
-        for (var, flag) in [
-            ("TW_TEST_MODE", "--test-mode"),
-            ("TW_MEMORY_STORE", "--memory-store"),
-        ] {
-            if env(var).is_some_and(|v| truthy(&v)) {
-                pairs.push((flag.into(), None));
-            }
-        }
-        let mut args = args.into_iter();
-        while let Some(arg) = args.next() {
-            let (flag, inline) = match arg.split_once('=') {
-                Some((f, v)) if f.starts_with("--") => (f.to_string(), Some(v.to_string())),
-                _ => (arg, None),
-            };
-            match flag.as_str() {
-                "-h" | "--help" => return Ok(Command::Help),
-                "--test-mode" | "--memory-store" => pairs.push((flag, None)),
-                "--bind" | "--port" | "--access-ttl" | "--family-lifetime" | "--leeway"
-                | "--data-dir" | "--www-dir" | "--pkg-dir" | "--signing-key-file" => {
-                    let value = match inline {
-                        Some(v) => v,
-                        None => args.next().ok_or_else(|| format!("{flag} needs a value"))?,
-                    };
-                    pairs.push((flag, Some(value)));
-                }
-                other => return Err(format!("unknown argument {other:?} (try --help)")),
-            }
-        }
+        addr
+    }
 
-        let mut c = Config::default();
-        let mut port = None;
-        for (flag, value) in pairs {
-            let v = value.unwrap_or_default();
-            match flag.as_str() {
-                "--bind" => {
-                    c.bind = v
-                        .parse()
-                        .map_err(|_| format!("--bind: not an address: {v:?}"))?
-                }
-                "--port" => {
-                    port = Some(
-                        v.parse::<u16>()
-                            .map_err(|_| format!("--port: not a port: {v:?}"))?,
-                    )
-                }
-                "--access-ttl" => c.access_ttl_s = positive_secs("--access-ttl", &v)?,
-                "--family-lifetime" => {
-                    c.family_lifetime_s = positive_secs("--family-lifetime", &v)?
-                }
-                "--leeway" => {
-                    c.leeway_s = v
-                        .parse()
-                        .map_err(|_| format!("--leeway: not whole seconds: {v:?}"))?
-                }
-                "--data-dir" => c.data_dir = v.into(),
-                "--www-dir" => c.www_dir = v.into(),
-                "--pkg-dir" => c.pkg_dir = v.into(),
-                "--signing-key-file" => c.signing_key_file = Some(v.into()),
-                "--test-mode" => c.test_mode = true,
-                "--memory-store" => c.memory_store = true,
-                _ => {}
-            }
+    /// Connection limits for [`crate::serve`].
+    pub fn limits(&self) -> crate::serve::Limits {
+        crate::serve::Limits {
+            header_read: Duration::from_secs_f64(self.header_timeout_s),
+            request: Duration::from_secs_f64(self.request_timeout_s),
+            idle: Duration::from_secs_f64(self.idle_timeout_s),
+            max_connections: self.max_connections as usize,
         }
-        if let Some(p) = port {
-            c.bind.set_port(p);
-        }
-        Ok(Command::Run(Box::new(c)))
     }
 }
 
@@ -210,59 +157,67 @@ impl Config {
 mod tests {
     use super::*;
 
-    fn parse(args: &[&str], env: &[(&str, &str)]) -> Result<Config, String> {
-        let env: Vec<(String, String)> = env
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        match Config::parse(args.iter().map(|s| s.to_string()), |k| {
-            env.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone())
-        })? {
-            Command::Run(c) => Ok(*c),
-            Command::Help => Err("help".into()),
-        }
+    fn parse(args: &[&str]) -> Result<Config, clap::Error> {
+        Config::try_parse_from(std::iter::once("tokenwarden-server").chain(args.iter().copied()))
     }
 
     #[test]
     fn defaults_bind_to_loopback_with_a_one_minute_token_and_an_eight_hour_family() {
-        let c = parse(&[], &[]).unwrap();
-        assert_eq!(c.bind.to_string(), "127.0.0.1:8080");
+        let c = Config::default();
+        assert_eq!(c.listen_addr().to_string(), "127.0.0.1:8080");
         assert_eq!(c.access_ttl_s, 60.0);
         assert_eq!(c.family_lifetime_s, 28800.0);
         assert!(!c.test_mode && !c.memory_store);
-        assert!(c.www_dir.join("server").is_dir());
+        assert_eq!(c.max_families_per_user, 100);
     }
 
     #[test]
-    fn flags_override_the_environment_and_port_zero_is_accepted() {
-        let c = parse(
-            &[
-                "--port",
-                "0",
-                "--access-ttl=1.5",
-                "--test-mode",
-                "--memory-store",
-            ],
-            &[
-                ("TW_ACCESS_TTL", "7"),
-                ("TW_FAMILY_LIFETIME", "30"),
-                ("TW_BIND", "127.0.0.1:9"),
-            ],
-        )
+    fn default_paths_are_relative_to_the_working_directory_not_the_build_directory() {
+        let c = Config::default();
+        for p in [&c.www_dir, &c.pkg_dir, &c.data_dir] {
+            assert!(p.is_relative(), "{}", p.display());
+        }
+        assert!(!c
+            .data_dir
+            .to_string_lossy()
+            .contains(env!("CARGO_MANIFEST_DIR")));
+    }
+
+    #[test]
+    fn flags_are_parsed_and_port_zero_is_accepted() {
+        let c = parse(&[
+            "--port",
+            "0",
+            "--access-ttl=1.5",
+            "--test-mode",
+            "--memory-store",
+            "--allowed-origin",
+            "https://a.example,https://b.example",
+        ])
         .unwrap();
-        assert_eq!(c.bind.to_string(), "127.0.0.1:0");
+        assert_eq!(c.listen_addr().to_string(), "127.0.0.1:0");
         assert_eq!(c.access_ttl_s, 1.5);
-        assert_eq!(c.family_lifetime_s, 30.0);
         assert!(c.test_mode && c.memory_store);
+        assert_eq!(c.allowed_origins.len(), 2);
     }
 
     #[test]
     fn bad_flags_are_refused_with_the_flag_name() {
-        assert!(parse(&["--access-ttl", "-1"], &[])
-            .unwrap_err()
-            .contains("--access-ttl"));
-        assert!(parse(&["--bogus"], &[]).unwrap_err().contains("--bogus"));
-        assert!(parse(&["--bind"], &[]).unwrap_err().contains("--bind"));
-        assert_eq!(parse(&["--help"], &[]).unwrap_err(), "help");
+        for (args, flag) in [
+            (&["--access-ttl", "0"][..], "--access-ttl"),
+            (&["--bogus"][..], "--bogus"),
+            (&["--bind"][..], "--bind"),
+            (
+                &["--max-families-per-user", "0"][..],
+                "--max-families-per-user",
+            ),
+        ] {
+            let e = parse(args).unwrap_err().to_string();
+            assert!(e.contains(flag), "{e}");
+        }
+        assert_eq!(
+            parse(&["--help"]).unwrap_err().kind(),
+            clap::error::ErrorKind::DisplayHelp
+        );
     }
 }

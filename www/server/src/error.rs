@@ -14,6 +14,8 @@ pub enum BearerFailure {
     Invalid,
     /// Correctly signed but expired.
     Expired,
+    /// Correctly signed and unexpired, but its family (`sid`) has been revoked.
+    Revoked,
 }
 
 /// Every way a request can fail.
@@ -25,6 +27,10 @@ pub enum AppError {
     InvalidGrant,
     /// 403 `csrf`: `X-Requested-With` missing on a cookie endpoint.
     CsrfHeaderMissing,
+    /// 403 `csrf`: `Origin` / `Sec-Fetch-Site` names another site on a cookie endpoint.
+    ForeignOrigin,
+    /// 429 `rate_limited` with `Retry-After` (whole seconds, rounded up).
+    RateLimited(std::time::Duration),
     /// 401 with `WWW-Authenticate: Bearer …`.
     Unauthorized(BearerFailure),
     /// 500 `server_error`; the detail is logged, not sent.
@@ -62,10 +68,28 @@ impl IntoResponse for AppError {
                 Json(json!({ "error": "csrf", "error_description": "X-Requested-With header required" })),
             )
                 .into_response(),
+            AppError::ForeignOrigin => (
+                StatusCode::FORBIDDEN,
+                no_store,
+                Json(json!({ "error": "csrf", "error_description": "cross-origin request refused" })),
+            )
+                .into_response(),
+            AppError::RateLimited(wait) => {
+                let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+                (
+                    StatusCode::TOO_MANY_REQUESTS,
+                    [
+                        (header::RETRY_AFTER, HeaderValue::from(secs.max(1))),
+                        (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
+                    ],
+                    Json(json!({ "error": "rate_limited" })),
+                )
+                    .into_response()
+            }
             AppError::Unauthorized(failure) => {
                 let (challenge, error) = match failure {
                     BearerFailure::Missing => ("Bearer", "unauthorized"),
-                    BearerFailure::Invalid | BearerFailure::Expired => {
+                    BearerFailure::Invalid | BearerFailure::Expired | BearerFailure::Revoked => {
                         ("Bearer error=\"invalid_token\"", "invalid_token")
                     }
                 };

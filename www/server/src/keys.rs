@@ -44,7 +44,7 @@ pub enum JwsError {
     Algorithm,
     /// No live key has this `kid`.
     UnknownKey,
-    /// The signature does not verify.
+    /// The signature does not verify, or is not in low-S form.
     Signature,
 }
 
@@ -146,6 +146,8 @@ impl KeySet {
         input.push('.');
         input.push_str(&URL_SAFE_NO_PAD.encode(serde_json::to_vec(claims)?));
         let signature: Signature = self.current.sign(input.as_bytes());
+        // Low-S form: the only spelling `verify` accepts.
+        let signature = signature.normalize_s().unwrap_or(signature);
         input.push('.');
         input.push_str(&URL_SAFE_NO_PAD.encode(signature.to_bytes()));
         Ok(input)
@@ -173,6 +175,11 @@ impl KeySet {
             .ok_or(JwsError::UnknownKey)?;
         let sig_bytes = URL_SAFE_NO_PAD.decode(s).map_err(|_| JwsError::Signature)?;
         let signature = Signature::from_slice(&sig_bytes).map_err(|_| JwsError::Signature)?;
+        // (r, n - s) verifies as well as (r, s); accept only the low-S one, so one token has
+        // exactly one spelling.
+        if signature.normalize_s().is_some() {
+            return Err(JwsError::Signature);
+        }
         let signing_input_len = h.len() + 1 + p.len();
         key.verify(&token.as_bytes()[..signing_input_len], &signature)
             .map_err(|_| JwsError::Signature)?;

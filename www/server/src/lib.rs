@@ -1,19 +1,24 @@
 //! Reference backend for tokenwarden: login, rotating HttpOnly refresh cookie, ES256 access
-//! tokens, a protected `/api/me`, static files for the demo, and a test mode for browser tests.
+//! tokens, a protected `/api/me`, operations endpoints, static files for the demo, and a
+//! test mode for browser tests.
 //!
 //! [`app`] builds the whole [`Router`] from an [`AppState`], so tests drive it with
-//! `tower::ServiceExt::oneshot` without a socket. See `README.md` for flags and the test API.
+//! `tower::ServiceExt::oneshot` without a socket; [`serve::serve`] puts it on a socket with
+//! timeouts and a connection cap. See `README.md` for flags and the test API.
 #![deny(missing_docs)]
 
-pub mod auth;
 pub mod clock;
 pub mod config;
 pub mod error;
+pub mod extract;
 pub mod keys;
+pub mod limiter;
 pub mod logging;
+pub mod metrics;
+pub mod revoked;
 pub mod routes;
+pub mod serve;
 pub mod session;
-pub mod sqlite;
 pub mod state;
 pub mod store;
 pub mod testing;
@@ -23,17 +28,25 @@ use std::convert::Infallible;
 use std::sync::Arc;
 
 use axum::extract::{Request, State};
-use axum::http::{header, HeaderValue, Method, StatusCode};
+use axum::http::{header, HeaderName, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 use tower::ServiceExt as _;
 use tower_http::services::ServeDir;
-use tower_http::set_header::SetResponseHeader;
+use tower_http::set_header::SetResponseHeaderLayer;
 
-pub use auth::REFRESH_COOKIE;
 pub use config::Config;
+pub use extract::REFRESH_COOKIE;
 pub use state::AppState;
+
+/// The Content-Security-Policy of every response. The demo page loads its script, style,
+/// icon and wasm from its own origin and has no inline script or style; the wasm needs
+/// `'wasm-unsafe-eval'` (not `'unsafe-eval'`); nothing may frame it.
+pub const CONTENT_SECURITY_POLICY: &str =
+    "default-src 'none'; script-src 'self' 'wasm-unsafe-eval'; \
+style-src 'self'; img-src 'self'; connect-src 'self'; manifest-src 'self'; base-uri 'none'; \
+form-action 'self'; frame-ancestors 'none'";
 
 /// Why the server could not start.
 #[derive(Debug)]
@@ -59,13 +72,13 @@ pub fn build_state(config: &Config) -> Result<AppState, StartupError> {
         }
         None => keys::KeySet::generate(),
     };
-    let store: Box<dyn store::RefreshStore> = if config.memory_store {
-        Box::new(store::MemoryStore::new())
+    let store: Arc<dyn store::RefreshStore> = if config.memory_store {
+        Arc::new(store::MemoryStore::new())
     } else {
         let store =
-            sqlite::SqliteStore::open(&config.data_dir).map_err(|e| StartupError(e.to_string()))?;
+            store::SqliteStore::open(&config.data_dir).map_err(|e| StartupError(e.to_string()))?;
         tracing::info!(path = %store.path().display(), "refresh tokens stored in SQLite");
-        Box::new(store)
+        Arc::new(store)
     };
     Ok(AppState::new(
         config,
@@ -78,29 +91,30 @@ pub fn build_state(config: &Config) -> Result<AppState, StartupError> {
 /// The whole application.
 pub fn app(state: AppState) -> Router {
     let mut router = Router::new()
-        .route("/auth/login", post(routes::login))
-        .route("/auth/refresh", post(routes::refresh))
-        .route("/auth/logout", post(routes::logout))
-        .route("/.well-known/jwks.json", get(routes::jwks))
-        .route("/api/me", get(routes::me));
+        .route("/auth/login", post(routes::auth::login))
+        .route("/auth/refresh", post(routes::auth::refresh))
+        .route("/auth/logout", post(routes::auth::logout))
+        .route("/.well-known/jwks.json", get(routes::api::jwks))
+        .route("/api/me", get(routes::api::me))
+        .route("/healthz", get(routes::ops::healthz))
+        .route("/readyz", get(routes::ops::readyz))
+        .route("/metrics", get(routes::ops::metrics))
+        .nest_service("/pkg", ServeDir::new(&state.settings.pkg_dir))
+        .fallback(static_www);
     if state.settings.test_mode {
-        router = router.nest("/test", testing::router());
+        router = testing::install(router, &state);
     }
-    let pkg = ServeDir::new(&state.settings.pkg_dir);
-    router = if state.settings.test_mode {
-        router.nest_service(
-            "/pkg",
-            SetResponseHeader::overriding(
-                pkg,
-                header::CACHE_CONTROL,
-                HeaderValue::from_static("no-store"),
-            ),
-        )
-    } else {
-        router.nest_service("/pkg", pkg)
+    let header = |name: HeaderName, value: &'static str| {
+        SetResponseHeaderLayer::if_not_present(name, HeaderValue::from_static(value))
     };
     router
-        .fallback(static_www)
+        .layer(header(
+            header::CONTENT_SECURITY_POLICY,
+            CONTENT_SECURITY_POLICY,
+        ))
+        .layer(header(header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
+        .layer(header(header::REFERRER_POLICY, "no-referrer"))
+        .layer(header(header::X_FRAME_OPTIONS, "DENY"))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             logging::log_requests,
@@ -108,11 +122,10 @@ pub fn app(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// Serve the `www/` directory, except the server's own sources and data under `/server`.
-/// Anything that is not a GET/HEAD of a file is 404 (so `/test/*` is 404 outside test mode).
+/// Serve the demo directory. Anything that is not a GET/HEAD of a file is 404 (so
+/// `/test/*` is 404 outside test mode).
 async fn static_www(State(state): State<AppState>, request: Request) -> Response {
-    let readable = matches!(*request.method(), Method::GET | Method::HEAD);
-    if !readable || is_server_path(request.uri().path()) {
+    if !matches!(*request.method(), Method::GET | Method::HEAD) {
         return StatusCode::NOT_FOUND.into_response();
     }
     let served: Result<_, Infallible> = ServeDir::new(&state.settings.www_dir)
@@ -121,50 +134,5 @@ async fn static_www(State(state): State<AppState>, request: Request) -> Response
     match served {
         Ok(response) => response.into_response(),
         Err(never) => match never {},
-    }
-}
-
-/// Whether `path` (after percent-decoding and dropping `.`/empty segments) is under `/server`.
-fn is_server_path(path: &str) -> bool {
-    let bytes = path.as_bytes();
-    let mut decoded = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = |b: u8| (b as char).to_digit(16);
-        if bytes[i] == b'%' && i + 2 < bytes.len() {
-            if let (Some(h), Some(l)) = (hex(bytes[i + 1]), hex(bytes[i + 2])) {
-                decoded.push((h * 16 + l) as u8);
-                i += 3;
-                continue;
-            }
-        }
-        decoded.push(bytes[i]);
-        i += 1;
-    }
-    let decoded = String::from_utf8_lossy(&decoded);
-    decoded
-        .split(['/', '\\'])
-        .find(|segment| !segment.is_empty() && *segment != ".")
-        .is_some_and(|first| first.eq_ignore_ascii_case("server"))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::is_server_path;
-
-    #[test]
-    fn server_sources_are_recognised_however_the_path_is_spelled() {
-        for p in [
-            "/server",
-            "/server/Cargo.toml",
-            "/./server/src/lib.rs",
-            "//%73erver/data/x",
-            "/SERVER/",
-        ] {
-            assert!(is_server_path(p), "{p}");
-        }
-        for p in ["/", "/index.html", "/servers.html", "/pkg/server"] {
-            assert!(!is_server_path(p), "{p}");
-        }
     }
 }

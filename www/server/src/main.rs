@@ -7,33 +7,37 @@
 //! cargo run -p tokenwarden-server -- --port 0 --test-mode --memory-store   # for browser tests
 //! ```
 //!
-//! The first stdout line is `listening on http://ADDR`; logs go to stderr (`TW_LOG=debug`).
-//! `--help` lists every flag; `www/server/README.md` documents the test-mode API.
+//! The first stdout line is `listening on http://ADDR`; logs go to stderr (`TW_LOG=debug`,
+//! `--log-format json`). `--help` lists every flag; `www/server/README.md` documents them.
 
 use std::io::{IsTerminal as _, Write as _};
 use std::process::ExitCode;
+use std::time::Duration;
 
-use tokenwarden_server::config::{Command, Config, USAGE};
-use tracing::level_filters::LevelFilter;
+use clap::Parser as _;
+use tokenwarden_server::config::{Config, LogFormat};
+use tokenwarden_server::{session, AppState};
+use tracing_subscriber::EnvFilter;
 
-fn init_logging() {
-    let level = match std::env::var("TW_LOG")
-        .unwrap_or_default()
-        .to_ascii_lowercase()
-        .as_str()
-    {
-        "trace" => LevelFilter::TRACE,
-        "debug" => LevelFilter::DEBUG,
-        "warn" => LevelFilter::WARN,
-        "error" => LevelFilter::ERROR,
-        "off" => LevelFilter::OFF,
-        _ => LevelFilter::INFO,
-    };
-    tracing_subscriber::fmt()
-        .with_max_level(level)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr)
-        .init();
+/// How often ended families are purged and idle limiter keys forgotten.
+const MAINTENANCE_EVERY: Duration = Duration::from_secs(60);
+/// Ended families stay this long before they are purged (ms).
+const PURGE_GRACE_MS: i64 = 60 * 60 * 1000;
+
+fn init_logging(format: LogFormat) {
+    // TW_LOG is an EnvFilter directive list; unset, empty or unparsable means `info`.
+    let filter = std::env::var("TW_LOG")
+        .ok()
+        .filter(|v| !v.trim().is_empty())
+        .and_then(|v| EnvFilter::try_new(v).ok())
+        .unwrap_or_else(|| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
+        LogFormat::Json => builder.json().init(),
+    }
 }
 
 async fn shutdown_signal() {
@@ -42,20 +46,22 @@ async fn shutdown_signal() {
     }
 }
 
+fn spawn_maintenance(state: AppState) {
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(MAINTENANCE_EVERY);
+        loop {
+            every.tick().await;
+            if let Err(e) = session::maintain(&state, PURGE_GRACE_MS).await {
+                tracing::error!(error = ?e, "maintenance failed");
+            }
+        }
+    });
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
-    init_logging();
-    let config = match Config::parse(std::env::args().skip(1), |k| std::env::var(k).ok()) {
-        Ok(Command::Run(config)) => *config,
-        Ok(Command::Help) => {
-            print!("{USAGE}");
-            return ExitCode::SUCCESS;
-        }
-        Err(message) => {
-            eprintln!("error: {message}\n\n{USAGE}");
-            return ExitCode::from(2);
-        }
-    };
+    let config = Config::parse();
+    init_logging(config.log_format);
     let state = match tokenwarden_server::build_state(&config) {
         Ok(state) => state,
         Err(e) => {
@@ -63,21 +69,30 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let listener = match tokio::net::TcpListener::bind(config.bind).await {
+    match session::restore_revocations(&state).await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(families = n, "recent revocations restored"),
+        Err(e) => {
+            eprintln!("error: cannot read revocations: {e:?}");
+            return ExitCode::FAILURE;
+        }
+    }
+    let addr = config.listen_addr();
+    let listener = match tokio::net::TcpListener::bind(addr).await {
         Ok(l) => l,
         Err(e) => {
-            eprintln!("error: cannot bind {}: {e}", config.bind);
+            eprintln!("error: cannot bind {addr}: {e}");
             return ExitCode::FAILURE;
         }
     };
-    let addr = match listener.local_addr() {
+    let local = match listener.local_addr() {
         Ok(a) => a,
         Err(e) => {
             eprintln!("error: {e}");
             return ExitCode::FAILURE;
         }
     };
-    println!("listening on http://{addr}");
+    println!("listening on http://{local}");
     let _ = std::io::stdout().flush();
     tracing::info!(
         test_mode = config.test_mode,
@@ -86,10 +101,10 @@ async fn main() -> ExitCode {
         pkg = %config.pkg_dir.display(),
         "tokenwarden-server started"
     );
-    let served = axum::serve(listener, tokenwarden_server::app(state))
-        .with_graceful_shutdown(shutdown_signal())
-        .await;
-    match served {
+    spawn_maintenance(state.clone());
+    let app = tokenwarden_server::app(state);
+    match tokenwarden_server::serve::serve(listener, app, config.limits(), shutdown_signal()).await
+    {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");

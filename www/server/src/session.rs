@@ -1,10 +1,12 @@
-//! Sessions: login, refresh-token rotation with reuse detection, logout.
-//! Plain functions over [`AppState`]; handlers stay thin.
+//! Sessions: login, refresh-token rotation with reuse detection, logout. Plain async
+//! functions over [`AppState`]; handlers stay thin. Every revocation (logout, reuse, the
+//! per-user cap) also refuses the family's access tokens until they expire.
 
 use crate::error::AppError;
-use crate::state::{bump, AppState};
+use crate::metrics::bump;
+use crate::state::AppState;
 use crate::store::{Family, Rejection, Rotation};
-use crate::tokens::{self, hash_refresh_token, AccessClaims, DEMO_SCOPE};
+use crate::tokens::{self, hash_refresh_token, AccessLifetime, Grant};
 
 /// What a successful login or refresh hands out.
 pub struct Issued {
@@ -28,51 +30,36 @@ impl std::fmt::Debug for Issued {
     }
 }
 
-/// Whether the access token is normal or (fault injection) already expired.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AccessLifetime {
-    /// `exp` = ceil(now + ttl), `expires_in` = ceil(ttl).
-    Normal,
-    /// `exp` = `iat` - 1, `expires_in` = 0.
-    AlreadyExpired,
-}
-
-/// Sign an access token for `sub`. Returns the JWT and `expires_in`.
-pub fn issue_access_token(
+fn access_token(
     state: &AppState,
-    sub: &str,
+    family: &Family,
     lifetime: AccessLifetime,
+    now_ms: i64,
 ) -> Result<(String, u64), AppError> {
-    let now_ms = state.now_ms();
-    let iat = now_ms.div_euclid(1000);
-    let ttl = state.tunables().access_ttl_s;
-    let (exp, expires_in) = match lifetime {
-        // exp is rounded up so the token never dies before the client expects it to.
-        AccessLifetime::Normal => (
-            ((now_ms as f64) / 1000.0 + ttl).ceil() as i64,
-            ttl.ceil() as u64,
-        ),
-        AccessLifetime::AlreadyExpired => (iat - 1, 0),
+    let grant = Grant {
+        issuer: &state.settings.issuer,
+        audience: &state.settings.audience,
+        sub: &family.sub,
+        sid: &family.id,
+        ttl_s: state.tunables().access_ttl_s,
+        lifetime,
     };
-    let claims = AccessClaims {
-        iss: state.settings.issuer.clone(),
-        aud: state.settings.audience.clone(),
-        sub: sub.to_string(),
-        iat,
-        exp,
-        jti: tokens::random_id(16),
-        scope: DEMO_SCOPE.to_string(),
-    };
-    let jwt = state.with_keys(|keys| keys.sign(&claims))?;
-    Ok((jwt, expires_in))
+    Ok(state.with_keys(|keys| tokens::mint(keys, grant, now_ms))?)
 }
 
 fn remaining_s(expires_at_ms: i64, now_ms: i64) -> i64 {
     ((expires_at_ms - now_ms).max(0) + 999) / 1000
 }
 
-/// Start a new token family for `sub` (after a successful login).
-pub fn start(state: &AppState, sub: &str) -> Result<Issued, AppError> {
+fn revoked(state: &AppState, family_id: &str, why: &'static str) {
+    state.refuse_tokens_of(family_id);
+    bump(&state.metrics.counters.families_revoked);
+    tracing::info!(family = %family_id, why, "token family revoked");
+}
+
+/// Start a new token family for `sub` (after a successful login). If `sub` now has more
+/// live families than allowed, the oldest are revoked.
+pub async fn start(state: &AppState, sub: &str) -> Result<Issued, AppError> {
     let now_ms = state.now_ms();
     let lifetime_ms = (state.tunables().family_lifetime_s * 1000.0).ceil() as i64;
     let family = Family {
@@ -81,10 +68,19 @@ pub fn start(state: &AppState, sub: &str) -> Result<Issued, AppError> {
         expires_at_ms: now_ms + lifetime_ms,
     };
     let refresh_token = tokens::new_refresh_token();
-    state
+    let capped = state
         .store
-        .create_family(&family, &hash_refresh_token(&refresh_token), now_ms)?;
-    let (access_token, expires_in) = issue_access_token(state, sub, AccessLifetime::Normal)?;
+        .create_family(
+            &family,
+            &hash_refresh_token(&refresh_token),
+            state.settings.max_families_per_user,
+            now_ms,
+        )
+        .await?;
+    for id in &capped {
+        revoked(state, id, "per-user family cap");
+    }
+    let (access_token, expires_in) = access_token(state, &family, AccessLifetime::Normal, now_ms)?;
     tracing::info!(family = %family.id, "session started");
     Ok(Issued {
         access_token,
@@ -94,55 +90,95 @@ pub fn start(state: &AppState, sub: &str) -> Result<Issued, AppError> {
     })
 }
 
+/// Why a presented refresh token did not rotate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NotRotated {
+    /// Unknown, expired or revoked: nothing happened.
+    Refused(Rejection),
+    /// A retired token: its family has just been revoked.
+    Reused,
+}
+
 /// Rotate `presented`: retire it and issue a new refresh token in the same family.
-/// A retired token is reuse: the family is revoked and the caller gets `invalid_grant`.
-pub fn rotate(
+/// A retired token is reuse: the family is revoked.
+pub async fn rotate(
     state: &AppState,
     presented: &str,
     lifetime: AccessLifetime,
-) -> Result<Issued, AppError> {
+) -> Result<Result<Issued, NotRotated>, AppError> {
     let now_ms = state.now_ms();
     let next = tokens::new_refresh_token();
-    match state.store.rotate(
-        &hash_refresh_token(presented),
-        &hash_refresh_token(&next),
-        now_ms,
-    )? {
+    let rotation = state
+        .store
+        .rotate(
+            &hash_refresh_token(presented),
+            &hash_refresh_token(&next),
+            now_ms,
+        )
+        .await?;
+    match rotation {
         Rotation::Rotated(family) => {
-            let (access_token, expires_in) = issue_access_token(state, &family.sub, lifetime)?;
-            Ok(Issued {
+            let (access_token, expires_in) = access_token(state, &family, lifetime, now_ms)?;
+            Ok(Ok(Issued {
                 access_token,
                 expires_in,
                 refresh_token: next,
                 family_remaining_s: remaining_s(family.expires_at_ms, now_ms),
-            })
+            }))
         }
         Rotation::Reused { family_id } => {
-            bump(&state.counters.reuse_detected);
-            bump(&state.counters.families_revoked);
-            tracing::warn!(family = %family_id, "refresh token reuse detected; token family revoked");
-            Err(AppError::InvalidGrant)
+            bump(&state.metrics.counters.reuse_detected);
+            tracing::warn!(family = %family_id, "refresh token reuse detected");
+            revoked(state, &family_id, "refresh token reuse");
+            Ok(Err(NotRotated::Reused))
         }
         Rotation::Rejected(reason) => {
-            let reason = match reason {
+            let why = match reason {
                 Rejection::Unknown => "unknown",
                 Rejection::Expired => "family expired",
                 Rejection::Revoked => "family revoked",
             };
-            tracing::info!(reason, "refresh token refused");
-            Err(AppError::InvalidGrant)
+            tracing::info!(reason = why, "refresh token refused");
+            Ok(Err(NotRotated::Refused(reason)))
         }
     }
 }
 
 /// Revoke the family of `presented` (logout). Unknown tokens are fine.
-pub fn end(state: &AppState, presented: &str) -> Result<(), AppError> {
+pub async fn end(state: &AppState, presented: &str) -> Result<(), AppError> {
     if let Some(family_id) = state
         .store
-        .revoke_family_of(&hash_refresh_token(presented), state.now_ms())?
+        .revoke_family_of(&hash_refresh_token(presented), state.now_ms())
+        .await?
     {
-        bump(&state.counters.families_revoked);
-        tracing::info!(family = %family_id, "session ended; token family revoked");
+        revoked(state, &family_id, "logout");
     }
     Ok(())
+}
+
+/// At start: refuse the access tokens of families revoked recently enough that some of
+/// their tokens may still be unexpired (a restart must not bring them back).
+pub async fn restore_revocations(state: &AppState) -> Result<usize, AppError> {
+    let since = state.now_ms() - state.max_token_life_ms();
+    let ids = state.store.revoked_since(since).await?;
+    for id in &ids {
+        state.refuse_tokens_of(id);
+    }
+    Ok(ids.len())
+}
+
+/// Housekeeping, run now and then: purge families that ended more than `grace_ms` ago,
+/// forget revocations whose tokens have expired and idle limiter keys.
+pub async fn maintain(state: &AppState, grace_ms: i64) -> Result<u64, AppError> {
+    let now_ms = state.now_ms();
+    let purged = state
+        .store
+        .purge(now_ms - grace_ms.max(state.max_token_life_ms()))
+        .await?;
+    state.revoked.forget_expired(now_ms);
+    state.login_limiter.forget_idle();
+    if purged > 0 {
+        tracing::info!(purged, "ended token families purged");
+    }
+    Ok(purged)
 }

@@ -1,22 +1,20 @@
-//! Shared server state: keys, store, clock, tunable lifetimes and test-mode bookkeeping.
+//! Shared server state: keys, store, clock, lifetimes, metrics, the login limiter and the
+//! revoked families. Test mode keeps its own state in [`crate::testing`].
 
-use std::collections::VecDeque;
 use std::ops::Deref;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError, RwLock};
-
-use serde::Serialize;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, PoisonError, RwLock};
+use std::time::Duration;
 
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::keys::KeySet;
-use crate::store::{RefreshStore, StoreStats};
-use crate::testing::Fault;
+use crate::limiter::{LoginLimiter, LoginLimits};
+use crate::metrics::Metrics;
+use crate::revoked::RevokedFamilies;
+use crate::store::RefreshStore;
 use crate::tokens::Validation;
-
-/// How many requests `GET /test/log` remembers.
-pub const REQUEST_LOG_CAPACITY: usize = 2000;
 
 /// Lifetimes that test mode may change at run time.
 #[derive(Debug, Clone, Copy)]
@@ -42,116 +40,31 @@ pub struct Settings {
     pub www_dir: PathBuf,
     /// Served at `/pkg/`.
     pub pkg_dir: PathBuf,
-}
-
-macro_rules! counters {
-    ($($field:ident => $json:literal),* $(,)?) => {
-        /// Event counters (always kept; exposed by `GET /test/counters`).
-        #[derive(Debug, Default)]
-        pub struct Counters { $(#[doc = $json] pub $field: AtomicU64,)* }
-
-        /// A JSON snapshot of [`Counters`] plus store statistics.
-        #[derive(Debug, Clone, Serialize)]
-        pub struct CountersSnapshot {
-            $(#[doc = $json] #[serde(rename = $json)] pub $field: u64,)*
-            /// Families neither revoked nor expired.
-            #[serde(rename = "liveFamilies")]
-            pub live_families: u64,
-            /// Live families with exactly one live refresh token.
-            #[serde(rename = "familiesWithOneLiveToken")]
-            pub families_with_one_live_token: u64,
-        }
-
-        impl Counters {
-            /// Read all counters.
-            pub fn snapshot(&self, stats: StoreStats) -> CountersSnapshot {
-                CountersSnapshot {
-                    $($field: self.$field.load(Ordering::Relaxed),)*
-                    live_families: stats.live_families,
-                    families_with_one_live_token: stats.families_with_one_live_token,
-                }
-            }
-
-            /// Zero all counters.
-            pub fn reset(&self) {
-                $(self.$field.store(0, Ordering::Relaxed);)*
-            }
-        }
-    };
-}
-
-counters! {
-    refreshes_served => "refreshesServed",
-    refresh_requests => "refreshRequests",
-    refresh_rejected => "refreshRejected",
-    reuse_detected => "reuseDetected",
-    families_revoked => "familiesRevoked",
-    logins_served => "loginsServed",
-    logouts => "logouts",
-    api_calls => "apiCalls",
-    api_ok => "apiOk",
-    api_unauthorized => "apiUnauthorized",
-    api_expired_tokens => "apiExpiredTokens",
-    api_no_token => "apiNoToken",
-    csrf_missing => "csrfMissing",
-}
-
-/// Add one to a counter.
-pub fn bump(counter: &AtomicU64) {
-    counter.fetch_add(1, Ordering::Relaxed);
-}
-
-/// How the `Authorization` header of a logged request looked.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum BearerKind {
-    /// No Bearer token.
-    None,
-    /// A token that `/api/me` would accept.
-    Valid,
-    /// Correctly signed but expired.
-    Expired,
-    /// Anything else.
-    Invalid,
-}
-
-/// One entry of `GET /test/log`. Never holds a token or cookie value.
-#[derive(Debug, Clone, Serialize)]
-pub struct LogEntry {
-    /// Epoch ms when the request arrived.
-    pub t: i64,
-    /// HTTP method.
-    pub method: String,
-    /// Path without query.
-    pub path: String,
-    /// Response status.
-    pub status: u16,
-    /// Authorization header classification.
-    pub bearer: BearerKind,
-    /// `X-Requested-With` present.
-    pub csrf: bool,
-    /// Refresh cookie present.
-    pub cookie: bool,
+    /// Live families per user.
+    pub max_families_per_user: usize,
+    /// Origins besides the request's own host that may call the cookie endpoints.
+    pub allowed_origins: Vec<String>,
 }
 
 /// The state behind [`AppState`].
 pub struct Inner {
     /// Fixed settings.
     pub settings: Settings,
-    /// Run-time lifetimes.
-    pub tunables: RwLock<Tunables>,
+    tunables: RwLock<Tunables>,
+    /// The longest access-token lifetime + leeway ever configured, in ms.
+    max_token_life_ms: AtomicI64,
     /// Signing and verification keys.
     pub keys: RwLock<KeySet>,
     /// Refresh-token families.
-    pub store: Box<dyn RefreshStore>,
+    pub store: Arc<dyn RefreshStore>,
     /// Wall clock.
     pub clock: Arc<dyn Clock>,
-    /// Event counters.
-    pub counters: Counters,
-    /// Test mode: faults for the next refreshes (FIFO).
-    pub faults: Mutex<VecDeque<Fault>>,
-    /// Test mode: recent requests.
-    pub request_log: Mutex<VecDeque<LogEntry>>,
+    /// Counters and histograms.
+    pub metrics: Metrics,
+    /// Failed-login throttling.
+    pub login_limiter: LoginLimiter,
+    /// Families whose access tokens are refused.
+    pub revoked: RevokedFamilies,
 }
 
 /// Cheaply clonable handle on the server state.
@@ -165,14 +78,23 @@ impl Deref for AppState {
     }
 }
 
+fn token_life_ms(t: &Tunables) -> i64 {
+    ((t.access_ttl_s + t.leeway_s.max(0) as f64) * 1000.0).ceil() as i64 + 1000
+}
+
 impl AppState {
     /// Assemble the state from a configuration and its parts.
     pub fn new(
         config: &Config,
         keys: KeySet,
-        store: Box<dyn RefreshStore>,
+        store: Arc<dyn RefreshStore>,
         clock: Arc<dyn Clock>,
     ) -> Self {
+        let tunables = Tunables {
+            access_ttl_s: config.access_ttl_s,
+            family_lifetime_s: config.family_lifetime_s,
+            leeway_s: config.leeway_s,
+        };
         Self(Arc::new(Inner {
             settings: Settings {
                 test_mode: config.test_mode,
@@ -180,18 +102,25 @@ impl AppState {
                 audience: config.audience.clone(),
                 www_dir: config.www_dir.clone(),
                 pkg_dir: config.pkg_dir.clone(),
+                max_families_per_user: config.max_families_per_user as usize,
+                allowed_origins: config
+                    .allowed_origins
+                    .iter()
+                    .map(|o| o.trim_end_matches('/').to_ascii_lowercase())
+                    .collect(),
             },
-            tunables: RwLock::new(Tunables {
-                access_ttl_s: config.access_ttl_s,
-                family_lifetime_s: config.family_lifetime_s,
-                leeway_s: config.leeway_s,
-            }),
+            max_token_life_ms: AtomicI64::new(token_life_ms(&tunables)),
+            tunables: RwLock::new(tunables),
             keys: RwLock::new(keys),
             store,
             clock,
-            counters: Counters::default(),
-            faults: Mutex::new(VecDeque::new()),
-            request_log: Mutex::new(VecDeque::new()),
+            metrics: Metrics::default(),
+            login_limiter: LoginLimiter::new(LoginLimits {
+                account_burst: config.login_account_burst,
+                address_burst: config.login_address_burst,
+                refill: Duration::from_secs_f64(config.login_refill_s),
+            }),
+            revoked: RevokedFamilies::default(),
         }))
     }
 
@@ -207,10 +136,18 @@ impl AppState {
 
     /// Change lifetimes.
     pub fn update_tunables(&self, f: impl FnOnce(&mut Tunables)) {
-        f(&mut self
+        let mut t = self
             .tunables
             .write()
-            .unwrap_or_else(PoisonError::into_inner));
+            .unwrap_or_else(PoisonError::into_inner);
+        f(&mut t);
+        self.max_token_life_ms
+            .fetch_max(token_life_ms(&t), Ordering::Relaxed);
+    }
+
+    /// How long after now an access token issued up to now can still be accepted (ms).
+    pub fn max_token_life_ms(&self) -> i64 {
+        self.max_token_life_ms.load(Ordering::Relaxed)
     }
 
     /// Run `f` with the key set.
@@ -234,23 +171,9 @@ impl AppState {
         }
     }
 
-    /// Take the next queued fault, if any.
-    pub fn pop_fault(&self) -> Option<Fault> {
-        self.faults
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .pop_front()
-    }
-
-    /// Remember a request for `GET /test/log`.
-    pub fn record_request(&self, entry: LogEntry) {
-        let mut log = self
-            .request_log
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        if log.len() == REQUEST_LOG_CAPACITY {
-            log.pop_front();
-        }
-        log.push_back(entry);
+    /// Refuse the access tokens of `family_id` from now until they have all expired.
+    pub fn refuse_tokens_of(&self, family_id: &str) {
+        self.revoked
+            .revoke(family_id, self.now_ms() + self.max_token_life_ms());
     }
 }

@@ -1,21 +1,33 @@
 //! Test mode (`--test-mode`): tunable lifetimes, injected refresh faults, counters, a
 //! request log and key rotation. Without test mode none of these routes exist (404).
+//!
+//! A leaf: nothing else in the crate imports this module. [`install`] (called by
+//! [`crate::app`] in test mode only) adds the `/test` routes and two middlewares, one that
+//! applies queued faults to `POST /auth/refresh` and one that records the request log; test
+//! mode's own state lives here, not in [`AppState`].
 
-use std::sync::PoisonError;
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use axum::extract::rejection::JsonRejection;
-use axum::extract::State;
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderValue, Method, StatusCode};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use crate::error::AppError;
-use crate::session::AccessLifetime;
-use crate::state::{AppState, CountersSnapshot, LogEntry};
+use crate::error::{AppError, BearerFailure};
+use crate::extract::{check_bearer, has_csrf_header, refresh_cookie_candidates};
+use crate::metrics::CountersSnapshot;
+use crate::state::AppState;
+use crate::tokens::AccessLifetime;
+
+/// How many requests `GET /test/log` remembers.
+pub const REQUEST_LOG_CAPACITY: usize = 2000;
 
 /// How long a `hang` fault keeps the request open.
 pub const HANG: Duration = Duration::from_secs(120);
@@ -74,12 +86,79 @@ impl Fault {
     }
 }
 
-/// What the refresh handler does after popping a fault.
+/// What the refresh middleware does after popping a fault.
 pub enum FaultEffect {
     /// Answer with this instead of touching the cookie.
     Respond(Response),
     /// Go on with a normal refresh, issuing this kind of access token.
     Proceed(AccessLifetime),
+}
+
+/// How the `Authorization` header of a logged request looked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BearerKind {
+    /// No Bearer token.
+    None,
+    /// A token that `/api/me` would accept.
+    Valid,
+    /// Correctly signed but expired.
+    Expired,
+    /// Anything else (revoked family included).
+    Invalid,
+}
+
+/// One entry of `GET /test/log`. Never holds a token or cookie value.
+#[derive(Debug, Clone, Serialize)]
+pub struct LogEntry {
+    /// Epoch ms when the request arrived.
+    pub t: i64,
+    /// HTTP method.
+    pub method: String,
+    /// Path without query.
+    pub path: String,
+    /// Response status.
+    pub status: u16,
+    /// Authorization header classification.
+    pub bearer: BearerKind,
+    /// `X-Requested-With` present.
+    pub csrf: bool,
+    /// Refresh cookie present.
+    pub cookie: bool,
+}
+
+/// Test mode's own state.
+#[derive(Default)]
+pub struct TestState {
+    faults: Mutex<VecDeque<Fault>>,
+    request_log: Mutex<VecDeque<LogEntry>>,
+}
+
+impl TestState {
+    fn pop_fault(&self) -> Option<Fault> {
+        self.faults
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .pop_front()
+    }
+
+    fn record(&self, entry: LogEntry) {
+        let mut log = self
+            .request_log
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if log.len() == REQUEST_LOG_CAPACITY {
+            log.pop_front();
+        }
+        log.push_back(entry);
+    }
+}
+
+/// Both states, for the `/test` handlers.
+#[derive(Clone)]
+struct Ctx {
+    app: AppState,
+    test: Arc<TestState>,
 }
 
 fn status_of(code: u16) -> StatusCode {
@@ -171,7 +250,7 @@ fn positive(name: &str, v: Option<f64>) -> Result<Option<f64>, AppError> {
 }
 
 async fn set_config(
-    State(state): State<AppState>,
+    State(Ctx { app: state, .. }): State<Ctx>,
     parsed: Result<Json<TestConfig>, JsonRejection>,
 ) -> Result<StatusCode, AppError> {
     let cfg = body(parsed)?;
@@ -197,70 +276,148 @@ async fn set_config(
 }
 
 async fn add_faults(
-    State(state): State<AppState>,
+    State(Ctx { test, .. }): State<Ctx>,
     parsed: Result<Json<FaultList>, JsonRejection>,
 ) -> Result<StatusCode, AppError> {
     let list = body(parsed)?;
     for fault in &list.faults {
         fault.check().map_err(AppError::InvalidRequest)?;
     }
-    state
-        .faults
+    test.faults
         .lock()
         .unwrap_or_else(PoisonError::into_inner)
         .extend(list.faults);
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn clear_faults(State(state): State<AppState>) -> StatusCode {
-    state
-        .faults
+async fn clear_faults(State(Ctx { test, .. }): State<Ctx>) -> StatusCode {
+    test.faults
         .lock()
         .unwrap_or_else(PoisonError::into_inner)
         .clear();
     StatusCode::NO_CONTENT
 }
 
-async fn counters(State(state): State<AppState>) -> Result<Json<CountersSnapshot>, AppError> {
-    let stats = state.store.stats(state.now_ms())?;
-    Ok(Json(state.counters.snapshot(stats)))
+async fn counters(
+    State(Ctx { app: state, .. }): State<Ctx>,
+) -> Result<Json<CountersSnapshot>, AppError> {
+    let stats = state.store.stats(state.now_ms()).await?;
+    Ok(Json(state.metrics.counters.snapshot(stats)))
 }
 
-async fn log(State(state): State<AppState>) -> Json<Vec<LogEntry>> {
-    let log = state
+async fn log(State(Ctx { test, .. }): State<Ctx>) -> Json<Vec<LogEntry>> {
+    let log = test
         .request_log
         .lock()
         .unwrap_or_else(PoisonError::into_inner);
     Json(log.iter().cloned().collect())
 }
 
-async fn reset(State(state): State<AppState>) -> StatusCode {
-    state.counters.reset();
-    state
-        .request_log
+async fn reset(State(Ctx { app, test }): State<Ctx>) -> StatusCode {
+    app.metrics.counters.reset();
+    test.request_log
         .lock()
         .unwrap_or_else(PoisonError::into_inner)
         .clear();
-    state
-        .faults
+    test.faults
         .lock()
         .unwrap_or_else(PoisonError::into_inner)
         .clear();
     StatusCode::NO_CONTENT
 }
 
-async fn rotate_key(State(state): State<AppState>) -> StatusCode {
-    state.rotate_signing_key();
+async fn rotate_key(State(Ctx { app, .. }): State<Ctx>) -> StatusCode {
+    app.rotate_signing_key();
     StatusCode::NO_CONTENT
 }
 
-/// The `/test` routes (nested under `/test` by [`crate::app`] in test mode only).
-pub fn router() -> Router<AppState> {
-    Router::new()
+fn classify(state: &AppState, headers: &axum::http::HeaderMap) -> BearerKind {
+    match check_bearer(state, headers) {
+        Ok(_) => BearerKind::Valid,
+        Err(BearerFailure::Missing) => BearerKind::None,
+        Err(BearerFailure::Expired) => BearerKind::Expired,
+        Err(BearerFailure::Invalid | BearerFailure::Revoked) => BearerKind::Invalid,
+    }
+}
+
+/// Record every request except `/test/*` in the request log.
+async fn record_requests(State(ctx): State<Ctx>, request: Request, next: Next) -> Response {
+    let path = request.uri().path().to_owned();
+    if path.starts_with("/test/") {
+        return next.run(request).await;
+    }
+    let t = ctx.app.now_ms();
+    let method = request.method().to_string();
+    let headers = request.headers();
+    let (bearer, csrf, cookie) = (
+        classify(&ctx.app, headers),
+        has_csrf_header(headers),
+        !refresh_cookie_candidates(headers).is_empty(),
+    );
+    let response = next.run(request).await;
+    ctx.test.record(LogEntry {
+        t,
+        method,
+        path,
+        status: response.status().as_u16(),
+        bearer,
+        csrf,
+        cookie,
+    });
+    response
+}
+
+/// Apply the next queued fault to `POST /auth/refresh`; `/pkg/*` is never cached.
+async fn refresh_faults(State(ctx): State<Ctx>, mut request: Request, next: Next) -> Response {
+    let path = request.uri().path();
+    if path.starts_with("/pkg/") {
+        let mut response = next.run(request).await;
+        response
+            .headers_mut()
+            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        return response;
+    }
+    if request.method() != Method::POST || path != "/auth/refresh" {
+        return next.run(request).await;
+    }
+    match ctx.test.pop_fault() {
+        None => next.run(request).await,
+        Some(fault) => match apply(fault).await {
+            FaultEffect::Respond(response) => {
+                let counters = &ctx.app.metrics.counters;
+                counters.refresh_requests.inc();
+                if matches!(
+                    response.status(),
+                    StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN
+                ) {
+                    counters.refresh_rejected.inc();
+                }
+                response
+            }
+            FaultEffect::Proceed(lifetime) => {
+                request.extensions_mut().insert(lifetime);
+                next.run(request).await
+            }
+        },
+    }
+}
+
+/// Add the `/test` routes and test mode's middlewares to `router`.
+pub fn install(router: Router<AppState>, state: &AppState) -> Router<AppState> {
+    let ctx = Ctx {
+        app: state.clone(),
+        test: Arc::new(TestState::default()),
+    };
+    let routes = Router::new()
         .route("/config", post(set_config))
         .route("/faults", post(add_faults).delete(clear_faults))
         .route("/counters", get(counters))
         .route("/log", get(log))
         .route("/reset", post(reset))
         .route("/rotate-key", post(rotate_key))
+        .with_state(ctx.clone());
+    router
+        .nest("/test", routes)
+        .layer(middleware::from_fn_with_state(ctx.clone(), refresh_faults))
+        .layer(middleware::from_fn_with_state(ctx, record_requests))
 }

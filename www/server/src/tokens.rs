@@ -1,4 +1,5 @@
-//! Access tokens (JWT claims) and opaque refresh tokens.
+//! Access tokens (minting, claims and their checks) and opaque refresh tokens. The JWS
+//! framing and signatures are in [`crate::keys`].
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
@@ -29,6 +30,63 @@ pub struct AccessClaims {
     pub jti: String,
     /// Space-separated scopes.
     pub scope: String,
+    /// The refresh-token family (session) the token was issued for: tokens of a revoked
+    /// family are refused before their `exp`.
+    pub sid: String,
+}
+
+/// Whether the access token is normal or (fault injection) already expired.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AccessLifetime {
+    /// `exp` = ceil(now + ttl), `expires_in` = ceil(ttl).
+    Normal,
+    /// `exp` = `iat` - 1, `expires_in` = 0.
+    AlreadyExpired,
+}
+
+/// Who a new access token is for, and for how long.
+#[derive(Debug, Clone, Copy)]
+pub struct Grant<'a> {
+    /// `iss`.
+    pub issuer: &'a str,
+    /// `aud`.
+    pub audience: &'a str,
+    /// `sub`.
+    pub sub: &'a str,
+    /// `sid`: the family id.
+    pub sid: &'a str,
+    /// Lifetime in seconds (may be fractional).
+    pub ttl_s: f64,
+    /// Normal or already expired.
+    pub lifetime: AccessLifetime,
+}
+
+/// Mint and sign an access token at `now_ms`. Returns the JWT and `expires_in`.
+pub fn mint(
+    keys: &KeySet,
+    grant: Grant<'_>,
+    now_ms: i64,
+) -> Result<(String, u64), serde_json::Error> {
+    let iat = now_ms.div_euclid(1000);
+    let (exp, expires_in) = match grant.lifetime {
+        // exp is rounded up so the token never dies before the client expects it to.
+        AccessLifetime::Normal => (
+            ((now_ms as f64) / 1000.0 + grant.ttl_s).ceil() as i64,
+            grant.ttl_s.ceil() as u64,
+        ),
+        AccessLifetime::AlreadyExpired => (iat - 1, 0),
+    };
+    let claims = AccessClaims {
+        iss: grant.issuer.to_string(),
+        aud: grant.audience.to_string(),
+        sub: grant.sub.to_string(),
+        iat,
+        exp,
+        jti: random_id(16),
+        scope: DEMO_SCOPE.to_string(),
+        sid: grant.sid.to_string(),
+    };
+    Ok((keys.sign(&claims)?, expires_in))
 }
 
 /// What a validated access token must say about where it comes from and for whom.
@@ -45,7 +103,8 @@ pub struct Validation {
 /// Why an access token was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AccessTokenError {
-    /// Signature, algorithm, key, issuer, audience or format is wrong, or `nbf` is in the future.
+    /// Signature, algorithm, key, issuer, audience or format is wrong, `sid` is missing, or
+    /// `nbf` is in the future.
     Invalid,
     /// Correctly signed but past `exp` (+ leeway).
     Expired,
@@ -87,6 +146,9 @@ pub fn validate(
     }
     if now >= exp + leeway {
         return Err(AccessTokenError::Expired);
+    }
+    if !claims.get("sid").is_some_and(Value::is_string) {
+        return Err(AccessTokenError::Invalid);
     }
     Ok(claims)
 }

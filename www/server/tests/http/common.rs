@@ -34,7 +34,7 @@ pub fn server_with(config: Config) -> TestServer {
     let state = AppState::new(
         &config,
         KeySet::from_signing_key(signing_key.clone()),
-        Box::new(MemoryStore::new()),
+        Arc::new(MemoryStore::new()),
         clock.clone(),
     );
     TestServer {
@@ -42,6 +42,27 @@ pub fn server_with(config: Config) -> TestServer {
         state,
         clock,
         signing_key,
+    }
+}
+
+/// The refresh cookie's name.
+pub const REFRESH_COOKIE_NAME: &str = REFRESH_COOKIE;
+
+impl TestServer {
+    /// A test server around an already built router (its `state` is a throwaway).
+    pub fn from_router(router: Router, clock: Arc<ManualClock>, signing_key: SigningKey) -> Self {
+        let state = AppState::new(
+            &Config::default(),
+            KeySet::from_signing_key(signing_key.clone()),
+            Arc::new(MemoryStore::new()),
+            clock.clone(),
+        );
+        TestServer {
+            router,
+            state,
+            clock,
+            signing_key,
+        }
     }
 }
 
@@ -137,7 +158,8 @@ impl TestServer {
         let now = self.now_s();
         json!({
             "iss": "tokenwarden-demo", "aud": "tokenwarden-demo-api", "sub": "demo",
-            "iat": now, "exp": now + 60, "jti": "test", "scope": "read:me profile"
+            "iat": now, "exp": now + 60, "jti": "test", "scope": "read:me profile",
+            "sid": "test-family"
         })
     }
 
@@ -193,6 +215,8 @@ pub fn es256_with_header(key: &SigningKey, header: &Value, claims: &Value) -> St
         b64(claims.to_string().as_bytes())
     );
     let signature: Signature = key.sign(input.as_bytes());
+    // The server accepts only low-S signatures (one spelling per token).
+    let signature = signature.normalize_s().unwrap_or(signature);
     format!("{input}.{}", b64(&signature.to_bytes()))
 }
 

@@ -2,5 +2,7 @@
 
 mod access_tokens;
 mod common;
+mod hardening;
+mod ops;
 mod sessions;
 mod test_mode;

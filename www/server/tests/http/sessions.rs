@@ -77,7 +77,7 @@ async fn the_refresh_cookie_has_exactly_the_contract_attributes() {
     let token = refresh_cookie_of(&res).unwrap();
     assert_eq!(
         set,
-        format!("tw_refresh={token}; HttpOnly; Secure; SameSite=Strict; Path=/auth; Max-Age=28800")
+        format!("__Secure-tw_refresh={token}; HttpOnly; Secure; SameSite=Strict; Path=/auth; Max-Age=28800")
     );
 }
 
@@ -228,7 +228,7 @@ async fn logout_revokes_the_family_and_clears_the_cookie() {
     assert_eq!(res.status(), StatusCode::NO_CONTENT);
     assert_eq!(
         set_cookie_of(&res).unwrap(),
-        "tw_refresh=; HttpOnly; Secure; SameSite=Strict; Path=/auth; Max-Age=0"
+        "__Secure-tw_refresh=; HttpOnly; Secure; SameSite=Strict; Path=/auth; Max-Age=0"
     );
     assert_eq!(
         s.send(refresh_request(&cookie)).await.status(),

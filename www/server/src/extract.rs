@@ -1,0 +1,285 @@
+//! Extractors and header readers: the refresh cookie (every candidate, leniently), the CSRF
+//! check (the `X-Requested-With` header, then `Origin` / `Sec-Fetch-Site`), the client
+//! address and Bearer authentication.
+
+use std::net::{IpAddr, SocketAddr};
+
+use axum::extract::{ConnectInfo, FromRequestParts};
+use axum::http::request::Parts;
+use axum::http::{header, HeaderMap, HeaderValue};
+use serde_json::{Map, Value};
+
+use crate::error::{AppError, BearerFailure};
+use crate::metrics::bump;
+use crate::state::AppState;
+use crate::tokens::{self, AccessTokenError};
+
+/// Name of the HttpOnly refresh cookie. `__Secure-`: browsers accept it only with `Secure`
+/// from a secure origin, so a plain-HTTP page on a sibling host cannot plant one.
+pub const REFRESH_COOKIE: &str = "__Secure-tw_refresh";
+/// Path the refresh cookie is scoped to: it goes to refresh and logout only.
+pub const REFRESH_COOKIE_PATH: &str = "/auth";
+/// The CSRF header required on refresh and logout.
+pub const CSRF_HEADER: &str = "x-requested-with";
+/// At most this many refresh-cookie candidates of one request are tried.
+pub const MAX_CANDIDATES: usize = 4;
+
+/// The `Set-Cookie` value for a refresh token living `max_age_s` more seconds.
+pub fn refresh_cookie(token: &str, max_age_s: i64) -> HeaderValue {
+    let value = format!(
+        "{REFRESH_COOKIE}={token}; HttpOnly; Secure; SameSite=Strict; Path={REFRESH_COOKIE_PATH}; Max-Age={}",
+        max_age_s.max(0)
+    );
+    // Tokens are base64url, so the value is always a valid header.
+    HeaderValue::from_str(&value).unwrap_or_else(|_| cleared_refresh_cookie())
+}
+
+/// The `Set-Cookie` value that deletes the refresh cookie.
+pub fn cleared_refresh_cookie() -> HeaderValue {
+    HeaderValue::from_static(
+        "__Secure-tw_refresh=; HttpOnly; Secure; SameSite=Strict; Path=/auth; Max-Age=0",
+    )
+}
+
+fn is_token_char(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b == b'-' || b == b'_'
+}
+
+/// Every non-empty refresh-cookie value in the `Cookie` header(s), in order, at most
+/// [`MAX_CANDIDATES`]. Lenient: the header is read as bytes, so a non-ASCII byte or a
+/// malformed pair elsewhere does not hide the cookie, and values that cannot be a token
+/// of ours are skipped.
+pub fn refresh_cookie_candidates(headers: &HeaderMap) -> Vec<String> {
+    let name = REFRESH_COOKIE.as_bytes();
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|b| *b == b';'))
+        .filter_map(|pair| {
+            let pair = pair.trim_ascii();
+            let eq = pair.iter().position(|b| *b == b'=')?;
+            let (n, v) = (pair[..eq].trim_ascii(), pair[eq + 1..].trim_ascii());
+            let v = v
+                .strip_prefix(b"\"")
+                .and_then(|v| v.strip_suffix(b"\""))
+                .unwrap_or(v);
+            (n == name && !v.is_empty() && v.iter().all(|b| is_token_char(*b)))
+                .then(|| String::from_utf8_lossy(v).into_owned())
+        })
+        .take(MAX_CANDIDATES)
+        .collect()
+}
+
+/// Extractor: the refresh-cookie candidates of the request (possibly none).
+#[derive(Clone, Default)]
+pub struct RefreshCookies(pub Vec<String>);
+
+// Redacting Debug: the values are refresh tokens.
+impl std::fmt::Debug for RefreshCookies {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "RefreshCookies({} candidates)", self.0.len())
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for RefreshCookies {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(Self(refresh_cookie_candidates(&parts.headers)))
+    }
+}
+
+/// Whether the CSRF header is present and non-empty.
+pub fn has_csrf_header(headers: &HeaderMap) -> bool {
+    headers.get(CSRF_HEADER).is_some_and(|v| !v.is_empty())
+}
+
+/// The request's own origin authority (`host[:port]`), from `Host`.
+fn own_authority(headers: &HeaderMap) -> Option<&str> {
+    headers.get(header::HOST)?.to_str().ok()
+}
+
+/// Second CSRF defence: a browser request must come from this origin or an allow-listed
+/// one. `Origin` decides when present (`null` is foreign); else `Sec-Fetch-Site` must be
+/// `same-origin` or `none`; a request with neither is not from a browser and passes.
+pub fn origin_allowed(headers: &HeaderMap, allowed: &[String]) -> bool {
+    if let Some(origin) = headers.get(header::ORIGIN) {
+        let Ok(origin) = origin.to_str() else {
+            return false;
+        };
+        let origin = origin.trim().trim_end_matches('/').to_ascii_lowercase();
+        if allowed.contains(&origin) {
+            return true;
+        }
+        let authority = origin
+            .strip_prefix("https://")
+            .or_else(|| origin.strip_prefix("http://"));
+        return match (authority, own_authority(headers)) {
+            (Some(a), Some(host)) => a.eq_ignore_ascii_case(host.trim()),
+            _ => false,
+        };
+    }
+    match headers.get("sec-fetch-site").map(HeaderValue::as_bytes) {
+        None => true,
+        Some(site) => {
+            site.eq_ignore_ascii_case(b"same-origin") || site.eq_ignore_ascii_case(b"none")
+        }
+    }
+}
+
+/// Extractor for login: the `Origin` / `Sec-Fetch-Site` check only (a login form needs no
+/// custom header).
+#[derive(Debug, Clone, Copy)]
+pub struct SameOrigin;
+
+impl FromRequestParts<AppState> for SameOrigin {
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, AppError> {
+        if origin_allowed(&parts.headers, &state.settings.allowed_origins) {
+            Ok(SameOrigin)
+        } else {
+            bump(&state.metrics.counters.origin_refused);
+            Err(AppError::ForeignOrigin)
+        }
+    }
+}
+
+/// Extractor for refresh and logout: the CSRF header, then the origin check.
+#[derive(Debug, Clone, Copy)]
+pub struct CsrfChecked;
+
+impl FromRequestParts<AppState> for CsrfChecked {
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, AppError> {
+        if !has_csrf_header(&parts.headers) {
+            bump(&state.metrics.counters.csrf_missing);
+            return Err(AppError::CsrfHeaderMissing);
+        }
+        SameOrigin::from_request_parts(parts, state).await?;
+        Ok(CsrfChecked)
+    }
+}
+
+/// Extractor: the client's address (the TCP peer; `None` when the router runs without a
+/// socket, as in tests).
+#[derive(Debug, Clone, Copy)]
+pub struct ClientAddr(pub Option<IpAddr>);
+
+impl<S: Send + Sync> FromRequestParts<S> for ClientAddr {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(ClientAddr(
+            parts
+                .extensions
+                .get::<ConnectInfo<SocketAddr>>()
+                .map(|ConnectInfo(a)| a.ip()),
+        ))
+    }
+}
+
+/// The Bearer token from `Authorization`, if that header uses the Bearer scheme.
+pub fn bearer_token(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim())
+        .filter(|t| !t.is_empty())
+}
+
+/// Validate the request's Bearer token, including its family's revocation.
+pub fn check_bearer(
+    state: &AppState,
+    headers: &HeaderMap,
+) -> Result<Map<String, Value>, BearerFailure> {
+    let token = bearer_token(headers).ok_or(BearerFailure::Missing)?;
+    let rules = state.validation();
+    let now = state.now_ms();
+    let claims = state
+        .with_keys(|keys| tokens::validate(keys, token, &rules, now))
+        .map_err(|e| match e {
+            AccessTokenError::Expired => BearerFailure::Expired,
+            AccessTokenError::Invalid => BearerFailure::Invalid,
+        })?;
+    let sid = claims.get("sid").and_then(Value::as_str).unwrap_or("");
+    if !state.revoked.is_empty() && state.revoked.is_revoked(sid, now) {
+        return Err(BearerFailure::Revoked);
+    }
+    Ok(claims)
+}
+
+/// Extractor: the verified claims of the caller's access token.
+#[derive(Debug, Clone)]
+pub struct Authenticated(pub Map<String, Value>);
+
+impl FromRequestParts<AppState> for Authenticated {
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, AppError> {
+        check_bearer(state, &parts.headers)
+            .map(Authenticated)
+            .map_err(AppError::Unauthorized)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&str, &[u8])]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(
+                axum::http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_bytes(v).unwrap(),
+            );
+        }
+        h
+    }
+
+    #[test]
+    fn every_refresh_cookie_candidate_is_found_despite_non_ascii_bytes_and_junk() {
+        let h = headers(&[(
+            "cookie",
+            b"a=\xe9t\xe9; __Secure-tw_refresh=first; junk; __Secure-tw_refresh=\"second\"; __Secure-tw_refresh=; __Secure-tw_refresh=no spaces",
+        )]);
+        assert_eq!(refresh_cookie_candidates(&h), ["first", "second"]);
+    }
+
+    #[test]
+    fn same_origin_allow_listed_and_header_less_requests_pass_the_origin_check() {
+        let allowed = vec!["https://app.example".to_string()];
+        let ok: [&[(&str, &[u8])]; 5] = [
+            &[
+                ("host", b"127.0.0.1:8080"),
+                ("origin", b"http://127.0.0.1:8080"),
+            ],
+            &[("host", b"api.example"), ("origin", b"https://app.example")],
+            &[("host", b"api.example")],
+            &[("host", b"api.example"), ("sec-fetch-site", b"same-origin")],
+            &[("host", b"api.example"), ("sec-fetch-site", b"none")],
+        ];
+        for h in ok {
+            assert!(origin_allowed(&headers(h), &allowed), "{h:?}");
+        }
+        let refused: [&[(&str, &[u8])]; 5] = [
+            &[
+                ("host", b"127.0.0.1:8080"),
+                ("origin", b"http://evil.example"),
+            ],
+            &[("host", b"127.0.0.1:8080"), ("origin", b"null")],
+            &[
+                ("host", b"127.0.0.1:8080"),
+                ("origin", b"http://127.0.0.1:8081"),
+            ],
+            &[("host", b"api.example"), ("sec-fetch-site", b"cross-site")],
+            &[("host", b"api.example"), ("sec-fetch-site", b"same-site")],
+        ];
+        for h in refused {
+            assert!(!origin_allowed(&headers(h), &allowed), "{h:?}");
+        }
+    }
+}

@@ -1,0 +1,164 @@
+//! `POST /auth/login`, `/auth/refresh`, `/auth/logout`: thin wrappers over [`crate::session`].
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::State;
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
+use serde::{Deserialize, Serialize};
+use subtle::ConstantTimeEq as _;
+
+use crate::error::AppError;
+use crate::extract::{
+    cleared_refresh_cookie, refresh_cookie, ClientAddr, CsrfChecked, RefreshCookies, SameOrigin,
+};
+use crate::metrics::bump;
+use crate::session::{self, Issued, NotRotated};
+use crate::state::AppState;
+use crate::tokens::AccessLifetime;
+
+/// The demo account (this is a demo server, not an identity provider).
+pub const DEMO_USER: &str = "demo";
+const DEMO_PASSWORD: &str = "demo";
+
+/// Body of `POST /auth/login`.
+#[derive(Deserialize)]
+pub struct LoginRequest {
+    username: String,
+    password: String,
+}
+
+/// RFC 6749 §5.1 token response.
+#[derive(Serialize)]
+struct TokenResponse<'a> {
+    access_token: &'a str,
+    token_type: &'static str,
+    expires_in: u64,
+}
+
+fn token_response(issued: &Issued) -> Response {
+    let body = TokenResponse {
+        access_token: &issued.access_token,
+        token_type: "Bearer",
+        expires_in: issued.expires_in,
+    };
+    (
+        [
+            (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
+            (header::PRAGMA, HeaderValue::from_static("no-cache")),
+            (
+                header::SET_COOKIE,
+                refresh_cookie(&issued.refresh_token, issued.family_remaining_s),
+            ),
+        ],
+        Json(body),
+    )
+        .into_response()
+}
+
+/// `POST /auth/login`: demo/demo → token response + refresh cookie. Failed logins are
+/// throttled per account and per client address (429 + `Retry-After`).
+pub async fn login(
+    State(state): State<AppState>,
+    _: SameOrigin,
+    ClientAddr(addr): ClientAddr,
+    parsed: Result<Json<LoginRequest>, JsonRejection>,
+) -> Result<Response, AppError> {
+    let Json(req) = parsed
+        .map_err(|_| AppError::InvalidRequest("expected JSON {username, password}".into()))?;
+    let limiter = &state.login_limiter;
+    let counters = &state.metrics.counters;
+    if let Err(wait) = limiter.check(&req.username, addr) {
+        bump(&counters.rate_limited);
+        return Err(AppError::RateLimited(wait));
+    }
+    let user_ok = req.username.as_bytes().ct_eq(DEMO_USER.as_bytes());
+    let password_ok = req.password.as_bytes().ct_eq(DEMO_PASSWORD.as_bytes());
+    if !bool::from(user_ok & password_ok) {
+        bump(&counters.logins_refused);
+        if let Err(wait) = limiter.failed(&req.username, addr) {
+            bump(&counters.rate_limited);
+            tracing::warn!("failed-login limit reached; account or address locked");
+            return Err(AppError::RateLimited(wait));
+        }
+        return Err(AppError::InvalidGrant);
+    }
+    let issued = session::start(&state, DEMO_USER).await?;
+    bump(&counters.logins_served);
+    Ok(token_response(&issued))
+}
+
+/// `POST /auth/refresh`: rotate the refresh cookie. Every candidate cookie is tried in
+/// order; the cookie is cleared only when the request carried exactly one (a request with
+/// several may hold cookies planted by someone else, which must not log the user out).
+pub async fn refresh(
+    State(state): State<AppState>,
+    csrf: Result<CsrfChecked, AppError>,
+    RefreshCookies(candidates): RefreshCookies,
+    lifetime: Option<Extension<AccessLifetime>>,
+) -> Response {
+    let counters = &state.metrics.counters;
+    bump(&counters.refresh_requests);
+    let lifetime = lifetime.map_or(AccessLifetime::Normal, |Extension(l)| l);
+    let outcome = match csrf {
+        Ok(CsrfChecked) => rotate_any(&state, &candidates, lifetime).await,
+        Err(e) => Err(e),
+    };
+    match outcome {
+        Ok(issued) => {
+            bump(&counters.refreshes_served);
+            token_response(&issued)
+        }
+        Err(error) => {
+            let refused = matches!(error, AppError::InvalidGrant);
+            let mut response = error.into_response();
+            if matches!(
+                response.status(),
+                StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN
+            ) {
+                bump(&counters.refresh_rejected);
+            }
+            if refused && candidates.len() == 1 {
+                response
+                    .headers_mut()
+                    .insert(header::SET_COOKIE, cleared_refresh_cookie());
+            }
+            response
+        }
+    }
+}
+
+async fn rotate_any(
+    state: &AppState,
+    candidates: &[String],
+    lifetime: AccessLifetime,
+) -> Result<Issued, AppError> {
+    for token in candidates {
+        match session::rotate(state, token, lifetime).await? {
+            Ok(issued) => return Ok(issued),
+            Err(NotRotated::Refused(_) | NotRotated::Reused) => continue,
+        }
+    }
+    Err(AppError::InvalidGrant)
+}
+
+/// `POST /auth/logout`: revoke the family of every candidate cookie, clear the cookie; 204
+/// even without a session.
+pub async fn logout(
+    State(state): State<AppState>,
+    _: CsrfChecked,
+    RefreshCookies(candidates): RefreshCookies,
+) -> Result<Response, AppError> {
+    for token in &candidates {
+        session::end(&state, token).await?;
+    }
+    bump(&state.metrics.counters.logouts);
+    Ok((
+        StatusCode::NO_CONTENT,
+        [
+            (header::SET_COOKIE, cleared_refresh_cookie()),
+            (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
+        ],
+    )
+        .into_response())
+}

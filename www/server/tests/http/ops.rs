@@ -1,0 +1,107 @@
+//! Operations endpoints: /healthz, /readyz, /metrics.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use tokenwarden_server::clock::SystemClock;
+use tokenwarden_server::keys::KeySet;
+use tokenwarden_server::store::{Family, RefreshStore, Rotation, StoreError, StoreStats};
+use tokenwarden_server::tokens::TokenHash;
+use tokenwarden_server::{app, AppState, Config};
+use tower::ServiceExt as _;
+
+use crate::common::*;
+
+fn get(path: &str) -> Request<Body> {
+    Request::builder().uri(path).body(Body::empty()).unwrap()
+}
+
+#[tokio::test]
+async fn healthz_and_readyz_answer_200_with_a_working_store() {
+    let s = server(false);
+    assert_eq!(s.send(get("/healthz")).await.status(), StatusCode::OK);
+    assert_eq!(s.send(get("/readyz")).await.status(), StatusCode::OK);
+}
+
+/// A store whose backend is gone: every call fails.
+struct DownStore;
+
+fn down<T>() -> Result<T, StoreError> {
+    Err(StoreError("database is down".into()))
+}
+
+#[async_trait::async_trait]
+impl RefreshStore for DownStore {
+    async fn create_family(
+        &self,
+        _: &Family,
+        _: &TokenHash,
+        _: usize,
+        _: i64,
+    ) -> Result<Vec<String>, StoreError> {
+        down()
+    }
+    async fn rotate(&self, _: &TokenHash, _: &TokenHash, _: i64) -> Result<Rotation, StoreError> {
+        down()
+    }
+    async fn revoke_family_of(&self, _: &TokenHash, _: i64) -> Result<Option<String>, StoreError> {
+        down()
+    }
+    async fn revoked_since(&self, _: i64) -> Result<Vec<String>, StoreError> {
+        down()
+    }
+    async fn purge(&self, _: i64) -> Result<u64, StoreError> {
+        down()
+    }
+    async fn ping(&self) -> Result<(), StoreError> {
+        down()
+    }
+    async fn stats(&self, _: i64) -> Result<StoreStats, StoreError> {
+        down()
+    }
+}
+
+#[tokio::test]
+async fn readyz_is_503_while_healthz_stays_200_when_the_store_is_down() {
+    let state = AppState::new(
+        &Config::default(),
+        KeySet::generate(),
+        Arc::new(DownStore),
+        Arc::new(SystemClock),
+    );
+    let router = app(state);
+    let status = |path: &'static str| {
+        let router = router.clone();
+        async move { router.oneshot(get(path)).await.unwrap().status() }
+    };
+    assert_eq!(status("/readyz").await, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(status("/healthz").await, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn metrics_count_logins_rotations_reuse_revocations_limits_and_latency() {
+    let s = server(false);
+    let (_, first) = s.login().await;
+    let res = s.send(refresh_request(&first)).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    s.send(refresh_request(&first)).await; // reuse: family revoked
+    let res = s.send(get("/metrics")).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let text = String::from_utf8(body_bytes(res).await).unwrap();
+    for line in [
+        "tokenwarden_logins_served_total 1",
+        "tokenwarden_refreshes_served_total 1",
+        "tokenwarden_reuse_detected_total 1",
+        "tokenwarden_families_revoked_total 1",
+        "tokenwarden_rate_limited_total 0",
+        "tokenwarden_http_request_duration_seconds_count 3",
+    ] {
+        assert!(
+            text.lines().any(|l| l == line),
+            "{line} missing from\n{text}"
+        );
+    }
+    assert!(text.contains("tokenwarden_http_request_duration_seconds_bucket{le="));
+    assert!(!text.contains(&first), "no token in metrics");
+}
