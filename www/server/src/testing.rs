@@ -331,6 +331,12 @@ async fn rotate_key(State(Ctx { app, .. }): State<Ctx>) -> StatusCode {
     StatusCode::NO_CONTENT
 }
 
+/// Replace the DPoP nonce at once; proofs with the old one get `use_dpop_nonce`.
+async fn change_dpop_nonce(State(Ctx { app, .. }): State<Ctx>) -> StatusCode {
+    app.change_dpop_nonce();
+    StatusCode::NO_CONTENT
+}
+
 fn classify(state: &AppState, headers: &axum::http::HeaderMap) -> BearerKind {
     match check_bearer(state, headers) {
         Ok(_) => BearerKind::Valid,
@@ -415,6 +421,7 @@ pub fn install(router: Router<AppState>, state: &AppState) -> Router<AppState> {
         .route("/log", get(log))
         .route("/reset", post(reset))
         .route("/rotate-key", post(rotate_key))
+        .route("/dpop-nonce", post(change_dpop_nonce))
         .with_state(ctx.clone());
     router
         .nest("/test", routes)

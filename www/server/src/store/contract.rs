@@ -23,6 +23,39 @@ pub async fn run_all<S: RefreshStore, F: FnMut() -> S>(mut make: F) {
     a_user_beyond_the_cap_loses_the_oldest_families_first(&make()).await;
     purge_deletes_ended_families_and_keeps_live_ones(&make()).await;
     a_store_that_answers_is_ready(&make()).await;
+    a_family_remembers_its_dpop_key_for_every_token(&make()).await;
+    a_proof_id_is_accepted_once_until_it_expires(&make()).await;
+}
+
+/// `bind_key` binds the family; `key_of` finds it from any of its tokens, retired or live.
+pub async fn a_family_remembers_its_dpop_key_for_every_token(store: &dyn RefreshStore) {
+    let fam = family("f1", "demo", 10_000);
+    ok(store.create_family(&fam, &h("a"), 10, 0)).await;
+    assert_eq!(ok(store.key_of(&h("a"))).await, None);
+    ok(store.bind_key("f1", "k1", 5)).await;
+    ok(store.rotate(&h("a"), &h("b"), 6)).await;
+    ok(store.bind_key("f1", "k2", 7)).await;
+    for t in ["a", "b"] {
+        assert_eq!(
+            ok(store.key_of(&h(t))).await,
+            Some(super::BoundKey {
+                family_id: "f1".into(),
+                jkt: "k2".into(),
+                used_at_ms: 7
+            })
+        );
+    }
+    assert_eq!(ok(store.key_of(&h("unknown"))).await, None);
+}
+
+/// A proof id is new once; a replay inside its window is not; after expiry it is forgotten.
+pub async fn a_proof_id_is_accepted_once_until_it_expires(store: &dyn RefreshStore) {
+    let (p, q) = ([1u8; 32], [2u8; 32]);
+    assert!(ok(store.first_use_of_proof(&p, 100, 0)).await);
+    assert!(!ok(store.first_use_of_proof(&p, 100, 50)).await);
+    assert!(ok(store.first_use_of_proof(&q, 100, 50)).await);
+    assert!(ok(store.first_use_of_proof(&p, 300, 100)).await);
+    assert!(!ok(store.first_use_of_proof(&p, 300, 299)).await);
 }
 
 async fn ok<T, E: std::fmt::Debug>(f: impl Future<Output = Result<T, E>>) -> T {
