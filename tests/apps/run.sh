@@ -59,7 +59,14 @@ echo "apps: tarball installed into ${#apps[@]} apps + the test runner in $(since
 
 # 3. reference server (Next's rewrites are resolved at build time, so it comes first)
 cargo build --release -p tokenwarden-server 2>&1 | tail -1
-spawn "$work/server.log" target/release/tokenwarden-server --port 0 --test-mode --memory-store
+# The app servers' ports are chosen now: the reference server allow-lists their origins.
+# (Next's rewrites proxy with the server's own Host, so its Origin differs from Host.)
+vite_port=$(free_port)
+dev_port=$(free_port)
+next_port=$(free_port)
+origins="http://127.0.0.1:$vite_port,http://127.0.0.1:$dev_port,http://127.0.0.1:$next_port"
+spawn "$work/server.log" target/release/tokenwarden-server --port 0 --test-mode --memory-store \
+  --allowed-origin "$origins"
 server=
 for _ in $(seq 1 100); do
   server=$(sed -n '1s/^listening on //p' "$work/server.log")
@@ -84,13 +91,10 @@ next_flags=()
 echo "apps: next-app: next build ${next_flags[*]:-(turbopack)} in $(since "$t")"
 
 # 5. app servers
-vite_port=$(free_port)
 spawn "$work/vite.log" bash -c "cd tests/apps/vite-react && exec node_modules/.bin/vite preview --host 127.0.0.1 --port $vite_port --strictPort"
 # The dev server too: how apps are developed, and where React's Strict Mode
 # runs every effect twice (production builds do not).
-dev_port=$(free_port)
 spawn "$work/vite-dev.log" bash -c "cd tests/apps/vite-react && exec node_modules/.bin/vite --host 127.0.0.1 --port $dev_port --strictPort"
-next_port=$(free_port)
 spawn "$work/next.log" bash -c "cd tests/apps/next-app && exec node_modules/.bin/next start -H 127.0.0.1 -p $next_port"
 wait_http "http://127.0.0.1:$vite_port/" "$work/vite.log"
 wait_http "http://127.0.0.1:$dev_port/" "$work/vite-dev.log"

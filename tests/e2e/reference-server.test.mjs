@@ -184,10 +184,20 @@ test("the token never reaches localStorage, sessionStorage, IndexedDB, the Cache
   });
 });
 
-test("the demo page signs in, calls the API and is saved as a screenshot", async () => {
+test("the demo page runs under its strict CSP: signs in, calls the API, no violation; saved as a screenshot", async () => {
   const context = await env.newContext({ viewport: { width: 1280, height: 1100 } });
+  await context.addInitScript(() => {
+    window.__cspViolations = [];
+    document.addEventListener("securitypolicyviolation", (e) => {
+      window.__cspViolations.push(`${e.violatedDirective} ${e.blockedURI}`);
+    });
+  });
   const page = await context.newPage();
-  await page.goto(env.server.url + "/");
+  const response = await page.goto(env.server.url + "/");
+  const csp = response.headers()["content-security-policy"] || "";
+  assert.match(csp, /script-src 'self' 'wasm-unsafe-eval'/);
+  assert.match(csp, /frame-ancestors 'none'/);
+  assert.equal(response.headers()["x-content-type-options"], "nosniff");
   await page.locator("#wasm-status").filter({ hasText: "wasm loaded" }).waitFor();
   await page.locator("#message").filter({ hasText: "No session yet" }).waitFor();
   await page.fill("#username", "demo");
@@ -203,6 +213,7 @@ test("the demo page signs in, calls the API and is saved as a screenshot", async
   const log = await env.server.log();
   assert.deepEqual(log.filter((e) => e.path === "/api/me").map((e) => [e.status, e.bearer]), [[200, "valid"]]);
   assert.equal(countLog(log, "POST", "/auth/login"), 1);
+  assert.deepEqual(await page.evaluate(() => window.__cspViolations), []);
   await page.screenshot({ path: join(ensureArtifactsDir(), "demo.png"), fullPage: true });
 });
 

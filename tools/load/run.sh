@@ -14,6 +14,8 @@
 #   LOAD_DUP_WORKERS   phase-2 workers, two connections each (default 8)
 #   LOAD_MEMORY_STORE  1 = --memory-store instead of SQLite
 #   LOAD_RESULTS       where to write the table (default tools/load/RESULTS.md; "-" = nowhere)
+#   LOAD_COOKIE        refresh-cookie name (default __Secure-tw_refresh; tw_refresh for servers
+#                      from before the rename)
 #   LOAD_SERVER_BIN    run this server binary instead of building target/release/tokenwarden-server
 #                      (e.g. one built with CARGO_PROFILE_RELEASE_OPT_LEVEL=3 to compare)
 #   TW_LOG             server log level (default info, as people run it); the log goes to a

@@ -33,7 +33,14 @@ use hyper_util::rt::TokioIo;
 use serde_json::Value;
 use tokio::net::TcpStream;
 
-const COOKIE: &str = "__Secure-tw_refresh";
+/// The refresh cookie's name: `LOAD_COOKIE`, by default the reference server's
+/// `__Secure-tw_refresh` (set `LOAD_COOKIE=tw_refresh` to measure a server from before the rename).
+fn cookie_name() -> &'static str {
+    static NAME: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    NAME.get_or_init(|| {
+        std::env::var("LOAD_COOKIE").unwrap_or_else(|_| "__Secure-tw_refresh".to_string())
+    })
+}
 const CSRF_HEADER: &str = "x-requested-with";
 /// One request that takes longer than this is a failure (the server is on loopback).
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -217,7 +224,7 @@ impl Conn {
     }
 
     async fn refresh(&mut self, cookie: &str) -> Result<Reply, String> {
-        let cookie = format!("{COOKIE}={cookie}");
+        let cookie = format!("{}={cookie}", cookie_name());
         self.send(
             Method::POST,
             "/auth/refresh",
@@ -228,7 +235,7 @@ impl Conn {
     }
 
     async fn logout(&mut self, cookie: &str) -> Result<Reply, String> {
-        let cookie = format!("{COOKIE}={cookie}");
+        let cookie = format!("{}={cookie}", cookie_name());
         self.send(
             Method::POST,
             "/auth/logout",
@@ -274,7 +281,7 @@ fn set_cookie_token(reply: &Reply) -> Option<(&str, &str)> {
         .find_map(|v| {
             let (pair, attrs) = v.split_once(';').unwrap_or((v, ""));
             let (name, value) = pair.trim().split_once('=')?;
-            (name == COOKIE).then_some((value, attrs))
+            (name == cookie_name()).then_some((value, attrs))
         })
 }
 

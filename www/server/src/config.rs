@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use clap::builder::BoolishValueParser;
 use clap::{Parser, ValueEnum};
 
 /// Default issuer (`iss`) of access tokens.
@@ -27,7 +28,15 @@ pub enum LogFormat {
 /// The first line on stdout is `listening on http://ADDR`. Logs go to stderr; their level is
 /// an EnvFilter directive in TW_LOG (e.g. `info`, `debug`, `tokenwarden_server=debug,warn`).
 #[derive(Debug, Clone, Parser)]
-#[command(name = "tokenwarden-server", version, about, long_about = None)]
+#[command(
+    name = "tokenwarden-server",
+    version,
+    about,
+    long_about = None,
+    after_help = "The first line on stdout is `listening on http://ADDR`. Logs go to stderr; \
+TW_LOG is an EnvFilter directive list (default info; e.g. debug, warn, tokenwarden_server=debug). \
+Paths are relative to the working directory: run it from the repository root."
+)]
 pub struct Config {
     /// Listen address.
     #[arg(long, env = "TW_BIND", default_value = "127.0.0.1:8080")]
@@ -79,10 +88,10 @@ pub struct Config {
     #[arg(long, env = "TW_MAX_CONNECTIONS", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_connections: u32,
     /// Enable the /test/* routes (never in production).
-    #[arg(long, env = "TW_TEST_MODE")]
+    #[arg(long, env = "TW_TEST_MODE", value_parser = BoolishValueParser::new())]
     pub test_mode: bool,
     /// Keep refresh tokens in memory instead of SQLite.
-    #[arg(long, env = "TW_MEMORY_STORE")]
+    #[arg(long, env = "TW_MEMORY_STORE", value_parser = BoolishValueParser::new())]
     pub memory_store: bool,
     /// Directory of the SQLite file.
     #[arg(long, env = "TW_DATA_DIR", default_value = "www/server/data")]

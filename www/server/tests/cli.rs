@@ -1,0 +1,111 @@
+//! The binary itself: flags and variables through clap, the first stdout line, the
+//! operations endpoints on a real socket.
+
+use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start(args: &[&str], env: &[(&str, &str)]) -> (Server, String) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tokenwarden-server"));
+    cmd.args(args)
+        .env_remove("TW_TEST_MODE")
+        .env("TW_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr = line
+        .trim()
+        .strip_prefix("listening on http://")
+        .unwrap_or_else(|| panic!("first line: {line:?}"))
+        .to_string();
+    (Server(child), addr)
+}
+
+fn get(addr: &str, path: &str) -> String {
+    let mut s = TcpStream::connect(addr).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
+}
+
+#[test]
+fn test_mode_and_the_memory_store_switch_on_with_1_in_the_environment() {
+    let (_server, addr) = start(
+        &["--port", "0"],
+        &[("TW_TEST_MODE", "1"), ("TW_MEMORY_STORE", "1")],
+    );
+    assert!(get(&addr, "/test/counters").starts_with("HTTP/1.1 200"));
+}
+
+#[test]
+fn without_test_mode_the_test_routes_are_404_and_ops_endpoints_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_str().unwrap();
+    let (_server, addr) = start(&["--port", "0", "--data-dir", data], &[]);
+    assert!(get(&addr, "/test/counters").starts_with("HTTP/1.1 404"));
+    assert!(get(&addr, "/healthz").starts_with("HTTP/1.1 200"));
+    assert!(get(&addr, "/readyz").starts_with("HTTP/1.1 200"));
+    let metrics = get(&addr, "/metrics");
+    assert!(
+        metrics.contains("tokenwarden_refreshes_served_total 0"),
+        "{metrics}"
+    );
+    assert!(dir.path().join("tokenwarden.sqlite3").exists());
+}
+
+#[test]
+fn help_lists_every_flag_with_its_variable() {
+    let out = Command::new(env!("CARGO_BIN_EXE_tokenwarden-server"))
+        .arg("--help")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let help = String::from_utf8(out.stdout).unwrap();
+    for flag in [
+        "--bind",
+        "--port",
+        "--access-ttl",
+        "--family-lifetime",
+        "--leeway",
+        "--max-families-per-user",
+        "--login-account-burst",
+        "--login-address-burst",
+        "--login-refill",
+        "--allowed-origin",
+        "--header-timeout",
+        "--request-timeout",
+        "--idle-timeout",
+        "--max-connections",
+        "--test-mode",
+        "--memory-store",
+        "--data-dir",
+        "--www-dir",
+        "--pkg-dir",
+        "--signing-key-file",
+        "--log-format",
+    ] {
+        assert!(help.contains(flag), "{flag} missing");
+    }
+    assert!(help.contains("TW_MAX_FAMILIES_PER_USER"));
+}
