@@ -45,13 +45,18 @@ fn promise(f: impl core::future::Future<Output = Result<JsValue, JsValue>> + 'st
 type Strings = Rc<RefCell<Option<(u64, JsValue, JsValue)>>>;
 
 /// `(token, "Bearer token")` as JS strings for `t` of `version`, cached.
-fn js_strings(cache: &Strings, version: u64, t: &Secret) -> (JsValue, JsValue) {
+fn js_strings(cache: &Strings, version: u64, t: &Secret, dpop: bool) -> (JsValue, JsValue) {
     if let Some((v, token, header)) = cache.borrow().as_ref() {
         if *v == version {
             return (token.clone(), header.clone());
         }
     }
-    let pair = (JsValue::from_str(t.expose()), JsValue::from_str(&bearer(t)));
+    let header = if dpop {
+        crate::policy::dpop::authorization(t.expose(), true)
+    } else {
+        bearer(t)
+    };
+    let pair = (JsValue::from_str(t.expose()), JsValue::from_str(&header));
     *cache.borrow_mut() = Some((version, pair.0.clone(), pair.1.clone()));
     pair
 }
@@ -69,7 +74,8 @@ impl TokenClient {
         let t = self
             .driver
             .with_machine(|m| m.session().fresh(now).cloned())?;
-        let (token, h) = js_strings(&self.strings, version, &t);
+        let dpop = self.driver.options().dpop;
+        let (token, h) = js_strings(&self.strings, version, &t, dpop);
         Some(if header { h } else { token })
     }
 
@@ -89,11 +95,12 @@ impl TokenClient {
                 let s = m.session();
                 s.holds(&t).then(|| s.version())
             });
+            let dpop = d.options().dpop;
             let (token, h) = match current {
-                Some(version) => js_strings(&cache, version, &t),
+                Some(version) => js_strings(&cache, version, &t, dpop),
                 None => (
                     JsValue::from_str(t.expose()),
-                    JsValue::from_str(&bearer(&t)),
+                    JsValue::from_str(&crate::policy::dpop::authorization(t.expose(), dpop)),
                 ),
             };
             Ok(if header { h } else { token })
@@ -173,6 +180,28 @@ impl TokenClient {
                 Err(FetchError::Client(e)) => Err(e.into()),
                 Err(FetchError::Send(e)) => Err(e),
             }
+        })
+    }
+
+    /// The headers `fetch` would add to a `method` request to `url`
+    /// (`Authorization`, and `DPoP` when on) as an object, or `null` for an
+    /// origin not allowed or when signed out; for axios/ky.
+    pub fn authorize(&self, method: String, url: String) -> Promise {
+        let d = self.driver.clone();
+        promise(async move {
+            let abs = env::page_location()
+                .and_then(|(href, _)| env::resolve_url(&url, &href))
+                .ok_or(Error::InvalidOptions(alloc::borrow::Cow::Borrowed(
+                    "authorize: url is not a valid URL",
+                )))?;
+            let Some(headers) = d.authorize(&method, &abs).await? else {
+                return Ok(JsValue::NULL);
+            };
+            let o = js_sys::Object::new();
+            for (k, v) in headers {
+                let _ = js_sys::Reflect::set(&o, &JsValue::from_str(&k), &JsValue::from_str(&v));
+            }
+            Ok(o.into())
         })
     }
 

@@ -9,9 +9,10 @@ use alloc::rc::Rc;
 use core::cell::RefCell;
 
 use crate::error::Error;
+use crate::policy::dpop::{self, Nonces, ProofClaims};
 use crate::policy::machine::{Attempt, InLock, Machine, Out, Use};
 use crate::policy::options::Options;
-use crate::policy::response::{logout_outcome, replay_after};
+use crate::policy::response::{logout_outcome, replay_after, Reply};
 use crate::policy::schedule::timer_delay;
 use crate::policy::session::State;
 use crate::policy::tabsync::{LOCK_LINGER_MS, START_QUERY_MS};
@@ -50,6 +51,10 @@ pub struct Driver<S: Shell> {
     lock_linger: RefCell<Option<S::Timer>>,
     channel: RefCell<Option<S::Channel>>,
     hooks: RefCell<Option<S::Hooks>>,
+    /// The DPoP key (memory only; shared with the tabs along with tokens).
+    key: RefCell<Option<S::Key>>,
+    /// The last `DPoP-Nonce` of each origin.
+    nonces: RefCell<Nonces>,
 }
 
 impl<S: Shell> Driver<S> {
@@ -67,14 +72,21 @@ impl<S: Shell> Driver<S> {
             lock_linger: RefCell::new(None),
             channel: RefCell::new(None),
             hooks: RefCell::new(None),
+            key: RefCell::new(None),
+            nonces: RefCell::new(Nonces::default()),
         });
         if d.opts.cross_tab {
             let weak = Rc::downgrade(&d);
             let channel = d.shell.join(
                 &d.opts.channel_name,
-                Box::new(move |text| {
+                Box::new(move |text, key| {
                     if let Some(d) = weak.upgrade() {
                         let out = d.machine.borrow_mut().tab_message(&text, d.shell.now());
+                        // The key travels with the token it is bound to: adopting
+                        // a tab's token means adopting its key.
+                        if let (true, true, Some(k)) = (d.opts.dpop, out.handed_over, key) {
+                            *d.key.borrow_mut() = Some(k);
+                        }
                         d.perform(out);
                     }
                 }),
@@ -140,7 +152,9 @@ impl<S: Shell> Driver<S> {
         }
         if let Some(text) = &out.broadcast {
             if let Some(c) = self.channel.borrow().as_ref() {
-                self.shell.broadcast(c, text);
+                let key = self.key.borrow();
+                let key = if self.opts.dpop { key.as_ref() } else { None };
+                self.shell.broadcast(c, text, key);
             }
         }
         let timer = out.wake_in.map(|ms| {
@@ -174,14 +188,128 @@ impl<S: Shell> Driver<S> {
         self.perform(out);
     }
 
-    /// `setSession`.
+    /// `setSession`. With DPoP on, a token that is not bound yet (the app's
+    /// own login call could not sign) is bound by a refresh right away.
     pub fn set_session(self: &Rc<Self>, grant: Grant) -> Result<(), Error> {
+        let bound = grant.bound;
+        if bound && !self.opts.dpop {
+            return Err(Error::InvalidResponse("token_type is not Bearer"));
+        }
         let out = self
             .machine
             .borrow_mut()
             .set_session(grant, self.shell.now())?;
         self.perform(out);
+        if dpop::bind_after_set_session(self.opts.dpop, bound) {
+            let _ = self.ensure_refresh();
+        }
         Ok(())
+    }
+
+    /// A DPoP proof for `htm url` (with `ath` for `token`), signed by this
+    /// tab's key; the first proof of a tab with no key makes one.
+    async fn proof(&self, htm: &str, url: &str, token: Option<&str>) -> Result<String, Error> {
+        let existing = self.key.borrow().clone();
+        let key = match existing {
+            Some(k) => k,
+            None => {
+                let k = self.shell.make_key().await?;
+                self.key.borrow_mut().get_or_insert(k).clone()
+            }
+        };
+        let ath = match token {
+            Some(t) => Some(dpop::b64url(&self.shell.sha256(t).await?)),
+            None => None,
+        };
+        let jti = self.shell.unique_id();
+        let nonce = self.nonces.borrow().for_url(url).map(String::from);
+        let claims = ProofClaims {
+            htm,
+            url,
+            iat: self.shell.now().wall.div_euclid(1000),
+            jti: &jti,
+            ath: ath.as_deref(),
+            nonce: nonce.as_deref(),
+        };
+        let input = dpop::signing_input(&self.shell.public_jwk(&key), &claims);
+        let signature = self.shell.sign(&key, &input).await?;
+        Ok(dpop::assemble(&input, &signature))
+    }
+
+    /// The refresh call, with a proof when DPoP is on; a `use_dpop_nonce`
+    /// answer that brings a new nonce is retried once.
+    async fn post_refresh(&self) -> Result<Reply, Error> {
+        let url = &self.opts.refresh_url;
+        let mut retried = false;
+        loop {
+            let mut headers = self.opts.refresh_headers.clone();
+            if self.opts.dpop {
+                headers.push((String::from("DPoP"), self.proof("POST", url, None).await?));
+            }
+            let reply = self
+                .shell
+                .post(url, &headers, self.opts.request_timeout_ms)
+                .await?;
+            if !self.opts.dpop {
+                return Ok(reply);
+            }
+            let changed = self
+                .nonces
+                .borrow_mut()
+                .remember(url, reply.dpop_nonce.as_deref());
+            let asked = dpop::token_endpoint_wants_nonce(reply.status, &reply.body);
+            if !dpop::retry_with_nonce(asked, changed, retried) {
+                return Ok(reply);
+            }
+            retried = true;
+        }
+    }
+
+    /// Sets `Authorization` (and `DPoP`) on an app request for `token`.
+    async fn authorize_request(
+        &self,
+        request: &S::Request,
+        url: &str,
+        token: &Secret,
+    ) -> Result<(), Error> {
+        let sh = &self.shell;
+        sh.set_authorization(
+            request,
+            &dpop::authorization(token.expose(), self.opts.dpop),
+        );
+        if self.opts.dpop {
+            let proof = self
+                .proof(&sh.method(request), url, Some(token.expose()))
+                .await?;
+            sh.set_header(request, "DPoP", &proof);
+        }
+        Ok(())
+    }
+
+    /// `authorize(method, url)`: the headers `fetch` would add, `None` for
+    /// an origin not allowed or when signed out.
+    pub async fn authorize(
+        self: Rc<Self>,
+        method: &str,
+        url: &str,
+    ) -> Result<Option<Vec<(String, String)>>, Error> {
+        self.machine.borrow().live()?;
+        if !self.opts.allows(url) {
+            return Ok(None);
+        }
+        let Some(token) = self.clone().token().await? else {
+            return Ok(None);
+        };
+        let mut headers = vec![(
+            String::from("Authorization"),
+            dpop::authorization(token.expose(), self.opts.dpop),
+        )];
+        if self.opts.dpop {
+            let method = method.to_ascii_uppercase();
+            let proof = self.proof(&method, url, Some(token.expose())).await?;
+            headers.push((String::from("DPoP"), proof));
+        }
+        Ok(Some(headers))
     }
 
     /// The shared refresh: joins the attempt in flight or starts one.
@@ -239,14 +367,7 @@ impl<S: Shell> Driver<S> {
             return result;
         }
         let sent = self.shell.now();
-        let reply = self
-            .shell
-            .post(
-                &self.opts.refresh_url,
-                &self.opts.refresh_headers,
-                self.opts.request_timeout_ms,
-            )
-            .await;
+        let reply = self.post_refresh().await;
         let now = self.shell.now();
         let random = self.shell.random();
         let (result, out, linger) = self
@@ -334,7 +455,7 @@ impl<S: Shell> Driver<S> {
             let waiter = Slot::new();
             *self.start_waiter.borrow_mut() = Some(waiter.clone());
             if let Some(c) = self.channel.borrow().as_ref() {
-                self.shell.broadcast(c, &text);
+                self.shell.broadcast(c, &text, None);
             }
             let w = waiter.clone();
             let timeout = self
@@ -386,9 +507,32 @@ impl<S: Shell> Driver<S> {
             return sh.send(&request).await.map_err(FetchError::Send);
         };
         let replay = sh.replayable(&request);
+        let url = sh.url(&request);
         let version = self.machine.borrow().session().version();
-        sh.set_authorization(&request, &bearer(&token));
-        let response = sh.send(&request).await.map_err(FetchError::Send)?;
+        self.authorize_request(&request, &url, &token).await?;
+        let nonce_retry = if self.opts.dpop {
+            sh.replayable(&request)
+        } else {
+            None
+        };
+        let mut response = sh.send(&request).await.map_err(FetchError::Send)?;
+        if self.opts.dpop {
+            let nonce = sh.response_header(&response, "dpop-nonce");
+            let changed = self.nonces.borrow_mut().remember(&url, nonce.as_deref());
+            let challenge = sh.response_header(&response, "www-authenticate");
+            let asked = dpop::resource_wants_nonce(sh.status(&response), challenge.as_deref());
+            if let (true, Some(again)) =
+                (dpop::retry_with_nonce(asked, changed, false), nonce_retry)
+            {
+                self.authorize_request(&again, &url, &token).await?;
+                response = sh.send(&again).await.map_err(FetchError::Send)?;
+            }
+            let challenge = sh.response_header(&response, "www-authenticate");
+            if dpop::resource_wants_nonce(sh.status(&response), challenge.as_deref()) {
+                // Still asking for a nonce: a new token would not help.
+                return Ok(response);
+            }
+        }
         let final_url = sh.response_url(&response);
         let ours = final_url.is_empty() || self.opts.allows(&final_url);
         let status = sh.status(&response);
@@ -403,7 +547,7 @@ impl<S: Shell> Driver<S> {
         let fresh = self.machine.borrow().session().usable(now).cloned();
         match fresh {
             Some(t) if t != token => {
-                sh.set_authorization(&replay, &bearer(&t));
+                self.authorize_request(&replay, &url, &t).await?;
                 sh.send(&replay).await.map_err(FetchError::Send)
             }
             _ => Ok(response),

@@ -28,13 +28,55 @@ type Task = Pin<Box<dyn Future<Output = ()>>>;
 /// How the fake server answers the refresh or logout endpoint.
 pub type Endpoint = Box<dyn FnMut(&str) -> Result<Reply, Error>>;
 
-/// How the fake API answers an app request.
-pub type Api = Box<dyn FnMut(&FakeRequest) -> u16>;
+/// How the fake API answers an app request: status and response headers.
+pub type Api = Box<dyn FnMut(&FakeRequest) -> (u16, Vec<(String, String)>)>;
 
 /// A tab's page wake-up callback, once the driver registered it.
 pub type WakeHook = Rc<RefCell<Option<Rc<dyn Fn(bool)>>>>;
 
-type Listener = Rc<RefCell<Box<dyn FnMut(String)>>>;
+type Listener = Rc<RefCell<Box<dyn FnMut(String, Option<FakeKey>)>>>;
+
+/// A fake DPoP key: an id (the "private key", which tests never see
+/// outside the shell) and a public JWK derived from it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FakeKey {
+    /// Which key.
+    pub id: u64,
+}
+
+impl FakeKey {
+    /// The public JWK of this key.
+    pub fn jwk(&self) -> crate::policy::dpop::PublicJwk {
+        crate::policy::dpop::PublicJwk {
+            x: format!("x{}", self.id),
+            y: format!("y{}", self.id),
+        }
+    }
+}
+
+/// The fake hash (FNV-1a, 64 bits, widened to `n` bytes): deterministic, so
+/// tests can check `ath` and signatures.
+pub fn fake_digest(seed: u64, input: &str, n: usize) -> Vec<u8> {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325 ^ seed;
+    for b in input.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    (0..n)
+        .map(|i| (h >> ((i % 8) * 8)) as u8 ^ i as u8)
+        .collect()
+}
+
+/// The fake signature of `input` by the key `id`: tests verify a proof by
+/// recomputing it.
+pub fn fake_signature(id: u64, input: &str) -> Vec<u8> {
+    fake_digest(id.wrapping_add(1), input, 64)
+}
+
+/// The fake SHA-256 of `input` (`ath` is base64url of it).
+pub fn fake_sha256(input: &str) -> Vec<u8> {
+    fake_digest(0, input, 32)
+}
 
 struct Ready(Arc<Mutex<Vec<usize>>>, usize);
 
@@ -67,6 +109,10 @@ struct State {
     latency_ms: i64,
     /// Every POST to an endpoint: the URL.
     posts: Vec<String>,
+    /// The headers of every POST to an endpoint.
+    post_headers: Vec<Vec<(String, String)>>,
+    /// DPoP keys made by all tabs.
+    keys_made: u32,
     /// Every app request sent: (URL, Authorization header).
     sent: Vec<(String, Option<String>)>,
 }
@@ -96,11 +142,14 @@ impl World {
                         status: 401,
                         body: String::new(),
                         retry_after: None,
+                        dpop_nonce: None,
                     })
                 }),
-                api: Box::new(|_| 200),
+                api: Box::new(|_| (200, Vec::new())),
                 latency_ms: 10,
                 posts: Vec::new(),
+                post_headers: Vec::new(),
+                keys_made: 0,
                 sent: Vec::new(),
             })),
             ready: Arc::new(Mutex::new(Vec::new())),
@@ -122,8 +171,26 @@ impl World {
     }
 
     /// Scripts the API (the status it answers an app request with).
-    pub fn api(&self, f: impl FnMut(&FakeRequest) -> u16 + 'static) {
+    pub fn api(&self, mut f: impl FnMut(&FakeRequest) -> u16 + 'static) {
+        self.state.borrow_mut().api = Box::new(move |r| (f(r), Vec::new()));
+    }
+
+    /// Scripts the API with response headers too.
+    pub fn api_with_headers(
+        &self,
+        f: impl FnMut(&FakeRequest) -> (u16, Vec<(String, String)>) + 'static,
+    ) {
         self.state.borrow_mut().api = Box::new(f);
+    }
+
+    /// How many DPoP keys the tabs made.
+    pub fn keys_made(&self) -> u32 {
+        self.state.borrow().keys_made
+    }
+
+    /// The headers of every refresh/logout POST so far.
+    pub fn post_headers(&self) -> Vec<Vec<(String, String)>> {
+        self.state.borrow().post_headers.clone()
     }
 
     /// How long every request takes.
@@ -335,6 +402,8 @@ pub struct FakeRequest {
     pub headers: Rc<RefCell<Vec<(String, String)>>>,
     /// A body stream that cannot be sent twice.
     pub one_shot_body: bool,
+    /// HTTP method.
+    pub method: String,
 }
 
 impl FakeRequest {
@@ -344,7 +413,17 @@ impl FakeRequest {
             url: url.to_string(),
             headers: Rc::new(RefCell::new(Vec::new())),
             one_shot_body: false,
+            method: "GET".into(),
         }
+    }
+
+    /// A header, if set.
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.headers
+            .borrow()
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.clone())
     }
 
     /// The `Authorization` header, if set.
@@ -364,6 +443,8 @@ pub struct FakeResponse {
     pub status: u16,
     /// Final URL.
     pub url: String,
+    /// Response headers.
+    pub headers: Vec<(String, String)>,
 }
 
 /// One tab's shell on a [`World`].
@@ -405,6 +486,7 @@ impl Shell for FakeShell {
     type Request = FakeRequest;
     type Response = FakeResponse;
     type SendError = Error;
+    type Key = FakeKey;
 
     fn now(&self) -> Stamp {
         self.world.stamp()
@@ -429,11 +511,12 @@ impl Shell for FakeShell {
     fn post(
         &self,
         url: &str,
-        _headers: &[(String, String)],
+        headers: &[(String, String)],
         timeout_ms: i64,
     ) -> LocalFuture<Result<Reply, Error>> {
         let world = self.world.clone();
         let url = url.to_string();
+        world.state.borrow_mut().post_headers.push(headers.to_vec());
         Box::pin(async move {
             let latency = world.state.borrow().latency_ms;
             if latency > timeout_ms {
@@ -503,7 +586,11 @@ impl Shell for FakeShell {
         })
     }
 
-    fn join(&self, name: &str, on_message: Box<dyn FnMut(String)>) -> Option<FakeChannel> {
+    fn join(
+        &self,
+        name: &str,
+        on_message: Box<dyn FnMut(String, Option<FakeKey>)>,
+    ) -> Option<FakeChannel> {
         let mut s = self.world.state.borrow_mut();
         s.seq += 1;
         let id = s.seq;
@@ -516,7 +603,7 @@ impl Shell for FakeShell {
         })
     }
 
-    fn broadcast(&self, channel: &FakeChannel, text: &str) {
+    fn broadcast(&self, channel: &FakeChannel, text: &str, key: Option<&FakeKey>) {
         let targets: Vec<_> = self
             .world
             .state
@@ -528,12 +615,13 @@ impl Shell for FakeShell {
             .collect();
         for (_, f) in targets {
             let text = text.to_string();
+            let key = key.cloned();
             // Delivered asynchronously, like a BroadcastChannel.
             self.world.add_timer(
                 0,
                 Box::new(move || {
                     if let Some(f) = f.upgrade() {
-                        (f.borrow_mut())(text);
+                        (f.borrow_mut())(text, key);
                     }
                 }),
             );
@@ -557,13 +645,14 @@ impl Shell for FakeShell {
             let mut api = {
                 let mut s = world.state.borrow_mut();
                 s.sent.push((request.url.clone(), request.authorization()));
-                std::mem::replace(&mut s.api, Box::new(|_| 500))
+                std::mem::replace(&mut s.api, Box::new(|_| (500, Vec::new())))
             };
-            let status = api(&request);
+            let (status, headers) = api(&request);
             world.state.borrow_mut().api = api;
             Ok(FakeResponse {
                 status,
                 url: request.url.clone(),
+                headers,
             })
         })
     }
@@ -590,6 +679,7 @@ impl Shell for FakeShell {
             url: request.url.clone(),
             headers: Rc::new(RefCell::new(request.headers.borrow().clone())),
             one_shot_body: false,
+            method: request.method.clone(),
         })
     }
 
@@ -599,5 +689,56 @@ impl Shell for FakeShell {
 
     fn response_url(&self, response: &FakeResponse) -> String {
         response.url.clone()
+    }
+
+    fn set_header(&self, request: &FakeRequest, name: &str, value: &str) {
+        let mut h = request.headers.borrow_mut();
+        h.retain(|(k, _)| !k.eq_ignore_ascii_case(name));
+        h.push((name.into(), value.into()));
+    }
+
+    fn method(&self, request: &FakeRequest) -> String {
+        request.method.clone()
+    }
+
+    fn response_header(&self, response: &FakeResponse, name: &str) -> Option<String> {
+        response
+            .headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.clone())
+    }
+
+    fn make_key(&self) -> LocalFuture<Result<FakeKey, Error>> {
+        let world = self.world.clone();
+        Box::pin(async move {
+            let id = {
+                let mut s = world.state.borrow_mut();
+                s.seq += 1;
+                s.seq
+            };
+            world.state.borrow_mut().keys_made += 1;
+            Ok(FakeKey { id })
+        })
+    }
+
+    fn public_jwk(&self, key: &FakeKey) -> crate::policy::dpop::PublicJwk {
+        key.jwk()
+    }
+
+    fn sign(&self, key: &FakeKey, input: &str) -> LocalFuture<Result<Vec<u8>, Error>> {
+        let sig = fake_signature(key.id, input);
+        Box::pin(async move { Ok(sig) })
+    }
+
+    fn sha256(&self, input: &str) -> LocalFuture<Result<Vec<u8>, Error>> {
+        let d = fake_sha256(input);
+        Box::pin(async move { Ok(d) })
+    }
+
+    fn unique_id(&self) -> String {
+        let mut s = self.world.state.borrow_mut();
+        s.seq += 1;
+        format!("jti-{}", s.seq)
     }
 }

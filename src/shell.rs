@@ -6,10 +6,10 @@
 //! Every resource is a value that releases itself on drop (a timer cancels,
 //! a lock is released, a channel is left, listeners are removed).
 //!
-//! Room for DPoP (RFC 9449): a signer — "create a non-extractable key,
-//! sign these bytes with it" — joins this trait as one more associated
-//! type and a method returning a [`LocalFuture`]; the policy builds the
-//! proof's bytes, the shell only signs them.
+//! DPoP (RFC 9449): the shell makes a non-extractable key, signs and hashes
+//! bytes, and carries the key to other tabs with a channel message; what to
+//! sign, when, and which key wins is decided by `policy::dpop` and the
+//! machine.
 
 use alloc::boxed::Box;
 use alloc::rc::Rc;
@@ -45,6 +45,9 @@ pub trait Shell: 'static {
     type Response: 'static;
     /// Why an app request got no response (passed to the caller as is).
     type SendError: 'static;
+    /// A DPoP key pair whose private half cannot be exported (a WebCrypto
+    /// `CryptoKey`); cloning shares the same key.
+    type Key: Clone + 'static;
 
     /// Both clocks now.
     fn now(&self) -> Stamp;
@@ -68,10 +71,26 @@ pub trait Shell: 'static {
     /// (the wait timed out, or the host has no locks).
     fn lock(&self, name: &str, how: LockRequest) -> LocalFuture<Option<Self::Lock>>;
 
-    /// Joins the cross-tab channel `name` (`None` where there is none).
-    fn join(&self, name: &str, on_message: Box<dyn FnMut(String)>) -> Option<Self::Channel>;
-    /// Posts `text` to the other tabs.
-    fn broadcast(&self, channel: &Self::Channel, text: &str);
+    /// Joins the cross-tab channel `name` (`None` where there is none). A
+    /// message may carry a DPoP key along with its text.
+    fn join(
+        &self,
+        name: &str,
+        on_message: Box<dyn FnMut(String, Option<Self::Key>)>,
+    ) -> Option<Self::Channel>;
+    /// Posts `text` (and `key`, structured-cloned) to the other tabs.
+    fn broadcast(&self, channel: &Self::Channel, text: &str, key: Option<&Self::Key>);
+
+    /// Makes a new non-extractable ECDSA P-256 key pair.
+    fn make_key(&self) -> LocalFuture<Result<Self::Key, Error>>;
+    /// The public half of `key` (JWK `x`, `y`).
+    fn public_jwk(&self, key: &Self::Key) -> crate::policy::dpop::PublicJwk;
+    /// ES256 signature (raw r || s) of `input` with `key`.
+    fn sign(&self, key: &Self::Key, input: &str) -> LocalFuture<Result<Vec<u8>, Error>>;
+    /// SHA-256 of `input`.
+    fn sha256(&self, input: &str) -> LocalFuture<Result<Vec<u8>, Error>>;
+    /// A unique id for a proof's `jti` (at least 96 random bits).
+    fn unique_id(&self) -> String;
 
     /// Listens for page wake-ups; `on_wake(true)` when the network came back.
     fn hooks(&self, on_wake: Rc<dyn Fn(bool)>) -> Self::Hooks;
@@ -88,6 +107,12 @@ pub trait Shell: 'static {
     fn has_authorization(&self, request: &Self::Request) -> bool;
     /// Sets the `Authorization` header.
     fn set_authorization(&self, request: &Self::Request, value: &str);
+    /// Sets the header `name` (replacing it).
+    fn set_header(&self, request: &Self::Request, name: &str, value: &str);
+    /// The request's method, upper case.
+    fn method(&self, request: &Self::Request) -> String;
+    /// A response header.
+    fn response_header(&self, response: &Self::Response, name: &str) -> Option<String>;
     /// A copy to send again after a 401, if the request can be replayed.
     fn replayable(&self, request: &Self::Request) -> Option<Self::Request>;
     /// The response's HTTP status.

@@ -80,6 +80,7 @@ fn ok(body: String) -> Result<Reply, Error> {
         status: 200,
         body,
         retry_after: None,
+        dpop_nonce: None,
     })
 }
 
@@ -88,6 +89,7 @@ fn status(status: u16, retry_after: Option<&str>) -> Result<Reply, Error> {
         status,
         body: String::new(),
         retry_after: retry_after.map(Into::into),
+        dpop_nonce: None,
     })
 }
 
@@ -403,6 +405,7 @@ fn a_rejected_refresh_signs_every_tab_out_with_reason_rejected() {
             status: 400,
             body: r#"{"error":"invalid_grant"}"#.into(),
             retry_after: None,
+            dpop_nonce: None,
         })
     });
     let a = tab(&world, "");

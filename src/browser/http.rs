@@ -81,6 +81,7 @@ pub async fn post(
         .unchecked_into();
     let status = response.status();
     let retry_after = response.headers().get("retry-after").ok().flatten();
+    let dpop_nonce = response.headers().get("dpop-nonce").ok().flatten();
     let body = match response.text() {
         Ok(p) => JsFuture::from(p)
             .await
@@ -93,6 +94,7 @@ pub async fn post(
         status,
         body,
         retry_after,
+        dpop_nonce,
     })
 }
 

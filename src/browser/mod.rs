@@ -4,6 +4,7 @@
 
 #[allow(unused_imports)]
 use crate::prelude::*;
+pub mod crypto;
 pub mod env;
 pub mod events;
 pub mod http;

@@ -15,9 +15,10 @@ use web_sys::{Request, Response};
 use super::events::{page_lifecycle, Listener, Subscribers};
 use super::tabs::{self, Channel, LockGuard};
 use super::timer::Timeout;
-use super::{env, http, js_error};
+use super::{crypto, env, http, js_error};
 use crate::error::Error;
 use crate::policy::clock::Stamp;
+use crate::policy::dpop::PublicJwk;
 use crate::policy::machine::{Event, Source};
 use crate::policy::response::Reply;
 use crate::policy::tabsync::LockRequest;
@@ -121,6 +122,7 @@ impl Shell for BrowserShell {
     type Request = Request;
     type Response = Response;
     type SendError = JsValue;
+    type Key = crypto::Key;
 
     fn now(&self) -> Stamp {
         env::now(self.mono_base)
@@ -152,12 +154,36 @@ impl Shell for BrowserShell {
         Box::pin(async move { tabs::request(&name, how).await })
     }
 
-    fn join(&self, name: &str, on_message: Box<dyn FnMut(String)>) -> Option<Channel> {
+    fn join(
+        &self,
+        name: &str,
+        on_message: Box<dyn FnMut(String, Option<crypto::Key>)>,
+    ) -> Option<Channel> {
         Channel::join(name, on_message)
     }
 
-    fn broadcast(&self, channel: &Channel, text: &str) {
-        channel.post(text);
+    fn broadcast(&self, channel: &Channel, text: &str, key: Option<&crypto::Key>) {
+        channel.post(text, key);
+    }
+
+    fn make_key(&self) -> LocalFuture<Result<crypto::Key, Error>> {
+        Box::pin(crypto::make_key())
+    }
+
+    fn public_jwk(&self, key: &crypto::Key) -> PublicJwk {
+        key.jwk.clone()
+    }
+
+    fn sign(&self, key: &crypto::Key, input: &str) -> LocalFuture<Result<Vec<u8>, Error>> {
+        Box::pin(crypto::sign(key.clone(), input.into()))
+    }
+
+    fn sha256(&self, input: &str) -> LocalFuture<Result<Vec<u8>, Error>> {
+        Box::pin(crypto::sha256(input.into()))
+    }
+
+    fn unique_id(&self) -> String {
+        crypto::unique_id()
     }
 
     fn hooks(&self, on_wake: Rc<dyn Fn(bool)>) -> Vec<Listener> {
@@ -192,6 +218,18 @@ impl Shell for BrowserShell {
             "Authorization",
             &JsValue::from_str(value),
         );
+    }
+
+    fn set_header(&self, request: &Request, name: &str, value: &str) {
+        env::set_header(&request.headers(), name, &JsValue::from_str(value));
+    }
+
+    fn method(&self, request: &Request) -> String {
+        request.method()
+    }
+
+    fn response_header(&self, response: &Response, name: &str) -> Option<String> {
+        response.headers().get(name).ok().flatten()
     }
 
     fn replayable(&self, request: &Request) -> Option<Request> {

@@ -10,6 +10,7 @@ use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::JsFuture;
 use web_sys::{BroadcastChannel, MessageEvent};
 
+use super::crypto::{message_with_key, read_message, Key};
 use super::env::global;
 use crate::policy::schedule::timer_delay;
 use crate::policy::tabsync::LockRequest;
@@ -23,12 +24,15 @@ pub struct Channel {
 impl Channel {
     /// Joins `name`, delivering string messages to `on_text`. `None` where
     /// `BroadcastChannel` is missing: the client then works within its tab.
-    pub fn join(name: &str, mut on_text: impl FnMut(String) + 'static) -> Option<Channel> {
+    pub fn join(
+        name: &str,
+        mut on_text: impl FnMut(String, Option<Key>) + 'static,
+    ) -> Option<Channel> {
         global("BroadcastChannel")?;
         let bc = BroadcastChannel::new(name).ok()?;
         let on_message = Closure::<dyn FnMut(MessageEvent)>::new(move |ev: MessageEvent| {
-            if let Some(text) = ev.data().as_string() {
-                on_text(text);
+            if let Some((text, key)) = read_message(&ev.data()) {
+                on_text(text, key);
             }
         });
         bc.set_onmessage(Some(on_message.as_ref().unchecked_ref()));
@@ -39,8 +43,12 @@ impl Channel {
     }
 
     /// Sends to every other tab on the channel.
-    pub fn post(&self, text: &str) {
-        let _ = self.bc.post_message(&JsValue::from_str(text));
+    pub fn post(&self, text: &str, key: Option<&Key>) {
+        let message = match key {
+            Some(k) => message_with_key(text, k),
+            None => JsValue::from_str(text),
+        };
+        let _ = self.bc.post_message(&message);
     }
 }
 

@@ -3,6 +3,7 @@
 //! state machine the driver feeds.
 
 pub mod clock;
+pub mod dpop;
 pub mod json;
 pub mod jwt;
 pub mod lifetime;

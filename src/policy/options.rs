@@ -33,6 +33,8 @@ pub struct Options {
     pub request_timeout_ms: i64,
     /// Scheduling configuration.
     pub session: Config,
+    /// Bind tokens to a DPoP key (RFC 9449).
+    pub dpop: bool,
 }
 
 impl Options {
@@ -42,7 +44,8 @@ impl Options {
     }
 }
 
-const KNOWN: [&str; 9] = [
+const KNOWN: [&str; 10] = [
+    "dpop",
     "refreshUrl",
     "logoutUrl",
     "refreshSkewSeconds",
@@ -193,6 +196,12 @@ pub fn parse_with(
         )],
     };
 
+    let dpop = match get("dpop") {
+        Some(Value::Bool(b)) => *b,
+        Some(_) => return Err(bad("dpop", "must be a boolean")),
+        None => false,
+    };
+
     let cross_tab = match get("crossTab") {
         Some(Value::Bool(b)) => *b,
         Some(_) => return Err(bad("crossTab", "must be a boolean")),
@@ -288,6 +297,7 @@ pub fn parse_with(
         channel_name,
         request_timeout_ms,
         session: Config { skew_ms, retry },
+        dpop,
     })
 }
 

@@ -17,6 +17,8 @@ pub struct Reply {
     pub body: String,
     /// The `Retry-After` header, if any.
     pub retry_after: Option<String>,
+    /// The `DPoP-Nonce` header, if any.
+    pub dpop_nonce: Option<String>,
 }
 
 /// The refresh endpoint's answer: a 2xx carries a token response,
@@ -70,6 +72,7 @@ mod tests {
             status,
             body: body.into(),
             retry_after: retry_after.map(Into::into),
+            dpop_nonce: None,
         }
     }
 
