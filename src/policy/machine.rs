@@ -532,3 +532,249 @@ impl Machine {
         self.session.version() == version
     }
 }
+
+#[cfg(all(test, not(target_arch = "wasm32")))]
+mod tests {
+    use super::*;
+    use crate::policy::schedule::RetryPolicy;
+    use crate::policy::token::parse_token_response;
+    use proptest::prelude::*;
+
+    const T0: i64 = 1_700_000_000_000;
+
+    fn machine(cross_tab: bool) -> Machine {
+        Machine::new(
+            Config {
+                skew_ms: 30_000,
+                retry: RetryPolicy::default(),
+            },
+            cross_tab,
+        )
+    }
+
+    fn grant(token: &str, expires_in: u32) -> Grant {
+        let body = format!(r#"{{"access_token":"{token}","expires_in":{expires_in}}}"#);
+        parse_token_response(&body).unwrap()
+    }
+
+    fn reply(status: u16, body: &str) -> Result<Reply, Error> {
+        Ok(Reply {
+            status,
+            body: body.into(),
+            retry_after: None,
+        })
+    }
+
+    #[test]
+    fn set_session_broadcasts_emits_signed_in_and_state_changed_and_arms_the_timer() {
+        let mut m = machine(true);
+        let now = Stamp::at(T0);
+        let out = m.set_session(grant("a", 300), now).unwrap();
+        assert!(out.broadcast.is_some());
+        assert_eq!(out.wake_in, Some(270_000));
+        assert_eq!(
+            out.events,
+            [
+                Event::SignedIn {
+                    expires_at: Some(T0 + 300_000)
+                },
+                Event::StateChanged {
+                    state: State::Active
+                }
+            ]
+        );
+        assert_eq!(m.refresh_at(now), Some(T0 + 270_000));
+    }
+
+    #[test]
+    fn a_due_tick_asks_for_a_refresh_and_an_attempt_shows_refreshing() {
+        let mut m = machine(false);
+        m.set_session(grant("a", 300), Stamp::at(T0)).unwrap();
+        let now = Stamp::at(T0 + 270_000);
+        assert!(m.tick(false, now).refresh);
+        let (attempt, out) = m.begin_attempt(now).unwrap().unwrap();
+        assert_eq!(
+            out.events,
+            [Event::StateChanged {
+                state: State::Refreshing
+            }]
+        );
+        assert_eq!(m.in_lock(attempt, now), InLock::Call);
+        let (result, out, linger) = m.outcome(
+            attempt,
+            now,
+            reply(200, r#"{"access_token":"b","expires_in":300}"#),
+            now,
+            0.5,
+        );
+        assert_eq!(result, Ok(()));
+        assert!(
+            !linger,
+            "no broadcast without cross-tab: nothing to linger for"
+        );
+        assert_eq!(
+            out.events,
+            [
+                Event::Refreshed {
+                    expires_at: Some(T0 + 570_000),
+                    source: Source::SelfTab
+                },
+                Event::StateChanged {
+                    state: State::Active
+                }
+            ]
+        );
+    }
+
+    #[test]
+    fn a_logout_during_an_attempt_drops_its_result() {
+        let mut m = machine(true);
+        let now = Stamp::at(T0);
+        m.set_session(grant("a", 300), now).unwrap();
+        let (attempt, _) = m.begin_attempt(now).unwrap().unwrap();
+        let out = m.logout(now).unwrap();
+        assert!(out.broadcast.is_some(), "other tabs are told");
+        assert!(out.events.contains(&Event::SignedOut {
+            reason: Reason::Logout
+        }));
+        let (result, _, _) = m.outcome(
+            attempt,
+            now,
+            reply(200, r#"{"access_token":"b","expires_in":300}"#),
+            now,
+            0.5,
+        );
+        assert_eq!(result, Err(Error::SignedOut));
+        assert!(!m.session().is_signed_in());
+    }
+
+    #[test]
+    fn a_rejection_ends_the_session_and_start_reads_it_as_no_session() {
+        let mut m = machine(true);
+        let now = Stamp::at(T0);
+        m.set_session(grant("a", 300), now).unwrap();
+        let (attempt, _) = m.begin_attempt(now).unwrap().unwrap();
+        let (result, out, _) = m.outcome(attempt, now, reply(401, ""), now, 0.5);
+        assert!(out.events.contains(&Event::SignedOut {
+            reason: Reason::Rejected
+        }));
+        assert!(out.broadcast.is_some());
+        assert_eq!(m.start_result(now, result), Ok(false));
+        assert_eq!(
+            m.start_result(now, Err(Error::Network)),
+            Err(Error::Network),
+            "a transient failure is an error, not 'no session'"
+        );
+    }
+
+    #[test]
+    fn callers_wait_for_a_refresh_in_flight_even_with_a_fresh_token() {
+        let mut m = machine(false);
+        let now = Stamp::at(T0);
+        m.set_session(grant("a", 300), now).unwrap();
+        assert!(matches!(
+            m.token_for_use(now, false, false),
+            Use::Now(Some(_))
+        ));
+        assert!(m.ready(now, false).is_some());
+        assert_eq!(
+            m.token_for_use(now, true, false),
+            Use::AwaitRefresh { had: true }
+        );
+        assert!(m.ready(now, true).is_none());
+    }
+
+    #[derive(Clone, Debug)]
+    enum Op {
+        Set(u32),
+        Advance(u32, bool),
+        Attempt(u16),
+        TabToken(u32, u64),
+        TabSignedOut(u64),
+        Query,
+        Logout,
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            (1u32..4_000).prop_map(Op::Set),
+            (0u32..400_000, any::<bool>()).prop_map(|(ms, online)| Op::Advance(ms, online)),
+            prop_oneof![Just(200u16), Just(401), Just(503), Just(0)].prop_map(Op::Attempt),
+            (1u32..4_000, 0u64..3).prop_map(|(l, v)| Op::TabToken(l, v)),
+            (0u64..3).prop_map(Op::TabSignedOut),
+            Just(Op::Query),
+            Just(Op::Logout),
+        ]
+    }
+
+    proptest! {
+        /// Any sequence of inputs: `stateChanged` events always track
+        /// `state`, a token handed to callers is never expired, the timer is
+        /// never negative and `refreshAt` is never in the past.
+        #[test]
+        fn any_input_sequence_keeps_the_invariants(ops in proptest::collection::vec(op(), 1..40)) {
+            let mut m = machine(true);
+            let mut now = Stamp::at(T0);
+            let mut shown = State::SignedOut;
+            let mut n = 0u32;
+            for op in ops {
+                let out = match op {
+                    Op::Set(s) => {
+                        n += 1;
+                        m.set_session(grant(&format!("s{n}"), s), now).unwrap_or_default()
+                    }
+                    Op::Advance(ms, online) => {
+                        now = Stamp::at(now.wall + i64::from(ms));
+                        m.tick(online, now)
+                    }
+                    Op::Attempt(status) => match m.begin_attempt(now).unwrap() {
+                        Err(wait) => {
+                            prop_assert!(wait > 0);
+                            Out::default()
+                        }
+                        Ok((attempt, out)) => {
+                            for e in &out.events {
+                                if let Event::StateChanged { state } = e { shown = *state; }
+                            }
+                            match m.in_lock(attempt, now) {
+                                InLock::Settled(_, out) => out,
+                                InLock::Call => {
+                                    n += 1;
+                                    let r = if status == 0 {
+                                        Err(Error::Network)
+                                    } else {
+                                        reply(status, &format!(r#"{{"access_token":"r{n}","expires_in":600}}"#))
+                                    };
+                                    m.outcome(attempt, now, r, now, 0.5).1
+                                }
+                            }
+                        }
+                    },
+                    Op::TabToken(l, dv) => {
+                        n += 1;
+                        let v = m.session().version() + dv;
+                        let text = tabsync::encode_token(v, &format!("t{n}"), Some(i64::from(l) * 1000), 0);
+                        m.tab_message(&text, now)
+                    }
+                    Op::TabSignedOut(dv) => {
+                        let v = m.session().version() + dv;
+                        m.tab_message(&tabsync::encode_signed_out(v), now)
+                    }
+                    Op::Query => m.tab_message(&tabsync::encode_query(), now),
+                    Op::Logout => m.logout(now).unwrap(),
+                };
+                for e in &out.events {
+                    if let Event::StateChanged { state } = e { shown = *state; }
+                }
+                prop_assert_eq!(shown, m.state(), "stateChanged tracks state");
+                prop_assert!(out.wake_in.is_none_or(|ms| ms >= 0));
+                if let Some(at) = m.refresh_at(now) {
+                    prop_assert!(at >= now.wall);
+                }
+                if let Use::Now(Some(_)) = m.token_for_use(now, false, false) {
+                    prop_assert!(m.session().usable(now).is_some(), "never an expired token");
+                }
+            }
+        }
+    }
+}
