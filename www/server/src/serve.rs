@@ -1,8 +1,10 @@
 //! Serving the router over TCP with limits: a header-read timeout, a request timeout, an
 //! idle timeout and a cap on open connections (slowloris and connection floods).
 //!
-//! [`serve`] runs the accept loop; [`serve_connection`] serves one accepted connection of
-//! any byte stream, so a TLS acceptor can hand it its decrypted streams.
+//! [`serve`] runs the accept loop on plain TCP. [`serve_with`] is the same loop with a
+//! handshake step between accepting a TCP stream and serving HTTP on it (a TLS acceptor
+//! plugs in there, bounded by the header-read timeout); [`serve_connection`] serves one
+//! connection of any byte stream.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -20,7 +22,7 @@ use axum::Router;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
 use tower::ServiceExt as _;
 
@@ -49,6 +51,27 @@ pub async fn serve(
     limits: Limits,
     shutdown: impl Future<Output = ()> + Send,
 ) -> std::io::Result<()> {
+    serve_with(listener, app, limits, shutdown, |stream| async move {
+        Ok(stream)
+    })
+    .await
+}
+
+/// [`serve`], with `handshake` turning each accepted TCP stream into the byte stream HTTP
+/// is served on (e.g. a TLS acceptor). A handshake that fails or takes longer than the
+/// header-read timeout drops the connection.
+pub async fn serve_with<H, F, IO>(
+    listener: TcpListener,
+    app: Router,
+    limits: Limits,
+    shutdown: impl Future<Output = ()> + Send,
+    handshake: H,
+) -> std::io::Result<()>
+where
+    H: Fn(TcpStream) -> F + Clone + Send + 'static,
+    F: Future<Output = std::io::Result<IO>> + Send,
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut shutdown = pin!(shutdown);
@@ -75,8 +98,13 @@ pub async fn serve(
         let _ = stream.set_nodelay(true);
         let app = app.clone();
         let stop = stop_rx.clone();
+        let handshake = handshake.clone();
         tokio::spawn(async move {
-            serve_connection(stream, remote, app, limits, stop).await;
+            match tokio::time::timeout(limits.header_read, handshake(stream)).await {
+                Ok(Ok(io)) => serve_connection(io, remote, app, limits, stop).await,
+                Ok(Err(e)) => tracing::debug!(error = %e, "handshake failed"),
+                Err(_) => tracing::debug!("handshake timed out"),
+            }
             drop(permit);
         });
     }
