@@ -562,6 +562,7 @@ mod tests {
             status,
             body: body.into(),
             retry_after: None,
+            dpop_nonce: None,
         })
     }
 
