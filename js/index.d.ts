@@ -18,6 +18,11 @@ export interface TokenClientOptions {
   requestTimeoutMs?: number;
   /** Backoff for transient refresh failures (default 5, 1000, 30000). */
   retry?: { maxAttempts?: number; baseDelayMs?: number; maxDelayMs?: number };
+  /**
+   * Bind tokens to a non-extractable key held in memory and shared by the origin's tabs
+   * (RFC 9449, default false): fetch sends `Authorization: DPoP <token>` plus a `DPoP` proof.
+   */
+  dpop?: boolean;
 }
 
 /** OAuth 2.0 token response (RFC 6749 §5.1). */
@@ -74,8 +79,14 @@ declare class TokenClient {
   setSession(response: TokenResponse): void;
   /** A token not due for refresh (refreshing first when due), or null when signed out. */
   getToken(): Promise<string | null>;
-  /** "Bearer <token>" or null. */
+  /** "Bearer <token>" (with dpop: "DPoP <token>", which needs a proof: use authorize) or null. */
   authorizationHeader(): Promise<string | null>;
+  /**
+   * The headers fetch would add to a `method` request to `url` (`Authorization`, and `DPoP`
+   * when on; a proof is good for one request), or null for an origin not allowed or when
+   * signed out. For axios/ky interceptors.
+   */
+  authorize(method: string, url: string | URL): Promise<Record<string, string> | null>;
   /** window.fetch with the Bearer header for allowed origins. */
   fetch(input: RequestInfo | URL, init?: RequestInit): Promise<Response>;
   /** Force a refresh now (shares one in flight). */

@@ -186,8 +186,16 @@ impl TokenClient {
     /// The headers `fetch` would add to a `method` request to `url`
     /// (`Authorization`, and `DPoP` when on) as an object, or `null` for an
     /// origin not allowed or when signed out; for axios/ky.
-    pub fn authorize(&self, method: String, url: String) -> Promise {
+    pub fn authorize(&self, method: String, url: JsValue) -> Promise {
         let d = self.driver.clone();
+        // A string, or a URL object (its toString() is its href).
+        let url = url
+            .as_string()
+            .or_else(|| {
+                url.dyn_ref::<js_sys::Object>()
+                    .and_then(|o| o.to_string().as_string())
+            })
+            .unwrap_or_default();
         promise(async move {
             let abs = env::page_location()
                 .and_then(|(href, _)| env::resolve_url(&url, &href))

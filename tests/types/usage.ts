@@ -17,6 +17,7 @@ const options: TokenClientOptions = {
   allowedOrigins: ["https://api.example"],
   refreshHeaders: { "X-Requested-With": "tokenwarden" },
   crossTab: true,
+  dpop: true,
   channelName: "tokenwarden",
   requestTimeoutMs: 10_000,
   retry: { maxAttempts: 5, baseDelayMs: 1_000, maxDelayMs: 30_000 },
@@ -51,6 +52,7 @@ export async function app(): Promise<void> {
   client.setSession({ access_token: "opaque", token_type: "Bearer", expires_in: 300 });
   const token: string | null = await client.getToken();
   const header: string | null = await client.authorizationHeader();
+  const headers: Record<string, string> | null = await client.authorize("GET", new URL("https://api.example.com/x"));
   const res: Response = await client.fetch("/api/me", { method: "GET" });
   const again: Response = await client.fetch(new Request("/api/me"));
   const fresh: string = await client.refresh();
