@@ -195,12 +195,18 @@ impl<S: Shell> Driver<S> {
         if bound && !self.opts.dpop {
             return Err(Error::InvalidResponse("token_type is not Bearer"));
         }
-        let out = self
+        let mut out = self
             .machine
             .borrow_mut()
             .set_session(grant, self.shell.now())?;
+        let bind = dpop::bind_after_set_session(self.opts.dpop, bound);
+        if bind {
+            // Other tabs get the bound token (with its key) from the refresh;
+            // an unbound one would make them sign with keys of their own.
+            out.broadcast = None;
+        }
         self.perform(out);
-        if dpop::bind_after_set_session(self.opts.dpop, bound) {
+        if bind {
             let _ = self.ensure_refresh();
         }
         Ok(())

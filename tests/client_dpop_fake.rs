@@ -386,6 +386,7 @@ fn a_session_from_set_session_is_bound_by_a_refresh_right_away() {
     let world = World::new(T0);
     let _s = server(&world);
     let a = client(&world, "");
+    let b = client(&world, "");
     a.set_session(
         parse_token_response(r#"{"access_token":"login","token_type":"Bearer","expires_in":300}"#)
             .unwrap(),
@@ -396,6 +397,11 @@ fn a_session_from_set_session_is_bound_by_a_refresh_right_away() {
     let (status, sent) = fetch(&world, &a, "https://app.example/api/me");
     assert_eq!(status, 200);
     assert_eq!(sent.authorization().as_deref(), Some("DPoP d1"));
+    // The other tab got only the bound token, with its key: it signs valid proofs.
+    let (status, sent) = fetch(&world, &b, "https://app.example/api/me");
+    assert_eq!(status, 200);
+    assert_eq!(sent.authorization().as_deref(), Some("DPoP d1"));
+    assert_eq!(world.keys_made(), 1);
 }
 
 #[test]
