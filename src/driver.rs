@@ -239,6 +239,7 @@ impl<S: Shell> Driver<S> {
             return result;
         }
         let sent = self.shell.now();
+        self.machine.borrow_mut().request_sent(sent);
         let reply = self
             .shell
             .post(
