@@ -373,6 +373,7 @@ impl<S: Shell> Driver<S> {
             return result;
         }
         let sent = self.shell.now();
+        self.machine.borrow_mut().request_sent(sent);
         let reply = self.post_refresh().await;
         let now = self.shell.now();
         let random = self.shell.random();

@@ -318,6 +318,11 @@ impl Machine {
         InLock::Settled(result, self.finish(Out::default(), now))
     }
 
+    /// The refresh call leaves now (the storm floor counts from here).
+    pub fn request_sent(&mut self, now: Stamp) {
+        self.session.request_sent(now);
+    }
+
     /// The refresh call ended: `reply` as the shell saw it, `sent` when the
     /// request left (the lifetime counts from there: never overestimated),
     /// `random` ∈ [0,1) for jitter. Returns the attempt's result, the
