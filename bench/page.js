@@ -107,7 +107,12 @@ export async function setupDpop() {
   try {
     const { Auth0Client } = await import("/lib/auth0-spa-js-dpop.js");
     const a0 = new Auth0Client({ domain: location.host, clientId: "bench", useDpop: true, cacheLocation: "memory" });
-    a0Fetcher = a0.createFetcher({ getAccessToken: async () => token, dpopNonceId: "bench" });
+    // `fetch` looked up per call, so that it ends in the same (stubbed or real) window.fetch.
+    a0Fetcher = a0.createFetcher({
+      getAccessToken: async () => token,
+      dpopNonceId: "bench",
+      fetch: (input, init) => window.fetch(input, init),
+    });
   } catch (e) {
     out.auth0Error = String(e && e.message);
   }
