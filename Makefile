@@ -8,7 +8,7 @@ export CHROMEDRIVER ?= /usr/bin/chromedriver
 export NEXT_TELEMETRY_DISABLED := 1
 DEMO_ADDR ?= 127.0.0.1:8080
 
-.PHONY: demo demo-oidc test setup pkg pkg-dev lint unit pg-test browser size e2e multi oidc apps corpus bench fuzz load clean
+.PHONY: demo demo-oidc test setup pkg pkg-dev lint types unit pg-test browser size e2e multi oidc apps corpus bench fuzz load clean
 
 ## demo: build the package, start the reference server on $(DEMO_ADDR), print the URL
 demo: setup pkg
@@ -22,7 +22,7 @@ demo-oidc: setup pkg
 	DEMO_ADDR=$(DEMO_ADDR) tests/oidc/demo.sh
 
 ## test: every test layer, in order of cost
-test: setup lint unit pg-test browser pkg size e2e multi oidc apps corpus
+test: setup lint types unit pg-test browser pkg size e2e multi oidc apps corpus
 	@echo "make test: all layers passed"
 
 setup:
@@ -37,7 +37,12 @@ lint:
 	cargo clippy --workspace --all-targets -- -D warnings
 	cargo clippy --target wasm32-unknown-unknown -p tokenwarden --all-targets -- -D warnings
 
-## unit: native tests (core, server)
+## types: tsc --strict over the hand-written .d.ts files, against typed usage files
+types:
+	scripts/setup.sh npm tests/types
+	tests/types/node_modules/.bin/tsc -p tests/types/tsconfig.json
+
+## unit: native tests (policy, the client on the fake shell, server)
 unit:
 	cargo test --workspace
 

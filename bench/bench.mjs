@@ -132,6 +132,8 @@ const ANCHORS = [
   { id: "supabase-auth-js", label: "Supabase auth-js", pkgs: ["@supabase/auth-js"], src: `export { AuthClient } from "@supabase/auth-js";` },
   { id: "okta-auth-js", label: "okta-auth-js", pkgs: ["@okta/okta-auth-js"], src: `export { OktaAuth } from "@okta/okta-auth-js";` },
   { id: "auth0-spa-js", label: "auth0-spa-js", pkgs: ["@auth0/auth0-spa-js"], src: `export { createAuth0Client } from "@auth0/auth0-spa-js";` },
+  // The DPoP row's anchor (served to the page, not a size row of its own).
+  { id: "auth0-spa-js-dpop", label: "auth0-spa-js (Auth0Client, DPoP row)", pkgs: ["@auth0/auth0-spa-js"], src: `export { Auth0Client } from "@auth0/auth0-spa-js";` },
   { id: "msal-browser", label: "msal-browser", pkgs: ["@azure/msal-browser"], src: `export { PublicClientApplication } from "@azure/msal-browser";` },
   { id: "jwt-decode", pkgs: ["jwt-decode"], src: `export { jwtDecode } from "jwt-decode";` },
   { id: "ky", pkgs: ["ky"], src: `export { default } from "ky";` },
@@ -339,6 +341,23 @@ async function main() {
     R.stubFetch = {};
     for (const v of [...FETCH_V, ...DIAG_V]) {
       R.stubFetch[v] = { perCall: stats(stub[v]), overhead: stats(stub[v].map((x, i) => x - stub.raw[i])) };
+    }
+
+    // DPoP (issue 15): the cost of a proof per client.fetch, next to
+    // auth0-spa-js's createFetcher with useDpop, over the same stubbed fetch.
+    log("DPoP: a proof per fetch (stubbed fetch)");
+    R.dpopSetup = await page.evaluate(() => window.B.setupDpop());
+    log("dpop setup", JSON.stringify(R.dpopSetup));
+    {
+      const DPOP_V = ["raw", "tokenwarden", "tokenwarden dpop"];
+      const a0 = R.dpopSetup["auth0-spa-js createFetcher useDpop"];
+      if (a0 && a0.proof) DPOP_V.push("auth0-spa-js createFetcher useDpop");
+      const dp = await perCall(([v, n]) => window.B.runFetch(v, n, true), DPOP_V, QUICK ? 100 : 300, ROUNDS);
+      R.dpop = {};
+      for (const v of DPOP_V) {
+        R.dpop[v] = { perCall: stats(dp[v]), overhead: stats(dp[v].map((x, i) => x - dp.raw[i])) };
+      }
+      R.dpop.proof = stats(dp["tokenwarden dpop"].map((x, i) => x - dp.tokenwarden[i]));
     }
 
     // Where the time goes: a CPU profile of tokenwarden's hot paths (self
@@ -630,6 +649,16 @@ function report(R) {
     "≤ 2× minimal and ≤ 10 µs",
     yes(twO <= 2 * miniO && twO <= 10) + ` (${twO <= 2 * miniO ? "≤" : ">"} 2×, ${twO <= 10 ? "≤" : ">"} 10 µs)`,
   ]);
+  if (R.dpop) {
+    const a0 = R.dpop["auth0-spa-js createFetcher useDpop"];
+    rows.push([
+      "DPoP: cost of a proof per `client.fetch` (stubbed fetch; µs, median (min–max))",
+      `**${mmm(R.dpop.proof, " µs")}** (dpop fetch ${mmm(R.dpop["tokenwarden dpop"].overhead, " µs")} over raw, vs ${f(R.dpop.tokenwarden.overhead.median)} µs without DPoP)`,
+      a0 ? `auth0-spa-js \`createFetcher\` with \`useDpop\`: ${mmm(a0.overhead, " µs")} over raw` : `auth0-spa-js: not measured (${JSON.stringify(R.dpopSetup["auth0-spa-js createFetcher useDpop"] || R.dpopSetup.auth0Error)})`,
+      "—",
+      "—",
+    ]);
+  }
   const nf = R.netFetch;
   rows.push([
     "`client.fetch` vs raw `fetch`, 204 endpoint on 127.0.0.1, interleaved rounds (time ratio, median (min–max))",

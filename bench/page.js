@@ -10,6 +10,8 @@ const stubFetch = async () => new Response(null, { status: 204 });
 
 let cfg; // { token, tokenResponse }
 let tw; // the tokenwarden client
+let twDpop; // a second client with dpop: true (its token bound, its key made at the first proof)
+let a0Fetcher; // auth0-spa-js createFetcher with useDpop
 let jwtDecode, axios, createAuthRefreshInterceptor, ky;
 let ax, kyc; // axios instance, ky instance
 let token;
@@ -89,6 +91,54 @@ const FETCHERS = {
   tokenwarden: (url) => tw.fetch(url),
 };
 
+// DPoP (issue 15): the same GET with a fresh proof per call. Not in FETCHERS:
+// their Authorization is "DPoP …", not the Bearer header setup() checks.
+const DPOP_FETCHERS = {
+  "tokenwarden dpop": (url) => twDpop.fetch(url),
+  "auth0-spa-js createFetcher useDpop": (url) => a0Fetcher.fetchWithAuth(url),
+};
+
+/** Makes the DPoP clients; returns which headers each sends (names only). */
+export async function setupDpop() {
+  const { createTokenClient } = await import("/pkg/index.js");
+  twDpop = await createTokenClient({ refreshUrl: "/auth/refresh", crossTab: false, dpop: true, channelName: "bench-dpop" });
+  twDpop.setSession({ ...cfg.tokenResponse, token_type: "DPoP" });
+  const out = {};
+  try {
+    const { Auth0Client } = await import("/lib/auth0-spa-js-dpop.js");
+    const a0 = new Auth0Client({ domain: location.host, clientId: "bench", useDpop: true, cacheLocation: "memory" });
+    // `fetch` looked up per call, so that it ends in the same (stubbed or real) window.fetch.
+    a0Fetcher = a0.createFetcher({
+      getAccessToken: async () => token,
+      dpopNonceId: "bench",
+      fetch: (input, init) => window.fetch(input, init),
+    });
+  } catch (e) {
+    out.auth0Error = String(e && e.message);
+  }
+  const seen = {};
+  window.fetch = async (input, init) => {
+    const r = new Request(input, init);
+    seen.auth = (r.headers.get("authorization") || "").split(" ")[0];
+    seen.proof = (r.headers.get("dpop") || "").split(".").length === 3;
+    return new Response(null, { status: 204 });
+  };
+  try {
+    for (const [name, f] of Object.entries(DPOP_FETCHERS)) {
+      seen.auth = seen.proof = null;
+      try {
+        await f("/204"); // also makes the key
+        out[name] = { scheme: seen.auth, proof: seen.proof };
+      } catch (e) {
+        out[name] = { error: String(e && e.message) };
+      }
+    }
+  } finally {
+    window.fetch = realFetch;
+  }
+  return out;
+}
+
 // Diagnostics (stubbed fetch only): what the Request-object path costs by
 // itself, i.e. the floor of a wrapper that builds a Request (to inspect the
 // final URL and headers) and keeps a clone for a 401 replay.
@@ -104,7 +154,7 @@ const DIAG = {
 
 /** n sequential awaited calls of one fetcher; fetch stubbed or real. */
 export async function runFetch(variant, n, stubbed, url = "/204") {
-  const f = FETCHERS[variant] || DIAG[variant];
+  const f = FETCHERS[variant] || DIAG[variant] || DPOP_FETCHERS[variant];
   window.fetch = stubbed ? stubFetch : realFetch;
   try {
     const t0 = performance.now();

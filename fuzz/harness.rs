@@ -15,19 +15,19 @@
 
 use arbitrary::{Arbitrary, Unstructured};
 
-use tokenwarden::core::clock::Stamp;
-use tokenwarden::core::json::{self, Value};
-use tokenwarden::core::jwt;
-use tokenwarden::core::lifetime::{lifetime_ms, MAX_LIFETIME_MS};
-use tokenwarden::core::options;
-use tokenwarden::core::origin;
-use tokenwarden::core::schedule::{
+use tokenwarden::error::Error;
+use tokenwarden::policy::clock::Stamp;
+use tokenwarden::policy::json::{self, Value};
+use tokenwarden::policy::jwt;
+use tokenwarden::policy::lifetime::{lifetime_ms, MAX_LIFETIME_MS};
+use tokenwarden::policy::options;
+use tokenwarden::policy::origin;
+use tokenwarden::policy::schedule::{
     self, backoff_ms, RetryPolicy, MAX_RETRY_AFTER_MS, MAX_TIMER_MS, MIN_ATTEMPT_GAP_MS,
 };
-use tokenwarden::core::session::{self, Config, Failure, Session, Standing, State, Tick};
-use tokenwarden::core::tabsync::{self, Message};
-use tokenwarden::core::token::{self, Grant, Secret};
-use tokenwarden::error::Error;
+use tokenwarden::policy::session::{self, Config, Failure, Session, Standing, State, Tick};
+use tokenwarden::policy::tabsync::{self, Message};
+use tokenwarden::policy::token::{self, Grant, Secret};
 
 /// `expires_in` ceiling of `token::parse_token_response` (ten years, s).
 const MAX_EXPIRES_IN: f64 = 315_576_000.0;
@@ -861,5 +861,86 @@ pub fn tabsync(data: &[u8]) {
                 Some(Message::Query)
             );
         }
+    }
+}
+
+/// Differential: `policy::json` against serde_json (the reference reader).
+/// Both accept or both refuse a document, and what they read is the same
+/// value (objects as maps, the last duplicate winning as in `JSON.parse`;
+/// numbers as `f64`). Where they may differ by design: ours refuses nesting
+/// deeper than its cap (serde_json's is 128) and numbers near or beyond the
+/// `f64` range (above 1e300), and it reads long mantissas to within a few
+/// ulps instead of correctly rounded (a correctly rounding reader costs
+/// kilobytes of wasm; every number the client reads — `expires_in`, `exp`,
+/// `iat`, versions — is an integer below 2^53, which is read exactly, and
+/// this target asserts that too).
+pub fn json_diff(data: &[u8]) {
+    let Ok(text) = core::str::from_utf8(data) else {
+        return; // both take &str: the bytes must be UTF-8 first
+    };
+    let ours = json::parse(text);
+    let theirs = serde_json::from_str::<serde_json::Value>(text);
+    match (ours, theirs) {
+        (Ok(a), Ok(b)) => assert!(
+            same_json(&a, &b),
+            "json.rs and serde_json read {text:?} differently"
+        ),
+        (Err(_), Err(_)) => {}
+        (Ok(_), Err(e)) => panic!("json.rs accepts what serde_json refuses ({e}): {text:?}"),
+        (Err(_), Ok(b)) => assert!(
+            json_depth(&b) > 60 || has_huge_number(&b),
+            "json.rs refuses what serde_json accepts: {text:?}"
+        ),
+    }
+}
+
+fn same_json(a: &Value, b: &serde_json::Value) -> bool {
+    use serde_json::Value as S;
+    match (a, b) {
+        (Value::Null, S::Null) => true,
+        (Value::Bool(x), S::Bool(y)) => x == y,
+        (Value::Num(x), S::Number(y)) => y.as_f64().is_some_and(|y| same_number(*x, y)),
+        (Value::Str(x), S::String(y)) => x == y,
+        (Value::Arr(x), S::Array(y)) => {
+            x.len() == y.len() && x.iter().zip(y).all(|(p, q)| same_json(p, q))
+        }
+        (Value::Obj(x), S::Object(y)) => {
+            let mut keys: Vec<&String> = x.iter().map(|(k, _)| k).collect();
+            keys.sort();
+            keys.dedup();
+            keys.len() == y.len()
+                && keys.iter().all(|k| {
+                    y.get(k.as_str())
+                        .is_some_and(|q| a.get(k).is_some_and(|p| same_json(p, q)))
+                })
+        }
+        _ => false,
+    }
+}
+
+/// Exact for integers below 2^53; within four ulps otherwise.
+fn same_number(ours: f64, reference: f64) -> bool {
+    if reference.fract() == 0.0 && reference.abs() <= 9_007_199_254_740_992.0 {
+        return ours == reference;
+    }
+    ours == reference || (ours - reference).abs() <= reference.abs() * 4.0 * f64::EPSILON
+}
+
+fn json_depth(v: &serde_json::Value) -> usize {
+    match v {
+        serde_json::Value::Array(a) => 1 + a.iter().map(json_depth).max().unwrap_or(0),
+        serde_json::Value::Object(o) => 1 + o.values().map(json_depth).max().unwrap_or(0),
+        _ => 0,
+    }
+}
+
+fn has_huge_number(v: &serde_json::Value) -> bool {
+    match v {
+        serde_json::Value::Number(n) => {
+            n.as_f64().is_none_or(|f| !f.is_finite() || f.abs() > 1e300)
+        }
+        serde_json::Value::Array(a) => a.iter().any(has_huge_number),
+        serde_json::Value::Object(o) => o.values().any(has_huge_number),
+        _ => false,
     }
 }

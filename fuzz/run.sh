@@ -15,7 +15,7 @@ cd "$(dirname "$0")"
 export PATH="$HOME/.cargo/bin:$PATH"
 
 seconds=${FUZZ_SECONDS:-60}
-targets=${FUZZ_TARGETS:-"jwt_decode token_response options scheduler tabsync"}
+targets=${FUZZ_TARGETS:-"jwt_decode token_response options scheduler tabsync json_diff dpop_proof"}
 toolchain=${FUZZ_TOOLCHAIN:-nightly}
 
 rustup toolchain list | grep -q "^$toolchain" || {

@@ -20,6 +20,11 @@ export interface TokenClientOptions {
   requestTimeoutMs?: number;
   /** Backoff for transient refresh failures (default 5, 1000, 30000). */
   retry?: { maxAttempts?: number; baseDelayMs?: number; maxDelayMs?: number };
+  /**
+   * Bind tokens to a non-extractable key held in memory and shared by the origin's tabs
+   * (RFC 9449, default false): fetch sends `Authorization: DPoP <token>` plus a `DPoP` proof.
+   */
+  dpop?: boolean;
 }
 
 /** OAuth 2.0 token response (RFC 6749 §5.1). */
@@ -60,17 +65,30 @@ export type TokenClientEvent =
   | { type: "signedIn"; expiresAt: number | undefined }
   | { type: "refreshed"; expiresAt: number | undefined; source: "self" | "tab" }
   | { type: "refreshFailed"; error: TokenClientError; retryInMs: number | null }
-  | { type: "signedOut"; reason: SignedOutReason };
+  | { type: "signedOut"; reason: SignedOutReason }
+  | { type: "stateChanged"; state: TokenClientState };
 
-export interface TokenClient {
+/**
+ * The client (a class emitted by wasm-bindgen; made by createTokenClient,
+ * so exported as a type only).
+ */
+declare class TokenClient {
+  /** `new TokenClient(options)` in the raw wasm-bindgen glue; throws invalid_options. */
+  constructor(options: TokenClientOptions);
   /** Restore a session: other tabs first, then the refresh endpoint once. */
   start(): Promise<boolean>;
   /** Accept the app's own login response; throws invalid_response. */
   setSession(response: TokenResponse): void;
   /** A token not due for refresh (refreshing first when due), or null when signed out. */
   getToken(): Promise<string | null>;
-  /** "Bearer <token>" or null. */
+  /** "Bearer <token>" (with dpop: "DPoP <token>", which needs a proof: use authorize) or null. */
   authorizationHeader(): Promise<string | null>;
+  /**
+   * The headers fetch would add to a `method` request to `url` (`Authorization`, and `DPoP`
+   * when on; a proof is good for one request), or null for an origin not allowed or when
+   * signed out. For axios/ky interceptors.
+   */
+  authorize(method: string, url: string | URL): Promise<Record<string, string> | null>;
   /** window.fetch with the Bearer header for allowed origins. */
   fetch(input: RequestInfo | URL, init?: RequestInit): Promise<Response>;
   /** Force a refresh now (shares one in flight). */
@@ -86,12 +104,17 @@ export interface TokenClient {
   readonly state: TokenClientState;
   /** Expiry in epoch ms of this page's clock. */
   readonly expiresAt: number | undefined;
+  /** When the next silent refresh is planned, epoch ms of this page's clock. */
+  readonly refreshAt: number | undefined;
   /** The JWT payload, decoded but NOT verified; undefined for opaque tokens. */
   claims(): Record<string, unknown> | undefined;
   hasScope(scope: string): boolean;
   /** Stop timers, leave the channel; later calls reject with disposed. */
   dispose(): void;
+  /** wasm-bindgen's explicit release of the Rust value (dispose() and more). */
+  free(): void;
 }
+export type { TokenClient };
 
 /** Loads the wasm once (createTokenClient does this for you). */
 export declare function init(): Promise<unknown>;

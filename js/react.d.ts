@@ -4,8 +4,10 @@ import type { TokenClient, TokenClientOptions, TokenClientState } from "./index.
 export interface TokenProviderProps {
   /**
    * Options for createTokenClient. The provider creates the client in an
-   * effect, calls start() and disposes it on unmount. Compared by content
-   * (JSON), so an inline object literal does not make a new client per render.
+   * effect, calls start() and disposes it on unmount. Compared by content,
+   * so an inline object literal does not make a new client per render; a
+   * value that cannot be compared (a function, a BigInt, a class instance
+   * other than URL) is an invalid_options error.
    */
   options?: TokenClientOptions;
   /** A client you created yourself: shared as is, never started or disposed by the provider. */
@@ -29,11 +31,13 @@ export interface Session {
   readonly state: SessionState;
   /** Expiry in epoch ms of this page's clock. */
   readonly expiresAt: number | undefined;
+  /** When the next silent refresh is planned, epoch ms of this page's clock. */
+  readonly refreshAt: number | undefined;
   /** The JWT payload, decoded but NOT verified (for UI only). */
   readonly claims: Record<string, unknown> | undefined;
   /** Why creating or starting the client failed, if it did. */
   readonly error?: unknown;
 }
 
-/** The session; re-renders on every client event. */
+/** The session; re-renders on every client event (stateChanged included). */
 export declare function useSession(): Session;

@@ -20,14 +20,14 @@
 import {
   createContext,
   createElement,
-  useCallback,
   useContext,
   useEffect,
+  useMemo,
   useRef,
   useState,
   useSyncExternalStore,
 } from "react";
-import { createTokenClient, init } from "./index.js";
+import { createTokenClient, init, TokenClientError } from "./index.js";
 
 /** @typedef {import("./index.js").TokenClient} TokenClient */
 /** @typedef {import("./index.js").TokenClientOptions} TokenClientOptions */
@@ -44,13 +44,45 @@ const OUTSIDE = { client: null, loading: true, error: undefined };
 const TokenContext = createContext(OUTSIDE);
 TokenContext.displayName = "TokenContext";
 
-/** A stable identity for an options object (plain data; URLs become hrefs). */
-function optionsKey(options) {
-  try {
-    return JSON.stringify(options ?? null);
-  } catch {
-    return String(Math.random()); // not serialisable: treat as always new
+/**
+ * A stable identity for an options object: its content as text. Options are
+ * plain data (URL objects count as their href); anything that cannot be
+ * compared between renders (a function, a BigInt, a symbol, a class
+ * instance) throws invalid_options naming the option's path.
+ */
+function optionsKey(value, path = "options") {
+  if (value === null || value === undefined) return "null";
+  switch (typeof value) {
+    case "string":
+      return JSON.stringify(value);
+    case "number":
+    case "boolean":
+      return String(value);
+    case "object":
+      break;
+    default:
+      throw uncomparable(path, typeof value);
   }
+  if (typeof URL !== "undefined" && value instanceof URL) return JSON.stringify(value.href);
+  if (Array.isArray(value)) {
+    return `[${value.map((v, i) => optionsKey(v, `${path}[${i}]`)).join(",")}]`;
+  }
+  const proto = Object.getPrototypeOf(value);
+  if (proto !== Object.prototype && proto !== null) throw uncomparable(path, "object that is not plain data");
+  const parts = [];
+  for (const k of Object.keys(value)) {
+    if (value[k] === undefined) continue;
+    parts.push(`${JSON.stringify(k)}:${optionsKey(value[k], `${path}.${k}`)}`);
+  }
+  return `{${parts.join(",")}}`;
+}
+
+function uncomparable(path, what) {
+  return new TokenClientError(
+    `${path} is a ${what}: TokenProvider options must be plain data so that renders can be compared ` +
+      "(create the client yourself and pass it as the client prop otherwise)",
+    "invalid_options",
+  );
 }
 
 /**
@@ -76,10 +108,23 @@ export function TokenProvider(props) {
     loading: true,
     error: undefined,
   }));
-  // Latest values for the effect without making them dependencies.
+  // Latest values for the effect without making them dependencies; written
+  // in an effect (declared first, so it runs first), never during render.
   const latest = useRef({ options, onError: props.onError });
-  latest.current = { options, onError: props.onError };
-  const key = given ? "" : optionsKey(options);
+  useEffect(() => {
+    latest.current = { options, onError: props.onError };
+  });
+  let key = "";
+  /** @type {unknown} */
+  let keyError;
+  if (!given) {
+    try {
+      key = optionsKey(options);
+    } catch (error) {
+      keyError = error;
+      key = `!${error.message}`; // stable: the same bad options do not re-run the effect
+    }
+  }
 
   useEffect(() => {
     if (given) return undefined;
@@ -92,6 +137,12 @@ export function TokenProvider(props) {
       latest.current.onError?.(error);
     };
     setOwned((s) => (s.client === null && s.loading && s.error === undefined ? s : { client: null, loading: true, error: undefined }));
+    if (keyError !== undefined) {
+      fail(keyError);
+      return () => {
+        cancelled = true;
+      };
+    }
     (async () => {
       // init() first: a Strict Mode cleanup that runs while the wasm loads
       // means no client is ever constructed for this (cancelled) run.
@@ -119,20 +170,11 @@ export function TokenProvider(props) {
     };
   }, [given, key, autoStart]);
 
-  const value = given
-    ? { client: given, loading: false, error: undefined }
-    : owned;
-  return createElement(TokenContext.Provider, { value: useStableValue(value) }, children);
-}
-
-/** Keeps the context value's identity while its fields are unchanged. */
-function useStableValue(value) {
-  const ref = useRef(value);
-  const prev = ref.current;
-  if (prev.client !== value.client || prev.loading !== value.loading || prev.error !== value.error) {
-    ref.current = value;
-  }
-  return ref.current;
+  const value = useMemo(
+    () => (given ? { client: given, loading: false, error: undefined } : owned),
+    [given, owned],
+  );
+  return createElement(TokenContext.Provider, { value }, children);
 }
 
 /** The provider's TokenClient, or null while it loads (and during server rendering). */
@@ -145,70 +187,68 @@ export function useTokenClient() {
  * @property {"loading" | "signedOut" | "active" | "refreshing"} state
  *   "loading" until the client exists and start() settled
  * @property {number | undefined} expiresAt  epoch ms of this page's clock
+ * @property {number | undefined} refreshAt  when the next silent refresh is planned (epoch ms)
  * @property {Record<string, unknown> | undefined} claims  JWT payload, NOT verified (UI only)
  * @property {unknown} error  why creating or starting the client failed, if it did
  */
 
-const LOADING = Object.freeze({ state: "loading", expiresAt: undefined, claims: undefined });
-const SIGNED_OUT = Object.freeze({ state: "signedOut", expiresAt: undefined, claims: undefined });
+const LOADING = Object.freeze({ state: "loading", expiresAt: undefined, refreshAt: undefined, claims: undefined });
+const SIGNED_OUT = Object.freeze({ state: "signedOut", expiresAt: undefined, refreshAt: undefined, claims: undefined });
 const noopSubscribe = () => () => {};
 
 /**
+ * An external store over one client: the snapshot changes only on a client
+ * event (stateChanged included) — client.expiresAt is recomputed from the
+ * clocks on every read and may differ by a millisecond between two reads,
+ * while getSnapshot must be stable. The cache lives in the store, not in a
+ * ref written during render.
+ */
+function sessionStore(client) {
+  if (!client) return { subscribe: noopSubscribe, getSnapshot: () => LOADING };
+  let version = 0;
+  let seen = -1;
+  let snap = LOADING;
+  return {
+    subscribe(onChange) {
+      return client.subscribe(() => {
+        version += 1;
+        onChange();
+      });
+    },
+    getSnapshot() {
+      // An event before subscribe() ran has no version bump: state catches it.
+      let state;
+      try {
+        state = client.state;
+      } catch {
+        return LOADING; // disposed under us (unmounting)
+      }
+      if (seen === version && snap.state === state) return snap;
+      try {
+        snap = Object.freeze({
+          state,
+          expiresAt: client.expiresAt,
+          refreshAt: client.refreshAt,
+          claims: client.claims(),
+        });
+      } catch {
+        snap = LOADING; // disposed under us (unmounting)
+      }
+      seen = version;
+      return snap;
+    },
+  };
+}
+
+/**
  * The session, re-rendering on every client event (signedIn, refreshed,
- * refreshFailed, signedOut).
+ * refreshFailed, signedOut, stateChanged).
  * @returns {Session}
  */
 export function useSession() {
   const { client, loading, error } = useContext(TokenContext);
-  // The snapshot changes only on an event or a change of client.state:
-  // client.expiresAt is recomputed from the clocks on every read, so it may
-  // differ by a millisecond between two reads, and getSnapshot must be stable.
-  const version = useRef(0);
-  const cache = useRef(/** @type {{ client: unknown, version: number, state: string, snap: any }} */ ({
-    client: null,
-    version: -1,
-    state: "",
-    snap: LOADING,
-  }));
-
-  const subscribe = useCallback(
-    (onChange) => {
-      if (!client) return noopSubscribe();
-      return client.subscribe(() => {
-        version.current += 1;
-        onChange();
-      });
-    },
-    [client],
-  );
-  const getSnapshot = () => {
-    if (!client) return LOADING;
-    let state;
-    try {
-      state = client.state;
-    } catch {
-      return LOADING; // disposed under us (unmounting)
-    }
-    const c = cache.current;
-    if (c.client !== client || c.version !== version.current || c.state !== state) {
-      let expiresAt;
-      let claims;
-      try {
-        expiresAt = client.expiresAt;
-        claims = client.claims();
-      } catch {
-        // disposed: keep undefined
-      }
-      cache.current = {
-        client,
-        version: version.current,
-        state,
-        snap: Object.freeze({ state, expiresAt, claims }),
-      };
-    }
-    return cache.current.snap;
-  };
-  let snap = useSyncExternalStore(subscribe, getSnapshot, () => LOADING);
+  const store = useMemo(() => sessionStore(client), [client]);
+  let snap = useSyncExternalStore(store.subscribe, store.getSnapshot, () => LOADING);
   if (loading && snap.state === "signedOut") {
     // start() has not settled yet: "signedOut" would flash a login form.
     snap = LOADING;

@@ -1,19 +1,32 @@
 #!/usr/bin/env bash
-# Builds pkg/: wasm-pack (release, --target web), then wraps it with the
-# hand-written entry js/index.js and its types, and completes package.json.
+# Builds pkg/ and wraps it with the hand-written entry js/index.js and its
+# types, and completes package.json.
+#
+# --release (the published package): the installed `nightly` toolchain (never
+# a dated one; scripts/setup.sh adds its rust-src) rebuilds core and alloc
+# for size (-Zbuild-std), aborts on panic without any formatting
+# (immediate-abort, no location details, no Debug formatting), then
+# wasm-bindgen and a current wasm-opt -Oz. --dev: wasm-pack's debug build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 profile=${1:---release}
-features=; [ "$profile" = "--release" ] && features="--features tiny"
-# shellcheck disable=SC2086
-wasm-pack build "$profile" --target web --out-dir pkg --out-name tokenwarden --no-pack -- $features >/dev/null 2>pkg-build.log || { cat pkg-build.log; exit 1; }
-rm -f pkg-build.log pkg/.gitignore
 if [ "$profile" = "--release" ]; then
+  RUSTFLAGS="-Zunstable-options -Cpanic=immediate-abort -Zlocation-detail=none -Zfmt-debug=none" \
+    cargo +nightly build --release --target wasm32-unknown-unknown --features tiny \
+    -Zbuild-std=core,alloc --target-dir target/nightly -p tokenwarden >pkg-build.log 2>&1 \
+    || { cat pkg-build.log; exit 1; }
+  wasm-bindgen --target web --out-dir pkg --out-name tokenwarden \
+    target/nightly/wasm32-unknown-unknown/release/tokenwarden.wasm >>pkg-build.log 2>&1 \
+    || { cat pkg-build.log; exit 1; }
   scripts/setup.sh npm scripts
   scripts/node_modules/.bin/wasm-opt -Oz --enable-bulk-memory --enable-nontrapping-float-to-int \
     --enable-sign-ext --enable-mutable-globals --enable-reference-types --enable-multivalue \
     --strip-debug --strip-producers pkg/tokenwarden_bg.wasm -o pkg/tokenwarden_bg.wasm
+else
+  wasm-pack build "$profile" --target web --out-dir pkg --out-name tokenwarden --no-pack >/dev/null 2>pkg-build.log \
+    || { cat pkg-build.log; exit 1; }
 fi
+rm -f pkg-build.log pkg/.gitignore
 cp js/index.js js/index.d.ts js/react.js js/react.d.ts pkg/
 cp README.md pkg/ 2>/dev/null || true
 node scripts/package-json.mjs

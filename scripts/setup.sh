@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the build and tests need on a fresh Debian machine of this
 # project's kind, and skips whatever is already there. Idempotent.
-#   scripts/setup.sh rust      wasm32 target, clippy/rustfmt, wasm-pack, wasm-bindgen-cli
+#   scripts/setup.sh rust      wasm32 target, clippy/rustfmt, nightly's rust-src, wasm-pack, wasm-bindgen-cli
 #   (wasm-opt comes from npm's binaryen via scripts/package.json: Debian's is too old)
 #   scripts/setup.sh browser   Debian chromium + chromedriver
 #   scripts/setup.sh npm DIR   npm ci in DIR when node_modules is missing or stale
@@ -42,6 +42,16 @@ setup_rust() {
   for c in clippy rustfmt; do
     rustup component list --installed | grep -q "^$c" || rustup component add "$c"
   done
+  # The release package is built with the installed `nightly` (never a dated
+  # one) and -Zbuild-std, which needs that toolchain's standard library sources.
+  if ! rustup toolchain list | grep -q '^nightly'; then
+    say "rustup toolchain install nightly (minimal)"
+    rustup toolchain install nightly --profile minimal
+  fi
+  if ! rustup component list --toolchain nightly --installed | grep -q '^rust-src'; then
+    say "rustup component add rust-src --toolchain nightly"
+    rustup component add rust-src --toolchain nightly
+  fi
   if ! command -v wasm-pack >/dev/null; then
     say "cargo install wasm-pack (a few minutes, once)"
     cargo install wasm-pack

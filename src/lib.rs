@@ -1,8 +1,9 @@
 //! tokenwarden: an in-memory access-token manager for browser apps.
 //!
-//! `core` holds every rule (pure Rust, tested natively); `browser` is the
-//! thin shell that touches fetch, timers, locks and channels; `client` is
-//! the `#[wasm_bindgen]` facade JS sees.
+//! `policy` holds every rule (pure Rust, tested natively) and the one state
+//! machine; `driver` runs that machine through a `shell::Shell`;
+//! `browser` is the shell of a page, `fake` (native only) the shell with a
+//! virtual clock; `client` is the `#[wasm_bindgen]` facade JS sees.
 #![deny(missing_docs)]
 #![cfg_attr(feature = "tiny", no_std)]
 
@@ -28,10 +29,14 @@ mod tiny {
     }
 }
 
-pub mod core;
+pub mod driver;
 pub mod error;
+pub mod policy;
+pub mod shell;
 
 #[cfg(target_arch = "wasm32")]
 pub mod browser;
 #[cfg(target_arch = "wasm32")]
 pub mod client;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod fake;

@@ -33,9 +33,12 @@ extern "C" {
     fn make_jwt(payload: &JsValue) -> String;
 }
 
-/// A listener that pushes every event into `into`.
+/// A listener that pushes every event but `stateChanged` into `into`.
 fn pusher(into: &Array) -> Function {
-    let make = Function::new_with_args("arr", "return (e) => { arr.push(e); }");
+    let make = Function::new_with_args(
+        "arr",
+        "return (e) => { if (e.type !== 'stateChanged') arr.push(e); }",
+    );
     make.call1(&JsValue::UNDEFINED, into)
         .expect("pusher")
         .unchecked_into()
@@ -68,20 +71,21 @@ async fn err(p: Promise) -> JsValue {
     JsFuture::from(p).await.expect_err("promise should reject")
 }
 
-async fn sleep(ms: i32) {
+/// Resolves with the `n`-th event of type `kind` that `client` emits from
+/// now on: tests wait for what the client does, never for time to pass.
+fn until(client: &TokenClient, kind: &str, n: u32) -> Promise {
+    let make = Function::new_with_args(
+        "kind,n,resolve",
+        "let seen = 0; return (e) => { if (e.type === kind && ++seen === n) resolve(e); }",
+    );
+    let mut listener = JsValue::UNDEFINED;
     let p = Promise::new(&mut |resolve, _| {
-        let window = web_sys_window();
-        let _ = Reflect::apply(
-            &get(&window, "setTimeout").into(),
-            &window,
-            &Array::of2(&resolve, &JsValue::from(ms)),
-        );
+        listener = make
+            .call3(&JsValue::UNDEFINED, &kind.into(), &n.into(), &resolve)
+            .expect("listener");
     });
-    let _ = JsFuture::from(p).await;
-}
-
-fn web_sys_window() -> JsValue {
-    js_sys::global().into()
+    client.subscribe(listener).expect("subscribe");
+    p
 }
 
 fn client(extra: &str) -> TokenClient {
@@ -218,10 +222,17 @@ async fn twenty_concurrent_get_token_calls_when_due_share_one_refresh() {
     }
     assert_eq!(ok(start).await, JsValue::TRUE);
     assert_eq!(count(&log, "/auth/refresh"), 1);
-    // Due (1 s token, half-life rule): twenty callers again, one refresh.
+    // Due (1.2 s token, half-life rule): once the timer's refresh is in
+    // flight, twenty callers again, one refresh.
+    let refreshing = until(&c, "stateChanged", 1);
     c.set_session(js(r#"{"access_token":"tok-short","expires_in":1.2}"#))
         .unwrap();
-    sleep(700).await;
+    let changed = ok(refreshing).await;
+    assert_eq!(
+        get(&changed, "state").as_string().as_deref(),
+        Some("refreshing")
+    );
+    assert_eq!(c.state(), "refreshing");
     let calls: Vec<Promise> = (0..20).map(|_| c.get_token()).collect();
     for p in calls {
         assert_eq!(ok(p).await.as_string().as_deref(), Some("tok-2"));
@@ -375,14 +386,15 @@ async fn server_errors_are_transient_and_retry_after_is_honoured() {
 #[wasm_bindgen_test]
 async fn an_expired_token_is_never_sent_fetch_rejects_while_retries_go_on() {
     let log = stub_fetch(&js(
-        r#"{"/auth/refresh":[{"status":503}],"/api/data":[{"status":200}]}"#,
+        r#"{"/auth/refresh":[{"status":503,"delayMs":20}],"/api/data":[{"status":200}]}"#,
     ));
     let c = client("");
-    c.set_session(js(r#"{"access_token":"tok-0","expires_in":1}"#))
+    let failed = until(&c, "refreshFailed", 1);
+    c.set_session(js(r#"{"access_token":"tok-0","expires_in":0.01}"#))
         .unwrap();
-    // Refresh at 0.5 s fails; the next attempt is >= 1 s later; at 1.1 s the
-    // token has expired while the client is backing off.
-    sleep(1_100).await;
+    // The refresh at 5 ms fails after the server's 20 ms: by then the 10 ms
+    // token has expired, and the next attempt is >= 1 s away.
+    ok(failed).await;
     assert_eq!(c.state(), "refreshing");
     let e = err(c.fetch(JsValue::from_str("/api/data"), JsValue::UNDEFINED)).await;
     assert_eq!(code(&e), "server_error");
@@ -398,13 +410,14 @@ async fn an_expired_token_is_never_sent_fetch_rejects_while_retries_go_on() {
 #[wasm_bindgen_test]
 async fn when_retries_are_exhausted_the_session_expires_and_requests_go_out_bare() {
     let log = stub_fetch(&js(
-        r#"{"/auth/refresh":[{"status":503}],"/api/data":[{"status":200}]}"#,
+        r#"{"/auth/refresh":[{"status":503,"delayMs":20}],"/api/data":[{"status":200}]}"#,
     ));
     let c = client(r#","retry":{"maxAttempts":1}"#);
     let events = collect(&c);
-    c.set_session(js(r#"{"access_token":"tok-0","expires_in":1}"#))
+    let signed_out = until(&c, "signedOut", 1);
+    c.set_session(js(r#"{"access_token":"tok-0","expires_in":0.01}"#))
         .unwrap();
-    sleep(1_100).await;
+    ok(signed_out).await;
     assert_eq!(c.state(), "signedOut");
     assert_eq!(
         event_types(&events),
@@ -454,8 +467,20 @@ async fn dispose_stops_timers_and_later_calls_reject_with_disposed() {
     c.set_session(js(r#"{"access_token":"tok-0","expires_in":0.6}"#))
         .unwrap();
     c.dispose();
-    sleep(800).await;
-    assert_eq!(count(&log, "/auth/refresh"), 0, "no refresh after dispose");
+    // A second client with the same token, armed after the first: when its
+    // timer has fired and refreshed, the first one's would have too.
+    let witness = client("");
+    let refreshed = until(&witness, "refreshed", 1);
+    witness
+        .set_session(js(r#"{"access_token":"tok-w","expires_in":0.6}"#))
+        .unwrap();
+    ok(refreshed).await;
+    witness.dispose();
+    assert_eq!(
+        count(&log, "/auth/refresh"),
+        1,
+        "only the witness refreshed"
+    );
     assert_eq!(code(&err(c.get_token()).await), "disposed");
     assert_eq!(code(&err(c.refresh()).await), "disposed");
     assert_eq!(
@@ -475,11 +500,12 @@ async fn a_short_token_is_refreshed_silently_before_it_expires() {
         + "}")));
     let c = client("");
     let events = collect(&c);
+    let second = until(&c, "refreshed", 2);
     c.set_session(js(r#"{"access_token":"tok-0","expires_in":2}"#))
         .unwrap();
-    sleep(2_300).await;
-    let n = count(&log, "/auth/refresh");
-    assert!((2..=3).contains(&n), "refreshes at half-life: {n}");
+    let at = ok(second).await;
+    assert_eq!(count(&log, "/auth/refresh"), 2, "one refresh per half-life");
+    assert!(get(&at, "expiresAt").as_f64().unwrap() > js_sys::Date::now());
     assert_eq!(
         event_types(&events)[..3],
         ["signedIn", "refreshed", "refreshed"]
@@ -694,15 +720,17 @@ async fn tabs_share_sign_in_refresh_and_sign_out_over_the_channel() {
     let a = TokenClient::new(js(opts)).unwrap();
     let b = TokenClient::new(js(opts)).unwrap();
     let b_events = collect(&b);
+    let b_in = until(&b, "signedIn", 1);
     a.set_session(js(r#"{"access_token":"tok-0","expires_in":3600}"#))
         .unwrap();
-    sleep(50).await;
+    ok(b_in).await;
     assert_eq!(
         ok(b.get_token()).await.as_string().as_deref(),
         Some("tok-0")
     );
+    let b_refreshed = until(&b, "refreshed", 1);
     ok(a.refresh()).await;
-    sleep(50).await;
+    ok(b_refreshed).await;
     assert_eq!(
         ok(b.get_token()).await.as_string().as_deref(),
         Some("tok-1")
@@ -715,8 +743,11 @@ async fn tabs_share_sign_in_refresh_and_sign_out_over_the_channel() {
         Some("tok-1")
     );
     assert_eq!(count(&log, "/auth/refresh"), 1);
+    let b_out = until(&b, "signedOut", 1);
+    let c_out = until(&c, "signedOut", 1);
     ok(a.logout()).await;
-    sleep(50).await;
+    ok(b_out).await;
+    ok(c_out).await;
     assert_eq!(b.state(), "signedOut");
     assert_eq!(c.state(), "signedOut");
     assert_eq!(
@@ -750,7 +781,8 @@ async fn the_token_is_never_written_to_any_storage() {
     .unwrap();
     ok(c.start()).await;
     ok(c.fetch(JsValue::from_str("/api/me"), JsValue::UNDEFINED)).await;
-    sleep(700).await;
+    // The 1 s tokens are refreshed silently at half-life.
+    ok(until(&c, "refreshed", 1)).await;
     ok(c.refresh()).await;
     let _ = c.claims();
     ok(c.logout()).await;
@@ -815,4 +847,108 @@ async fn garbage_through_every_entry_point_gets_typed_errors_and_leaves_the_clie
         Some("Bearer tok-ok")
     );
     c.dispose();
+}
+
+#[wasm_bindgen_test]
+async fn state_changed_and_refresh_at_reach_js() {
+    let routes = String::from(r#"{"/auth/refresh":[{"delayMs":30,"mint":3600}]}"#);
+    stub_fetch(&js(&routes));
+    let c = client("");
+    let states = Array::new();
+    let make = Function::new_with_args(
+        "arr",
+        "return (e) => { if (e.type === 'stateChanged') arr.push(e.state); }",
+    );
+    c.subscribe(make.call1(&JsValue::UNDEFINED, &states).unwrap())
+        .unwrap();
+    assert_eq!(c.refresh_at(), JsValue::UNDEFINED);
+    c.set_session(js(r#"{"access_token":"tok-0","expires_in":3600}"#))
+        .unwrap();
+    let expires = c.expires_at().as_f64().unwrap();
+    let at = c.refresh_at().as_f64().unwrap();
+    assert!(
+        (expires - at - 30_000.0).abs() < 2.0,
+        "due 30 s before expiry"
+    );
+    ok(c.refresh()).await;
+    let seen: Vec<String> = states.iter().filter_map(|s| s.as_string()).collect();
+    assert_eq!(seen, ["active", "refreshing", "active"]);
+    c.dispose();
+}
+
+#[wasm_bindgen_test]
+async fn fetch_during_a_forced_refresh_waits_for_it_and_sends_the_new_token() {
+    let routes = String::from(
+        r#"{"/auth/refresh":[{"delayMs":50,"mint":3600}],"/api/data":[{"status":200}]}"#,
+    );
+    let log = stub_fetch(&js(&routes));
+    let c = client("");
+    c.set_session(js(r#"{"access_token":"tok-0","expires_in":3600}"#))
+        .unwrap();
+    let forced = c.refresh();
+    ok(c.fetch(JsValue::from_str("/api/data"), JsValue::UNDEFINED)).await;
+    assert_eq!(
+        auths_for(&log, "/api/data").get(0).as_string().as_deref(),
+        Some("Bearer tok-1")
+    );
+    assert_eq!(ok(forced).await.as_string().as_deref(), Some("tok-1"));
+    c.dispose();
+}
+
+#[wasm_bindgen_test]
+async fn options_that_are_not_json_data_name_their_path() {
+    let cases: [(&str, JsValue); 5] = [
+        ("requestTimeoutMs", JsValue::from_f64(f64::NAN)),
+        ("refreshSkewSeconds", JsValue::from_f64(f64::INFINITY)),
+        (
+            "retry.maxAttempts",
+            Function::new_no_args("return 1").into(),
+        ),
+        ("retry.baseDelayMs", js_sys::BigInt::from(5u32).into()),
+        ("allowedOrigins[0]", js_sys::Symbol::for_("x").into()),
+    ];
+    for (path, value) in cases {
+        let opts = js(r#"{"refreshUrl":"/r","retry":{}}"#);
+        let (head, tail) = path.split_once('.').unwrap_or((path, ""));
+        if let Some(name) = head.strip_suffix("[0]") {
+            Reflect::set(&opts, &name.into(), &Array::of1(&value)).unwrap();
+        } else if tail.is_empty() {
+            Reflect::set(&opts, &head.into(), &value).unwrap();
+        } else {
+            Reflect::set(&get(&opts, head), &tail.into(), &value).unwrap();
+        }
+        let e = TokenClient::new(opts).err().expect(path);
+        assert_eq!(code(&e), "invalid_options", "{path}");
+        let message = get(&e, "message").as_string().unwrap();
+        assert!(message.starts_with(path), "{path}: {message}");
+    }
+}
+
+#[wasm_bindgen_test]
+async fn allowed_origins_are_normalised_by_the_browser_url() {
+    let log = stub_fetch(&js(r#"{"*":[{"status":200}]}"#));
+    let c = client(
+        r#","allowedOrigins":["https://127.1","https://api.example.com:0443","https://bücher.example","http://127.0.0.1:1"]"#,
+    );
+    c.set_session(js(r#"{"access_token":"tok-0","expires_in":3600}"#))
+        .unwrap();
+    for url in [
+        "https://127.0.0.1/a",
+        "https://api.example.com/b",
+        "https://xn--bcher-kva.example/c",
+    ] {
+        ok(c.fetch(JsValue::from_str(url), JsValue::UNDEFINED)).await;
+        assert_eq!(
+            auths_for(&log, url).get(0).as_string().as_deref(),
+            Some("Bearer tok-0"),
+            "{url}"
+        );
+    }
+    c.dispose();
+    // The https/loopback rule still holds after normalising.
+    for bad in ["http://127.1.example", "http://api.example.com:80"] {
+        let opts = String::from(r#"{"refreshUrl":"/r","allowedOrigins":[""#) + bad + r#""]}"#;
+        let e = TokenClient::new(js(&opts)).err().expect(bad);
+        assert_eq!(code(&e), "invalid_options", "{bad}");
+    }
 }

@@ -14,12 +14,13 @@ use std::path::{Path, PathBuf};
 /// A fuzz target's name and its harness.
 type Target = (&'static str, fn(&[u8]));
 
-const TARGETS: [Target; 5] = [
+const TARGETS: [Target; 6] = [
     ("jwt_decode", harness::jwt_decode),
     ("token_response", harness::token_response),
     ("options", harness::options),
     ("scheduler", harness::scheduler),
     ("tabsync", harness::tabsync),
+    ("json_diff", harness::json_diff),
 ];
 
 fn corpus_files(target: &str) -> Vec<PathBuf> {

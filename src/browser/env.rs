@@ -3,11 +3,11 @@
 
 #[allow(unused_imports)]
 use crate::prelude::*;
-use js_sys::{Promise, Reflect};
+use js_sys::Reflect;
 use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
 
-use crate::core::clock::Stamp;
+use crate::policy::clock::Stamp;
 
 #[wasm_bindgen]
 extern "C" {
@@ -17,9 +17,6 @@ extern "C" {
     fn perf_now() -> f64;
     #[wasm_bindgen(js_namespace = Math, js_name = random)]
     fn math_random() -> f64;
-    /// The global `fetch` (window or worker).
-    #[wasm_bindgen(js_name = fetch)]
-    pub fn global_fetch(request: &web_sys::Request) -> Promise;
 }
 
 /// `new Request(input, init)` with the global constructor, exactly as
@@ -98,4 +95,26 @@ pub fn resolve_url(input: &str, base: &str) -> Option<String> {
     web_sys::Url::new_with_base(input, base)
         .ok()
         .map(|u| u.href())
+}
+
+/// The origin the browser's `URL` makes of `input` when `input` is an
+/// origin (`scheme://host[:port]`, one trailing `/` allowed): `https://127.1`
+/// → `https://127.0.0.1`, a default port dropped, an IDN host in punycode.
+/// `None` when it is not one (the policy then says what is wrong).
+pub fn canonical_origin(input: &str) -> Option<String> {
+    let u = web_sys::Url::new(input).ok()?;
+    let bare = u.pathname() == "/"
+        && u.search().is_empty()
+        && u.hash().is_empty()
+        && u.username().is_empty()
+        && u.password().is_empty()
+        && !input.contains(['?', '#', '@'])
+        && input
+            .split_once("://")?
+            .1
+            .trim_end_matches('/')
+            .find('/')
+            .is_none();
+    let origin = u.origin();
+    (bare && origin != "null").then_some(origin)
 }

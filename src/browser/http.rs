@@ -1,30 +1,22 @@
-//! The one place the shell calls `fetch` for its own requests (refresh
-//! and logout): plain data in, plain data out, a timeout that aborts the
-//! request, and an `AbortController` that aborts on drop.
+//! The network: [`fetch`] is the one function that calls the browser's
+//! `fetch`. [`post`] makes the refresh and logout calls: plain data in,
+//! plain data out, a timeout that aborts the request, and an
+//! `AbortController` that aborts on drop.
 
 #[allow(unused_imports)]
 use crate::prelude::*;
 use alloc::rc::Rc;
 use core::cell::Cell;
 
-use wasm_bindgen::JsCast;
+use js_sys::Promise;
+use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::JsFuture;
 use web_sys::{AbortController, Request, RequestCredentials, RequestInit, Response};
 
-use super::env::global_fetch;
 use super::timer::Timeout;
-use crate::core::schedule::timer_delay;
 use crate::error::Error;
-
-/// What came back.
-pub struct Reply {
-    /// HTTP status.
-    pub status: u16,
-    /// The body as text (empty when it could not be read).
-    pub body: String,
-    /// The raw `Retry-After` header, if any.
-    pub retry_after: Option<String>,
-}
+use crate::policy::response::Reply;
+use crate::policy::schedule::timer_delay;
 
 /// Aborts the request when dropped, and owns the timeout that aborts it.
 struct AbortGuard {
@@ -68,8 +60,8 @@ impl Drop for AbortGuard {
 /// and `headers`; the whole exchange, body included, is bounded by
 /// `timeout_ms`.
 pub async fn post(
-    url: &str,
-    headers: &[(String, String)],
+    url: String,
+    headers: Vec<(String, String)>,
     timeout_ms: i64,
 ) -> Result<Reply, Error> {
     let guard = AbortGuard::new(timeout_ms)?;
@@ -78,17 +70,18 @@ pub async fn post(
     init.set_credentials(RequestCredentials::Include);
     init.set_cache(web_sys::RequestCache::NoStore);
     init.set_signal(Some(&guard.controller.signal()));
-    let request = Request::new_with_str_and_init(url, &init).map_err(|_| Error::Network)?;
+    let request = Request::new_with_str_and_init(&url, &init).map_err(|_| Error::Network)?;
     let h = request.headers();
-    for (name, value) in headers {
+    for (name, value) in &headers {
         h.set(name, value).map_err(|_| Error::Network)?;
     }
-    let response: Response = JsFuture::from(global_fetch(&request))
+    let response: Response = JsFuture::from(fetch(&request))
         .await
         .map_err(|_| guard.failure())?
         .unchecked_into();
     let status = response.status();
     let retry_after = response.headers().get("retry-after").ok().flatten();
+    let dpop_nonce = response.headers().get("dpop-nonce").ok().flatten();
     let body = match response.text() {
         Ok(p) => JsFuture::from(p)
             .await
@@ -101,5 +94,18 @@ pub async fn post(
         status,
         body,
         retry_after,
+        dpop_nonce,
     })
+}
+
+#[wasm_bindgen]
+extern "C" {
+    #[wasm_bindgen(js_name = fetch)]
+    fn global_fetch(request: &Request) -> Promise;
+}
+
+/// The one function that calls `fetch`: refresh and logout calls and the
+/// app's own requests all go through here.
+pub fn fetch(request: &Request) -> Promise {
+    global_fetch(request)
 }

@@ -1,11 +1,15 @@
 //! The browser shell: the only code that touches fetch, timers, locks,
-//! channels and page events. It never decides policy — it asks `core`.
+//! channels and page events (`shell::BrowserShell` puts them behind the
+//! `Shell` trait). It never decides policy.
 
 #[allow(unused_imports)]
 use crate::prelude::*;
+pub mod crypto;
 pub mod env;
 pub mod events;
 pub mod http;
+pub mod options;
+pub mod shell;
 pub mod tabs;
 pub mod timer;
 

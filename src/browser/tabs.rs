@@ -1,6 +1,7 @@
 //! Cross-tab plumbing: a `BroadcastChannel` that closes on drop, and a
 //! Web Lock held by a guard that releases on drop. Which message wins and
-//! when to adopt is decided in `core::tabsync`; this file only moves bytes.
+//! when to adopt is decided in `policy::tabsync` (also when to steal the lock); this file
+//! only moves bytes.
 
 #[allow(unused_imports)]
 use crate::prelude::*;
@@ -9,7 +10,10 @@ use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::JsFuture;
 use web_sys::{BroadcastChannel, MessageEvent};
 
+use super::crypto::{message_with_key, read_message, Key};
 use super::env::global;
+use crate::policy::schedule::timer_delay;
+use crate::policy::tabsync::LockRequest;
 
 /// A joined channel; leaving it (drop) closes it and frees the callback.
 pub struct Channel {
@@ -20,12 +24,15 @@ pub struct Channel {
 impl Channel {
     /// Joins `name`, delivering string messages to `on_text`. `None` where
     /// `BroadcastChannel` is missing: the client then works within its tab.
-    pub fn join(name: &str, mut on_text: impl FnMut(String) + 'static) -> Option<Channel> {
+    pub fn join(
+        name: &str,
+        mut on_text: impl FnMut(String, Option<Key>) + 'static,
+    ) -> Option<Channel> {
         global("BroadcastChannel")?;
         let bc = BroadcastChannel::new(name).ok()?;
         let on_message = Closure::<dyn FnMut(MessageEvent)>::new(move |ev: MessageEvent| {
-            if let Some(text) = ev.data().as_string() {
-                on_text(text);
+            if let Some((text, key)) = read_message(&ev.data()) {
+                on_text(text, key);
             }
         });
         bc.set_onmessage(Some(on_message.as_ref().unchecked_ref()));
@@ -36,8 +43,12 @@ impl Channel {
     }
 
     /// Sends to every other tab on the channel.
-    pub fn post(&self, text: &str) {
-        let _ = self.bc.post_message(&JsValue::from_str(text));
+    pub fn post(&self, text: &str, key: Option<&Key>) {
+        let message = match key {
+            Some(k) => message_with_key(text, k),
+            None => JsValue::from_str(text),
+        };
+        let _ = self.bc.post_message(&message);
     }
 }
 
@@ -115,13 +126,13 @@ async fn request_once(locks: &LockManager, name: &str, wait_ms: Option<u32>) -> 
     }
 }
 
-/// Acquires the exclusive lock `name`, waiting at most `wait_ms` before
-/// stealing it from a holder that is presumed dead. `None` where Web Locks
-/// are missing: the caller proceeds without cross-tab exclusion.
-pub async fn acquire(name: &str, wait_ms: u32) -> Option<LockGuard> {
+/// Asks for the lock `name` as the policy says (`tabsync::next_lock_request`):
+/// wait at most some time, or steal. `None` without Web Locks.
+pub async fn request(name: &str, how: LockRequest) -> Option<LockGuard> {
     let locks = lock_manager()?;
-    if let Some(guard) = request_once(&locks, name, Some(wait_ms)).await {
-        return Some(guard);
-    }
-    request_once(&locks, name, None).await
+    let wait = match how {
+        LockRequest::Wait(ms) => Some(timer_delay(ms)),
+        LockRequest::Steal => None,
+    };
+    request_once(&locks, name, wait).await
 }

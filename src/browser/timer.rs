@@ -3,9 +3,7 @@
 
 #[allow(unused_imports)]
 use crate::prelude::*;
-use js_sys::Promise;
 use wasm_bindgen::prelude::*;
-use wasm_bindgen_futures::JsFuture;
 
 #[wasm_bindgen]
 extern "C" {
@@ -44,16 +42,4 @@ impl Drop for Timeout {
     fn drop(&mut self) {
         clear_timeout(&self.id);
     }
-}
-
-/// A promise that resolves after `ms` milliseconds.
-pub fn delay(ms: u32) -> Promise {
-    Promise::new(&mut |resolve, _| {
-        set_timeout(&resolve, ms);
-    })
-}
-
-/// Waits `ms` milliseconds.
-pub async fn sleep(ms: u32) {
-    let _ = JsFuture::from(delay(ms)).await;
 }

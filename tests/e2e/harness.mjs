@@ -242,7 +242,13 @@ export const login = (page) => page.evaluate(() => window.login());
 /** `tw.fetch('/api/me')` from the page; resolves with the HTTP status. */
 export const callApi = (page) => page.evaluate(() => window.callApi());
 
-export const events = (page) => page.evaluate(() => window.events);
+/** The page's session events; `stateChanged` (active ↔ refreshing) is left out: tests that
+ *  compare sequences are about the session, and `stateChanged` is checked by `stateChanges`. */
+export const events = (page) => page.evaluate(() => window.events.filter((e) => e.type !== "stateChanged"));
+
+/** The states the page's client went through, from its `stateChanged` events. */
+export const stateChanges = (page) =>
+  page.evaluate(() => window.events.filter((e) => e.type === "stateChanged").map((e) => e.state));
 
 /** The `jti` of the page's current token (identifies it without exposing it). */
 export const jti = (page) => page.evaluate(() => (window.tw.claims() || {}).jti ?? null);

@@ -3,7 +3,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import {
-  useEnv, login, callApi, events, waitFor, sleep, countLog, ensureArtifactsDir,
+  useEnv, login, callApi, events, stateChanges, waitFor, sleep, countLog, ensureArtifactsDir,
 } from "./harness.mjs";
 
 const env = useEnv();
@@ -108,6 +108,8 @@ test("after a reload, start() restores the session with exactly one refresh call
   assert.equal(c.apiOk, 1);
   const evs = await events(page);
   assert.deepEqual(evs.map((e) => e.type), ["signedIn"]);
+  // stateChanged told the page about the refresh start() made.
+  assert.deepEqual(await stateChanges(page), ["refreshing", "active"]);
 });
 
 test("start() without a session resolves false after one refresh call", async () => {

@@ -2,7 +2,8 @@
 // House rule for this file: the access token itself never reaches the DOM, the console
 // or any variable that outlives a call. We only ever show state, expiry and decoded claims.
 
-const SKEW_MS = 30_000; // mirrors the client's default refreshSkewSeconds (API.md)
+// No polling and no copy of the client's schedule: the page re-renders on the client's
+// events (stateChanged included) and shows client.expiresAt and client.refreshAt.
 const MAX_TIMELINE = 100;
 
 const $ = (id) => document.getElementById(id);
@@ -19,9 +20,7 @@ const el = {
 };
 
 let client = null;
-let receivedAt;  // Date.now() when the current token arrived (signedIn / refreshed event)
-let retryAt;     // Date.now() + retryInMs after a refreshFailed event
-let lastState;
+let retrying = false; // the last refresh attempt failed and another one is planned
 
 wireUi();
 main();
@@ -46,7 +45,6 @@ async function main() {
   el.wasmStatus.dataset.kind = "ok";
   client.subscribe(onEvent);
   render();
-  setInterval(tick, 250);
 
   setMessage("Restoring session with client.start()…");
   try {
@@ -62,9 +60,8 @@ async function main() {
 
 function onEvent(ev) {
   const now = Date.now();
-  if (ev.type === "signedIn" || ev.type === "refreshed") { receivedAt = now; retryAt = undefined; }
-  if (ev.type === "refreshFailed") retryAt = now + (ev.retryInMs ?? 0);
-  if (ev.type === "signedOut") { receivedAt = undefined; retryAt = undefined; }
+  if (ev.type === "refreshFailed") retrying = typeof ev.retryInMs === "number";
+  if (ev.type === "signedIn" || ev.type === "refreshed" || ev.type === "signedOut") retrying = false;
   addTimelineEntry(ev, now);
   render();
 }
@@ -99,6 +96,7 @@ function describe(ev) {
   }
   if (typeof ev.retryInMs === "number") parts.push(`retry in ${fmtMs(ev.retryInMs)}`);
   if (typeof ev.expiresAt === "number") parts.push(`expires ${clock(ev.expiresAt)}`);
+  if (ev.state) parts.push(`state: ${ev.state}`);
   return parts.join(" · ");
 }
 
@@ -106,7 +104,6 @@ function describe(ev) {
 
 function render() {
   const state = client ? client.state : "loading";
-  lastState = state;
   el.state.textContent = state;
   el.state.dataset.state = state;
   const signedIn = client !== null && state !== "signedOut";
@@ -116,39 +113,29 @@ function render() {
   el.refresh.disabled = !signedIn;
   el.logout.disabled = !signedIn;
   renderClaims();
-  renderCountdown();
+  renderSchedule();
 }
 
-function tick() {
-  if (client && client.state !== lastState) render(); // active <-> refreshing has no event
-  else renderCountdown();
-}
-
-function renderCountdown() {
-  const now = Date.now();
+// Times, not countdowns: they change only when the client says so (an event).
+function renderSchedule() {
   const exp = client?.expiresAt;
   if (typeof exp !== "number") {
     el.expiresIn.textContent = el.refreshIn.textContent = "—";
     el.expiresAt.textContent = el.refreshNote.textContent = "";
     return;
   }
-  receivedAt ??= now; // e.g. a session that arrived before we subscribed
-  el.expiresIn.textContent = exp > now ? fmtMs(exp - now) : "expired";
-  el.expiresAt.textContent = `at ${clock(exp)}`;
-  if (client.state === "refreshing") {
+  el.expiresIn.textContent = clock(exp);
+  el.expiresAt.textContent = "page clock";
+  const at = client.refreshAt;
+  if (client.state === "refreshing" && typeof at !== "number") {
     el.refreshIn.textContent = "now";
     el.refreshNote.textContent = "refresh in flight";
-  } else if (retryAt !== undefined) {
-    el.refreshIn.textContent = retryAt > now ? fmtMs(retryAt - now) : "now";
-    el.refreshNote.textContent = "retry after a failed refresh";
+  } else if (typeof at === "number") {
+    el.refreshIn.textContent = clock(at);
+    el.refreshNote.textContent = retrying ? "retry after a failed refresh" : "client.refreshAt";
   } else {
-    // API.md: refresh when refreshSkewSeconds are left, or at half the lifetime when the
-    // whole lifetime is shorter than twice the skew. Lifetime counts from receipt.
-    const lifetime = exp - receivedAt;
-    const short = lifetime < 2 * SKEW_MS;
-    const at = short ? receivedAt + lifetime / 2 : exp - SKEW_MS;
-    el.refreshIn.textContent = at > now ? fmtMs(at - now) : "due";
-    el.refreshNote.textContent = short ? "estimate: half of a short lifetime" : "estimate: expiry − 30 s";
+    el.refreshIn.textContent = "—";
+    el.refreshNote.textContent = "no silent refresh planned";
   }
 }
 

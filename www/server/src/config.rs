@@ -127,6 +127,18 @@ pub struct Config {
     /// P-256 private key (PKCS#8 or SEC1 PEM); default: a key generated at start.
     #[arg(long, env = "TW_SIGNING_KEY_FILE")]
     pub signing_key_file: Option<PathBuf>,
+    /// Require DPoP (RFC 9449) proofs on refresh and /api/me (login may still come without).
+    #[arg(long, env = "TW_DPOP_REQUIRED")]
+    pub dpop_required: bool,
+    /// Require a server nonce in DPoP proofs (`DPoP-Nonce`, `use_dpop_nonce`).
+    #[arg(long, env = "TW_DPOP_NONCE")]
+    pub dpop_nonce: bool,
+    /// Seconds a DPoP nonce lives (the previous one stays valid as long again).
+    #[arg(long = "dpop-nonce-lifetime", env = "TW_DPOP_NONCE_LIFETIME", default_value_t = 300.0, value_parser = positive_secs)]
+    pub dpop_nonce_lifetime_s: f64,
+    /// How old a DPoP proof may be (seconds, by its iat); its jti is remembered as long.
+    #[arg(long = "dpop-max-age", env = "TW_DPOP_MAX_AGE", default_value_t = 60, value_parser = clap::value_parser!(i64).range(1..=3600))]
+    pub dpop_max_age_s: i64,
     /// Log format on stderr.
     #[arg(long, env = "TW_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,

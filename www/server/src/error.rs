@@ -18,6 +18,16 @@ pub enum BearerFailure {
     Revoked,
 }
 
+/// Where a DPoP failure happened: the token endpoint answers 400 with a JSON error, a
+/// resource answers 401 with a `WWW-Authenticate: DPoP` challenge (RFC 9449 §7.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DpopAt {
+    /// `/auth/login`, `/auth/refresh`.
+    Token,
+    /// `/api/*`.
+    Resource,
+}
+
 /// Every way a request can fail.
 #[derive(Debug)]
 pub enum AppError {
@@ -33,6 +43,17 @@ pub enum AppError {
     RateLimited(std::time::Duration),
     /// 401 with `WWW-Authenticate: Bearer …`.
     Unauthorized(BearerFailure),
+    /// A DPoP failure: `error` is `invalid_dpop_proof`, `use_dpop_nonce`, `invalid_token`,
+    /// or empty (no credentials: a bare `DPoP algs=…` challenge). `nonce` goes out as
+    /// `DPoP-Nonce`.
+    Dpop {
+        /// Token endpoint or resource.
+        at: DpopAt,
+        /// The OAuth error code.
+        error: &'static str,
+        /// The nonce to use next, when nonces are on.
+        nonce: Option<String>,
+    },
     /// 500 `server_error`; the detail is logged, not sent.
     Internal(String),
 }
@@ -102,6 +123,36 @@ impl IntoResponse for AppError {
                     Json(json!({ "error": error })),
                 )
                     .into_response()
+            }
+            AppError::Dpop { at, error, nonce } => {
+                let mut response = match at {
+                    DpopAt::Token => (
+                        StatusCode::BAD_REQUEST,
+                        no_store,
+                        Json(json!({ "error": if error.is_empty() { "invalid_dpop_proof" } else { error } })),
+                    )
+                        .into_response(),
+                    DpopAt::Resource => {
+                        let challenge = if error.is_empty() {
+                            format!("DPoP algs=\"{}\"", crate::dpop::ALGS)
+                        } else {
+                            format!("DPoP error=\"{error}\", algs=\"{}\"", crate::dpop::ALGS)
+                        };
+                        (
+                            StatusCode::UNAUTHORIZED,
+                            [
+                                (header::WWW_AUTHENTICATE, HeaderValue::from_str(&challenge).unwrap_or(HeaderValue::from_static("DPoP"))),
+                                (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
+                            ],
+                            Json(json!({ "error": if error.is_empty() { "unauthorized" } else { error } })),
+                        )
+                            .into_response()
+                    }
+                };
+                if let Some(v) = nonce.and_then(|n| HeaderValue::from_str(&n).ok()) {
+                    response.headers_mut().insert(crate::dpop::NONCE_HEADER, v);
+                }
+                response
             }
             AppError::Internal(detail) => {
                 tracing::error!(%detail, "internal error");

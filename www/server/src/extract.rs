@@ -1,6 +1,6 @@
 //! Extractors and header readers: the refresh cookie (every candidate, leniently), the CSRF
 //! check (the `X-Requested-With` header, then `Origin` / `Sec-Fetch-Site`), the client
-//! address and Bearer authentication.
+//! address, Bearer and DPoP authentication.
 
 use std::net::{IpAddr, SocketAddr};
 
@@ -9,7 +9,8 @@ use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, HeaderValue};
 use serde_json::{Map, Value};
 
-use crate::error::{AppError, BearerFailure};
+use crate::dpop;
+use crate::error::{AppError, BearerFailure, DpopAt};
 use crate::metrics::bump;
 use crate::state::AppState;
 use crate::tokens::{self, AccessTokenError};
@@ -186,22 +187,35 @@ impl<S: Send + Sync> FromRequestParts<S> for ClientAddr {
     }
 }
 
-/// The Bearer token from `Authorization`, if that header uses the Bearer scheme.
-pub fn bearer_token(headers: &HeaderMap) -> Option<&str> {
-    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, token) = value.split_once(' ')?;
-    scheme
-        .eq_ignore_ascii_case("bearer")
-        .then(|| token.trim())
-        .filter(|t| !t.is_empty())
+/// The scheme of an `Authorization` header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scheme {
+    /// `Bearer` (RFC 6750).
+    Bearer,
+    /// `DPoP` (RFC 9449 §7.1).
+    Dpop,
 }
 
-/// Validate the request's Bearer token, including its family's revocation.
-pub fn check_bearer(
-    state: &AppState,
-    headers: &HeaderMap,
-) -> Result<Map<String, Value>, BearerFailure> {
-    let token = bearer_token(headers).ok_or(BearerFailure::Missing)?;
+/// The scheme and token of `Authorization`, if it uses `Bearer` or `DPoP`.
+pub fn access_token(headers: &HeaderMap) -> Option<(Scheme, &str)> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    let scheme = if scheme.eq_ignore_ascii_case("bearer") {
+        Scheme::Bearer
+    } else if scheme.eq_ignore_ascii_case("dpop") {
+        Scheme::Dpop
+    } else {
+        return None;
+    };
+    Some((scheme, token.trim())).filter(|(_, t)| !t.is_empty())
+}
+
+/// The Bearer token from `Authorization`, if that header uses the Bearer scheme.
+pub fn bearer_token(headers: &HeaderMap) -> Option<&str> {
+    access_token(headers).and_then(|(s, t)| (s == Scheme::Bearer).then_some(t))
+}
+
+fn validate_token(state: &AppState, token: &str) -> Result<Map<String, Value>, BearerFailure> {
     let rules = state.validation();
     let now = state.now_ms();
     let claims = state
@@ -217,17 +231,153 @@ pub fn check_bearer(
     Ok(claims)
 }
 
-/// Extractor: the verified claims of the caller's access token.
+/// Validate the request's access token (`Bearer` or `DPoP` scheme), including its family's
+/// revocation. The DPoP proof is checked by [`Authenticated`].
+pub fn check_bearer(
+    state: &AppState,
+    headers: &HeaderMap,
+) -> Result<Map<String, Value>, BearerFailure> {
+    let (_, token) = access_token(headers).ok_or(BearerFailure::Missing)?;
+    validate_token(state, token)
+}
+
+/// The `cnf.jkt` of verified claims.
+pub fn bound_key(claims: &Map<String, Value>) -> Option<&str> {
+    claims.get("cnf")?.get("jkt")?.as_str()
+}
+
+/// Check the request's `DPoP` header per RFC 9449 §4.3 (see [`crate::dpop`]), remembering
+/// its `jti`. `Ok(None)`: the request has no proof. `access_token`: the token the proof must
+/// be bound to (`ath`), on resource requests.
+pub async fn dpop_proof(
+    state: &AppState,
+    parts: &Parts,
+    at: DpopAt,
+    access_token: Option<&str>,
+) -> Result<Option<dpop::Parsed>, AppError> {
+    let nonces = state.dpop_nonces();
+    let refuse = |error: dpop::ProofError| {
+        let counters = &state.metrics.counters;
+        bump(if error == dpop::ProofError::Nonce {
+            &counters.dpop_nonce_asked
+        } else {
+            &counters.dpop_refused
+        });
+        AppError::Dpop {
+            at,
+            error: error.code(),
+            nonce: nonces.as_ref().and_then(|n| n.first().cloned()),
+        }
+    };
+    let mut values = parts.headers.get_all(dpop::PROOF_HEADER).iter();
+    let Some(value) = values.next() else {
+        return Ok(None);
+    };
+    if values.next().is_some() {
+        return Err(refuse(dpop::ProofError::Several));
+    }
+    let text = value
+        .to_str()
+        .map_err(|_| refuse(dpop::ProofError::Malformed))?;
+    let parsed = dpop::parse(text).map_err(refuse)?;
+    let authority = parts
+        .headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| parts.uri.authority().map(|a| a.as_str()))
+        .unwrap_or("");
+    let now_ms = state.now_ms();
+    let leeway_s = state.tunables().leeway_s.max(0);
+    let max_age_s = state.settings.dpop.max_age_s;
+    let expected = dpop::Expected {
+        method: parts.method.as_str(),
+        authority,
+        path: parts.uri.path(),
+        now_ms,
+        max_age_s,
+        leeway_s,
+        access_token,
+        nonces: nonces.as_deref(),
+    };
+    dpop::check(&parsed, &expected).map_err(refuse)?;
+    // Remembered until it can no longer pass the iat check.
+    let until_ms = ((parsed.claims.iat + (max_age_s + 1) as f64) * 1000.0).ceil() as i64;
+    let first = state
+        .store
+        .first_use_of_proof(&dpop::replay_key(&parsed), until_ms.max(now_ms), now_ms)
+        .await?;
+    if !first {
+        return Err(refuse(dpop::ProofError::Replayed));
+    }
+    Ok(Some(parsed))
+}
+
+/// Extractor: the verified claims of the caller's access token. A token bound to a DPoP key
+/// (`cnf.jkt`) is accepted only under the `DPoP` scheme with a valid proof from that key;
+/// an unbound token only under `Bearer`, and not at all when the server requires DPoP.
 #[derive(Debug, Clone)]
-pub struct Authenticated(pub Map<String, Value>);
+pub struct Authenticated {
+    /// The token's claims.
+    pub claims: Map<String, Value>,
+    /// The DPoP nonce to hand out, when nonces are on.
+    pub nonce: Option<String>,
+}
 
 impl FromRequestParts<AppState> for Authenticated {
     type Rejection = AppError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, AppError> {
-        check_bearer(state, &parts.headers)
-            .map(Authenticated)
-            .map_err(AppError::Unauthorized)
+        let dpop_error = |error: &'static str| AppError::Dpop {
+            at: DpopAt::Resource,
+            error,
+            nonce: state.dpop_nonce(),
+        };
+        let required = state.settings.dpop.required;
+        let Some((scheme, token)) = access_token(&parts.headers) else {
+            return Err(if required {
+                dpop_error("")
+            } else {
+                AppError::Unauthorized(BearerFailure::Missing)
+            });
+        };
+        let claims = match (validate_token(state, token), scheme) {
+            (Ok(claims), _) => claims,
+            (Err(failure), Scheme::Bearer) => return Err(AppError::Unauthorized(failure)),
+            (Err(failure), Scheme::Dpop) => {
+                return Err(AppError::Dpop {
+                    at: DpopAt::Resource,
+                    error: "invalid_token",
+                    nonce: state.dpop_nonce(),
+                })
+                .inspect_err(|_| tracing::debug!(?failure, "DPoP-scheme token refused"))
+            }
+        };
+        match (scheme, bound_key(&claims)) {
+            (Scheme::Bearer, None) if !required => Ok(Authenticated {
+                claims,
+                nonce: None,
+            }),
+            (Scheme::Bearer, None) => Err(dpop_error("")),
+            // A bound token sent as a plain Bearer token: no proof of possession.
+            (Scheme::Bearer, Some(_)) => Err(AppError::Unauthorized(BearerFailure::Invalid)),
+            (Scheme::Dpop, None) => Err(dpop_error("invalid_token")),
+            (Scheme::Dpop, Some(jkt)) => {
+                let proof = dpop_proof(state, parts, DpopAt::Resource, Some(token))
+                    .await?
+                    .ok_or_else(|| {
+                        bump(&state.metrics.counters.dpop_refused);
+                        dpop_error("invalid_dpop_proof")
+                    })?;
+                if proof.jkt != jkt {
+                    bump(&state.metrics.counters.dpop_refused);
+                    return Err(dpop_error("invalid_dpop_proof"));
+                }
+                Ok(Authenticated {
+                    nonce: state.dpop_nonce(),
+                    claims,
+                })
+            }
+        }
     }
 }
 

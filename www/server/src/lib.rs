@@ -10,6 +10,7 @@
 
 pub mod clock;
 pub mod config;
+pub mod dpop;
 pub mod error;
 pub mod extract;
 pub mod keys;

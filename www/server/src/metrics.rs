@@ -71,6 +71,8 @@ counters! {
     api_no_token => "apiNoToken", "GET /api/me without a Bearer token.";
     csrf_missing => "csrfMissing", "Cookie endpoints called without the CSRF header.";
     origin_refused => "originRefused", "Cookie endpoints called from a foreign Origin or Sec-Fetch-Site.";
+    dpop_refused => "dpopRefused", "Requests refused for a missing, invalid, replayed or wrong-key DPoP proof.";
+    dpop_nonce_asked => "dpopNonceAsked", "Requests answered use_dpop_nonce.";
 }
 
 /// Counters, histogram and the registry that exports them.

@@ -5,7 +5,7 @@
 use crate::error::AppError;
 use crate::metrics::bump;
 use crate::state::AppState;
-use crate::store::{Family, Rejection, Rotation};
+use crate::store::{BoundKey, Family, Rejection, Rotation};
 use crate::tokens::{self, hash_refresh_token, AccessLifetime, Grant};
 
 /// What a successful login or refresh hands out.
@@ -18,6 +18,8 @@ pub struct Issued {
     pub refresh_token: String,
     /// Seconds until the family ends (cookie `Max-Age`).
     pub family_remaining_s: i64,
+    /// Whether the access token is bound to a DPoP key (`token_type` `DPoP`).
+    pub bound: bool,
 }
 
 // Redacting Debug: no token ever reaches a log line.
@@ -34,9 +36,11 @@ fn access_token(
     state: &AppState,
     family: &Family,
     lifetime: AccessLifetime,
+    jkt: Option<&str>,
     now_ms: i64,
 ) -> Result<(String, u64), AppError> {
     let grant = Grant {
+        jkt,
         issuer: &state.settings.issuer,
         audience: &state.settings.audience,
         sub: &family.sub,
@@ -89,7 +93,6 @@ pub async fn open_family(state: &AppState, sub: &str, now_ms: i64) -> Result<Ope
     for id in &capped {
         revoked(state, id, "per-user family cap");
     }
-    tracing::info!(family = %family.id, "session started");
     Ok(Opened {
         family,
         refresh_token,
@@ -103,20 +106,27 @@ pub fn family_remaining_s(expires_at_ms: i64, now_ms: i64) -> i64 {
 }
 
 /// Start a new token family for `sub` (after a successful login). If `sub` now has more
-/// live families than allowed, the oldest are revoked.
-pub async fn start(state: &AppState, sub: &str) -> Result<Issued, AppError> {
+/// live families than allowed, the oldest are revoked. With `jkt` (the login carried a
+/// valid DPoP proof) the family is bound to that key from the start.
+pub async fn start(state: &AppState, sub: &str, jkt: Option<&str>) -> Result<Issued, AppError> {
     let now_ms = state.now_ms();
     let Opened {
         family,
         refresh_token,
         ..
     } = open_family(state, sub, now_ms).await?;
-    let (access_token, expires_in) = access_token(state, &family, AccessLifetime::Normal, now_ms)?;
+    if let Some(jkt) = jkt {
+        state.store.bind_key(&family.id, jkt, now_ms).await?;
+    }
+    let (access_token, expires_in) =
+        access_token(state, &family, AccessLifetime::Normal, jkt, now_ms)?;
+    tracing::info!(family = %family.id, bound = jkt.is_some(), "session started");
     Ok(Issued {
         access_token,
         expires_in,
         refresh_token,
         family_remaining_s: remaining_s(family.expires_at_ms, now_ms),
+        bound: jkt.is_some(),
     })
 }
 
@@ -130,6 +140,10 @@ pub enum NotRotated {
         /// The revoked family.
         family_id: String,
     },
+    /// The family is bound to a DPoP key and the request came without a proof, or with a
+    /// proof from another key while a token of the bound key may still be live. Nothing
+    /// happened (the presented token stays live).
+    WrongKey,
 }
 
 /// A rotated family and the new refresh token that is now live in it.
@@ -140,21 +154,53 @@ pub struct Rotated {
     pub refresh_token: String,
 }
 
+/// Whether a refresh with the proof key `jkt` (or none) may rotate a family bound to
+/// `bound`. The rule: a bound family needs a proof; a proof from a different key is
+/// accepted (and the family rebinds to it) only once every access token bound to the old
+/// key has expired — the tabs that held the old key are gone (a new browser session makes a
+/// new key), while any live tab keeps refreshing well before that.
+pub fn key_allowed(
+    state: &AppState,
+    bound: Option<&BoundKey>,
+    jkt: Option<&str>,
+    now_ms: i64,
+) -> bool {
+    match (bound, jkt) {
+        (None, _) => true,
+        (Some(_), None) => false,
+        (Some(b), Some(k)) => b.jkt == k || now_ms > b.used_at_ms + state.max_token_life_ms(),
+    }
+}
+
 /// Rotate `presented` without minting an access token: retire it and make a new refresh
-/// token live in the same family. A retired token is reuse: the family is revoked. Used by
-/// [`rotate`] and by upstream mode (whose access tokens are the provider's).
+/// token live in the same family. A retired token is reuse: the family is revoked. `jkt`
+/// is the key of the request's valid DPoP proof: the family is bound to it from now on
+/// ([`key_allowed`] says when a bound family accepts it). Used by [`rotate`] and by
+/// upstream mode (whose access tokens are the provider's).
 pub async fn rotate_family(
     state: &AppState,
     presented: &str,
     now_ms: i64,
+    jkt: Option<&str>,
 ) -> Result<Result<Rotated, NotRotated>, AppError> {
+    let presented_hash = hash_refresh_token(presented);
+    let bound = state.store.key_of(&presented_hash).await?;
+    if !key_allowed(state, bound.as_ref(), jkt, now_ms) {
+        bump(&state.metrics.counters.dpop_refused);
+        tracing::info!(
+            family = bound.as_ref().map_or("", |b| b.family_id.as_str()),
+            with_proof = jkt.is_some(),
+            "refresh refused: not the key the family is bound to"
+        );
+        return Ok(Err(NotRotated::WrongKey));
+    }
     // The successor is derived from the presented token, so a replay of it (a lost
     // response) can be answered with the same successor while only hashes are stored.
     let next = tokens::successor(crate::shared::successor_key(state).await?, presented);
     let rotation = state
         .store
         .rotate(
-            &hash_refresh_token(presented),
+            &presented_hash,
             &hash_refresh_token(&next),
             now_ms,
             state.settings.lost_response_window_ms,
@@ -166,6 +212,9 @@ pub async fn rotate_family(
             if repeated {
                 bump(&state.metrics.counters.lost_responses_repeated);
                 tracing::info!(family = %family.id, "lost response: the same successor again");
+            }
+            if let Some(jkt) = jkt {
+                state.store.bind_key(&family.id, jkt, now_ms).await?;
             }
             Ok(Ok(Rotated {
                 family,
@@ -190,25 +239,28 @@ pub async fn rotate_family(
     }
 }
 
-/// Rotate `presented`: retire it and issue a new refresh token in the same family.
+/// Rotate `presented`: retire it and issue a new refresh token in the same family, and an
+/// access token (bound to `jkt` when the request carried a valid DPoP proof).
 /// A retired token is reuse: the family is revoked.
 pub async fn rotate(
     state: &AppState,
     presented: &str,
     lifetime: AccessLifetime,
+    jkt: Option<&str>,
 ) -> Result<Result<Issued, NotRotated>, AppError> {
     let now_ms = state.now_ms();
-    Ok(match rotate_family(state, presented, now_ms).await? {
+    Ok(match rotate_family(state, presented, now_ms, jkt).await? {
         Ok(Rotated {
             family,
             refresh_token,
         }) => {
-            let (access_token, expires_in) = access_token(state, &family, lifetime, now_ms)?;
+            let (access_token, expires_in) = access_token(state, &family, lifetime, jkt, now_ms)?;
             Ok(Issued {
                 access_token,
                 expires_in,
                 refresh_token,
                 family_remaining_s: remaining_s(family.expires_at_ms, now_ms),
+                bound: jkt.is_some(),
             })
         }
         Err(e) => Err(e),

@@ -49,6 +49,29 @@ pub struct Settings {
     pub lost_response_window_ms: i64,
     /// With shared keys: how often they are reloaded.
     pub key_reload: Duration,
+    /// DPoP rules.
+    pub dpop: DpopSettings,
+}
+
+/// How the server treats DPoP proofs.
+#[derive(Debug, Clone, Copy)]
+pub struct DpopSettings {
+    /// Every refresh and every /api/me call needs a proof.
+    pub required: bool,
+    /// Proofs must carry the current (or previous) server nonce.
+    pub nonce: bool,
+    /// Nonce lifetime, ms.
+    pub nonce_lifetime_ms: i64,
+    /// Oldest accepted `iat`, seconds before now.
+    pub max_age_s: i64,
+}
+
+/// The server's DPoP nonces: the current one and the one before it.
+#[derive(Debug, Clone)]
+struct Nonces {
+    current: String,
+    previous: Option<String>,
+    made_at_ms: i64,
 }
 
 /// The state behind [`AppState`].
@@ -77,6 +100,7 @@ pub struct Inner {
     /// Upstream mode: the OpenID Provider client, set once at start when an issuer is
     /// configured ([`crate::upstream::start`]); unset in the built-in mode.
     pub upstream: OnceLock<Arc<Upstream>>,
+    nonces: RwLock<Nonces>,
 }
 
 /// Cheaply clonable handle on the server state.
@@ -122,12 +146,18 @@ impl AppState {
                     .collect(),
                 lost_response_window_ms: (config.lost_response_window_s * 1000.0).round() as i64,
                 key_reload: Duration::from_secs_f64(config.key_reload_s),
+                dpop: DpopSettings {
+                    required: config.dpop_required,
+                    nonce: config.dpop_nonce,
+                    nonce_lifetime_ms: (config.dpop_nonce_lifetime_s * 1000.0).ceil() as i64,
+                    max_age_s: config.dpop_max_age_s,
+                },
             },
             max_token_life_ms: AtomicI64::new(token_life_ms(&tunables)),
             tunables: RwLock::new(tunables),
             keys: RwLock::new(keys),
             store,
-            clock,
+            clock: clock.clone(),
             metrics: Metrics::default(),
             login_limiter: LoginLimiter::new(LoginLimits {
                 account_burst: config.login_account_burst,
@@ -138,6 +168,11 @@ impl AppState {
             successor_key: tokio::sync::OnceCell::new(),
             shared_keys: std::sync::atomic::AtomicBool::new(false),
             upstream: OnceLock::new(),
+            nonces: RwLock::new(Nonces {
+                current: crate::tokens::random_id(16),
+                previous: None,
+                made_at_ms: clock.now_ms(),
+            }),
         }))
     }
 
@@ -192,5 +227,44 @@ impl AppState {
     pub fn refuse_tokens_of(&self, family_id: &str) {
         self.revoked
             .revoke(family_id, self.now_ms() + self.max_token_life_ms());
+    }
+
+    /// The DPoP nonces accepted now (current first), when nonces are on; a nonce older than
+    /// its lifetime is replaced, and the one before stays valid for one more lifetime.
+    pub fn dpop_nonces(&self) -> Option<Vec<String>> {
+        if !self.settings.dpop.nonce {
+            return None;
+        }
+        let now = self.now_ms();
+        let stale = {
+            let n = self.nonces.read().unwrap_or_else(PoisonError::into_inner);
+            now - n.made_at_ms >= self.settings.dpop.nonce_lifetime_ms
+        };
+        let mut n = self.nonces.write().unwrap_or_else(PoisonError::into_inner);
+        if stale && now - n.made_at_ms >= self.settings.dpop.nonce_lifetime_ms {
+            let old = std::mem::replace(&mut n.current, crate::tokens::random_id(16));
+            n.previous = Some(old);
+            n.made_at_ms = now;
+        }
+        Some(
+            std::iter::once(n.current.clone())
+                .chain(n.previous.clone())
+                .collect(),
+        )
+    }
+
+    /// The nonce to hand out in `DPoP-Nonce`, when nonces are on.
+    pub fn dpop_nonce(&self) -> Option<String> {
+        self.dpop_nonces()
+            .and_then(|mut n| (!n.is_empty()).then(|| n.swap_remove(0)))
+    }
+
+    /// Replace the DPoP nonce at once, forgetting the old ones (test mode: a nonce changed
+    /// mid-session).
+    pub fn change_dpop_nonce(&self) {
+        let mut n = self.nonces.write().unwrap_or_else(PoisonError::into_inner);
+        n.current = crate::tokens::random_id(16);
+        n.previous = None;
+        n.made_at_ms = self.now_ms();
     }
 }

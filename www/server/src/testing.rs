@@ -392,7 +392,7 @@ async fn upstream_concurrent_access(
     let Ok(session::Rotated {
         family,
         refresh_token,
-    }) = session::rotate_family(&state, presented, now).await?
+    }) = session::rotate_family(&state, presented, now, None).await?
     else {
         return Err(AppError::InvalidGrant);
     };
@@ -443,6 +443,12 @@ async fn rotate_key(State(Ctx { app, .. }): State<Ctx>) -> Result<StatusCode, Ap
         app.rotate_signing_key();
     }
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Replace the DPoP nonce at once; proofs with the old one get `use_dpop_nonce`.
+async fn change_dpop_nonce(State(Ctx { app, .. }): State<Ctx>) -> StatusCode {
+    app.change_dpop_nonce();
+    StatusCode::NO_CONTENT
 }
 
 fn classify(state: &AppState, headers: &axum::http::HeaderMap) -> BearerKind {
@@ -553,6 +559,7 @@ pub fn install(router: Router<AppState>, state: &AppState) -> Router<AppState> {
             "/upstream/concurrent-access",
             post(upstream_concurrent_access),
         )
+        .route("/dpop-nonce", post(change_dpop_nonce))
         .with_state(ctx.clone());
     router
         .nest("/test", routes)

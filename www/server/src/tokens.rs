@@ -33,6 +33,16 @@ pub struct AccessClaims {
     /// The refresh-token family (session) the token was issued for: tokens of a revoked
     /// family are refused before their `exp`.
     pub sid: String,
+    /// Confirmation (RFC 9449 §6): the DPoP key the token is bound to.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cnf: Option<Confirmation>,
+}
+
+/// `cnf` of a DPoP-bound token.
+#[derive(Debug, Clone, Serialize)]
+pub struct Confirmation {
+    /// RFC 7638 thumbprint of the key.
+    pub jkt: String,
 }
 
 /// Whether the access token is normal or (fault injection) already expired.
@@ -59,6 +69,8 @@ pub struct Grant<'a> {
     pub ttl_s: f64,
     /// Normal or already expired.
     pub lifetime: AccessLifetime,
+    /// The DPoP key thumbprint to bind the token to (`cnf.jkt`), if any.
+    pub jkt: Option<&'a str>,
 }
 
 /// Mint and sign an access token at `now_ms`. Returns the JWT and `expires_in`.
@@ -85,6 +97,9 @@ pub fn mint(
         jti: random_id(16),
         scope: DEMO_SCOPE.to_string(),
         sid: grant.sid.to_string(),
+        cnf: grant.jkt.map(|jkt| Confirmation {
+            jkt: jkt.to_string(),
+        }),
     };
     Ok((keys.sign(&claims)?, expires_in))
 }

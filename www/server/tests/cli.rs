@@ -18,6 +18,7 @@ fn start(args: &[&str], env: &[(&str, &str)]) -> (Server, String) {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_tokenwarden-server"));
     cmd.args(args)
         .env_remove("TW_TEST_MODE")
+        .env_remove("DATABASE_URL")
         .env("TW_LOG", "warn")
         .stdout(Stdio::piped())
         .stderr(Stdio::null());

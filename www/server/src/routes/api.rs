@@ -5,6 +5,7 @@ use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 
+use crate::dpop;
 use crate::error::{AppError, BearerFailure};
 use crate::extract::Authenticated;
 use crate::metrics::bump;
@@ -39,10 +40,14 @@ pub async fn me(
             }
         }
     }
-    let Authenticated(claims) = auth?;
-    Ok((
+    let Authenticated { claims, nonce } = auth?;
+    let mut response = (
         [(header::CACHE_CONTROL, HeaderValue::from_static("no-store"))],
         Json(claims),
     )
-        .into_response())
+        .into_response();
+    if let Some(v) = nonce.and_then(|n| HeaderValue::from_str(&n).ok()) {
+        response.headers_mut().insert(dpop::NONCE_HEADER, v);
+    }
+    Ok(response)
 }

@@ -2,15 +2,18 @@
 
 use axum::extract::rejection::JsonRejection;
 use axum::extract::State;
+use axum::http::request::Parts;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq as _;
 
-use crate::error::AppError;
+use crate::dpop;
+use crate::error::{AppError, DpopAt};
 use crate::extract::{
-    cleared_refresh_cookie, refresh_cookie, ClientAddr, CsrfChecked, RefreshCookies, SameOrigin,
+    cleared_refresh_cookie, dpop_proof, refresh_cookie, ClientAddr, CsrfChecked, RefreshCookies,
+    SameOrigin,
 };
 use crate::metrics::bump;
 use crate::session::{self, Issued, NotRotated};
@@ -36,13 +39,13 @@ struct TokenResponse<'a> {
     expires_in: u64,
 }
 
-fn token_response(issued: &Issued) -> Response {
+fn token_response(state: &AppState, issued: &Issued) -> Response {
     let body = TokenResponse {
         access_token: &issued.access_token,
-        token_type: "Bearer",
+        token_type: if issued.bound { "DPoP" } else { "Bearer" },
         expires_in: issued.expires_in,
     };
-    (
+    let mut response = (
         [
             (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
             (header::PRAGMA, HeaderValue::from_static("no-cache")),
@@ -53,15 +56,45 @@ fn token_response(issued: &Issued) -> Response {
         ],
         Json(body),
     )
-        .into_response()
+        .into_response();
+    if let Some(v) = state
+        .dpop_nonce()
+        .and_then(|n| HeaderValue::from_str(&n).ok())
+    {
+        response.headers_mut().insert(dpop::NONCE_HEADER, v);
+    }
+    response
+}
+
+/// The key of the request's valid DPoP proof at the token endpoint (`None` without a
+/// proof); with `required`, a request without one is refused.
+async fn proof_key(
+    state: &AppState,
+    parts: &Parts,
+    required: bool,
+) -> Result<Option<String>, AppError> {
+    match dpop_proof(state, parts, DpopAt::Token, None).await? {
+        Some(proof) => Ok(Some(proof.jkt)),
+        None if required => {
+            bump(&state.metrics.counters.dpop_refused);
+            Err(AppError::Dpop {
+                at: DpopAt::Token,
+                error: "invalid_dpop_proof",
+                nonce: state.dpop_nonce(),
+            })
+        }
+        None => Ok(None),
+    }
 }
 
 /// `POST /auth/login`: demo/demo → token response + refresh cookie. Failed logins are
-/// throttled per account and per client address (429 + `Retry-After`).
+/// throttled per account and per client address (429 + `Retry-After`). With a valid DPoP
+/// proof (`htm` POST, `htu` this URL) the session is bound to its key from the start.
 pub async fn login(
     State(state): State<AppState>,
     _: SameOrigin,
     ClientAddr(addr): ClientAddr,
+    parts: Parts,
     parsed: Result<Json<LoginRequest>, JsonRejection>,
 ) -> Result<Response, AppError> {
     let Json(req) = parsed
@@ -82,9 +115,13 @@ pub async fn login(
         }
         return Err(AppError::InvalidGrant);
     }
-    let issued = session::start(&state, DEMO_USER).await?;
+    // Never required here: the app's own login call cannot sign (the client is signed out
+    // until it returns); its token is unbound, and under --dpop-required usable nowhere
+    // until the client's first refresh binds the session.
+    let jkt = proof_key(&state, &parts, false).await?;
+    let issued = session::start(&state, DEMO_USER, jkt.as_deref()).await?;
     bump(&counters.logins_served);
-    Ok(token_response(&issued))
+    Ok(token_response(&state, &issued))
 }
 
 /// Request extension: this refresh has already been counted in `refreshRequests` (by test
@@ -95,12 +132,15 @@ pub struct RefreshCounted;
 /// `POST /auth/refresh`: rotate the refresh cookie. Every candidate cookie is tried in
 /// order; the cookie is cleared only when the request carried exactly one (a request with
 /// several may hold cookies planted by someone else, which must not log the user out).
+/// A DPoP proof binds the new token (and the family) to its key; see
+/// [`session::key_allowed`] for a family already bound.
 pub async fn refresh(
     State(state): State<AppState>,
     csrf: Result<CsrfChecked, AppError>,
     RefreshCookies(candidates): RefreshCookies,
     lifetime: Option<Extension<AccessLifetime>>,
     counted: Option<Extension<RefreshCounted>>,
+    parts: Parts,
 ) -> Response {
     let counters = &state.metrics.counters;
     if counted.is_none() {
@@ -108,13 +148,16 @@ pub async fn refresh(
     }
     let lifetime = lifetime.map_or(AccessLifetime::Normal, |Extension(l)| l);
     let outcome = match csrf {
-        Ok(CsrfChecked) => rotate_any(&state, &candidates, lifetime).await,
+        Ok(CsrfChecked) => match proof_key(&state, &parts, state.settings.dpop.required).await {
+            Ok(jkt) => rotate_any(&state, &candidates, lifetime, jkt.as_deref()).await,
+            Err(e) => Err(e),
+        },
         Err(e) => Err(e),
     };
     match outcome {
         Ok(issued) => {
             bump(&counters.refreshes_served);
-            token_response(&issued)
+            token_response(&state, &issued)
         }
         Err(error) => {
             let refused = matches!(error, AppError::InvalidGrant);
@@ -139,12 +182,23 @@ async fn rotate_any(
     state: &AppState,
     candidates: &[String],
     lifetime: AccessLifetime,
+    jkt: Option<&str>,
 ) -> Result<Issued, AppError> {
+    let mut wrong_key = false;
     for token in candidates {
-        match session::rotate(state, token, lifetime).await? {
+        match session::rotate(state, token, lifetime, jkt).await? {
             Ok(issued) => return Ok(issued),
             Err(NotRotated::Refused(_) | NotRotated::Reused { .. }) => continue,
+            Err(NotRotated::WrongKey) => wrong_key = true,
         }
+    }
+    if wrong_key {
+        // Not invalid_grant: the session is intact, and the cookie is kept.
+        return Err(AppError::Dpop {
+            at: DpopAt::Token,
+            error: "invalid_dpop_proof",
+            nonce: state.dpop_nonce(),
+        });
     }
     Err(AppError::InvalidGrant)
 }

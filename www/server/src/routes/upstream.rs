@@ -421,12 +421,12 @@ async fn rotate_any(
     now: i64,
 ) -> Result<Option<Rotated>, AppError> {
     for token in candidates {
-        match session::rotate_family(state, token, now).await? {
+        match session::rotate_family(state, token, now, None).await? {
             Ok(rotated) => return Ok(Some(rotated)),
             Err(NotRotated::Reused { family_id }) => {
                 end_grant(up, &family_id).await?;
             }
-            Err(NotRotated::Refused(_)) => {}
+            Err(NotRotated::Refused(_) | NotRotated::WrongKey) => {}
         }
     }
     Ok(None)

@@ -42,6 +42,39 @@ where
     a_lost_response_is_reuse_when_the_window_is_off(&make().await).await;
     the_shared_secret_is_the_first_one_stored(&make().await).await;
     concurrent_presentations_rotate_once(&make().await).await;
+    a_family_remembers_its_dpop_key_for_every_token(&make().await).await;
+    a_proof_id_is_accepted_once_until_it_expires(&make().await).await;
+}
+
+/// `bind_key` binds the family; `key_of` finds it from any of its tokens, retired or live.
+pub async fn a_family_remembers_its_dpop_key_for_every_token(store: &dyn RefreshStore) {
+    let fam = family("f1", "demo", 10_000);
+    ok(store.create_family(&fam, &h("a"), 10, 0)).await;
+    assert_eq!(ok(store.key_of(&h("a"))).await, None);
+    ok(store.bind_key("f1", "k1", 5)).await;
+    ok(store.rotate(&h("a"), &h("b"), 6, 0)).await;
+    ok(store.bind_key("f1", "k2", 7)).await;
+    for t in ["a", "b"] {
+        assert_eq!(
+            ok(store.key_of(&h(t))).await,
+            Some(super::BoundKey {
+                family_id: "f1".into(),
+                jkt: "k2".into(),
+                used_at_ms: 7
+            })
+        );
+    }
+    assert_eq!(ok(store.key_of(&h("unknown"))).await, None);
+}
+
+/// A proof id is new once; a replay inside its window is not; after expiry it is forgotten.
+pub async fn a_proof_id_is_accepted_once_until_it_expires(store: &dyn RefreshStore) {
+    let (p, q) = ([1u8; 32], [2u8; 32]);
+    assert!(ok(store.first_use_of_proof(&p, 100, 0)).await);
+    assert!(!ok(store.first_use_of_proof(&p, 100, 50)).await);
+    assert!(ok(store.first_use_of_proof(&q, 100, 50)).await);
+    assert!(ok(store.first_use_of_proof(&p, 300, 100)).await);
+    assert!(!ok(store.first_use_of_proof(&p, 300, 299)).await);
 }
 
 async fn ok<T, E: std::fmt::Debug>(f: impl Future<Output = Result<T, E>>) -> T {

@@ -3,7 +3,10 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Mutex, MutexGuard};
 
-use super::{Family, RefreshStore, Rejection, Rotation, StoreError, StoreStats, UpstreamStore};
+use super::{
+    BoundKey, Family, RefreshStore, Rejection, Rotation, StoreError, StoreStats, UpstreamStore,
+    MAX_REMEMBERED_PROOFS,
+};
 use crate::tokens::TokenHash;
 
 #[derive(Debug)]
@@ -40,6 +43,10 @@ struct Tables {
     grants: HashMap<String, (Vec<u8>, i64)>,
     /// Upstream mode: leases (holder, until).
     leases: HashMap<String, (String, i64)>,
+    /// DPoP key of each bound family: (thumbprint, last use).
+    keys: HashMap<String, (String, i64)>,
+    /// Remembered DPoP proof ids and when each may be forgotten.
+    proofs: HashMap<[u8; 32], i64>,
 }
 
 /// An in-memory store (lost on restart).
@@ -196,18 +203,61 @@ impl RefreshStore for MemoryStore {
             .map(|(id, _)| id.clone())
             .collect();
         for id in &ended {
+            t.keys.remove(id);
             if let Some(f) = t.families.remove(id) {
                 for hash in &f.tokens {
                     t.tokens.remove(hash);
                 }
             }
         }
+        t.proofs.retain(|_, until| *until > before_ms);
         let families = &t.families;
         t.by_sub.retain(|_, ids| {
             ids.retain(|id| families.contains_key(id));
             !ids.is_empty()
         });
         Ok(ended.len() as u64)
+    }
+
+    async fn key_of(&self, token: &TokenHash) -> Result<Option<BoundKey>, StoreError> {
+        let t = self.lock()?;
+        let Some(row) = t.tokens.get(token) else {
+            return Ok(None);
+        };
+        Ok(t.keys.get(&row.family_id).map(|(jkt, used)| BoundKey {
+            family_id: row.family_id.clone(),
+            jkt: jkt.clone(),
+            used_at_ms: *used,
+        }))
+    }
+
+    async fn bind_key(&self, family_id: &str, jkt: &str, now_ms: i64) -> Result<(), StoreError> {
+        let mut t = self.lock()?;
+        t.keys
+            .insert(family_id.to_string(), (jkt.to_string(), now_ms));
+        Ok(())
+    }
+
+    async fn first_use_of_proof(
+        &self,
+        proof: &[u8; 32],
+        expires_at_ms: i64,
+        now_ms: i64,
+    ) -> Result<bool, StoreError> {
+        let mut t = self.lock()?;
+        if let Some(until) = t.proofs.get(proof) {
+            if *until > now_ms {
+                return Ok(false);
+            }
+        }
+        if t.proofs.len() >= MAX_REMEMBERED_PROOFS {
+            t.proofs.retain(|_, until| *until > now_ms);
+            if t.proofs.len() >= MAX_REMEMBERED_PROOFS {
+                return Err(StoreError("DPoP replay cache full".into()));
+            }
+        }
+        t.proofs.insert(*proof, expires_at_ms);
+        Ok(true)
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

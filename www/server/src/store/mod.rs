@@ -75,6 +75,22 @@ pub struct StoreStats {
     pub families_with_one_live_token: u64,
 }
 
+/// The DPoP key a family is bound to (RFC 9449): its RFC 7638 thumbprint, and when a token
+/// bound to it was last issued.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BoundKey {
+    /// The family.
+    pub family_id: String,
+    /// The key's thumbprint (`cnf.jkt` of the family's access tokens).
+    pub jkt: String,
+    /// Epoch ms of the last token issued for this key.
+    pub used_at_ms: i64,
+}
+
+/// At most this many proof ids are remembered at once by a store that keeps them in memory;
+/// beyond it (every entry still inside its window) proofs are refused, never forgotten early.
+pub const MAX_REMEMBERED_PROOFS: usize = 1_000_000;
+
 /// A storage failure; its text is logged, never sent to clients.
 #[derive(Debug)]
 pub struct StoreError(pub String);
@@ -125,6 +141,20 @@ pub trait RefreshStore: Send + Sync + 'static {
     /// Delete families that ended (expired, or revoked) before `before_ms`, with their
     /// tokens. Returns how many families were deleted.
     async fn purge(&self, before_ms: i64) -> Result<u64, StoreError>;
+    /// The DPoP key of the family `token` belongs to (live or retired token), if it is bound.
+    async fn key_of(&self, token: &TokenHash) -> Result<Option<BoundKey>, StoreError>;
+    /// Bind `family_id` to the key `jkt` (replacing any other) and record that a token for it
+    /// was issued at `now_ms`.
+    async fn bind_key(&self, family_id: &str, jkt: &str, now_ms: i64) -> Result<(), StoreError>;
+    /// Remember a DPoP proof id (a hash of key and `jti`) until `expires_at_ms`. `true` the
+    /// first time, `false` when it is already remembered (a replay). Entries past their
+    /// expiry are forgotten; the cache is bounded, and a full cache fails closed (an error).
+    async fn first_use_of_proof(
+        &self,
+        proof: &[u8; 32],
+        expires_at_ms: i64,
+        now_ms: i64,
+    ) -> Result<bool, StoreError>;
     /// Whether the store answers (for `/readyz`).
     async fn ping(&self) -> Result<(), StoreError>;
     /// Counts for diagnostics.

@@ -13,7 +13,8 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use tokio_postgres::NoTls;
 
 use super::{
-    Family, RefreshStore, Rejection, Rotation, StoreError, StoreStats, StoredKey, UpstreamStore,
+    BoundKey, Family, RefreshStore, Rejection, Rotation, StoreError, StoreStats, StoredKey,
+    UpstreamStore,
 };
 use crate::tokens::TokenHash;
 
@@ -170,6 +171,23 @@ CREATE TABLE upstream_leases (
     holder TEXT NOT NULL,
     until_ms BIGINT NOT NULL
 );
+",
+    ),
+    (
+        5,
+        "
+-- DPoP: the key each bound family is bound to, and the proof ids seen (replay cache
+-- shared by every instance).
+CREATE TABLE dpop_keys (
+    family_id TEXT PRIMARY KEY REFERENCES families(id) ON DELETE CASCADE,
+    jkt TEXT NOT NULL,
+    used_at_ms BIGINT NOT NULL
+);
+CREATE TABLE dpop_proofs (
+    id BYTEA PRIMARY KEY,
+    expires_at_ms BIGINT NOT NULL
+);
+CREATE INDEX dpop_proofs_by_expiry ON dpop_proofs(expires_at_ms);
 ",
     ),
 ];
@@ -430,6 +448,61 @@ impl RefreshStore for PgStore {
             )
             .await
             .map_err(err)
+    }
+
+    async fn key_of(&self, token: &TokenHash) -> Result<Option<BoundKey>, StoreError> {
+        let row = self
+            .client()
+            .await?
+            .query_opt(
+                "SELECT k.family_id, k.jkt, k.used_at_ms FROM refresh_tokens t
+                 JOIN dpop_keys k ON k.family_id = t.family_id WHERE t.hash = $1",
+                &[&&token[..]],
+            )
+            .await
+            .map_err(err)?;
+        Ok(row.map(|r| BoundKey {
+            family_id: r.get(0),
+            jkt: r.get(1),
+            used_at_ms: r.get(2),
+        }))
+    }
+
+    async fn bind_key(&self, family_id: &str, jkt: &str, now_ms: i64) -> Result<(), StoreError> {
+        self.client()
+            .await?
+            .execute(
+                "INSERT INTO dpop_keys (family_id, jkt, used_at_ms) VALUES ($1, $2, $3)
+                 ON CONFLICT (family_id) DO UPDATE SET jkt = excluded.jkt, used_at_ms = excluded.used_at_ms",
+                &[&family_id, &jkt, &now_ms],
+            )
+            .await
+            .map_err(err)?;
+        Ok(())
+    }
+
+    async fn first_use_of_proof(
+        &self,
+        proof: &[u8; 32],
+        expires_at_ms: i64,
+        now_ms: i64,
+    ) -> Result<bool, StoreError> {
+        // One statement: forget ended ids, then insert this one, or take over its row if
+        // that ended; a row comes back only for a first use (on any instance).
+        let row = self
+            .client()
+            .await?
+            .query_opt(
+                "WITH gone AS (DELETE FROM dpop_proofs WHERE expires_at_ms <= $3 AND id <> $1)
+                 INSERT INTO dpop_proofs (id, expires_at_ms) VALUES ($1, $2)
+                 ON CONFLICT (id) DO UPDATE SET expires_at_ms = excluded.expires_at_ms
+                 WHERE dpop_proofs.expires_at_ms <= $3
+                 RETURNING 1",
+                &[&&proof[..], &expires_at_ms, &now_ms],
+            )
+            .await
+            .map_err(err)?;
+        Ok(row.is_some())
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

@@ -7,7 +7,9 @@ use std::sync::{Arc, Mutex};
 
 use rusqlite::{params, Connection, OptionalExtension as _, TransactionBehavior};
 
-use super::{Family, RefreshStore, Rejection, Rotation, StoreError, StoreStats, UpstreamStore};
+use super::{
+    BoundKey, Family, RefreshStore, Rejection, Rotation, StoreError, StoreStats, UpstreamStore,
+};
 use crate::tokens::TokenHash;
 
 /// File name inside the data directory.
@@ -57,6 +59,16 @@ CREATE TABLE IF NOT EXISTS upstream_leases (
     holder TEXT NOT NULL,
     until_ms INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS dpop_keys (
+    family_id TEXT PRIMARY KEY REFERENCES families(id) ON DELETE CASCADE,
+    jkt TEXT NOT NULL,
+    used_at_ms INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS dpop_proofs (
+    id BLOB PRIMARY KEY,
+    expires_at_ms INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS dpop_proofs_by_expiry ON dpop_proofs(expires_at_ms);
 ";
 
 /// Refresh-token families in SQLite. One connection behind a mutex; every rotation is one
@@ -270,6 +282,60 @@ impl RefreshStore for SqliteStore {
                 params![before_ms],
             )?;
             Ok(n as u64)
+        })
+        .await
+    }
+
+    async fn key_of(&self, token: &TokenHash) -> Result<Option<BoundKey>, StoreError> {
+        let token = *token;
+        self.with_conn(move |conn| {
+            conn.prepare_cached(
+                "SELECT k.family_id, k.jkt, k.used_at_ms FROM refresh_tokens t
+                 JOIN dpop_keys k ON k.family_id = t.family_id WHERE t.hash = ?1",
+            )?
+            .query_row(params![&token[..]], |r| {
+                Ok(BoundKey {
+                    family_id: r.get(0)?,
+                    jkt: r.get(1)?,
+                    used_at_ms: r.get(2)?,
+                })
+            })
+            .optional()
+        })
+        .await
+    }
+
+    async fn bind_key(&self, family_id: &str, jkt: &str, now_ms: i64) -> Result<(), StoreError> {
+        let (family_id, jkt) = (family_id.to_string(), jkt.to_string());
+        self.with_conn(move |conn| {
+            conn.prepare_cached(
+                "INSERT INTO dpop_keys (family_id, jkt, used_at_ms) VALUES (?1, ?2, ?3)
+                 ON CONFLICT(family_id) DO UPDATE SET jkt = excluded.jkt, used_at_ms = excluded.used_at_ms",
+            )?
+            .execute(params![family_id, jkt, now_ms])?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn first_use_of_proof(
+        &self,
+        proof: &[u8; 32],
+        expires_at_ms: i64,
+        now_ms: i64,
+    ) -> Result<bool, StoreError> {
+        let proof = *proof;
+        self.with_conn(move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            tx.prepare_cached("DELETE FROM dpop_proofs WHERE expires_at_ms <= ?1")?
+                .execute(params![now_ms])?;
+            let inserted = tx
+                .prepare_cached(
+                    "INSERT INTO dpop_proofs (id, expires_at_ms) VALUES (?1, ?2) ON CONFLICT(id) DO NOTHING",
+                )?
+                .execute(params![&proof[..], expires_at_ms])?;
+            tx.commit()?;
+            Ok(inserted == 1)
         })
         .await
     }

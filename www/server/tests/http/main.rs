@@ -2,6 +2,7 @@
 
 mod access_tokens;
 mod common;
+mod dpop;
 mod hardening;
 mod ops;
 mod sessions;

@@ -6,7 +6,7 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use tokenwarden_server::clock::SystemClock;
 use tokenwarden_server::keys::KeySet;
-use tokenwarden_server::store::{Family, RefreshStore, Rotation, StoreError, StoreStats};
+use tokenwarden_server::store::{BoundKey, Family, RefreshStore, Rotation, StoreError, StoreStats};
 use tokenwarden_server::tokens::TokenHash;
 use tokenwarden_server::{app, AppState, Config};
 use tower::ServiceExt as _;
@@ -58,6 +58,15 @@ impl RefreshStore for DownStore {
         down()
     }
     async fn purge(&self, _: i64) -> Result<u64, StoreError> {
+        down()
+    }
+    async fn key_of(&self, _: &TokenHash) -> Result<Option<BoundKey>, StoreError> {
+        down()
+    }
+    async fn bind_key(&self, _: &str, _: &str, _: i64) -> Result<(), StoreError> {
+        down()
+    }
+    async fn first_use_of_proof(&self, _: &[u8; 32], _: i64, _: i64) -> Result<bool, StoreError> {
         down()
     }
     async fn ping(&self) -> Result<(), StoreError> {

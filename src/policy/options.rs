@@ -35,6 +35,8 @@ pub struct Options {
     pub request_timeout_ms: i64,
     /// Scheduling configuration.
     pub session: Config,
+    /// Bind tokens to a DPoP key (RFC 9449).
+    pub dpop: bool,
 }
 
 impl Options {
@@ -44,7 +46,8 @@ impl Options {
     }
 }
 
-const KNOWN: [&str; 10] = [
+const KNOWN: [&str; 11] = [
+    "dpop",
     "refreshUrl",
     "logoutUrl",
     "loginUrl",
@@ -111,6 +114,19 @@ pub fn parse(
     page_origin: Option<&str>,
     resolve: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Options, Error> {
+    parse_with(text, page_origin, resolve, &|_| None)
+}
+
+/// [`parse`], with `canon` turning an `allowedOrigins` entry into the origin
+/// the browser's `URL` makes of it (`https://127.1` → `https://127.0.0.1`,
+/// `:0443` dropped, IDN hosts in punycode); `None` when it is not an origin.
+/// The https/loopback rule is applied to what `canon` returns.
+pub fn parse_with(
+    text: &str,
+    page_origin: Option<&str>,
+    resolve: &dyn Fn(&str) -> Option<String>,
+    canon: &dyn Fn(&str) -> Option<String>,
+) -> Result<Options, Error> {
     let v = json::parse(text).map_err(|_| bad("options", "must be a plain object"))?;
     let Value::Obj(members) = &v else {
         return Err(bad("options", "must be a plain object"));
@@ -144,7 +160,8 @@ pub fn parse(
                 let s = item
                     .as_str()
                     .ok_or_else(|| bad("allowedOrigins", "must be an array of strings"))?;
-                let o = origin::normalize(s).map_err(|why| {
+                let canonical = canon(s);
+                let o = origin::normalize(canonical.as_deref().unwrap_or(s)).map_err(|why| {
                     let mut m = String::from("allowedOrigins entry ");
                     json::push_string(&mut m, s);
                     m.push(' ');
@@ -183,6 +200,12 @@ pub fn parse(
             String::from("X-Requested-With"),
             String::from("tokenwarden"),
         )],
+    };
+
+    let dpop = match get("dpop") {
+        Some(Value::Bool(b)) => *b,
+        Some(_) => return Err(bad("dpop", "must be a boolean")),
+        None => false,
     };
 
     let cross_tab = match get("crossTab") {
@@ -281,6 +304,7 @@ pub fn parse(
         channel_name,
         request_timeout_ms,
         session: Config { skew_ms, retry },
+        dpop,
     })
 }
 

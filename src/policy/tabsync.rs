@@ -134,6 +134,43 @@ pub fn decode(text: &str) -> Option<Message> {
     }
 }
 
+/// After broadcasting a new token, the lock is held this much longer so
+/// that a tab waiting for it sees the message before it gets the lock.
+pub const LOCK_LINGER_MS: i64 = 50;
+
+/// How long `start()` listens for another tab's token.
+pub const START_QUERY_MS: i64 = 100;
+
+/// How long a tab waits for the refresh lock before it steals it: a holder
+/// that has not finished one request (plus a margin) by then has been
+/// abandoned (a frozen or crashed tab).
+pub fn lock_wait_ms(request_timeout_ms: i64) -> i64 {
+    request_timeout_ms.saturating_add(2_000)
+}
+
+/// How the refresh lock is asked for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LockRequest {
+    /// Wait at most this long.
+    Wait(i64),
+    /// Take it from its holder now.
+    Steal,
+}
+
+/// The lock rule: first wait (`lock_wait_ms`), and after a wait that timed
+/// out, steal once; after a steal that failed too, go on without the lock
+/// (`None`): a refresh without the lock beats no refresh.
+pub fn next_lock_request(
+    previous: Option<LockRequest>,
+    request_timeout_ms: i64,
+) -> Option<LockRequest> {
+    match previous {
+        None => Some(LockRequest::Wait(lock_wait_ms(request_timeout_ms))),
+        Some(LockRequest::Wait(_)) => Some(LockRequest::Steal),
+        Some(LockRequest::Steal) => None,
+    }
+}
+
 /// Inside the refresh lock: whether to adopt the token another tab
 /// delivered since this tab decided to refresh (`version_at_decision`)
 /// instead of rotating the refresh token again.

@@ -352,6 +352,16 @@ impl Session {
         Ok(())
     }
 
+    /// The attempt's request leaves now (after waiting for the cross-tab
+    /// lock): the one-second floor counts from here, so that two refresh
+    /// *calls* are a second apart even when getting the lock took longer for
+    /// the first attempt than for the second.
+    pub fn request_sent(&mut self, now: Stamp) {
+        if matches!(self.phase, Phase::InFlight { .. }) {
+            self.last_attempt = Some(now);
+        }
+    }
+
     /// The attempt in flight finished without a new token (the shell calls
     /// `accept` on success). `random` ∈ [0,1) for jitter.
     pub fn attempt_failed(&mut self, err: Error, now: Stamp, random: f64) -> Failure {
@@ -474,6 +484,18 @@ mod tests {
         let mut s = Session::new(cfg());
         s.accept(grant(expires_in), at(0)).unwrap();
         s
+    }
+
+    #[test]
+    fn the_one_second_floor_counts_from_when_the_request_left() {
+        let mut s = Session::new(cfg());
+        let t = Stamp::at(T0);
+        s.try_begin_attempt(t).unwrap();
+        // The lock took 300 ms; the call left then.
+        s.request_sent(Stamp::at(T0 + 300));
+        s.attempt_settled();
+        assert_eq!(s.try_begin_attempt(Stamp::at(T0 + 1_000)), Err(300));
+        assert_eq!(s.try_begin_attempt(Stamp::at(T0 + 1_300)), Ok(()));
     }
 
     #[test]

@@ -40,6 +40,8 @@ pub struct Grant {
     pub expires_in: Option<f64>,
     /// Decoded (unverified) claims for JWTs; `None` for opaque tokens.
     pub claims: Option<Claims>,
+    /// `token_type` was `DPoP`: the token is bound to a key (RFC 9449 §5).
+    pub bound: bool,
 }
 
 /// Longest accepted `expires_in`: ten years. Larger values are clamped by
@@ -70,11 +72,12 @@ pub fn grant_from_value(v: &Value) -> Result<Grant, Error> {
             "access_token has characters a header cannot carry",
         ));
     }
-    match v.get("token_type") {
-        None | Some(Value::Null) => {}
-        Some(Value::Str(t)) if t.eq_ignore_ascii_case("bearer") => {}
+    let bound = match v.get("token_type") {
+        None | Some(Value::Null) => false,
+        Some(Value::Str(t)) if t.eq_ignore_ascii_case("bearer") => false,
+        Some(Value::Str(t)) if t.eq_ignore_ascii_case("dpop") => true,
         Some(_) => return Err(Error::InvalidResponse("token_type is not Bearer")),
-    }
+    };
     let expires_in = match v.get("expires_in") {
         None | Some(Value::Null) => None,
         Some(Value::Num(n)) => Some(*n),
@@ -96,6 +99,7 @@ pub fn grant_from_value(v: &Value) -> Result<Grant, Error> {
         token: Secret::new(token.clone()),
         expires_in: expires_in.map(|e| e.min(MAX_EXPIRES_IN)),
         claims,
+        bound,
     })
 }
 

@@ -78,42 +78,58 @@ pub fn backoff_ms(
 }
 
 /// Parses a `Retry-After` value (RFC 9110 §10.2.3): delta-seconds or an
-/// IMF-fixdate, relative to `now_wall` (epoch ms). Anything else: `None`.
+/// HTTP-date in any of its three forms (§5.6.7: IMF-fixdate, the obsolete
+/// RFC 850 form and asctime), relative to `now_wall` (epoch ms). Anything
+/// else: `None`.
 pub fn parse_retry_after(value: &str, now_wall: i64) -> Option<i64> {
     let v = value.trim();
     if !v.is_empty() && v.len() <= 12 && v.bytes().all(|b| b.is_ascii_digit()) {
         let secs = v.bytes().fold(0i64, |a, b| a * 10 + i64::from(b - b'0'));
         return Some(secs.saturating_mul(1000).min(MAX_RETRY_AFTER_MS));
     }
-    let at = parse_imf_fixdate(v)?;
+    let at = parse_imf_fixdate(v)
+        .or_else(|| parse_rfc850(v, now_wall))
+        .or_else(|| parse_asctime(v))?;
     Some(at.saturating_sub(now_wall).clamp(0, MAX_RETRY_AFTER_MS))
 }
 
-/// `Sun, 06 Nov 1994 08:49:37 GMT` → epoch ms.
-fn parse_imf_fixdate(v: &str) -> Option<i64> {
-    let b = v.as_bytes();
-    if b.len() != 29 || &b[3..5] != b", " || &b[25..] != b" GMT" {
+const MONTHS: [&[u8]; 12] = [
+    b"Jan", b"Feb", b"Mar", b"Apr", b"May", b"Jun", b"Jul", b"Aug", b"Sep", b"Oct", b"Nov", b"Dec",
+];
+const DAYS: [&[u8]; 7] = [b"Mon", b"Tue", b"Wed", b"Thu", b"Fri", b"Sat", b"Sun"];
+const LONG_DAYS: [&[u8]; 7] = [
+    b"Monday",
+    b"Tuesday",
+    b"Wednesday",
+    b"Thursday",
+    b"Friday",
+    b"Saturday",
+    b"Sunday",
+];
+
+/// Decimal digits (all of `s`, at least one) as a number.
+fn digits(s: &[u8]) -> Option<i64> {
+    if !s.is_empty() && s.iter().all(u8::is_ascii_digit) {
+        Some(s.iter().fold(0i64, |a, &d| a * 10 + i64::from(d - b'0')))
+    } else {
+        None
+    }
+}
+
+fn month(s: &[u8]) -> Option<i64> {
+    Some(MONTHS.iter().position(|m| *m == s)? as i64 + 1)
+}
+
+/// `hh:mm:ss`.
+fn time_of_day(t: &[u8]) -> Option<(i64, i64, i64)> {
+    if t.len() != 8 || t[2] != b':' || t[5] != b':' {
         return None;
     }
-    let num = |r: core::ops::Range<usize>| -> Option<i64> {
-        let s = b.get(r)?;
-        if s.iter().all(u8::is_ascii_digit) {
-            Some(s.iter().fold(0i64, |a, &d| a * 10 + i64::from(d - b'0')))
-        } else {
-            None
-        }
-    };
-    const MONTHS: [&[u8]; 12] = [
-        b"Jan", b"Feb", b"Mar", b"Apr", b"May", b"Jun", b"Jul", b"Aug", b"Sep", b"Oct", b"Nov",
-        b"Dec",
-    ];
-    let day = num(5..7)?;
-    let month = MONTHS.iter().position(|m| *m == &b[8..11])? as i64 + 1;
-    let year = num(12..16)?;
-    let (h, mi, s) = (num(17..19)?, num(20..22)?, num(23..25)?);
-    if b[7] != b' ' || b[11] != b' ' || b[16] != b' ' || b[19] != b':' || b[22] != b':' {
-        return None;
-    }
+    Some((digits(&t[0..2])?, digits(&t[3..5])?, digits(&t[6..8])?))
+}
+
+/// Epoch ms of a UTC date and time, after checking the fields' ranges.
+fn epoch_ms(year: i64, month: i64, day: i64, (h, mi, s): (i64, i64, i64)) -> Option<i64> {
     if !(1..=31).contains(&day) || h > 23 || mi > 59 || s > 60 {
         return None;
     }
@@ -126,6 +142,70 @@ fn parse_imf_fixdate(v: &str) -> Option<i64> {
     let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
     let days = era * 146_097 + doe - 719_468;
     Some(((days * 86_400) + h * 3_600 + mi * 60 + s) * 1_000)
+}
+
+/// `Sun, 06 Nov 1994 08:49:37 GMT` → epoch ms.
+fn parse_imf_fixdate(v: &str) -> Option<i64> {
+    let b = v.as_bytes();
+    if b.len() != 29 || &b[3..5] != b", " || &b[25..] != b" GMT" {
+        return None;
+    }
+    if b[7] != b' ' || b[11] != b' ' || b[16] != b' ' || !DAYS.contains(&&b[0..3]) {
+        return None;
+    }
+    epoch_ms(
+        digits(&b[12..16])?,
+        month(&b[8..11])?,
+        digits(&b[5..7])?,
+        time_of_day(&b[17..25])?,
+    )
+}
+
+/// `Sunday, 06-Nov-94 08:49:37 GMT` (obsolete RFC 850 form) → epoch ms. A
+/// two-digit year more than 50 years ahead of `now_wall` is in the past
+/// century (RFC 9110 §5.6.7).
+fn parse_rfc850(v: &str, now_wall: i64) -> Option<i64> {
+    let (day_name, rest) = v.split_once(", ")?;
+    if !LONG_DAYS.contains(&day_name.as_bytes()) {
+        return None;
+    }
+    let b = rest.as_bytes();
+    if b.len() != 22 || b[2] != b'-' || b[6] != b'-' || b[9] != b' ' || &b[18..] != b" GMT" {
+        return None;
+    }
+    let yy = digits(&b[7..9])?;
+    let now_year = 1970 + now_wall.div_euclid(31_556_952_000);
+    let mut year = now_year - now_year.rem_euclid(100) + yy;
+    if year > now_year + 50 {
+        year -= 100;
+    }
+    epoch_ms(
+        year,
+        month(&b[3..6])?,
+        digits(&b[0..2])?,
+        time_of_day(&b[10..18])?,
+    )
+}
+
+/// `Sun Nov  6 08:49:37 1994` (ANSI C asctime) → epoch ms.
+fn parse_asctime(v: &str) -> Option<i64> {
+    let b = v.as_bytes();
+    if b.len() != 24 || b[3] != b' ' || b[7] != b' ' || b[10] != b' ' || b[19] != b' ' {
+        return None;
+    }
+    if !DAYS.contains(&&b[0..3]) {
+        return None;
+    }
+    let day = match b[8] {
+        b' ' => digits(&b[9..10])?,
+        _ => digits(&b[8..10])?,
+    };
+    epoch_ms(
+        digits(&b[20..24])?,
+        month(&b[4..7])?,
+        day,
+        time_of_day(&b[11..19])?,
+    )
 }
 
 #[cfg(all(test, not(target_arch = "wasm32")))]
@@ -195,6 +275,36 @@ mod tests {
         assert_eq!(backoff_ms(p, 1, 0.0, Some(7_000)), 7_000);
         assert_eq!(backoff_ms(p, 1, 0.0, Some(i64::MAX)), MAX_RETRY_AFTER_MS);
         assert_eq!(backoff_ms(p, 1, f64::NAN, Some(-5)), MIN_ATTEMPT_GAP_MS);
+    }
+
+    #[test]
+    fn retry_after_reads_all_three_http_date_forms() {
+        // RFC 9110 §5.6.7's three spellings of the same instant.
+        let at = 784_111_777_000;
+        let now = at - 5_000;
+        for v in [
+            "Sun, 06 Nov 1994 08:49:37 GMT",
+            "Sunday, 06-Nov-94 08:49:37 GMT",
+            "Sun Nov  6 08:49:37 1994",
+        ] {
+            assert_eq!(parse_retry_after(v, now), Some(5_000), "{v}");
+        }
+        // A two-digit year is read within 50 years of now.
+        let in_2026 = 1_780_000_000_000;
+        assert_eq!(
+            parse_retry_after("Friday, 01-Jan-27 00:00:00 GMT", in_2026),
+            Some(MAX_RETRY_AFTER_MS),
+            "27 is 2027, in the future: capped"
+        );
+        for bad in [
+            "Sun Nov 6 08:49:37 1994",
+            "Sunday, 06-Nov-1994 08:49:37 GMT",
+            "Sun, 06-Nov-94 08:49:37 GMT",
+            "Xyz Nov  6 08:49:37 1994",
+            "Sun Nov  6 08:49:37 19x4",
+        ] {
+            assert_eq!(parse_retry_after(bad, now), None, "{bad}");
+        }
     }
 
     #[test]

@@ -1,0 +1,312 @@
+//! DPoP (RFC 9449), the client's side: what a proof says, where the server's
+//! nonce is kept, when an answer asks for a nonce, and when a session must be
+//! bound. Pure: the shell makes the key, signs and hashes; this module only
+//! builds the bytes to sign and reads answers. Nothing here ever puts a key,
+//! a proof or a token into an error or an event.
+
+#[allow(unused_imports)]
+use crate::prelude::*;
+
+use super::json;
+use super::origin;
+use super::token::oauth_error;
+
+/// base64url without padding (RFC 4648 §5).
+pub fn b64url(data: &[u8]) -> String {
+    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
+    for chunk in data.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |acc, (i, &b)| acc | u32::from(b) << (16 - 8 * i));
+        for i in 0..=chunk.len() {
+            out.push(A[(n >> (18 - 6 * i) & 63) as usize] as char);
+        }
+    }
+    out
+}
+
+/// `htu`: the request URL without query and fragment (§4.2).
+pub fn htu(url: &str) -> &str {
+    let end = url.find(['?', '#']).unwrap_or(url.len());
+    &url[..end]
+}
+
+/// The public half of a key, as the `jwk` header member wants it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct PublicJwk {
+    /// x coordinate, base64url.
+    pub x: String,
+    /// y coordinate, base64url.
+    pub y: String,
+}
+
+// Public, but still: no key material in debug output.
+impl core::fmt::Debug for PublicJwk {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str("PublicJwk(..)")
+    }
+}
+
+/// What one proof claims.
+#[derive(Debug, Clone, Copy)]
+pub struct ProofClaims<'a> {
+    /// HTTP method (upper case as sent).
+    pub htm: &'a str,
+    /// Absolute request URL (query and fragment are dropped here).
+    pub url: &'a str,
+    /// Seconds since the epoch (page clock).
+    pub iat: i64,
+    /// A unique id.
+    pub jti: &'a str,
+    /// base64url SHA-256 of the access token, on resource requests.
+    pub ath: Option<&'a str>,
+    /// The server's nonce for this origin, when it gave one.
+    pub nonce: Option<&'a str>,
+}
+
+/// The JWS signing input `base64url(header) . base64url(claims)` of a proof
+/// with `typ` `dpop+jwt`, `alg` ES256 and the public `jwk`.
+pub fn signing_input(jwk: &PublicJwk, c: &ProofClaims<'_>) -> String {
+    let mut h =
+        String::from(r#"{"typ":"dpop+jwt","alg":"ES256","jwk":{"kty":"EC","crv":"P-256","x":"#);
+    json::push_string(&mut h, &jwk.x);
+    h.push_str(r#","y":"#);
+    json::push_string(&mut h, &jwk.y);
+    h.push_str("}}");
+    let mut p = String::from(r#"{"jti":"#);
+    json::push_string(&mut p, c.jti);
+    p.push_str(r#","htm":"#);
+    json::push_string(&mut p, c.htm);
+    p.push_str(r#","htu":"#);
+    json::push_string(&mut p, htu(c.url));
+    p.push_str(r#","iat":"#);
+    crate::error::push_u64(&mut p, c.iat.max(0) as u64);
+    if let Some(ath) = c.ath {
+        p.push_str(r#","ath":"#);
+        json::push_string(&mut p, ath);
+    }
+    if let Some(n) = c.nonce {
+        p.push_str(r#","nonce":"#);
+        json::push_string(&mut p, n);
+    }
+    p.push('}');
+    let mut out = b64url(h.as_bytes());
+    out.push('.');
+    out.push_str(&b64url(p.as_bytes()));
+    out
+}
+
+/// The compact proof: signing input and the raw (r || s) signature.
+pub fn assemble(input: &str, signature: &[u8]) -> String {
+    let mut out = String::with_capacity(input.len() + 90);
+    out.push_str(input);
+    out.push('.');
+    out.push_str(&b64url(signature));
+    out
+}
+
+/// The `Authorization` value for `token`: `DPoP <token>` when DPoP is on.
+pub fn authorization(token: &str, dpop: bool) -> String {
+    let mut out = String::from(if dpop { "DPoP " } else { "Bearer " });
+    out.push_str(token);
+    out
+}
+
+/// The last `DPoP-Nonce` each origin gave.
+#[derive(Debug, Default)]
+pub struct Nonces(Vec<(String, String)>);
+
+impl Nonces {
+    /// The nonce to put in a proof for `url`.
+    pub fn for_url(&self, url: &str) -> Option<&str> {
+        let o = origin::of_url(url)?;
+        self.0.iter().find(|(k, _)| k == o).map(|(_, v)| v.as_str())
+    }
+
+    /// Keeps `nonce` (a `DPoP-Nonce` header) for the origin of `url`; `true`
+    /// when it differs from the one kept.
+    pub fn remember(&mut self, url: &str, nonce: Option<&str>) -> bool {
+        let (Some(o), Some(n)) = (origin::of_url(url), nonce) else {
+            return false;
+        };
+        // A nonce is a header value; keep only sane ones.
+        if n.is_empty() || n.len() > 512 || !n.bytes().all(|b| (0x21..=0x7e).contains(&b)) {
+            return false;
+        }
+        match self.0.iter_mut().find(|(k, _)| k == o) {
+            Some((_, v)) if v == n => false,
+            Some((_, v)) => {
+                *v = String::from(n);
+                true
+            }
+            None => {
+                self.0.push((String::from(o), String::from(n)));
+                true
+            }
+        }
+    }
+}
+
+/// A resource's answer asks for a (new) nonce: 401 with
+/// `WWW-Authenticate: DPoP error="use_dpop_nonce"` (§8, §9).
+pub fn resource_wants_nonce(status: u16, www_authenticate: Option<&str>) -> bool {
+    status == 401
+        && www_authenticate.is_some_and(|h| {
+            h.trim_start()
+                .get(..4)
+                .is_some_and(|s| s.eq_ignore_ascii_case("dpop"))
+                && h.contains("use_dpop_nonce")
+        })
+}
+
+/// The token endpoint's answer asks for a nonce: 400 (or 401) with OAuth
+/// error `use_dpop_nonce` (§8).
+pub fn token_endpoint_wants_nonce(status: u16, body: &str) -> bool {
+    matches!(status, 400 | 401) && oauth_error(body).as_deref() == Some("use_dpop_nonce")
+}
+
+/// A nonce retry is made once, and only when the server gave a nonce other
+/// than the one the proof carried (else a retry would fail the same way).
+pub fn retry_with_nonce(asked: bool, nonce_changed: bool, retried: bool) -> bool {
+    asked && nonce_changed && !retried
+}
+
+/// After `setSession` with DPoP on: a token that is not bound to our key
+/// (the app's own login call could not sign) is bound by a refresh at once.
+pub fn bind_after_set_session(dpop: bool, bound: bool) -> bool {
+    dpop && !bound
+}
+
+#[cfg(all(test, not(target_arch = "wasm32")))]
+mod tests {
+    use super::super::jwt::base64url_decode;
+    use super::*;
+
+    fn decode(part: &str) -> String {
+        String::from_utf8(base64url_decode(part).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn a_proof_has_the_rfc_9449_header_and_claims_and_no_query_in_htu() {
+        let jwk = PublicJwk {
+            x: "xx".into(),
+            y: "yy".into(),
+        };
+        let input = signing_input(
+            &jwk,
+            &ProofClaims {
+                htm: "GET",
+                url: "https://api.example/v1/me?a=1#frag",
+                iat: 1_700_000_000,
+                jti: "j-1",
+                ath: Some("hash"),
+                nonce: Some("n\"1"),
+            },
+        );
+        let (h, p) = input.split_once('.').unwrap();
+        assert_eq!(
+            decode(h),
+            r#"{"typ":"dpop+jwt","alg":"ES256","jwk":{"kty":"EC","crv":"P-256","x":"xx","y":"yy"}}"#
+        );
+        assert_eq!(
+            decode(p),
+            r#"{"jti":"j-1","htm":"GET","htu":"https://api.example/v1/me","iat":1700000000,"ath":"hash","nonce":"n\"1"}"#
+        );
+        let proof = assemble(&input, &[0xff; 64]);
+        assert_eq!(proof.split('.').count(), 3);
+        assert_eq!(
+            base64url_decode(proof.rsplit('.').next().unwrap()).unwrap(),
+            [0xff; 64]
+        );
+    }
+
+    #[test]
+    fn a_refresh_proof_has_no_ath_and_no_nonce_until_one_is_given() {
+        let jwk = PublicJwk {
+            x: "x".into(),
+            y: "y".into(),
+        };
+        let input = signing_input(
+            &jwk,
+            &ProofClaims {
+                htm: "POST",
+                url: "http://127.0.0.1:1/auth/refresh",
+                iat: 5,
+                jti: "j",
+                ath: None,
+                nonce: None,
+            },
+        );
+        let claims = decode(input.split_once('.').unwrap().1);
+        assert!(!claims.contains("ath") && !claims.contains("nonce"));
+    }
+
+    #[test]
+    fn nonces_are_kept_per_origin_and_a_change_is_reported() {
+        let mut n = Nonces::default();
+        assert!(n.remember("https://a.example/x", Some("1")));
+        assert!(!n.remember("https://a.example/y?z", Some("1")));
+        assert!(n.remember("https://b.example/", Some("2")));
+        assert!(n.remember("https://a.example/", Some("3")));
+        assert!(!n.remember("https://a.example/", None));
+        assert!(!n.remember("https://a.example/", Some("bad value")));
+        assert_eq!(n.for_url("https://a.example/q"), Some("3"));
+        assert_eq!(n.for_url("https://b.example/q"), Some("2"));
+        assert_eq!(n.for_url("https://c.example/q"), None);
+    }
+
+    #[test]
+    fn use_dpop_nonce_is_recognised_on_resources_and_the_token_endpoint_only() {
+        assert!(resource_wants_nonce(
+            401,
+            Some(r#"DPoP error="use_dpop_nonce", algs="ES256""#)
+        ));
+        assert!(!resource_wants_nonce(
+            401,
+            Some(r#"DPoP error="invalid_token""#)
+        ));
+        assert!(!resource_wants_nonce(
+            401,
+            Some(r#"Bearer error="use_dpop_nonce""#)
+        ));
+        assert!(!resource_wants_nonce(
+            403,
+            Some(r#"DPoP error="use_dpop_nonce""#)
+        ));
+        assert!(token_endpoint_wants_nonce(
+            400,
+            r#"{"error":"use_dpop_nonce"}"#
+        ));
+        assert!(!token_endpoint_wants_nonce(
+            400,
+            r#"{"error":"invalid_dpop_proof"}"#
+        ));
+        assert!(!token_endpoint_wants_nonce(
+            500,
+            r#"{"error":"use_dpop_nonce"}"#
+        ));
+    }
+
+    #[test]
+    fn a_nonce_retry_happens_once_and_only_for_a_new_nonce() {
+        assert!(retry_with_nonce(true, true, false));
+        assert!(!retry_with_nonce(true, true, true));
+        assert!(!retry_with_nonce(true, false, false));
+        assert!(!retry_with_nonce(false, true, false));
+    }
+
+    #[test]
+    fn only_an_unbound_session_with_dpop_on_is_bound_by_a_refresh() {
+        assert!(bind_after_set_session(true, false));
+        assert!(!bind_after_set_session(true, true));
+        assert!(!bind_after_set_session(false, false));
+    }
+
+    #[test]
+    fn authorization_uses_the_dpop_scheme_when_on() {
+        assert_eq!(authorization("t", true), "DPoP t");
+        assert_eq!(authorization("t", false), "Bearer t");
+    }
+}

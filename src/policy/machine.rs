@@ -1,0 +1,786 @@
+//! The client's one state machine. Inputs: set, tick (timer, page wake-up,
+//! `online`), the steps of a refresh attempt and its outcome, a tab
+//! message, a 401, logout, dispose. Each input returns an [`Out`]: the
+//! effects for the shell to perform (broadcast, re-arm, start a refresh,
+//! end `start()`'s wait) and the events to emit. No I/O, no clock of its
+//! own: `now` is always an argument.
+
+use super::clock::Stamp;
+use super::response::{refresh_outcome, Reply};
+use super::session::{Config, Failure, Session, Standing, State, Tick};
+use super::tabsync::{self, LockRequest, Message};
+use super::token::{Grant, Secret};
+use crate::error::Error;
+#[allow(unused_imports)]
+use crate::prelude::*;
+
+/// Where a `refreshed` token came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Source {
+    /// This tab called the refresh endpoint.
+    SelfTab,
+    /// Another tab handed it over.
+    Tab,
+}
+
+/// Why the session ended (`signedOut.reason`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reason {
+    /// `logout()`.
+    Logout,
+    /// The refresh endpoint answered 400/401/403.
+    Rejected,
+    /// The token expired and no refresh could replace it.
+    Expired,
+    /// Another tab signed out.
+    Tab,
+}
+
+impl Reason {
+    /// The JS spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::Logout => "logout",
+            Reason::Rejected => "rejected",
+            Reason::Expired => "expired",
+            Reason::Tab => "tab",
+        }
+    }
+}
+
+/// What subscribers are told.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Event {
+    /// A session began (`setSession`, a first refresh, a tab's token).
+    SignedIn {
+        /// `expiresAt`.
+        expires_at: Option<i64>,
+    },
+    /// The token was replaced.
+    Refreshed {
+        /// `expiresAt`.
+        expires_at: Option<i64>,
+        /// `self` or `tab`.
+        source: Source,
+    },
+    /// A transient refresh failure; `retry_in_ms` when another attempt follows.
+    RefreshFailed {
+        /// What went wrong.
+        error: Error,
+        /// Delay of the next attempt.
+        retry_in_ms: Option<i64>,
+    },
+    /// The session ended.
+    SignedOut {
+        /// Why.
+        reason: Reason,
+    },
+    /// `state` changed.
+    StateChanged {
+        /// The new state.
+        state: State,
+    },
+}
+
+/// Effects and events of one input, for the shell to perform in order:
+/// broadcast, re-arm, end `start()`'s wait, start a refresh, then emit.
+#[derive(Debug, Default, PartialEq)]
+pub struct Out {
+    /// A message for the other tabs.
+    pub broadcast: Option<String>,
+    /// The one timer: fire in this many ms (`None`: no timer).
+    pub wake_in: Option<i64>,
+    /// Start the shared refresh in the background (or join the one in flight).
+    pub refresh: bool,
+    /// A tab handed over a token: `start()` may stop listening.
+    pub handed_over: bool,
+    /// Events, in order.
+    pub events: Vec<Event>,
+}
+
+/// A refresh attempt that has begun (from [`Machine::begin_attempt`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Attempt {
+    version: u64,
+    signouts: u32,
+}
+
+/// What to do once the refresh lock is held (or given up on).
+#[derive(Debug, PartialEq)]
+pub enum InLock {
+    /// Call the refresh endpoint.
+    Call,
+    /// No call: the attempt ends with this result (a tab's token adopted,
+    /// or a sign-out happened meanwhile).
+    Settled(Result<(), Error>, Out),
+}
+
+/// What `getToken`/`fetch` should do at a moment.
+#[derive(Debug, PartialEq)]
+pub enum Use {
+    /// Answer now.
+    Now(Option<Secret>),
+    /// Fail now (backing off or given up, and the token expired).
+    Fail(Error),
+    /// The token expired and nothing will replace it: tick (signs out), answer `None`.
+    Expire,
+    /// Wait for `start()` to end, then answer with what is held.
+    AwaitStart,
+    /// Wait for the shared refresh (start one if none is in flight), then
+    /// ask [`Machine::after_refresh`].
+    AwaitRefresh {
+        /// Whether a token was held when the wait began.
+        had: bool,
+    },
+}
+
+/// The state machine. See the module docs.
+#[derive(Debug)]
+pub struct Machine {
+    session: Session,
+    cross_tab: bool,
+    /// Bumped on every sign-out: an attempt that began before one cannot
+    /// bring the session back.
+    signouts: u32,
+    /// The `state` subscribers last heard of.
+    shown: State,
+    disposed: bool,
+}
+
+impl Machine {
+    /// A signed-out machine.
+    pub fn new(cfg: Config, cross_tab: bool) -> Self {
+        Machine {
+            session: Session::new(cfg),
+            cross_tab,
+            signouts: 0,
+            shown: State::SignedOut,
+            disposed: false,
+        }
+    }
+
+    /// The session, for reads.
+    pub fn session(&self) -> &Session {
+        &self.session
+    }
+
+    /// `state`.
+    pub fn state(&self) -> State {
+        if self.disposed {
+            State::SignedOut
+        } else {
+            self.session.state()
+        }
+    }
+
+    /// Whether `dispose` was called.
+    pub fn disposed(&self) -> bool {
+        self.disposed
+    }
+
+    /// `refreshAt`: epoch ms (page clock) of the next planned silent
+    /// refresh, `None` when none is planned (signed out, in flight, given up,
+    /// or a token without a known lifetime).
+    pub fn refresh_at(&self, now: Stamp) -> Option<i64> {
+        let s = &self.session;
+        let gave_up = s.last_error().is_some() && s.state() != State::Refreshing;
+        if self.disposed || !s.is_signed_in() || s.in_flight() || gave_up {
+            return None;
+        }
+        Some(now.wall.saturating_add(s.next_wake(now)?))
+    }
+
+    /// Closes an input: a `stateChanged` when `state` moved, and the timer.
+    fn finish(&mut self, mut out: Out, now: Stamp) -> Out {
+        let state = self.state();
+        if state != self.shown {
+            self.shown = state;
+            out.events.push(Event::StateChanged { state });
+        }
+        out.wake_in = if self.disposed {
+            None
+        } else {
+            self.session.next_wake(now)
+        };
+        out
+    }
+
+    fn token_message(&self, now: Stamp) -> Option<String> {
+        if !self.cross_tab {
+            return None;
+        }
+        let s = &self.session;
+        let t = s.usable(now)?;
+        let (life, age) = s.lifetime_and_age(now)?;
+        Some(tabsync::encode_token(s.version(), t.expose(), life, age))
+    }
+
+    /// The session ended locally: tells other tabs unless the news came
+    /// from one (or is the same expiry every tab sees).
+    fn end_session(&mut self, out: &mut Out, reason: Reason, was_signed_in: bool) {
+        self.signouts = self.signouts.wrapping_add(1);
+        if self.cross_tab && !matches!(reason, Reason::Tab | Reason::Expired) {
+            out.broadcast = Some(tabsync::encode_signed_out(self.session.version()));
+        }
+        if was_signed_in {
+            out.events.push(Event::SignedOut { reason });
+        }
+    }
+
+    /// `setSession(response)`: the app's own login answer.
+    pub fn set_session(&mut self, grant: Grant, now: Stamp) -> Result<Out, Error> {
+        self.live()?;
+        self.session.accept(grant, now)?;
+        let out = Out {
+            broadcast: self.token_message(now),
+            events: vec![Event::SignedIn {
+                expires_at: self.session.expires_at(now),
+            }],
+            ..Out::default()
+        };
+        Ok(self.finish(out, now))
+    }
+
+    /// The timer fired, the page woke up (`online`: the network came back,
+    /// which forgets an exhausted retry cycle), or a caller checks the clock.
+    pub fn tick(&mut self, online: bool, now: Stamp) -> Out {
+        let mut out = Out::default();
+        if self.disposed {
+            return out;
+        }
+        if online {
+            self.session.reset_give_up();
+        }
+        match self.session.tick(now) {
+            Tick::Refresh => out.refresh = true,
+            Tick::Expire => {
+                let had = self.session.sign_out(now);
+                self.end_session(&mut out, Reason::Expired, had);
+            }
+            Tick::Idle => {}
+        }
+        self.finish(out, now)
+    }
+
+    /// `refresh()`: the user asks, so an exhausted cycle is forgotten.
+    pub fn force(&mut self) -> Result<(), Error> {
+        self.live()?;
+        self.session.reset_give_up();
+        Ok(())
+    }
+
+    /// Begins a refresh attempt, or `Err(ms)` to wait first (the storm floor).
+    pub fn begin_attempt(&mut self, now: Stamp) -> Result<Result<(Attempt, Out), i64>, Error> {
+        self.live()?;
+        Ok(match self.session.try_begin_attempt(now) {
+            Ok(()) => {
+                let attempt = Attempt {
+                    version: self.session.version(),
+                    signouts: self.signouts,
+                };
+                Ok((attempt, self.finish(Out::default(), now)))
+            }
+            Err(ms) => Err(ms),
+        })
+    }
+
+    /// How to ask for the refresh lock after `previous` failed (`None`
+    /// first): `None` means go on without it (or cross-tab is off).
+    pub fn lock_request(
+        &self,
+        previous: Option<LockRequest>,
+        request_timeout_ms: i64,
+    ) -> Option<LockRequest> {
+        if !self.cross_tab {
+            return None;
+        }
+        tabsync::next_lock_request(previous, request_timeout_ms)
+    }
+
+    /// Inside the lock: adopt what another tab delivered meanwhile, give up
+    /// after a sign-out, or call the endpoint.
+    pub fn in_lock(&mut self, attempt: Attempt, now: Stamp) -> InLock {
+        let signed_out = self.signouts != attempt.signouts;
+        let adopt = tabsync::adopt_instead_of_rotating(
+            attempt.version,
+            self.session.version(),
+            self.session.fresh(now).is_some(),
+        );
+        if !signed_out && !adopt {
+            return InLock::Call;
+        }
+        self.session.attempt_settled();
+        let result = if signed_out {
+            Err(Error::SignedOut)
+        } else {
+            Ok(())
+        };
+        InLock::Settled(result, self.finish(Out::default(), now))
+    }
+
+    /// The refresh call leaves now (the storm floor counts from here).
+    pub fn request_sent(&mut self, now: Stamp) {
+        self.session.request_sent(now);
+    }
+
+    /// The refresh call ended: `reply` as the shell saw it, `sent` when the
+    /// request left (the lifetime counts from there: never overestimated),
+    /// `random` ∈ [0,1) for jitter. Returns the attempt's result, the
+    /// effects, and whether the lock should linger (a token was broadcast).
+    pub fn outcome(
+        &mut self,
+        attempt: Attempt,
+        sent: Stamp,
+        reply: Result<Reply, Error>,
+        now: Stamp,
+        random: f64,
+    ) -> (Result<(), Error>, Out, bool) {
+        if self.disposed {
+            return (Err(Error::Disposed), Out::default(), false);
+        }
+        let mut out = Out::default();
+        if self.signouts != attempt.signouts {
+            // Signed out while the call was in flight: drop the result.
+            self.session.attempt_settled();
+            return (Err(Error::SignedOut), self.finish(out, now), false);
+        }
+        let was_signed_in = self.session.is_signed_in();
+        let accepted = reply
+            .and_then(|r| refresh_outcome(&r, now.wall))
+            .and_then(|grant| self.session.accept(grant, sent));
+        match accepted {
+            Ok(()) => {
+                out.broadcast = self.token_message(now);
+                let expires_at = self.session.expires_at(now);
+                out.events.push(if was_signed_in {
+                    Event::Refreshed {
+                        expires_at,
+                        source: Source::SelfTab,
+                    }
+                } else {
+                    Event::SignedIn { expires_at }
+                });
+                let linger = out.broadcast.is_some();
+                (Ok(()), self.finish(out, now), linger)
+            }
+            Err(e) => {
+                match self.session.attempt_failed(e.clone(), now, random) {
+                    Failure::Retry { in_ms } => out.events.push(Event::RefreshFailed {
+                        error: e.clone(),
+                        retry_in_ms: Some(in_ms),
+                    }),
+                    Failure::GaveUp => out.events.push(Event::RefreshFailed {
+                        error: e.clone(),
+                        retry_in_ms: None,
+                    }),
+                    Failure::Expired { was_signed_in } => {
+                        out.events.push(Event::RefreshFailed {
+                            error: e.clone(),
+                            retry_in_ms: None,
+                        });
+                        self.end_session(&mut out, Reason::Expired, was_signed_in);
+                    }
+                    Failure::Rejected { was_signed_in } => {
+                        self.end_session(&mut out, Reason::Rejected, was_signed_in)
+                    }
+                }
+                (Err(e), self.finish(out, now), false)
+            }
+        }
+    }
+
+    /// A message from another tab (malformed or foreign text is ignored).
+    pub fn tab_message(&mut self, text: &str, now: Stamp) -> Out {
+        let mut out = Out::default();
+        if self.disposed {
+            return out;
+        }
+        match tabsync::decode(text) {
+            Some(Message::Token {
+                version,
+                grant,
+                lifetime,
+                age,
+            }) => {
+                let was_signed_in = self.session.is_signed_in();
+                if self.session.adopt(grant, lifetime, age, version, now) {
+                    out.handed_over = true;
+                    let expires_at = self.session.expires_at(now);
+                    out.events.push(if was_signed_in {
+                        Event::Refreshed {
+                            expires_at,
+                            source: Source::Tab,
+                        }
+                    } else {
+                        Event::SignedIn { expires_at }
+                    });
+                }
+            }
+            Some(Message::SignedOut { version }) => {
+                if self.session.remote_sign_out(version) {
+                    self.end_session(&mut out, Reason::Tab, true);
+                }
+            }
+            Some(Message::Query) => {
+                if self.session.fresh(now).is_some() {
+                    out.broadcast = self.token_message(now);
+                }
+            }
+            None => return out,
+        }
+        self.finish(out, now)
+    }
+
+    /// The query `start()` sends to the other tabs (`None`: cross-tab off).
+    pub fn start_query(&self) -> Option<String> {
+        self.cross_tab.then(tabsync::encode_query)
+    }
+
+    /// `logout()`: clears at once and tells the other tabs.
+    pub fn logout(&mut self, now: Stamp) -> Result<Out, Error> {
+        self.live()?;
+        let had = self.session.sign_out(now);
+        let mut out = Out::default();
+        self.end_session(&mut out, Reason::Logout, had);
+        Ok(self.finish(out, now))
+    }
+
+    /// `dispose()`.
+    pub fn dispose(&mut self) {
+        self.disposed = true;
+    }
+
+    /// `Err(Disposed)` once disposed.
+    pub fn live(&self) -> Result<(), Error> {
+        if self.disposed {
+            Err(Error::Disposed)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// The fresh token if a caller may have it without waiting: fresh, and
+    /// no refresh in flight (`fetch` waits for a forced `refresh()`).
+    pub fn ready(&self, now: Stamp, refreshing: bool) -> Option<&Secret> {
+        if self.disposed || refreshing || self.session.in_flight() {
+            return None;
+        }
+        self.session.fresh(now)
+    }
+
+    /// What `getToken`/`fetch` do at `now`. `refreshing`: the shared
+    /// refresh is under way; `starting`: `start()` is still asking.
+    pub fn token_for_use(&self, now: Stamp, refreshing: bool, starting: bool) -> Use {
+        if self.disposed {
+            return Use::Fail(Error::Disposed);
+        }
+        let s = &self.session;
+        let standing = s.standing(now);
+        let in_flight = refreshing || s.in_flight();
+        if standing == Standing::None && !in_flight {
+            return if starting {
+                Use::AwaitStart
+            } else {
+                Use::Now(None)
+            };
+        }
+        let tick = s.tick(now);
+        match standing {
+            Standing::Fresh if !in_flight => Use::Now(s.fresh(now).cloned()),
+            Standing::Due | Standing::Expired if !in_flight && tick != Tick::Refresh => {
+                // Backing off or given up: no attempt to wait for.
+                if tick == Tick::Expire {
+                    return Use::Expire;
+                }
+                match s.usable(now) {
+                    Some(t) => Use::Now(Some(t.clone())),
+                    None => Use::Fail(s.last_error().cloned().unwrap_or(Error::SignedOut)),
+                }
+            }
+            _ => Use::AwaitRefresh {
+                had: standing != Standing::None,
+            },
+        }
+    }
+
+    /// After waiting for a refresh: the token to use, `None` when signed
+    /// out, or the attempt's error when the token has expired meanwhile.
+    pub fn after_refresh(
+        &self,
+        now: Stamp,
+        had: bool,
+        outcome: Result<(), Error>,
+    ) -> Result<Option<Secret>, Error> {
+        self.live()?;
+        let s = &self.session;
+        match (s.usable(now), outcome) {
+            (Some(t), _) => Ok(Some(t.clone())),
+            (None, Err(e)) if s.is_signed_in() || had => Err(e),
+            (None, _) => Ok(None),
+        }
+    }
+
+    /// `start()`'s answer from the refresh it made: signed in or not;
+    /// a rejection means "no session", other failures are errors.
+    pub fn start_result(&self, now: Stamp, outcome: Result<(), Error>) -> Result<bool, Error> {
+        self.live()?;
+        match outcome {
+            Ok(()) => Ok(self.session.usable(now).is_some()),
+            Err(Error::RefreshRejected { .. }) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// A 401 came back for a request that carried the token of `version`:
+    /// refresh first only if nobody replaced the token meanwhile.
+    pub fn refresh_for_401(&self, version: u64) -> bool {
+        self.session.version() == version
+    }
+}
+
+#[cfg(all(test, not(target_arch = "wasm32")))]
+mod tests {
+    use super::*;
+    use crate::policy::schedule::RetryPolicy;
+    use crate::policy::token::parse_token_response;
+    use proptest::prelude::*;
+
+    const T0: i64 = 1_700_000_000_000;
+
+    fn machine(cross_tab: bool) -> Machine {
+        Machine::new(
+            Config {
+                skew_ms: 30_000,
+                retry: RetryPolicy::default(),
+            },
+            cross_tab,
+        )
+    }
+
+    fn grant(token: &str, expires_in: u32) -> Grant {
+        let body = format!(r#"{{"access_token":"{token}","expires_in":{expires_in}}}"#);
+        parse_token_response(&body).unwrap()
+    }
+
+    fn reply(status: u16, body: &str) -> Result<Reply, Error> {
+        Ok(Reply {
+            status,
+            body: body.into(),
+            retry_after: None,
+            dpop_nonce: None,
+        })
+    }
+
+    #[test]
+    fn set_session_broadcasts_emits_signed_in_and_state_changed_and_arms_the_timer() {
+        let mut m = machine(true);
+        let now = Stamp::at(T0);
+        let out = m.set_session(grant("a", 300), now).unwrap();
+        assert!(out.broadcast.is_some());
+        assert_eq!(out.wake_in, Some(270_000));
+        assert_eq!(
+            out.events,
+            [
+                Event::SignedIn {
+                    expires_at: Some(T0 + 300_000)
+                },
+                Event::StateChanged {
+                    state: State::Active
+                }
+            ]
+        );
+        assert_eq!(m.refresh_at(now), Some(T0 + 270_000));
+    }
+
+    #[test]
+    fn a_due_tick_asks_for_a_refresh_and_an_attempt_shows_refreshing() {
+        let mut m = machine(false);
+        m.set_session(grant("a", 300), Stamp::at(T0)).unwrap();
+        let now = Stamp::at(T0 + 270_000);
+        assert!(m.tick(false, now).refresh);
+        let (attempt, out) = m.begin_attempt(now).unwrap().unwrap();
+        assert_eq!(
+            out.events,
+            [Event::StateChanged {
+                state: State::Refreshing
+            }]
+        );
+        assert_eq!(m.in_lock(attempt, now), InLock::Call);
+        let (result, out, linger) = m.outcome(
+            attempt,
+            now,
+            reply(200, r#"{"access_token":"b","expires_in":300}"#),
+            now,
+            0.5,
+        );
+        assert_eq!(result, Ok(()));
+        assert!(
+            !linger,
+            "no broadcast without cross-tab: nothing to linger for"
+        );
+        assert_eq!(
+            out.events,
+            [
+                Event::Refreshed {
+                    expires_at: Some(T0 + 570_000),
+                    source: Source::SelfTab
+                },
+                Event::StateChanged {
+                    state: State::Active
+                }
+            ]
+        );
+    }
+
+    #[test]
+    fn a_logout_during_an_attempt_drops_its_result() {
+        let mut m = machine(true);
+        let now = Stamp::at(T0);
+        m.set_session(grant("a", 300), now).unwrap();
+        let (attempt, _) = m.begin_attempt(now).unwrap().unwrap();
+        let out = m.logout(now).unwrap();
+        assert!(out.broadcast.is_some(), "other tabs are told");
+        assert!(out.events.contains(&Event::SignedOut {
+            reason: Reason::Logout
+        }));
+        let (result, _, _) = m.outcome(
+            attempt,
+            now,
+            reply(200, r#"{"access_token":"b","expires_in":300}"#),
+            now,
+            0.5,
+        );
+        assert_eq!(result, Err(Error::SignedOut));
+        assert!(!m.session().is_signed_in());
+    }
+
+    #[test]
+    fn a_rejection_ends_the_session_and_start_reads_it_as_no_session() {
+        let mut m = machine(true);
+        let now = Stamp::at(T0);
+        m.set_session(grant("a", 300), now).unwrap();
+        let (attempt, _) = m.begin_attempt(now).unwrap().unwrap();
+        let (result, out, _) = m.outcome(attempt, now, reply(401, ""), now, 0.5);
+        assert!(out.events.contains(&Event::SignedOut {
+            reason: Reason::Rejected
+        }));
+        assert!(out.broadcast.is_some());
+        assert_eq!(m.start_result(now, result), Ok(false));
+        assert_eq!(
+            m.start_result(now, Err(Error::Network)),
+            Err(Error::Network),
+            "a transient failure is an error, not 'no session'"
+        );
+    }
+
+    #[test]
+    fn callers_wait_for_a_refresh_in_flight_even_with_a_fresh_token() {
+        let mut m = machine(false);
+        let now = Stamp::at(T0);
+        m.set_session(grant("a", 300), now).unwrap();
+        assert!(matches!(
+            m.token_for_use(now, false, false),
+            Use::Now(Some(_))
+        ));
+        assert!(m.ready(now, false).is_some());
+        assert_eq!(
+            m.token_for_use(now, true, false),
+            Use::AwaitRefresh { had: true }
+        );
+        assert!(m.ready(now, true).is_none());
+    }
+
+    #[derive(Clone, Debug)]
+    enum Op {
+        Set(u32),
+        Advance(u32, bool),
+        Attempt(u16),
+        TabToken(u32, u64),
+        TabSignedOut(u64),
+        Query,
+        Logout,
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            (1u32..4_000).prop_map(Op::Set),
+            (0u32..400_000, any::<bool>()).prop_map(|(ms, online)| Op::Advance(ms, online)),
+            prop_oneof![Just(200u16), Just(401), Just(503), Just(0)].prop_map(Op::Attempt),
+            (1u32..4_000, 0u64..3).prop_map(|(l, v)| Op::TabToken(l, v)),
+            (0u64..3).prop_map(Op::TabSignedOut),
+            Just(Op::Query),
+            Just(Op::Logout),
+        ]
+    }
+
+    proptest! {
+        /// Any sequence of inputs: `stateChanged` events always track
+        /// `state`, a token handed to callers is never expired, the timer is
+        /// never negative and `refreshAt` is never in the past.
+        #[test]
+        fn any_input_sequence_keeps_the_invariants(ops in proptest::collection::vec(op(), 1..40)) {
+            let mut m = machine(true);
+            let mut now = Stamp::at(T0);
+            let mut shown = State::SignedOut;
+            let mut n = 0u32;
+            for op in ops {
+                let out = match op {
+                    Op::Set(s) => {
+                        n += 1;
+                        m.set_session(grant(&format!("s{n}"), s), now).unwrap_or_default()
+                    }
+                    Op::Advance(ms, online) => {
+                        now = Stamp::at(now.wall + i64::from(ms));
+                        m.tick(online, now)
+                    }
+                    Op::Attempt(status) => match m.begin_attempt(now).unwrap() {
+                        Err(wait) => {
+                            prop_assert!(wait > 0);
+                            Out::default()
+                        }
+                        Ok((attempt, out)) => {
+                            for e in &out.events {
+                                if let Event::StateChanged { state } = e { shown = *state; }
+                            }
+                            match m.in_lock(attempt, now) {
+                                InLock::Settled(_, out) => out,
+                                InLock::Call => {
+                                    n += 1;
+                                    let r = if status == 0 {
+                                        Err(Error::Network)
+                                    } else {
+                                        reply(status, &format!(r#"{{"access_token":"r{n}","expires_in":600}}"#))
+                                    };
+                                    m.outcome(attempt, now, r, now, 0.5).1
+                                }
+                            }
+                        }
+                    },
+                    Op::TabToken(l, dv) => {
+                        n += 1;
+                        let v = m.session().version() + dv;
+                        let text = tabsync::encode_token(v, &format!("t{n}"), Some(i64::from(l) * 1000), 0);
+                        m.tab_message(&text, now)
+                    }
+                    Op::TabSignedOut(dv) => {
+                        let v = m.session().version() + dv;
+                        m.tab_message(&tabsync::encode_signed_out(v), now)
+                    }
+                    Op::Query => m.tab_message(&tabsync::encode_query(), now),
+                    Op::Logout => m.logout(now).unwrap(),
+                };
+                for e in &out.events {
+                    if let Event::StateChanged { state } = e { shown = *state; }
+                }
+                prop_assert_eq!(shown, m.state(), "stateChanged tracks state");
+                prop_assert!(out.wake_in.is_none_or(|ms| ms >= 0));
+                if let Some(at) = m.refresh_at(now) {
+                    prop_assert!(at >= now.wall);
+                }
+                if let Use::Now(Some(_)) = m.token_for_use(now, false, false) {
+                    prop_assert!(m.session().usable(now).is_some(), "never an expired token");
+                }
+            }
+        }
+    }
+}

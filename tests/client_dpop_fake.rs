@@ -1,0 +1,439 @@
+//! DPoP (RFC 9449) in the client, natively on the fake shell: proofs on
+//! refresh and on `fetch` to allowed origins only, one key for all tabs
+//! (travelling with the token), `DPoP-Nonce` kept per origin with exactly
+//! one retry on `use_dpop_nonce`, binding right after `setSession`, and
+//! `authorize(method, url)`. The fake server below checks each proof the
+//! way the reference server does (typ, alg, jwk, signature, htm, htu, iat,
+//! jti, ath, nonce); the fake key's "signature" is a keyed hash.
+#![cfg(not(target_arch = "wasm32"))]
+
+use std::cell::RefCell;
+use std::collections::HashSet;
+use std::rc::Rc;
+
+use tokenwarden::driver::Driver;
+use tokenwarden::error::Error;
+use tokenwarden::fake::{fake_sha256, fake_signature, FakeRequest, FakeShell, World};
+use tokenwarden::policy::dpop::b64url;
+use tokenwarden::policy::json::{self, Value};
+use tokenwarden::policy::jwt::base64url_decode;
+use tokenwarden::policy::options;
+use tokenwarden::policy::response::Reply;
+use tokenwarden::policy::token::parse_token_response;
+
+const T0: i64 = 1_700_000_000_000;
+const ORIGIN: &str = "https://app.example";
+const REFRESH: &str = "https://app.example/auth/refresh";
+
+type Client = Rc<Driver<FakeShell>>;
+
+fn client(world: &World, extra: &str) -> Client {
+    let text = format!(r#"{{"refreshUrl":"/auth/refresh","dpop":true{extra}}}"#);
+    let o = options::parse(&text, Some(ORIGIN), &|u| {
+        Some(if u.starts_with('/') {
+            format!("{ORIGIN}{u}")
+        } else {
+            u.to_string()
+        })
+    })
+    .unwrap();
+    Driver::new(world.tab(), o)
+}
+
+fn settle<T: Clone + 'static>(
+    world: &World,
+    f: impl std::future::Future<Output = T> + 'static,
+) -> T {
+    let out = Rc::new(RefCell::new(None));
+    let o = out.clone();
+    let _ = world.call(async move { *o.borrow_mut() = Some(f.await) });
+    for _ in 0..5_000 {
+        world.run();
+        if let Some(v) = out.borrow_mut().take() {
+            return v;
+        }
+        world.advance(1);
+    }
+    panic!("did not settle");
+}
+
+/// A proof checked like the reference server checks it; `Err` names the check.
+#[derive(Debug, Clone)]
+struct Checked {
+    key: String,
+    htm: String,
+    htu: String,
+    jti: String,
+    ath: Option<String>,
+    nonce: Option<String>,
+}
+
+fn check(proof: &str, now_s: i64) -> Result<Checked, &'static str> {
+    let parts: Vec<&str> = proof.split('.').collect();
+    let [h, p, s] = parts[..] else {
+        return Err("framing");
+    };
+    let text = |part: &str| String::from_utf8(base64url_decode(part).unwrap()).unwrap();
+    let header = json::parse(&text(h)).map_err(|_| "header json")?;
+    let claims = json::parse(&text(p)).map_err(|_| "claims json")?;
+    let get = |v: &Value, k: &str| v.get(k).and_then(Value::as_str).map(String::from);
+    if get(&header, "typ").as_deref() != Some("dpop+jwt") {
+        return Err("typ");
+    }
+    if get(&header, "alg").as_deref() != Some("ES256") {
+        return Err("alg");
+    }
+    let jwk = header.get("jwk").ok_or("jwk")?;
+    if jwk.get("d").is_some() || get(jwk, "kty").as_deref() != Some("EC") {
+        return Err("jwk");
+    }
+    let x = get(jwk, "x").ok_or("x")?;
+    let id: u64 = x.trim_start_matches('x').parse().map_err(|_| "x")?;
+    let input = format!("{h}.{p}");
+    if base64url_decode(s).unwrap() != fake_signature(id, &input) {
+        return Err("signature");
+    }
+    let iat = claims.get("iat").and_then(Value::as_f64).ok_or("iat")? as i64;
+    if (now_s - iat).abs() > 60 {
+        return Err("iat");
+    }
+    Ok(Checked {
+        key: x,
+        htm: get(&claims, "htm").ok_or("htm")?,
+        htu: get(&claims, "htu").ok_or("htu")?,
+        jti: get(&claims, "jti").ok_or("jti")?,
+        ath: get(&claims, "ath"),
+        nonce: get(&claims, "nonce"),
+    })
+}
+
+fn header(h: &[(String, String)], name: &str) -> Option<String> {
+    h.iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.clone())
+}
+
+/// The fake server: mints `d1`, `d2`, … (`token_type` DPoP, 300 s) for a
+/// valid refresh proof; `nonce`, when set, must be in every proof.
+struct Server {
+    world: World,
+    nonce: Rc<RefCell<Option<String>>>,
+    jtis: Rc<RefCell<HashSet<String>>>,
+    /// Every proof the API saw, checked.
+    api_proofs: Rc<RefCell<Vec<Checked>>>,
+}
+
+fn server(world: &World) -> Server {
+    let nonce: Rc<RefCell<Option<String>>> = Rc::new(RefCell::new(None));
+    let jtis = Rc::new(RefCell::new(HashSet::new()));
+    let minted = Rc::new(RefCell::new(0u32));
+    let w = world.clone();
+    let (n, j) = (nonce.clone(), jtis.clone());
+    world.endpoint(move |_url| {
+        let posted = w.post_headers();
+        let h = posted.last().cloned().unwrap_or_default();
+        let now_s = w.now() / 1000;
+        let reply = |status: u16, body: &str| {
+            Ok(Reply {
+                status,
+                body: body.into(),
+                retry_after: None,
+                dpop_nonce: n.borrow().clone(),
+            })
+        };
+        let Some(proof) = header(&h, "DPoP") else {
+            return reply(400, r#"{"error":"invalid_dpop_proof"}"#);
+        };
+        let Ok(c) = check(&proof, now_s) else {
+            return reply(400, r#"{"error":"invalid_dpop_proof"}"#);
+        };
+        if c.htm != "POST"
+            || c.htu != REFRESH
+            || c.ath.is_some()
+            || !j.borrow_mut().insert(c.jti.clone())
+        {
+            return reply(400, r#"{"error":"invalid_dpop_proof"}"#);
+        }
+        if n.borrow().is_some() && c.nonce != *n.borrow() {
+            return reply(400, r#"{"error":"use_dpop_nonce"}"#);
+        }
+        *minted.borrow_mut() += 1;
+        let body = format!(
+            r#"{{"access_token":"d{}","token_type":"DPoP","expires_in":300}}"#,
+            minted.borrow()
+        );
+        reply(200, &body)
+    });
+    let api_proofs = Rc::new(RefCell::new(Vec::new()));
+    let (w, n, j, seen) = (
+        world.clone(),
+        nonce.clone(),
+        jtis.clone(),
+        api_proofs.clone(),
+    );
+    world.api_with_headers(move |r: &FakeRequest| {
+        let nonce_header = || {
+            n.borrow()
+                .clone()
+                .map(|v| vec![("DPoP-Nonce".to_string(), v)])
+                .unwrap_or_default()
+        };
+        let deny = |why: &str| {
+            let mut h = nonce_header();
+            h.push((
+                "WWW-Authenticate".into(),
+                format!("DPoP error=\"{why}\", algs=\"ES256\""),
+            ));
+            (401, h)
+        };
+        let Some(token) = r
+            .authorization()
+            .and_then(|a| a.strip_prefix("DPoP ").map(String::from))
+        else {
+            return deny("invalid_token");
+        };
+        let Some(Ok(c)) = r.header("DPoP").map(|p| check(&p, w.now() / 1000)) else {
+            return deny("invalid_dpop_proof");
+        };
+        seen.borrow_mut().push(c.clone());
+        if c.ath.as_deref() != Some(b64url(&fake_sha256(&token)).as_str())
+            || !j.borrow_mut().insert(c.jti.clone())
+        {
+            return deny("invalid_dpop_proof");
+        }
+        if n.borrow().is_some() && c.nonce != *n.borrow() {
+            return deny("use_dpop_nonce");
+        }
+        (200, nonce_header())
+    });
+    Server {
+        world: world.clone(),
+        nonce,
+        jtis,
+        api_proofs,
+    }
+}
+
+fn fetch(world: &World, c: &Client, url: &str) -> (u16, FakeRequest) {
+    let req = FakeRequest::get(url);
+    let sent = req.clone();
+    let c = c.clone();
+    let status = settle(world, async move {
+        c.fetch(req).await.map(|r| r.status).map_err(|_| ())
+    });
+    (status.expect("a response"), sent)
+}
+
+fn refresh_proofs(world: &World) -> Vec<Checked> {
+    world
+        .post_headers()
+        .iter()
+        .filter_map(|h| header(h, "DPoP"))
+        .map(|p| check(&p, world.now() / 1000).expect("a valid proof"))
+        .collect()
+}
+
+#[test]
+fn the_refresh_and_every_api_call_carry_a_fresh_proof_from_one_key() {
+    let world = World::new(T0);
+    let s = server(&world);
+    let a = client(&world, "");
+    let c = a.clone();
+    assert_eq!(settle(&world, async move { c.start().await }), Ok(true));
+    let refresh = refresh_proofs(&world);
+    assert_eq!(refresh.len(), 1);
+    assert_eq!(
+        (refresh[0].htm.as_str(), refresh[0].htu.as_str()),
+        ("POST", REFRESH)
+    );
+    assert_eq!(refresh[0].ath, None);
+    for _ in 0..3 {
+        let (status, sent) = fetch(&world, &a, "https://app.example/api/me?q=1#frag");
+        assert_eq!(status, 200);
+        assert_eq!(sent.authorization().as_deref(), Some("DPoP d1"));
+    }
+    let proofs = s.api_proofs.borrow().clone();
+    assert_eq!(proofs.len(), 3);
+    for p in &proofs {
+        assert_eq!(
+            (p.htm.as_str(), p.htu.as_str()),
+            ("GET", "https://app.example/api/me")
+        );
+        assert_eq!(p.key, refresh[0].key, "the key the token is bound to");
+    }
+    let jtis: HashSet<_> = proofs.iter().map(|p| &p.jti).collect();
+    assert_eq!(jtis.len(), 3, "a unique jti per proof");
+    assert_eq!(world.keys_made(), 1);
+    assert_eq!(s.jtis.borrow().len(), 4);
+}
+
+#[test]
+fn requests_to_other_origins_get_neither_the_token_nor_a_proof() {
+    let world = World::new(T0);
+    let _s = server(&world);
+    let a = client(&world, "");
+    let c = a.clone();
+    assert_eq!(settle(&world, async move { c.start().await }), Ok(true));
+    let (_, sent) = fetch(&world, &a, "https://elsewhere.example/api");
+    assert_eq!(sent.authorization(), None);
+    assert_eq!(sent.header("DPoP"), None);
+    let c = a.clone();
+    let h = settle(&world, async move {
+        c.authorize("GET", "https://elsewhere.example/x").await
+    });
+    assert_eq!(h, Ok(None));
+}
+
+#[test]
+fn a_tab_opened_later_receives_the_key_with_the_token_and_signs_valid_proofs() {
+    let world = World::new(T0);
+    let s = server(&world);
+    let a = client(&world, "");
+    let c = a.clone();
+    assert_eq!(settle(&world, async move { c.start().await }), Ok(true));
+    world.advance(10_000);
+    let b = client(&world, "");
+    let c = b.clone();
+    assert_eq!(settle(&world, async move { c.start().await }), Ok(true));
+    assert_eq!(
+        refresh_proofs(&world).len(),
+        1,
+        "the late tab did not refresh"
+    );
+    let (status, sent) = fetch(&world, &b, "https://app.example/api/me");
+    assert_eq!(status, 200);
+    assert_eq!(sent.authorization().as_deref(), Some("DPoP d1"));
+    assert_eq!(world.keys_made(), 1, "no second key");
+    assert_eq!(s.api_proofs.borrow()[0].key, refresh_proofs(&world)[0].key);
+}
+
+#[test]
+fn a_new_nonce_costs_exactly_one_retry_on_the_api_and_on_the_refresh_endpoint() {
+    let world = World::new(T0);
+    let s = server(&world);
+    *s.nonce.borrow_mut() = Some("n1".into());
+    let a = client(&world, "");
+    let c = a.clone();
+    assert_eq!(settle(&world, async move { c.start().await }), Ok(true));
+    let refresh = refresh_proofs(&world);
+    assert_eq!(refresh.len(), 2, "one use_dpop_nonce, one retry");
+    assert_eq!(
+        (refresh[0].nonce.as_deref(), refresh[1].nonce.as_deref()),
+        (None, Some("n1"))
+    );
+    let (status, _) = fetch(&world, &a, "https://app.example/api/me");
+    assert_eq!(status, 200);
+    assert_eq!(
+        s.api_proofs.borrow().len(),
+        1,
+        "the kept nonce was used at once"
+    );
+    *s.nonce.borrow_mut() = Some("n2".into());
+    let (status, _) = fetch(&world, &a, "https://app.example/api/me");
+    assert_eq!(status, 200);
+    let proofs = s.api_proofs.borrow().clone();
+    assert_eq!(proofs.len(), 3, "one retry");
+    assert_eq!(
+        (proofs[1].nonce.as_deref(), proofs[2].nonce.as_deref()),
+        (Some("n1"), Some("n2"))
+    );
+    assert_eq!(
+        refresh_proofs(&s.world).len(),
+        2,
+        "a nonce change is not a refresh"
+    );
+}
+
+#[test]
+fn a_repeated_use_dpop_nonce_with_the_same_nonce_is_not_retried_again() {
+    let world = World::new(T0);
+    let s = server(&world);
+    let a = client(&world, "");
+    let c = a.clone();
+    assert_eq!(settle(&world, async move { c.start().await }), Ok(true));
+    // An API that always asks for a nonce and always gives the same one.
+    let seen = s.api_proofs.clone();
+    world.api_with_headers(move |r| {
+        seen.borrow_mut()
+            .push(check(&r.header("DPoP").unwrap(), T0 / 1000).unwrap());
+        (
+            401,
+            vec![
+                ("DPoP-Nonce".into(), "same".into()),
+                (
+                    "WWW-Authenticate".into(),
+                    r#"DPoP error="use_dpop_nonce""#.into(),
+                ),
+            ],
+        )
+    });
+    let _ = fetch(&world, &a, "https://app.example/api/me");
+    let first = s.api_proofs.borrow().len();
+    assert_eq!(first, 2, "the first answer brought a new nonce: one retry");
+    let (status, _) = fetch(&world, &a, "https://app.example/api/me");
+    assert_eq!(status, 401, "returned to the caller as is");
+    // The nonce did not change: no retry, and no refresh either (a new token would not help).
+    let nonces: Vec<_> = s.api_proofs.borrow()[first..]
+        .iter()
+        .map(|p| p.nonce.clone())
+        .collect();
+    assert_eq!(nonces, [Some("same".to_string())]);
+    assert_eq!(refresh_proofs(&world).len(), 1);
+}
+
+#[test]
+fn a_session_from_set_session_is_bound_by_a_refresh_right_away() {
+    let world = World::new(T0);
+    let _s = server(&world);
+    let a = client(&world, "");
+    let b = client(&world, "");
+    a.set_session(
+        parse_token_response(r#"{"access_token":"login","token_type":"Bearer","expires_in":300}"#)
+            .unwrap(),
+    )
+    .unwrap();
+    world.advance(100);
+    assert_eq!(refresh_proofs(&world).len(), 1);
+    let (status, sent) = fetch(&world, &a, "https://app.example/api/me");
+    assert_eq!(status, 200);
+    assert_eq!(sent.authorization().as_deref(), Some("DPoP d1"));
+    // The other tab got only the bound token, with its key: it signs valid proofs.
+    let (status, sent) = fetch(&world, &b, "https://app.example/api/me");
+    assert_eq!(status, 200);
+    assert_eq!(sent.authorization().as_deref(), Some("DPoP d1"));
+    assert_eq!(world.keys_made(), 1);
+}
+
+#[test]
+fn a_dpop_token_is_refused_by_set_session_when_dpop_is_off() {
+    let world = World::new(T0);
+    let text = r#"{"refreshUrl":"/auth/refresh"}"#;
+    let o = options::parse(text, Some(ORIGIN), &|u| Some(format!("{ORIGIN}{u}"))).unwrap();
+    let a = Driver::new(world.tab(), o);
+    let r =
+        a.set_session(parse_token_response(r#"{"access_token":"t","token_type":"DPoP"}"#).unwrap());
+    assert!(matches!(r, Err(Error::InvalidResponse(_))));
+}
+
+#[test]
+fn authorize_returns_the_dpop_authorization_and_a_proof_for_that_request() {
+    let world = World::new(T0);
+    let _s = server(&world);
+    let a = client(&world, "");
+    let c = a.clone();
+    assert_eq!(settle(&world, async move { c.start().await }), Ok(true));
+    let c = a.clone();
+    let h = settle(&world, async move {
+        c.authorize("post", "https://app.example/api/items?x=1")
+            .await
+    })
+    .unwrap()
+    .unwrap();
+    assert_eq!(header(&h, "Authorization").as_deref(), Some("DPoP d1"));
+    let p = check(&header(&h, "DPoP").unwrap(), world.now() / 1000).unwrap();
+    assert_eq!(
+        (p.htm.as_str(), p.htu.as_str()),
+        ("POST", "https://app.example/api/items")
+    );
+    assert_eq!(p.ath, Some(b64url(&fake_sha256("d1"))));
+}

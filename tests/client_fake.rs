@@ -1,0 +1,568 @@
+//! The whole client — `start`, `getToken`, `fetch`, refresh, cross-tab
+//! hand-over, logout — natively on the fake shell with a virtual clock.
+//! Nothing sleeps: time moves when a test says so (`World::advance`).
+#![cfg(not(target_arch = "wasm32"))]
+
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+
+use tokenwarden::driver::{Driver, FetchError};
+use tokenwarden::error::Error;
+use tokenwarden::fake::{FakeRequest, FakeShell, WakeHook, World};
+use tokenwarden::policy::machine::{Event, Reason, Source};
+use tokenwarden::policy::options;
+use tokenwarden::policy::response::Reply;
+use tokenwarden::policy::session::State;
+use tokenwarden::policy::token::parse_token_response;
+
+const T0: i64 = 1_700_000_000_000;
+const ORIGIN: &str = "https://app.example";
+
+type Client = Rc<Driver<FakeShell>>;
+
+fn opts(extra: &str) -> options::Options {
+    let text = format!(r#"{{"refreshUrl":"/auth/refresh","logoutUrl":"/auth/logout"{extra}}}"#);
+    options::parse(&text, Some(ORIGIN), &|u| {
+        Some(if u.starts_with('/') {
+            format!("{ORIGIN}{u}")
+        } else {
+            u.to_string()
+        })
+    })
+    .expect("valid options")
+}
+
+struct Tab {
+    client: Client,
+    events: Rc<RefCell<Vec<Event>>>,
+    wake: WakeHook,
+}
+
+fn tab(world: &World, extra: &str) -> Tab {
+    let shell = world.tab();
+    let events = shell.events();
+    let wake = shell.waker();
+    Tab {
+        client: Driver::new(shell, opts(extra)),
+        events,
+        wake,
+    }
+}
+
+impl Tab {
+    fn events(&self) -> Vec<Event> {
+        self.events.borrow().clone()
+    }
+    fn kinds(&self) -> Vec<&'static str> {
+        self.events
+            .borrow()
+            .iter()
+            .map(|e| match e {
+                Event::SignedIn { .. } => "signedIn",
+                Event::Refreshed { .. } => "refreshed",
+                Event::RefreshFailed { .. } => "refreshFailed",
+                Event::SignedOut { .. } => "signedOut",
+                Event::StateChanged { .. } => "stateChanged",
+            })
+            .filter(|k| *k != "stateChanged")
+            .collect()
+    }
+    fn sign_in(&self, token: &str, expires_in: u32) {
+        let body = format!(r#"{{"access_token":"{token}","expires_in":{expires_in}}}"#);
+        self.client
+            .set_session(parse_token_response(&body).unwrap())
+            .unwrap();
+    }
+}
+
+fn ok(body: String) -> Result<Reply, Error> {
+    Ok(Reply {
+        status: 200,
+        body,
+        retry_after: None,
+        dpop_nonce: None,
+    })
+}
+
+fn status(status: u16, retry_after: Option<&str>) -> Result<Reply, Error> {
+    Ok(Reply {
+        status,
+        body: String::new(),
+        retry_after: retry_after.map(Into::into),
+        dpop_nonce: None,
+    })
+}
+
+/// The refresh endpoint mints `r1`, `r2`, … with `expires_in` seconds;
+/// logout answers 204.
+fn minting(world: &World, expires_in: u32) -> Rc<Cell<u32>> {
+    let n = Rc::new(Cell::new(0));
+    let c = n.clone();
+    world.endpoint(move |url| {
+        if url.ends_with("/auth/logout") {
+            return status(204, None);
+        }
+        c.set(c.get() + 1);
+        ok(format!(
+            r#"{{"access_token":"r{}","token_type":"Bearer","expires_in":{expires_in}}}"#,
+            c.get()
+        ))
+    });
+    n
+}
+
+fn refreshes(world: &World) -> usize {
+    world
+        .posts()
+        .iter()
+        .filter(|u| u.ends_with("/auth/refresh"))
+        .count()
+}
+
+fn token(world: &World, c: &Client) -> Result<Option<String>, Error> {
+    let slot = world.call({
+        let c = c.clone();
+        async move { c.token().await.map(|t| t.map(|t| t.expose().to_string())) }
+    });
+    world.run();
+    let r = Rc::new(RefCell::new(None));
+    let r2 = r.clone();
+    let done = world.call(async move { *r2.borrow_mut() = Some(slot.wait().await) });
+    world.run();
+    drop(done);
+    let out = r.borrow_mut().take();
+    out.expect("settled")
+}
+
+/// Runs `f` to completion, letting virtual time pass as needed (at most `max_ms`).
+fn settle<T: Clone + 'static>(
+    world: &World,
+    max_ms: i64,
+    f: impl std::future::Future<Output = T> + 'static,
+) -> T {
+    let out = Rc::new(RefCell::new(None));
+    let o = out.clone();
+    let _ = world.call(async move { *o.borrow_mut() = Some(f.await) });
+    let mut waited = 0;
+    loop {
+        world.run();
+        if let Some(v) = out.borrow_mut().take() {
+            return v;
+        }
+        assert!(waited < max_ms, "did not settle within {max_ms} ms");
+        world.advance(1);
+        waited += 1;
+    }
+}
+
+#[test]
+fn start_restores_a_session_from_the_refresh_endpoint() {
+    let world = World::new(T0);
+    minting(&world, 300);
+    let a = tab(&world, "");
+    let c = a.client.clone();
+    assert_eq!(
+        settle(&world, 1_000, async move { c.start().await }),
+        Ok(true)
+    );
+    assert_eq!(refreshes(&world), 1);
+    assert_eq!(a.kinds(), ["signedIn"]);
+    assert_eq!(a.client.state(), State::Active);
+    assert_eq!(token(&world, &a.client), Ok(Some("r1".into())));
+}
+
+#[test]
+fn start_answers_false_on_a_rejection_and_rejects_on_a_transient_failure() {
+    let world = World::new(T0);
+    world.endpoint(|_| status(401, None));
+    let a = tab(&world, "");
+    let c = a.client.clone();
+    assert_eq!(
+        settle(&world, 1_000, async move { c.start().await }),
+        Ok(false)
+    );
+    world.endpoint(|_| status(503, None));
+    let b = tab(&world, r#","crossTab":false"#);
+    let c = b.client.clone();
+    let r = settle(&world, 5_000, async move { c.start().await });
+    assert_eq!(
+        r,
+        Err(Error::ServerError {
+            status: 503,
+            retry_after_ms: None
+        })
+    );
+}
+
+#[test]
+fn a_second_tab_starts_from_the_first_tabs_token_without_calling_the_endpoint() {
+    let world = World::new(T0);
+    minting(&world, 300);
+    let a = tab(&world, "");
+    a.sign_in("login", 300);
+    let b = tab(&world, "");
+    let c = b.client.clone();
+    assert_eq!(
+        settle(&world, 1_000, async move { c.start().await }),
+        Ok(true)
+    );
+    assert_eq!(refreshes(&world), 0);
+    assert_eq!(token(&world, &b.client), Ok(Some("login".into())));
+    assert_eq!(b.kinds(), ["signedIn"]);
+}
+
+#[test]
+fn a_due_token_is_refreshed_silently_and_other_tabs_adopt_it() {
+    let world = World::new(T0);
+    minting(&world, 120);
+    let a = tab(&world, "");
+    let b = tab(&world, "");
+    a.sign_in("login", 120);
+    world.run();
+    assert_eq!(b.kinds(), ["signedIn"]);
+    // Due 30 s before expiry: nothing before, exactly one refresh after.
+    world.advance(89_000);
+    assert_eq!(refreshes(&world), 0);
+    world.advance(2_000);
+    assert_eq!(refreshes(&world), 1, "one tab rotates, the other adopts");
+    assert_eq!(token(&world, &a.client), Ok(Some("r1".into())));
+    assert_eq!(token(&world, &b.client), Ok(Some("r1".into())));
+    let sources: Vec<_> = [&a, &b]
+        .iter()
+        .flat_map(|t| t.events())
+        .filter_map(|e| match e {
+            Event::Refreshed { source, .. } => Some(source),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(sources.len(), 2);
+    assert!(sources.contains(&Source::SelfTab) && sources.contains(&Source::Tab));
+}
+
+#[test]
+fn state_changed_follows_active_refreshing_active_and_refresh_at_is_the_due_time() {
+    let world = World::new(T0);
+    minting(&world, 120);
+    world.latency(500);
+    let a = tab(&world, r#","crossTab":false"#);
+    a.sign_in("login", 120);
+    assert_eq!(a.client.refresh_at(), Some(T0 + 90_000));
+    world.advance(90_000);
+    assert_eq!(a.client.state(), State::Refreshing);
+    assert_eq!(
+        a.client.refresh_at(),
+        None,
+        "none planned while one is in flight"
+    );
+    world.advance(600);
+    assert_eq!(a.client.state(), State::Active);
+    let states: Vec<_> = a
+        .events()
+        .into_iter()
+        .filter_map(|e| match e {
+            Event::StateChanged { state } => Some(state),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        states,
+        [State::Active, State::Refreshing, State::Active],
+        "stateChanged on every change of state"
+    );
+    // The new lifetime counts from when the request left (T0 + 90 s).
+    assert_eq!(a.client.refresh_at(), Some(T0 + 90_000 + 90_000));
+}
+
+#[test]
+fn concurrent_callers_of_a_due_token_share_one_refresh() {
+    let world = World::new(T0);
+    minting(&world, 300);
+    let a = tab(&world, r#","crossTab":false"#);
+    a.sign_in("login", 300);
+    world.skew_wall(0);
+    world.advance(271_000);
+    let n = refreshes(&world);
+    assert_eq!(n, 1, "the timer refreshed once");
+    let slots: Vec<_> = (0..20)
+        .map(|_| {
+            let c = a.client.clone();
+            world.call(async move { c.token().await.map(|t| t.map(|t| t.expose().to_string())) })
+        })
+        .collect();
+    world.advance(100);
+    assert_eq!(refreshes(&world), 1);
+    for s in slots {
+        let v = settle(&world, 10, async move { s.wait().await });
+        assert_eq!(v, Ok(Some("r1".into())));
+    }
+}
+
+#[test]
+fn fetch_waits_for_a_forced_refresh_in_flight_and_sends_the_new_token() {
+    let world = World::new(T0);
+    minting(&world, 300);
+    world.latency(200);
+    let a = tab(&world, r#","crossTab":false"#);
+    a.sign_in("login", 300);
+    let c = a.client.clone();
+    let forced = world.call(async move { c.refresh().await.map(|t| t.expose().to_string()) });
+    world.advance(1);
+    let c = a.client.clone();
+    let res = settle(&world, 2_000, async move {
+        c.fetch(FakeRequest::get("https://app.example/api/me"))
+            .await
+            .map(|r| r.status)
+            .map_err(|_| ())
+    });
+    assert_eq!(res, Ok(200));
+    assert_eq!(
+        world.sent(),
+        [(
+            "https://app.example/api/me".into(),
+            Some("Bearer r1".into())
+        )],
+        "the fresh old token was not sent while the forced refresh was in flight"
+    );
+    assert_eq!(
+        settle(&world, 10, async move { forced.wait().await }),
+        Ok("r1".into())
+    );
+}
+
+#[test]
+fn fetch_adds_the_bearer_only_for_allowed_origins_and_never_over_the_callers_header() {
+    let world = World::new(T0);
+    let a = tab(&world, r#","crossTab":false"#);
+    a.sign_in("login", 300);
+    let send = |req: FakeRequest| {
+        let c = a.client.clone();
+        settle(&world, 1_000, async move {
+            c.fetch(req).await.map(|r| r.status).map_err(|_| ())
+        })
+    };
+    assert_eq!(send(FakeRequest::get("https://app.example/a")), Ok(200));
+    assert_eq!(send(FakeRequest::get("https://other.example/b")), Ok(200));
+    let own = FakeRequest::get("https://app.example/c");
+    own.headers
+        .borrow_mut()
+        .push(("authorization".into(), "Basic x".into()));
+    assert_eq!(send(own), Ok(200));
+    assert_eq!(
+        world.sent(),
+        [
+            ("https://app.example/a".into(), Some("Bearer login".into())),
+            ("https://other.example/b".into(), None),
+            ("https://app.example/c".into(), Some("Basic x".into())),
+        ]
+    );
+}
+
+#[test]
+fn a_401_leads_to_one_refresh_and_one_replay_with_the_new_token() {
+    let world = World::new(T0);
+    minting(&world, 300);
+    world.api(|req| {
+        if req.authorization().as_deref() == Some("Bearer login") {
+            401
+        } else {
+            200
+        }
+    });
+    let a = tab(&world, r#","crossTab":false"#);
+    a.sign_in("login", 300);
+    let c = a.client.clone();
+    let res = settle(&world, 5_000, async move {
+        c.fetch(FakeRequest::get("https://app.example/api"))
+            .await
+            .map(|r| r.status)
+            .map_err(|_| ())
+    });
+    assert_eq!(res, Ok(200));
+    assert_eq!(refreshes(&world), 1);
+    let auths: Vec<_> = world.sent().into_iter().map(|(_, a)| a).collect();
+    assert_eq!(
+        auths,
+        [Some("Bearer login".into()), Some("Bearer r1".into())]
+    );
+
+    // A request whose body cannot be sent twice is not replayed.
+    world.api(|_| 401);
+    let mut once = FakeRequest::get("https://app.example/upload");
+    once.one_shot_body = true;
+    let c = a.client.clone();
+    let res = settle(&world, 5_000, async move {
+        c.fetch(once).await.map(|r| r.status).map_err(|_| ())
+    });
+    assert_eq!(res, Ok(401));
+    assert_eq!(refreshes(&world), 1);
+}
+
+#[test]
+fn a_rejected_refresh_signs_every_tab_out_with_reason_rejected() {
+    let world = World::new(T0);
+    world.endpoint(|_| {
+        Ok(Reply {
+            status: 400,
+            body: r#"{"error":"invalid_grant"}"#.into(),
+            retry_after: None,
+            dpop_nonce: None,
+        })
+    });
+    let a = tab(&world, "");
+    let b = tab(&world, "");
+    a.sign_in("login", 300);
+    world.run();
+    let c = a.client.clone();
+    let r = settle(&world, 2_000, async move { c.refresh().await.map(|_| ()) });
+    assert_eq!(
+        r,
+        Err(Error::RefreshRejected {
+            status: 400,
+            error: Some("invalid_grant".into())
+        })
+    );
+    world.run();
+    assert!(a.events().contains(&Event::SignedOut {
+        reason: Reason::Rejected
+    }));
+    assert!(b.events().contains(&Event::SignedOut {
+        reason: Reason::Tab
+    }));
+    assert_eq!(token(&world, &b.client), Ok(None));
+}
+
+#[test]
+fn transient_failures_retry_with_backoff_honouring_retry_after() {
+    let world = World::new(T0);
+    let calls = Rc::new(Cell::new(0));
+    let c2 = calls.clone();
+    world.endpoint(move |_| {
+        c2.set(c2.get() + 1);
+        if c2.get() == 1 {
+            status(503, Some("7"))
+        } else {
+            ok(r#"{"access_token":"r2","expires_in":300}"#.into())
+        }
+    });
+    let a = tab(&world, r#","crossTab":false"#);
+    a.sign_in("login", 60);
+    world.advance(30_100);
+    assert_eq!(calls.get(), 1);
+    let retry = a.events().into_iter().find_map(|e| match e {
+        Event::RefreshFailed { retry_in_ms, .. } => Some(retry_in_ms),
+        _ => None,
+    });
+    assert_eq!(retry, Some(Some(7_000)));
+    world.advance(6_800);
+    assert_eq!(calls.get(), 1, "not before Retry-After");
+    world.advance(200);
+    assert_eq!(calls.get(), 2);
+    assert_eq!(token(&world, &a.client), Ok(Some("r2".into())));
+}
+
+#[test]
+fn an_expired_token_is_never_sent_fetch_rejects_while_retries_go_on() {
+    let world = World::new(T0);
+    world.endpoint(|_| Err(Error::Network));
+    let a = tab(&world, r#","crossTab":false"#);
+    a.sign_in("login", 10);
+    world.advance(10_000);
+    let c = a.client.clone();
+    let r = settle(&world, 60_000, async move {
+        match c.fetch(FakeRequest::get("https://app.example/api")).await {
+            Ok(r) => Ok(r.status),
+            Err(FetchError::Client(e)) => Err(e),
+            Err(FetchError::Send(e)) => Err(e),
+        }
+    });
+    assert_eq!(r, Err(Error::Network));
+    assert!(world.sent().is_empty());
+}
+
+#[test]
+fn an_abandoned_lock_is_stolen_after_the_wait() {
+    use tokenwarden::policy::tabsync::LockRequest;
+    use tokenwarden::shell::Shell;
+    let world = World::new(T0);
+    minting(&world, 300);
+    // A frozen tab holds the lock and never lets go.
+    let frozen = world.tab();
+    let held = settle(&world, 10, async move {
+        let lock = frozen.lock("tokenwarden", LockRequest::Wait(1)).await;
+        let held = lock.is_some();
+        std::mem::forget(lock);
+        held
+    });
+    assert!(held);
+    let a = tab(&world, r#","requestTimeoutMs":1000"#);
+    a.sign_in("login", 300);
+    let c = a.client.clone();
+    let r = settle(&world, 10_000, async move {
+        c.refresh().await.map(|t| t.expose().to_string())
+    });
+    assert_eq!(r, Ok("r1".into()));
+    assert!(
+        world.now() >= T0 + 3_000,
+        "waited lock_wait_ms before stealing"
+    );
+}
+
+#[test]
+fn logout_clears_at_once_tells_other_tabs_and_the_server() {
+    let world = World::new(T0);
+    minting(&world, 300);
+    let a = tab(&world, "");
+    let b = tab(&world, "");
+    a.sign_in("login", 300);
+    world.run();
+    let c = a.client.clone();
+    let r = world.call(async move { c.logout().await });
+    world.run();
+    assert_eq!(a.client.state(), State::SignedOut);
+    world.advance(100);
+    assert_eq!(settle(&world, 10, async move { r.wait().await }), Ok(None));
+    assert!(world.posts().iter().any(|u| u.ends_with("/auth/logout")));
+    assert_eq!(b.client.state(), State::SignedOut);
+    assert!(b.events().contains(&Event::SignedOut {
+        reason: Reason::Tab
+    }));
+}
+
+#[test]
+fn a_page_coming_back_online_retries_a_given_up_refresh() {
+    let world = World::new(T0);
+    let fail = Rc::new(Cell::new(true));
+    let f = fail.clone();
+    world.endpoint(move |_| {
+        if f.get() {
+            Err(Error::Network)
+        } else {
+            ok(r#"{"access_token":"back","expires_in":300}"#.into())
+        }
+    });
+    let a = tab(&world, r#","crossTab":false,"retry":{"maxAttempts":1}"#);
+    a.sign_in("login", 300);
+    world.advance(271_000);
+    assert_eq!(refreshes(&world), 1);
+    world.advance(5_000);
+    assert_eq!(refreshes(&world), 1, "given up: no more attempts by itself");
+    fail.set(false);
+    let wake = a.wake.borrow().clone().unwrap();
+    wake(true);
+    world.advance(100);
+    assert_eq!(refreshes(&world), 2);
+    assert_eq!(token(&world, &a.client), Ok(Some("back".into())));
+}
+
+#[test]
+fn a_disposed_client_rejects_with_disposed_and_stops_its_timer() {
+    let world = World::new(T0);
+    minting(&world, 60);
+    let a = tab(&world, "");
+    a.sign_in("login", 60);
+    a.client.dispose();
+    world.advance(120_000);
+    assert_eq!(refreshes(&world), 0);
+    assert_eq!(token(&world, &a.client), Err(Error::Disposed));
+    assert_eq!(a.client.state(), State::SignedOut);
+}

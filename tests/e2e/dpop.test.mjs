@@ -1,0 +1,133 @@
+// Issue 15: DPoP (RFC 9449) in headless Chromium against the reference server run with
+// --dpop-required --dpop-nonce. A session across 5 tabs for 20 s (one rotation per cycle,
+// every API call 200); a token and proof captured from the page and replayed from Node
+// fail with 401 (the old proof: jti seen; a new proof from another key: wrong key); a nonce
+// changed mid-session costs one retry per tab and no failure; a tab opened later receives
+// the key and signs valid proofs.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { webcrypto } from "node:crypto";
+import { useEnv, login, waitFor, sleep, callApi } from "./harness.mjs";
+
+const env = useEnv({ serverArgs: ["--dpop-required", "--dpop-nonce"] });
+const DPOP = { dpop: true };
+const RUN_MS = 20_000;
+const CYCLE_MS = 1_500;
+
+const signedIn = (pages) => waitFor(async () => {
+  for (const p of pages) if ((await p.evaluate(() => tw.state)) === "signedOut") return false;
+  return true;
+}, { timeoutMs: 5000, what: "every tab to be signed in" });
+
+const changeNonce = async () => {
+  const res = await fetch(env.server.url + "/test/dpop-nonce", { method: "POST" });
+  assert.equal(res.status, 204);
+};
+
+/** A proof made in Node with a fresh key of the attacker's own (ES256, WebCrypto). */
+async function foreignProof(htm, htu, token, nonce) {
+  const b64 = (b) => Buffer.from(b).toString("base64url");
+  const kp = await webcrypto.subtle.generateKey({ name: "ECDSA", namedCurve: "P-256" }, true, ["sign"]);
+  const { x, y } = await webcrypto.subtle.exportKey("jwk", kp.publicKey);
+  const header = { typ: "dpop+jwt", alg: "ES256", jwk: { kty: "EC", crv: "P-256", x, y } };
+  const ath = b64(await webcrypto.subtle.digest("SHA-256", Buffer.from(token)));
+  const claims = { jti: b64(webcrypto.getRandomValues(new Uint8Array(16))), htm, htu, iat: Math.floor(Date.now() / 1000), ath, nonce };
+  const input = `${b64(JSON.stringify(header))}.${b64(JSON.stringify(claims))}`;
+  const sig = await webcrypto.subtle.sign({ name: "ECDSA", hash: "SHA-256" }, kp.privateKey, Buffer.from(input));
+  return `${input}.${b64(sig)}`;
+}
+
+test("5 tabs with dpop on call the API every 500 ms for 20 s with a 3 s token: one rotation per cycle, every call 200, and a nonce changed mid-session costs one retry", async () => {
+  await env.server.config({ accessTtlSeconds: 3, leewaySeconds: 0 });
+  const context = await env.newContext();
+  const pages = await env.openTabs(context, 5, DPOP);
+  await login(pages[0]);
+  await signedIn(pages);
+  await env.server.reset();
+  const t0 = Date.now();
+  await Promise.all(pages.map((p) => p.evaluate(() => window.startLoop(500))));
+  await sleep(RUN_MS / 2);
+  const before = await env.server.counters();
+  await changeNonce();
+  await sleep(RUN_MS / 2);
+  const stats = await Promise.all(pages.map((p) => p.evaluate(() => window.stopLoop())));
+  const runtime = Date.now() - t0;
+  const c = await env.server.counters();
+  const cycles = Math.ceil(runtime / CYCLE_MS);
+  const nonceAsksAfterChange = c.dpopNonceAsked - before.dpopNonceAsked;
+  const calls = stats.reduce((s, x) => s + x.calls, 0);
+  const summary = `5 tabs, ${(runtime / 1000).toFixed(1)} s, ${cycles} cycles: refreshes served ${c.refreshesServed} ` +
+    `(requests ${c.refreshRequests}); use_dpop_nonce answers ${c.dpopNonceAsked} (${nonceAsksAfterChange} after the change); ` +
+    `proofs refused ${c.dpopRefused}; reuse ${c.reuseDetected}; API calls ${calls} (apiOk ${c.apiOk}, 401 ${c.apiUnauthorized})`;
+  console.log(summary);
+  for (const [i, s] of stats.entries()) {
+    assert.deepEqual(s.errors, [], `tab ${i}: ${JSON.stringify(s)}`);
+    assert.deepEqual(Object.keys(s.statuses), ["200"], `tab ${i}: ${JSON.stringify(s.statuses)}`);
+    assert.ok(s.calls >= (RUN_MS / 500) * 0.8, `tab ${i} made only ${s.calls} calls`);
+  }
+  assert.equal(c.reuseDetected, 0, summary);
+  assert.equal(c.familiesRevoked, 0, summary);
+  assert.equal(c.dpopRefused, 0, summary);
+  assert.ok(c.refreshesServed <= cycles + 2 && c.refreshesServed >= cycles - 3, summary);
+  // Every 401 was a nonce request, answered by exactly one retry that succeeded.
+  assert.equal(c.apiUnauthorized, c.dpopNonceAsked - (c.refreshRequests - c.refreshesServed), summary);
+  assert.equal(c.apiOk, calls, summary);
+  assert.ok(nonceAsksAfterChange >= 1, `the change was noticed: ${summary}`);
+  // At most one ask per tab per endpoint after the change.
+  assert.ok(nonceAsksAfterChange <= 2 * pages.length, summary);
+});
+
+test("a token and a proof captured from the page are refused when replayed from Node: the same proof (jti seen) and a new proof from another key", async () => {
+  const context = await env.newContext();
+  const [page] = await env.openTabs(context, 1, DPOP);
+  await login(page);
+  await signedIn([page]);
+  assert.equal(await callApi(page), 200);
+  // What a script in the page could take: the headers authorize() gives, used once by the page.
+  const captured = await page.evaluate(async () => {
+    const headers = await tw.authorize("GET", "/api/me");
+    const res = await fetch("/api/me", { headers });
+    return { headers, status: res.status, nonce: res.headers.get("dpop-nonce") };
+  });
+  assert.equal(captured.status, 200);
+  assert.match(captured.headers.Authorization, /^DPoP /);
+  const token = captured.headers.Authorization.slice(5);
+  const me = env.server.url + "/api/me";
+  const before = await env.server.counters();
+
+  const replay = await fetch(me, { headers: captured.headers });
+  assert.equal(replay.status, 401, "the same proof again");
+  assert.match(replay.headers.get("www-authenticate"), /^DPoP error="invalid_dpop_proof"/);
+
+  const forged = await fetch(me, {
+    headers: { Authorization: `DPoP ${token}`, DPoP: await foreignProof("GET", me, token, captured.nonce) },
+  });
+  assert.equal(forged.status, 401, "a fresh proof from another key");
+  assert.match(forged.headers.get("www-authenticate"), /^DPoP error="invalid_dpop_proof"/);
+
+  const bearer = await fetch(me, { headers: { Authorization: `Bearer ${token}` } });
+  assert.equal(bearer.status, 401, "the bound token as a plain Bearer token");
+
+  const c = await env.server.counters();
+  assert.equal(c.dpopRefused - before.dpopRefused, 2, "both proofs refused as proofs");
+  // The page's own session is untouched.
+  assert.equal(await callApi(page), 200);
+});
+
+test("a tab opened later receives the key with the token and signs valid proofs without a refresh", async () => {
+  const context = await env.newContext();
+  const [a] = await env.openTabs(context, 1, DPOP);
+  await login(a);
+  await signedIn([a]);
+  assert.equal(await callApi(a), 200);
+  await sleep(1000);
+  await env.server.reset();
+  const [b] = await env.openTabs(context, 1, DPOP);
+  assert.equal(await b.evaluate(() => tw.start()), true);
+  for (let i = 0; i < 3; i++) assert.equal(await callApi(b), 200);
+  const c = await env.server.counters();
+  assert.equal(c.refreshRequests, 0, "the late tab took the token and key from the first tab");
+  assert.equal(c.dpopRefused, 0);
+  // Its proofs came from the key the token is bound to (a bound token needs one).
+  assert.ok(c.apiOk >= 3);
+});
