@@ -26,9 +26,13 @@ USAGE: tokenwarden-server [FLAGS]
   --pkg-dir DIR            wasm-pack output served at /pkg/ (default pkg)  env TW_PKG_DIR
   --signing-key-file PEM   P-256 private key (PKCS#8 or SEC1 PEM); default: generate at start
                                                                         env TW_SIGNING_KEY_FILE
+  --tls                    serve HTTPS with a self-signed certificate for 127.0.0.1/localhost,
+                           generated at start (Safari drops Secure cookies on http)  env TW_TLS=1
+  --tls-cert PEM           serve HTTPS with this certificate chain (implies --tls)  env TW_TLS_CERT
+  --tls-key PEM            the private key of --tls-cert                env TW_TLS_KEY
   -h, --help               this text
 
-The first line on stdout is `listening on http://ADDR`. Logs go to stderr (TW_LOG=debug|info|warn).
+The first line on stdout is `listening on http://ADDR` (`https://` with TLS). Logs go to stderr (TW_LOG=debug|info|warn).
 ";
 
 /// Everything the server needs to start.
@@ -58,6 +62,8 @@ pub struct Config {
     pub issuer: String,
     /// `aud` of issued tokens.
     pub audience: String,
+    /// HTTPS (`--tls`, `--tls-cert`, `--tls-key`); see [`crate::tls`].
+    pub tls: crate::tls::TlsConfig,
 }
 
 /// The repo layout: `www/server` is this crate, `www/` its parent, `pkg/` at the root.
@@ -86,6 +92,7 @@ impl Default for Config {
             signing_key_file: None,
             issuer: DEFAULT_ISSUER.into(),
             audience: DEFAULT_AUDIENCE.into(),
+            tls: crate::tls::TlsConfig::default(),
         }
     }
 }
@@ -131,6 +138,8 @@ impl Config {
             ("TW_WWW_DIR", "--www-dir"),
             ("TW_PKG_DIR", "--pkg-dir"),
             ("TW_SIGNING_KEY_FILE", "--signing-key-file"),
+            ("TW_TLS_CERT", "--tls-cert"),
+            ("TW_TLS_KEY", "--tls-key"),
         ] {
             if let Some(v) = env(var).filter(|v| !v.is_empty()) {
                 pairs.push((flag.into(), Some(v)));
@@ -139,6 +148,7 @@ impl Config {
         for (var, flag) in [
             ("TW_TEST_MODE", "--test-mode"),
             ("TW_MEMORY_STORE", "--memory-store"),
+            ("TW_TLS", "--tls"),
         ] {
             if env(var).is_some_and(|v| truthy(&v)) {
                 pairs.push((flag.into(), None));
@@ -152,9 +162,10 @@ impl Config {
             };
             match flag.as_str() {
                 "-h" | "--help" => return Ok(Command::Help),
-                "--test-mode" | "--memory-store" => pairs.push((flag, None)),
+                "--test-mode" | "--memory-store" | "--tls" => pairs.push((flag, None)),
                 "--bind" | "--port" | "--access-ttl" | "--family-lifetime" | "--leeway"
-                | "--data-dir" | "--www-dir" | "--pkg-dir" | "--signing-key-file" => {
+                | "--data-dir" | "--www-dir" | "--pkg-dir" | "--signing-key-file"
+                | "--tls-cert" | "--tls-key" => {
                     let value = match inline {
                         Some(v) => v,
                         None => args.next().ok_or_else(|| format!("{flag} needs a value"))?,
@@ -196,12 +207,16 @@ impl Config {
                 "--signing-key-file" => c.signing_key_file = Some(v.into()),
                 "--test-mode" => c.test_mode = true,
                 "--memory-store" => c.memory_store = true,
+                "--tls" => c.tls.enabled = true,
+                "--tls-cert" => c.tls.cert_file = Some(v.into()),
+                "--tls-key" => c.tls.key_file = Some(v.into()),
                 _ => {}
             }
         }
         if let Some(p) = port {
             c.bind.set_port(p);
         }
+        c.tls = c.tls.checked()?;
         Ok(Command::Run(Box::new(c)))
     }
 }
@@ -264,5 +279,18 @@ mod tests {
         assert!(parse(&["--bogus"], &[]).unwrap_err().contains("--bogus"));
         assert!(parse(&["--bind"], &[]).unwrap_err().contains("--bind"));
         assert_eq!(parse(&["--help"], &[]).unwrap_err(), "help");
+    }
+
+    #[test]
+    fn tls_is_off_by_default_and_switched_on_by_a_flag_a_variable_or_a_certificate() {
+        assert!(!parse(&[], &[]).unwrap().tls.enabled);
+        assert!(parse(&["--tls"], &[]).unwrap().tls.enabled);
+        assert!(parse(&[], &[("TW_TLS", "1")]).unwrap().tls.enabled);
+        let c = parse(&["--tls-cert", "c.pem", "--tls-key=k.pem"], &[]).unwrap();
+        assert!(c.tls.enabled);
+        assert_eq!(c.tls.key_file.as_deref(), Some(Path::new("k.pem")));
+        assert!(parse(&["--tls-cert", "c.pem"], &[])
+            .unwrap_err()
+            .contains("--tls-key"));
     }
 }

@@ -17,6 +17,7 @@ pub mod sqlite;
 pub mod state;
 pub mod store;
 pub mod testing;
+pub mod tls;
 pub mod tokens;
 
 use std::convert::Infallible;

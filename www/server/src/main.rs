@@ -5,6 +5,7 @@
 //! ```sh
 //! cargo run -p tokenwarden-server                       # http://127.0.0.1:8080, SQLite in www/server/data/
 //! cargo run -p tokenwarden-server -- --port 0 --test-mode --memory-store   # for browser tests
+//! cargo run -p tokenwarden-server -- --tls          # https://127.0.0.1:8080, self-signed (Safari)
 //! ```
 //!
 //! The first stdout line is `listening on http://ADDR`; logs go to stderr (`TW_LOG=debug`).
@@ -77,7 +78,19 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    println!("listening on http://{addr}");
+    // HTTPS hook (#16): the certificate is ready before the URL is announced.
+    let tls = if config.tls.enabled {
+        match tokenwarden_server::tls::rustls_config(&config.tls).await {
+            Ok(tls) => Some(tls),
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    } else {
+        None
+    };
+    println!("listening on {}://{addr}", config.tls.scheme());
     let _ = std::io::stdout().flush();
     tracing::info!(
         test_mode = config.test_mode,
@@ -86,9 +99,15 @@ async fn main() -> ExitCode {
         pkg = %config.pkg_dir.display(),
         "tokenwarden-server started"
     );
-    let served = axum::serve(listener, tokenwarden_server::app(state))
-        .with_graceful_shutdown(shutdown_signal())
-        .await;
+    let app = tokenwarden_server::app(state);
+    let served = match tls {
+        Some(tls) => tokenwarden_server::tls::serve(listener, app, tls, shutdown_signal()).await,
+        None => {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(shutdown_signal())
+                .await
+        }
+    };
     match served {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
