@@ -142,8 +142,9 @@ test(`${ENGINE}: when the tab holding the refresh lock is closed mid-refresh, th
   await sleep(3500); // the dead tab's request finishes sleeping in the server
   const further = await m.eval(() => window.tw.refresh().then(() => "ok", (e) => e.code));
   const final = await env.server.counters();
-  console.log(`${ENGINE}: lock holder closed mid-refresh: the next tab recovered in ${recoveredIn} ms; ` +
-    `refreshRequests ${final.refreshRequests}, reuseDetected ${final.reuseDetected}`);
+  const refreshes = (await env.server.log()).filter((e) => e.path === "/auth/refresh").map((e) => `${e.status}@${e.t}`);
+  console.log(`${ENGINE}: lock holder closed mid-refresh at ${t0}: the next tab recovered in ${recoveredIn} ms; ` +
+    `refreshRequests ${final.refreshRequests}, reuseDetected ${final.reuseDetected}, refreshes ${refreshes.join(" ")}, later refresh ${further}`);
   assert.equal(final.reuseDetected, 0);
   assert.equal(further, "ok");
   assert.equal(await callApi(z), 200);

@@ -11,6 +11,12 @@
 //!   example made by `mkcert 127.0.0.1 localhost` so that the browser trusts it.
 //!
 //! The cookie stays `Secure` either way.
+//!
+//! HTTPS here speaks HTTP/1.1 only (ALPN `http/1.1`), like the plain-http mode. Over HTTP/2,
+//! WebKitGTK does not reset the stream of a request whose page aborted it or was closed, so
+//! the server would finish a refresh nobody waits for: the tab that took over the refresh
+//! has rotated the same token meanwhile, and the late one is reuse that revokes the family.
+//! Over HTTP/1.1 every engine closes the connection and the server drops the request.
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -24,6 +30,9 @@ use crate::StartupError;
 
 /// Host names the generated certificate is valid for.
 pub const LOCAL_NAMES: [&str; 3] = ["127.0.0.1", "localhost", "::1"];
+
+/// The only protocol offered in the TLS handshake (see the module docs for why not `h2`).
+const ALPN_HTTP1: &[u8] = b"http/1.1";
 
 /// How long a graceful shutdown waits for open connections.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -97,8 +106,17 @@ pub fn self_signed() -> Result<SelfSigned, StartupError> {
     })
 }
 
-/// The rustls configuration for `tls`: the files when given, else a generated certificate.
+/// The rustls configuration for `tls`: the files when given, else a generated certificate;
+/// HTTP/1.1 only.
 pub async fn rustls_config(tls: &TlsConfig) -> Result<RustlsConfig, StartupError> {
+    let config = certified_config(tls).await?;
+    let mut inner = (*config.get_inner()).clone();
+    inner.alpn_protocols = vec![ALPN_HTTP1.to_vec()];
+    config.reload_from_config(std::sync::Arc::new(inner));
+    Ok(config)
+}
+
+async fn certified_config(tls: &TlsConfig) -> Result<RustlsConfig, StartupError> {
     match (&tls.cert_file, &tls.key_file) {
         (Some(cert), Some(key)) => RustlsConfig::from_pem_file(cert, key)
             .await
@@ -138,6 +156,7 @@ pub async fn serve(
         on_signal.graceful_shutdown(Some(SHUTDOWN_GRACE));
     });
     axum_server::from_tcp_rustls(listener, tls)?
+        .http1_only()
         .handle(handle)
         .serve(app.into_make_service())
         .await
@@ -178,13 +197,13 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn rustls_accepts_the_generated_certificate() {
+    async fn rustls_accepts_the_generated_certificate_and_offers_only_http1() {
         let tls = TlsConfig {
             enabled: true,
             ..TlsConfig::default()
         };
         let config = rustls_config(&tls).await.unwrap();
         let alpn = &config.get_inner().alpn_protocols;
-        assert!(alpn.iter().any(|p| p == b"http/1.1"), "{alpn:?}");
+        assert_eq!(alpn, &vec![b"http/1.1".to_vec()]);
     }
 }
