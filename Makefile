@@ -8,7 +8,8 @@ export CHROMEDRIVER ?= /usr/bin/chromedriver
 export NEXT_TELEMETRY_DISABLED := 1
 DEMO_ADDR ?= 127.0.0.1:8080
 
-.PHONY: demo test setup pkg pkg-dev lint unit browser size e2e apps corpus bench fuzz load clean
+.PHONY: demo demo-https test setup pkg pkg-dev lint unit browser browser-chromium browser-firefox \
+	browser-webkit size e2e engines apps corpus bench fuzz load clean
 
 ## demo: build the package, start the reference server on $(DEMO_ADDR), print the URL
 demo: setup pkg
@@ -16,13 +17,22 @@ demo: setup pkg
 	@echo "tokenwarden demo: http://$(DEMO_ADDR)/   (user demo / password demo; Ctrl-C stops)"
 	./target/release/tokenwarden-server --bind $(DEMO_ADDR)
 
+## demo-https: the demo over HTTPS (what Safari needs: it drops Secure cookies on http).
+## A self-signed certificate is generated at start; TLS_CERT/TLS_KEY use yours (mkcert).
+demo-https: setup pkg
+	cargo build --release -p tokenwarden-server
+	@echo "tokenwarden demo: https://$(DEMO_ADDR)/   (user demo / password demo; Ctrl-C stops)"
+	./target/release/tokenwarden-server --bind $(DEMO_ADDR) --tls \
+	  $(if $(TLS_CERT),--tls-cert $(TLS_CERT) --tls-key $(TLS_KEY))
+
 ## test: every test layer, in order of cost
-test: setup lint unit browser pkg size e2e apps corpus
+test: setup lint unit browser pkg size e2e apps engines corpus
 	@echo "make test: all layers passed"
 
 setup:
 	scripts/setup.sh rust
 	scripts/setup.sh browser
+	scripts/setup.sh engines
 
 pkg:
 	scripts/build-pkg.sh --release
@@ -36,9 +46,18 @@ lint:
 unit:
 	cargo test --workspace
 
-## browser: wasm-bindgen-test in headless Chromium
-browser:
+## browser: wasm-bindgen-test in Chromium, Firefox and WebKit (the same tests/browser.rs)
+browser: browser-chromium browser-firefox browser-webkit
+
+browser-chromium:
 	wasm-pack test --headless --chrome
+
+browser-firefox:
+	wasm-pack test --headless --firefox --geckodriver "$$(command -v geckodriver)"
+
+## WebKitGTK's MiniBrowser through WebKitWebDriver (the runner's SAFARIDRIVER), on Xvfb
+browser-webkit:
+	tests/engines/wasm-bindgen-webkit.sh
 
 ## size: the npm payload a browser downloads stays within bench/size-budget.json
 size: pkg
@@ -47,6 +66,10 @@ size: pkg
 ## e2e: the product against the reference server, several tabs, real Chromium
 e2e: pkg
 	tests/e2e/run.sh
+
+## engines: one end-to-end list in Chromium, Firefox and WebKit, plus the Vite + React app
+engines: pkg
+	tests/engines/run.sh
 
 ## apps: Vite + React and Next.js fixture apps built from the npm pack of pkg/
 apps: pkg

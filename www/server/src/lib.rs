@@ -22,6 +22,7 @@ pub mod session;
 pub mod state;
 pub mod store;
 pub mod testing;
+pub mod tls;
 pub mod tokens;
 
 use std::convert::Infallible;

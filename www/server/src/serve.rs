@@ -1,8 +1,10 @@
 //! Serving the router over TCP with limits: a header-read timeout, a request timeout, an
 //! idle timeout and a cap on open connections (slowloris and connection floods).
 //!
-//! [`serve`] runs the accept loop; [`serve_connection`] serves one accepted connection of
-//! any byte stream, so a TLS acceptor can hand it its decrypted streams.
+//! [`serve`] runs the accept loop for HTTP, [`serve_tls`] the same loop for HTTPS: each
+//! accepted connection first completes its TLS handshake (within the header-read timeout, and
+//! holding its slot of the connection cap) and then goes to [`serve_connection`], which serves
+//! one connection of any byte stream. So every limit holds for HTTPS as for HTTP.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -20,8 +22,10 @@ use axum::Router;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
+use tokio_rustls::server::TlsStream;
+use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt as _;
 
 /// Connection limits.
@@ -49,6 +53,29 @@ pub async fn serve(
     limits: Limits,
     shutdown: impl Future<Output = ()> + Send,
 ) -> std::io::Result<()> {
+    serve_with(listener, app, limits, None, shutdown).await
+}
+
+/// [`serve`] over TLS: every accepted connection is handed to `tls` first. The handshake
+/// must finish within `limits.header_read` (a client that stalls it is dropped, like one
+/// that stalls its headers) and holds a slot of `limits.max_connections` while it runs.
+pub async fn serve_tls(
+    listener: TcpListener,
+    app: Router,
+    limits: Limits,
+    tls: TlsAcceptor,
+    shutdown: impl Future<Output = ()> + Send,
+) -> std::io::Result<()> {
+    serve_with(listener, app, limits, Some(tls), shutdown).await
+}
+
+async fn serve_with(
+    listener: TcpListener,
+    app: Router,
+    limits: Limits,
+    tls: Option<TlsAcceptor>,
+    shutdown: impl Future<Output = ()> + Send,
+) -> std::io::Result<()> {
     let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut shutdown = pin!(shutdown);
@@ -74,9 +101,17 @@ pub async fn serve(
         };
         let _ = stream.set_nodelay(true);
         let app = app.clone();
-        let stop = stop_rx.clone();
+        let mut stop = stop_rx.clone();
+        let tls = tls.clone();
         tokio::spawn(async move {
-            serve_connection(stream, remote, app, limits, stop).await;
+            match tls {
+                None => serve_connection(stream, remote, app, limits, stop).await,
+                Some(tls) => {
+                    if let Some(stream) = handshake(&tls, stream, limits, &mut stop).await {
+                        serve_connection(stream, remote, app, limits, stop).await;
+                    }
+                }
+            }
             drop(permit);
         });
     }
@@ -90,6 +125,34 @@ pub async fn serve(
         tracing::warn!("connections still open after the drain period; closing them");
     }
     Ok(())
+}
+
+/// The TLS handshake of one connection, within the header-read timeout; `None` when it
+/// failed, timed out or the server is stopping.
+async fn handshake(
+    tls: &TlsAcceptor,
+    stream: TcpStream,
+    limits: Limits,
+    stop: &mut watch::Receiver<bool>,
+) -> Option<TlsStream<TcpStream>> {
+    if *stop.borrow() {
+        return None;
+    }
+    tokio::select! {
+        done = tokio::time::timeout(limits.header_read, tls.accept(stream)) => match done {
+            Ok(Ok(stream)) => Some(stream),
+            Ok(Err(e)) => {
+                // A browser that does not trust the certificate ends up here; nothing secret.
+                tracing::debug!(error = %e, "TLS handshake failed");
+                None
+            }
+            Err(_) => {
+                tracing::debug!("TLS handshake timed out");
+                None
+            }
+        },
+        _ = stop.changed() => None,
+    }
 }
 
 /// Serve HTTP/1.1 on one connection `io` from `remote` until the client closes it, a
