@@ -1,16 +1,17 @@
 //! Serving the router over TCP with limits: a header-read timeout, a request timeout, an
 //! idle timeout and a cap on open connections (slowloris and connection floods).
 //!
-//! [`serve`] runs the accept loop for HTTP, [`serve_tls`] the same loop for HTTPS: each
-//! accepted connection first completes its TLS handshake (within the header-read timeout, and
-//! holding its slot of the connection cap) and then goes to [`serve_connection`], which serves
-//! one connection of any byte stream. So every limit holds for HTTPS as for HTTP.
+//! [`serve`] runs the accept loop on plain TCP. [`serve_with`] is the same loop with a
+//! handshake step between accepting a TCP stream and serving HTTP on it, bounded by the
+//! header-read timeout; [`serve_tls`] plugs the TLS acceptor of `--tls` in there, so every
+//! limit holds for HTTPS as for HTTP (the handshake also holds its slot of the connection
+//! cap). [`serve_connection`] serves one connection of any byte stream.
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::{pin, Pin};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -20,23 +21,22 @@ use axum::extract::ConnectInfo;
 use axum::http::{header, HeaderValue, Request, Response, StatusCode};
 use axum::Router;
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
-use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt as _;
 
 /// Connection limits.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
-    /// Time to send a request's headers (from the connection's start or the previous
-    /// response).
+    /// Time to send a request's headers, from their first byte.
     pub header_read: Duration,
     /// Time from a request's headers to its response's headers (503 after it).
     pub request: Duration,
-    /// Time a keep-alive connection may carry no bytes and no request.
+    /// Time a connection may carry no bytes and no request (keep-alive between requests,
+    /// or a new connection that never sends anything).
     pub idle: Duration,
     /// Open connections at most.
     pub max_connections: usize,
@@ -53,12 +53,16 @@ pub async fn serve(
     limits: Limits,
     shutdown: impl Future<Output = ()> + Send,
 ) -> std::io::Result<()> {
-    serve_with(listener, app, limits, None, shutdown).await
+    serve_with(listener, app, limits, shutdown, |stream| async move {
+        Ok(stream)
+    })
+    .await
 }
 
-/// [`serve`] over TLS: every accepted connection is handed to `tls` first. The handshake
-/// must finish within `limits.header_read` (a client that stalls it is dropped, like one
-/// that stalls its headers) and holds a slot of `limits.max_connections` while it runs.
+/// [`serve`] over TLS (`--tls`): every accepted connection completes its TLS handshake with
+/// `tls` first, within `limits.header_read` (a client that stalls the handshake is dropped,
+/// like one that stalls its headers), then HTTP/1.1 is served on the decrypted stream with
+/// the same limits. The acceptor offers only `http/1.1` in ALPN (see [`crate::tls`]).
 pub async fn serve_tls(
     listener: TcpListener,
     app: Router,
@@ -66,16 +70,28 @@ pub async fn serve_tls(
     tls: TlsAcceptor,
     shutdown: impl Future<Output = ()> + Send,
 ) -> std::io::Result<()> {
-    serve_with(listener, app, limits, Some(tls), shutdown).await
+    serve_with(listener, app, limits, shutdown, move |stream| {
+        let tls = tls.clone();
+        async move { tls.accept(stream).await }
+    })
+    .await
 }
 
-async fn serve_with(
+/// [`serve`], with `handshake` turning each accepted TCP stream into the byte stream HTTP
+/// is served on (e.g. a TLS acceptor). A handshake that fails or takes longer than the
+/// header-read timeout drops the connection.
+pub async fn serve_with<H, F, IO>(
     listener: TcpListener,
     app: Router,
     limits: Limits,
-    tls: Option<TlsAcceptor>,
     shutdown: impl Future<Output = ()> + Send,
-) -> std::io::Result<()> {
+    handshake: H,
+) -> std::io::Result<()>
+where
+    H: Fn(TcpStream) -> F + Clone + Send + 'static,
+    F: Future<Output = std::io::Result<IO>> + Send,
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut shutdown = pin!(shutdown);
@@ -101,16 +117,13 @@ async fn serve_with(
         };
         let _ = stream.set_nodelay(true);
         let app = app.clone();
-        let mut stop = stop_rx.clone();
-        let tls = tls.clone();
+        let stop = stop_rx.clone();
+        let handshake = handshake.clone();
         tokio::spawn(async move {
-            match tls {
-                None => serve_connection(stream, remote, app, limits, stop).await,
-                Some(tls) => {
-                    if let Some(stream) = handshake(&tls, stream, limits, &mut stop).await {
-                        serve_connection(stream, remote, app, limits, stop).await;
-                    }
-                }
+            match tokio::time::timeout(limits.header_read, handshake(stream)).await {
+                Ok(Ok(io)) => serve_connection(io, remote, app, limits, stop).await,
+                Ok(Err(e)) => tracing::debug!(error = %e, "handshake failed"),
+                Err(_) => tracing::debug!("handshake timed out"),
             }
             drop(permit);
         });
@@ -125,34 +138,6 @@ async fn serve_with(
         tracing::warn!("connections still open after the drain period; closing them");
     }
     Ok(())
-}
-
-/// The TLS handshake of one connection, within the header-read timeout; `None` when it
-/// failed, timed out or the server is stopping.
-async fn handshake(
-    tls: &TlsAcceptor,
-    stream: TcpStream,
-    limits: Limits,
-    stop: &mut watch::Receiver<bool>,
-) -> Option<TlsStream<TcpStream>> {
-    if *stop.borrow() {
-        return None;
-    }
-    tokio::select! {
-        done = tokio::time::timeout(limits.header_read, tls.accept(stream)) => match done {
-            Ok(Ok(stream)) => Some(stream),
-            Ok(Err(e)) => {
-                // A browser that does not trust the certificate ends up here; nothing secret.
-                tracing::debug!(error = %e, "TLS handshake failed");
-                None
-            }
-            Err(_) => {
-                tracing::debug!("TLS handshake timed out");
-                None
-            }
-        },
-        _ = stop.changed() => None,
-    }
 }
 
 /// Serve HTTP/1.1 on one connection `io` from `remote` until the client closes it, a
@@ -189,11 +174,11 @@ pub async fn serve_connection<IO>(
             Ok::<_, Infallible>(response)
         }
     });
-    let mut builder = hyper::server::conn::http1::Builder::new();
-    builder
-        .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read);
-    let mut conn = pin!(builder.serve_connection(io, service));
+    // No hyper timer, so no hyper header_read_timeout: hyper starts that one as soon as it
+    // waits for the next request head, which would close every keep-alive connection after
+    // the header timeout and race with browsers reusing it. `Activity::idle` times heads,
+    // idle connections and silent ones separately.
+    let mut conn = pin!(hyper::server::conn::http1::Builder::new().serve_connection(io, service));
     let mut shutting_down = false;
     loop {
         tokio::select! {
@@ -234,40 +219,61 @@ fn request_timed_out() -> Response<Body> {
     response
 }
 
-/// When a connection last moved bytes, and whether a request is being handled.
+/// When a connection last moved bytes, when the request head being read began, and whether
+/// a request is being handled.
 struct Activity {
     start: Instant,
     last_ms: AtomicU64,
-    read_any: AtomicBool,
+    /// ms since `start` of the first byte of a request head not yet handed to the router;
+    /// [`NO_HEAD`] when none is being read.
+    head_ms: AtomicU64,
     in_flight: AtomicUsize,
 }
+
+const NO_HEAD: u64 = u64::MAX;
 
 impl Activity {
     fn new() -> Self {
         Self {
             start: Instant::now(),
             last_ms: AtomicU64::new(0),
-            read_any: AtomicBool::new(false),
+            head_ms: AtomicU64::new(NO_HEAD),
             in_flight: AtomicUsize::new(0),
         }
     }
 
-    fn touch(&self) {
-        let ms = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX);
-        self.last_ms.store(ms, Ordering::Relaxed);
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.start.elapsed().as_millis()).unwrap_or(NO_HEAD - 1)
     }
 
-    /// Resolves once the connection has been quiet for too long: no request in flight and
-    /// no byte for `idle` (or for `header_read` if it never sent a byte).
+    fn touch(&self) {
+        self.last_ms.store(self.now_ms(), Ordering::Relaxed);
+    }
+
+    /// Bytes arrived: between requests they start a request head.
+    fn read(&self) {
+        let now = self.now_ms();
+        self.last_ms.store(now, Ordering::Relaxed);
+        if self.in_flight.load(Ordering::Relaxed) == 0 {
+            let _ =
+                self.head_ms
+                    .compare_exchange(NO_HEAD, now, Ordering::Relaxed, Ordering::Relaxed);
+        }
+    }
+
+    /// Resolves once the connection has overstayed: a request head not complete
+    /// `header_read` after its first byte (however slowly the bytes trickle), or no request
+    /// in flight and no byte for `idle` (a keep-alive connection, or one that never spoke).
     async fn idle(&self, limits: Limits) {
         loop {
-            let limit = if self.read_any.load(Ordering::Relaxed) {
-                limits.idle
+            let head = self.head_ms.load(Ordering::Relaxed);
+            let deadline = if head != NO_HEAD {
+                self.start + Duration::from_millis(head) + limits.header_read
             } else {
-                limits.header_read
+                self.start
+                    + Duration::from_millis(self.last_ms.load(Ordering::Relaxed))
+                    + limits.idle
             };
-            let last = self.start + Duration::from_millis(self.last_ms.load(Ordering::Relaxed));
-            let deadline = last + limit;
             if self.in_flight.load(Ordering::Relaxed) == 0 && Instant::now() >= deadline {
                 return;
             }
@@ -283,6 +289,7 @@ struct InFlight(Arc<Activity>);
 impl InFlight {
     fn new(activity: &Arc<Activity>) -> Self {
         activity.in_flight.fetch_add(1, Ordering::Relaxed);
+        activity.head_ms.store(NO_HEAD, Ordering::Relaxed);
         Self(activity.clone())
     }
 }
@@ -309,8 +316,7 @@ impl<IO: AsyncRead + Unpin> AsyncRead for ActivityIo<IO> {
         let before = buf.filled().len();
         let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
         if matches!(polled, Poll::Ready(Ok(()))) && buf.filled().len() > before {
-            self.activity.read_any.store(true, Ordering::Relaxed);
-            self.activity.touch();
+            self.activity.read();
         }
         polled
     }

@@ -23,6 +23,7 @@ use serde_json::json;
 use crate::error::{AppError, BearerFailure};
 use crate::extract::{check_bearer, has_csrf_header, refresh_cookie_candidates};
 use crate::metrics::CountersSnapshot;
+use crate::routes::auth::RefreshCounted;
 use crate::state::AppState;
 use crate::tokens::AccessLifetime;
 
@@ -380,25 +381,27 @@ async fn refresh_faults(State(ctx): State<Ctx>, mut request: Request, next: Next
     if request.method() != Method::POST || path != "/auth/refresh" {
         return next.run(request).await;
     }
-    match ctx.test.pop_fault() {
-        None => next.run(request).await,
-        Some(fault) => match apply(fault).await {
-            FaultEffect::Respond(response) => {
-                let counters = &ctx.app.metrics.counters;
-                counters.refresh_requests.inc();
-                if matches!(
-                    response.status(),
-                    StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN
-                ) {
-                    counters.refresh_rejected.inc();
-                }
-                response
+    let Some(fault) = ctx.test.pop_fault() else {
+        return next.run(request).await;
+    };
+    // Counted now, before a delay or a hang: a client that gives up still made the call.
+    let counters = &ctx.app.metrics.counters;
+    counters.refresh_requests.inc();
+    request.extensions_mut().insert(RefreshCounted);
+    match apply(fault).await {
+        FaultEffect::Respond(response) => {
+            if matches!(
+                response.status(),
+                StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN
+            ) {
+                counters.refresh_rejected.inc();
             }
-            FaultEffect::Proceed(lifetime) => {
-                request.extensions_mut().insert(lifetime);
-                next.run(request).await
-            }
-        },
+            response
+        }
+        FaultEffect::Proceed(lifetime) => {
+            request.extensions_mut().insert(lifetime);
+            next.run(request).await
+        }
     }
 }
 

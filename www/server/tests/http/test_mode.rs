@@ -415,3 +415,29 @@ fn the_served_demo_directory_holds_no_server_source_or_data() {
         }
     }
 }
+
+#[tokio::test]
+async fn a_refresh_the_client_gives_up_on_during_a_hang_is_still_counted() {
+    let s = server(true);
+    let (_, cookie) = s.login().await;
+    queue(
+        &s,
+        json!([{"kind": "hang"}, {"kind": "delay", "ms": 60_000}]),
+    )
+    .await;
+    for _ in 0..2 {
+        let gave_up = tokio::time::timeout(
+            std::time::Duration::from_millis(50),
+            s.send(refresh_request(&cookie)),
+        )
+        .await;
+        assert!(gave_up.is_err(), "the fault answered");
+    }
+    let c = s.counters().await;
+    assert_eq!(c["refreshRequests"], 2);
+    assert_eq!(
+        s.send(refresh_request(&cookie)).await.status(),
+        StatusCode::OK
+    );
+    assert_eq!(s.counters().await["refreshRequests"], 3, "counted once");
+}
