@@ -118,15 +118,13 @@ pub async fn rustls_config(tls: &TlsConfig) -> Result<RustlsConfig, StartupError
 
 async fn certified_config(tls: &TlsConfig) -> Result<RustlsConfig, StartupError> {
     match (&tls.cert_file, &tls.key_file) {
-        (Some(cert), Some(key)) => RustlsConfig::from_pem_file(cert, key)
-            .await
-            .map_err(|e| {
-                StartupError(format!(
-                    "cannot use TLS certificate {} / key {}: {e}",
-                    cert.display(),
-                    key.display()
-                ))
-            }),
+        (Some(cert), Some(key)) => RustlsConfig::from_pem_file(cert, key).await.map_err(|e| {
+            StartupError(format!(
+                "cannot use TLS certificate {} / key {}: {e}",
+                cert.display(),
+                key.display()
+            ))
+        }),
         _ => {
             let generated = self_signed()?;
             tracing::info!(
@@ -134,9 +132,12 @@ async fn certified_config(tls: &TlsConfig) -> Result<RustlsConfig, StartupError>
                 sha256 = %generated.fingerprint,
                 "serving HTTPS with a self-signed certificate generated at start"
             );
-            RustlsConfig::from_pem(generated.cert_pem.into_bytes(), generated.key_pem.into_bytes())
-                .await
-                .map_err(|e| StartupError(format!("cannot use the generated certificate: {e}")))
+            RustlsConfig::from_pem(
+                generated.cert_pem.into_bytes(),
+                generated.key_pem.into_bytes(),
+            )
+            .await
+            .map_err(|e| StartupError(format!("cannot use the generated certificate: {e}")))
         }
     }
 }
