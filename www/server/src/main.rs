@@ -8,7 +8,8 @@
 //! cargo run -p tokenwarden-server -- --tls          # https://127.0.0.1:8080, self-signed (Safari)
 //! ```
 //!
-//! The first stdout line is `listening on http://ADDR`; logs go to stderr (`TW_LOG=debug`).
+//! The first stdout line is `listening on http://ADDR` (`https://` with `--tls`); logs go to
+//! stderr (`TW_LOG=debug`).
 //! `--help` lists every flag; `www/server/README.md` documents the test-mode API.
 
 use std::io::{IsTerminal as _, Write as _};
