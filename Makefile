@@ -9,7 +9,7 @@ export NEXT_TELEMETRY_DISABLED := 1
 DEMO_ADDR ?= 127.0.0.1:8080
 
 .PHONY: demo demo-https test setup pkg pkg-dev lint unit browser browser-chromium browser-firefox \
-	browser-webkit size e2e engines apps corpus bench fuzz load clean
+	browser-webkit size e2e chaos engines apps corpus bench fuzz load clean
 
 ## demo: build the package, start the reference server on $(DEMO_ADDR), print the URL
 demo: setup pkg
@@ -66,6 +66,11 @@ size: pkg
 ## e2e: the product against the reference server, several tabs, real Chromium
 e2e: pkg
 	tests/e2e/run.sh
+
+## chaos: 300 refresh cycles while 30 % of refreshes fail (about 5 min; kept out of `make
+## test` for its 30-minute budget; .ci/run runs it after `make test`)
+chaos: setup pkg
+	tests/e2e/run.sh chaos
 
 ## engines: one end-to-end list in Chromium, Firefox and WebKit, plus the Vite + React app
 engines: pkg

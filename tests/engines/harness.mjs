@@ -15,7 +15,7 @@
 // Every test file calls `useEnv()` at top level: per file one server, one WebDriver server
 // (and one Xvfb for WebKit); per test fresh browser sessions (own profile, own cookies).
 // After every test it checks that no /api/me request carried an expired token, that no page
-// threw or left a promise rejection unhandled, and that no console line holds a token; and
+// threw, left a promise rejection unhandled or broke the server's Content-Security-Policy, and that no console line holds a token; and
 // it ends every session, even when the test failed.
 import { spawn, execFileSync } from "node:child_process";
 import { createInterface } from "node:readline";
@@ -256,7 +256,7 @@ export async function startDriver(engine = ENGINE) {
 
 // ---- sessions and tabs ---------------------------------------------------------------
 
-/** The in-page recorder every test page installs first (see www/client.html). */
+/** The in-page recorder every test page installs first (www/rec.js; the Vite app's probe.js). */
 const readRecorder = () => (window.__rec ? { console: window.__rec.console, errors: window.__rec.errors, visibility: window.__rec.visibility } : null);
 
 /**

@@ -8,8 +8,9 @@
 //! cargo run -p tokenwarden-server -- --tls          # https://127.0.0.1:8080, self-signed (Safari)
 //! ```
 //!
-//! The first stdout line is `listening on http://ADDR` (`https://` with `--tls`); logs go to stderr (`TW_LOG=debug`,
-//! `--log-format json`). `--help` lists every flag; `www/server/README.md` documents them.
+//! The first stdout line is `listening on http://ADDR` (`https://` with `--tls`); logs go to
+//! stderr (`TW_LOG=debug`, `--log-format json`). `--help` lists every flag;
+//! `www/server/README.md` documents them.
 
 use std::io::{IsTerminal as _, Write as _};
 use std::process::ExitCode;
