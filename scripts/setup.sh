@@ -4,6 +4,7 @@
 #   scripts/setup.sh rust      wasm32 target, clippy/rustfmt, nightly's rust-src, wasm-pack, wasm-bindgen-cli
 #   (wasm-opt comes from npm's binaryen via scripts/package.json: Debian's is too old)
 #   scripts/setup.sh browser   Debian chromium + chromedriver
+#   scripts/setup.sh engines   Firefox ESR + geckodriver, WebKitGTK's WebKitWebDriver + MiniBrowser, Xvfb
 #   scripts/setup.sh npm DIR   npm ci in DIR when node_modules is missing or stale
 #   scripts/setup.sh pg        Debian's PostgreSQL (initdb, pg_ctl, pgbench) for scripts/pg.sh
 set -euo pipefail
@@ -22,11 +23,12 @@ apt_install() {
   local sudo=; [ "$(id -u)" -eq 0 ] || sudo=sudo
   if [ -z "$apt_updated" ]; then
     say "apt-get update"
-    $sudo apt-get update -qq
+    $sudo apt-get update -qq -o DPkg::Lock::Timeout=600
     apt_updated=1
   fi
   say "apt-get install ${missing[*]}"
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+  # Waits for another apt run (a parallel setup) instead of failing on its lock.
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq -o DPkg::Lock::Timeout=600 "${missing[@]}" >/dev/null
 }
 
 # The exact wasm-bindgen version the crate is pinned to (Cargo.lock).
@@ -74,6 +76,17 @@ setup_pg() {
   apt_install postgresql
 }
 
+# Firefox and WebKit for the multi-engine tests (tests/engines). Debian's firefox-esr is
+# driven by geckodriver (crates.io); webkit2gtk-driver brings /usr/bin/WebKitWebDriver,
+# which drives WebKitGTK's MiniBrowser; MiniBrowser needs a display, so Xvfb.
+setup_engines() {
+  apt_install firefox-esr webkit2gtk-driver xvfb
+  if ! command -v geckodriver >/dev/null; then
+    say "cargo install geckodriver (a few minutes, once)"
+    cargo install --locked geckodriver
+  fi
+}
+
 setup_npm() {
   local dir=$1
   [ -f "$dir/package-lock.json" ] || { say "no package-lock.json in $dir"; exit 1; }
@@ -88,8 +101,9 @@ setup_npm() {
 case "${1:-all}" in
   rust) setup_rust ;;
   browser) setup_browser ;;
+  engines) setup_engines ;;
   npm) setup_npm "$2" ;;
   pg) setup_pg ;;
-  all) setup_rust; setup_browser; setup_pg ;;
-  *) echo "usage: $0 rust|browser|npm DIR|pg|all" >&2; exit 2 ;;
+  all) setup_rust; setup_browser; setup_engines; setup_pg ;;
+  *) echo "usage: $0 rust|browser|engines|npm DIR|pg|all" >&2; exit 2 ;;
 esac

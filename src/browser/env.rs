@@ -47,10 +47,14 @@ pub fn set_header(headers: &web_sys::Headers, name: &str, value: &JsValue) {
     headers.unchecked_ref::<JsHeaders>().set(name, value);
 }
 
-/// Whether a request carries a body (`Request.body` is not null).
+/// Whether a request may carry a body: `Request.body` is not null. Firefox has no
+/// `Request.body` (it reads `undefined`): there any method but GET and HEAD may carry one.
 pub fn has_body(request: &web_sys::Request) -> bool {
-    Reflect::get(request, &JsValue::from_str("body"))
-        .map_or(true, |b| !b.is_null() && !b.is_undefined())
+    match Reflect::get(request, &JsValue::from_str("body")) {
+        Ok(b) if b.is_null() => false,
+        Ok(b) if b.is_undefined() => !matches!(request.method().as_str(), "GET" | "HEAD"),
+        _ => true,
+    }
 }
 
 /// Reads both clocks. `mono` is `performance.now()` shifted by `base`

@@ -25,7 +25,8 @@ pub enum LogFormat {
 
 /// Reference refresh-endpoint server for tokenwarden.
 ///
-/// The first line on stdout is `listening on http://ADDR`. Logs go to stderr; their level is
+/// The first line on stdout is `listening on http://ADDR` (`https://` with --tls). Logs go to
+/// stderr; their level is
 /// an EnvFilter directive in TW_LOG (e.g. `info`, `debug`, `tokenwarden_server=debug,warn`).
 #[derive(Debug, Clone, Parser)]
 #[command(
@@ -35,7 +36,8 @@ pub enum LogFormat {
     long_about = None,
     // A flag given twice: the later one wins (test harnesses append to a base command line).
     args_override_self = true,
-    after_help = "The first line on stdout is `listening on http://ADDR`. Logs go to stderr; \
+    after_help = "The first line on stdout is `listening on http://ADDR` (`https://ADDR` with \
+--tls). Logs go to stderr; \
 TW_LOG is an EnvFilter directive list (default info; e.g. debug, warn, tokenwarden_server=debug). \
 Paths are relative to the working directory: run it from the repository root."
 )]
@@ -139,6 +141,16 @@ pub struct Config {
     /// How old a DPoP proof may be (seconds, by its iat); its jti is remembered as long.
     #[arg(long = "dpop-max-age", env = "TW_DPOP_MAX_AGE", default_value_t = 60, value_parser = clap::value_parser!(i64).range(1..=3600))]
     pub dpop_max_age_s: i64,
+    /// Serve HTTPS (HTTP/1.1 over TLS) with a self-signed certificate for 127.0.0.1,
+    /// localhost and ::1 generated at start; Safari drops Secure cookies on plain http.
+    #[arg(long, env = "TW_TLS", value_parser = BoolishValueParser::new())]
+    pub tls: bool,
+    /// Serve HTTPS with this PEM certificate chain instead (implies --tls; needs --tls-key).
+    #[arg(long, env = "TW_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, env = "TW_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
     /// Log format on stderr.
     #[arg(long, env = "TW_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -195,6 +207,15 @@ impl Config {
             addr.set_port(port);
         }
         addr
+    }
+
+    /// Whether and how to serve HTTPS: `--tls`, or a certificate and key by path.
+    pub fn tls(&self) -> crate::tls::TlsConfig {
+        crate::tls::TlsConfig {
+            enabled: self.tls || self.tls_cert.is_some(),
+            cert_file: self.tls_cert.clone(),
+            key_file: self.tls_key.clone(),
+        }
     }
 
     /// Connection limits for [`crate::serve`].
@@ -254,6 +275,27 @@ mod tests {
         assert_eq!(c.access_ttl_s, 1.5);
         assert!(c.test_mode && c.memory_store);
         assert_eq!(c.allowed_origins.len(), 2);
+    }
+
+    #[test]
+    fn tls_is_off_by_default_and_switched_on_by_a_flag_or_a_certificate() {
+        assert!(!Config::default().tls().enabled);
+        assert_eq!(Config::default().tls().scheme(), "http");
+        assert!(parse(&["--tls"]).unwrap().tls().enabled);
+        let c = parse(&["--tls-cert", "c.pem", "--tls-key=k.pem"]).unwrap();
+        assert!(c.tls().enabled);
+        assert_eq!(c.tls().scheme(), "https");
+        assert_eq!(
+            c.tls().key_file.as_deref(),
+            Some(std::path::Path::new("k.pem"))
+        );
+        for (args, missing) in [
+            (&["--tls-cert", "c.pem"][..], "--tls-key"),
+            (&["--tls-key", "k.pem"][..], "--tls-cert"),
+        ] {
+            let e = parse(args).unwrap_err().to_string();
+            assert!(e.contains(missing), "{e}");
+        }
     }
 
     #[test]

@@ -25,6 +25,7 @@ pub mod shared;
 pub mod state;
 pub mod store;
 pub mod testing;
+pub mod tls;
 pub mod tokens;
 pub mod upstream;
 

@@ -5,10 +5,12 @@
 //! ```sh
 //! cargo run -p tokenwarden-server                       # http://127.0.0.1:8080, SQLite in www/server/data/
 //! cargo run -p tokenwarden-server -- --port 0 --test-mode --memory-store   # for browser tests
+//! cargo run -p tokenwarden-server -- --tls          # https://127.0.0.1:8080, self-signed (Safari)
 //! ```
 //!
-//! The first stdout line is `listening on http://ADDR`; logs go to stderr (`TW_LOG=debug`,
-//! `--log-format json`). `--help` lists every flag; `www/server/README.md` documents them.
+//! The first stdout line is `listening on http://ADDR` (`https://` with `--tls`); logs go to
+//! stderr (`TW_LOG=debug`, `--log-format json`). `--help` lists every flag;
+//! `www/server/README.md` documents them.
 
 use std::io::{IsTerminal as _, Write as _};
 use std::process::ExitCode;
@@ -97,13 +99,27 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    println!("listening on http://{local}");
+    // HTTPS (#16): the certificate is ready before the URL is announced.
+    let tls = config.tls();
+    let acceptor = if tls.enabled {
+        match tokenwarden_server::tls::acceptor(&tls) {
+            Ok(acceptor) => Some(acceptor),
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    } else {
+        None
+    };
+    println!("listening on {}://{local}", tls.scheme());
     let _ = std::io::stdout().flush();
     tracing::info!(
         test_mode = config.test_mode,
         memory_store = config.memory_store,
         postgres = config.database_url.is_some(),
         upstream = state.upstream.get().is_some(),
+        tls = tls.enabled,
         www = %config.www_dir.display(),
         pkg = %config.pkg_dir.display(),
         "tokenwarden-server started"
@@ -116,8 +132,15 @@ async fn main() -> ExitCode {
         );
     }
     let app = tokenwarden_server::app(state);
-    match tokenwarden_server::serve::serve(listener, app, config.limits(), shutdown_signal()).await
-    {
+    let limits = config.limits();
+    let served = match acceptor {
+        Some(acceptor) => {
+            tokenwarden_server::serve::serve_tls(listener, app, limits, acceptor, shutdown_signal())
+                .await
+        }
+        None => tokenwarden_server::serve::serve(listener, app, limits, shutdown_signal()).await,
+    };
+    match served {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");

@@ -2,9 +2,10 @@
 //! idle timeout and a cap on open connections (slowloris and connection floods).
 //!
 //! [`serve`] runs the accept loop on plain TCP. [`serve_with`] is the same loop with a
-//! handshake step between accepting a TCP stream and serving HTTP on it (a TLS acceptor
-//! plugs in there, bounded by the header-read timeout); [`serve_connection`] serves one
-//! connection of any byte stream.
+//! handshake step between accepting a TCP stream and serving HTTP on it, bounded by the
+//! header-read timeout; [`serve_tls`] plugs the TLS acceptor of `--tls` in there, so every
+//! limit holds for HTTPS as for HTTP (the handshake also holds its slot of the connection
+//! cap). [`serve_connection`] serves one connection of any byte stream.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -24,6 +25,7 @@ use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
+use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt as _;
 
 /// Connection limits.
@@ -53,6 +55,24 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     serve_with(listener, app, limits, shutdown, |stream| async move {
         Ok(stream)
+    })
+    .await
+}
+
+/// [`serve`] over TLS (`--tls`): every accepted connection completes its TLS handshake with
+/// `tls` first, within `limits.header_read` (a client that stalls the handshake is dropped,
+/// like one that stalls its headers), then HTTP/1.1 is served on the decrypted stream with
+/// the same limits. The acceptor offers only `http/1.1` in ALPN (see [`crate::tls`]).
+pub async fn serve_tls(
+    listener: TcpListener,
+    app: Router,
+    limits: Limits,
+    tls: TlsAcceptor,
+    shutdown: impl Future<Output = ()> + Send,
+) -> std::io::Result<()> {
+    serve_with(listener, app, limits, shutdown, move |stream| {
+        let tls = tls.clone();
+        async move { tls.accept(stream).await }
     })
     .await
 }
