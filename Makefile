@@ -8,7 +8,7 @@ export CHROMEDRIVER ?= /usr/bin/chromedriver
 export NEXT_TELEMETRY_DISABLED := 1
 DEMO_ADDR ?= 127.0.0.1:8080
 
-.PHONY: demo test setup pkg pkg-dev lint unit browser size e2e apps corpus bench fuzz load clean
+.PHONY: demo test setup pkg pkg-dev lint unit pg-test browser size e2e apps corpus bench fuzz load clean
 
 ## demo: build the package, start the reference server on $(DEMO_ADDR), print the URL
 demo: setup pkg
@@ -17,7 +17,7 @@ demo: setup pkg
 	./target/release/tokenwarden-server --bind $(DEMO_ADDR)
 
 ## test: every test layer, in order of cost
-test: setup lint unit browser pkg size e2e apps corpus
+test: setup lint unit pg-test browser pkg size e2e apps corpus
 	@echo "make test: all layers passed"
 
 setup:
@@ -35,6 +35,13 @@ lint:
 ## unit: native tests (core, server)
 unit:
 	cargo test --workspace
+
+## pg-test: the server's PostgreSQL tests (store contract, migrations, two pools racing, shared
+## keys) against a throw-away PostgreSQL 15 on 127.0.0.1 (scripts/pg.sh starts and stops it);
+## TW_REQUIRE_PG=1 makes a missing DATABASE_URL a failure instead of "NOT RUN"
+pg-test:
+	scripts/setup.sh pg
+	TW_REQUIRE_PG=1 scripts/pg.sh run cargo test -p tokenwarden-server --lib pg_
 
 ## browser: wasm-bindgen-test in headless Chromium
 browser:

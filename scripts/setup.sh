@@ -5,6 +5,7 @@
 #   (wasm-opt comes from npm's binaryen via scripts/package.json: Debian's is too old)
 #   scripts/setup.sh browser   Debian chromium + chromedriver
 #   scripts/setup.sh npm DIR   npm ci in DIR when node_modules is missing or stale
+#   scripts/setup.sh pg        Debian's PostgreSQL (initdb, pg_ctl, pgbench) for scripts/pg.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
@@ -58,6 +59,11 @@ setup_browser() {
   apt_install chromium chromium-driver
 }
 
+setup_pg() {
+  # The package only: scripts/pg.sh runs its own throw-away cluster, never the system one.
+  apt_install postgresql
+}
+
 setup_npm() {
   local dir=$1
   [ -f "$dir/package-lock.json" ] || { say "no package-lock.json in $dir"; exit 1; }
@@ -73,6 +79,7 @@ case "${1:-all}" in
   rust) setup_rust ;;
   browser) setup_browser ;;
   npm) setup_npm "$2" ;;
-  all) setup_rust; setup_browser ;;
-  *) echo "usage: $0 rust|browser|npm DIR|all" >&2; exit 2 ;;
+  pg) setup_pg ;;
+  all) setup_rust; setup_browser; setup_pg ;;
+  *) echo "usage: $0 rust|browser|npm DIR|pg|all" >&2; exit 2 ;;
 esac

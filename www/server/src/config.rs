@@ -93,6 +93,26 @@ pub struct Config {
     /// Keep refresh tokens in memory instead of SQLite.
     #[arg(long, env = "TW_MEMORY_STORE", value_parser = BoolishValueParser::new())]
     pub memory_store: bool,
+    /// PostgreSQL URL (postgres://user:pass@host:port/db): refresh tokens, the successor
+    /// secret and the signing keys live there, shared by every instance on it. Wins over
+    /// --memory-store and --data-dir.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+    /// Connections in the PostgreSQL pool of this instance.
+    #[arg(long, env = "TW_DB_POOL_SIZE", default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..))]
+    pub db_pool_size: u32,
+    /// Seconds during which the previous refresh token, presented again while its
+    /// successor was never used, gets that same successor back (a lost response); 0 = off.
+    #[arg(long = "lost-response-window", env = "TW_LOST_RESPONSE_WINDOW", default_value_t = 10.0, value_parser = non_negative_secs)]
+    pub lost_response_window_s: f64,
+    /// With shared keys (PostgreSQL): seconds between reloads of the signing keys. A
+    /// rotation publishes the new key two reloads before any instance signs with it.
+    #[arg(long = "key-reload", env = "TW_KEY_RELOAD", default_value_t = 10.0, value_parser = positive_secs)]
+    pub key_reload_s: f64,
+    /// With PostgreSQL: seconds between reads of the families revoked by other instances
+    /// (their access tokens are refused here from then on).
+    #[arg(long = "revocation-sync", env = "TW_REVOCATION_SYNC", default_value_t = 1.0, value_parser = positive_secs)]
+    pub revocation_sync_s: f64,
     /// Directory of the SQLite file.
     #[arg(long, env = "TW_DATA_DIR", default_value = "www/server/data")]
     pub data_dir: PathBuf,
@@ -114,6 +134,13 @@ pub struct Config {
     /// `aud` of issued tokens.
     #[arg(skip = DEFAULT_AUDIENCE.to_string())]
     pub audience: String,
+}
+
+fn non_negative_secs(v: &str) -> Result<f64, String> {
+    match v.parse::<f64>() {
+        Ok(n) if n.is_finite() && n >= 0.0 => Ok(n),
+        _ => Err(format!("must be 0 or a positive number of seconds, got {v:?}")),
+    }
 }
 
 fn positive_secs(v: &str) -> Result<f64, String> {

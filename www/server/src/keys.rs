@@ -110,6 +110,34 @@ impl KeySet {
         Ok(Self::from_signing_key(key))
     }
 
+    /// A key set that signs with `current` and also verifies (and publishes) `others`, in
+    /// their order (keys shared by several instances, see [`crate::shared`]).
+    pub fn from_parts(current: SigningKey, others: impl IntoIterator<Item = SigningKey>) -> Self {
+        let mut set = Self::from_signing_key(current);
+        set.previous = others
+            .into_iter()
+            .map(|k| VerificationKey {
+                kid: kid_of(k.verifying_key()),
+                key: *k.verifying_key(),
+            })
+            .collect();
+        set
+    }
+
+    /// The signing key as PKCS#8 PEM (to share it through the store).
+    pub fn current_pem(&self) -> Result<String, KeyError> {
+        use p256::pkcs8::EncodePrivateKey as _;
+        self.current
+            .to_pkcs8_pem(p256::pkcs8::LineEnding::LF)
+            .map(|pem| pem.to_string())
+            .map_err(|e| KeyError(format!("cannot encode the signing key: {e}")))
+    }
+
+    /// The `kid` (RFC 7638 thumbprint) `key` signs with.
+    pub fn kid_of_key(key: &SigningKey) -> String {
+        kid_of(key.verifying_key())
+    }
+
     /// Make `key` the signing key; the old one keeps verifying (up to
     /// [`MAX_PREVIOUS_KEYS`] old keys are kept).
     pub fn rotate_to(&mut self, key: SigningKey) {

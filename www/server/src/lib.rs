@@ -19,6 +19,7 @@ pub mod revoked;
 pub mod routes;
 pub mod serve;
 pub mod session;
+pub mod shared;
 pub mod state;
 pub mod store;
 pub mod testing;
@@ -60,8 +61,9 @@ impl std::fmt::Display for StartupError {
 
 impl std::error::Error for StartupError {}
 
-/// Build the state for `config`: load or generate the signing key, open the store.
-pub fn build_state(config: &Config) -> Result<AppState, StartupError> {
+/// Build the state for `config`: load or generate the signing key, open the store (with
+/// PostgreSQL: connect, migrate, and load the shared signing keys).
+pub async fn build_state(config: &Config) -> Result<AppState, StartupError> {
     let keys = match &config.signing_key_file {
         Some(path) => {
             let pem = std::fs::read_to_string(path).map_err(|e| {
@@ -72,7 +74,13 @@ pub fn build_state(config: &Config) -> Result<AppState, StartupError> {
         }
         None => keys::KeySet::generate(),
     };
-    let store: Arc<dyn store::RefreshStore> = if config.memory_store {
+    let store: Arc<dyn store::RefreshStore> = if let Some(url) = &config.database_url {
+        let store = store::PgStore::connect(url, None, config.db_pool_size as usize)
+            .await
+            .map_err(|e| StartupError(e.to_string()))?;
+        tracing::info!("refresh tokens stored in PostgreSQL");
+        Arc::new(store)
+    } else if config.memory_store {
         Arc::new(store::MemoryStore::new())
     } else {
         let store =
@@ -80,12 +88,14 @@ pub fn build_state(config: &Config) -> Result<AppState, StartupError> {
         tracing::info!(path = %store.path().display(), "refresh tokens stored in SQLite");
         Arc::new(store)
     };
-    Ok(AppState::new(
-        config,
-        keys,
-        store,
-        Arc::new(clock::SystemClock),
-    ))
+    let state = AppState::new(config, keys, store, Arc::new(clock::SystemClock));
+    if shared::init_keys(&state)
+        .await
+        .map_err(|e| StartupError(format!("cannot load the shared signing keys: {e:?}")))?
+    {
+        tracing::info!("signing keys shared through PostgreSQL");
+    }
+    Ok(state)
 }
 
 /// The whole application.

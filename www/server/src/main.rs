@@ -62,7 +62,7 @@ fn spawn_maintenance(state: AppState) {
 async fn main() -> ExitCode {
     let config = Config::parse();
     init_logging(config.log_format);
-    let state = match tokenwarden_server::build_state(&config) {
+    let state = match tokenwarden_server::build_state(&config).await {
         Ok(state) => state,
         Err(e) => {
             eprintln!("error: {e}");
@@ -97,11 +97,18 @@ async fn main() -> ExitCode {
     tracing::info!(
         test_mode = config.test_mode,
         memory_store = config.memory_store,
+        postgres = config.database_url.is_some(),
         www = %config.www_dir.display(),
         pkg = %config.pkg_dir.display(),
         "tokenwarden-server started"
     );
     spawn_maintenance(state.clone());
+    if config.database_url.is_some() {
+        tokenwarden_server::shared::spawn_sync(
+            state.clone(),
+            Duration::from_secs_f64(config.revocation_sync_s),
+        );
+    }
     let app = tokenwarden_server::app(state);
     match tokenwarden_server::serve::serve(listener, app, config.limits(), shutdown_signal()).await
     {

@@ -57,6 +57,7 @@ counters! {
     refresh_requests => "refreshRequests", "POST /auth/refresh requests.";
     refresh_rejected => "refreshRejected", "Refreshes refused with 401 or 403.";
     reuse_detected => "reuseDetected", "Retired refresh tokens presented again.";
+    lost_responses_repeated => "lostResponsesRepeated", "Previous refresh tokens answered with their unused successor again (lost-response window).";
     families_revoked => "familiesRevoked", "Token families revoked (logout, reuse, per-user cap).";
     logins_served => "loginsServed", "Successful logins.";
     logins_refused => "loginsRefused", "Logins refused for wrong credentials.";

@@ -107,17 +107,25 @@ pub async fn rotate(
     lifetime: AccessLifetime,
 ) -> Result<Result<Issued, NotRotated>, AppError> {
     let now_ms = state.now_ms();
-    let next = tokens::new_refresh_token();
+    // The successor is derived from the presented token, so a replay of it (a lost
+    // response) can be answered with the same successor while only hashes are stored.
+    let next = tokens::successor(crate::shared::successor_key(state).await?, presented);
     let rotation = state
         .store
         .rotate(
             &hash_refresh_token(presented),
             &hash_refresh_token(&next),
             now_ms,
+            state.settings.lost_response_window_ms,
         )
         .await?;
+    let repeated = matches!(rotation, Rotation::Repeated(_));
     match rotation {
-        Rotation::Rotated(family) => {
+        Rotation::Rotated(family) | Rotation::Repeated(family) => {
+            if repeated {
+                bump(&state.metrics.counters.lost_responses_repeated);
+                tracing::info!(family = %family.id, "lost response: the same successor again");
+            }
             let (access_token, expires_in) = access_token(state, &family, lifetime, now_ms)?;
             Ok(Ok(Issued {
                 access_token,

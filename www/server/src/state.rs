@@ -44,6 +44,10 @@ pub struct Settings {
     pub max_families_per_user: usize,
     /// Origins besides the request's own host that may call the cookie endpoints.
     pub allowed_origins: Vec<String>,
+    /// The lost-response window in ms (0 = off).
+    pub lost_response_window_ms: i64,
+    /// With shared keys: how often they are reloaded.
+    pub key_reload: Duration,
 }
 
 /// The state behind [`AppState`].
@@ -65,6 +69,10 @@ pub struct Inner {
     pub login_limiter: LoginLimiter,
     /// Families whose access tokens are refused.
     pub revoked: RevokedFamilies,
+    /// HMAC key deriving a refresh token's successor from it (shared through the store).
+    pub successor_key: tokio::sync::OnceCell<[u8; 32]>,
+    /// Whether the signing keys come from the store (shared by every instance).
+    pub shared_keys: std::sync::atomic::AtomicBool,
 }
 
 /// Cheaply clonable handle on the server state.
@@ -108,6 +116,8 @@ impl AppState {
                     .iter()
                     .map(|o| o.trim_end_matches('/').to_ascii_lowercase())
                     .collect(),
+                lost_response_window_ms: (config.lost_response_window_s * 1000.0).round() as i64,
+                key_reload: Duration::from_secs_f64(config.key_reload_s),
             },
             max_token_life_ms: AtomicI64::new(token_life_ms(&tunables)),
             tunables: RwLock::new(tunables),
@@ -121,6 +131,8 @@ impl AppState {
                 refill: Duration::from_secs_f64(config.login_refill_s),
             }),
             revoked: RevokedFamilies::default(),
+            successor_key: tokio::sync::OnceCell::new(),
+            shared_keys: std::sync::atomic::AtomicBool::new(false),
         }))
     }
 

@@ -72,6 +72,10 @@ pub enum Fault {
     Expired,
     /// Never answer (sleep [`HANG`]).
     Hang,
+    /// Refresh normally (the rotation is committed), then drop the answer and send 502
+    /// as a load balancer does when the upstream connection breaks: the client never sees
+    /// the new token.
+    LostResponse,
 }
 
 impl Fault {
@@ -93,6 +97,8 @@ pub enum FaultEffect {
     Respond(Response),
     /// Go on with a normal refresh, issuing this kind of access token.
     Proceed(AccessLifetime),
+    /// Go on with a normal refresh, then answer 502 instead of its response.
+    ProceedThenDrop,
 }
 
 /// How the `Authorization` header of a logged request looked.
@@ -184,6 +190,7 @@ pub async fn apply(fault: Fault) -> FaultEffect {
             return FaultEffect::Proceed(AccessLifetime::Normal);
         }
         Fault::Expired => return FaultEffect::Proceed(AccessLifetime::AlreadyExpired),
+        Fault::LostResponse => return FaultEffect::ProceedThenDrop,
         Fault::Status { status } => (status_of(status), Json(json!({ "error": "server_error" }))).into_response(),
         Fault::RetryAfter { status, retry_after_seconds } => (
             status_of(status),
@@ -327,9 +334,15 @@ async fn reset(State(Ctx { app, test }): State<Ctx>) -> StatusCode {
     StatusCode::NO_CONTENT
 }
 
-async fn rotate_key(State(Ctx { app, .. }): State<Ctx>) -> StatusCode {
-    app.rotate_signing_key();
-    StatusCode::NO_CONTENT
+/// With shared keys (PostgreSQL) the new key is stored for every instance and signs from
+/// two reloads later; otherwise this process signs with a new key at once.
+async fn rotate_key(State(Ctx { app, .. }): State<Ctx>) -> Result<StatusCode, AppError> {
+    if app.shared_keys.load(std::sync::atomic::Ordering::Relaxed) {
+        crate::shared::rotate_shared_key(&app).await?;
+    } else {
+        app.rotate_signing_key();
+    }
+    Ok(StatusCode::NO_CONTENT)
 }
 
 fn classify(state: &AppState, headers: &axum::http::HeaderMap) -> BearerKind {
@@ -401,6 +414,22 @@ async fn refresh_faults(State(ctx): State<Ctx>, mut request: Request, next: Next
         FaultEffect::Proceed(lifetime) => {
             request.extensions_mut().insert(lifetime);
             next.run(request).await
+        }
+        FaultEffect::ProceedThenDrop => {
+            let committed = next.run(request).await;
+            tracing::info!(
+                status = committed.status().as_u16(),
+                "test fault: refresh response dropped"
+            );
+            drop(committed);
+            no_store(
+                (
+                    StatusCode::BAD_GATEWAY,
+                    [HTML],
+                    "<!doctype html><html><head><title>502 Bad Gateway</title></head><body><h1>502 Bad Gateway</h1></body></html>",
+                )
+                    .into_response(),
+            )
         }
     }
 }

@@ -165,6 +165,18 @@ pub fn new_refresh_token() -> String {
     random_id(32)
 }
 
+/// The successor of refresh token `parent`: HMAC-SHA256 keyed with the servers' shared
+/// successor key, base64url (43 chars, like [`new_refresh_token`]). Unpredictable without
+/// the key, and the same on every instance, so a lost response can be answered again.
+pub fn successor(key: &[u8; 32], parent: &str) -> String {
+    use hmac::{Hmac, Mac as _};
+    let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(key) else {
+        unreachable!("HMAC takes keys of any length")
+    };
+    mac.update(parent.as_bytes());
+    URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes())
+}
+
 /// SHA-256 of a refresh token; only this is stored.
 pub type TokenHash = [u8; 32];
 

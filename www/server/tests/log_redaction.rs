@@ -51,6 +51,12 @@ async fn logs_show_requests_and_reuse_but_never_a_token_or_cookie_value() {
         s.send(me_request(&format!("{access}x"))).await.status(),
         StatusCode::UNAUTHORIZED
     );
+    // A replay within the lost-response window gets the same successor (logged, no token).
+    assert_eq!(
+        s.send(refresh_request(&first)).await.status(),
+        StatusCode::OK
+    );
+    s.clock.advance_ms(10_000); // past the window: reuse
     assert_eq!(
         s.send(refresh_request(&first)).await.status(),
         StatusCode::UNAUTHORIZED

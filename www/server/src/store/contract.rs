@@ -18,11 +18,26 @@ fn family(id: &str, sub: &str, expires_at_ms: i64) -> Family {
 
 /// Run every contract check, each on a store made by `make`.
 pub async fn run_all<S: RefreshStore, F: FnMut() -> S>(mut make: F) {
-    rotation_retires_the_token_and_reuse_revokes_the_family(&make()).await;
-    an_expired_family_refuses_rotation_and_logout_revokes_once(&make()).await;
-    a_user_beyond_the_cap_loses_the_oldest_families_first(&make()).await;
-    purge_deletes_ended_families_and_keeps_live_ones(&make()).await;
-    a_store_that_answers_is_ready(&make()).await;
+    run_all_async(|| std::future::ready(make())).await;
+}
+
+/// [`run_all`] for stores made asynchronously (connecting to a database).
+pub async fn run_all_async<S, F, Fut>(mut make: F)
+where
+    S: RefreshStore,
+    F: FnMut() -> Fut,
+    Fut: Future<Output = S>,
+{
+    rotation_retires_the_token_and_reuse_revokes_the_family(&make().await).await;
+    an_expired_family_refuses_rotation_and_logout_revokes_once(&make().await).await;
+    a_user_beyond_the_cap_loses_the_oldest_families_first(&make().await).await;
+    purge_deletes_ended_families_and_keeps_live_ones(&make().await).await;
+    a_store_that_answers_is_ready(&make().await).await;
+    a_lost_response_gets_the_same_successor_until_it_is_used(&make().await).await;
+    a_lost_response_is_reuse_after_the_window(&make().await).await;
+    a_lost_response_is_reuse_when_the_window_is_off(&make().await).await;
+    the_shared_secret_is_the_first_one_stored(&make().await).await;
+    concurrent_presentations_rotate_once(&make().await).await;
 }
 
 async fn ok<T, E: std::fmt::Debug>(f: impl Future<Output = Result<T, E>>) -> T {
@@ -43,22 +58,22 @@ pub async fn rotation_retires_the_token_and_reuse_revokes_the_family(store: &dyn
         }
     );
     assert_eq!(
-        ok(store.rotate(&h("a"), &h("b"), 1)).await,
+        ok(store.rotate(&h("a"), &h("b"), 1, 0)).await,
         Rotation::Rotated(fam.clone())
     );
     assert_eq!(
-        ok(store.rotate(&h("zz"), &h("c"), 1)).await,
+        ok(store.rotate(&h("zz"), &h("c"), 1, 0)).await,
         Rotation::Rejected(Rejection::Unknown)
     );
     assert_eq!(ok(store.stats(1)).await.families_with_one_live_token, 1);
     assert_eq!(
-        ok(store.rotate(&h("a"), &h("c"), 2)).await,
+        ok(store.rotate(&h("a"), &h("c"), 2, 0)).await,
         Rotation::Reused {
             family_id: "f1".into()
         }
     );
     assert_eq!(
-        ok(store.rotate(&h("b"), &h("d"), 3)).await,
+        ok(store.rotate(&h("b"), &h("d"), 3, 0)).await,
         Rotation::Rejected(Rejection::Revoked)
     );
     assert_eq!(ok(store.stats(3)).await.live_families, 0);
@@ -70,7 +85,7 @@ pub async fn rotation_retires_the_token_and_reuse_revokes_the_family(store: &dyn
 pub async fn an_expired_family_refuses_rotation_and_logout_revokes_once(store: &dyn RefreshStore) {
     store_family(store, "f2", "x", 10_000).await;
     assert_eq!(
-        ok(store.rotate(&h("x"), &h("y"), 10_000)).await,
+        ok(store.rotate(&h("x"), &h("y"), 10_000, 0)).await,
         Rotation::Rejected(Rejection::Expired)
     );
     assert_eq!(
@@ -101,13 +116,13 @@ pub async fn a_user_beyond_the_cap_loses_the_oldest_families_first(store: &dyn R
     let revoked = ok(store.create_family(&family("c3", "demo", 10_000), &h("t3"), cap, 3)).await;
     assert_eq!(revoked, vec!["c1".to_string()]);
     assert_eq!(
-        ok(store.rotate(&h("t1"), &h("t1b"), 4)).await,
+        ok(store.rotate(&h("t1"), &h("t1b"), 4, 0)).await,
         Rotation::Rejected(Rejection::Revoked)
     );
     for token in ["t2", "t3", "o"] {
         assert!(
             matches!(
-                ok(store.rotate(&h(token), &h(&format!("{token}+")), 4)).await,
+                ok(store.rotate(&h(token), &h(&format!("{token}+")), 4, 0)).await,
                 Rotation::Rotated(_)
             ),
             "{token}"
@@ -130,13 +145,13 @@ pub async fn purge_deletes_ended_families_and_keeps_live_ones(store: &dyn Refres
     assert_eq!(ok(store.purge(2_000)).await, 2);
     for token in ["o1", "r1"] {
         assert_eq!(
-            ok(store.rotate(&h(token), &h(&format!("{token}+")), 2_000)).await,
+            ok(store.rotate(&h(token), &h(&format!("{token}+")), 2_000, 0)).await,
             Rotation::Rejected(Rejection::Unknown),
             "{token}"
         );
     }
     assert!(matches!(
-        ok(store.rotate(&h("l1"), &h("l2"), 2_000)).await,
+        ok(store.rotate(&h("l1"), &h("l2"), 2_000, 0)).await,
         Rotation::Rotated(_)
     ));
     assert_eq!(ok(store.purge(2_000)).await, 0);
@@ -145,4 +160,132 @@ pub async fn purge_deletes_ended_families_and_keeps_live_ones(store: &dyn Refres
 /// `ping` succeeds on a working store.
 pub async fn a_store_that_answers_is_ready(store: &dyn RefreshStore) {
     ok(store.ping()).await;
+}
+
+/// The lost-response rule: within the window, the parent of a never-used successor gets
+/// [`Rotation::Repeated`] (again and again) and nothing changes; once the successor was
+/// used, the parent is reuse and the family is revoked.
+pub async fn a_lost_response_gets_the_same_successor_until_it_is_used(store: &dyn RefreshStore) {
+    let fam = family("lr", "demo", 100_000);
+    ok(store.create_family(&fam, &h("p"), 10, 0)).await;
+    let window = 10_000;
+    assert_eq!(
+        ok(store.rotate(&h("p"), &h("s"), 1_000, window)).await,
+        Rotation::Rotated(fam.clone())
+    );
+    for now in [1_000, 5_000, 10_999] {
+        assert_eq!(
+            ok(store.rotate(&h("p"), &h("s"), now, window)).await,
+            Rotation::Repeated(fam.clone()),
+            "at {now}"
+        );
+    }
+    assert_eq!(ok(store.stats(11_000)).await.families_with_one_live_token, 1);
+    // Another successor than the one it was rotated to is not the lost response.
+    let other = family("lr2", "demo", 100_000);
+    ok(store.create_family(&other, &h("q"), 10, 0)).await;
+    assert_eq!(
+        ok(store.rotate(&h("p"), &h("q"), 2_000, window)).await,
+        Rotation::Reused {
+            family_id: "lr".into()
+        },
+        "a live token of another family is not the successor"
+    );
+    // Same again in a fresh family, now using the successor before the replay.
+    let fam3 = family("lr3", "demo", 100_000);
+    ok(store.create_family(&fam3, &h("p3"), 10, 0)).await;
+    assert!(matches!(
+        ok(store.rotate(&h("p3"), &h("s3"), 1_000, window)).await,
+        Rotation::Rotated(_)
+    ));
+    assert!(matches!(
+        ok(store.rotate(&h("s3"), &h("n3"), 1_500, window)).await,
+        Rotation::Rotated(_)
+    ));
+    assert_eq!(
+        ok(store.rotate(&h("p3"), &h("s3"), 2_000, window)).await,
+        Rotation::Reused {
+            family_id: "lr3".into()
+        },
+        "the successor was used: its parent is reuse"
+    );
+    assert_eq!(
+        ok(store.rotate(&h("n3"), &h("x3"), 2_001, window)).await,
+        Rotation::Rejected(Rejection::Revoked)
+    );
+}
+
+/// At or after the window's end the parent is reuse, even with its successor unused.
+pub async fn a_lost_response_is_reuse_after_the_window(store: &dyn RefreshStore) {
+    let fam = family("lw", "demo", 100_000);
+    ok(store.create_family(&fam, &h("p"), 10, 0)).await;
+    assert!(matches!(
+        ok(store.rotate(&h("p"), &h("s"), 1_000, 10_000)).await,
+        Rotation::Rotated(_)
+    ));
+    assert_eq!(
+        ok(store.rotate(&h("p"), &h("s"), 11_000, 10_000)).await,
+        Rotation::Reused {
+            family_id: "lw".into()
+        }
+    );
+    assert_eq!(
+        ok(store.rotate(&h("s"), &h("t"), 11_001, 10_000)).await,
+        Rotation::Rejected(Rejection::Revoked)
+    );
+}
+
+/// A window of 0 turns the rule off: any replay is reuse.
+pub async fn a_lost_response_is_reuse_when_the_window_is_off(store: &dyn RefreshStore) {
+    let fam = family("lo", "demo", 100_000);
+    ok(store.create_family(&fam, &h("p"), 10, 0)).await;
+    assert!(matches!(
+        ok(store.rotate(&h("p"), &h("s"), 1_000, 0)).await,
+        Rotation::Rotated(_)
+    ));
+    assert_eq!(
+        ok(store.rotate(&h("p"), &h("s"), 1_000, 0)).await,
+        Rotation::Reused {
+            family_id: "lo".into()
+        }
+    );
+}
+
+/// The first secret stored under a name wins; other names are independent.
+pub async fn the_shared_secret_is_the_first_one_stored(store: &dyn RefreshStore) {
+    assert_eq!(ok(store.shared_secret("a", b"one")).await, b"one".to_vec());
+    assert_eq!(ok(store.shared_secret("a", b"two")).await, b"one".to_vec());
+    assert_eq!(ok(store.shared_secret("b", b"two")).await, b"two".to_vec());
+}
+
+/// Four presentations of one token at once: exactly one rotates; with the window on the
+/// others get the same successor, with it off (and other successors) they are reuse.
+pub async fn concurrent_presentations_rotate_once(store: &dyn RefreshStore) {
+    ok(store.create_family(&family("cc", "demo", 100_000), &h("c0"), 10, 0)).await;
+    let (c0, c1) = (h("c0"), h("c1"));
+    let r = || store.rotate(&c0, &c1, 1, 10_000);
+    let (a, b, c, d) = tokio::join!(r(), r(), r(), r());
+    let outcomes = [a, b, c, d].map(|o| o.expect("store call failed"));
+    let rotated = outcomes
+        .iter()
+        .filter(|o| matches!(o, Rotation::Rotated(_)))
+        .count();
+    let repeated = outcomes
+        .iter()
+        .filter(|o| matches!(o, Rotation::Repeated(_)))
+        .count();
+    assert_eq!((rotated, repeated), (1, 3), "{outcomes:?}");
+    assert_eq!(ok(store.stats(2)).await.families_with_one_live_token, 1);
+
+    ok(store.create_family(&family("cd", "demo", 100_000), &h("d0"), 10, 0)).await;
+    let (d0, d1, d2) = (h("d0"), h("d1"), h("d2"));
+    let (a, b) = tokio::join!(store.rotate(&d0, &d1, 1, 0), store.rotate(&d0, &d2, 1, 0));
+    let outcomes = [a, b].map(|o| o.expect("store call failed"));
+    assert!(
+        outcomes.iter().any(|o| matches!(o, Rotation::Rotated(_)))
+            && outcomes
+                .iter()
+                .any(|o| matches!(o, Rotation::Reused { .. })),
+        "{outcomes:?}"
+    );
 }

@@ -24,6 +24,7 @@ impl FamilyRow {
 struct TokenRow {
     family_id: String,
     live: bool,
+    retired_at_ms: i64,
 }
 
 #[derive(Debug, Default)]
@@ -32,6 +33,7 @@ struct Tables {
     tokens: HashMap<TokenHash, TokenRow>,
     /// Family ids of each user, oldest first (may hold ids of ended or purged families).
     by_sub: HashMap<String, VecDeque<String>>,
+    secrets: HashMap<String, Vec<u8>>,
 }
 
 /// An in-memory store (lost on restart).
@@ -76,6 +78,7 @@ impl RefreshStore for MemoryStore {
             TokenRow {
                 family_id: family.id.clone(),
                 live: true,
+                retired_at_ms: 0,
             },
         );
         let ids = t.by_sub.entry(family.sub.clone()).or_default();
@@ -98,9 +101,15 @@ impl RefreshStore for MemoryStore {
         token: &TokenHash,
         next: &TokenHash,
         now_ms: i64,
+        window_ms: i64,
     ) -> Result<Rotation, StoreError> {
         let mut guard = self.lock()?;
         let t = &mut *guard;
+        let successor_live = t
+            .tokens
+            .get(next)
+            .filter(|n| n.live)
+            .map(|n| n.family_id.clone());
         let Some(row) = t.tokens.get_mut(token) else {
             return Ok(Rotation::Rejected(Rejection::Unknown));
         };
@@ -114,22 +123,28 @@ impl RefreshStore for MemoryStore {
             return Ok(Rotation::Rejected(Rejection::Expired));
         }
         let family_id = row.family_id.clone();
-        if !row.live {
-            fam.revoked_at_ms = Some(now_ms);
-            return Ok(Rotation::Reused { family_id });
-        }
-        row.live = false;
-        fam.tokens.push(*next);
         let family = Family {
             id: family_id.clone(),
             sub: fam.sub.clone(),
             expires_at_ms: fam.expires_at_ms,
         };
+        if !row.live {
+            let in_window = window_ms > 0 && now_ms - row.retired_at_ms < window_ms;
+            if in_window && successor_live.as_deref() == Some(family_id.as_str()) {
+                return Ok(Rotation::Repeated(family));
+            }
+            fam.revoked_at_ms = Some(now_ms);
+            return Ok(Rotation::Reused { family_id });
+        }
+        row.live = false;
+        row.retired_at_ms = now_ms;
+        fam.tokens.push(*next);
         t.tokens.insert(
             *next,
             TokenRow {
                 family_id,
                 live: true,
+                retired_at_ms: 0,
             },
         );
         Ok(Rotation::Rotated(family))
@@ -208,6 +223,14 @@ impl RefreshStore for MemoryStore {
             }
         }
         Ok(stats)
+    }
+
+    async fn shared_secret(&self, name: &str, candidate: &[u8]) -> Result<Vec<u8>, StoreError> {
+        let mut t = self.lock()?;
+        Ok(t.secrets
+            .entry(name.to_string())
+            .or_insert_with(|| candidate.to_vec())
+            .clone())
     }
 }
 

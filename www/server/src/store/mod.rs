@@ -1,17 +1,21 @@
-//! Refresh-token families behind one async trait, [`RefreshStore`]: [`MemoryStore`] for tests
-//! and [`SqliteStore`] (the default) for a server that survives restarts. [`contract`] holds
-//! the behaviour every implementation must show, as functions any implementation's tests call.
+//! Refresh-token families behind one async trait, [`RefreshStore`]: [`MemoryStore`] for tests,
+//! [`SqliteStore`] (the default) for one server that survives restarts, and [`PgStore`]
+//! (`DATABASE_URL`) for several instances on one PostgreSQL. [`contract`] holds the behaviour
+//! every implementation must show, as functions any implementation's tests call.
 //!
-//! Every operation that reads and then writes is atomic (one mutex / one transaction), so
-//! two concurrent refreshes of the same token cannot both win.
+//! Every operation that reads and then writes is atomic (one mutex / one transaction / one
+//! row-locking SQL function), so two concurrent refreshes of the same token cannot both win,
+//! whichever instances they reach.
 
 pub mod contract;
 mod memory;
+mod postgres;
 mod sqlite;
 
 use std::fmt;
 
 pub use memory::MemoryStore;
+pub use postgres::{PgStore, MIGRATIONS};
 pub use sqlite::{SqliteStore, DB_FILE};
 
 use crate::tokens::TokenHash;
@@ -43,6 +47,10 @@ pub enum Rejection {
 pub enum Rotation {
     /// The token was live: it is now retired and the new one is live in the same family.
     Rotated(Family),
+    /// The lost-response rule: the token was retired less than the window ago and `next`,
+    /// the successor it was rotated to, has never been used. Nothing changed; the caller
+    /// hands out the same successor again.
+    Repeated(Family),
     /// The token had already been used: the family has just been revoked.
     Reused {
         /// The revoked family's id.
@@ -87,11 +95,17 @@ pub trait RefreshStore: Send + Sync + 'static {
         now_ms: i64,
     ) -> Result<Vec<String>, StoreError>;
     /// Present `token`; if it is live, retire it and make `next` live in its family.
+    ///
+    /// If it was retired less than `window_ms` ago (0 = never) and `next` is a live token
+    /// of its family, answer [`Rotation::Repeated`] and change nothing. The caller derives
+    /// `next` from `token` (a keyed hash), so a live `next` is the very successor `token`
+    /// was rotated to. Any other presentation of a retired token is reuse.
     async fn rotate(
         &self,
         token: &TokenHash,
         next: &TokenHash,
         now_ms: i64,
+        window_ms: i64,
     ) -> Result<Rotation, StoreError>;
     /// Revoke the family `token` belongs to (live or retired). `Some(id)` if it was newly revoked.
     async fn revoke_family_of(
@@ -109,4 +123,44 @@ pub trait RefreshStore: Send + Sync + 'static {
     async fn ping(&self) -> Result<(), StoreError>;
     /// Counts for diagnostics.
     async fn stats(&self, now_ms: i64) -> Result<StoreStats, StoreError>;
+    /// The secret called `name`, the same for every server on this store: the first call
+    /// stores `candidate`, later calls (from any instance) return what was stored.
+    async fn shared_secret(&self, name: &str, candidate: &[u8]) -> Result<Vec<u8>, StoreError>;
+    /// Signing keys shared by every instance on this store, or `None` if this store keeps
+    /// none (each process then has its own keys).
+    async fn signing_keys(&self) -> Result<Option<Vec<StoredKey>>, StoreError> {
+        Ok(None)
+    }
+    /// Add a shared signing key (ignored if its `kid` is already there). Keeps the newest
+    /// `keep` keys by `not_before_ms`. Stores without shared keys refuse.
+    async fn add_signing_key(&self, key: &StoredKey, keep: usize) -> Result<(), StoreError> {
+        let _ = (key, keep);
+        Err(StoreError("this store keeps no signing keys".into()))
+    }
+    /// Add `key` only if no signing key is stored yet (the first instance to start).
+    async fn add_first_signing_key(&self, key: &StoredKey) -> Result<(), StoreError> {
+        let _ = key;
+        Err(StoreError("this store keeps no signing keys".into()))
+    }
+}
+
+/// A signing key kept in the store. The private key is in the database: whoever can read
+/// the database can sign tokens (as whoever can read a key file can).
+#[derive(Clone, PartialEq, Eq)]
+pub struct StoredKey {
+    /// RFC 7638 thumbprint.
+    pub kid: String,
+    /// PKCS#8 PEM of the private key.
+    pub pem: String,
+    /// Epoch ms from which instances sign with it (published before that).
+    pub not_before_ms: i64,
+}
+
+impl fmt::Debug for StoredKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StoredKey")
+            .field("kid", &self.kid)
+            .field("not_before_ms", &self.not_before_ms)
+            .finish_non_exhaustive()
+    }
 }

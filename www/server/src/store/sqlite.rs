@@ -37,6 +37,10 @@ CREATE INDEX IF NOT EXISTS refresh_tokens_by_family ON refresh_tokens(family_id)
 CREATE INDEX IF NOT EXISTS families_by_expiry ON families(expires_at_ms);
 CREATE INDEX IF NOT EXISTS families_by_revocation ON families(revoked_at_ms);
 CREATE INDEX IF NOT EXISTS families_by_sub ON families(sub, created_at_ms);
+CREATE TABLE IF NOT EXISTS server_secrets (
+    name TEXT PRIMARY KEY,
+    value BLOB NOT NULL
+);
 ";
 
 /// Refresh-token families in SQLite. One connection behind a mutex; every rotation is one
@@ -138,38 +142,55 @@ impl RefreshStore for SqliteStore {
         token: &TokenHash,
         next: &TokenHash,
         now_ms: i64,
+        window_ms: i64,
     ) -> Result<Rotation, StoreError> {
         let (token, next) = (*token, *next);
         self.with_conn(move |conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let row = tx
                 .prepare_cached(
-                    "SELECT t.family_id, t.retired_at_ms IS NULL, f.sub, f.expires_at_ms, f.revoked_at_ms IS NOT NULL
+                    "SELECT t.family_id, t.retired_at_ms, f.sub, f.expires_at_ms, f.revoked_at_ms IS NOT NULL
                      FROM refresh_tokens t JOIN families f ON f.id = t.family_id WHERE t.hash = ?1",
                 )?
                 .query_row(params![&token[..]], |r| {
                     Ok((
                         r.get::<_, String>(0)?,
-                        r.get::<_, bool>(1)?,
+                        r.get::<_, Option<i64>>(1)?,
                         r.get::<_, String>(2)?,
                         r.get::<_, i64>(3)?,
                         r.get::<_, bool>(4)?,
                     ))
                 })
                 .optional()?;
-            let Some((family_id, live, sub, expires_at_ms, revoked)) = row else {
+            let Some((family_id, retired_at_ms, sub, expires_at_ms, revoked)) = row else {
                 return Ok(Rotation::Rejected(Rejection::Unknown));
             };
             let outcome = if revoked {
                 Rotation::Rejected(Rejection::Revoked)
             } else if expires_at_ms <= now_ms {
                 Rotation::Rejected(Rejection::Expired)
-            } else if !live {
-                tx.execute(
-                    "UPDATE families SET revoked_at_ms = ?1 WHERE id = ?2",
-                    params![now_ms, family_id],
-                )?;
-                Rotation::Reused { family_id }
+            } else if let Some(retired_at_ms) = retired_at_ms {
+                let successor_live = window_ms > 0
+                    && now_ms - retired_at_ms < window_ms
+                    && tx
+                        .prepare_cached(
+                            "SELECT 1 FROM refresh_tokens
+                             WHERE hash = ?1 AND family_id = ?2 AND retired_at_ms IS NULL",
+                        )?
+                        .exists(params![&next[..], family_id])?;
+                if successor_live {
+                    Rotation::Repeated(Family {
+                        id: family_id,
+                        sub,
+                        expires_at_ms,
+                    })
+                } else {
+                    tx.execute(
+                        "UPDATE families SET revoked_at_ms = ?1 WHERE id = ?2",
+                        params![now_ms, family_id],
+                    )?;
+                    Rotation::Reused { family_id }
+                }
             } else {
                 tx.prepare_cached("UPDATE refresh_tokens SET retired_at_ms = ?1 WHERE hash = ?2")?
                     .execute(params![now_ms, &token[..]])?;
@@ -265,6 +286,22 @@ impl RefreshStore for SqliteStore {
         })
         .await
     }
+
+    async fn shared_secret(&self, name: &str, candidate: &[u8]) -> Result<Vec<u8>, StoreError> {
+        let (name, candidate) = (name.to_string(), candidate.to_vec());
+        self.with_conn(move |conn| {
+            conn.execute(
+                "INSERT OR IGNORE INTO server_secrets (name, value) VALUES (?1, ?2)",
+                params![name, candidate],
+            )?;
+            conn.query_row(
+                "SELECT value FROM server_secrets WHERE name = ?1",
+                params![name],
+                |r| r.get(0),
+            )
+        })
+        .await
+    }
 }
 
 #[cfg(test)]
@@ -297,18 +334,18 @@ mod tests {
             let store = SqliteStore::open(&data).unwrap();
             store.create_family(&fam, &h("t1"), 10, 0).await.unwrap();
             assert_eq!(
-                store.rotate(&h("t1"), &h("t2"), 1).await.unwrap(),
+                store.rotate(&h("t1"), &h("t2"), 1, 0).await.unwrap(),
                 Rotation::Rotated(fam.clone())
             );
         }
         let reopened = SqliteStore::open(&data).unwrap();
         assert!(reopened.path().exists());
         assert_eq!(
-            reopened.rotate(&h("t2"), &h("t3"), 2).await.unwrap(),
+            reopened.rotate(&h("t2"), &h("t3"), 2, 0).await.unwrap(),
             Rotation::Rotated(fam.clone())
         );
         assert_eq!(
-            reopened.rotate(&h("t1"), &h("t4"), 3).await.unwrap(),
+            reopened.rotate(&h("t1"), &h("t4"), 3, 0).await.unwrap(),
             Rotation::Reused {
                 family_id: "f".into()
             }

@@ -42,7 +42,13 @@ impl RefreshStore for DownStore {
     ) -> Result<Vec<String>, StoreError> {
         down()
     }
-    async fn rotate(&self, _: &TokenHash, _: &TokenHash, _: i64) -> Result<Rotation, StoreError> {
+    async fn rotate(
+        &self,
+        _: &TokenHash,
+        _: &TokenHash,
+        _: i64,
+        _: i64,
+    ) -> Result<Rotation, StoreError> {
         down()
     }
     async fn revoke_family_of(&self, _: &TokenHash, _: i64) -> Result<Option<String>, StoreError> {
@@ -58,6 +64,9 @@ impl RefreshStore for DownStore {
         down()
     }
     async fn stats(&self, _: i64) -> Result<StoreStats, StoreError> {
+        down()
+    }
+    async fn shared_secret(&self, _: &str, _: &[u8]) -> Result<Vec<u8>, StoreError> {
         down()
     }
 }
@@ -85,6 +94,7 @@ async fn metrics_count_logins_rotations_reuse_revocations_limits_and_latency() {
     let (_, first) = s.login().await;
     let res = s.send(refresh_request(&first)).await;
     assert_eq!(res.status(), StatusCode::OK);
+    s.clock.advance_ms(10_000); // past the lost-response window
     s.send(refresh_request(&first)).await; // reuse: family revoked
     let res = s.send(get("/metrics")).await;
     assert_eq!(res.status(), StatusCode::OK);

@@ -5,6 +5,7 @@ use axum::http::{header, StatusCode};
 use serde_json::json;
 
 use crate::common::*;
+use tokenwarden_server::Config;
 
 #[tokio::test]
 async fn login_with_the_demo_account_returns_a_bearer_token_response_and_a_refresh_cookie() {
@@ -93,6 +94,9 @@ async fn refresh_rotates_the_cookie_and_replaying_the_old_one_revokes_the_whole_
     assert_ne!(first, second);
     assert_eq!(body_json(res).await["token_type"], "Bearer");
 
+    // Past the lost-response window (10 s by default) a replay is reuse even though
+    // `second` was never used.
+    s.clock.advance_ms(10_000);
     let reuse = s.send(refresh_request(&first)).await;
     assert_eq!(reuse.status(), StatusCode::UNAUTHORIZED);
     assert!(set_cookie_of(&reuse).unwrap().contains("Max-Age=0"));
@@ -136,30 +140,100 @@ async fn refresh_without_a_cookie_or_with_an_unknown_one_is_invalid_grant() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_concurrent_refreshes_of_one_cookie_let_exactly_one_win() {
+async fn two_concurrent_refreshes_of_one_cookie_rotate_once_and_both_get_the_same_successor() {
     for _ in 0..20 {
         let s = server(true);
         let (_, cookie) = s.login().await;
         let a = tokio::spawn(s.router.clone().oneshot_owned(refresh_request(&cookie)));
         let b = tokio::spawn(s.router.clone().oneshot_owned(refresh_request(&cookie)));
-        let statuses = [a.await.unwrap().status(), b.await.unwrap().status()];
+        let (a, b) = (a.await.unwrap(), b.await.unwrap());
+        assert_eq!((a.status(), b.status()), (StatusCode::OK, StatusCode::OK));
+        assert_eq!(refresh_cookie_of(&a), refresh_cookie_of(&b));
+        let c = s.counters().await;
+        assert_eq!(c["reuseDetected"], 0);
+        assert_eq!(c["lostResponsesRepeated"], 1);
+        assert_eq!(c["liveFamilies"], 1);
+        assert_eq!(c["familiesWithOneLiveToken"], 1);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_window_off_two_concurrent_refreshes_let_exactly_one_win() {
+    for _ in 0..20 {
+        let s = server_with(Config {
+            test_mode: true,
+            memory_store: true,
+            lost_response_window_s: 0.0,
+            ..Config::default()
+        });
+        let (_, cookie) = s.login().await;
+        let a = tokio::spawn(s.router.clone().oneshot_owned(refresh_request(&cookie)));
+        let b = tokio::spawn(s.router.clone().oneshot_owned(refresh_request(&cookie)));
+        let mut statuses = [a.await.unwrap().status(), b.await.unwrap().status()];
+        statuses.sort();
         assert_eq!(
-            statuses.iter().filter(|st| **st == StatusCode::OK).count(),
-            1,
-            "{statuses:?}"
-        );
-        assert_eq!(
-            statuses
-                .iter()
-                .filter(|st| **st == StatusCode::UNAUTHORIZED)
-                .count(),
-            1,
+            statuses,
+            [StatusCode::OK, StatusCode::UNAUTHORIZED],
             "{statuses:?}"
         );
         let c = s.counters().await;
         assert_eq!(c["reuseDetected"], 1);
         assert_eq!(c["refreshesServed"], 1);
     }
+}
+
+#[tokio::test]
+async fn a_lost_response_is_answered_with_the_same_successor_until_it_is_used() {
+    let s = server(true);
+    let (_, first) = s.login().await;
+    let res = s.send(refresh_request(&first)).await;
+    let second = refresh_cookie_of(&res).unwrap();
+    // The answer was lost: the browser still holds `first` and tries again, 9.9 s later.
+    s.clock.advance_ms(9_900);
+    let again = s.send(refresh_request(&first)).await;
+    assert_eq!(again.status(), StatusCode::OK);
+    assert_eq!(refresh_cookie_of(&again).unwrap(), second);
+    let access = body_json(again).await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(s.send(me_request(&access)).await.status(), StatusCode::OK);
+    // Using the successor closes the window for its parent: a replay now is reuse.
+    let res = s.send(refresh_request(&second)).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let third = refresh_cookie_of(&res).unwrap();
+    let replay = s.send(refresh_request(&first)).await;
+    assert_eq!(replay.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        s.send(refresh_request(&third)).await.status(),
+        StatusCode::UNAUTHORIZED,
+        "the family is revoked"
+    );
+    let c = s.counters().await;
+    assert_eq!(c["lostResponsesRepeated"], 1);
+    assert_eq!(c["reuseDetected"], 1);
+    assert_eq!(c["liveFamilies"], 0);
+}
+
+#[tokio::test]
+async fn the_lost_response_fault_commits_the_rotation_and_answers_502() {
+    let s = server(true);
+    let (_, first) = s.login().await;
+    let res = s
+        .send(json_request(
+            "POST",
+            "/test/faults",
+            json!({"faults": [{"kind": "lostResponse"}]}),
+        ))
+        .await;
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    let lost = s.send(refresh_request(&first)).await;
+    assert_eq!(lost.status(), StatusCode::BAD_GATEWAY);
+    assert!(set_cookie_of(&lost).is_none(), "the new cookie was lost");
+    assert_eq!(s.counters().await["refreshesServed"], 1, "it was committed");
+    let retry = s.send(refresh_request(&first)).await;
+    assert_eq!(retry.status(), StatusCode::OK);
+    assert_eq!(s.counters().await["lostResponsesRepeated"], 1);
 }
 
 /// `Router::oneshot` taking the request by value, for `tokio::spawn`.

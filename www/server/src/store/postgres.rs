@@ -1,0 +1,592 @@
+//! [`PgStore`]: refresh-token families in PostgreSQL, shared by any number of server
+//! instances (`DATABASE_URL=postgres://…`). tokio-postgres with a deadpool pool: fully
+//! async, nothing blocks the workers.
+//!
+//! The schema is created and migrated at start from [`MIGRATIONS`] (versioned, each applied
+//! once in its own transaction, recorded in `schema_migrations`, under an advisory lock so
+//! two instances starting together do not race). Rotation and login are one call each to a
+//! PL/pgSQL function that locks the token's row (`FOR UPDATE`), so two instances presented
+//! the same token at the same moment serialise on that row: one rotates, the other sees it
+//! retired. One round trip and one commit per rotation.
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use tokio_postgres::NoTls;
+
+use super::{Family, RefreshStore, Rejection, Rotation, StoreError, StoreStats, StoredKey};
+use crate::tokens::TokenHash;
+
+/// Key of the advisory lock held while migrating.
+const MIGRATION_LOCK: i64 = 0x7477_6d69_6772; // "twmigr"
+
+/// The schema, version by version. Never edit a released migration: add the next one.
+pub const MIGRATIONS: &[(i32, &str)] = &[
+    (
+        1,
+        "
+CREATE TABLE families (
+    id TEXT PRIMARY KEY,
+    seq BIGSERIAL NOT NULL,
+    sub TEXT NOT NULL,
+    created_at_ms BIGINT NOT NULL,
+    expires_at_ms BIGINT NOT NULL,
+    revoked_at_ms BIGINT
+);
+CREATE TABLE refresh_tokens (
+    hash BYTEA PRIMARY KEY,
+    family_id TEXT NOT NULL REFERENCES families(id) ON DELETE CASCADE,
+    issued_at_ms BIGINT NOT NULL,
+    retired_at_ms BIGINT
+);
+CREATE INDEX refresh_tokens_by_family ON refresh_tokens(family_id);
+CREATE INDEX families_by_expiry ON families(expires_at_ms);
+CREATE INDEX families_by_revocation ON families(revoked_at_ms);
+CREATE INDEX families_by_sub ON families(sub, created_at_ms);
+CREATE TABLE server_secrets (
+    name TEXT PRIMARY KEY,
+    value BYTEA NOT NULL
+);
+CREATE TABLE signing_keys (
+    kid TEXT PRIMARY KEY,
+    pem TEXT NOT NULL,
+    not_before_ms BIGINT NOT NULL
+);
+",
+    ),
+    (
+        2,
+        "
+-- Present a refresh token. Outcomes: unknown, revoked, expired, rotated, repeated, reused.
+CREATE FUNCTION tw_rotate(p_token BYTEA, p_next BYTEA, p_now BIGINT, p_window BIGINT,
+    OUT o_outcome TEXT, OUT o_family TEXT, OUT o_sub TEXT, OUT o_expires BIGINT)
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_retired BIGINT;
+    v_revoked BIGINT;
+BEGIN
+    -- The row lock serialises every presentation of this token, on any instance.
+    SELECT t.family_id, t.retired_at_ms INTO o_family, v_retired
+        FROM refresh_tokens t WHERE t.hash = p_token FOR UPDATE;
+    IF NOT FOUND THEN
+        o_outcome := 'unknown';
+        RETURN;
+    END IF;
+    SELECT f.sub, f.expires_at_ms, f.revoked_at_ms INTO o_sub, o_expires, v_revoked
+        FROM families f WHERE f.id = o_family;
+    IF v_revoked IS NOT NULL THEN
+        o_outcome := 'revoked';
+    ELSIF o_expires <= p_now THEN
+        o_outcome := 'expired';
+    ELSIF v_retired IS NULL THEN
+        UPDATE refresh_tokens SET retired_at_ms = p_now WHERE hash = p_token;
+        INSERT INTO refresh_tokens (hash, family_id, issued_at_ms) VALUES (p_next, o_family, p_now);
+        o_outcome := 'rotated';
+    ELSIF p_window > 0 AND p_now - v_retired < p_window AND EXISTS (
+        -- Locks the successor too: a concurrent rotation of it is seen, not raced.
+        SELECT 1 FROM refresh_tokens n
+        WHERE n.hash = p_next AND n.family_id = o_family AND n.retired_at_ms IS NULL
+        FOR UPDATE
+    ) THEN
+        o_outcome := 'repeated';
+    ELSE
+        UPDATE families SET revoked_at_ms = p_now WHERE id = o_family AND revoked_at_ms IS NULL;
+        o_outcome := 'reused';
+    END IF;
+END $$;
+
+-- Start a family; revoke the user's oldest live families beyond p_max_live and return them.
+CREATE FUNCTION tw_create_family(p_id TEXT, p_sub TEXT, p_expires BIGINT, p_token BYTEA,
+    p_max_live BIGINT, p_now BIGINT)
+RETURNS SETOF TEXT
+LANGUAGE plpgsql AS $$
+BEGIN
+    -- One user's logins on different instances count against the cap one at a time.
+    PERFORM pg_advisory_xact_lock(hashtextextended(p_sub, 0));
+    INSERT INTO families (id, sub, created_at_ms, expires_at_ms)
+        VALUES (p_id, p_sub, p_now, p_expires);
+    INSERT INTO refresh_tokens (hash, family_id, issued_at_ms) VALUES (p_token, p_id, p_now);
+    RETURN QUERY
+        UPDATE families SET revoked_at_ms = p_now WHERE id IN (
+            SELECT id FROM families
+            WHERE sub = p_sub AND revoked_at_ms IS NULL AND expires_at_ms > p_now
+            ORDER BY created_at_ms DESC, seq DESC OFFSET p_max_live
+        ) RETURNING id;
+END $$;
+",
+    ),
+];
+
+/// Refresh-token families (and the shared secrets and signing keys) in PostgreSQL.
+#[derive(Clone)]
+pub struct PgStore {
+    pool: Pool,
+}
+
+impl std::fmt::Debug for PgStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the URL: it may hold a password.
+        f.debug_struct("PgStore").finish_non_exhaustive()
+    }
+}
+
+fn err(e: impl std::fmt::Display) -> StoreError {
+    StoreError(format!("postgres: {e}"))
+}
+
+fn parse_config(url: &str, schema: Option<&str>) -> Result<tokio_postgres::Config, StoreError> {
+    let mut config: tokio_postgres::Config = url
+        .parse()
+        .map_err(|e| StoreError(format!("DATABASE_URL is not a PostgreSQL URL: {e}")))?;
+    if let Some(schema) = schema {
+        config.options(format!("-c search_path={schema}"));
+    }
+    if config.get_application_name().is_none() {
+        config.application_name("tokenwarden-server");
+    }
+    Ok(config)
+}
+
+impl PgStore {
+    /// Connect to `url` with a pool of `pool_size` connections and apply the missing
+    /// migrations. `schema`: use this schema (created if missing) instead of the default
+    /// search path (tests give each store its own).
+    pub async fn connect(
+        url: &str,
+        schema: Option<&str>,
+        pool_size: usize,
+    ) -> Result<Self, StoreError> {
+        let config = parse_config(url, schema)?;
+        {
+            // A connection of its own: the session-level advisory lock goes with it.
+            let (client, connection) = config.connect(NoTls).await.map_err(err)?;
+            let conn_task = tokio::spawn(connection);
+            let result = migrate(&client, schema).await;
+            drop(client);
+            let _ = conn_task.await;
+            result?;
+        }
+        let manager = Manager::from_config(
+            config,
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(pool_size.max(1))
+            .build()
+            .map_err(err)?;
+        Ok(Self { pool })
+    }
+
+    async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
+        self.pool.get().await.map_err(err)
+    }
+
+    /// The versions recorded in `schema_migrations`, in order.
+    pub async fn applied_migrations(&self) -> Result<Vec<i32>, StoreError> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "SELECT version FROM schema_migrations ORDER BY version",
+                &[],
+            )
+            .await
+            .map_err(err)?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
+}
+
+async fn migrate(client: &tokio_postgres::Client, schema: Option<&str>) -> Result<(), StoreError> {
+    client
+        .query("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
+        .await
+        .map_err(err)?;
+    if let Some(schema) = schema {
+        // Tests only: the name comes from the test, never from a request.
+        client
+            .batch_execute(&format!(
+                "CREATE SCHEMA IF NOT EXISTS {schema}; SET search_path = {schema}"
+            ))
+            .await
+            .map_err(err)?;
+    }
+    client
+        .batch_execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations (
+                version INTEGER PRIMARY KEY,
+                applied_at TIMESTAMPTZ NOT NULL DEFAULT now()
+            )",
+        )
+        .await
+        .map_err(err)?;
+    let applied: Vec<i32> = client
+        .query("SELECT version FROM schema_migrations", &[])
+        .await
+        .map_err(err)?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    for (version, sql) in MIGRATIONS {
+        if applied.contains(version) {
+            continue;
+        }
+        client.batch_execute("BEGIN").await.map_err(err)?;
+        let step = async {
+            client.batch_execute(sql).await?;
+            client
+                .execute(
+                    "INSERT INTO schema_migrations (version) VALUES ($1)",
+                    &[version],
+                )
+                .await?;
+            client.batch_execute("COMMIT").await
+        }
+        .await;
+        if let Err(e) = step {
+            let _ = client.batch_execute("ROLLBACK").await;
+            return Err(StoreError(format!("postgres: migration {version}: {e}")));
+        }
+        tracing::info!(version, "database migration applied");
+    }
+    client
+        .query("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK])
+        .await
+        .map_err(err)?;
+    Ok(())
+}
+
+#[async_trait::async_trait]
+impl RefreshStore for PgStore {
+    async fn create_family(
+        &self,
+        family: &Family,
+        token: &TokenHash,
+        max_live: usize,
+        now_ms: i64,
+    ) -> Result<Vec<String>, StoreError> {
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached("SELECT * FROM tw_create_family($1, $2, $3, $4, $5, $6)")
+            .await
+            .map_err(err)?;
+        let keep = i64::try_from(max_live).unwrap_or(i64::MAX);
+        let rows = client
+            .query(
+                &stmt,
+                &[
+                    &family.id,
+                    &family.sub,
+                    &family.expires_at_ms,
+                    &&token[..],
+                    &keep,
+                    &now_ms,
+                ],
+            )
+            .await
+            .map_err(err)?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
+
+    async fn rotate(
+        &self,
+        token: &TokenHash,
+        next: &TokenHash,
+        now_ms: i64,
+        window_ms: i64,
+    ) -> Result<Rotation, StoreError> {
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached(
+                "SELECT o_outcome, o_family, o_sub, o_expires FROM tw_rotate($1, $2, $3, $4)",
+            )
+            .await
+            .map_err(err)?;
+        let row = client
+            .query_one(&stmt, &[&&token[..], &&next[..], &now_ms, &window_ms])
+            .await
+            .map_err(err)?;
+        let outcome: &str = row.get(0);
+        let family = || -> Family {
+            Family {
+                id: row.get(1),
+                sub: row.get(2),
+                expires_at_ms: row.get(3),
+            }
+        };
+        Ok(match outcome {
+            "unknown" => Rotation::Rejected(Rejection::Unknown),
+            "revoked" => Rotation::Rejected(Rejection::Revoked),
+            "expired" => Rotation::Rejected(Rejection::Expired),
+            "rotated" => Rotation::Rotated(family()),
+            "repeated" => Rotation::Repeated(family()),
+            "reused" => Rotation::Reused {
+                family_id: row.get(1),
+            },
+            other => return Err(StoreError(format!("tw_rotate answered {other:?}"))),
+        })
+    }
+
+    async fn revoke_family_of(
+        &self,
+        token: &TokenHash,
+        now_ms: i64,
+    ) -> Result<Option<String>, StoreError> {
+        let client = self.client().await?;
+        let row = client
+            .query_opt(
+                "UPDATE families f SET revoked_at_ms = $2 FROM refresh_tokens t
+                 WHERE t.hash = $1 AND f.id = t.family_id AND f.revoked_at_ms IS NULL
+                 RETURNING f.id",
+                &[&&token[..], &now_ms],
+            )
+            .await
+            .map_err(err)?;
+        Ok(row.map(|r| r.get(0)))
+    }
+
+    async fn revoked_since(&self, since_ms: i64) -> Result<Vec<String>, StoreError> {
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached("SELECT id FROM families WHERE revoked_at_ms >= $1")
+            .await
+            .map_err(err)?;
+        let rows = client.query(&stmt, &[&since_ms]).await.map_err(err)?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
+
+    async fn purge(&self, before_ms: i64) -> Result<u64, StoreError> {
+        let client = self.client().await?;
+        client
+            .execute(
+                "DELETE FROM families WHERE expires_at_ms < $1 OR revoked_at_ms < $1",
+                &[&before_ms],
+            )
+            .await
+            .map_err(err)
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        let client = self.client().await?;
+        client.query_one("SELECT 1", &[]).await.map_err(err)?;
+        Ok(())
+    }
+
+    async fn stats(&self, now_ms: i64) -> Result<StoreStats, StoreError> {
+        let client = self.client().await?;
+        let row = client
+            .query_one(
+                "SELECT
+                    (SELECT COUNT(*) FROM families
+                     WHERE revoked_at_ms IS NULL AND expires_at_ms > $1),
+                    (SELECT COUNT(*) FROM (
+                        SELECT f.id FROM families f
+                        JOIN refresh_tokens t ON t.family_id = f.id AND t.retired_at_ms IS NULL
+                        WHERE f.revoked_at_ms IS NULL AND f.expires_at_ms > $1
+                        GROUP BY f.id HAVING COUNT(*) = 1) one)",
+                &[&now_ms],
+            )
+            .await
+            .map_err(err)?;
+        let (live, one): (i64, i64) = (row.get(0), row.get(1));
+        Ok(StoreStats {
+            live_families: u64::try_from(live).unwrap_or(0),
+            families_with_one_live_token: u64::try_from(one).unwrap_or(0),
+        })
+    }
+
+    async fn shared_secret(&self, name: &str, candidate: &[u8]) -> Result<Vec<u8>, StoreError> {
+        let client = self.client().await?;
+        client
+            .execute(
+                "INSERT INTO server_secrets (name, value) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+                &[&name, &candidate],
+            )
+            .await
+            .map_err(err)?;
+        let row = client
+            .query_one("SELECT value FROM server_secrets WHERE name = $1", &[&name])
+            .await
+            .map_err(err)?;
+        Ok(row.get(0))
+    }
+
+    async fn signing_keys(&self) -> Result<Option<Vec<StoredKey>>, StoreError> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "SELECT kid, pem, not_before_ms FROM signing_keys ORDER BY not_before_ms DESC, kid",
+                &[],
+            )
+            .await
+            .map_err(err)?;
+        Ok(Some(
+            rows.iter()
+                .map(|r| StoredKey {
+                    kid: r.get(0),
+                    pem: r.get(1),
+                    not_before_ms: r.get(2),
+                })
+                .collect(),
+        ))
+    }
+
+    async fn add_signing_key(&self, key: &StoredKey, keep: usize) -> Result<(), StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(err)?;
+        tx.execute(
+            "INSERT INTO signing_keys (kid, pem, not_before_ms) VALUES ($1, $2, $3)
+             ON CONFLICT DO NOTHING",
+            &[&key.kid, &key.pem, &key.not_before_ms],
+        )
+        .await
+        .map_err(err)?;
+        let keep = i64::try_from(keep.max(1)).unwrap_or(i64::MAX);
+        tx.execute(
+            "DELETE FROM signing_keys WHERE kid NOT IN (
+                SELECT kid FROM signing_keys ORDER BY not_before_ms DESC, kid LIMIT $1)",
+            &[&keep],
+        )
+        .await
+        .map_err(err)?;
+        tx.commit().await.map_err(err)
+    }
+
+    async fn add_first_signing_key(&self, key: &StoredKey) -> Result<(), StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(err)?;
+        tx.batch_execute("LOCK TABLE signing_keys IN EXCLUSIVE MODE")
+            .await
+            .map_err(err)?;
+        tx.execute(
+            "INSERT INTO signing_keys (kid, pem, not_before_ms)
+             SELECT $1, $2, $3 WHERE NOT EXISTS (SELECT 1 FROM signing_keys)",
+            &[&key.kid, &key.pem, &key.not_before_ms],
+        )
+        .await
+        .map_err(err)?;
+        tx.commit().await.map_err(err)
+    }
+}
+
+/// Tests against a real PostgreSQL: `DATABASE_URL` names it (`make test` starts one with
+/// `scripts/pg.sh`). Without it they say so and pass, unless `TW_REQUIRE_PG=1` (set by
+/// the Makefile), which makes a missing database a failure.
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::tokens::hash_refresh_token as h;
+
+    /// The database URL, or `None` after saying loudly that `what` was not run.
+    pub(crate) fn database_url(what: &str) -> Option<String> {
+        match std::env::var("DATABASE_URL") {
+            Ok(url) if !url.is_empty() => Some(url),
+            _ => {
+                assert!(
+                    std::env::var("TW_REQUIRE_PG").as_deref() != Ok("1"),
+                    "TW_REQUIRE_PG=1 but DATABASE_URL is not set"
+                );
+                // Straight to stderr, past the test harness's capture, so it is seen.
+                use std::io::Write as _;
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "NOT RUN: {what}: DATABASE_URL is not set (make pg-test runs it on a real PostgreSQL)"
+                );
+                None
+            }
+        }
+    }
+
+    /// A store in a schema of its own, so tests never see each other's rows.
+    pub(crate) async fn fresh_store(url: &str) -> PgStore {
+        let schema = format!("tw_test_{}", crate::tokens::random_id(9).to_lowercase())
+            .replace('-', "_");
+        PgStore::connect(url, Some(&schema), 8).await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn pg_store_keeps_the_store_contract() {
+        let Some(url) = database_url("the PostgreSQL store contract") else {
+            return;
+        };
+        super::super::contract::run_all_async(|| fresh_store(&url)).await;
+    }
+
+    #[tokio::test]
+    async fn pg_migrations_are_applied_once_and_recorded() {
+        let Some(url) = database_url("the PostgreSQL migrations") else {
+            return;
+        };
+        let schema = format!("tw_test_{}", crate::tokens::random_id(9).to_lowercase())
+            .replace('-', "_");
+        let (a, b) = tokio::join!(
+            PgStore::connect(&url, Some(&schema), 2),
+            PgStore::connect(&url, Some(&schema), 2)
+        );
+        let (a, b) = (a.unwrap(), b.unwrap());
+        let want: Vec<i32> = MIGRATIONS.iter().map(|(v, _)| *v).collect();
+        assert_eq!(a.applied_migrations().await.unwrap(), want);
+        // A third start finds nothing to do and keeps the data.
+        let fam = Family {
+            id: "m".into(),
+            sub: "demo".into(),
+            expires_at_ms: 10_000,
+        };
+        a.create_family(&fam, &h("m1"), 10, 0).await.unwrap();
+        let c = PgStore::connect(&url, Some(&schema), 2).await.unwrap();
+        assert_eq!(c.applied_migrations().await.unwrap(), want);
+        assert_eq!(
+            b.rotate(&h("m1"), &h("m2"), 1, 0).await.unwrap(),
+            Rotation::Rotated(fam)
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn pg_two_pools_on_one_database_rotate_a_token_once() {
+        // Two instances = two pools on one schema; 16 presentations of each token at once,
+        // 20 tokens: each rotates exactly once, the others get the same successor.
+        let Some(url) = database_url("the two-pool rotation race") else {
+            return;
+        };
+        let one = fresh_store(&url).await;
+        let schema_of_one = one
+            .client()
+            .await
+            .unwrap()
+            .query_one("SELECT current_schema()", &[])
+            .await
+            .unwrap()
+            .get::<_, String>(0);
+        let two = PgStore::connect(&url, Some(&schema_of_one), 8)
+            .await
+            .unwrap();
+        for i in 0..20 {
+            let fam = Family {
+                id: format!("race{i}"),
+                sub: "demo".into(),
+                expires_at_ms: 100_000,
+            };
+            let t0 = h(&format!("r{i}"));
+            let t1 = h(&format!("r{i}+"));
+            one.create_family(&fam, &t0, 100, 0).await.unwrap();
+            let mut tasks = Vec::new();
+            for k in 0..16 {
+                let store = if k % 2 == 0 { one.clone() } else { two.clone() };
+                tasks.push(tokio::spawn(async move {
+                    store.rotate(&t0, &t1, 1, 10_000).await.unwrap()
+                }));
+            }
+            let mut rotated = 0;
+            for t in tasks {
+                match t.await.unwrap() {
+                    Rotation::Rotated(_) => rotated += 1,
+                    Rotation::Repeated(_) => {}
+                    other => panic!("{other:?}"),
+                }
+            }
+            assert_eq!(rotated, 1, "token {i}");
+        }
+        let stats = two.stats(2).await.unwrap();
+        assert_eq!(stats.live_families, 20);
+        assert_eq!(stats.families_with_one_live_token, 20);
+    }
+}
