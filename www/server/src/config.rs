@@ -139,7 +139,9 @@ pub struct Config {
 fn non_negative_secs(v: &str) -> Result<f64, String> {
     match v.parse::<f64>() {
         Ok(n) if n.is_finite() && n >= 0.0 => Ok(n),
-        _ => Err(format!("must be 0 or a positive number of seconds, got {v:?}")),
+        _ => Err(format!(
+            "must be 0 or a positive number of seconds, got {v:?}"
+        )),
     }
 }
 

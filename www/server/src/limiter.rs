@@ -40,6 +40,7 @@ pub struct LoginLimits {
 /// Failed-login counting and lockout, per account and per client address.
 #[derive(Debug)]
 pub struct LoginLimiter {
+    limits: LoginLimits,
     accounts: Keyed,
     addresses: Keyed,
     clock: DefaultClock,
@@ -81,6 +82,7 @@ impl LoginLimiter {
     pub fn new(limits: LoginLimits) -> Self {
         let clock = DefaultClock::default();
         Self {
+            limits,
             accounts: RateLimiter::new(
                 quota(limits.account_burst, limits.refill),
                 DefaultKeyedStateStore::default(),
@@ -94,6 +96,23 @@ impl LoginLimiter {
             clock,
             locked: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// The limiter's parameters.
+    pub fn limits(&self) -> LoginLimits {
+        self.limits
+    }
+
+    /// The keys a login is counted under, as text, each with its burst (for limits kept
+    /// in a shared store): `account:NAME` (lowercased, at most 64 bytes) and
+    /// `address:IP` (IPv6 by /64).
+    pub fn shared_keys(&self, username: &str, addr: Option<IpAddr>) -> Vec<(String, u32)> {
+        Self::keys(username, addr)
+            .map(|k| match k {
+                Key::Account(name) => (format!("account:{name}"), self.limits.account_burst),
+                Key::Address(ip) => (format!("address:{ip}"), self.limits.address_burst),
+            })
+            .collect()
     }
 
     fn keys(username: &str, addr: Option<IpAddr>) -> impl Iterator<Item = Key> {

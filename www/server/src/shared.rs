@@ -81,7 +81,10 @@ pub fn key_set(stored: &[StoredKey], now_ms: i64) -> Result<KeySet, StoreError> 
         return Err(StoreError("no signing key in the store".into()));
     }
     let (_, signing) = keys.remove(current);
-    Ok(KeySet::from_parts(signing, keys.into_iter().map(|(_, k)| k)))
+    Ok(KeySet::from_parts(
+        signing,
+        keys.into_iter().map(|(_, k)| k),
+    ))
 }
 
 /// If the store keeps signing keys: store one if there is none yet (the first instance),
@@ -135,6 +138,57 @@ pub async fn rotate_shared_key(state: &AppState) -> Result<String, AppError> {
     Ok(stored.kid)
 }
 
+/// Before a password is checked: `Err(wait)` while the account or address is locked, by
+/// this process's limiter or, with PostgreSQL, by failures counted on any instance.
+pub async fn login_check(
+    state: &AppState,
+    username: &str,
+    addr: Option<std::net::IpAddr>,
+) -> Result<Result<(), Duration>, AppError> {
+    if !state.store.shares_login_limits() {
+        return Ok(state.login_limiter.check(username, addr));
+    }
+    let keys: Vec<String> = state
+        .login_limiter
+        .shared_keys(username, addr)
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect();
+    let wait = state.store.login_locked(&keys, state.now_ms()).await?;
+    Ok(wait_result(wait))
+}
+
+/// After wrong credentials: count the failure (in the store with PostgreSQL). `Err(wait)`
+/// if it used up a budget.
+pub async fn login_failed(
+    state: &AppState,
+    username: &str,
+    addr: Option<std::net::IpAddr>,
+) -> Result<Result<(), Duration>, AppError> {
+    if !state.store.shares_login_limits() {
+        return Ok(state.login_limiter.failed(username, addr));
+    }
+    let limiter = &state.login_limiter;
+    let refill_ms = (limiter.limits().refill.as_millis() as i64).max(1);
+    let wait = state
+        .store
+        .login_failed(
+            &limiter.shared_keys(username, addr),
+            refill_ms,
+            state.now_ms(),
+        )
+        .await?;
+    Ok(wait_result(wait))
+}
+
+fn wait_result(wait_ms: i64) -> Result<(), Duration> {
+    if wait_ms > 0 {
+        Err(Duration::from_millis(wait_ms as u64))
+    } else {
+        Ok(())
+    }
+}
+
 /// With shared keys: reload them every `--key-reload`; read the revoked families every
 /// `revocation_every`. Runs until the process ends.
 pub fn spawn_sync(state: AppState, revocation_every: Duration) {
@@ -163,7 +217,108 @@ pub fn spawn_sync(state: AppState, revocation_every: Duration) {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::*;
+    use crate::clock::ManualClock;
+    use crate::store::postgres_tests::{database_url, fresh_pair};
+
+    #[tokio::test]
+    async fn pg_two_instances_share_keys_and_a_key_rotation_logs_nobody_out() {
+        let Some(url) = database_url("the shared signing keys") else {
+            return;
+        };
+        let (one, two) = fresh_pair(&url).await;
+        let clock = Arc::new(ManualClock::new(1_800_000_000_000));
+        let config = crate::Config {
+            key_reload_s: 1.0,
+            ..crate::Config::default()
+        };
+        let a = AppState::new(&config, KeySet::generate(), Arc::new(one), clock.clone());
+        let b = AppState::new(&config, KeySet::generate(), Arc::new(two), clock.clone());
+        assert!(init_keys(&a).await.unwrap());
+        assert!(init_keys(&b).await.unwrap());
+        let kid = |s: &AppState| s.with_keys(|k| k.current_kid().to_string());
+        assert_eq!(kid(&a), kid(&b), "the first instance's key is everyone's");
+        let old = a
+            .with_keys(|k| k.sign(&serde_json::json!({"sub": "x"})))
+            .unwrap();
+        assert!(b.with_keys(|k| k.verify(&old)).is_ok());
+
+        let new_kid = rotate_shared_key(&a).await.unwrap();
+        reload_keys(&b).await.unwrap();
+        for s in [&a, &b] {
+            assert_ne!(kid(s), new_kid, "not signing with it before its not_before");
+            let jwks = s.with_keys(|k| k.jwks());
+            assert!(
+                jwks["keys"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|k| k["kid"] == new_kid),
+                "published ahead"
+            );
+        }
+        clock.advance_ms(2_000);
+        reload_keys(&a).await.unwrap();
+        reload_keys(&b).await.unwrap();
+        assert_eq!(kid(&a), new_kid);
+        assert_eq!(kid(&b), new_kid);
+        let new = b
+            .with_keys(|k| k.sign(&serde_json::json!({"sub": "x"})))
+            .unwrap();
+        for s in [&a, &b] {
+            assert!(
+                s.with_keys(|k| k.verify(&old)).is_ok(),
+                "old key still verifies"
+            );
+            assert!(s.with_keys(|k| k.verify(&new)).is_ok());
+        }
+        // Failed logins on both instances count against one budget.
+        let limited = AppState::new(
+            &crate::Config {
+                login_account_burst: 2,
+                ..crate::Config::default()
+            },
+            KeySet::generate(),
+            a.store.clone(),
+            clock.clone(),
+        );
+        let limited_b = AppState::new(
+            &crate::Config {
+                login_account_burst: 2,
+                ..crate::Config::default()
+            },
+            KeySet::generate(),
+            b.store.clone(),
+            clock.clone(),
+        );
+        let ip = Some(std::net::IpAddr::from([10, 1, 2, 3]));
+        assert!(login_failed(&limited, "Eve", ip).await.unwrap().is_ok());
+        assert!(login_failed(&limited_b, "eve", ip).await.unwrap().is_ok());
+        assert!(login_check(&limited, "eve", ip).await.unwrap().is_ok());
+        let wait = login_failed(&limited, "EVE", ip)
+            .await
+            .unwrap()
+            .unwrap_err();
+        assert!(
+            wait > Duration::from_secs(5) && wait <= Duration::from_secs(6),
+            "{wait:?}"
+        );
+        assert!(login_check(&limited_b, "eve", None).await.unwrap().is_err());
+        assert!(login_check(&limited_b, "someone", None)
+            .await
+            .unwrap()
+            .is_ok());
+        clock.advance_ms(6_000);
+        assert!(login_check(&limited_b, "eve", None).await.unwrap().is_ok());
+
+        // The successor key is one for both instances too.
+        assert_eq!(
+            successor_key(&a).await.unwrap(),
+            successor_key(&b).await.unwrap()
+        );
+    }
 
     #[test]
     fn the_newest_key_past_its_not_before_signs_and_every_key_verifies() {
@@ -172,7 +327,11 @@ mod tests {
         let stored = vec![stored_key(&a, 0).unwrap(), stored_key(&b, 1_000).unwrap()];
         let before = key_set(&stored, 999).unwrap();
         assert_eq!(before.current_kid(), KeySet::kid_of_key(&a));
-        assert_eq!(before.verification_keys().count(), 2, "b is published ahead");
+        assert_eq!(
+            before.verification_keys().count(),
+            2,
+            "b is published ahead"
+        );
         let token = before.sign(&serde_json::json!({"sub": "x"})).unwrap();
         let after = key_set(&stored, 1_000).unwrap();
         assert_eq!(after.current_kid(), KeySet::kid_of_key(&b));

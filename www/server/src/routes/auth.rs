@@ -66,9 +66,8 @@ pub async fn login(
 ) -> Result<Response, AppError> {
     let Json(req) = parsed
         .map_err(|_| AppError::InvalidRequest("expected JSON {username, password}".into()))?;
-    let limiter = &state.login_limiter;
     let counters = &state.metrics.counters;
-    if let Err(wait) = limiter.check(&req.username, addr) {
+    if let Err(wait) = crate::shared::login_check(&state, &req.username, addr).await? {
         bump(&counters.rate_limited);
         return Err(AppError::RateLimited(wait));
     }
@@ -76,7 +75,7 @@ pub async fn login(
     let password_ok = req.password.as_bytes().ct_eq(DEMO_PASSWORD.as_bytes());
     if !bool::from(user_ok & password_ok) {
         bump(&counters.logins_refused);
-        if let Err(wait) = limiter.failed(&req.username, addr) {
+        if let Err(wait) = crate::shared::login_failed(&state, &req.username, addr).await? {
             bump(&counters.rate_limited);
             tracing::warn!("failed-login limit reached; account or address locked");
             return Err(AppError::RateLimited(wait));

@@ -180,7 +180,10 @@ pub async fn a_lost_response_gets_the_same_successor_until_it_is_used(store: &dy
             "at {now}"
         );
     }
-    assert_eq!(ok(store.stats(11_000)).await.families_with_one_live_token, 1);
+    assert_eq!(
+        ok(store.stats(11_000)).await.families_with_one_live_token,
+        1
+    );
     // Another successor than the one it was rotated to is not the lost response.
     let other = family("lr2", "demo", 100_000);
     ok(store.create_family(&other, &h("q"), 10, 0)).await;

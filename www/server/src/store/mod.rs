@@ -10,6 +10,8 @@
 pub mod contract;
 mod memory;
 mod postgres;
+#[cfg(test)]
+pub(crate) use postgres::tests as postgres_tests;
 mod sqlite;
 
 use std::fmt;
@@ -126,6 +128,27 @@ pub trait RefreshStore: Send + Sync + 'static {
     /// The secret called `name`, the same for every server on this store: the first call
     /// stores `candidate`, later calls (from any instance) return what was stored.
     async fn shared_secret(&self, name: &str, candidate: &[u8]) -> Result<Vec<u8>, StoreError>;
+    /// Whether failed logins are counted in the store (shared by every instance) instead
+    /// of in each process ([`crate::limiter::LoginLimiter`]).
+    fn shares_login_limits(&self) -> bool {
+        false
+    }
+    /// With shared login limits: ms until a login for any of `keys` is allowed (0 = now).
+    async fn login_locked(&self, keys: &[String], now_ms: i64) -> Result<i64, StoreError> {
+        let _ = (keys, now_ms);
+        Ok(0)
+    }
+    /// With shared login limits: count one failed login for each `(key, burst)` (one more
+    /// allowed every `refill_ms`); the ms the first exhausted key is now locked for, or 0.
+    async fn login_failed(
+        &self,
+        keys: &[(String, u32)],
+        refill_ms: i64,
+        now_ms: i64,
+    ) -> Result<i64, StoreError> {
+        let _ = (keys, refill_ms, now_ms);
+        Ok(0)
+    }
     /// Signing keys shared by every instance on this store, or `None` if this store keeps
     /// none (each process then has its own keys).
     async fn signing_keys(&self) -> Result<Option<Vec<StoredKey>>, StoreError> {

@@ -113,6 +113,42 @@ BEGIN
 END $$;
 ",
     ),
+    (
+        3,
+        "
+-- Failed-login budgets shared by every instance (GCRA: one failure more per p_period,
+-- p_burst at once). tat_ms: theoretical arrival time; locked_until_ms: 429 until then.
+CREATE TABLE login_limits (
+    key TEXT PRIMARY KEY,
+    tat_ms BIGINT NOT NULL,
+    locked_until_ms BIGINT NOT NULL DEFAULT 0
+);
+CREATE INDEX login_limits_by_tat ON login_limits(tat_ms);
+
+-- Count one failure for p_key; 0 if within budget, else the ms until the next is allowed
+-- (the key is then locked that long).
+CREATE FUNCTION tw_login_failure(p_key TEXT, p_now BIGINT, p_burst BIGINT, p_period BIGINT)
+RETURNS BIGINT
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_tat BIGINT;
+    v_new BIGINT;
+    v_wait BIGINT;
+BEGIN
+    INSERT INTO login_limits (key, tat_ms) VALUES (p_key, p_now) ON CONFLICT DO NOTHING;
+    SELECT tat_ms INTO v_tat FROM login_limits WHERE key = p_key FOR UPDATE;
+    v_new := GREATEST(v_tat, p_now) + p_period;
+    IF v_new - p_now > p_burst * p_period THEN
+        v_wait := v_new - p_now - p_burst * p_period;
+        UPDATE login_limits SET locked_until_ms = GREATEST(locked_until_ms, p_now + v_wait)
+            WHERE key = p_key;
+        RETURN v_wait;
+    END IF;
+    UPDATE login_limits SET tat_ms = v_new WHERE key = p_key;
+    RETURN 0;
+END $$;
+",
+    ),
 ];
 
 /// Refresh-token families (and the shared secrets and signing keys) in PostgreSQL.
@@ -356,6 +392,14 @@ impl RefreshStore for PgStore {
 
     async fn purge(&self, before_ms: i64) -> Result<u64, StoreError> {
         let client = self.client().await?;
+        // Login budgets that refilled long ago hold nothing.
+        client
+            .execute(
+                "DELETE FROM login_limits WHERE tat_ms < $1 AND locked_until_ms < $1",
+                &[&before_ms],
+            )
+            .await
+            .map_err(err)?;
         client
             .execute(
                 "DELETE FROM families WHERE expires_at_ms < $1 OR revoked_at_ms < $1",
@@ -408,6 +452,44 @@ impl RefreshStore for PgStore {
             .await
             .map_err(err)?;
         Ok(row.get(0))
+    }
+
+    fn shares_login_limits(&self) -> bool {
+        true
+    }
+
+    async fn login_locked(&self, keys: &[String], now_ms: i64) -> Result<i64, StoreError> {
+        let client = self.client().await?;
+        let row = client
+            .query_one(
+                "SELECT COALESCE(MAX(locked_until_ms), 0) FROM login_limits WHERE key = ANY($1)",
+                &[&keys],
+            )
+            .await
+            .map_err(err)?;
+        Ok((row.get::<_, i64>(0) - now_ms).max(0))
+    }
+
+    async fn login_failed(
+        &self,
+        keys: &[(String, u32)],
+        refill_ms: i64,
+        now_ms: i64,
+    ) -> Result<i64, StoreError> {
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached("SELECT tw_login_failure($1, $2, $3, $4)")
+            .await
+            .map_err(err)?;
+        let mut wait = 0;
+        for (key, burst) in keys {
+            let row = client
+                .query_one(&stmt, &[key, &now_ms, &i64::from(*burst), &refill_ms])
+                .await
+                .map_err(err)?;
+            wait = wait.max(row.get::<_, i64>(0));
+        }
+        Ok(wait)
     }
 
     async fn signing_keys(&self) -> Result<Option<Vec<StoredKey>>, StoreError> {
@@ -498,9 +580,18 @@ pub(crate) mod tests {
 
     /// A store in a schema of its own, so tests never see each other's rows.
     pub(crate) async fn fresh_store(url: &str) -> PgStore {
-        let schema = format!("tw_test_{}", crate::tokens::random_id(9).to_lowercase())
-            .replace('-', "_");
+        let schema =
+            format!("tw_test_{}", crate::tokens::random_id(9).to_lowercase()).replace('-', "_");
         PgStore::connect(url, Some(&schema), 8).await.unwrap()
+    }
+
+    /// Two stores (two instances' pools) on one fresh schema.
+    pub(crate) async fn fresh_pair(url: &str) -> (PgStore, PgStore) {
+        let schema =
+            format!("tw_test_{}", crate::tokens::random_id(9).to_lowercase()).replace('-', "_");
+        let one = PgStore::connect(url, Some(&schema), 4).await.unwrap();
+        let two = PgStore::connect(url, Some(&schema), 4).await.unwrap();
+        (one, two)
     }
 
     #[tokio::test]
@@ -516,8 +607,8 @@ pub(crate) mod tests {
         let Some(url) = database_url("the PostgreSQL migrations") else {
             return;
         };
-        let schema = format!("tw_test_{}", crate::tokens::random_id(9).to_lowercase())
-            .replace('-', "_");
+        let schema =
+            format!("tw_test_{}", crate::tokens::random_id(9).to_lowercase()).replace('-', "_");
         let (a, b) = tokio::join!(
             PgStore::connect(&url, Some(&schema), 2),
             PgStore::connect(&url, Some(&schema), 2)
