@@ -8,7 +8,7 @@ export CHROMEDRIVER ?= /usr/bin/chromedriver
 export NEXT_TELEMETRY_DISABLED := 1
 DEMO_ADDR ?= 127.0.0.1:8080
 
-.PHONY: demo test setup pkg pkg-dev lint unit pg-test browser size e2e apps corpus bench fuzz load clean
+.PHONY: demo test setup pkg pkg-dev lint unit pg-test browser size e2e multi apps corpus bench fuzz load clean
 
 ## demo: build the package, start the reference server on $(DEMO_ADDR), print the URL
 demo: setup pkg
@@ -17,7 +17,7 @@ demo: setup pkg
 	./target/release/tokenwarden-server --bind $(DEMO_ADDR)
 
 ## test: every test layer, in order of cost
-test: setup lint unit pg-test browser pkg size e2e apps corpus
+test: setup lint unit pg-test browser pkg size e2e multi apps corpus
 	@echo "make test: all layers passed"
 
 setup:
@@ -54,6 +54,10 @@ size: pkg
 ## e2e: the product against the reference server, several tabs, real Chromium
 e2e: pkg
 	tests/e2e/run.sh
+
+## multi: two server instances on one PostgreSQL behind a round-robin proxy (real Chromium)
+multi: pkg
+	tests/multi/run.sh
 
 ## apps: Vite + React and Next.js fixture apps built from the npm pack of pkg/
 apps: pkg

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Several instances: two reference servers on one real PostgreSQL behind a round-robin
+# proxy (tests/multi/cluster.mjs), plain HTTP and headless Chromium. Called by `make multi`.
+# scripts/pg.sh starts a throw-away PostgreSQL 15 on 127.0.0.1 for the run and always
+# stops it; the harness kills its servers and browser after each file, even on failure.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+export PATH="$HOME/.cargo/bin:$PATH"
+
+scripts/setup.sh pg
+scripts/setup.sh npm tests/e2e
+[ -x /usr/bin/chromium ] || scripts/setup.sh browser
+[ -f pkg/index.js ] || { echo "tests/multi: pkg/ is missing; run 'make pkg' first" >&2; exit 1; }
+cargo build --release -p tokenwarden-server
+
+start=$(date +%s)
+scripts/pg.sh run node --test --test-concurrency=1 tests/multi/
+echo "tests/multi: suite took $(( $(date +%s) - start )) s"
