@@ -81,7 +81,8 @@ database_url=""
 need_pg() {
   [ -n "$database_url" ] && return 0
   scripts/setup.sh pg
-  pg_dir="$tmp/pg"
+  # Its own directory: the postgres user cannot enter $tmp (mode 700, ours).
+  pg_dir=$(mktemp -d "${TMPDIR:-/tmp}/tw-load-pg.XXXXXX")
   database_url=$(scripts/pg.sh start "$pg_dir")
   database_url=${database_url#DATABASE_URL=}
   echo "load: PostgreSQL on ${database_url#postgres://postgres@}" >&2
