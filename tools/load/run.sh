@@ -120,6 +120,23 @@ start_server() {
 
 status=0
 loadavg() { cut -d' ' -f1-3 /proc/loadavg; }
+# Seconds the threads of the given processes have spent runnable but waiting for a CPU
+# (/proc/PID/task/*/schedstat, 2nd field, ns): on a crowded machine, where the time goes.
+run_wait() {
+  local pid
+  for pid in "$@"; do cat /proc/"$pid"/task/*/schedstat 2>/dev/null; done |
+    awk '{ s += $2 } END { printf "%.2f", s / 1e9 }'
+}
+# CPU seconds used so far by every process of the postgres user (the cluster's backends).
+pg_cpu() {
+  local hz total=0 pid f
+  hz=$(getconf CLK_TCK)
+  for pid in $(pgrep -u postgres 2>/dev/null); do
+    f=$(cut -d')' -f2- "/proc/$pid/stat" 2>/dev/null) || continue
+    total=$(( total + $(echo "$f" | awk '{print $12 + $13}') ))
+  done
+  awk -v t="$total" -v hz="$hz" 'BEGIN { printf "%.2f", t / hz }'
+}
 load_before=$(loadavg)
 rows=()
 for setup in $setups; do
@@ -144,6 +161,8 @@ for setup in $setups; do
   esac
   echo "load: $desc (server pids ${pids[*]})" >&2
   s=0
+  cpu0=$(pg_cpu); t0=$(date +%s.%N)
+  wait0=$(run_wait "${pids[@]}"); pgwait0=$(run_wait $(pgrep -u postgres 2>/dev/null))
   "$client" "${addrs[@]}" --users "$users" --seconds "$seconds" \
     --dup-seconds "$dup_seconds" --dup-workers "$dup_workers" \
     --server-pid "$(IFS=,; echo "${pids[*]}")" \
@@ -152,6 +171,15 @@ for setup in $setups; do
     --meta "server=$server_desc --test-mode" \
     --meta "server log level=${TW_LOG:-info}, to a file" || s=$?
   [ "$s" = 0 ] || status=$s
+  awk -v a="$wait0" -v b="$(run_wait "${pids[@]}")" -v t0="$t0" -v t1="$(date +%s.%N)" \
+    'BEGIN { printf "%.2f\n", (b - a) / (t1 - t0) }' >"$tmp/$setup.wait"
+  if [ -n "$database_url" ]; then
+    awk -v a="$pgwait0" -v b="$(run_wait $(pgrep -u postgres 2>/dev/null))" -v t0="$t0" -v t1="$(date +%s.%N)" \
+      'BEGIN { printf "%.2f\n", (b - a) / (t1 - t0) }' >"$tmp/$setup.pgwait"
+    # Over the whole client run (logins, phase 1, phase 2, logouts).
+    awk -v a="$cpu0" -v b="$(pg_cpu)" -v t0="$t0" -v t1="$(date +%s.%N)" \
+      'BEGIN { printf "%.2f\n", (b - a) / (t1 - t0) }' >"$tmp/$setup.pgcores"
+  fi
   stop_servers
   warns=$(cat "$tmp"/*.log | grep -c ' WARN ' || true)
   errors=$(cat "$tmp"/*.log | grep -c ' ERROR ' || true)
@@ -174,24 +202,31 @@ load_after=$(loadavg)
 table=$(python3 - "$tmp" "$pgbench_tps" "${rows[@]}" <<'PY'
 import json, sys
 tmp, pgbench = sys.argv[1], sys.argv[2]
-out = ["| set-up | rotations | rotations/s | refresh p50 ms | refresh p99 ms | lost | duplicated | duplicate pairs (same successor) | server cores | checks |",
-       "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
+out = ["| set-up | rotations | rotations/s | refresh p50 ms | refresh p99 ms | lost | duplicated | duplicate pairs (same successor) | server cores | server run-queue wait | PostgreSQL cores | PostgreSQL run-queue wait | checks |",
+       "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
 rates = {}
 for row in sys.argv[3:]:
     key, desc = row.split("|", 1)
     try:
         s = json.load(open(f"{tmp}/{key}.json"))
     except OSError:
-        out.append(f"| {desc} | — | — | — | — | — | — | — | — | **no result** |")
+        out.append(f"| {desc} | — | — | — | — | — | — | — | — | — | — | — | **no result** |")
         continue
     rates[key] = s["rotations_per_s"]
     dup = s["issued"] - s["distinct_issued"]
     cores = "—" if s["server_cores"] is None else f'{s["server_cores"]:.2f}'
+    def read(ext):
+        try:
+            return open(f"{tmp}/{key}.{ext}").read().strip() or "—"
+        except OSError:
+            return "—"
+    pgc, wait, pgwait = read("pgcores"), read("wait"), read("pgwait")
+
     out.append(f'| {desc} | {s["rotations"]} | {s["rotations_per_s"]:.0f} | {s["refresh_p50_ms"]:.2f} | '
                f'{s["refresh_p99_ms"]:.2f} | {s["refresh_401"]} | {dup} | {s["dup_pairs"]} ({s["dup_same_successor"]}) | '
-               f'{cores} | {"ok" if s["checks_ok"] else "**FAILED**"} |')
+               f'{cores} | {wait} | {pgc} | {pgwait} | {"ok" if s["checks_ok"] else "**FAILED**"} |')
 if pgbench:
-    out.append(f"| pgbench -N (simple update), 16 clients, same PostgreSQL | | {pgbench} tps | | | | | | | |")
+    out.append(f"| pgbench -N (simple update), 16 clients, same PostgreSQL | | {pgbench} tps | | | | | | | | | | |")
 out.append("")
 if "sqlite" in rates:
     r = rates["sqlite"]
@@ -208,7 +243,10 @@ md="# tokenwarden-server under load
 Written by \`make load\` (\`tools/load/run.sh\`), one run, the set-ups one after the other.
 Client, servers and PostgreSQL share the machine; figures are for comparison between runs
 on the same machine, not absolute. \"lost\": refreshes answered 401 in phase 1 (a lost
-rotation); \"duplicated\": refresh tokens handed out twice.
+rotation); \"duplicated\": refresh tokens handed out twice. \"server cores\": CPU of the
+server process(es) in phase 1; \"PostgreSQL cores\": CPU of all PostgreSQL processes over the
+whole client run (logins to logouts); \"run-queue wait\": seconds per second that their threads
+were runnable but waiting for a CPU (/proc schedstat) — on a crowded machine, where the time goes.
 
 | | |
 | --- | --- |
