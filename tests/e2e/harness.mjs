@@ -19,7 +19,7 @@ export const REPO = resolve(E2E_DIR, "../..");
 export const PAGES_DIR = join(E2E_DIR, "pages");
 export const ARTIFACTS_DIR = join(E2E_DIR, "artifacts");
 
-const SERVER_BIN = join(REPO, "target/release/tokenwarden-server");
+const SERVER_BIN = process.env.TW_E2E_SERVER_BIN || join(REPO, "target/release/tokenwarden-server");
 const CHROMIUM = process.env.CHROMIUM_BIN || "/usr/bin/chromium";
 export const CHROMIUM_ARGS = [
   "--headless=new",

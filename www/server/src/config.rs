@@ -76,14 +76,14 @@ pub struct Config {
         value_delimiter = ','
     )]
     pub allowed_origins: Vec<String>,
-    /// Seconds a client may take to send a request's headers.
+    /// Seconds a client may take to send a request's headers, from their first byte.
     #[arg(long = "header-timeout", env = "TW_HEADER_TIMEOUT", default_value_t = 10.0, value_parser = positive_secs)]
     pub header_timeout_s: f64,
     /// Seconds a request may take from its headers to the end of the response's headers
     /// (test-mode `hang` faults are cut off by it too).
     #[arg(long = "request-timeout", env = "TW_REQUEST_TIMEOUT", default_value_t = 30.0, value_parser = positive_secs)]
     pub request_timeout_s: f64,
-    /// Seconds a keep-alive connection may sit idle between requests.
+    /// Seconds a connection may sit idle: between requests, or before its first byte.
     #[arg(long = "idle-timeout", env = "TW_IDLE_TIMEOUT", default_value_t = 60.0, value_parser = positive_secs)]
     pub idle_timeout_s: f64,
     /// Open connections at most; more wait in the kernel's accept queue.

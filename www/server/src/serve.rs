@@ -10,7 +10,7 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::{pin, Pin};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -20,7 +20,7 @@ use axum::extract::ConnectInfo;
 use axum::http::{header, HeaderValue, Request, Response, StatusCode};
 use axum::Router;
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
@@ -29,12 +29,12 @@ use tower::ServiceExt as _;
 /// Connection limits.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
-    /// Time to send a request's headers (from the connection's start or the previous
-    /// response).
+    /// Time to send a request's headers, from their first byte.
     pub header_read: Duration,
     /// Time from a request's headers to its response's headers (503 after it).
     pub request: Duration,
-    /// Time a keep-alive connection may carry no bytes and no request.
+    /// Time a connection may carry no bytes and no request (keep-alive between requests,
+    /// or a new connection that never sends anything).
     pub idle: Duration,
     /// Open connections at most.
     pub max_connections: usize,
@@ -154,11 +154,11 @@ pub async fn serve_connection<IO>(
             Ok::<_, Infallible>(response)
         }
     });
-    let mut builder = hyper::server::conn::http1::Builder::new();
-    builder
-        .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read);
-    let mut conn = pin!(builder.serve_connection(io, service));
+    // No hyper timer, so no hyper header_read_timeout: hyper starts that one as soon as it
+    // waits for the next request head, which would close every keep-alive connection after
+    // the header timeout and race with browsers reusing it. `Activity::idle` times heads,
+    // idle connections and silent ones separately.
+    let mut conn = pin!(hyper::server::conn::http1::Builder::new().serve_connection(io, service));
     let mut shutting_down = false;
     loop {
         tokio::select! {
@@ -199,40 +199,61 @@ fn request_timed_out() -> Response<Body> {
     response
 }
 
-/// When a connection last moved bytes, and whether a request is being handled.
+/// When a connection last moved bytes, when the request head being read began, and whether
+/// a request is being handled.
 struct Activity {
     start: Instant,
     last_ms: AtomicU64,
-    read_any: AtomicBool,
+    /// ms since `start` of the first byte of a request head not yet handed to the router;
+    /// [`NO_HEAD`] when none is being read.
+    head_ms: AtomicU64,
     in_flight: AtomicUsize,
 }
+
+const NO_HEAD: u64 = u64::MAX;
 
 impl Activity {
     fn new() -> Self {
         Self {
             start: Instant::now(),
             last_ms: AtomicU64::new(0),
-            read_any: AtomicBool::new(false),
+            head_ms: AtomicU64::new(NO_HEAD),
             in_flight: AtomicUsize::new(0),
         }
     }
 
-    fn touch(&self) {
-        let ms = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX);
-        self.last_ms.store(ms, Ordering::Relaxed);
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.start.elapsed().as_millis()).unwrap_or(NO_HEAD - 1)
     }
 
-    /// Resolves once the connection has been quiet for too long: no request in flight and
-    /// no byte for `idle` (or for `header_read` if it never sent a byte).
+    fn touch(&self) {
+        self.last_ms.store(self.now_ms(), Ordering::Relaxed);
+    }
+
+    /// Bytes arrived: between requests they start a request head.
+    fn read(&self) {
+        let now = self.now_ms();
+        self.last_ms.store(now, Ordering::Relaxed);
+        if self.in_flight.load(Ordering::Relaxed) == 0 {
+            let _ =
+                self.head_ms
+                    .compare_exchange(NO_HEAD, now, Ordering::Relaxed, Ordering::Relaxed);
+        }
+    }
+
+    /// Resolves once the connection has overstayed: a request head not complete
+    /// `header_read` after its first byte (however slowly the bytes trickle), or no request
+    /// in flight and no byte for `idle` (a keep-alive connection, or one that never spoke).
     async fn idle(&self, limits: Limits) {
         loop {
-            let limit = if self.read_any.load(Ordering::Relaxed) {
-                limits.idle
+            let head = self.head_ms.load(Ordering::Relaxed);
+            let deadline = if head != NO_HEAD {
+                self.start + Duration::from_millis(head) + limits.header_read
             } else {
-                limits.header_read
+                self.start
+                    + Duration::from_millis(self.last_ms.load(Ordering::Relaxed))
+                    + limits.idle
             };
-            let last = self.start + Duration::from_millis(self.last_ms.load(Ordering::Relaxed));
-            let deadline = last + limit;
             if self.in_flight.load(Ordering::Relaxed) == 0 && Instant::now() >= deadline {
                 return;
             }
@@ -248,6 +269,7 @@ struct InFlight(Arc<Activity>);
 impl InFlight {
     fn new(activity: &Arc<Activity>) -> Self {
         activity.in_flight.fetch_add(1, Ordering::Relaxed);
+        activity.head_ms.store(NO_HEAD, Ordering::Relaxed);
         Self(activity.clone())
     }
 }
@@ -274,8 +296,7 @@ impl<IO: AsyncRead + Unpin> AsyncRead for ActivityIo<IO> {
         let before = buf.filled().len();
         let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
         if matches!(polled, Poll::Ready(Ok(()))) && buf.filled().len() > before {
-            self.activity.read_any.store(true, Ordering::Relaxed);
-            self.activity.touch();
+            self.activity.read();
         }
         polled
     }

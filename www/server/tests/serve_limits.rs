@@ -55,7 +55,7 @@ async fn closed_within(stream: &mut TcpStream, within: Duration) -> (Duration, V
 }
 
 #[tokio::test]
-async fn a_client_that_sends_nothing_is_disconnected() {
+async fn a_client_that_sends_nothing_is_disconnected_at_the_idle_timeout() {
     let (addr, _stop) = start(limits()).await;
     let mut s = TcpStream::connect(addr).await.unwrap();
     closed_within(&mut s, Duration::from_secs(5)).await;
@@ -198,4 +198,28 @@ async fn a_handshake_step_is_used_and_one_that_never_ends_is_dropped_at_the_head
     let mut stuck = TcpStream::connect(addr).await.unwrap();
     stuck.write_all(b"n").await.unwrap();
     closed_within(&mut stuck, Duration::from_secs(5)).await;
+}
+
+#[tokio::test]
+async fn a_keep_alive_connection_outlives_the_header_timeout_between_requests() {
+    let (addr, _stop) = start(Limits {
+        header_read: Duration::from_millis(300),
+        idle: Duration::from_millis(1500),
+        ..limits()
+    })
+    .await;
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    let mut buf = [0u8; 1024];
+    for _ in 0..2 {
+        s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let n = s.read(&mut buf).await.unwrap();
+        assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+        // Idle longer than the header timeout, shorter than the idle timeout: still open.
+        let quiet = tokio::time::timeout(Duration::from_millis(700), s.read(&mut buf)).await;
+        assert!(quiet.is_err(), "closed between requests: {quiet:?}");
+    }
+    let (took, _) = closed_within(&mut s, Duration::from_secs(5)).await;
+    assert!(took >= Duration::from_millis(500), "{took:?}");
 }
