@@ -47,7 +47,7 @@ pub fn logout_outcome(reply: &Reply) -> Result<Option<String>, Error> {
         200 => Ok(json::parse(&reply.body).ok().and_then(|v| {
             v.get("end_session_url")
                 .and_then(json::Value::as_str)
-                .map(str::to_owned)
+                .map(String::from)
         })),
         201..=399 => Ok(None),
         400 | 401 | 403 => Err(rejected(reply)),
