@@ -21,6 +21,11 @@ test("the demo page shows the provider's sign-in button under its CSP and signs 
   assert.equal(await button.isEnabled(), true, "the provider's button is live");
   assert.equal(await page.locator("#login-form").isVisible(), false, "no password form in upstream mode");
 
+  // The page's start() disables the button while its refresh is in flight (state
+  // "refreshing"); a click racing that toggle lands on a disabled button. Wait for start()
+  // to settle, as a person would see the enabled button.
+  await page.locator("#state").filter({ hasText: "signedOut" }).waitFor({ timeout: 15000 });
+  assert.equal(await button.isEnabled(), true, "the provider's button is live after start()");
   const exchanges = provider.stats.codeGrants;
   await button.click();
   await throughProvider(page, { login: "judy" });
