@@ -31,9 +31,14 @@ const env = useEnv({ serverArgs: ["--signing-key-file", keyFile] });
 const b64u = (buf) => Buffer.from(buf).toString("base64url");
 const json64 = (obj) => b64u(JSON.stringify(obj));
 const decode = (seg) => JSON.parse(Buffer.from(seg, "base64url").toString("utf8"));
+// Order of the P-256 group: the server accepts low-S signatures only (s <= n/2), so one
+// token has one spelling; Node's signer returns either half, so s is normalised here.
+const P256_N = 0xffffffff00000000ffffffffffffffffbce6faada7179e84f3b9cac2fc632551n;
 function es256(header, claims, key) {
   const input = `${json64(header)}.${json64(claims)}`;
   const sig = cryptoSign("sha256", Buffer.from(input), { key, dsaEncoding: "ieee-p1363" });
+  const s = BigInt(`0x${sig.subarray(32).toString("hex")}`);
+  if (s > P256_N / 2n) sig.set(Buffer.from((P256_N - s).toString(16).padStart(64, "0"), "hex"), 32);
   return `${input}.${b64u(sig)}`;
 }
 function hs256(header, claims, secret) {
