@@ -453,7 +453,9 @@ export function useEnv({ tls = true, wwwDir, serverArgs = [] } = {}) {
 
 export const login = (tab) => tab.eval(() => window.login());
 export const callApi = (tab) => tab.eval(() => window.callApi());
-export const events = (tab) => tab.eval(() => window.events);
+/** The page's session events; `stateChanged` (active ↔ refreshing) is left out, as in
+ *  tests/e2e: the sequences the tests compare are about the session. */
+export const events = (tab) => tab.eval(() => window.events.filter((e) => e.type !== "stateChanged"));
 export const state = (tab) => tab.eval(() => window.tw.state);
 /** The `jti` of the tab's current token (identifies it without exposing it). */
 export const jti = (tab) => tab.eval(() => (window.tw.claims() || {}).jti ?? null);
