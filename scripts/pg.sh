@@ -68,7 +68,7 @@ case "${1:-}" in
     shift
     dir=$(mktemp -d "${TMPDIR:-/tmp}/tw-pg.XXXXXX")
     trap 'stop "$dir"' EXIT
-    trap 'exit 130' INT TERM
+    trap 'exit 130' INT TERM HUP
     url=$(start "$dir")
     export "${url?}"
     echo "pg.sh: PostgreSQL on ${DATABASE_URL#postgres://postgres@}" >&2
