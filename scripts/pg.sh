@@ -67,7 +67,7 @@ case "${1:-}" in
   run)
     shift
     dir=$(mktemp -d "${TMPDIR:-/tmp}/tw-pg.XXXXXX")
-    trap 'stop "$dir"' EXIT
+    trap 'set +e; stop "$dir"' EXIT
     trap 'exit 130' INT TERM HUP
     url=$(start "$dir")
     export "${url?}"
