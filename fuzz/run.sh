@@ -4,6 +4,8 @@
 #
 #   FUZZ_SECONDS=180 fuzz/run.sh              # all targets, 3 min each
 #   FUZZ_TARGETS="jwt_decode options" fuzz/run.sh
+#   FUZZ_RUNS=10000000 fuzz/run.sh            # a fixed number of executions per
+#                                             # target instead of a time limit
 #   FUZZ_SAVE=1 fuzz/run.sh                   # also merge (minimised) new
 #                                             # inputs into fuzz/corpus/
 #
@@ -15,6 +17,8 @@ cd "$(dirname "$0")"
 export PATH="$HOME/.cargo/bin:$PATH"
 
 seconds=${FUZZ_SECONDS:-60}
+runs=${FUZZ_RUNS:-}
+if [ -n "$runs" ]; then limit=(-runs="$runs"); budget="$runs runs"; else limit=(-max_total_time="$seconds"); budget="${seconds}s"; fi
 targets=${FUZZ_TARGETS:-"jwt_decode token_response options scheduler tabsync json_diff dpop_proof"}
 toolchain=${FUZZ_TOOLCHAIN:-nightly}
 
@@ -34,10 +38,10 @@ for t in $targets; do
   seed=corpus/$t
   scratch=corpus-scratch/$t
   mkdir -p "$scratch" "artifacts/$t"
-  echo "== fuzz $t for ${seconds}s (seeds: $(find "$seed" -type f | wc -l) files)"
+  echo "== fuzz $t for $budget (seeds: $(find "$seed" -type f | wc -l) files)"
   # First corpus dir receives new inputs; the seed dir is read only.
   if cargo "+$toolchain" fuzz run "$t" "$scratch" "$seed" -- \
-      -max_total_time="$seconds" -timeout=10 -max_len=8192 \
+      "${limit[@]}" -timeout=10 -max_len=8192 \
       -print_final_stats=1 >"$logs/$t.log" 2>&1; then
     result=ok
   else
@@ -58,6 +62,6 @@ for t in $targets; do
 done
 
 echo
-echo "fuzz summary (${seconds}s per target; #runs DONE cov: edges ft: features corp: inputs exec/s)"
+echo "fuzz summary ($budget per target; #runs DONE cov: edges ft: features corp: inputs exec/s)"
 printf '  %s\n' "${summary[@]}"
 exit $status

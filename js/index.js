@@ -15,12 +15,51 @@ export class TokenClientError extends Error {
 
 let loading;
 
+/**
+ * `client.fetch` without a wasm `Promise` or a `Request` object in the common
+ * case (issue 14: fetch overhead). This gathers facts and performs; the wasm
+ * decides: `fastAuth` (attach which header, send as is, or take the full
+ * path), `replayNeeded` (refresh and replay after this response?), and
+ * `send` is the crate's one call of `fetch`. Requests with a body other than
+ * a string, `Request` inputs and invalid URLs or headers take the full path.
+ */
+function fastFetch({ TokenClient: { prototype: proto }, send, sendError }) {
+  const full = proto.fetch;
+  proto.fetch = function (input, init) {
+    const body = init == null ? undefined : init.body;
+    if ((typeof input === "string" || input instanceof URL) && (body == null || typeof body === "string")) {
+      let origin, headers;
+      try {
+        origin = new URL(input, document.baseURI).origin;
+        headers = new Headers(init == null ? undefined : init.headers);
+      } catch {
+        return full.call(this, input, init);
+      }
+      const auth = this.fastAuth(origin, headers.has("authorization"));
+      const failed = (e) => {
+        throw sendError(e);
+      };
+      if (auth === null) return send(input, init).then(undefined, failed);
+      if (auth !== undefined) {
+        headers.set("Authorization", auth);
+        return send(input, { ...init, headers }).then(
+          (res) =>
+            this.replayNeeded(res.status, res.redirected ? res.url : "") ? this.replay(res, input, init, auth) : res,
+          failed,
+        );
+      }
+    }
+    return full.call(this, input, init);
+  };
+}
+
 /** Loads and instantiates the wasm once (the raw wasm-bindgen `init`). */
 export function init() {
   if (!loading) {
     loading = import("./tokenwarden.js").then(async (glue) => {
       await glue.default();
       glue.__setErrorClass(TokenClientError);
+      fastFetch(glue);
       return glue;
     });
     // A failed load (offline, CSP) may be retried by a later call.

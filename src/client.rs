@@ -15,6 +15,7 @@ use crate::browser::shell::{network_error, BrowserShell};
 use crate::browser::{env, options as js_options};
 use crate::driver::{bearer, Driver, FetchError};
 use crate::error::Error;
+use crate::policy::machine::Fast;
 use crate::policy::options;
 use crate::policy::token::{parse_token_response, Secret};
 use crate::shell::Shell;
@@ -176,6 +177,58 @@ impl TokenClient {
         let request = env::new_request(&input, &init).map_err(network_error);
         promise(async move {
             match d.fetch(request?).await {
+                Ok(response) => Ok(response.into()),
+                Err(FetchError::Client(e)) => Err(e.into()),
+                Err(FetchError::Send(e)) => Err(e),
+            }
+        })
+    }
+
+    /// The JS entry's `fetch` fast path (js/index.js) asks here first, for a
+    /// request to `origin` (`appAuth`: the app set `Authorization` itself):
+    /// the `Authorization` value to send, `null` to send the request as it
+    /// is, or `undefined` to call the full `fetch` above. The entry then
+    /// sends through `send` and asks `replayNeeded`.
+    #[wasm_bindgen(js_name = fastAuth)]
+    pub fn fast_auth(&self, origin: &str, app_auth: bool) -> JsValue {
+        self.driver
+            .fast_fetch(origin, app_auth, |fast, version| match fast {
+                Fast::Attach(t) => js_strings(&self.strings, version, t, false).1,
+                Fast::Plain => JsValue::NULL,
+                Fast::Slow => JsValue::UNDEFINED,
+            })
+    }
+
+    /// Whether a fast-path response (`status`, and its final URL when
+    /// redirected, else "") is answered by one refresh and one replay
+    /// (`replay`).
+    #[wasm_bindgen(js_name = replayNeeded)]
+    pub fn replay_needed(&self, status: u16, final_url: &str) -> bool {
+        self.driver.replay_needed(status, final_url)
+    }
+
+    /// The fast path's ending after a 401 to its request sent with `sent`
+    /// (the `Authorization` value `fastAuth` gave): refreshes once unless
+    /// the token was already replaced, then replays `input`/`init` once.
+    pub fn replay(
+        &self,
+        response: JsValue,
+        input: JsValue,
+        init: JsValue,
+        sent: String,
+    ) -> Promise {
+        let d = self.driver.clone();
+        let request = env::new_request(&input, &init).map_err(network_error);
+        let sent = Secret::new(
+            sent.strip_prefix("Bearer ")
+                .map(String::from)
+                .unwrap_or(sent),
+        );
+        promise(async move {
+            match d
+                .replay_401(response.unchecked_into(), request?, sent)
+                .await
+            {
                 Ok(response) => Ok(response.into()),
                 Err(FetchError::Client(e)) => Err(e.into()),
                 Err(FetchError::Send(e)) => Err(e),
@@ -352,4 +405,18 @@ impl Drop for TokenClient {
     fn drop(&mut self) {
         self.dispose();
     }
+}
+
+/// `fetch(input, init)` as the page's `fetch` answers it: the entry's fast
+/// path sends through here, so one function in the crate calls `fetch`.
+#[wasm_bindgen]
+pub fn send(input: JsValue, init: JsValue) -> Promise {
+    crate::browser::http::fetch(&input, &init)
+}
+
+/// What a failed `send` rejects `client.fetch` with: the full path's error
+/// (`TokenClientError` `network` with the cause; an abort as it is).
+#[wasm_bindgen(js_name = sendError)]
+pub fn send_error(e: JsValue) -> JsValue {
+    network_error(e)
 }

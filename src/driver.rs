@@ -10,7 +10,7 @@ use core::cell::RefCell;
 
 use crate::error::Error;
 use crate::policy::dpop::{self, Nonces, ProofClaims};
-use crate::policy::machine::{Attempt, InLock, Machine, Out, Use};
+use crate::policy::machine::{Attempt, Fast, InLock, Machine, Out, Use};
 use crate::policy::options::Options;
 use crate::policy::response::{logout_outcome, replay_after, Reply};
 use crate::policy::schedule::timer_delay;
@@ -543,21 +543,73 @@ impl<S: Shell> Driver<S> {
             }
         }
         let final_url = sh.response_url(&response);
-        let ours = final_url.is_empty() || self.opts.allows(&final_url);
-        let status = sh.status(&response);
-        let Some(replay) = replay.filter(|_| replay_after(status, ours, true)) else {
+        let Some(replay) = replay.filter(|_| self.replay_needed(sh.status(&response), &final_url))
+        else {
             return Ok(response);
         };
         let refresh = self.machine.borrow().refresh_for_401(version);
+        self.replay(response, replay, &url, &token, refresh).await
+    }
+
+    /// Whether a response of `status` whose final URL is `final_url` (empty:
+    /// not redirected) is answered by one refresh and one replay.
+    pub fn replay_needed(&self, status: u16, final_url: &str) -> bool {
+        let ours = final_url.is_empty() || self.opts.allows(final_url);
+        replay_after(status, ours, true)
+    }
+
+    /// The fetch fast path's decision for an app request to `origin` (see
+    /// [`Fast`]), given to `f` with the session's version.
+    pub fn fast_fetch<R>(
+        &self,
+        origin: &str,
+        app_auth: bool,
+        f: impl FnOnce(Fast<'_>, u64) -> R,
+    ) -> R {
+        let now = self.shell.now();
+        let refreshing = self.inflight.borrow().is_some();
+        let allowed = self.opts.allows(origin);
+        let m = self.machine.borrow();
+        f(
+            m.fast_fetch(now, refreshing, allowed, app_auth, self.opts.dpop),
+            m.session().version(),
+        )
+    }
+
+    /// `fetch`'s ending for a request the fast path sent with `sent` and
+    /// that came back as `response`, when [`Driver::replay_needed`] said so:
+    /// `request` is the app's request again (without our header).
+    pub async fn replay_401(
+        self: Rc<Self>,
+        response: S::Response,
+        request: S::Request,
+        sent: Secret,
+    ) -> Result<S::Response, FetchError<S::SendError>> {
+        self.machine.borrow().live()?;
+        let url = self.shell.url(&request);
+        let refresh = self.machine.borrow().refresh_for_401_of(&sent);
+        self.replay(response, request, &url, &sent, refresh).await
+    }
+
+    /// One refresh (unless another already replaced `token`) and one replay
+    /// with the new token; the first response when there is none.
+    async fn replay(
+        self: Rc<Self>,
+        response: S::Response,
+        replay: S::Request,
+        url: &str,
+        token: &Secret,
+        refresh: bool,
+    ) -> Result<S::Response, FetchError<S::SendError>> {
         if refresh && self.ensure_refresh().wait().await.is_err() {
             return Ok(response);
         }
-        let now = sh.now();
+        let now = self.shell.now();
         let fresh = self.machine.borrow().session().usable(now).cloned();
         match fresh {
-            Some(t) if t != token => {
-                self.authorize_request(&replay, &url, &t).await?;
-                sh.send(&replay).await.map_err(FetchError::Send)
+            Some(t) if t != *token => {
+                self.authorize_request(&replay, url, &t).await?;
+                self.shell.send(&replay).await.map_err(FetchError::Send)
             }
             _ => Ok(response),
         }

@@ -397,6 +397,134 @@ fn a_401_leads_to_one_refresh_and_one_replay_with_the_new_token() {
     assert_eq!(refreshes(&world), 1);
 }
 
+/// What js/index.js's `client.fetch` fast path does, step by step, on the
+/// fake: ask `fast_fetch`, send with that header itself, ask
+/// `replay_needed`, end with `replay_401`.
+fn fast_fetch(world: &World, c: &Client, url: &str) -> Result<u16, ()> {
+    use tokenwarden::policy::machine::Fast;
+    use tokenwarden::shell::Shell;
+    let sent = c.fast_fetch("https://app.example", false, |f, _| match f {
+        Fast::Attach(t) => Some(t.clone()),
+        other => panic!("expected the fast path to attach, got {other:?}"),
+    });
+    let sent = sent.unwrap();
+    let (c, url) = (c.clone(), url.to_string());
+    settle(world, 5_000, async move {
+        let req = FakeRequest::get(&url);
+        c.shell()
+            .set_authorization(&req, &format!("Bearer {}", sent.expose()));
+        let res = c.shell().send(&req).await.map_err(|_| ())?;
+        if !c.replay_needed(res.status, "") {
+            return Ok(res.status);
+        }
+        let again = FakeRequest::get(&url);
+        c.replay_401(res, again, sent)
+            .await
+            .map(|r| r.status)
+            .map_err(|_| ())
+    })
+}
+
+#[test]
+fn the_fast_path_attaches_the_fresh_token_and_its_401_refreshes_once_and_replays() {
+    use tokenwarden::policy::machine::Fast;
+    let world = World::new(T0);
+    minting(&world, 300);
+    world.api(|req| {
+        if req.authorization().as_deref() == Some("Bearer login") {
+            401
+        } else {
+            200
+        }
+    });
+    let a = tab(&world, r#","crossTab":false"#);
+    let kind = |c: &Client, origin: &str, app_auth: bool| {
+        c.fast_fetch(origin, app_auth, |f, _| match f {
+            Fast::Attach(_) => "attach",
+            Fast::Plain => "plain",
+            Fast::Slow => "slow",
+        })
+    };
+    assert_eq!(
+        kind(&a.client, "https://app.example", false),
+        "slow",
+        "signed out"
+    );
+    a.sign_in("login", 300);
+    assert_eq!(kind(&a.client, "https://evil.example", false), "plain");
+    assert_eq!(kind(&a.client, "https://app.example", true), "plain");
+    assert_eq!(
+        fast_fetch(&world, &a.client, "https://app.example/api"),
+        Ok(200)
+    );
+    assert_eq!(refreshes(&world), 1);
+    let auths: Vec<_> = world.sent().into_iter().map(|(_, a)| a).collect();
+    assert_eq!(
+        auths,
+        [Some("Bearer login".into()), Some("Bearer r1".into())]
+    );
+    // A 200 is handed back as it is: no refresh, one request.
+    assert_eq!(
+        fast_fetch(&world, &a.client, "https://app.example/api"),
+        Ok(200)
+    );
+    assert_eq!(refreshes(&world), 1);
+    assert_eq!(world.sent().len(), 3);
+    assert!(
+        !a.client.replay_needed(401, "https://evil.example/x"),
+        "redirected elsewhere"
+    );
+    assert!(a.client.replay_needed(401, "https://app.example/x"));
+    assert!(!a.client.replay_needed(403, ""));
+
+    // Past the due time the silent refresh has run; the fast path sends its token.
+    world.advance(271_000);
+    world.run();
+    assert_eq!(refreshes(&world), 2);
+    let now = a
+        .client
+        .fast_fetch("https://app.example", false, |f, _| match f {
+            Fast::Attach(t) => t.expose().to_string(),
+            _ => String::new(),
+        });
+    assert_eq!(now, "r2");
+}
+
+#[test]
+fn a_fast_path_401_for_a_token_already_replaced_replays_without_another_refresh() {
+    let world = World::new(T0);
+    minting(&world, 300);
+    world.api(|req| {
+        if req.authorization().as_deref() == Some("Bearer login") {
+            401
+        } else {
+            200
+        }
+    });
+    let a = tab(&world, r#","crossTab":false"#);
+    a.sign_in("login", 300);
+    let c = a.client.clone();
+    let res = settle(&world, 5_000, async move {
+        let res = c
+            .clone()
+            .fetch(FakeRequest::get("https://app.example/api"))
+            .await
+            .map_err(|_| ())?;
+        // The token was replaced by that fetch's refresh; a fast-path 401 for
+        // the old one now only replays.
+        c.replay_401(
+            res,
+            FakeRequest::get("https://app.example/b"),
+            tokenwarden::policy::token::Secret::new("login".into()),
+        )
+        .await
+        .map(|r| r.status)
+        .map_err(|_| ())
+    });
+    assert_eq!(res, Ok(200));
+    assert_eq!(refreshes(&world), 1, "one refresh for both 401s");
+}
+
 #[test]
 fn a_rejected_refresh_signs_every_tab_out_with_reason_rejected() {
     let world = World::new(T0);

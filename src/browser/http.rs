@@ -75,7 +75,7 @@ pub async fn post(
     for (name, value) in &headers {
         h.set(name, value).map_err(|_| Error::Network)?;
     }
-    let response: Response = JsFuture::from(fetch(&request))
+    let response: Response = JsFuture::from(fetch(&request, &JsValue::UNDEFINED))
         .await
         .map_err(|_| guard.failure())?
         .unchecked_into();
@@ -101,11 +101,12 @@ pub async fn post(
 #[wasm_bindgen]
 extern "C" {
     #[wasm_bindgen(js_name = fetch)]
-    fn global_fetch(request: &Request) -> Promise;
+    fn global_fetch(input: &JsValue, init: &JsValue) -> Promise;
 }
 
 /// The one function that calls `fetch`: refresh and logout calls and the
-/// app's own requests all go through here.
-pub fn fetch(request: &Request) -> Promise {
-    global_fetch(request)
+/// app's own requests all go through here, those of the JS entry's fast
+/// path too (`TokenClient.send`).
+pub fn fetch(input: &JsValue, init: &JsValue) -> Promise {
+    global_fetch(input, init)
 }

@@ -195,7 +195,7 @@ impl Shell for BrowserShell {
     }
 
     fn send(&self, request: &Request) -> LocalFuture<Result<Response, JsValue>> {
-        let pending = JsFuture::from(http::fetch(request));
+        let pending = JsFuture::from(http::fetch(request, &JsValue::UNDEFINED));
         Box::pin(async move {
             pending
                 .await

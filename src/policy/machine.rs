@@ -115,6 +115,22 @@ pub enum InLock {
     Settled(Result<(), Error>, Out),
 }
 
+/// What the JS entry's `client.fetch` fast path does with an app request
+/// (a string or `URL` input, no body or a string body), before anything is
+/// awaited: the common case costs one call into the wasm and no `Request`
+/// object (issue 14: `client.fetch` overhead).
+#[derive(Debug, PartialEq)]
+pub enum Fast<'a> {
+    /// Send it with this token's header.
+    Attach(&'a Secret),
+    /// Send it as the app made it (origin not allowed, or the app set its
+    /// own `Authorization`).
+    Plain,
+    /// Take the full path (`Driver::fetch`): no fresh token at hand, a
+    /// refresh or `start()` in flight, DPoP on (a proof is async), disposed.
+    Slow,
+}
+
 /// What `getToken`/`fetch` should do at a moment.
 #[derive(Debug, PartialEq)]
 pub enum Use {
@@ -468,6 +484,35 @@ impl Machine {
         self.session.fresh(now)
     }
 
+    /// The fast path's decision for an app request: `allowed`, its origin is
+    /// on the allow-list; `app_auth`, the app set `Authorization` itself
+    /// (which is never replaced); `dpop`, proofs are on.
+    pub fn fast_fetch(
+        &self,
+        now: Stamp,
+        refreshing: bool,
+        allowed: bool,
+        app_auth: bool,
+        dpop: bool,
+    ) -> Fast<'_> {
+        if self.disposed {
+            Fast::Slow
+        } else if !allowed || app_auth {
+            Fast::Plain
+        } else if dpop {
+            Fast::Slow
+        } else {
+            self.ready(now, refreshing).map_or(Fast::Slow, Fast::Attach)
+        }
+    }
+
+    /// A 401 came back for a request sent on the fast path with `sent`:
+    /// refresh first only if `sent` is still the token held (else another
+    /// refresh or tab replaced it, and the replay uses the new one).
+    pub fn refresh_for_401_of(&self, sent: &Secret) -> bool {
+        self.session.holds(sent)
+    }
+
     /// What `getToken`/`fetch` do at `now`. `refreshing`: the shared
     /// refresh is under way; `starting`: `start()` is still asking.
     pub fn token_for_use(&self, now: Stamp, refreshing: bool, starting: bool) -> Use {
@@ -688,6 +733,45 @@ mod tests {
             Use::AwaitRefresh { had: true }
         );
         assert!(m.ready(now, true).is_none());
+    }
+
+    #[test]
+    fn the_fetch_fast_path_attaches_only_a_fresh_token_with_nothing_in_flight() {
+        let mut m = machine(false);
+        let now = Stamp::at(T0);
+        assert_eq!(
+            m.fast_fetch(now, false, true, false, false),
+            Fast::Slow,
+            "signed out: the full path decides (it may wait for start())"
+        );
+        m.set_session(grant("a", 300), now).unwrap();
+        let a = Secret::new("a".into());
+        assert_eq!(
+            m.fast_fetch(now, false, true, false, false),
+            Fast::Attach(&a)
+        );
+        assert_eq!(m.fast_fetch(now, false, false, false, false), Fast::Plain);
+        assert_eq!(
+            m.fast_fetch(now, false, true, true, false),
+            Fast::Plain,
+            "the app's own Authorization is never replaced"
+        );
+        assert_eq!(m.fast_fetch(now, true, true, false, false), Fast::Slow);
+        assert_eq!(m.fast_fetch(now, false, true, false, true), Fast::Slow);
+        let due = Stamp::at(T0 + 270_000);
+        assert_eq!(
+            m.fast_fetch(due, false, true, false, false),
+            Fast::Slow,
+            "due for refresh: the full path refreshes first"
+        );
+        assert!(m.refresh_for_401_of(&a));
+        m.set_session(grant("b", 300), now).unwrap();
+        assert!(
+            !m.refresh_for_401_of(&a),
+            "replaced meanwhile: replay with b"
+        );
+        m.dispose();
+        assert_eq!(m.fast_fetch(now, false, false, false, false), Fast::Slow);
     }
 
     #[derive(Clone, Debug)]
