@@ -864,6 +864,17 @@ mod tests {
                 if let Use::Now(Some(_)) = m.token_for_use(now, false, false) {
                     prop_assert!(m.session().usable(now).is_some(), "never an expired token");
                 }
+                // The fetch fast path attaches exactly what the full path
+                // would send at once, and never while a refresh is awaited.
+                for refreshing in [false, true] {
+                    if let Fast::Attach(t) = m.fast_fetch(now, refreshing, true, false, false) {
+                        prop_assert_eq!(
+                            m.token_for_use(now, refreshing, false),
+                            Use::Now(Some(t.clone()))
+                        );
+                        prop_assert!(m.session().fresh(now).is_some());
+                    }
+                }
             }
         }
     }
