@@ -38,6 +38,7 @@ if [ "$profile" = "--release" ]; then
   scripts/node_modules/.bin/esbuild pkg/tokenwarden.js --minify --format=esm --log-level=warning \
     --outfile=pkg/tokenwarden.min.js
   mv pkg/tokenwarden.min.js pkg/tokenwarden.js
+  node scripts/short-names.mjs pkg/tokenwarden_bg.wasm pkg/tokenwarden.js >/dev/null
 else
   cp js/index.js pkg/
 fi
