@@ -43,6 +43,8 @@ const next = () => {
 
 const rename = new Map();
 const imported = new Set();
+// The glue's module ("./tokenwarden_bg.js", named in each of ~100 imports) is "w".
+const modules = new Set();
 const out = [b.subarray(0, 8)];
 p = 8;
 while (p < b.length) {
@@ -72,7 +74,8 @@ while (p < b.length) {
           if (!rename.has(name)) rename.set(name, next());
           nn = rename.get(name);
         }
-        parts.push(encStr(mod), encStr(nn), b.subarray(descStart, p));
+        if (mod.startsWith("./")) modules.add(mod);
+        parts.push(encStr(mod.startsWith("./") ? "w" : mod), encStr(nn), b.subarray(descStart, p));
       } else {
         const name = str();
         const descStart = p;
@@ -105,6 +108,11 @@ for (const [old, short] of rename) {
   // Every import is defined by the glue; an export it never calls (wasm-bindgen
   // leaves a few) is only renamed.
   if (glue === before && imported.has(old)) throw new Error(`${old} is not in the glue`);
+}
+for (const mod of modules) {
+  const key = JSON.stringify(mod) + ":";
+  if (!glue.includes(key)) throw new Error(`${key} is not in the glue`);
+  glue = glue.split(key).join("w:");
 }
 writeFileSync(wasmPath, Buffer.concat(out));
 writeFileSync(gluePath, glue);
