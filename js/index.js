@@ -56,8 +56,12 @@ function fastFetch({ TokenClient: { prototype: proto }, send, sendError }) {
 /** Loads and instantiates the wasm once (the raw wasm-bindgen `init`). */
 export function init() {
   if (!loading) {
+    // The .wasm is fetched while the glue loads, not after it (cold start);
+    // the glue compiles it as it streams in.
+    const wasm = fetch(new URL("./tokenwarden_bg.wasm", import.meta.url));
+    wasm.catch(() => {});
     loading = import("./tokenwarden.js").then(async (glue) => {
-      await glue.default();
+      await glue.default({ module_or_path: wasm });
       glue.__setErrorClass(TokenClientError);
       fastFetch(glue);
       return glue;
