@@ -272,6 +272,8 @@ export class Browser {
     this.tabs = [];
     this.closedRecords = [];
     this.firstUsed = false;
+    /** Switches after which scripts ran in another tab's page (WebKitGTK), and how many tries it took. */
+    this.misrouted = [];
   }
 
   static async open(driver) {
@@ -307,6 +309,7 @@ export class Browser {
     this.tabs.push(tab);
     await tab.focus();
     await this.wd.navigateTo(url);
+    await tab.mark();
     return tab;
   }
 
@@ -342,11 +345,23 @@ export class Browser {
   }
 }
 
+let tabCount = 0;
+
+/**
+ * One tab (or window) of a Browser. Its page is marked with the tab's id in `window.name` (kept
+ * across same-origin navigations and reloads), and every script the harness runs checks that
+ * mark first, in the same evaluation: WebKitGTK 2.50's WebKitWebDriver, after a window was
+ * closed, sometimes runs the scripts of the tab switched to in another tab's page (while
+ * reporting the right window handle) until the next switch. A script that lands in the wrong
+ * page does nothing there; the harness switches away and back and runs it again.
+ */
 export class Tab {
   constructor(browser, handle) {
     this.browser = browser;
     this.handle = handle;
     this.url = undefined;
+    this.id = `tw-tab-${++tabCount}`;
+    this.marked = false;
   }
 
   async focus() {
@@ -356,10 +371,49 @@ export class Tab {
     }
   }
 
+  /**
+   * Runs `script` (WebDriver's execute; its first argument is this tab's id) in this tab's
+   * page; `{ __twElsewhere: name }` from the script means it found another page (named so).
+   */
+  async inPage(script, ...args) {
+    for (let attempt = 1; ; attempt++) {
+      await this.focus();
+      const out = await this.browser.wd.execute(script, this.id, ...args);
+      const elsewhere = out !== null && typeof out === "object" && Object.hasOwn(out, "__twElsewhere");
+      if (!elsewhere) {
+        if (attempt > 1) this.browser.misrouted.push({ tab: this.id, found: this.lastElsewhere, attempts: attempt });
+        return out;
+      }
+      this.lastElsewhere = out.__twElsewhere;
+      if (attempt === 5) {
+        throw new Error(`${ENGINE}: WebDriver ran ${this.id}'s script in page "${out.__twElsewhere}" ${attempt} times`);
+      }
+      const other = this.browser.tabs.find((t) => t.handle !== this.handle);
+      if (other) await this.browser.wd.switchToWindow(other.handle);
+      this.browser.current = undefined;
+    }
+  }
+
+  /** Writes this tab's id into its page's `window.name` (a fresh page's is empty). */
+  async mark() {
+    await this.inPage(function mark(id) {
+      if (window.name && window.name !== id) return { __twElsewhere: window.name };
+      window.name = id;
+      return null;
+    });
+    this.marked = true;
+  }
+
   /** Runs `fn(...args)` in the page; a returned promise is awaited (WebDriver does that). */
   async eval(fn, ...args) {
-    await this.focus();
-    return this.browser.wd.execute(fn, ...args);
+    if (!this.marked) {
+      await this.focus();
+      return this.browser.wd.execute(fn, ...args);
+    }
+    const script = `const [id, ...args] = arguments;
+      if (window.name !== id) return { __twElsewhere: String(window.name) };
+      return (${fn}).apply(null, args);`;
+    return this.inPage(script, ...args);
   }
 
   async waitReady() {
@@ -430,6 +484,9 @@ export function useEnv({ tls = true, wwwDir, serverArgs = [] } = {}) {
 
   afterEach(async () => {
     const browsers = env.browsers.splice(0);
+    for (const b of browsers) {
+      if (b.misrouted.length) console.log(`${ENGINE}: WebDriver ran scripts in the wrong tab after a switch, corrected: ${JSON.stringify(b.misrouted)}`);
+    }
     let records = [];
     try {
       for (const b of browsers) records = records.concat(await b.records());
