@@ -234,3 +234,27 @@ test("a 401 for a token whose signing key was retired makes tw.fetch refresh onc
   assert.deepEqual(seen, ["/api/me:401:invalid", "/auth/refresh:200", "/api/me:200:valid"]);
   assert.equal(await page.evaluate(() => tw.state), "active");
 });
+
+test("client.fetch: a URL object and a Request both get the Bearer; an app's own Authorization is sent as it is, on the fast path (string URL) and the full path (Request) alike", async () => {
+  const context = await env.newContext();
+  const page = await env.openTab(context);
+  await login(page);
+  await env.server.reset();
+  const statuses = await page.evaluate(async () => {
+    const own = { headers: { Authorization: "Bearer app-own" } };
+    return [
+      (await tw.fetch(new URL("/api/me", location.href))).status,
+      (await tw.fetch(new Request("/api/me"))).status,
+      (await tw.fetch("/api/me", own)).status,
+      (await tw.fetch(new Request("/api/me", own))).status,
+    ];
+  });
+  const log = await env.server.log();
+  const me = log.filter((e) => e.path === "/api/me").map((e) => e.bearer);
+  // The app's "Bearer app-own" is refused by the server (401) and, not being ours, never
+  // makes the client refresh or replay.
+  assert.deepEqual(me, ["valid", "valid", "invalid", "invalid"]);
+  assert.equal(countLog(log, "POST", "/auth/refresh"), 0);
+  assert.deepEqual(statuses.slice(0, 2), [200, 200]);
+  assert.deepEqual(statuses.slice(2, 4), [401, 401]);
+});
