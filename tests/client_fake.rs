@@ -357,8 +357,9 @@ fn fetch_adds_the_bearer_only_for_allowed_origins_and_never_over_the_callers_hea
     );
 }
 
-#[test]
-fn a_401_leads_to_one_refresh_and_one_replay_with_the_new_token() {
+/// A world whose API answers 401 to the token `login` (200 to any other), a
+/// refresh endpoint minting `r1`, `r2`, …, and one tab signed in with `login`.
+fn refusing_login() -> (World, Tab) {
     let world = World::new(T0);
     minting(&world, 300);
     world.api(|req| {
@@ -370,6 +371,12 @@ fn a_401_leads_to_one_refresh_and_one_replay_with_the_new_token() {
     });
     let a = tab(&world, r#","crossTab":false"#);
     a.sign_in("login", 300);
+    (world, a)
+}
+
+#[test]
+fn a_401_leads_to_one_refresh_and_one_replay_with_the_new_token() {
+    let (world, a) = refusing_login();
     let c = a.client.clone();
     let res = settle(&world, 5_000, async move {
         c.fetch(FakeRequest::get("https://app.example/api"))
@@ -428,16 +435,7 @@ fn fast_fetch(world: &World, c: &Client, url: &str) -> Result<u16, ()> {
 #[test]
 fn the_fast_path_attaches_the_fresh_token_and_its_401_refreshes_once_and_replays() {
     use tokenwarden::policy::machine::Fast;
-    let world = World::new(T0);
-    minting(&world, 300);
-    world.api(|req| {
-        if req.authorization().as_deref() == Some("Bearer login") {
-            401
-        } else {
-            200
-        }
-    });
-    let a = tab(&world, r#","crossTab":false"#);
+    let (world, a) = refusing_login();
     let kind = |c: &Client, origin: &str, app_auth: bool| {
         c.fast_fetch(origin, app_auth, |f, _| match f {
             Fast::Attach(_) => "attach",
@@ -445,12 +443,12 @@ fn the_fast_path_attaches_the_fresh_token_and_its_401_refreshes_once_and_replays
             Fast::Slow => "slow",
         })
     };
+    let signed_out = tab(&world, r#","crossTab":false"#);
     assert_eq!(
-        kind(&a.client, "https://app.example", false),
+        kind(&signed_out.client, "https://app.example", false),
         "slow",
-        "signed out"
+        "signed out: the full path decides (it may wait for start())"
     );
-    a.sign_in("login", 300);
     assert_eq!(kind(&a.client, "https://evil.example", false), "plain");
     assert_eq!(kind(&a.client, "https://app.example", true), "plain");
     assert_eq!(
@@ -492,17 +490,7 @@ fn the_fast_path_attaches_the_fresh_token_and_its_401_refreshes_once_and_replays
 
 #[test]
 fn a_fast_path_401_for_a_token_already_replaced_replays_without_another_refresh() {
-    let world = World::new(T0);
-    minting(&world, 300);
-    world.api(|req| {
-        if req.authorization().as_deref() == Some("Bearer login") {
-            401
-        } else {
-            200
-        }
-    });
-    let a = tab(&world, r#","crossTab":false"#);
-    a.sign_in("login", 300);
+    let (world, a) = refusing_login();
     let c = a.client.clone();
     let res = settle(&world, 5_000, async move {
         let res = c
