@@ -352,6 +352,8 @@ async fn upstream_counters(State(Ctx { app, .. }): State<Ctx>) -> Result<Respons
         "leaseWaits": n(&c.lease_waits),
         "revocations": n(&c.revocations),
         "introspections": n(&c.introspections),
+        "jwtChecks": n(&c.jwt_checks),
+        "jwksRefetches": n(&up.jwks.refetches),
     }))
     .into_response())
 }

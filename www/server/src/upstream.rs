@@ -13,6 +13,7 @@
 //! Handlers are in [`crate::routes::upstream`]; configuration in [`config`]; sealing in
 //! [`seal`]; storage behind [`crate::store::UpstreamStore`].
 
+pub mod access;
 pub mod config;
 pub mod seal;
 
@@ -30,15 +31,16 @@ use openidconnect::core::{
 use openidconnect::{
     http, AccessToken, AdditionalProviderMetadata, AuthenticationFlow, AuthorizationCode, ClientId,
     ClientSecret, CsrfToken, EndpointMaybeSet, EndpointNotSet, EndpointSet, ErrorResponse,
-    HttpRequest, HttpResponse, IntrospectionUrl, IssuerUrl, Nonce, OAuth2TokenResponse as _,
-    PkceCodeChallenge, PkceCodeVerifier, ProviderMetadata, RedirectUrl, RefreshToken,
-    RequestTokenError, RevocationUrl, Scope, StandardErrorResponse,
+    HttpRequest, HttpResponse, IntrospectionUrl, IssuerUrl, JsonWebKeySet, Nonce,
+    OAuth2TokenResponse as _, PkceCodeChallenge, PkceCodeVerifier, ProviderMetadata, RedirectUrl,
+    RefreshToken, RequestTokenError, RevocationUrl, Scope, StandardErrorResponse,
     TokenIntrospectionResponse as _, TokenResponse as _,
 };
 use serde::{Deserialize, Serialize};
 use url::Url;
 
 use crate::store::UpstreamStore;
+use access::{FetchJwks, Jwks, JwtError, ProviderClaims, Rules};
 use config::UpstreamConfig;
 use seal::SealKey;
 
@@ -234,6 +236,8 @@ pub struct UpstreamCounters {
     pub revocations: AtomicU64,
     /// Introspections sent.
     pub introspections: AtomicU64,
+    /// Access tokens checked as JWTs against the JWKS.
+    pub jwt_checks: AtomicU64,
 }
 
 /// The provider client and what upstream mode keeps.
@@ -245,6 +249,10 @@ pub struct Upstream {
     end_session: Option<Url>,
     revocation: Option<RevocationUrl>,
     introspection: Option<IntrospectionUrl>,
+    issuer: IssuerUrl,
+    id_token_algs: Vec<openidconnect::core::CoreJwsSigningAlgorithm>,
+    /// The provider's signing keys (ID tokens and JWT access tokens).
+    pub jwks: Jwks,
     /// Seals grants and pending logins.
     pub key: SealKey,
     /// Pending logins, grants, leases.
@@ -255,19 +263,15 @@ pub struct Upstream {
     pub tamper_next_nonce: std::sync::atomic::AtomicBool,
 }
 
-/// Result of checking an access token by introspection.
-#[derive(Debug, Clone, Serialize)]
-pub struct Introspected {
-    /// Subject.
-    pub sub: Option<String>,
-    /// Scopes.
-    pub scope: Option<String>,
-    /// Expiry (epoch s).
-    pub exp: Option<i64>,
-    /// Issuer.
-    pub iss: String,
-    /// The client the token was issued to.
-    pub client_id: Option<String>,
+/// Why a provider access token could not be checked (it was neither accepted nor refused).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CheckError {
+    /// The provider did not answer the introspection (503, try again).
+    Unavailable,
+    /// An opaque token and no introspection endpoint: this server cannot check it at all.
+    NoIntrospection,
+    /// The introspection answer was unusable.
+    Malformed(String),
 }
 
 impl Upstream {
@@ -276,6 +280,7 @@ impl Upstream {
     pub async fn connect(
         config: UpstreamConfig,
         store: Arc<dyn UpstreamStore>,
+        now_ms: i64,
     ) -> Result<Arc<Self>, String> {
         let http = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
@@ -287,9 +292,22 @@ impl Upstream {
             .map_err(|_| "the issuer is not a URL".to_string())?;
         let send_with = http.clone();
         let client = move |r: HttpRequest| send(send_with.clone(), r);
-        let metadata = Metadata::discover_async(issuer, &client)
+        let metadata = Metadata::discover_async(issuer.clone(), &client)
             .await
             .map_err(|e| format!("OpenID Provider discovery at {} failed: {e}", config.issuer))?;
+        let jwks_uri = metadata.jwks_uri().clone();
+        let fetch_with = http.clone();
+        let fetch: FetchJwks = Arc::new(move || {
+            let (http, url) = (fetch_with.clone(), jwks_uri.clone());
+            Box::pin(async move {
+                let client = move |r: HttpRequest| send(http.clone(), r);
+                JsonWebKeySet::fetch_async(&url, &client)
+                    .await
+                    .map_err(|e| e.to_string())
+            })
+        });
+        let jwks = Jwks::new(metadata.jwks().clone(), now_ms, fetch);
+        let id_token_algs = metadata.id_token_signing_alg_values_supported().clone();
         let extra = metadata.additional_metadata().clone();
         let parse = |u: Option<String>, what: &str| -> Result<Option<Url>, String> {
             u.map(|u| Url::parse(&u).map_err(|_| format!("provider {what} is not a URL")))
@@ -316,7 +334,10 @@ impl Upstream {
                 SealKey::generate()
             }
         };
-        tracing::info!(issuer = %config.issuer, client_id = %config.client_id, "upstream mode: OpenID Provider discovered");
+        tracing::info!(issuer = %config.issuer, client_id = %config.client_id, audience = %config.audience, "upstream mode: OpenID Provider discovered");
+        if introspection.is_none() {
+            tracing::warn!("the provider offers no introspection endpoint: /api/me accepts its JWT access tokens only (opaque ones are answered 501)");
+        }
         Ok(Arc::new(Self {
             config,
             oidc,
@@ -324,11 +345,26 @@ impl Upstream {
             end_session,
             revocation,
             introspection,
+            issuer,
+            id_token_algs,
+            jwks,
             key,
             store,
             counters: UpstreamCounters::default(),
             tamper_next_nonce: Default::default(),
         }))
+    }
+
+    /// The ID-token verifier of the client (its algorithms from the provider's metadata) over
+    /// the cached keys.
+    fn id_token_verifier(&self) -> openidconnect::IdTokenVerifier<'static, CoreJsonWebKey> {
+        openidconnect::IdTokenVerifier::new_confidential_client(
+            ClientId::new(self.config.client_id.clone()),
+            ClientSecret::new(self.config.client_secret.0.clone()),
+            self.issuer.clone(),
+            self.jwks.keys(),
+        )
+        .set_allowed_algs(self.id_token_algs.clone())
     }
 
     fn client(
@@ -380,11 +416,26 @@ impl Upstream {
         let id_token = response
             .id_token()
             .ok_or_else(|| ProviderError::BadIdToken("no ID token".into()))?;
-        let claims = id_token
-            .claims(
-                &self.oidc.id_token_verifier(),
-                &Nonce::new(nonce.to_string()),
+        // The keys of the cache: a provider that rotated its keys since discovery is followed.
+        let nonce = Nonce::new(nonce.to_string());
+        let mut verifier = self.id_token_verifier();
+        let unknown_key = |e: &openidconnect::ClaimsVerificationError| {
+            matches!(
+                e,
+                openidconnect::ClaimsVerificationError::SignatureVerification(
+                    openidconnect::SignatureVerificationError::NoMatchingKey
+                )
             )
+        };
+        if id_token
+            .claims(&verifier, &nonce)
+            .is_err_and(|e| unknown_key(&e))
+            && self.jwks.refetch(now_ms).await
+        {
+            verifier = self.id_token_verifier();
+        }
+        let claims = id_token
+            .claims(&verifier, &nonce)
             .map_err(|e| ProviderError::BadIdToken(e.to_string()))?;
         let sub = claims.subject().as_str().to_string();
         let id_token = id_token.to_string();
@@ -462,37 +513,71 @@ impl Upstream {
         )))
     }
 
+    /// Check a provider access token: a JWT against the provider's JWKS ([`access`]), an
+    /// opaque one by introspection. `Ok(None)`: refused (the reason is logged at debug).
+    pub async fn check_access_token(
+        &self,
+        token: &str,
+        now_ms: i64,
+        leeway_s: i64,
+    ) -> Result<Option<ProviderClaims>, CheckError> {
+        if !access::looks_like_jwt(token) {
+            return self.introspect(token).await;
+        }
+        bump(&self.counters.jwt_checks);
+        let rules = Rules {
+            issuer: self.issuer.clone(),
+            audience: self.config.audience.clone(),
+            now_ms,
+            leeway_s,
+        };
+        match self.jwks.verify(token, &rules).await {
+            Ok(claims) => Ok(Some(claims)),
+            Err(JwtError::Invalid(detail)) => {
+                tracing::debug!(%detail, "provider access token refused");
+                Ok(None)
+            }
+            Err(e) => {
+                tracing::debug!(detail = ?e, "provider access token refused");
+                Ok(None)
+            }
+        }
+    }
+
     /// Check a provider access token by introspection (RFC 7662). `Ok(None)` = not active, or
     /// issued to another client.
-    pub async fn introspect(&self, token: &str) -> Result<Option<Introspected>, ProviderError> {
+    pub async fn introspect(&self, token: &str) -> Result<Option<ProviderClaims>, CheckError> {
         let token = AccessToken::new(token.to_string());
         let Some(url) = self.introspection.clone() else {
-            return Err(ProviderError::Malformed(
-                "the provider offers no introspection endpoint".into(),
-            ));
+            return Err(CheckError::NoIntrospection);
         };
         let oidc = self.oidc.clone().set_introspection_url(url);
         let request = oidc.introspect(&token);
         bump(&self.counters.introspections);
         let client = self.client();
-        let r = request
-            .request_async(&client)
-            .await
-            .map_err(|e| classify(e, token_error_is_invalid_grant))?;
+        let r = request.request_async(&client).await.map_err(|e| {
+            match classify(e, token_error_is_invalid_grant) {
+                ProviderError::Unavailable => CheckError::Unavailable,
+                other => CheckError::Malformed(format!("{other:?}")),
+            }
+        })?;
         let ours = r
             .client_id()
             .is_none_or(|c| c.as_str() == self.config.client_id);
         if !r.active() || !ours {
             return Ok(None);
         }
-        Ok(Some(Introspected {
+        Ok(Some(ProviderClaims {
             sub: r.sub().map(str::to_string),
             scope: r
                 .scopes()
                 .map(|s| s.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(" ")),
             exp: r.exp().map(|t| t.timestamp()),
             iss: self.config.issuer.clone(),
+            aud: Vec::new(),
             client_id: r.client_id().map(|c| c.as_str().to_string()),
+            jkt: None,
+            checked_by: "introspection",
         }))
     }
 
@@ -550,7 +635,7 @@ pub async fn start(config: &crate::Config, state: &crate::AppState) -> Result<()
     } else {
         Arc::new(crate::store::SqliteStore::open(&config.data_dir).map_err(|e| e.to_string())?)
     };
-    let upstream = Upstream::connect(upstream, store).await?;
+    let upstream = Upstream::connect(upstream, store, state.now_ms()).await?;
     state
         .upstream
         .set(upstream)

@@ -17,7 +17,8 @@
 //! - `POST /auth/logout` (CSRF header + origin check) → revokes at the provider (RFC 7009)
 //!   and the family; 200 with `end_session_url` when the provider supports RP-initiated
 //!   logout, else 204.
-//! - `GET /api/me` → introspects the Bearer token at the provider (RFC 7662).
+//! - `GET /api/me` → checks the provider's access token: a JWT against the provider's JWKS
+//!   ([`crate::upstream::access`]), an opaque token by introspection (RFC 7662).
 //! - `GET /auth/config` → `{"loginUrl": "/auth/login"}`, so the demo page knows to show the
 //!   provider's sign-in button (404 in built-in mode).
 
@@ -47,7 +48,7 @@ use crate::session::{self, NotRotated, Opened, Rotated};
 use crate::state::AppState;
 use crate::store::Family;
 use crate::tokens::{hash_refresh_token, random_id};
-use crate::upstream::{self, reusable, Grant, Pending, ProviderError, Upstream};
+use crate::upstream::{self, reusable, CheckError, Grant, Pending, ProviderError, Upstream};
 
 /// Cookie binding a pending login to the browser that started it.
 /// `__Secure-` like the refresh cookie: a plain-HTTP page on a sibling host cannot plant one.
@@ -511,7 +512,8 @@ pub async fn logout(
     })
 }
 
-/// `GET /api/me` in upstream mode: the provider's token, checked by introspection.
+/// `GET /api/me` in upstream mode: the provider's token, checked against its JWKS (a JWT) or
+/// by introspection (opaque).
 pub async fn me(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, AppError> {
     let up = upstream(&state)?;
     let c = &state.metrics.counters;
@@ -521,7 +523,8 @@ pub async fn me(State(state): State<AppState>, headers: HeaderMap) -> Result<Res
         bump(&c.api_no_token);
         return Err(AppError::Unauthorized(BearerFailure::Missing));
     };
-    match up.introspect(token).await {
+    let leeway_s = state.tunables().leeway_s.max(0);
+    match up.check_access_token(token, state.now_ms(), leeway_s).await {
         Ok(Some(claims)) => {
             bump(&c.api_ok);
             Ok((
@@ -534,13 +537,28 @@ pub async fn me(State(state): State<AppState>, headers: HeaderMap) -> Result<Res
             bump(&c.api_unauthorized);
             Err(AppError::Unauthorized(BearerFailure::Invalid))
         }
-        Err(ProviderError::Unavailable) => Ok((
+        Err(CheckError::Unavailable) => Ok((
             StatusCode::SERVICE_UNAVAILABLE,
             Json(json!({ "error": "temporarily_unavailable" })),
         )
             .into_response()),
-        Err(e) => {
-            tracing::warn!(detail = ?e, "introspection failed");
+        Err(CheckError::NoIntrospection) => {
+            tracing::warn!("an opaque provider access token, and the provider offers no introspection: it cannot be checked");
+            Ok((
+                StatusCode::NOT_IMPLEMENTED,
+                [(header::CACHE_CONTROL, HeaderValue::from_static("no-store"))],
+                Json(json!({
+                    "error": "server_error",
+                    "error_description": "this access token is opaque and the provider offers no \
+                        introspection endpoint, so it cannot be checked here: have the provider \
+                        issue JWT access tokens for this API (an audience or resource, see \
+                        --oidc-audience) or offer token introspection (RFC 7662)",
+                })),
+            )
+                .into_response())
+        }
+        Err(CheckError::Malformed(detail)) => {
+            tracing::warn!(%detail, "introspection failed");
             Ok((
                 StatusCode::BAD_GATEWAY,
                 Json(json!({ "error": "server_error" })),
