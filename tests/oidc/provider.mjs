@@ -5,7 +5,9 @@
 // login and consent pages (any login and password are accepted there).
 // `jwtResource: URL` makes it issue JWT access tokens (RFC 9068, `typ: at+jwt`, ES256) for
 // that resource indicator (RFC 8707, the resource granted by default), as Auth0 does for an
-// API audience; `introspection: false` takes its introspection endpoint away.
+// API audience; `introspection: false` takes its introspection endpoint away; `dpop: true`
+// turns on its DPoP feature (RFC 9449: proofs at the token endpoint, access tokens bound to the
+// proof's key with `cnf.jkt`).
 //
 // As a module: `startProvider(opts)` runs it in the test's process, so a test can stop and
 // restart its listener (same keys, same grants) and read what it saw: token-endpoint calls,
@@ -73,12 +75,15 @@ export async function startProvider({
   clientSecret = randomBytes(24).toString("base64url"),
   jwtResource,
   introspection = true,
+  dpop = false,
 } = {}) {
   const stats = {
     tokenCalls: 0,
     codeGrants: 0,
     refreshGrants: 0,
+    dpopRefreshGrants: 0,
     grantErrors: 0,
+    dpopErrors: 0,
     refreshReuse: 0,
     revocations: 0,
     introspections: 0,
@@ -120,6 +125,7 @@ export async function startProvider({
       revocation: { enabled: true },
       introspection: { enabled: introspection },
       rpInitiatedLogout: { enabled: true },
+      dPoP: { enabled: dpop },
       ...(jwtResource ? {
         resourceIndicators: {
           enabled: true,
@@ -141,10 +147,12 @@ export async function startProvider({
     const type = ctx.oidc.params?.grant_type;
     if (type === "authorization_code") stats.codeGrants++;
     if (type === "refresh_token") stats.refreshGrants++;
+    if (type === "refresh_token" && ctx.get("dpop")) stats.dpopRefreshGrants++;
   });
   provider.on("grant.error", (_ctx, err) => {
     stats.grantErrors++;
     if (err?.error_description === "refresh token already used") stats.refreshReuse++;
+    if (/dpop/i.test(err?.error || "")) stats.dpopErrors++;
   });
   provider.on("grant.revoked", () => { stats.revokedGrants++; });
   // The library logs server errors itself; keep the test output quiet.
