@@ -13,7 +13,8 @@ const RESOURCE = "https://api.tokenwarden.test";
 const env = useUpstream({
   accessTokenTtl: 8,
   provider: { jwtResource: RESOURCE, dpop: true },
-  // The rebinding rule counts our access-token lifetime: make it the provider's.
+  // The key rule counts the longer of --access-ttl (60 s by default) and the provider's
+  // lifetime: make it the provider's, so that a new key takes over after 8 s + leeway.
   serverArgs: ["--oidc-audience", RESOURCE, "--access-ttl", "8"],
 });
 const OPTS = { refreshSkewSeconds: 3, dpop: true };

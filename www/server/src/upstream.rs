@@ -3,15 +3,19 @@
 //! runs the authorization code flow with PKCE, keeps the provider's refresh token (sealed, in
 //! the store) and hands the provider's short-lived access token to the browser.
 //!
-//! Discovery, PKCE, the code and refresh grants, ID-token validation (JWKS signature, `iss`,
-//! `aud`, `azp`, `exp`, `nonce`), revocation (RFC 7009) and introspection (RFC 7662) are the
-//! `openidconnect` crate's; this module adds the HTTP client (reqwest with a timeout on every
-//! call, status-aware errors), the one-provider-call-per-family rule and the mapping of
-//! provider failures to our answers: unreachable or 5xx → 503, `invalid_grant` → 401 and the
-//! family ends, anything malformed → 502.
+//! Discovery, PKCE, the code and refresh grants, ID-token and JWT access-token validation
+//! (JWKS signature, `iss`, `aud`, `exp`, …) are the `openidconnect` crate's; revocation
+//! (RFC 7009) and introspection (RFC 7662) are one form POST each with reqwest (so that the
+//! provider's http test endpoint is allowed, and introspection's `cnf` is read). This module
+//! adds the HTTP client (reqwest with a timeout on every call, status-aware errors), the
+//! one-provider-call-per-family rule, forwarding the browser's DPoP proof to the provider's
+//! token endpoint (RFC 9449 §5) and the mapping of provider failures to our answers:
+//! unreachable or 5xx → 503, `invalid_grant` → 401 and the family ends, a refused DPoP proof →
+//! a new proof asked of the browser, anything malformed → 502.
 //!
-//! Handlers are in [`crate::routes::upstream`]; configuration in [`config`]; sealing in
-//! [`seal`]; storage behind [`crate::store::UpstreamStore`].
+//! Handlers are in [`crate::routes::upstream`]; configuration in [`config`]; JWT access
+//! tokens and the JWKS cache in [`access`]; sealing in [`seal`]; storage behind
+//! [`crate::store::UpstreamStore`].
 
 pub mod access;
 pub mod config;

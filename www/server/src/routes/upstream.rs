@@ -13,12 +13,15 @@
 //!   binding cookie are the defence.)
 //! - `POST /auth/refresh` (CSRF header + origin check) → rotates our cookie, then hands out
 //!   the provider's access token (cached, or renewed under the family's lease: one provider
-//!   call per family at a time).
+//!   call per family at a time). With a DPoP proof and a provider that supports DPoP, the
+//!   token is bound to the proof's key: a `DPoP-Upstream` proof for the provider's token
+//!   endpoint is forwarded with the renewal, or asked for (400 `use_upstream_dpop`).
 //! - `POST /auth/logout` (CSRF header + origin check) → revokes at the provider (RFC 7009)
 //!   and the family; 200 with `end_session_url` when the provider supports RP-initiated
 //!   logout, else 204.
 //! - `GET /api/me` → checks the provider's access token: a JWT against the provider's JWKS
-//!   ([`crate::upstream::access`]), an opaque token by introspection (RFC 7662).
+//!   ([`crate::upstream::access`]), an opaque token by introspection (RFC 7662); a bound one
+//!   (`cnf.jkt`) only with a DPoP proof by its key.
 //! - `GET /auth/config` → `{"loginUrl": "/auth/login"}`, so the demo page knows to show the
 //!   provider's sign-in button (404 in built-in mode).
 
@@ -565,7 +568,12 @@ async fn refresh_response(
     let remaining_s = session::family_remaining_s(family.expires_at_ms, now);
     let cookie = refresh_cookie(&refresh_token, remaining_s);
     match access_for(state, &up, &family, dpop.as_ref()).await? {
-        Ok(grant) => Ok(token_response(state, &grant, state.now_ms(), cookie)),
+        Ok(grant) => {
+            // The DPoP key rule waits until the old key's tokens may have expired: count the
+            // provider's lifetime too.
+            state.note_token_life(grant.access_lifetime_ms);
+            Ok(token_response(state, &grant, state.now_ms(), cookie))
+        }
         Err(ProviderError::NeedDpopProof | ProviderError::DpopProofRefused) => {
             tracing::info!(family = %family.id, "a proof for the provider's token endpoint is needed");
             Ok(upstream_dpop_challenge(state, &up, cookie))
