@@ -54,8 +54,11 @@ pub struct Driver<S: Shell> {
     hooks: RefCell<Option<S::Hooks>>,
     /// The DPoP key (memory only; shared with the tabs along with tokens).
     key: RefCell<Option<S::Key>>,
-    /// The last `DPoP-Nonce` of each origin.
+    /// The last `DPoP-Nonce` of each origin (the provider's too, in upstream mode).
     nonces: RefCell<Nonces>,
+    /// Upstream mode: the provider's token endpoint a `use_upstream_dpop` named; from then
+    /// on every refresh also carries a proof for it.
+    upstream_htu: RefCell<Option<String>>,
 }
 
 impl<S: Shell> Driver<S> {
@@ -75,6 +78,7 @@ impl<S: Shell> Driver<S> {
             hooks: RefCell::new(None),
             key: RefCell::new(None),
             nonces: RefCell::new(Nonces::default()),
+            upstream_htu: RefCell::new(None),
         });
         if d.opts.cross_tab {
             let weak = Rc::downgrade(&d);
@@ -243,15 +247,21 @@ impl<S: Shell> Driver<S> {
         Ok(dpop::assemble(&input, &signature))
     }
 
-    /// The refresh call, with a proof when DPoP is on; a `use_dpop_nonce`
-    /// answer that brings a new nonce is retried once.
+    /// The refresh call, with a proof when DPoP is on (and one for the
+    /// provider's token endpoint once a `use_upstream_dpop` named it); retried
+    /// as [`dpop::retry_refresh`] says.
     async fn post_refresh(&self) -> Result<Reply, Error> {
         let url = &self.opts.refresh_url;
-        let mut retried = false;
+        let mut retries = 0;
         loop {
             let mut headers = self.opts.refresh_headers.clone();
             if self.opts.dpop {
                 headers.push((String::from("DPoP"), self.proof("POST", url, None).await?));
+                let upstream = self.upstream_htu.borrow().clone();
+                if let Some(htu) = upstream {
+                    let proof = self.proof("POST", &htu, None).await?;
+                    headers.push((String::from("DPoP-Upstream"), proof));
+                }
             }
             let reply = self
                 .shell
@@ -265,10 +275,16 @@ impl<S: Shell> Driver<S> {
                 .borrow_mut()
                 .remember(url, reply.dpop_nonce.as_deref());
             let asked = dpop::token_endpoint_wants_nonce(reply.status, &reply.body);
-            if !dpop::retry_with_nonce(asked, changed, retried) {
+            let upstream = dpop::upstream_challenge(reply.status, &reply.body);
+            let named = upstream.is_some();
+            if let Some((htu, nonce)) = upstream {
+                self.nonces.borrow_mut().remember(&htu, nonce.as_deref());
+                *self.upstream_htu.borrow_mut() = Some(htu);
+            }
+            if !dpop::retry_refresh(asked, changed, named, retries) {
                 return Ok(reply);
             }
-            retried = true;
+            retries += 1;
         }
     }
 

@@ -437,3 +437,104 @@ fn authorize_returns_the_dpop_authorization_and_a_proof_for_that_request() {
     );
     assert_eq!(p.ath, Some(b64url(&fake_sha256("d1"))));
 }
+
+const PROVIDER_TOKEN: &str = "https://id.example/token";
+
+/// A backend in upstream mode: a refresh without a `DPoP-Upstream` proof is
+/// answered 400 `use_upstream_dpop` naming the provider's token endpoint (and
+/// `nonce`, when set); with one — by the refresh proof's key, `htm` POST, `htu`
+/// the provider's endpoint, the provider's nonce, no `ath` — it mints a token.
+/// `always` challenges every time. Returns the upstream proofs seen.
+fn upstream_server(
+    world: &World,
+    nonce: Option<&'static str>,
+    always: bool,
+) -> Rc<RefCell<Vec<Checked>>> {
+    let seen = Rc::new(RefCell::new(Vec::new()));
+    let (w, s) = (world.clone(), seen.clone());
+    let minted = Rc::new(RefCell::new(0u32));
+    world.endpoint(move |_url| {
+        let h = w.post_headers().last().cloned().unwrap_or_default();
+        let now_s = w.now() / 1000;
+        let reply = |status: u16, body: String| {
+            Ok(Reply {
+                status,
+                body,
+                retry_after: None,
+                dpop_nonce: None,
+            })
+        };
+        let own = check(&header(&h, "DPoP").expect("a refresh proof"), now_s).unwrap();
+        let challenge = || {
+            let n = nonce.map_or(String::new(), |n| {
+                format!(r#","dpop_upstream_nonce":"{n}""#)
+            });
+            reply(
+                400,
+                format!(
+                    r#"{{"error":"use_upstream_dpop","dpop_upstream_htu":"{PROVIDER_TOKEN}"{n}}}"#
+                ),
+            )
+        };
+        let Some(up) = header(&h, "DPoP-Upstream") else {
+            return challenge();
+        };
+        let up = check(&up, now_s).expect("a valid upstream proof");
+        s.borrow_mut().push(up.clone());
+        assert_eq!(up.key, own.key, "signed by the same key");
+        assert_eq!((up.htm.as_str(), up.htu.as_str()), ("POST", PROVIDER_TOKEN));
+        assert_eq!(up.ath, None);
+        assert_eq!(up.nonce.as_deref(), nonce, "the provider's nonce");
+        assert_ne!(up.jti, own.jti);
+        if always {
+            return challenge();
+        }
+        *minted.borrow_mut() += 1;
+        reply(
+            200,
+            format!(
+                r#"{{"access_token":"u{}","token_type":"DPoP","expires_in":300}}"#,
+                minted.borrow()
+            ),
+        )
+    });
+    seen
+}
+
+#[test]
+fn upstream_mode_a_use_upstream_dpop_answer_costs_one_retry_with_a_proof_for_the_providers_endpoint(
+) {
+    let world = World::new(T0);
+    let upstream = upstream_server(&world, Some("pn1"), false);
+    let a = client(&world, "");
+    let c = a.clone();
+    assert_eq!(settle(&world, async move { c.start().await }), Ok(true));
+    assert_eq!(world.posts().len(), 2, "one challenge, one retry");
+    assert_eq!(upstream.borrow().len(), 1);
+    let (status, sent) = fetch(&world, &a, "https://app.example/api/me");
+    assert_eq!(
+        (status, sent.authorization().as_deref()),
+        (200, Some("DPoP u1"))
+    );
+    // From now on every refresh carries both proofs: no challenge.
+    let c = a.clone();
+    assert!(settle(&world, async move { c.refresh().await.map(|_| ()) }).is_ok());
+    assert_eq!(
+        world.posts().len(),
+        3,
+        "no challenge once the endpoint is known"
+    );
+    assert_eq!(upstream.borrow().len(), 2);
+    assert_eq!(world.keys_made(), 1);
+}
+
+#[test]
+fn upstream_mode_a_backend_that_keeps_asking_gets_two_retries_and_no_more() {
+    let world = World::new(T0);
+    let upstream = upstream_server(&world, None, true);
+    let a = client(&world, "");
+    let c = a.clone();
+    assert_eq!(settle(&world, async move { c.start().await }), Ok(false));
+    assert_eq!(world.posts().len(), 3, "the first call and two retries");
+    assert_eq!(upstream.borrow().len(), 2);
+}

@@ -173,6 +173,37 @@ pub fn retry_with_nonce(asked: bool, nonce_changed: bool, retried: bool) -> bool
     asked && nonce_changed && !retried
 }
 
+/// Upstream mode (a backend in front of an OpenID Provider that supports DPoP): a 400
+/// `use_upstream_dpop` from the refresh endpoint asks for a second proof, by the same key,
+/// for the provider's token endpoint (`htm` POST, `htu` = `dpop_upstream_htu` of the body,
+/// `nonce` = `dpop_upstream_nonce` when given), which the backend forwards with its
+/// refresh-token grant so that the provider binds its access token to our key (RFC 9449 §5).
+/// Returns that endpoint (an absolute http(s) URL) and nonce.
+pub fn upstream_challenge(status: u16, body: &str) -> Option<(String, Option<String>)> {
+    let v = json::parse(body).ok().filter(|_| status == 400)?;
+    if v.get("error")?.as_str()? != "use_upstream_dpop" {
+        return None;
+    }
+    let htu = v.get("dpop_upstream_htu")?.as_str()?;
+    if !(htu.starts_with("https://") || htu.starts_with("http://")) {
+        return None;
+    }
+    let nonce = v.get("dpop_upstream_nonce").and_then(|n| n.as_str());
+    Some((String::from(htu), nonce.map(String::from)))
+}
+
+/// Whether the refresh call is made again: once for a `use_dpop_nonce` that brought a new
+/// nonce ([`retry_with_nonce`]); for a `use_upstream_dpop` while fewer than two retries were
+/// made (the first answer names the provider's endpoint, a second one may bring the
+/// provider's nonce or refuse a stale proof), never more.
+pub fn retry_refresh(nonce_asked: bool, nonce_changed: bool, upstream: bool, retries: u8) -> bool {
+    if upstream {
+        retries < 2
+    } else {
+        retry_with_nonce(nonce_asked, nonce_changed, retries > 0)
+    }
+}
+
 /// After `setSession` with DPoP on: a token that is not bound to our key
 /// (the app's own login call could not sign) is bound by a refresh at once.
 pub fn bind_after_set_session(dpop: bool, bound: bool) -> bool {
@@ -183,6 +214,43 @@ pub fn bind_after_set_session(dpop: bool, bound: bool) -> bool {
 mod tests {
     use super::super::jwt::base64url_decode;
     use super::*;
+
+    #[test]
+    fn a_use_upstream_dpop_answer_names_the_providers_token_endpoint_and_nonce() {
+        let body = r#"{"error":"use_upstream_dpop","dpop_upstream_htu":"https://id.example/token","dpop_upstream_nonce":"n1"}"#;
+        assert_eq!(
+            upstream_challenge(400, body),
+            Some(("https://id.example/token".into(), Some("n1".into())))
+        );
+        let bare =
+            r#"{"error":"use_upstream_dpop","dpop_upstream_htu":"https://id.example/token"}"#;
+        assert_eq!(
+            upstream_challenge(400, bare),
+            Some(("https://id.example/token".into(), None))
+        );
+        for (status, body) in [
+            (401, body),
+            (
+                400,
+                r#"{"error":"use_dpop_nonce","dpop_upstream_htu":"https://id.example/token"}"#,
+            ),
+            (400, r#"{"error":"use_upstream_dpop"}"#),
+            (
+                400,
+                r#"{"error":"use_upstream_dpop","dpop_upstream_htu":"/token"}"#,
+            ),
+            (
+                400,
+                r#"{"error":"use_upstream_dpop","dpop_upstream_htu":"javascript:x"}"#,
+            ),
+            (
+                400,
+                r#"{"error":"use_upstream_dpop","dpop_upstream_htu":"ftp://id.example/t"}"#,
+            ),
+        ] {
+            assert_eq!(upstream_challenge(status, body), None, "{status} {body}");
+        }
+    }
 
     fn decode(part: &str) -> String {
         String::from_utf8(base64url_decode(part).unwrap()).unwrap()
@@ -291,6 +359,15 @@ mod tests {
 
     #[test]
     fn a_nonce_retry_happens_once_and_only_for_a_new_nonce() {
+        assert!(retry_refresh(true, true, false, 0));
+        assert!(!retry_refresh(true, true, false, 1));
+        assert!(!retry_refresh(true, false, false, 0));
+        assert!(
+            retry_refresh(false, false, true, 0),
+            "the provider's endpoint named"
+        );
+        assert!(retry_refresh(false, false, true, 1), "then its nonce");
+        assert!(!retry_refresh(false, false, true, 2), "never a third time");
         assert!(retry_with_nonce(true, true, false));
         assert!(!retry_with_nonce(true, true, true));
         assert!(!retry_with_nonce(true, false, false));

@@ -38,8 +38,8 @@ export function freshDatabaseUrl() {
   return url.toString();
 }
 
-/** Round-robin HTTP proxy in front of `upstreams` (base URLs). */
-export async function startProxy(upstreams) {
+/** Round-robin HTTP proxy in front of `upstreams` (base URLs), on `port` (0 = any free one). */
+export async function startProxy(upstreams, { port: listenPort = 0 } = {}) {
   const targets = upstreams.map((u) => new URL(u));
   const state = { next: 0, nextRefresh: 0, dropRefreshes: 0, dropped: 0, byInstance: targets.map(() => ({ all: 0, refresh: 0 })) };
   const server = createServer((req, res) => {
@@ -73,7 +73,7 @@ export async function startProxy(upstreams) {
     });
     req.pipe(up);
   });
-  await new Promise((r) => server.listen(0, "127.0.0.1", r));
+  await new Promise((r) => server.listen(listenPort, "127.0.0.1", r));
   const { port } = server.address();
   return {
     url: `http://127.0.0.1:${port}`,
@@ -98,9 +98,10 @@ function sumCounters(list) {
 
 /**
  * `n` instances on a fresh database behind a proxy. `args`: extra server flags for every
- * instance.
+ * instance; `port`: the proxy's port (0 = any; upstream mode needs it known up front for
+ * its redirect URI).
  */
-export async function startCluster({ n = 2, args = [] } = {}) {
+export async function startCluster({ n = 2, args = [], port = 0 } = {}) {
   const databaseUrl = freshDatabaseUrl();
   const instances = [];
   try {
@@ -112,7 +113,7 @@ export async function startCluster({ n = 2, args = [] } = {}) {
     for (const s of instances) await s.stop();
     throw e;
   }
-  const proxy = await startProxy(instances.map((s) => s.url));
+  const proxy = await startProxy(instances.map((s) => s.url), { port });
   return {
     url: proxy.url,
     proxy,

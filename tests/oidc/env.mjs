@@ -28,13 +28,16 @@ export function freePort() {
 }
 
 /** Starts the provider and the reference server in upstream mode. */
-export async function startUpstream({ accessTokenTtl = 8, timeoutMs = 2000, wwwDir = PAGES, appPath = "/app.html" } = {}) {
+export async function startUpstream({
+  accessTokenTtl = 8, timeoutMs = 2000, wwwDir = PAGES, appPath = "/app.html", provider: providerOpts = {}, serverArgs = [],
+} = {}) {
   const port = await freePort();
   const base = `http://127.0.0.1:${port}`;
   const provider = await startProvider({
     redirectUris: [`${base}/auth/callback`],
     postLogoutRedirectUris: [`${base}${appPath}`],
     accessTokenTtl,
+    ...providerOpts,
   });
   // The secret reaches the server through its environment only (never a flag, never a log).
   process.env.TW_OIDC_CLIENT_SECRET = provider.clientSecret;
@@ -52,6 +55,7 @@ export async function startUpstream({ accessTokenTtl = 8, timeoutMs = 2000, wwwD
         "--www-dir", wwwDir,
         "--oidc-post-logout-uri", `${base}${appPath}`,
         "--oidc-timeout-ms", String(timeoutMs),
+        ...serverArgs,
       ],
     });
   } catch (e) {

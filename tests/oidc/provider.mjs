@@ -3,15 +3,20 @@
 // refresh-token rotation on, short access-token lifetimes, opaque access tokens checked by
 // introspection, revocation and RP-initiated logout, and the library's own development
 // login and consent pages (any login and password are accepted there).
+// `jwtResource: URL` makes it issue JWT access tokens (RFC 9068, `typ: at+jwt`, ES256) for
+// that resource indicator (RFC 8707, the resource granted by default), as Auth0 does for an
+// API audience; `introspection: false` takes its introspection endpoint away; `dpop: true`
+// turns on its DPoP feature (RFC 9449: proofs at the token endpoint, access tokens bound to the
+// proof's key with `cnf.jkt`).
 //
 // As a module: `startProvider(opts)` runs it in the test's process, so a test can stop and
 // restart its listener (same keys, same grants) and read what it saw: token-endpoint calls,
 // refresh-token reuse, revocations, the refresh tokens it holds.
 // As a program (`node tests/oidc/provider.mjs --port 8081 --redirect-uri ...`): the demo.
 import { createServer } from "node:http";
-import { randomBytes } from "node:crypto";
+import { randomBytes, generateKeyPairSync } from "node:crypto";
 import { fileURLToPath } from "node:url";
-import Provider from "oidc-provider";
+import Provider, { errors } from "oidc-provider";
 
 export const CLIENT_ID = "tokenwarden-app";
 
@@ -47,6 +52,17 @@ function makeAdapterClass(store) {
   };
 }
 
+/** Signing keys made at start: RSA (ID tokens, RS256) and P-256 (JWT access tokens, ES256). */
+function signingKeys() {
+  const jwk = (type, opts) => generateKeyPairSync(type, opts).privateKey.export({ format: "jwk" });
+  return {
+    keys: [
+      { ...jwk("rsa", { modulusLength: 2048 }), kid: `rsa-${randomBytes(4).toString("hex")}`, use: "sig", alg: "RS256" },
+      { ...jwk("ec", { namedCurve: "P-256" }), kid: `ec-${randomBytes(4).toString("hex")}`, use: "sig", alg: "ES256" },
+    ],
+  };
+}
+
 /**
  * Starts the provider. `port` 0 = any free port. Resolves to
  * `{ issuer, clientId, clientSecret, stats, liveRefreshTokens(), stop(), start(), close() }`.
@@ -57,12 +73,17 @@ export async function startProvider({
   postLogoutRedirectUris = [],
   accessTokenTtl = 10,
   clientSecret = randomBytes(24).toString("base64url"),
+  jwtResource,
+  introspection = true,
+  dpop = false,
 } = {}) {
   const stats = {
     tokenCalls: 0,
     codeGrants: 0,
     refreshGrants: 0,
+    dpopRefreshGrants: 0,
     grantErrors: 0,
+    dpopErrors: 0,
     refreshReuse: 0,
     revocations: 0,
     introspections: 0,
@@ -77,6 +98,7 @@ export async function startProvider({
 
   const provider = new Provider(issuer, {
     adapter: makeAdapterClass(store),
+    jwks: signingKeys(),
     clients: [{
       client_id: CLIENT_ID,
       client_secret: clientSecret,
@@ -101,8 +123,22 @@ export async function startProvider({
     features: {
       devInteractions: { enabled: true },
       revocation: { enabled: true },
-      introspection: { enabled: true },
+      introspection: { enabled: introspection },
       rpInitiatedLogout: { enabled: true },
+      dPoP: { enabled: dpop },
+      ...(jwtResource ? {
+        resourceIndicators: {
+          enabled: true,
+          // No `resource` parameter needed: the resource is granted by default, and the
+          // refresh grant keeps issuing tokens for it.
+          defaultResource: () => jwtResource,
+          useGrantedResource: () => true,
+          getResourceServerInfo: (_ctx, resource) => {
+            if (resource !== jwtResource) throw new errors.InvalidTarget();
+            return { scope: "api:read", audience: jwtResource, accessTokenFormat: "jwt", jwt: { sign: { alg: "ES256" } } };
+          },
+        },
+      } : {}),
     },
     cookies: { keys: [randomBytes(32).toString("base64url")] },
     findAccount: async (_ctx, id) => ({ accountId: id, claims: async () => ({ sub: id }) }),
@@ -111,10 +147,12 @@ export async function startProvider({
     const type = ctx.oidc.params?.grant_type;
     if (type === "authorization_code") stats.codeGrants++;
     if (type === "refresh_token") stats.refreshGrants++;
+    if (type === "refresh_token" && ctx.get("dpop")) stats.dpopRefreshGrants++;
   });
   provider.on("grant.error", (_ctx, err) => {
     stats.grantErrors++;
     if (err?.error_description === "refresh token already used") stats.refreshReuse++;
+    if (/dpop/i.test(err?.error || "")) stats.dpopErrors++;
   });
   provider.on("grant.revoked", () => { stats.revokedGrants++; });
   // The library logs server errors itself; keep the test output quiet.

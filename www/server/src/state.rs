@@ -197,6 +197,14 @@ impl AppState {
             .fetch_max(token_life_ms(&t), Ordering::Relaxed);
     }
 
+    /// Upstream mode: an access token living `lifetime_ms` (the provider's) was handed out;
+    /// [`AppState::max_token_life_ms`] covers it from now on (it only ever grows).
+    pub fn note_token_life(&self, lifetime_ms: i64) {
+        let leeway_ms = self.tunables().leeway_s.max(0).saturating_mul(1000);
+        let life = lifetime_ms.saturating_add(leeway_ms).saturating_add(1000);
+        self.max_token_life_ms.fetch_max(life, Ordering::Relaxed);
+    }
+
     /// How long after now an access token issued up to now can still be accepted (ms).
     pub fn max_token_life_ms(&self) -> i64 {
         self.max_token_life_ms.load(Ordering::Relaxed)
@@ -266,5 +274,26 @@ impl AppState {
         n.current = crate::tokens::random_id(16);
         n.previous = None;
         n.made_at_ms = self.now_ms();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_longer_provider_token_lifetime_extends_the_token_life_and_a_shorter_one_does_not() {
+        let state = AppState::new(
+            &crate::Config::default(),
+            KeySet::generate(),
+            Arc::new(crate::store::MemoryStore::new()),
+            Arc::new(crate::clock::ManualClock::new(1_800_000_000_000)),
+        );
+        // 60 s access tokens + 5 s leeway + 1 s.
+        assert_eq!(state.max_token_life_ms(), 66_000);
+        state.note_token_life(300_000);
+        assert_eq!(state.max_token_life_ms(), 306_000);
+        state.note_token_life(8_000);
+        assert_eq!(state.max_token_life_ms(), 306_000, "it only grows");
     }
 }

@@ -352,6 +352,10 @@ async fn upstream_counters(State(Ctx { app, .. }): State<Ctx>) -> Result<Respons
         "leaseWaits": n(&c.lease_waits),
         "revocations": n(&c.revocations),
         "introspections": n(&c.introspections),
+        "jwtChecks": n(&c.jwt_checks),
+        "jwksRefetches": n(&up.jwks.refetches),
+        "dpopRefreshes": n(&c.dpop_refreshes),
+        "dpopChallenges": n(&c.dpop_challenges),
     }))
     .into_response())
 }
@@ -410,7 +414,7 @@ async fn upstream_concurrent_access(
     let calls: Vec<_> = (0..n)
         .map(|_| {
             let (state, up, family) = (state.clone(), up.clone(), family.clone());
-            tokio::spawn(async move { access_for(&state, &up, &family).await })
+            tokio::spawn(async move { access_for(&state, &up, &family, None).await })
         })
         .collect();
     let mut tokens = std::collections::HashSet::new();

@@ -3,16 +3,21 @@
 //! runs the authorization code flow with PKCE, keeps the provider's refresh token (sealed, in
 //! the store) and hands the provider's short-lived access token to the browser.
 //!
-//! Discovery, PKCE, the code and refresh grants, ID-token validation (JWKS signature, `iss`,
-//! `aud`, `azp`, `exp`, `nonce`), revocation (RFC 7009) and introspection (RFC 7662) are the
-//! `openidconnect` crate's; this module adds the HTTP client (reqwest with a timeout on every
-//! call, status-aware errors), the one-provider-call-per-family rule and the mapping of
-//! provider failures to our answers: unreachable or 5xx → 503, `invalid_grant` → 401 and the
-//! family ends, anything malformed → 502.
+//! Discovery, PKCE, the code and refresh grants, ID-token and JWT access-token validation
+//! (JWKS signature, `iss`, `aud`, `exp`, …) are the `openidconnect` crate's; revocation
+//! (RFC 7009) and introspection (RFC 7662) are one form POST each with reqwest (so that the
+//! provider's http test endpoint is allowed, and introspection's `cnf` is read). This module
+//! adds the HTTP client (reqwest with a timeout on every call, status-aware errors), the
+//! one-provider-call-per-family rule, forwarding the browser's DPoP proof to the provider's
+//! token endpoint (RFC 9449 §5) and the mapping of provider failures to our answers:
+//! unreachable or 5xx → 503, `invalid_grant` → 401 and the family ends, a refused DPoP proof →
+//! a new proof asked of the browser, anything malformed → 502.
 //!
-//! Handlers are in [`crate::routes::upstream`]; configuration in [`config`]; sealing in
-//! [`seal`]; storage behind [`crate::store::UpstreamStore`].
+//! Handlers are in [`crate::routes::upstream`]; configuration in [`config`]; JWT access
+//! tokens and the JWKS cache in [`access`]; sealing in [`seal`]; storage behind
+//! [`crate::store::UpstreamStore`].
 
+pub mod access;
 pub mod config;
 pub mod seal;
 
@@ -28,17 +33,18 @@ use openidconnect::core::{
     CoreTokenResponse,
 };
 use openidconnect::{
-    http, AccessToken, AdditionalProviderMetadata, AuthenticationFlow, AuthorizationCode, ClientId,
+    http, AdditionalProviderMetadata, AuthenticationFlow, AuthorizationCode, ClientId,
     ClientSecret, CsrfToken, EndpointMaybeSet, EndpointNotSet, EndpointSet, ErrorResponse,
-    HttpRequest, HttpResponse, IntrospectionUrl, IssuerUrl, Nonce, OAuth2TokenResponse as _,
-    PkceCodeChallenge, PkceCodeVerifier, ProviderMetadata, RedirectUrl, RefreshToken,
-    RequestTokenError, RevocationUrl, Scope, StandardErrorResponse,
-    TokenIntrospectionResponse as _, TokenResponse as _,
+    HttpRequest, HttpResponse, IntrospectionUrl, IssuerUrl, JsonWebKeySet, Nonce,
+    OAuth2TokenResponse as _, PkceCodeChallenge, PkceCodeVerifier, ProviderMetadata, RedirectUrl,
+    RefreshToken, RequestTokenError, RevocationUrl, Scope, StandardErrorResponse,
+    TokenResponse as _,
 };
 use serde::{Deserialize, Serialize};
 use url::Url;
 
 use crate::store::UpstreamStore;
+use access::{FetchJwks, Jwks, JwtError, ProviderClaims, Rules};
 use config::UpstreamConfig;
 use seal::SealKey;
 
@@ -59,6 +65,9 @@ pub struct ExtraMetadata {
     /// OpenID Connect RP-Initiated Logout.
     #[serde(default)]
     pub end_session_endpoint: Option<String>,
+    /// RFC 9449 §5.1: the provider accepts DPoP proofs with these algorithms.
+    #[serde(default)]
+    pub dpop_signing_alg_values_supported: Option<Vec<String>>,
 }
 impl AdditionalProviderMetadata for ExtraMetadata {}
 
@@ -120,6 +129,12 @@ pub enum ProviderError {
     Malformed(String),
     /// The ID token failed validation.
     BadIdToken(String),
+    /// The family's token is to be bound to the browser's DPoP key and the request brought no
+    /// proof for the provider's token endpoint (ask the browser for one).
+    NeedDpopProof,
+    /// The provider refused the forwarded DPoP proof: it wants a nonce (`use_dpop_nonce`) or
+    /// found the proof invalid (`invalid_dpop_proof`). Ask the browser for a new proof.
+    DpopProofRefused,
 }
 
 /// Sends one provider request with reqwest (timeouts set on the client; no redirects).
@@ -145,10 +160,17 @@ async fn send(http: reqwest::Client, request: HttpRequest) -> Result<HttpRespons
 
 fn classify<T: ErrorResponse + 'static>(
     e: RequestTokenError<HttpError, T>,
-    is_invalid_grant: impl Fn(&T) -> bool,
+    code: impl Fn(&T) -> &str,
 ) -> ProviderError {
     match e {
-        RequestTokenError::ServerResponse(r) if is_invalid_grant(&r) => ProviderError::InvalidGrant,
+        RequestTokenError::ServerResponse(r) if code(&r) == "invalid_grant" => {
+            ProviderError::InvalidGrant
+        }
+        RequestTokenError::ServerResponse(r)
+            if matches!(code(&r), "use_dpop_nonce" | "invalid_dpop_proof") =>
+        {
+            ProviderError::DpopProofRefused
+        }
         // The error code is the provider's; its description may echo input, so it is not kept.
         RequestTokenError::ServerResponse(_) => {
             ProviderError::Malformed("provider refused the request".into())
@@ -166,8 +188,8 @@ fn classify<T: ErrorResponse + 'static>(
     }
 }
 
-fn token_error_is_invalid_grant(e: &StandardErrorResponse<CoreErrorResponseType>) -> bool {
-    *e.error() == CoreErrorResponseType::InvalidGrant
+fn token_error_code(e: &StandardErrorResponse<CoreErrorResponseType>) -> &str {
+    e.error().as_ref()
 }
 
 /// What the server keeps of a family's grant (sealed at rest).
@@ -185,6 +207,13 @@ pub struct Grant {
     pub access_lifetime_ms: i64,
     /// The validated ID token from the login (for `id_token_hint`).
     pub id_token: Option<String>,
+    /// The DPoP key (thumbprint) whose proof was forwarded when this access token was
+    /// obtained; a browser with another key does not get it.
+    #[serde(default)]
+    pub dpop_key: Option<String>,
+    /// Whether the provider bound the access token to that key (`token_type: DPoP`).
+    #[serde(default)]
+    pub dpop_bound: bool,
 }
 
 impl std::fmt::Debug for Grant {
@@ -195,13 +224,32 @@ impl std::fmt::Debug for Grant {
     }
 }
 
-/// Whether a cached provider access token can be handed out again at `now_ms`: at least half of
-/// its lifetime and at least 2 s left. A client refreshes near the end of a token's life, so a
-/// refresh that finds less than half left renews at the provider; a new tab in the middle of
-/// a cycle gets the cached one.
-pub fn reusable(grant: &Grant, now_ms: i64) -> bool {
+/// Whether a cached provider access token can be handed out again at `now_ms` to a browser
+/// whose DPoP key is `key` (`None`: no DPoP): at least half of its lifetime and at least 2 s
+/// left, and obtained for that same key. A client refreshes near the end of a token's life,
+/// so a refresh that finds less than half left renews at the provider; a new tab in the
+/// middle of a cycle gets the cached one. A token bound to another key (every tab closed, a
+/// new key made) or unbound is renewed for the new key.
+pub fn reusable(grant: &Grant, now_ms: i64, key: Option<&str>) -> bool {
     let left = grant.access_expires_at_ms - now_ms;
-    left >= 2000 && left * 2 >= grant.access_lifetime_ms
+    left >= 2000 && left * 2 >= grant.access_lifetime_ms && grant.dpop_key.as_deref() == key
+}
+
+/// What a refresh brings for binding the provider's token to the browser's DPoP key.
+#[derive(Clone)]
+pub struct UpstreamDpop {
+    /// Thumbprint of the key of the request's (valid) proof.
+    pub jkt: String,
+    /// A proof by that key for the provider's token endpoint (`DPoP-Upstream`), checked.
+    pub proof: Option<String>,
+}
+
+impl std::fmt::Debug for UpstreamDpop {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UpstreamDpop")
+            .field("with_proof", &self.proof.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 /// A login between `/auth/login` and `/auth/callback` (sealed at rest).
@@ -234,6 +282,12 @@ pub struct UpstreamCounters {
     pub revocations: AtomicU64,
     /// Introspections sent.
     pub introspections: AtomicU64,
+    /// Access tokens checked as JWTs against the JWKS.
+    pub jwt_checks: AtomicU64,
+    /// Refresh-token grants sent with a forwarded DPoP proof.
+    pub dpop_refreshes: AtomicU64,
+    /// Refreshes answered `use_upstream_dpop` (a proof for the provider asked of the browser).
+    pub dpop_challenges: AtomicU64,
 }
 
 /// The provider client and what upstream mode keeps.
@@ -245,6 +299,15 @@ pub struct Upstream {
     end_session: Option<Url>,
     revocation: Option<RevocationUrl>,
     introspection: Option<IntrospectionUrl>,
+    issuer: IssuerUrl,
+    id_token_algs: Vec<openidconnect::core::CoreJwsSigningAlgorithm>,
+    token_endpoint: Option<Url>,
+    /// The provider accepts ES256 DPoP proofs (its metadata says so).
+    pub dpop: bool,
+    /// The last `DPoP-Nonce` the provider gave (not a secret; handed to the browser).
+    provider_nonce: std::sync::Mutex<Option<String>>,
+    /// The provider's signing keys (ID tokens and JWT access tokens).
+    pub jwks: Jwks,
     /// Seals grants and pending logins.
     pub key: SealKey,
     /// Pending logins, grants, leases.
@@ -255,19 +318,31 @@ pub struct Upstream {
     pub tamper_next_nonce: std::sync::atomic::AtomicBool,
 }
 
-/// Result of checking an access token by introspection.
-#[derive(Debug, Clone, Serialize)]
-pub struct Introspected {
-    /// Subject.
-    pub sub: Option<String>,
-    /// Scopes.
-    pub scope: Option<String>,
-    /// Expiry (epoch s).
-    pub exp: Option<i64>,
-    /// Issuer.
-    pub iss: String,
-    /// The client the token was issued to.
-    pub client_id: Option<String>,
+/// An introspection answer (RFC 7662 §2.2, `cnf` from RFC 9449 §6.2).
+#[derive(Deserialize)]
+struct Introspection {
+    active: bool,
+    #[serde(default)]
+    sub: Option<String>,
+    #[serde(default)]
+    scope: Option<String>,
+    #[serde(default)]
+    exp: Option<f64>,
+    #[serde(default)]
+    client_id: Option<String>,
+    #[serde(default)]
+    cnf: Option<access::Confirmation>,
+}
+
+/// Why a provider access token could not be checked (it was neither accepted nor refused).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CheckError {
+    /// The provider did not answer the introspection (503, try again).
+    Unavailable,
+    /// An opaque token and no introspection endpoint: this server cannot check it at all.
+    NoIntrospection,
+    /// The introspection answer was unusable.
+    Malformed(String),
 }
 
 impl Upstream {
@@ -276,6 +351,7 @@ impl Upstream {
     pub async fn connect(
         config: UpstreamConfig,
         store: Arc<dyn UpstreamStore>,
+        now_ms: i64,
     ) -> Result<Arc<Self>, String> {
         let http = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
@@ -287,9 +363,23 @@ impl Upstream {
             .map_err(|_| "the issuer is not a URL".to_string())?;
         let send_with = http.clone();
         let client = move |r: HttpRequest| send(send_with.clone(), r);
-        let metadata = Metadata::discover_async(issuer, &client)
+        let metadata = Metadata::discover_async(issuer.clone(), &client)
             .await
             .map_err(|e| format!("OpenID Provider discovery at {} failed: {e}", config.issuer))?;
+        let jwks_uri = metadata.jwks_uri().clone();
+        let fetch_with = http.clone();
+        let fetch: FetchJwks = Arc::new(move || {
+            let (http, url) = (fetch_with.clone(), jwks_uri.clone());
+            Box::pin(async move {
+                let client = move |r: HttpRequest| send(http.clone(), r);
+                JsonWebKeySet::fetch_async(&url, &client)
+                    .await
+                    .map_err(|e| e.to_string())
+            })
+        });
+        let jwks = Jwks::new(metadata.jwks().clone(), now_ms, fetch);
+        let id_token_algs = metadata.id_token_signing_alg_values_supported().clone();
+        let token_endpoint = metadata.token_endpoint().map(|u| u.url().clone());
         let extra = metadata.additional_metadata().clone();
         let parse = |u: Option<String>, what: &str| -> Result<Option<Url>, String> {
             u.map(|u| Url::parse(&u).map_err(|_| format!("provider {what} is not a URL")))
@@ -298,6 +388,10 @@ impl Upstream {
         let revocation = parse(extra.revocation_endpoint, "revocation_endpoint")?;
         let introspection = parse(extra.introspection_endpoint, "introspection_endpoint")?;
         let end_session = parse(extra.end_session_endpoint, "end_session_endpoint")?;
+        let dpop = extra
+            .dpop_signing_alg_values_supported
+            .as_ref()
+            .is_some_and(|algs| algs.iter().any(|a| a == crate::dpop::ALGS));
         let oidc = CoreClient::from_provider_metadata(
             metadata,
             ClientId::new(config.client_id.clone()),
@@ -316,7 +410,10 @@ impl Upstream {
                 SealKey::generate()
             }
         };
-        tracing::info!(issuer = %config.issuer, client_id = %config.client_id, "upstream mode: OpenID Provider discovered");
+        tracing::info!(issuer = %config.issuer, client_id = %config.client_id, audience = %config.audience, "upstream mode: OpenID Provider discovered");
+        if introspection.is_none() {
+            tracing::warn!("the provider offers no introspection endpoint: /api/me accepts its JWT access tokens only (opaque ones are answered 501)");
+        }
         Ok(Arc::new(Self {
             config,
             oidc,
@@ -324,11 +421,29 @@ impl Upstream {
             end_session,
             revocation,
             introspection,
+            issuer,
+            id_token_algs,
+            token_endpoint,
+            dpop,
+            provider_nonce: Default::default(),
+            jwks,
             key,
             store,
             counters: UpstreamCounters::default(),
             tamper_next_nonce: Default::default(),
         }))
+    }
+
+    /// The ID-token verifier of the client (its algorithms from the provider's metadata) over
+    /// the cached keys.
+    fn id_token_verifier(&self) -> openidconnect::IdTokenVerifier<'static, CoreJsonWebKey> {
+        openidconnect::IdTokenVerifier::new_confidential_client(
+            ClientId::new(self.config.client_id.clone()),
+            ClientSecret::new(self.config.client_secret.0.clone()),
+            self.issuer.clone(),
+            self.jwks.keys(),
+        )
+        .set_allowed_algs(self.id_token_algs.clone())
     }
 
     fn client(
@@ -376,15 +491,30 @@ impl Upstream {
             .set_pkce_verifier(PkceCodeVerifier::new(verifier))
             .request_async(&client)
             .await
-            .map_err(|e| classify(e, token_error_is_invalid_grant))?;
+            .map_err(|e| classify(e, token_error_code))?;
         let id_token = response
             .id_token()
             .ok_or_else(|| ProviderError::BadIdToken("no ID token".into()))?;
-        let claims = id_token
-            .claims(
-                &self.oidc.id_token_verifier(),
-                &Nonce::new(nonce.to_string()),
+        // The keys of the cache: a provider that rotated its keys since discovery is followed.
+        let nonce = Nonce::new(nonce.to_string());
+        let mut verifier = self.id_token_verifier();
+        let unknown_key = |e: &openidconnect::ClaimsVerificationError| {
+            matches!(
+                e,
+                openidconnect::ClaimsVerificationError::SignatureVerification(
+                    openidconnect::SignatureVerificationError::NoMatchingKey
+                )
             )
+        };
+        if id_token
+            .claims(&verifier, &nonce)
+            .is_err_and(|e| unknown_key(&e))
+            && self.jwks.refetch(now_ms).await
+        {
+            verifier = self.id_token_verifier();
+        }
+        let claims = id_token
+            .claims(&verifier, &nonce)
             .map_err(|e| ProviderError::BadIdToken(e.to_string()))?;
         let sub = claims.subject().as_str().to_string();
         let id_token = id_token.to_string();
@@ -392,32 +522,108 @@ impl Upstream {
     }
 
     /// Renew the access token with the grant's refresh token (keeping the old refresh token
-    /// when the provider does not rotate it).
-    pub async fn refresh(&self, grant: &Grant, now_ms: i64) -> Result<Grant, ProviderError> {
+    /// when the provider does not rotate it). With `dpop`, its proof goes to the provider as
+    /// the `DPoP` header (RFC 9449 §5): the provider binds the new access token to the
+    /// browser's key. (Our refresh token is bound to our client authentication, not to the
+    /// key: the backend is a confidential client, §5.)
+    pub async fn refresh(
+        &self,
+        grant: &Grant,
+        now_ms: i64,
+        dpop: Option<&UpstreamDpop>,
+    ) -> Result<Grant, ProviderError> {
         let Some(rt) = grant.refresh_token.clone() else {
             return Err(ProviderError::InvalidGrant);
         };
         bump(&self.counters.provider_refreshes);
+        let proof = dpop.and_then(|d| d.proof.clone());
+        if proof.is_some() {
+            bump(&self.counters.dpop_refreshes);
+        }
         let rt = RefreshToken::new(rt);
-        let client = self.client();
+        let nonce_seen = Arc::new(std::sync::Mutex::new(None::<String>));
+        let (http_client, seen) = (self.http.clone(), nonce_seen.clone());
+        let client = move |mut r: HttpRequest| {
+            let (http_client, seen, proof) = (http_client.clone(), seen.clone(), proof.clone());
+            async move {
+                if let Some(v) = proof.and_then(|p| http::HeaderValue::from_str(&p).ok()) {
+                    r.headers_mut().insert(crate::dpop::PROOF_HEADER, v);
+                }
+                let response = send(http_client, r).await?;
+                let nonce = response.headers().get(crate::dpop::NONCE_HEADER);
+                if let Some(n) = nonce.and_then(|v| v.to_str().ok()) {
+                    *seen
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(n.to_string());
+                }
+                Ok::<_, HttpError>(response)
+            }
+        };
         let result = match self.oidc.exchange_refresh_token(&rt) {
             Ok(request) => request
                 .request_async(&client)
                 .await
-                .map_err(|e| classify(e, token_error_is_invalid_grant)),
+                .map_err(|e| classify(e, token_error_code)),
             Err(_) => Err(ProviderError::Malformed("no token endpoint".into())),
         };
+        let seen = nonce_seen
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        if seen.is_some() {
+            *self
+                .provider_nonce
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = seen;
+        }
         if result.is_err() {
             bump(&self.counters.provider_refresh_failures);
         }
         let response = result?;
-        Ok(grant_from(
+        let mut renewed = grant_from(
             &response,
             grant.sub.clone(),
             grant.refresh_token.clone(),
             grant.id_token.clone(),
             now_ms,
-        ))
+        );
+        if let Some(d) = dpop.filter(|d| d.proof.is_some()) {
+            renewed.dpop_key = Some(d.jkt.clone());
+            renewed.dpop_bound = response.token_type().as_ref().eq_ignore_ascii_case("dpop");
+            if !renewed.dpop_bound {
+                tracing::warn!("the provider took a DPoP proof but issued a Bearer token");
+            }
+        }
+        Ok(renewed)
+    }
+
+    /// The provider's token endpoint (the `htu` of the proofs forwarded to it).
+    pub fn token_endpoint(&self) -> Option<&Url> {
+        self.token_endpoint.as_ref()
+    }
+
+    /// The provider's last `DPoP-Nonce`, if it gave one.
+    pub fn provider_nonce(&self) -> Option<String> {
+        self.provider_nonce
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Check a `DPoP-Upstream` proof before it is forwarded ([`check_upstream_proof`]).
+    pub fn check_upstream_proof(
+        &self,
+        proof: &str,
+        jkt: &str,
+        now_ms: i64,
+        max_age_s: i64,
+        leeway_s: i64,
+    ) -> Result<(), crate::dpop::ProofError> {
+        let endpoint = self
+            .token_endpoint
+            .as_ref()
+            .ok_or(crate::dpop::ProofError::Uri)?;
+        check_upstream_proof(proof, jkt, endpoint, now_ms, max_age_s, leeway_s)
     }
 
     /// Revoke the grant's refresh token at the provider (RFC 7009), when it offers revocation.
@@ -462,37 +668,89 @@ impl Upstream {
         )))
     }
 
-    /// Check a provider access token by introspection (RFC 7662). `Ok(None)` = not active, or
-    /// issued to another client.
-    pub async fn introspect(&self, token: &str) -> Result<Option<Introspected>, ProviderError> {
-        let token = AccessToken::new(token.to_string());
-        let Some(url) = self.introspection.clone() else {
-            return Err(ProviderError::Malformed(
-                "the provider offers no introspection endpoint".into(),
-            ));
+    /// Check a provider access token: a JWT against the provider's JWKS ([`access`]), an
+    /// opaque one by introspection. `Ok(None)`: refused (the reason is logged at debug).
+    pub async fn check_access_token(
+        &self,
+        token: &str,
+        now_ms: i64,
+        leeway_s: i64,
+    ) -> Result<Option<ProviderClaims>, CheckError> {
+        if !access::looks_like_jwt(token) {
+            return self.introspect(token).await;
+        }
+        bump(&self.counters.jwt_checks);
+        let rules = Rules {
+            issuer: self.issuer.clone(),
+            audience: self.config.audience.clone(),
+            now_ms,
+            leeway_s,
         };
-        let oidc = self.oidc.clone().set_introspection_url(url);
-        let request = oidc.introspect(&token);
+        match self.jwks.verify(token, &rules).await {
+            Ok(claims) => Ok(Some(claims)),
+            Err(JwtError::Invalid(detail)) => {
+                tracing::debug!(%detail, "provider access token refused");
+                Ok(None)
+            }
+            Err(e) => {
+                tracing::debug!(detail = ?e, "provider access token refused");
+                Ok(None)
+            }
+        }
+    }
+
+    /// Check a provider access token by introspection (RFC 7662). `Ok(None)` = not active, or
+    /// issued to another client. Sent with reqwest directly (one form POST with the client's
+    /// credentials, like revocation) so that `cnf.jkt` (RFC 9449 §6.2) is read: a bound
+    /// opaque token is then accepted only with a proof by its key.
+    pub async fn introspect(&self, token: &str) -> Result<Option<ProviderClaims>, CheckError> {
+        let Some(url) = self.introspection.clone() else {
+            return Err(CheckError::NoIntrospection);
+        };
         bump(&self.counters.introspections);
-        let client = self.client();
-        let r = request
-            .request_async(&client)
+        let enc = |s: &str| url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
+        let response = self
+            .http
+            .post(url.url().clone())
+            .basic_auth(
+                enc(&self.config.client_id),
+                Some(enc(&self.config.client_secret.0)),
+            )
+            .header(reqwest::header::ACCEPT, "application/json")
+            .form(&[("token", token), ("token_type_hint", "access_token")])
+            .send()
             .await
-            .map_err(|e| classify(e, token_error_is_invalid_grant))?;
+            .map_err(|_| CheckError::Unavailable)?;
+        let status = response.status();
+        if status.is_server_error() {
+            return Err(CheckError::Unavailable);
+        }
+        if !status.is_success() {
+            return Err(CheckError::Malformed(format!(
+                "introspection answered {}",
+                status.as_u16()
+            )));
+        }
+        let r: Introspection = response
+            .json()
+            .await
+            .map_err(|_| CheckError::Malformed("unparsable introspection answer".into()))?;
         let ours = r
-            .client_id()
-            .is_none_or(|c| c.as_str() == self.config.client_id);
-        if !r.active() || !ours {
+            .client_id
+            .as_deref()
+            .is_none_or(|c| c == self.config.client_id);
+        if !r.active || !ours {
             return Ok(None);
         }
-        Ok(Some(Introspected {
-            sub: r.sub().map(str::to_string),
-            scope: r
-                .scopes()
-                .map(|s| s.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(" ")),
-            exp: r.exp().map(|t| t.timestamp()),
+        Ok(Some(ProviderClaims {
+            sub: r.sub,
+            scope: r.scope,
+            exp: r.exp.map(|e| e as i64),
             iss: self.config.issuer.clone(),
-            client_id: r.client_id().map(|c| c.as_str().to_string()),
+            aud: Vec::new(),
+            client_id: r.client_id,
+            jkt: r.cnf.and_then(|c| c.jkt),
+            checked_by: "introspection",
         }))
     }
 
@@ -530,6 +788,48 @@ impl Upstream {
     }
 }
 
+/// Check a `DPoP-Upstream` proof, made by the browser for the provider's token endpoint,
+/// before it is forwarded: a valid proof (framing, `typ`, `alg`, public `jwk`, signature:
+/// [`crate::dpop::parse`]) by the key `jkt` of the request's own proof, `htm` POST, `htu` the
+/// provider's token endpoint (query and fragment ignored), `iat` within the window, no `ath`.
+/// Its `nonce` and `jti` are the provider's to check.
+pub fn check_upstream_proof(
+    proof: &str,
+    jkt: &str,
+    token_endpoint: &Url,
+    now_ms: i64,
+    max_age_s: i64,
+    leeway_s: i64,
+) -> Result<(), crate::dpop::ProofError> {
+    use crate::dpop::ProofError;
+    let parsed = crate::dpop::parse(proof)?;
+    let c = &parsed.claims;
+    if parsed.jkt != jkt {
+        return Err(ProofError::WrongKey);
+    }
+    if c.htm != "POST" {
+        return Err(ProofError::Method);
+    }
+    let bare = |u: &Url| {
+        let mut u = u.clone();
+        u.set_query(None);
+        u.set_fragment(None);
+        u
+    };
+    let htu = Url::parse(&c.htu).map_err(|_| ProofError::Uri)?;
+    if bare(&htu) != bare(token_endpoint) {
+        return Err(ProofError::Uri);
+    }
+    let now = now_ms as f64 / 1000.0;
+    if c.iat < now - max_age_s as f64 || c.iat > now + leeway_s as f64 {
+        return Err(ProofError::IssuedAt);
+    }
+    if c.ath.is_some() {
+        return Err(ProofError::AccessTokenHash);
+    }
+    Ok(())
+}
+
 /// Switch `state` to upstream mode when `config` names an issuer: check the `--oidc-*`
 /// flags, open the upstream store (in memory, or the same SQLite file or PostgreSQL database
 /// as the families),
@@ -550,7 +850,7 @@ pub async fn start(config: &crate::Config, state: &crate::AppState) -> Result<()
     } else {
         Arc::new(crate::store::SqliteStore::open(&config.data_dir).map_err(|e| e.to_string())?)
     };
-    let upstream = Upstream::connect(upstream, store).await?;
+    let upstream = Upstream::connect(upstream, store, state.now_ms()).await?;
     state
         .upstream
         .set(upstream)
@@ -578,6 +878,8 @@ fn grant_from(
         access_expires_at_ms: now_ms.saturating_add(lifetime_ms),
         access_lifetime_ms: lifetime_ms,
         id_token,
+        dpop_key: None,
+        dpop_bound: false,
     }
 }
 
@@ -593,19 +895,118 @@ mod tests {
             access_expires_at_ms: expires_at_ms,
             access_lifetime_ms: lifetime_ms,
             id_token: None,
+            dpop_key: None,
+            dpop_bound: false,
         }
     }
 
     #[test]
     fn a_cached_token_is_reused_while_half_its_life_and_two_seconds_are_left() {
         let g = grant(10_000, 10_000);
-        assert!(reusable(&g, 0));
-        assert!(reusable(&g, 5_000));
-        assert!(!reusable(&g, 5_001));
+        assert!(reusable(&g, 0, None));
+        assert!(reusable(&g, 5_000, None));
+        assert!(!reusable(&g, 5_001, None));
         let long = grant(600_000, 600_000);
-        assert!(reusable(&long, 300_000));
+        assert!(reusable(&long, 300_000, None));
         let short = grant(3_000, 3_000);
-        assert!(reusable(&short, 0) && !reusable(&short, 1_001));
+        assert!(reusable(&short, 0, None) && !reusable(&short, 1_001, None));
+    }
+
+    #[test]
+    fn a_cached_token_goes_only_to_the_dpop_key_it_was_obtained_for() {
+        let mut g = grant(10_000, 10_000);
+        assert!(
+            !reusable(&g, 0, Some("k1")),
+            "an unbound token is renewed for a key"
+        );
+        g.dpop_key = Some("k1".into());
+        assert!(reusable(&g, 0, Some("k1")));
+        assert!(
+            !reusable(&g, 0, Some("k2")),
+            "another key (all tabs closed, a new key)"
+        );
+        assert!(
+            !reusable(&g, 0, None),
+            "a bound token never goes to a Bearer client"
+        );
+    }
+
+    /// A proof by `key` with these claims (the browser's WebCrypto key, in the tests).
+    fn proof(key: &p256::ecdsa::SigningKey, claims: serde_json::Value) -> (String, String) {
+        use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        use base64::Engine as _;
+        use p256::ecdsa::signature::Signer as _;
+        let b = |v: &[u8]| URL_SAFE_NO_PAD.encode(v);
+        let point = key.verifying_key().to_encoded_point(false);
+        let (x, y) = (point.x().unwrap(), point.y().unwrap());
+        let jwk = serde_json::json!({"kty": "EC", "crv": "P-256", "x": b(x), "y": b(y)});
+        let header = serde_json::json!({"typ": "dpop+jwt", "alg": "ES256", "jwk": jwk});
+        let input = format!(
+            "{}.{}",
+            b(&serde_json::to_vec(&header).unwrap()),
+            b(&serde_json::to_vec(&claims).unwrap())
+        );
+        let sig: p256::ecdsa::Signature = key.sign(input.as_bytes());
+        let jkt = crate::dpop::thumbprint(&(*x).into(), &(*y).into());
+        (format!("{input}.{}", b(&sig.to_bytes())), jkt)
+    }
+
+    #[test]
+    fn an_upstream_proof_is_forwarded_only_for_the_providers_token_endpoint_by_the_same_key() {
+        use crate::dpop::ProofError;
+        let endpoint = Url::parse("https://id.example.com/token").unwrap();
+        let now_ms = 1_800_000_000_000;
+        let now = now_ms / 1000;
+        let key = p256::ecdsa::SigningKey::random(&mut rand_core::OsRng);
+        let claims = |htm: &str, htu: &str, iat: i64| serde_json::json!({"jti": "j1", "htm": htm, "htu": htu, "iat": iat});
+        let check = |p: &str, jkt: &str| check_upstream_proof(p, jkt, &endpoint, now_ms, 60, 5);
+        let (good, jkt) = proof(&key, claims("POST", "https://id.example.com/token", now));
+        assert_eq!(check(&good, &jkt), Ok(()));
+        let (with_query, _) = proof(
+            &key,
+            claims("POST", "https://id.example.com/token?x#y", now),
+        );
+        assert_eq!(
+            check(&with_query, &jkt),
+            Ok(()),
+            "query and fragment ignored"
+        );
+        let other = p256::ecdsa::SigningKey::random(&mut rand_core::OsRng);
+        let (theirs, _) = proof(&other, claims("POST", "https://id.example.com/token", now));
+        assert_eq!(check(&theirs, &jkt), Err(ProofError::WrongKey));
+        for (c, why) in [
+            (
+                claims("GET", "https://id.example.com/token", now),
+                ProofError::Method,
+            ),
+            (
+                claims("POST", "https://id.example.com/userinfo", now),
+                ProofError::Uri,
+            ),
+            (
+                claims("POST", "https://evil.example/token", now),
+                ProofError::Uri,
+            ),
+            (claims("POST", "/token", now), ProofError::Uri),
+            (
+                claims("POST", "https://id.example.com/token", now - 61),
+                ProofError::IssuedAt,
+            ),
+            (
+                claims("POST", "https://id.example.com/token", now + 6),
+                ProofError::IssuedAt,
+            ),
+        ] {
+            let (p, _) = proof(&key, c.clone());
+            assert_eq!(check(&p, &jkt), Err(why), "{c}");
+        }
+        let mut with_ath = claims("POST", "https://id.example.com/token", now);
+        with_ath["ath"] = serde_json::json!("x");
+        let (p, _) = proof(&key, with_ath);
+        assert_eq!(check(&p, &jkt), Err(ProofError::AccessTokenHash));
+        let tampered = format!("{}A", &good[..good.len() - 1]);
+        assert!(check(&tampered, &jkt).is_err(), "bad signature");
+        assert!(check("not.a.proof", &jkt).is_err());
     }
 
     #[test]
@@ -621,7 +1022,14 @@ mod tests {
     #[test]
     fn provider_failures_map_to_our_answers() {
         type E = StandardErrorResponse<CoreErrorResponseType>;
-        let c = |e: RequestTokenError<HttpError, E>| classify(e, token_error_is_invalid_grant);
+        let c = |e: RequestTokenError<HttpError, E>| classify(e, token_error_code);
+        for code in ["use_dpop_nonce", "invalid_dpop_proof"] {
+            let e = E::new(CoreErrorResponseType::Extension(code.into()), None, None);
+            assert_eq!(
+                c(RequestTokenError::ServerResponse(e)),
+                ProviderError::DpopProofRefused
+            );
+        }
         assert_eq!(
             c(RequestTokenError::Request(HttpError::Unreachable)),
             ProviderError::Unavailable

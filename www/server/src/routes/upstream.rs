@@ -13,11 +13,15 @@
 //!   binding cookie are the defence.)
 //! - `POST /auth/refresh` (CSRF header + origin check) → rotates our cookie, then hands out
 //!   the provider's access token (cached, or renewed under the family's lease: one provider
-//!   call per family at a time).
+//!   call per family at a time). With a DPoP proof and a provider that supports DPoP, the
+//!   token is bound to the proof's key: a `DPoP-Upstream` proof for the provider's token
+//!   endpoint is forwarded with the renewal, or asked for (400 `use_upstream_dpop`).
 //! - `POST /auth/logout` (CSRF header + origin check) → revokes at the provider (RFC 7009)
 //!   and the family; 200 with `end_session_url` when the provider supports RP-initiated
 //!   logout, else 204.
-//! - `GET /api/me` → introspects the Bearer token at the provider (RFC 7662).
+//! - `GET /api/me` → checks the provider's access token: a JWT against the provider's JWKS
+//!   ([`crate::upstream::access`]), an opaque token by introspection (RFC 7662); a bound one
+//!   (`cnf.jkt`) only with a DPoP proof by its key.
 //! - `GET /auth/config` → `{"loginUrl": "/auth/login"}`, so the demo page knows to show the
 //!   provider's sign-in button (404 in built-in mode).
 
@@ -26,6 +30,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::State;
+use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -36,10 +41,11 @@ use serde_json::json;
 use subtle::ConstantTimeEq as _;
 use url::Url;
 
-use crate::error::{AppError, BearerFailure};
+use crate::dpop;
+use crate::error::{AppError, BearerFailure, DpopAt};
 use crate::extract::{
-    bearer_token, cleared_refresh_cookie, cookie_candidates, refresh_cookie, CsrfChecked,
-    RefreshCookies, SameOrigin,
+    access_token, cleared_refresh_cookie, cookie_candidates, dpop_proof, refresh_cookie,
+    CsrfChecked, RefreshCookies, SameOrigin, Scheme,
 };
 use crate::metrics::bump;
 use crate::routes::auth::RefreshCounted;
@@ -47,7 +53,9 @@ use crate::session::{self, NotRotated, Opened, Rotated};
 use crate::state::AppState;
 use crate::store::Family;
 use crate::tokens::{hash_refresh_token, random_id};
-use crate::upstream::{self, reusable, Grant, Pending, ProviderError, Upstream};
+use crate::upstream::{
+    self, reusable, CheckError, Grant, Pending, ProviderError, Upstream, UpstreamDpop,
+};
 
 /// Cookie binding a pending login to the browser that started it.
 /// `__Secure-` like the refresh cookie: a plain-HTTP page on a sibling host cannot plant one.
@@ -229,7 +237,9 @@ pub async fn callback(
                 ProviderError::Unavailable => "temporarily_unavailable",
                 ProviderError::InvalidGrant => "invalid_grant",
                 ProviderError::BadIdToken(_) => "invalid_id_token",
-                ProviderError::Malformed(_) => "server_error",
+                ProviderError::Malformed(_)
+                | ProviderError::NeedDpopProof
+                | ProviderError::DpopProofRefused => "server_error",
             };
             tracing::warn!(error = code, detail = ?e, "sign-in failed at the code exchange");
             return Ok(back_to_app(&pending.return_to, code, &[clear]));
@@ -259,9 +269,9 @@ pub async fn callback(
     ))
 }
 
-fn token_response(grant: &Grant, now_ms: i64, cookie: HeaderValue) -> Response {
+fn token_response(state: &AppState, grant: &Grant, now_ms: i64, cookie: HeaderValue) -> Response {
     let expires_in = ((grant.access_expires_at_ms - now_ms).max(0)) / 1000;
-    (
+    let mut response = (
         [
             (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
             (header::PRAGMA, HeaderValue::from_static("no-cache")),
@@ -269,11 +279,53 @@ fn token_response(grant: &Grant, now_ms: i64, cookie: HeaderValue) -> Response {
         ],
         Json(json!({
             "access_token": grant.access_token,
-            "token_type": "Bearer",
+            "token_type": if grant.dpop_bound { "DPoP" } else { "Bearer" },
             "expires_in": expires_in,
         })),
     )
-        .into_response()
+        .into_response();
+    if let Some(v) = state
+        .dpop_nonce()
+        .and_then(|n| HeaderValue::from_str(&n).ok())
+    {
+        response.headers_mut().insert(dpop::NONCE_HEADER, v);
+    }
+    response
+}
+
+/// The request header of a proof for the provider's token endpoint.
+pub const UPSTREAM_PROOF_HEADER: &str = "dpop-upstream";
+
+/// 400 `use_upstream_dpop`: the family's provider token is to be (re)bound to the browser's
+/// key and a proof for the provider's token endpoint is needed (none came, or the provider
+/// refused it or wants its nonce). The body names that endpoint (`dpop_upstream_htu`) and
+/// the provider's last nonce (`dpop_upstream_nonce`); the browser retries once with a
+/// `DPoP-Upstream` proof. Our cookie has rotated already: it is set here too.
+fn upstream_dpop_challenge(state: &AppState, up: &Upstream, cookie: HeaderValue) -> Response {
+    upstream::bump(&up.counters.dpop_challenges);
+    let mut body = json!({ "error": "use_upstream_dpop" });
+    if let Some(htu) = up.token_endpoint() {
+        body["dpop_upstream_htu"] = json!(htu.as_str());
+    }
+    if let Some(nonce) = up.provider_nonce() {
+        body["dpop_upstream_nonce"] = json!(nonce);
+    }
+    let mut response = (
+        StatusCode::BAD_REQUEST,
+        [
+            (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
+            (header::SET_COOKIE, cookie),
+        ],
+        Json(body),
+    )
+        .into_response();
+    if let Some(v) = state
+        .dpop_nonce()
+        .and_then(|n| HeaderValue::from_str(&n).ok())
+    {
+        response.headers_mut().insert(dpop::NONCE_HEADER, v);
+    }
+    response
 }
 
 fn invalid_grant() -> Response {
@@ -306,13 +358,17 @@ pub async fn load_grant(up: &Upstream, family_id: &str) -> Result<Option<Grant>,
         .and_then(|sealed| up.open_grant(family_id, &sealed)))
 }
 
-/// The family's provider access token: the cached one while [`reusable`], else renewed at the
-/// provider by whoever holds the family's lease; the others wait for its result.
+/// The family's provider access token: the cached one while [`reusable`] (for this DPoP key),
+/// else renewed at the provider by whoever holds the family's lease; the others wait for its
+/// result. A renewal for a DPoP key needs the browser's proof for the provider
+/// ([`ProviderError::NeedDpopProof`] without one).
 pub async fn access_for(
     state: &AppState,
     up: &Arc<Upstream>,
     family: &Family,
+    dpop: Option<&UpstreamDpop>,
 ) -> Result<Result<Grant, ProviderError>, AppError> {
+    let key = dpop.map(|d| d.jkt.as_str());
     let family_id = family.id.as_str();
     let holder = random_id(12);
     let deadline = tokio::time::Instant::now() + up.config.timeout + Duration::from_secs(2);
@@ -323,7 +379,7 @@ pub async fn access_for(
         let Some(grant) = load_grant(up, family_id).await? else {
             return Ok(Err(ProviderError::InvalidGrant));
         };
-        if reusable(&grant, now) {
+        if reusable(&grant, now, key) {
             if !waited {
                 upstream::bump(&up.counters.cached_served);
             }
@@ -332,9 +388,13 @@ pub async fn access_for(
         if up.store.try_lease(family_id, &holder, now, ttl_ms).await? {
             // Someone may have renewed between our read and our lease.
             let grant = match load_grant(up, family_id).await? {
-                Some(g) if reusable(&g, now) => {
+                Some(g) if reusable(&g, now, key) => {
                     up.store.release_lease(family_id, &holder).await?;
                     return Ok(Ok(g));
+                }
+                Some(_) if dpop.is_some_and(|d| d.proof.is_none()) => {
+                    up.store.release_lease(family_id, &holder).await?;
+                    return Ok(Err(ProviderError::NeedDpopProof));
                 }
                 Some(g) => g,
                 None => {
@@ -346,8 +406,9 @@ pub async fn access_for(
             // caller goes away: a rotated provider refresh token must never be lost.
             let (up2, family, expires_at_ms) =
                 (up.clone(), family_id.to_string(), family.expires_at_ms);
+            let dpop = dpop.cloned();
             let task = tokio::spawn(async move {
-                let result = up2.refresh(&grant, now).await;
+                let result = up2.refresh(&grant, now, dpop.as_ref()).await;
                 let stored = match &result {
                     Ok(renewed) => {
                         let sealed = up2.seal_grant(&family, renewed);
@@ -383,13 +444,14 @@ pub async fn refresh(
     csrf: Result<CsrfChecked, AppError>,
     RefreshCookies(candidates): RefreshCookies,
     counted: Option<Extension<RefreshCounted>>,
+    parts: Parts,
 ) -> Response {
     let counters = &state.metrics.counters;
     if counted.is_none() {
         bump(&counters.refresh_requests);
     }
     let outcome = match csrf {
-        Ok(CsrfChecked) => refresh_response(&state, &candidates).await,
+        Ok(CsrfChecked) => refresh_response(&state, &candidates, &parts).await,
         Err(e) => Err(e),
     };
     let response = match outcome {
@@ -413,39 +475,109 @@ pub async fn refresh(
     response
 }
 
-/// Rotate the first live candidate; reuse of a retired one also ends its provider grant.
+/// Rotate the first live candidate; reuse of a retired one also ends its provider grant. A
+/// proof by a key the family may not take is refused as in the built-in mode (400, the
+/// cookie kept).
 async fn rotate_any(
     state: &AppState,
     up: &Upstream,
     candidates: &[String],
     now: i64,
-) -> Result<Option<Rotated>, AppError> {
+    jkt: Option<&str>,
+) -> Result<Rotated, AppError> {
+    let mut wrong_key = false;
     for token in candidates {
-        match session::rotate_family(state, token, now, None).await? {
-            Ok(rotated) => return Ok(Some(rotated)),
+        match session::rotate_family(state, token, now, jkt).await? {
+            Ok(rotated) => return Ok(rotated),
             Err(NotRotated::Reused { family_id }) => {
                 end_grant(up, &family_id).await?;
             }
-            Err(NotRotated::Refused(_) | NotRotated::WrongKey) => {}
+            Err(NotRotated::WrongKey) => wrong_key = true,
+            Err(NotRotated::Refused(_)) => {}
         }
     }
-    Ok(None)
+    if wrong_key {
+        return Err(AppError::Dpop {
+            at: DpopAt::Token,
+            error: "invalid_dpop_proof",
+            nonce: state.dpop_nonce(),
+        });
+    }
+    Err(AppError::InvalidGrant)
 }
 
-async fn refresh_response(state: &AppState, candidates: &[String]) -> Result<Response, AppError> {
+/// The DPoP side of an upstream refresh: the key of the request's proof (RFC 9449 §4.3 as in
+/// the built-in mode), and, when the provider supports DPoP, what binding the provider's
+/// token to that key takes — with the `DPoP-Upstream` proof, checked, if one came.
+async fn upstream_dpop(
+    state: &AppState,
+    up: &Upstream,
+    parts: &Parts,
+) -> Result<(Option<String>, Option<UpstreamDpop>), AppError> {
+    let refuse = |state: &AppState| {
+        bump(&state.metrics.counters.dpop_refused);
+        AppError::Dpop {
+            at: DpopAt::Token,
+            error: "invalid_dpop_proof",
+            nonce: state.dpop_nonce(),
+        }
+    };
+    let jkt = match dpop_proof(state, parts, DpopAt::Token, None).await? {
+        Some(p) => p.jkt,
+        None if state.settings.dpop.required => return Err(refuse(state)),
+        None => return Ok((None, None)),
+    };
+    if !up.dpop {
+        return Ok((Some(jkt), None));
+    }
+    let mut values = parts.headers.get_all(UPSTREAM_PROOF_HEADER).iter();
+    let proof = match (values.next(), values.next()) {
+        (None, _) => None,
+        (Some(v), None) => {
+            let text = v.to_str().map_err(|_| refuse(state))?;
+            let s = &state.settings.dpop;
+            let leeway_s = state.tunables().leeway_s.max(0);
+            up.check_upstream_proof(text, &jkt, state.now_ms(), s.max_age_s, leeway_s)
+                .map_err(|e| {
+                    tracing::info!(check = ?e, "DPoP-Upstream proof refused");
+                    refuse(state)
+                })?;
+            Some(text.to_string())
+        }
+        (Some(_), Some(_)) => return Err(refuse(state)),
+    };
+    let dpop = UpstreamDpop {
+        jkt: jkt.clone(),
+        proof,
+    };
+    Ok((Some(jkt), Some(dpop)))
+}
+
+async fn refresh_response(
+    state: &AppState,
+    candidates: &[String],
+    parts: &Parts,
+) -> Result<Response, AppError> {
     let up = upstream(state)?;
     let now = state.now_ms();
-    let Some(Rotated {
+    let (jkt, dpop) = upstream_dpop(state, &up, parts).await?;
+    let Rotated {
         family,
         refresh_token,
-    }) = rotate_any(state, &up, candidates, now).await?
-    else {
-        return Err(AppError::InvalidGrant);
-    };
+    } = rotate_any(state, &up, candidates, now, jkt.as_deref()).await?;
     let remaining_s = session::family_remaining_s(family.expires_at_ms, now);
     let cookie = refresh_cookie(&refresh_token, remaining_s);
-    match access_for(state, &up, &family).await? {
-        Ok(grant) => Ok(token_response(&grant, state.now_ms(), cookie)),
+    match access_for(state, &up, &family, dpop.as_ref()).await? {
+        Ok(grant) => {
+            // The DPoP key rule waits until the old key's tokens may have expired: count the
+            // provider's lifetime too.
+            state.note_token_life(grant.access_lifetime_ms);
+            Ok(token_response(state, &grant, state.now_ms(), cookie))
+        }
+        Err(ProviderError::NeedDpopProof | ProviderError::DpopProofRefused) => {
+            tracing::info!(family = %family.id, "a proof for the provider's token endpoint is needed");
+            Ok(upstream_dpop_challenge(state, &up, cookie))
+        }
         Err(ProviderError::InvalidGrant) => {
             tracing::info!(family = %family.id, "provider refused the grant; family ends");
             session::end_family_of(state, &refresh_token, "provider refused the grant").await?;
@@ -511,41 +643,114 @@ pub async fn logout(
     })
 }
 
-/// `GET /api/me` in upstream mode: the provider's token, checked by introspection.
-pub async fn me(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, AppError> {
+/// `GET /api/me` in upstream mode: the provider's token, checked against its JWKS (a JWT) or
+/// by introspection (opaque). A token bound to a DPoP key (`cnf.jkt`) is accepted only under
+/// the `DPoP` scheme with a valid proof by that key (RFC 9449 §7.1, the same checks as the
+/// built-in mode's `/api/me`), an unbound one only as `Bearer`.
+pub async fn me(State(state): State<AppState>, parts: Parts) -> Result<Response, AppError> {
     let up = upstream(&state)?;
     let c = &state.metrics.counters;
     bump(&c.api_calls);
-    let Some(token) = bearer_token(&headers) else {
-        bump(&c.api_unauthorized);
-        bump(&c.api_no_token);
-        return Err(AppError::Unauthorized(BearerFailure::Missing));
-    };
-    match up.introspect(token).await {
-        Ok(Some(claims)) => {
-            bump(&c.api_ok);
-            Ok((
-                [(header::CACHE_CONTROL, HeaderValue::from_static("no-store"))],
-                Json(claims),
+    let outcome = me_claims(&state, &up, &parts).await;
+    match &outcome {
+        Ok(Ok(_)) => bump(&c.api_ok),
+        Err(AppError::Unauthorized(BearerFailure::Missing)) => {
+            bump(&c.api_unauthorized);
+            bump(&c.api_no_token);
+        }
+        Err(AppError::Unauthorized(_) | AppError::Dpop { .. }) => bump(&c.api_unauthorized),
+        _ => {}
+    }
+    let claims = match outcome? {
+        Ok(claims) => claims,
+        Err(CheckError::Unavailable) => {
+            return Ok((
+                StatusCode::SERVICE_UNAVAILABLE,
+                Json(json!({ "error": "temporarily_unavailable" })),
             )
                 .into_response())
         }
-        Ok(None) => {
-            bump(&c.api_unauthorized);
-            Err(AppError::Unauthorized(BearerFailure::Invalid))
+        Err(CheckError::NoIntrospection) => {
+            tracing::warn!("an opaque provider access token, and the provider offers no introspection: it cannot be checked");
+            return Ok((
+                StatusCode::NOT_IMPLEMENTED,
+                [(header::CACHE_CONTROL, HeaderValue::from_static("no-store"))],
+                Json(json!({
+                    "error": "server_error",
+                    "error_description": "this access token is opaque and the provider offers no \
+                        introspection endpoint, so it cannot be checked here: have the provider \
+                        issue JWT access tokens for this API (an audience or resource, see \
+                        --oidc-audience) or offer token introspection (RFC 7662)",
+                })),
+            )
+                .into_response());
         }
-        Err(ProviderError::Unavailable) => Ok((
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({ "error": "temporarily_unavailable" })),
-        )
-            .into_response()),
-        Err(e) => {
-            tracing::warn!(detail = ?e, "introspection failed");
-            Ok((
+        Err(CheckError::Malformed(detail)) => {
+            tracing::warn!(%detail, "introspection failed");
+            return Ok((
                 StatusCode::BAD_GATEWAY,
                 Json(json!({ "error": "server_error" })),
             )
-                .into_response())
+                .into_response());
+        }
+    };
+    let mut response = (
+        [(header::CACHE_CONTROL, HeaderValue::from_static("no-store"))],
+        Json(claims),
+    )
+        .into_response();
+    if let Some(v) = state
+        .dpop_nonce()
+        .and_then(|n| HeaderValue::from_str(&n).ok())
+    {
+        response.headers_mut().insert(dpop::NONCE_HEADER, v);
+    }
+    Ok(response)
+}
+
+/// The claims of the request's provider token, after the scheme and DPoP rules.
+async fn me_claims(
+    state: &AppState,
+    up: &Upstream,
+    parts: &Parts,
+) -> Result<Result<upstream::access::ProviderClaims, CheckError>, AppError> {
+    let dpop_error = |error: &'static str| AppError::Dpop {
+        at: DpopAt::Resource,
+        error,
+        nonce: state.dpop_nonce(),
+    };
+    let required = state.settings.dpop.required;
+    let Some((scheme, token)) = access_token(&parts.headers) else {
+        return Err(if required {
+            dpop_error("")
+        } else {
+            AppError::Unauthorized(BearerFailure::Missing)
+        });
+    };
+    let leeway_s = state.tunables().leeway_s.max(0);
+    let claims = match up.check_access_token(token, state.now_ms(), leeway_s).await {
+        Ok(Some(claims)) => claims,
+        Ok(None) if scheme == Scheme::Bearer => {
+            return Err(AppError::Unauthorized(BearerFailure::Invalid))
+        }
+        Ok(None) => return Err(dpop_error("invalid_token")),
+        Err(e) => return Ok(Err(e)),
+    };
+    match (scheme, claims.jkt.as_deref()) {
+        (Scheme::Bearer, None) if !required => Ok(Ok(claims)),
+        (Scheme::Bearer, None) => Err(dpop_error("")),
+        // A bound token sent as a plain Bearer token: no proof of possession.
+        (Scheme::Bearer, Some(_)) => Err(AppError::Unauthorized(BearerFailure::Invalid)),
+        (Scheme::Dpop, None) => Err(dpop_error("invalid_token")),
+        (Scheme::Dpop, Some(jkt)) => {
+            let proof = dpop_proof(state, parts, DpopAt::Resource, Some(token)).await?;
+            match proof {
+                Some(p) if p.jkt == jkt => Ok(Ok(claims)),
+                _ => {
+                    bump(&state.metrics.counters.dpop_refused);
+                    Err(dpop_error("invalid_dpop_proof"))
+                }
+            }
         }
     }
 }

@@ -55,6 +55,10 @@ pub struct UpstreamArgs {
         value_name = "URL"
     )]
     pub post_logout_uri: Option<String>,
+    /// The audience the provider's JWT access tokens must name in `aud` (the API identifier
+    /// of Auth0, an RFC 8707 resource); default: the client id.
+    #[arg(long = "oidc-audience", env = "TW_OIDC_AUDIENCE", value_name = "AUD")]
+    pub audience: Option<String>,
     /// Timeout of every call to the provider, in ms.
     #[arg(
         long = "oidc-timeout-ms",
@@ -100,6 +104,8 @@ pub struct UpstreamConfig {
     pub allowed_return: Vec<Url>,
     /// `post_logout_redirect_uri`.
     pub post_logout_uri: Option<Url>,
+    /// The `aud` expected in the provider's JWT access tokens.
+    pub audience: String,
     /// Timeout of each provider call.
     pub timeout: Duration,
     /// Base64 key for sealing tokens; `None` = random per start.
@@ -183,8 +189,10 @@ impl UpstreamArgs {
                 .filter(|s| !s.is_empty())
                 .map(Secret),
         };
+        let audience = given(&self.audience).unwrap_or_else(|| client_id.clone());
         Ok(Some(UpstreamConfig {
             issuer,
+            audience,
             client_id,
             client_secret,
             redirect_uri,
@@ -281,6 +289,13 @@ mod tests {
         assert_eq!(c.client_secret.0, "s3cret");
         assert!(!format!("{c:?}").contains("s3cret"));
         assert_eq!(resolved(&[]).timeout, Duration::from_secs(5));
+        assert_eq!(
+            resolved(&[]).audience,
+            "app",
+            "the audience defaults to the client id"
+        );
+        let api = resolved(&["--oidc-audience", "https://api.example.com"]);
+        assert_eq!(api.audience, "https://api.example.com");
     }
 
     #[test]

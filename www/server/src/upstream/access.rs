@@ -1,0 +1,578 @@
+//! The provider's JWT access tokens, checked against its JWKS (the way an API checks them:
+//! RFC 9068, with the common pre-9068 `typ: JWT` tokens of Keycloak and Auth0 accepted too).
+//!
+//! Parsing, the signature (RSA, RSA-PSS, ECDSA, EdDSA) and the `typ`, `iss`, `aud` and `exp`
+//! checks are `openidconnect`'s JWT verifier: it is written for ID tokens, whose checks are
+//! a superset of an access token's, so it is configured here as an access token needs:
+//!
+//! - `alg` on [`ALLOWED_ALGS`] (asymmetric only: `none` and HS* are refused, so a token
+//!   "signed" with the provider's public key as an HMAC secret fails);
+//! - `typ` absent, `JWT` or `at+jwt` (`application/…` forms too); `crit` and `cty` refused;
+//! - `iss` = the provider's issuer exactly; `aud` (string or array) contains the expected
+//!   audience (`--oidc-audience`, by default the client id); other audiences beside it are
+//!   allowed (Auth0 adds its userinfo URL);
+//! - `exp` after now − leeway, `nbf` (when present) before now + leeway; `iat` and `sub`
+//!   required (RFC 9068 §2.2);
+//! - no `nonce`: an ID token is not an access token. Our ID tokens always carry the login's
+//!   nonce, and the end-session URL hands one to the browser as `id_token_hint`; with the
+//!   default audience (the client id) it would otherwise pass for an access token.
+//!
+//! Keys come from the provider's `jwks_uri` ([`Jwks`]): loaded at discovery, fetched again
+//! when a token names a key we do not have (the provider rotated), at most once per
+//! [`JWKS_MIN_REFETCH_MS`] however many such tokens arrive, so forged `kid`s cannot turn
+//! the server into a JWKS-fetching amplifier.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::str::FromStr as _;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, PoisonError, RwLock};
+
+use openidconnect::core::{
+    CoreGenderClaim, CoreJsonWebKey, CoreJsonWebKeySet, CoreJweContentEncryptionAlgorithm,
+    CoreJwsSigningAlgorithm,
+};
+use openidconnect::{
+    AdditionalClaims, ClaimsVerificationError, ClientId, IdToken, IdTokenVerifier, IssuerUrl,
+    JsonWebTokenType, Nonce, SignatureVerificationError,
+};
+use serde::{Deserialize, Serialize};
+
+/// Signature algorithms accepted on provider access tokens.
+pub const ALLOWED_ALGS: [CoreJwsSigningAlgorithm; 9] = [
+    CoreJwsSigningAlgorithm::RsaSsaPkcs1V15Sha256,
+    CoreJwsSigningAlgorithm::RsaSsaPkcs1V15Sha384,
+    CoreJwsSigningAlgorithm::RsaSsaPkcs1V15Sha512,
+    CoreJwsSigningAlgorithm::RsaSsaPssSha256,
+    CoreJwsSigningAlgorithm::RsaSsaPssSha384,
+    CoreJwsSigningAlgorithm::RsaSsaPssSha512,
+    CoreJwsSigningAlgorithm::EcdsaP256Sha256,
+    CoreJwsSigningAlgorithm::EcdsaP384Sha384,
+    CoreJwsSigningAlgorithm::EdDsa,
+];
+
+/// A token naming an unknown key makes the JWKS be fetched again at most this often.
+pub const JWKS_MIN_REFETCH_MS: i64 = 10_000;
+
+/// Longest access token looked at.
+pub const MAX_TOKEN_LEN: usize = 16 * 1024;
+
+/// The `cnf` claim (RFC 7800; `jkt` from RFC 9449).
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+pub struct Confirmation {
+    /// RFC 7638 thumbprint of the DPoP key the token is bound to.
+    #[serde(default)]
+    pub jkt: Option<String>,
+}
+
+/// Claims of an access token beyond those of an ID token.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+pub struct AccessExtra {
+    /// Not before (epoch s).
+    #[serde(default)]
+    pub nbf: Option<f64>,
+    /// Space-separated scopes.
+    #[serde(default)]
+    pub scope: Option<String>,
+    /// The client the token was issued to (RFC 9068).
+    #[serde(default)]
+    pub client_id: Option<String>,
+    /// Confirmation (DPoP binding).
+    #[serde(default)]
+    pub cnf: Option<Confirmation>,
+}
+impl AdditionalClaims for AccessExtra {}
+
+type AccessJwt = IdToken<
+    AccessExtra,
+    CoreGenderClaim,
+    CoreJweContentEncryptionAlgorithm,
+    CoreJwsSigningAlgorithm,
+>;
+
+/// What `/api/me` learns from a provider access token, however it was checked.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct ProviderClaims {
+    /// Subject.
+    pub sub: Option<String>,
+    /// Scopes.
+    pub scope: Option<String>,
+    /// Expiry (epoch s).
+    pub exp: Option<i64>,
+    /// Issuer.
+    pub iss: String,
+    /// Audiences (JWT only; introspection does not always say).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub aud: Vec<String>,
+    /// The client the token was issued to.
+    pub client_id: Option<String>,
+    /// The DPoP key the token is bound to (`cnf.jkt`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub jkt: Option<String>,
+    /// `"jwt"` (signature against the JWKS) or `"introspection"` (RFC 7662).
+    pub checked_by: &'static str,
+}
+
+/// What a JWT check expects.
+#[derive(Debug, Clone)]
+pub struct Rules {
+    /// The provider's issuer (`iss`, exactly).
+    pub issuer: IssuerUrl,
+    /// The audience that must be in `aud`.
+    pub audience: String,
+    /// Now, epoch ms.
+    pub now_ms: i64,
+    /// Clock-skew allowance for `exp` and `nbf`, seconds.
+    pub leeway_s: i64,
+}
+
+/// Why a JWT access token was refused. The detail is for logs (it never holds the token).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JwtError {
+    /// No key of the JWKS matches its `kid` and `alg`: fetch the JWKS again.
+    UnknownKey,
+    /// Correctly signed, but expired.
+    Expired,
+    /// Anything else.
+    Invalid(String),
+}
+
+/// Whether `token` is shaped like a JWS (three base64url parts, the first two non-empty; an
+/// empty signature is an unsigned JWT, refused as one); anything else is opaque and goes to
+/// introspection.
+pub fn looks_like_jwt(token: &str) -> bool {
+    let mut parts = token.split('.');
+    let b64 = |p: &str| {
+        p.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    };
+    matches!(
+        (parts.next(), parts.next(), parts.next(), parts.next()),
+        (Some(h), Some(p), Some(s), None)
+            if !h.is_empty() && !p.is_empty() && b64(h) && b64(p) && b64(s)
+    )
+}
+
+/// Check a JWT access token against `keys` and `rules`.
+pub fn verify(
+    keys: &CoreJsonWebKeySet,
+    token: &str,
+    rules: &Rules,
+) -> Result<ProviderClaims, JwtError> {
+    if token.len() > MAX_TOKEN_LEN {
+        return Err(JwtError::Invalid("token too long".into()));
+    }
+    let jwt = AccessJwt::from_str(token).map_err(|_| JwtError::Invalid("not a JWT".into()))?;
+    let shifted = |by_s: i64| {
+        chrono::DateTime::from_timestamp_millis(rules.now_ms - by_s * 1000).unwrap_or_default()
+    };
+    // The verifier's `exp` check is `now < exp`: asking it with now − leeway is the leeway.
+    let then = shifted(rules.leeway_s);
+    let typ = |t: &str| JsonWebTokenType::new(t.to_string()).normalize();
+    let types = [typ("JWT"), typ("at+jwt")]
+        .into_iter()
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|_| JwtError::Invalid("type".into()))?;
+    let verifier = IdTokenVerifier::<CoreJsonWebKey>::new_public_client(
+        ClientId::new(rules.audience.clone()),
+        rules.issuer.clone(),
+        keys.clone(),
+    )
+    .set_allowed_algs(ALLOWED_ALGS)
+    .set_allowed_jose_types(types)
+    .set_other_audience_verifier_fn(|_| true)
+    .set_time_fn(move || then);
+    let no_nonce = |n: Option<&Nonce>| match n {
+        None => Ok(()),
+        Some(_) => Err("a nonce: this is an ID token".to_string()),
+    };
+    let claims = jwt.claims(&verifier, no_nonce).map_err(|e| match e {
+        ClaimsVerificationError::SignatureVerification(
+            SignatureVerificationError::NoMatchingKey,
+        ) => JwtError::UnknownKey,
+        ClaimsVerificationError::Expired(_) => JwtError::Expired,
+        other => JwtError::Invalid(other.to_string()),
+    })?;
+    let extra = claims.additional_claims();
+    let now_s = rules.now_ms as f64 / 1000.0;
+    if let Some(nbf) = extra.nbf {
+        if !nbf.is_finite() || nbf > now_s + rules.leeway_s as f64 {
+            return Err(JwtError::Invalid("not yet valid (nbf)".into()));
+        }
+    }
+    Ok(ProviderClaims {
+        sub: Some(claims.subject().as_str().to_string()),
+        scope: extra.scope.clone(),
+        exp: Some(claims.expiration().timestamp()),
+        iss: claims.issuer().as_str().to_string(),
+        aud: claims.audiences().iter().map(|a| a.to_string()).collect(),
+        client_id: extra.client_id.clone(),
+        jkt: extra.cnf.as_ref().and_then(|c| c.jkt.clone()),
+        checked_by: "jwt",
+    })
+}
+
+/// Fetches the provider's JWKS (with a timeout); the detail of a failure is for logs.
+pub type FetchJwks = Arc<
+    dyn Fn() -> Pin<Box<dyn Future<Output = Result<CoreJsonWebKeySet, String>> + Send>>
+        + Send
+        + Sync,
+>;
+
+/// The provider's signing keys, fetched again (rate-limited, single-flight) when a token
+/// names one we do not have.
+pub struct Jwks {
+    keys: RwLock<CoreJsonWebKeySet>,
+    /// When a fetch last started (the rate limit counts attempts).
+    fetched_at_ms: AtomicI64,
+    /// Fetches finished; a caller that waited for another's fetch sees it changed.
+    generation: AtomicU64,
+    refetch: tokio::sync::Mutex<()>,
+    fetch: FetchJwks,
+    /// JWKS fetches after the first (for tests and metrics).
+    pub refetches: AtomicU64,
+}
+
+impl Jwks {
+    /// Keys loaded at `now_ms` (at discovery); `fetch` gets fresh ones.
+    pub fn new(keys: CoreJsonWebKeySet, now_ms: i64, fetch: FetchJwks) -> Self {
+        Self {
+            keys: RwLock::new(keys),
+            fetched_at_ms: AtomicI64::new(now_ms),
+            generation: AtomicU64::new(0),
+            refetch: tokio::sync::Mutex::new(()),
+            fetch,
+            refetches: AtomicU64::new(0),
+        }
+    }
+
+    /// The current keys.
+    pub fn keys(&self) -> CoreJsonWebKeySet {
+        self.keys
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Fetch the keys again, unless that was done less than [`JWKS_MIN_REFETCH_MS`] ago.
+    /// Concurrent callers share one fetch. `true` when keys newer than the caller's were
+    /// loaded (by this call or by the one it waited for).
+    pub async fn refetch(&self, now_ms: i64) -> bool {
+        let seen = self.generation.load(Ordering::SeqCst);
+        let _one_at_a_time = self.refetch.lock().await;
+        if self.generation.load(Ordering::SeqCst) != seen {
+            return true;
+        }
+        if now_ms - self.fetched_at_ms.load(Ordering::SeqCst) < JWKS_MIN_REFETCH_MS {
+            return false;
+        }
+        // An attempt counts even when it fails: a provider that is down is not hammered.
+        self.fetched_at_ms.store(now_ms, Ordering::SeqCst);
+        self.refetches.fetch_add(1, Ordering::Relaxed);
+        let fetched = match (self.fetch)().await {
+            Ok(keys) => {
+                *self.keys.write().unwrap_or_else(PoisonError::into_inner) = keys;
+                true
+            }
+            Err(detail) => {
+                tracing::warn!(%detail, "fetching the provider's JWKS failed");
+                false
+            }
+        };
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        fetched
+    }
+
+    /// [`verify`] with the current keys; a token naming an unknown key makes the keys be
+    /// fetched again (see [`Jwks::refetch`]) and is checked once more.
+    pub async fn verify(&self, token: &str, rules: &Rules) -> Result<ProviderClaims, JwtError> {
+        match verify(&self.keys(), token, rules) {
+            Err(JwtError::UnknownKey) if self.refetch(rules.now_ms).await => {
+                verify(&self.keys(), token, rules)
+            }
+            other => other,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine as _;
+    use p256::ecdsa::signature::Signer as _;
+    use p256::ecdsa::{Signature, SigningKey};
+    use serde_json::{json, Value};
+    use std::sync::Mutex;
+
+    const ISS: &str = "https://id.example.com";
+    const AUD: &str = "https://api.example.com";
+    const NOW_MS: i64 = 1_800_000_000_000;
+    const NOW: i64 = NOW_MS / 1000;
+
+    struct Key {
+        kid: String,
+        signing: SigningKey,
+    }
+
+    impl Key {
+        fn new(kid: &str) -> Self {
+            Self {
+                kid: kid.into(),
+                signing: SigningKey::random(&mut rand_core::OsRng),
+            }
+        }
+
+        fn jwk(&self) -> Value {
+            let point = self.signing.verifying_key().to_encoded_point(false);
+            let b = |v: Option<&p256::FieldBytes>| URL_SAFE_NO_PAD.encode(v.unwrap());
+            json!({"kty": "EC", "crv": "P-256", "use": "sig", "alg": "ES256", "kid": self.kid,
+                   "x": b(point.x()), "y": b(point.y())})
+        }
+
+        fn sign(&self, header: Value, claims: &Value) -> String {
+            let b = |v: &Value| URL_SAFE_NO_PAD.encode(serde_json::to_vec(v).unwrap());
+            let input = format!("{}.{}", b(&header), b(claims));
+            let sig: Signature = self.signing.sign(input.as_bytes());
+            format!("{input}.{}", URL_SAFE_NO_PAD.encode(sig.to_bytes()))
+        }
+
+        fn token(&self, claims: &Value) -> String {
+            self.sign(
+                json!({"alg": "ES256", "typ": "at+jwt", "kid": self.kid}),
+                claims,
+            )
+        }
+    }
+
+    fn set(keys: &[&Key]) -> CoreJsonWebKeySet {
+        serde_json::from_value(json!({ "keys": keys.iter().map(|k| k.jwk()).collect::<Vec<_>>() }))
+            .unwrap()
+    }
+
+    fn claims() -> Value {
+        json!({"iss": ISS, "aud": AUD, "sub": "alice", "client_id": "app", "iat": NOW - 10,
+               "exp": NOW + 50, "jti": "j1", "scope": "api:read", "cnf": {"jkt": "thumb"}})
+    }
+
+    fn with(changes: Value) -> Value {
+        let mut c = claims();
+        for (k, v) in changes.as_object().unwrap() {
+            if v.is_null() {
+                c.as_object_mut().unwrap().remove(k);
+            } else {
+                c[k] = v.clone();
+            }
+        }
+        c
+    }
+
+    fn rules() -> Rules {
+        Rules {
+            issuer: IssuerUrl::new(ISS.into()).unwrap(),
+            audience: AUD.into(),
+            now_ms: NOW_MS,
+            leeway_s: 5,
+        }
+    }
+
+    fn invalid(r: Result<ProviderClaims, JwtError>) -> bool {
+        matches!(r, Err(JwtError::Invalid(_)))
+    }
+
+    #[test]
+    fn a_valid_token_gives_its_claims() {
+        let k = Key::new("k1");
+        let c = verify(&set(&[&k]), &k.token(&claims()), &rules()).unwrap();
+        assert_eq!(c.sub.as_deref(), Some("alice"));
+        assert_eq!(c.iss, ISS);
+        assert_eq!(c.aud, [AUD]);
+        assert_eq!(c.scope.as_deref(), Some("api:read"));
+        assert_eq!(c.client_id.as_deref(), Some("app"));
+        assert_eq!(c.jkt.as_deref(), Some("thumb"));
+        assert_eq!(c.exp, Some(NOW + 50));
+        assert_eq!(c.checked_by, "jwt");
+        // typ JWT (Keycloak, Auth0) and no typ are accepted too; an array aud with ours in it.
+        for header in [
+            json!({"alg": "ES256", "typ": "JWT", "kid": "k1"}),
+            json!({"alg": "ES256", "kid": "k1"}),
+            json!({"alg": "ES256", "typ": "application/at+jwt", "kid": "k1"}),
+        ] {
+            assert!(verify(&set(&[&k]), &k.sign(header.clone(), &claims()), &rules()).is_ok());
+        }
+        let multi = with(json!({"aud": [AUD, "https://id.example.com/userinfo"]}));
+        assert!(verify(&set(&[&k]), &k.token(&multi), &rules()).is_ok());
+    }
+
+    #[test]
+    fn a_wrong_issuer_or_audience_is_refused() {
+        let k = Key::new("k1");
+        let keys = set(&[&k]);
+        for c in [
+            with(json!({"iss": "https://evil.example.com"})),
+            with(json!({"iss": "https://id.example.com/"})),
+            with(json!({"iss": null})),
+            with(json!({"aud": "https://other-api.example.com"})),
+            with(json!({"aud": ["app", "https://other-api.example.com"]})),
+            with(json!({"aud": null})),
+        ] {
+            assert!(invalid(verify(&keys, &k.token(&c), &rules())), "{c}");
+        }
+    }
+
+    #[test]
+    fn exp_and_nbf_are_checked_with_the_leeway() {
+        let k = Key::new("k1");
+        let keys = set(&[&k]);
+        let at = |c: Value| verify(&keys, &k.token(&c), &rules());
+        assert!(
+            at(with(json!({"exp": NOW - 4}))).is_ok(),
+            "inside the leeway"
+        );
+        assert_eq!(
+            at(with(json!({"exp": NOW - 6}))).unwrap_err(),
+            JwtError::Expired
+        );
+        assert!(at(with(json!({"exp": null}))).is_err(), "exp required");
+        assert!(at(with(json!({"nbf": NOW + 4}))).is_ok());
+        assert!(invalid(at(with(json!({"nbf": NOW + 6})))));
+        assert!(at(with(json!({"iat": null}))).is_err(), "iat required");
+        assert!(at(with(json!({"sub": null}))).is_err(), "sub required");
+    }
+
+    #[test]
+    fn alg_none_hs256_a_bad_signature_and_an_id_token_are_refused() {
+        let k = Key::new("k1");
+        let keys = set(&[&k]);
+        let b = |v: &Value| URL_SAFE_NO_PAD.encode(serde_json::to_vec(v).unwrap());
+        let body = b(&claims());
+        let none = format!("{}.{body}.", b(&json!({"alg": "none", "typ": "at+jwt"})));
+        assert!(verify(&keys, &none, &rules()).is_err(), "alg none");
+        let none_sig = format!("{}.{body}.AAAA", b(&json!({"alg": "none"})));
+        assert!(
+            verify(&keys, &none_sig, &rules()).is_err(),
+            "alg none with a signature"
+        );
+        // HS256 "signed" with the public key's JSON as the secret (the confusion attack).
+        use hmac::Mac as _;
+        let header = b(&json!({"alg": "HS256", "typ": "at+jwt", "kid": "k1"}));
+        let mut mac =
+            hmac::Hmac::<sha2::Sha256>::new_from_slice(k.jwk().to_string().as_bytes()).unwrap();
+        mac.update(format!("{header}.{body}").as_bytes());
+        let hs = format!(
+            "{header}.{body}.{}",
+            URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes())
+        );
+        assert!(invalid(verify(&keys, &hs, &rules())), "HS256");
+        // A signature of other claims.
+        let good = k.token(&claims());
+        let other = k.token(&with(json!({"sub": "mallory"})));
+        let spliced = format!(
+            "{}.{}",
+            other.rsplit_once('.').unwrap().0,
+            good.rsplit_once('.').unwrap().1
+        );
+        assert!(invalid(verify(&keys, &spliced, &rules())), "bad signature");
+        // The right kid, another key's signature.
+        let impostor = Key {
+            kid: "k1".into(),
+            ..Key::new("x")
+        };
+        assert!(invalid(verify(&keys, &impostor.token(&claims()), &rules())));
+        let id_token = with(json!({"nonce": "n-0S6_WzA2Mj", "aud": AUD}));
+        assert!(
+            invalid(verify(&keys, &k.token(&id_token), &rules())),
+            "nonce"
+        );
+        let header = |h: Value| k.sign(h, &claims());
+        for h in [
+            json!({"alg": "ES256", "typ": "dpop+jwt", "kid": "k1"}),
+            json!({"alg": "ES256", "typ": "at+jwt", "kid": "k1", "crit": ["exp"]}),
+            json!({"alg": "ES256", "typ": "at+jwt", "kid": "k1", "cty": "JWT"}),
+        ] {
+            assert!(invalid(verify(&keys, &header(h.clone()), &rules())), "{h}");
+        }
+    }
+
+    #[test]
+    fn only_jws_shaped_tokens_are_taken_for_jwts() {
+        assert!(looks_like_jwt("eyJh.eyJz.c2ln"));
+        assert!(
+            looks_like_jwt("eyJh.eyJz."),
+            "unsigned: a JWT, refused as one"
+        );
+        for opaque in [
+            "",
+            "abc",
+            "a.b",
+            "a..c",
+            ".b.c",
+            "a.b.c.d.e",
+            "a.b.c=",
+            "a b.c.d",
+        ] {
+            assert!(!looks_like_jwt(opaque), "{opaque}");
+        }
+    }
+
+    fn fetcher(keys: Arc<Mutex<CoreJsonWebKeySet>>, calls: Arc<AtomicU64>) -> FetchJwks {
+        Arc::new(move || {
+            let (keys, calls) = (keys.clone(), calls.clone());
+            Box::pin(async move {
+                calls.fetch_add(1, Ordering::SeqCst);
+                // A fetch takes time: the other caller arrives while it is in flight.
+                tokio::task::yield_now().await;
+                Ok(keys.lock().unwrap().clone())
+            })
+        })
+    }
+
+    #[tokio::test]
+    async fn an_unknown_kid_fetches_the_jwks_again_at_most_once_per_interval() {
+        let (old, new) = (Key::new("old"), Key::new("new"));
+        let published = Arc::new(Mutex::new(set(&[&old])));
+        let calls = Arc::new(AtomicU64::new(0));
+        let jwks = Jwks::new(
+            set(&[&old]),
+            NOW_MS - 60_000,
+            fetcher(published.clone(), calls.clone()),
+        );
+        assert!(jwks.verify(&old.token(&claims()), &rules()).await.is_ok());
+        assert_eq!(
+            calls.load(Ordering::SeqCst),
+            0,
+            "a known key needs no fetch"
+        );
+
+        // The provider rotates: the first token with the new kid fetches the keys once.
+        *published.lock().unwrap() = set(&[&old, &new]);
+        let token = new.token(&claims());
+        let r = rules();
+        let (a, b) = tokio::join!(jwks.verify(&token, &r), jwks.verify(&token, &r));
+        assert!(a.is_ok() && b.is_ok(), "{a:?} {b:?}");
+        assert_eq!(
+            calls.load(Ordering::SeqCst),
+            1,
+            "concurrent callers share one fetch"
+        );
+
+        // Forged kids right after: no fetch within the interval, however many.
+        let forged = Key::new("forged");
+        for _ in 0..5 {
+            let r = jwks.verify(&forged.token(&claims()), &rules()).await;
+            assert_eq!(r.unwrap_err(), JwtError::UnknownKey);
+        }
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+        let later = Rules {
+            now_ms: NOW_MS + JWKS_MIN_REFETCH_MS,
+            ..rules()
+        };
+        let _ = jwks.verify(&forged.token(&claims()), &later).await;
+        assert_eq!(
+            calls.load(Ordering::SeqCst),
+            2,
+            "one more after the interval"
+        );
+        assert_eq!(jwks.refetches.load(Ordering::SeqCst), 2);
+    }
+}
