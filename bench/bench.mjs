@@ -636,8 +636,8 @@ function report(R) {
     "npm payload a browser downloads (wasm + glue + entry, brotli q11)",
     `**${kb(pay)}** (${pay} B: wasm ${kb(R.payload.files[0].brotli)}, glue ${kb(R.payload.files[1].brotli)}, entry ${kb(R.payload.files[2].brotli)})`,
     anchorSize,
-    "≤ 12 KB (stretch 8 KB)",
-    yes(pay <= 12 * 1024) + (pay <= 8 * 1024 ? " (stretch too)" : ""),
+    "≤ 20 KB (stretch 15 KB; issue 14)",
+    yes(pay <= 20 * 1024) + (pay <= 15 * 1024 ? " (stretch too)" : ""),
   ]);
   const sf = R.stubFetch;
   const twO = sf.tokenwarden.overhead.median;
@@ -705,8 +705,8 @@ function report(R) {
       `cold start: import → \`createTokenClient()\` ready, fresh page each sample, ${label} (ms)`,
       `**${mmm(x.total, " ms")}** (entry import ${f(x.entry.median)}, wasm load+instantiate ${f(x.init.median)}, construct ${f(x.construct.median, 3)})`,
       R.cold[`${v} oidc-client-ts`] ? `oidc-client-ts (import the bundle + \`new UserManager\`) ${mmm(R.cold[`${v} oidc-client-ts`].total, " ms")} (import ${f(R.cold[`${v} oidc-client-ts`].entry.median)})` : "—",
-      "≤ 5 ms median",
-      yes(x.total.median <= 5),
+      "≤ oidc-client-ts's median (issue 14)",
+      R.cold[`${v} oidc-client-ts`] ? yes(x.total.median <= R.cold[`${v} oidc-client-ts`].total.median) : "—",
     ]);
   }
   const mem = R.memory.tokenwarden;
