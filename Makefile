@@ -42,6 +42,10 @@ setup:
 pkg:
 	scripts/build-pkg.sh --release
 
+## pkg-dev: wasm-pack's debug build of pkg/ (unminified; installs wasm-pack once)
+pkg-dev:
+	scripts/build-pkg.sh --dev
+
 lint:
 	cargo fmt --all --check
 	cargo clippy --workspace --all-targets -- -D warnings
@@ -67,14 +71,14 @@ pg-test:
 browser: browser-chromium browser-firefox browser-webkit
 
 browser-chromium:
-	wasm-pack test --headless --chrome
+	tests/engines/wasm-bindgen-test.sh chromium
 
 browser-firefox:
-	wasm-pack test --headless --firefox --geckodriver "$$(command -v geckodriver)"
+	tests/engines/wasm-bindgen-test.sh firefox
 
 ## WebKitGTK's MiniBrowser through WebKitWebDriver (the runner's SAFARIDRIVER), on Xvfb
 browser-webkit:
-	tests/engines/wasm-bindgen-webkit.sh
+	tests/engines/wasm-bindgen-test.sh webkit
 
 ## size: the npm payload a browser downloads stays within bench/size-budget.json
 size: pkg

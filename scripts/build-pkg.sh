@@ -23,6 +23,7 @@ if [ "$profile" = "--release" ]; then
     --enable-sign-ext --enable-mutable-globals --enable-reference-types --enable-multivalue \
     --strip-debug --strip-producers pkg/tokenwarden_bg.wasm -o pkg/tokenwarden_bg.wasm
 else
+  command -v wasm-pack >/dev/null || scripts/setup.sh wasm-pack
   wasm-pack build "$profile" --target web --out-dir pkg --out-name tokenwarden --no-pack >/dev/null 2>pkg-build.log \
     || { cat pkg-build.log; exit 1; }
 fi

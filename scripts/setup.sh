@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs what the build and tests need on a fresh Debian machine of this
 # project's kind, and skips whatever is already there. Idempotent.
-#   scripts/setup.sh rust      wasm32 target, clippy/rustfmt, nightly's rust-src, wasm-pack, wasm-bindgen-cli
+#   scripts/setup.sh rust      wasm32 target, clippy/rustfmt, nightly's rust-src, wasm-bindgen-cli
+#   scripts/setup.sh wasm-pack wasm-pack, for scripts/build-pkg.sh --dev only (make test and
+#                              make demo do not need it: see tests/engines/wasm-bindgen-test.sh)
 #   (wasm-opt comes from npm's binaryen via scripts/package.json: Debian's is too old)
 #   scripts/setup.sh browser   Debian chromium + chromedriver
 #   scripts/setup.sh engines   Firefox ESR + geckodriver, WebKitGTK's WebKitWebDriver + MiniBrowser, Xvfb
@@ -54,16 +56,19 @@ setup_rust() {
     say "rustup component add rust-src --toolchain nightly"
     rustup component add rust-src --toolchain nightly
   fi
-  if ! command -v wasm-pack >/dev/null; then
-    say "cargo install wasm-pack (a few minutes, once)"
-    cargo install wasm-pack
-  fi
   local want have
   want=$(bindgen_version)
   have=$(wasm-bindgen --version 2>/dev/null | awk '{print $2}' || true)
   if [ "$have" != "$want" ]; then
     say "cargo install wasm-bindgen-cli $want (a few minutes, once)"
     cargo install wasm-bindgen-cli --version "$want"
+  fi
+}
+
+setup_wasm_pack() {
+  if ! command -v wasm-pack >/dev/null; then
+    say "cargo install wasm-pack (a few minutes, once)"
+    cargo install --locked wasm-pack
   fi
 }
 
@@ -104,6 +109,7 @@ case "${1:-all}" in
   engines) setup_engines ;;
   npm) setup_npm "$2" ;;
   pg) setup_pg ;;
+  wasm-pack) setup_wasm_pack ;;
   all) setup_rust; setup_browser; setup_engines; setup_pg ;;
-  *) echo "usage: $0 rust|browser|engines|npm DIR|pg|all" >&2; exit 2 ;;
+  *) echo "usage: $0 rust|browser|engines|npm DIR|pg|wasm-pack|all" >&2; exit 2 ;;
 esac
