@@ -17,11 +17,17 @@ pub(crate) mod prelude {
 }
 
 /// Release builds (`--features tiny`): no std, a trap on panic (no message
-/// formatting), dlmalloc as the global allocator.
+/// formatting), lol_alloc's free list as the global allocator (the wasm is
+/// single-threaded: no atomics, no shared memory).
 #[cfg(all(feature = "tiny", target_arch = "wasm32"))]
 mod tiny {
+    use lol_alloc::{AssumeSingleThreaded, FreeListAllocator};
+
+    // SAFETY: the release wasm is built without the atomics target feature,
+    // so it runs on one thread and the allocator is never entered twice.
     #[global_allocator]
-    static ALLOC: dlmalloc::GlobalDlmalloc = dlmalloc::GlobalDlmalloc;
+    static ALLOC: AssumeSingleThreaded<FreeListAllocator> =
+        unsafe { AssumeSingleThreaded::new(FreeListAllocator::new()) };
 
     #[panic_handler]
     fn panic(_: &core::panic::PanicInfo) -> ! {

@@ -113,8 +113,7 @@ pub fn canonical_origin(input: &str) -> Option<String> {
         && u.username().is_empty()
         && u.password().is_empty()
         && !input.contains(['?', '#', '@'])
-        && input
-            .split_once("://")?
+        && crate::policy::split_str(input, "://")?
             .1
             .trim_end_matches('/')
             .find('/')

@@ -157,7 +157,7 @@ pub fn resource_wants_nonce(status: u16, www_authenticate: Option<&str>) -> bool
             h.trim_start()
                 .get(..4)
                 .is_some_and(|s| s.eq_ignore_ascii_case("dpop"))
-                && h.contains("use_dpop_nonce")
+                && super::find_str(h, "use_dpop_nonce").is_some()
         })
 }
 

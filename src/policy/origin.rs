@@ -7,9 +7,8 @@ use crate::prelude::*;
 /// loopback hosts. Errors say what is wrong (the caller adds the option).
 pub fn normalize(input: &str) -> Result<String, &'static str> {
     let lower = input.to_ascii_lowercase();
-    let (scheme, rest) = lower
-        .split_once("://")
-        .ok_or("is not an origin (scheme://host[:port])")?;
+    let (scheme, rest) =
+        super::split_str(&lower, "://").ok_or("is not an origin (scheme://host[:port])")?;
     let rest = rest.strip_suffix('/').unwrap_or(rest);
     if rest.is_empty() {
         return Err("has no host");
@@ -84,7 +83,7 @@ pub fn is_loopback(host: &str) -> bool {
 /// (`Request.url`: scheme and host already lower-case, default port
 /// dropped). `None` for URLs without an authority (`data:`, `blob:`).
 pub fn of_url(url: &str) -> Option<&str> {
-    let scheme_end = url.find("://")?;
+    let scheme_end = super::find_str(url, "://")?;
     let after = scheme_end + 3;
     let end = url[after..]
         .find(['/', '?', '#'])

@@ -165,7 +165,7 @@ fn parse_imf_fixdate(v: &str) -> Option<i64> {
 /// two-digit year more than 50 years ahead of `now_wall` is in the past
 /// century (RFC 9110 §5.6.7).
 fn parse_rfc850(v: &str, now_wall: i64) -> Option<i64> {
-    let (day_name, rest) = v.split_once(", ")?;
+    let (day_name, rest) = super::split_str(v, ", ")?;
     if !LONG_DAYS.contains(&day_name.as_bytes()) {
         return None;
     }
