@@ -16,15 +16,24 @@ import { startServer } from "../e2e/harness.mjs";
 const BAD_GATEWAY =
   "<!doctype html><html><head><title>502 Bad Gateway</title></head><body><h1>502 Bad Gateway</h1></body></html>";
 
-function psqlBin() {
+function pgBin(tool = "psql") {
   const root = "/usr/lib/postgresql";
   if (existsSync(root)) {
     for (const v of readdirSync(root).sort().reverse()) {
-      const p = `${root}/${v}/bin/psql`;
+      const p = `${root}/${v}/bin/${tool}`;
       if (existsSync(p)) return p;
     }
   }
-  return "psql";
+  return tool;
+}
+const psqlBin = () => pgBin("psql");
+
+/** Everything a database holds, as pg_dump's plain-text SQL (what a stolen backup shows). */
+export function dumpDatabase(databaseUrl) {
+  return execFileSync(pgBin("pg_dump"), ["--data-only", "--no-owner", databaseUrl], {
+    encoding: "utf8",
+    maxBuffer: 64 << 20,
+  });
 }
 
 /** A new empty database on DATABASE_URL's server; its URL. */
@@ -116,6 +125,7 @@ export async function startCluster({ n = 2, args = [], port = 0 } = {}) {
   const proxy = await startProxy(instances.map((s) => s.url), { port });
   return {
     url: proxy.url,
+    databaseUrl,
     proxy,
     instances,
     counters: async () => sumCounters(await Promise.all(instances.map((s) => s.counters()))),

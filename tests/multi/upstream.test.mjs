@@ -12,7 +12,7 @@ import { randomBytes, createHash } from "node:crypto";
 import { launchBrowser, watch, sleep } from "../e2e/harness.mjs";
 import { startProvider } from "../oidc/provider.mjs";
 import { freePort, signIn, appUrl, started } from "../oidc/env.mjs";
-import { startCluster } from "./cluster.mjs";
+import { startCluster, dumpDatabase } from "./cluster.mjs";
 
 const PAGES = new URL("../oidc/pages", import.meta.url).pathname;
 let provider;
@@ -132,6 +132,18 @@ test("two instances on one PostgreSQL, 5 tabs for 20 s: one provider refresh per
   assert.equal(provider.stats.grantErrors - p0.grantErrors, 0, "no failed grant at the provider");
   assert.equal(c1.reuseDetected - c0.reuseDetected, 0, "our instances saw no reuse");
   assert.equal(provider.liveRefreshTokens("heidi"), 1, "rotation: one live provider refresh token");
+
+  // Encrypted at rest: the shared database holds the family's grant, but none of the provider's
+  // tokens in any encoding a reader of a dump could use.
+  const dump = dumpDatabase(cluster.databaseUrl);
+  assert.match(dump, /COPY public\.upstream_grants [^\n]*\n[^\\]/, "the grant is in the database");
+  const values = provider.tokenValues();
+  assert.ok(values.length >= 2, `the provider holds tokens (${values.length})`);
+  for (const v of values) {
+    for (const form of [v, Buffer.from(v).toString("hex"), Buffer.from(v).toString("base64"), Buffer.from(v).toString("base64url")]) {
+      assert.ok(!dump.includes(form), "a provider token is readable in the database dump");
+    }
+  }
 
   // Logout through the proxy: revoked at the provider; our refresh is refused on both instances.
   const revocations = provider.stats.revocations;

@@ -65,7 +65,7 @@ function signingKeys() {
 
 /**
  * Starts the provider. `port` 0 = any free port. Resolves to
- * `{ issuer, clientId, clientSecret, stats, liveRefreshTokens(), stop(), start(), close() }`.
+ * `{ issuer, clientId, clientSecret, stats, liveRefreshTokens(), tokenValues(), stop(), start(), close() }`.
  */
 export async function startProvider({
   port = 0,
@@ -185,6 +185,14 @@ export async function startProvider({
           && (accountId === undefined || e.payload.accountId === accountId)) n++;
       }
       return n;
+    },
+    /** The values of every refresh and access token the provider has issued and still holds. */
+    tokenValues() {
+      const out = [];
+      for (const [k, e] of store) {
+        if (e.model === "RefreshToken" || e.model === "AccessToken") out.push(k.slice(e.model.length + 1));
+      }
+      return out;
     },
     /** Stops answering: the listener closes and open connections are cut. */
     async stop() {
