@@ -20,7 +20,9 @@
 //! Keys come from the provider's `jwks_uri` ([`Jwks`]): loaded at discovery, fetched again
 //! when a token names a key we do not have (the provider rotated), at most once per
 //! [`JWKS_MIN_REFETCH_MS`] however many such tokens arrive, so forged `kid`s cannot turn
-//! the server into a JWKS-fetching amplifier.
+//! the server into a JWKS-fetching amplifier; and fetched again before use once they are
+//! [`JWKS_MAX_AGE_MS`] old, so a key the provider withdrew (compromised, retired) stops
+//! being trusted within that time, without a restart.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -53,6 +55,10 @@ pub const ALLOWED_ALGS: [CoreJwsSigningAlgorithm; 9] = [
 
 /// A token naming an unknown key makes the JWKS be fetched again at most this often.
 pub const JWKS_MIN_REFETCH_MS: i64 = 10_000;
+
+/// Keys older than this are fetched again before the next token is checked. If that fetch
+/// fails (provider down) the old keys stay in use and the next try is one interval later.
+pub const JWKS_MAX_AGE_MS: i64 = 5 * 60_000;
 
 /// Longest access token looked at.
 pub const MAX_TOKEN_LEN: usize = 16 * 1024;
@@ -283,9 +289,13 @@ impl Jwks {
         fetched
     }
 
-    /// [`verify`] with the current keys; a token naming an unknown key makes the keys be
-    /// fetched again (see [`Jwks::refetch`]) and is checked once more.
+    /// [`verify`] with the current keys (fetched again first when [`JWKS_MAX_AGE_MS`] old);
+    /// a token naming an unknown key makes the keys be fetched again (see
+    /// [`Jwks::refetch`]) and is checked once more.
     pub async fn verify(&self, token: &str, rules: &Rules) -> Result<ProviderClaims, JwtError> {
+        if rules.now_ms - self.fetched_at_ms.load(Ordering::SeqCst) >= JWKS_MAX_AGE_MS {
+            self.refetch(rules.now_ms).await;
+        }
         match verify(&self.keys(), token, rules) {
             Err(JwtError::UnknownKey) if self.refetch(rules.now_ms).await => {
                 verify(&self.keys(), token, rules)
@@ -574,5 +584,47 @@ mod tests {
             "one more after the interval"
         );
         assert_eq!(jwks.refetches.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn a_withdrawn_key_stops_being_trusted_once_the_keys_are_max_age_old() {
+        let (a, b) = (Key::new("a"), Key::new("b"));
+        let published = Arc::new(Mutex::new(set(&[&a, &b])));
+        let calls = Arc::new(AtomicU64::new(0));
+        let jwks = Jwks::new(
+            set(&[&a, &b]),
+            NOW_MS,
+            fetcher(published.clone(), calls.clone()),
+        );
+        let at = |ms: i64| Rules {
+            now_ms: NOW_MS + ms,
+            ..rules()
+        };
+        // The provider withdraws `a` (say it leaked); tokens signed by it still claim to be
+        // valid for a while.
+        *published.lock().unwrap() = set(&[&b]);
+        let stolen = a.token(&with(json!({ "exp": NOW + 3600 })));
+        let good = b.token(&with(json!({ "exp": NOW + 3600 })));
+        assert!(jwks.verify(&stolen, &at(JWKS_MAX_AGE_MS - 1)).await.is_ok());
+        assert_eq!(
+            calls.load(Ordering::SeqCst),
+            0,
+            "young keys are not fetched"
+        );
+        assert_eq!(
+            jwks.verify(&stolen, &at(JWKS_MAX_AGE_MS))
+                .await
+                .unwrap_err(),
+            JwtError::UnknownKey,
+            "old keys are fetched again first: the withdrawn key is gone"
+        );
+        assert!(jwks.verify(&good, &at(JWKS_MAX_AGE_MS + 1)).await.is_ok());
+        assert_eq!(calls.load(Ordering::SeqCst), 1, "one fetch for both");
+
+        // The provider is down at the next expiry: the keys we have stay in use.
+        let down: FetchJwks = Arc::new(|| Box::pin(async { Err(String::from("refused")) }));
+        let jwks = Jwks::new(set(&[&b]), NOW_MS, down);
+        assert!(jwks.verify(&good, &at(2 * JWKS_MAX_AGE_MS)).await.is_ok());
+        assert_eq!(jwks.refetches.load(Ordering::SeqCst), 1);
     }
 }
