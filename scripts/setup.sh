@@ -9,6 +9,10 @@
 #   scripts/setup.sh engines   Firefox ESR + geckodriver, WebKitGTK's WebKitWebDriver + MiniBrowser, Xvfb
 #   scripts/setup.sh npm DIR   npm ci in DIR when node_modules is missing or stale
 #   scripts/setup.sh pg        Debian's PostgreSQL (initdb, pg_ctl, pgbench) for scripts/pg.sh
+#   scripts/setup.sh all       all of the above but wasm-pack, plus every test directory's npm ci
+#                              (what `make setup` runs): the two cargo installs, the apt packages
+#                              and the npm trees are fetched side by side, so a fresh machine
+#                              waits for the slowest (the compiles) rather than for the sum
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
@@ -38,7 +42,7 @@ bindgen_version() {
   awk '/^name = "wasm-bindgen"$/ { getline; gsub(/"/, "", $3); print $3; exit }' Cargo.lock
 }
 
-setup_rust() {
+setup_toolchains() {
   if ! rustup target list --installed | grep -qx wasm32-unknown-unknown; then
     say "rustup target add wasm32-unknown-unknown"
     rustup target add wasm32-unknown-unknown
@@ -56,13 +60,24 @@ setup_rust() {
     say "rustup component add rust-src --toolchain nightly"
     rustup component add rust-src --toolchain nightly
   fi
+}
+
+setup_bindgen() {
   local want have
   want=$(bindgen_version)
   have=$(wasm-bindgen --version 2>/dev/null | awk '{print $2}' || true)
   if [ "$have" != "$want" ]; then
     say "cargo install wasm-bindgen-cli $want (a few minutes, once)"
-    cargo install wasm-bindgen-cli --version "$want"
+    # --debug: a third of the release build's time (84 s against 162 s here); the one cost is
+    # wasm-bindgen-test-runner reading the 18 MB test wasm in 7.5 s instead of 1.3 s, once per
+    # engine. pkg's output is byte-identical.
+    cargo install --debug wasm-bindgen-cli --version "$want" ${CARGO_INSTALL_ROOT_FLAG:-}
   fi
+}
+
+setup_rust() {
+  setup_toolchains
+  setup_bindgen
 }
 
 setup_wasm_pack() {
@@ -84,12 +99,17 @@ setup_pg() {
 # Firefox and WebKit for the multi-engine tests (tests/engines). Debian's firefox-esr is
 # driven by geckodriver (crates.io); webkit2gtk-driver brings /usr/bin/WebKitWebDriver,
 # which drives WebKitGTK's MiniBrowser; MiniBrowser needs a display, so Xvfb.
-setup_engines() {
-  apt_install firefox-esr webkit2gtk-driver xvfb
+setup_geckodriver() {
   if ! command -v geckodriver >/dev/null; then
     say "cargo install geckodriver (a few minutes, once)"
-    cargo install --locked geckodriver
+    # --debug: 72 s against 157 s for the release build; it only relays WebDriver commands.
+    cargo install --locked --debug geckodriver ${CARGO_INSTALL_ROOT_FLAG:-}
   fi
+}
+
+setup_engines() {
+  apt_install firefox-esr webkit2gtk-driver xvfb
+  setup_geckodriver
 }
 
 setup_npm() {
@@ -103,6 +123,40 @@ setup_npm() {
   cp "$dir/package-lock.json" "$dir/node_modules/.tw-lock"
 }
 
+# Every directory whose npm tree a test layer installs (the layers call setup_npm again: a no-op).
+NPM_DIRS=(scripts tests/types tests/e2e tests/oidc tests/engines tests/apps tests/apps/vite-react tests/apps/next-app)
+
+# `make setup` on a fresh machine: the cargo installs are CPU-bound (about 2.5 min each on
+# 2 cores), apt and npm are network-bound (about 1.5 min together), so they run at once. Each
+# cargo install gets its own root (two installs into one root take turns on its lock) and its
+# binaries are copied to ~/.cargo/bin. A failure in any part fails the whole, with its log.
+setup_all() {
+  setup_toolchains
+  local logs pids=() names=() status=0
+  logs=$(mktemp -d)
+  (apt_install chromium chromium-driver firefox-esr webkit2gtk-driver xvfb postgresql) >"$logs/apt" 2>&1 &
+  pids+=($!); names+=(apt)
+  (for d in "${NPM_DIRS[@]}"; do setup_npm "$d"; done) >"$logs/npm" 2>&1 &
+  pids+=($!); names+=(npm)
+  for tool in bindgen geckodriver; do
+    (
+      root="$logs/root-$tool"
+      CARGO_INSTALL_ROOT_FLAG="--root $root" "setup_$tool"
+      if [ -d "$root/bin" ]; then mkdir -p "$HOME/.cargo/bin" && cp "$root/bin/"* "$HOME/.cargo/bin/"; fi
+    ) >"$logs/$tool" 2>&1 &
+    pids+=($!); names+=("$tool")
+  done
+  for i in "${!pids[@]}"; do
+    if wait "${pids[$i]}"; then
+      grep -h '^\[setup\]' "$logs/${names[$i]}" >&2 || true
+    else
+      say "${names[$i]} failed:"; tail -n 40 "$logs/${names[$i]}" >&2; status=1
+    fi
+  done
+  rm -rf "$logs"
+  return $status
+}
+
 case "${1:-all}" in
   rust) setup_rust ;;
   browser) setup_browser ;;
@@ -110,6 +164,6 @@ case "${1:-all}" in
   npm) setup_npm "$2" ;;
   pg) setup_pg ;;
   wasm-pack) setup_wasm_pack ;;
-  all) setup_rust; setup_browser; setup_engines; setup_pg ;;
+  all) setup_all ;;
   *) echo "usage: $0 rust|browser|engines|npm DIR|pg|wasm-pack|all" >&2; exit 2 ;;
 esac
