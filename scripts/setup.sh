@@ -71,7 +71,7 @@ setup_bindgen() {
     # --debug: a third of the release build's time (84 s against 162 s here); the one cost is
     # wasm-bindgen-test-runner reading the 18 MB test wasm in 7.5 s instead of 1.3 s, once per
     # engine. pkg's output is byte-identical.
-    cargo install --debug wasm-bindgen-cli --version "$want" ${CARGO_INSTALL_ROOT_FLAG:-}
+    cargo install --debug wasm-bindgen-cli --version "$want" ${TW_INSTALL_ROOT_FLAG:-}
   fi
 }
 
@@ -103,7 +103,7 @@ setup_geckodriver() {
   if ! command -v geckodriver >/dev/null; then
     say "cargo install geckodriver (a few minutes, once)"
     # --debug: 72 s against 157 s for the release build; it only relays WebDriver commands.
-    cargo install --locked --debug geckodriver ${CARGO_INSTALL_ROOT_FLAG:-}
+    cargo install --locked --debug geckodriver ${TW_INSTALL_ROOT_FLAG:-}
   fi
 }
 
@@ -141,7 +141,7 @@ setup_all() {
   for tool in bindgen geckodriver; do
     (
       root="$logs/root-$tool"
-      CARGO_INSTALL_ROOT_FLAG="--root $root" "setup_$tool"
+      TW_INSTALL_ROOT_FLAG="--root $root" "setup_$tool"
       if [ -d "$root/bin" ]; then mkdir -p "$HOME/.cargo/bin" && cp "$root/bin/"* "$HOME/.cargo/bin/"; fi
     ) >"$logs/$tool" 2>&1 &
     pids+=($!); names+=("$tool")
