@@ -63,6 +63,27 @@ after(async () => {
   if (provider) await provider.close();
 });
 
+/**
+ * Every tab calls the API every 500 ms for 20 s while the first tab's token is sampled every
+ * 200 ms (each token lives 4-5 s, so every one is seen). `baseline` runs after the first sample
+ * and before the loops start. The tabs' loop results, the tokens seen, the seconds taken and
+ * what `baseline` returned.
+ */
+async function loopAndSample(tabs, tokenOf, baseline) {
+  const seen = new Set([await tokenOf()]);
+  const base = await baseline();
+  for (const t of tabs) await t.evaluate(() => window.startLoop(500));
+  const t0 = Date.now();
+  while (Date.now() - t0 < 20_000) {
+    seen.add(await tokenOf());
+    await sleep(200);
+  }
+  const stats = [];
+  for (const t of tabs) stats.push(await t.evaluate(() => window.stopLoop()));
+  seen.add(await tokenOf());
+  return { seen, stats, seconds: (Date.now() - t0) / 1000, base };
+}
+
 async function upstreamCounters() {
   const all = await Promise.all(cluster.instances.map(async (s) => (await fetch(`${s.url}/test/upstream/counters`)).json()));
   const sum = {};
@@ -89,22 +110,12 @@ test("two instances on one PostgreSQL, 5 tabs for 20 s: one provider refresh per
   }
 
   const tokenOf = () => first.evaluate(() => window.tw.authorizationHeader());
-  const seen = new Set([await tokenOf()]);
-  const p0 = { ...provider.stats };
-  const c0 = await cluster.counters();
-  const u0 = await upstreamCounters();
-  const r0 = cluster.proxy.state.byInstance.map((x) => x.refresh);
-  for (const t of tabs) await t.evaluate(() => window.startLoop(500));
-  const t0 = Date.now();
-  // Every token the tabs hold is sampled: each lives 4-5 s, the sampling is every 200 ms.
-  while (Date.now() - t0 < 20_000) {
-    seen.add(await tokenOf());
-    await sleep(200);
-  }
-  const stats = [];
-  for (const t of tabs) stats.push(await t.evaluate(() => window.stopLoop()));
-  seen.add(await tokenOf());
-  const seconds = (Date.now() - t0) / 1000;
+  const { seen, stats, seconds, base: { p0, c0, u0, r0 } } = await loopAndSample(tabs, tokenOf, async () => ({
+    p0: { ...provider.stats },
+    c0: await cluster.counters(),
+    u0: await upstreamCounters(),
+    r0: cluster.proxy.state.byInstance.map((x) => x.refresh),
+  }));
 
   const providerRefreshes = provider.stats.refreshGrants - p0.refreshGrants;
   const c1 = await cluster.counters();
@@ -192,19 +203,11 @@ test("DPoP on two instances: every provider renewal carries the browser's proof,
     tabs.push(p);
   }
   const tokenOf = async () => (await first.evaluate(() => window.tw.authorizationHeader())).slice("DPoP ".length);
-  const seen = new Set([await tokenOf()]);
-  const p0 = { ...provider.stats };
-  const c0 = await cluster.counters();
-  const r0 = cluster.proxy.state.byInstance.map((x) => x.refresh);
-  for (const t of tabs) await t.evaluate(() => window.startLoop(500));
-  const t0 = Date.now();
-  while (Date.now() - t0 < 20_000) {
-    seen.add(await tokenOf());
-    await sleep(200);
-  }
-  const stats = [];
-  for (const t of tabs) stats.push(await t.evaluate(() => window.stopLoop()));
-  seen.add(await tokenOf());
+  const { seen, stats, base: { p0, c0, r0 } } = await loopAndSample(tabs, tokenOf, async () => ({
+    p0: { ...provider.stats },
+    c0: await cluster.counters(),
+    r0: cluster.proxy.state.byInstance.map((x) => x.refresh),
+  }));
   const refreshes = provider.stats.refreshGrants - p0.refreshGrants;
   const withProof = provider.stats.dpopRefreshGrants - p0.dpopRefreshGrants;
   const c1 = await cluster.counters();

@@ -196,6 +196,30 @@ pub enum Scheme {
     Dpop,
 }
 
+/// A DPoP error at a resource (RFC 9449 §7.1), with the current nonce.
+pub fn resource_dpop_error(state: &AppState, error: &'static str) -> AppError {
+    AppError::Dpop {
+        at: DpopAt::Resource,
+        error,
+        nonce: state.dpop_nonce(),
+    }
+}
+
+/// The request's access token and its scheme. Without one: 401, under the DPoP scheme when
+/// DPoP is required (the built-in and the upstream `/api/me` both start here).
+pub fn presented_token<'a>(
+    state: &AppState,
+    headers: &'a HeaderMap,
+) -> Result<(Scheme, &'a str), AppError> {
+    access_token(headers).ok_or_else(|| {
+        if state.settings.dpop.required {
+            resource_dpop_error(state, "")
+        } else {
+            AppError::Unauthorized(BearerFailure::Missing)
+        }
+    })
+}
+
 /// The scheme and token of `Authorization`, if it uses `Bearer` or `DPoP`.
 pub fn access_token(headers: &HeaderMap) -> Option<(Scheme, &str)> {
     let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
@@ -327,19 +351,9 @@ impl FromRequestParts<AppState> for Authenticated {
     type Rejection = AppError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, AppError> {
-        let dpop_error = |error: &'static str| AppError::Dpop {
-            at: DpopAt::Resource,
-            error,
-            nonce: state.dpop_nonce(),
-        };
+        let dpop_error = |error: &'static str| resource_dpop_error(state, error);
         let required = state.settings.dpop.required;
-        let Some((scheme, token)) = access_token(&parts.headers) else {
-            return Err(if required {
-                dpop_error("")
-            } else {
-                AppError::Unauthorized(BearerFailure::Missing)
-            });
-        };
+        let (scheme, token) = presented_token(state, &parts.headers)?;
         let claims = match (validate_token(state, token), scheme) {
             (Ok(claims), _) => claims,
             (Err(failure), Scheme::Bearer) => return Err(AppError::Unauthorized(failure)),

@@ -9,7 +9,6 @@ use axum::{Extension, Json};
 use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq as _;
 
-use crate::dpop;
 use crate::error::{AppError, DpopAt};
 use crate::extract::{
     cleared_refresh_cookie, dpop_proof, refresh_cookie, ClientAddr, CsrfChecked, RefreshCookies,
@@ -45,7 +44,7 @@ fn token_response(state: &AppState, issued: &Issued) -> Response {
         token_type: if issued.bound { "DPoP" } else { "Bearer" },
         expires_in: issued.expires_in,
     };
-    let mut response = (
+    let response = (
         [
             (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
             (header::PRAGMA, HeaderValue::from_static("no-cache")),
@@ -57,13 +56,7 @@ fn token_response(state: &AppState, issued: &Issued) -> Response {
         Json(body),
     )
         .into_response();
-    if let Some(v) = state
-        .dpop_nonce()
-        .and_then(|n| HeaderValue::from_str(&n).ok())
-    {
-        response.headers_mut().insert(dpop::NONCE_HEADER, v);
-    }
-    response
+    super::with_dpop_nonce(state, response)
 }
 
 /// The key of the request's valid DPoP proof at the token endpoint (`None` without a

@@ -41,11 +41,10 @@ use serde_json::json;
 use subtle::ConstantTimeEq as _;
 use url::Url;
 
-use crate::dpop;
 use crate::error::{AppError, BearerFailure, DpopAt};
 use crate::extract::{
-    access_token, cleared_refresh_cookie, cookie_candidates, dpop_proof, refresh_cookie,
-    CsrfChecked, RefreshCookies, SameOrigin, Scheme,
+    cleared_refresh_cookie, cookie_candidates, dpop_proof, presented_token, refresh_cookie,
+    resource_dpop_error, CsrfChecked, RefreshCookies, SameOrigin, Scheme,
 };
 use crate::metrics::bump;
 use crate::routes::auth::RefreshCounted;
@@ -271,7 +270,7 @@ pub async fn callback(
 
 fn token_response(state: &AppState, grant: &Grant, now_ms: i64, cookie: HeaderValue) -> Response {
     let expires_in = ((grant.access_expires_at_ms - now_ms).max(0)) / 1000;
-    let mut response = (
+    let response = (
         [
             (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
             (header::PRAGMA, HeaderValue::from_static("no-cache")),
@@ -284,13 +283,7 @@ fn token_response(state: &AppState, grant: &Grant, now_ms: i64, cookie: HeaderVa
         })),
     )
         .into_response();
-    if let Some(v) = state
-        .dpop_nonce()
-        .and_then(|n| HeaderValue::from_str(&n).ok())
-    {
-        response.headers_mut().insert(dpop::NONCE_HEADER, v);
-    }
-    response
+    super::with_dpop_nonce(state, response)
 }
 
 /// The request header of a proof for the provider's token endpoint.
@@ -310,7 +303,7 @@ fn upstream_dpop_challenge(state: &AppState, up: &Upstream, cookie: HeaderValue)
     if let Some(nonce) = up.provider_nonce() {
         body["dpop_upstream_nonce"] = json!(nonce);
     }
-    let mut response = (
+    let response = (
         StatusCode::BAD_REQUEST,
         [
             (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
@@ -319,13 +312,7 @@ fn upstream_dpop_challenge(state: &AppState, up: &Upstream, cookie: HeaderValue)
         Json(body),
     )
         .into_response();
-    if let Some(v) = state
-        .dpop_nonce()
-        .and_then(|n| HeaderValue::from_str(&n).ok())
-    {
-        response.headers_mut().insert(dpop::NONCE_HEADER, v);
-    }
-    response
+    super::with_dpop_nonce(state, response)
 }
 
 fn invalid_grant() -> Response {
@@ -694,18 +681,12 @@ pub async fn me(State(state): State<AppState>, parts: Parts) -> Result<Response,
                 .into_response());
         }
     };
-    let mut response = (
+    let response = (
         [(header::CACHE_CONTROL, HeaderValue::from_static("no-store"))],
         Json(claims),
     )
         .into_response();
-    if let Some(v) = state
-        .dpop_nonce()
-        .and_then(|n| HeaderValue::from_str(&n).ok())
-    {
-        response.headers_mut().insert(dpop::NONCE_HEADER, v);
-    }
-    Ok(response)
+    Ok(super::with_dpop_nonce(&state, response))
 }
 
 /// The claims of the request's provider token, after the scheme and DPoP rules.
@@ -714,19 +695,9 @@ async fn me_claims(
     up: &Upstream,
     parts: &Parts,
 ) -> Result<Result<upstream::access::ProviderClaims, CheckError>, AppError> {
-    let dpop_error = |error: &'static str| AppError::Dpop {
-        at: DpopAt::Resource,
-        error,
-        nonce: state.dpop_nonce(),
-    };
+    let dpop_error = |error: &'static str| resource_dpop_error(state, error);
     let required = state.settings.dpop.required;
-    let Some((scheme, token)) = access_token(&parts.headers) else {
-        return Err(if required {
-            dpop_error("")
-        } else {
-            AppError::Unauthorized(BearerFailure::Missing)
-        });
-    };
+    let (scheme, token) = presented_token(state, &parts.headers)?;
     let leeway_s = state.tunables().leeway_s.max(0);
     let claims = match up.check_access_token(token, state.now_ms(), leeway_s).await {
         Ok(Some(claims)) => claims,
