@@ -468,7 +468,8 @@ async function main() {
         if (subject === "tokenwarden") {
           const { createTokenClient } = await import("/pkg/index.js");
           const tw = await createTokenClient({ refreshUrl: "/auth/refresh", crossTab: false });
-          window.wasm = await (await import("/pkg/tokenwarden.js")).default();
+          // init() resolves with the glue, whose default() gives the instance's exports.
+          window.wasm = await (await (await import("/pkg/index.js")).init()).default();
           tw.subscribe(() => window.events++);
           tw.setSession(resp);
           window.refreshOnce = () => tw.refresh();
@@ -633,8 +634,8 @@ function report(R) {
     .join(", ");
   const pay = R.payload.total.brotli;
   rows.push([
-    "npm payload a browser downloads (wasm + glue + entry, brotli q11)",
-    `**${kb(pay)}** (${pay} B: wasm ${kb(R.payload.files[0].brotli)}, glue ${kb(R.payload.files[1].brotli)}, entry ${kb(R.payload.files[2].brotli)})`,
+    "npm payload a browser downloads (wasm + entry with the glue bundled in, brotli q11)",
+    `**${kb(pay)}** (${pay} B: wasm ${kb(R.payload.files[0].brotli)}, entry + glue ${kb(R.payload.files[1].brotli)})`,
     anchorSize,
     "≤ 20 KB (stretch 15 KB; issue 14)",
     yes(pay <= 20 * 1024) + (pay <= 15 * 1024 ? " (stretch too)" : ""),

@@ -34,12 +34,15 @@ if [ "$profile" = "--release" ]; then
   # the entry lose comments, whitespace and local names; exports, the
   # `new URL("…wasm", import.meta.url)` that bundlers follow, and behaviour
   # stay. The readable sources are js/index.js and wasm-bindgen's output.
-  scripts/node_modules/.bin/esbuild js/index.js --minify --format=esm --log-level=warning \
-    --outfile=pkg/index.js
   scripts/node_modules/.bin/esbuild pkg/tokenwarden.js --minify --format=esm --log-level=warning \
     --outfile=pkg/tokenwarden.min.js
   mv pkg/tokenwarden.min.js pkg/tokenwarden.js
   node scripts/short-names.mjs pkg/tokenwarden_bg.wasm pkg/tokenwarden.js >/dev/null
+  # The entry and the glue are one file (cold start: one module to wait
+  # for, not two in a row); the glue's own file is then not shipped.
+  (cd pkg && ../scripts/node_modules/.bin/esbuild --bundle --minify --format=esm --log-level=warning \
+    --sourcefile=index.js <../js/index.js >index.js)
+  rm pkg/tokenwarden.js
 else
   cp js/index.js pkg/
 fi

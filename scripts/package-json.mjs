@@ -4,8 +4,10 @@ import { readFileSync, writeFileSync, existsSync } from "node:fs";
 const cargo = readFileSync(new URL("../Cargo.toml", import.meta.url), "utf8");
 const field = (name) => cargo.match(new RegExp(`^${name} = "([^"]*)"`, "m"))?.[1];
 const pkgDir = new URL("../pkg/", import.meta.url);
-const files = ["index.js", "index.d.ts", "react.js", "react.d.ts", "tokenwarden.js", "tokenwarden.d.ts", "tokenwarden_bg.wasm", "tokenwarden_bg.wasm.d.ts"];
+const files = ["index.js", "index.d.ts", "react.js", "react.d.ts", "tokenwarden.d.ts", "tokenwarden_bg.wasm", "tokenwarden_bg.wasm.d.ts"];
 if (existsSync(new URL("snippets", pkgDir))) files.push("snippets/");
+// The release build bundles the glue into index.js; a --dev build ships it as a file.
+if (existsSync(new URL("tokenwarden.js", pkgDir))) files.push("tokenwarden.js");
 const pkg = {
   name: "tokenwarden",
   version: field("version"),

@@ -55,7 +55,9 @@ test("the package ships an optional React entry and keeps React out of the main 
   assert.equal(pkgJson.peerDependenciesMeta?.react?.optional, true);
   assert.equal(pkgJson.dependencies, undefined, "no runtime dependencies");
   const dir = require.resolve("tokenwarden/package.json").replace(/package\.json$/, "");
-  for (const file of ["index.js", "tokenwarden.js"]) {
+  // The release entry carries the wasm-bindgen glue (scripts/build-pkg.sh).
+  assert.equal(pkgJson.files.includes("tokenwarden.js"), false, "the glue is bundled into index.js");
+  for (const file of ["index.js"]) {
     const src = await readFile(dir + file, "utf8");
     assert.doesNotMatch(src, /from\s+["']react["']/, `${file} imports react`);
   }
