@@ -258,3 +258,18 @@ test("client.fetch: a URL object and a Request both get the Bearer; an app's own
   assert.deepEqual(statuses.slice(0, 2), [200, 200]);
   assert.deepEqual(statuses.slice(2, 4), [401, 401]);
 });
+
+test("a handler that panics answers 500 and the release server goes on serving (it unwinds, not aborts)", async () => {
+  const res = await fetch(env.server.url + "/test/panic", { method: "POST" });
+  assert.equal(res.status, 500);
+  const body = await res.json();
+  assert.equal(body.error, "server_error");
+  assert.doesNotMatch(JSON.stringify(body), /deliberate/, "the panic message stays out of the response");
+  const health = await fetch(env.server.url + "/healthz");
+  assert.equal(health.status, 200);
+  // and a user can still sign in
+  const context = await env.newContext();
+  const page = await env.openTab(context);
+  await login(page);
+  assert.equal(await callApi(page), 200);
+});

@@ -38,6 +38,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 use tower::ServiceExt as _;
+use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::services::ServeDir;
 use tower_http::set_header::SetResponseHeaderLayer;
 
@@ -138,7 +139,25 @@ pub fn app(state: AppState) -> Router {
             state.clone(),
             logging::log_requests,
         ))
+        .layer(CatchPanicLayer::custom(handler_panicked))
         .with_state(state)
+}
+
+/// A handler that panicked (a bug): that request gets a 500 and the process
+/// goes on serving everyone else. The panic's message is not in the response
+/// or in this log line (it could carry request data); Rust's panic hook has
+/// already printed it with its location on stderr.
+fn handler_panicked(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    tracing::error!("a request handler panicked; answered 500");
+    (
+        StatusCode::INTERNAL_SERVER_ERROR,
+        [(header::CACHE_CONTROL, "no-store")],
+        axum::Json(serde_json::json!({
+            "error": "server_error",
+            "error_description": "internal error",
+        })),
+    )
+        .into_response()
 }
 
 /// Serve the demo directory. Anything that is not a GET/HEAD of a file is 404 (so

@@ -544,6 +544,12 @@ async fn refresh_faults(State(ctx): State<Ctx>, mut request: Request, next: Next
     }
 }
 
+/// POST /test/panic: a handler that panics, to prove that a bug in one
+/// request answers 500 and leaves the server serving.
+async fn panic_now() -> StatusCode {
+    panic!("POST /test/panic: a deliberate panic (test mode)")
+}
+
 /// Add the `/test` routes and test mode's middlewares to `router`.
 pub fn install(router: Router<AppState>, state: &AppState) -> Router<AppState> {
     let ctx = Ctx {
@@ -564,6 +570,7 @@ pub fn install(router: Router<AppState>, state: &AppState) -> Router<AppState> {
             post(upstream_concurrent_access),
         )
         .route("/dpop-nonce", post(change_dpop_nonce))
+        .route("/panic", post(panic_now))
         .with_state(ctx.clone());
     router
         .nest("/test", routes)

@@ -44,10 +44,25 @@ async fn test_routes_do_not_exist_without_test_mode() {
         ("GET", "/test/log"),
         ("POST", "/test/reset"),
         ("POST", "/test/rotate-key"),
+        ("POST", "/test/panic"),
     ] {
         let res = s.send(json_request(method, path, json!({}))).await;
         assert_eq!(res.status(), StatusCode::NOT_FOUND, "{method} {path}");
     }
+}
+
+#[tokio::test]
+async fn a_panicking_handler_answers_500_and_the_server_serves_on() {
+    let s = server(true);
+    let res = s.send(json_request("POST", "/test/panic", json!({}))).await;
+    assert_eq!(res.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    let body = body_json(res).await;
+    assert_eq!(body["error"], "server_error");
+    assert!(
+        !body.to_string().contains("deliberate"),
+        "the panic message stays out of the response"
+    );
+    assert_eq!(s.send(get("/healthz")).await.status(), StatusCode::OK);
 }
 
 #[tokio::test]
