@@ -825,7 +825,8 @@ pub fn tabsync(data: &[u8]) {
             assert!(*version <= session::MAX_VERSION);
             assert!(*age >= 0);
             assert!(lifetime.is_none_or(|l| l >= 0));
-            let again = tabsync::encode_token(*version, grant.token.expose(), *lifetime, *age);
+            let again =
+                tabsync::encode_token(*version, grant.token.expose(), grant.bound, *lifetime, *age);
             match tabsync::decode(&again) {
                 Some(Message::Token {
                     version: v2,
@@ -836,6 +837,7 @@ pub fn tabsync(data: &[u8]) {
                     assert_eq!((v2, l2, a2), (*version, *lifetime, *age));
                     assert_eq!(g2.token, grant.token);
                     assert_eq!(g2.claims, grant.claims);
+                    assert_eq!(g2.bound, grant.bound);
                 }
                 other => panic!("a decoded token message does not round-trip: {other:?}"),
             }

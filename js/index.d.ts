@@ -22,7 +22,9 @@ export interface TokenClientOptions {
   retry?: { maxAttempts?: number; baseDelayMs?: number; maxDelayMs?: number };
   /**
    * Bind tokens to a non-extractable key held in memory and shared by the origin's tabs
-   * (RFC 9449, default false): fetch sends `Authorization: DPoP <token>` plus a `DPoP` proof.
+   * (RFC 9449, default false): fetch sends `Authorization: DPoP <token>` plus a `DPoP` proof
+   * for a token issued as `token_type: "DPoP"`; a token the backend returned as `Bearer` (it does
+   * not bind) goes as `Bearer` without a proof.
    */
   dpop?: boolean;
 }
@@ -81,7 +83,7 @@ declare class TokenClient {
   setSession(response: TokenResponse): void;
   /** A token not due for refresh (refreshing first when due), or null when signed out. */
   getToken(): Promise<string | null>;
-  /** "Bearer <token>" (with dpop: "DPoP <token>", which needs a proof: use authorize) or null. */
+  /** "Bearer <token>" (with dpop and a bound token: "DPoP <token>", which needs a proof: use authorize) or null. */
   authorizationHeader(): Promise<string | null>;
   /**
    * The headers fetch would add to a `method` request to `url` (`Authorization`, and `DPoP`

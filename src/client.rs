@@ -45,14 +45,15 @@ fn promise(f: impl core::future::Future<Output = Result<JsValue, JsValue>> + 'st
 
 type Strings = Rc<RefCell<Option<(u64, JsValue, JsValue)>>>;
 
-/// `(token, "Bearer token")` as JS strings for `t` of `version`, cached.
-fn js_strings(cache: &Strings, version: u64, t: &Secret, dpop: bool) -> (JsValue, JsValue) {
+/// `(token, "Bearer token")` as JS strings for `t` of `version`, cached;
+/// `"DPoP token"` when it goes with a proof (`dpop::with_proof`).
+fn js_strings(cache: &Strings, version: u64, t: &Secret, proof: bool) -> (JsValue, JsValue) {
     if let Some((v, token, header)) = cache.borrow().as_ref() {
         if *v == version {
             return (token.clone(), header.clone());
         }
     }
-    let header = if dpop {
+    let header = if proof {
         crate::policy::dpop::authorization(t.expose(), true)
     } else {
         bearer(t)
@@ -72,11 +73,12 @@ impl TokenClient {
             }
         }
         let now = self.driver.shell().now();
-        let t = self
-            .driver
-            .with_machine(|m| m.session().fresh(now).cloned())?;
-        let dpop = self.driver.options().dpop;
-        let (token, h) = js_strings(&self.strings, version, &t, dpop);
+        let (t, bound) = self.driver.with_machine(|m| {
+            let s = m.session();
+            s.fresh(now).map(|t| (t.clone(), s.bound(t)))
+        })?;
+        let proof = crate::policy::dpop::with_proof(self.driver.options().dpop, bound);
+        let (token, h) = js_strings(&self.strings, version, &t, proof);
         Some(if header { h } else { token })
     }
 
@@ -92,16 +94,16 @@ impl TokenClient {
                 return Ok(JsValue::NULL);
             };
             // Cached only while `t` is the session's token of that version.
-            let current = d.with_machine(|m| {
+            let (current, bound) = d.with_machine(|m| {
                 let s = m.session();
-                s.holds(&t).then(|| s.version())
+                (s.holds(&t).then(|| s.version()), s.bound(&t))
             });
-            let dpop = d.options().dpop;
+            let proof = crate::policy::dpop::with_proof(d.options().dpop, bound);
             let (token, h) = match current {
-                Some(version) => js_strings(&cache, version, &t, dpop),
+                Some(version) => js_strings(&cache, version, &t, proof),
                 None => (
                     JsValue::from_str(t.expose()),
-                    JsValue::from_str(&crate::policy::dpop::authorization(t.expose(), dpop)),
+                    JsValue::from_str(&crate::policy::dpop::authorization(t.expose(), proof)),
                 ),
             };
             Ok(if header { h } else { token })

@@ -288,6 +288,11 @@ impl<S: Shell> Driver<S> {
         }
     }
 
+    /// Whether requests with `token` carry a proof ([`dpop::with_proof`]).
+    fn with_proof(&self, token: &Secret) -> bool {
+        dpop::with_proof(self.opts.dpop, self.machine.borrow().session().bound(token))
+    }
+
     /// Sets `Authorization` (and `DPoP`) on an app request for `token`.
     async fn authorize_request(
         &self,
@@ -296,11 +301,9 @@ impl<S: Shell> Driver<S> {
         token: &Secret,
     ) -> Result<(), Error> {
         let sh = &self.shell;
-        sh.set_authorization(
-            request,
-            &dpop::authorization(token.expose(), self.opts.dpop),
-        );
-        if self.opts.dpop {
+        let proof = self.with_proof(token);
+        sh.set_authorization(request, &dpop::authorization(token.expose(), proof));
+        if proof {
             let proof = self
                 .proof(&sh.method(request), url, Some(token.expose()))
                 .await?;
@@ -323,11 +326,12 @@ impl<S: Shell> Driver<S> {
         let Some(token) = self.clone().token().await? else {
             return Ok(None);
         };
+        let proof = self.with_proof(&token);
         let mut headers = vec![(
             String::from("Authorization"),
-            dpop::authorization(token.expose(), self.opts.dpop),
+            dpop::authorization(token.expose(), proof),
         )];
-        if self.opts.dpop {
+        if proof {
             let method = method.to_ascii_uppercase();
             let proof = self.proof(&method, url, Some(token.expose())).await?;
             headers.push((String::from("DPoP"), proof));
@@ -534,14 +538,11 @@ impl<S: Shell> Driver<S> {
         let replay = sh.replayable(&request);
         let url = sh.url(&request);
         let version = self.machine.borrow().session().version();
+        let proof = self.with_proof(&token);
         self.authorize_request(&request, &url, &token).await?;
-        let nonce_retry = if self.opts.dpop {
-            sh.replayable(&request)
-        } else {
-            None
-        };
+        let nonce_retry = if proof { sh.replayable(&request) } else { None };
         let mut response = sh.send(&request).await.map_err(FetchError::Send)?;
-        if self.opts.dpop {
+        if proof {
             let nonce = sh.response_header(&response, "dpop-nonce");
             let changed = self.nonces.borrow_mut().remember(&url, nonce.as_deref());
             let challenge = sh.response_header(&response, "www-authenticate");

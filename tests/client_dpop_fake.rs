@@ -538,3 +538,73 @@ fn upstream_mode_a_backend_that_keeps_asking_gets_two_retries_and_no_more() {
     assert_eq!(world.posts().len(), 3, "the first call and two retries");
     assert_eq!(upstream.borrow().len(), 2);
 }
+
+/// A backend that does not bind (it ignores the proof and answers
+/// `token_type: "Bearer"`, as the reference server does in front of an
+/// OpenID Provider without DPoP): the tokens go as `Bearer` without a proof,
+/// in this tab and in a tab that adopts them (RFC 9449 §7.1).
+#[test]
+fn a_token_the_backend_returned_as_bearer_goes_as_bearer_without_a_proof() {
+    let world = World::new(T0);
+    let minted = Rc::new(RefCell::new(0u32));
+    let m = minted.clone();
+    world.endpoint(move |_url| {
+        *m.borrow_mut() += 1;
+        Ok(Reply {
+            status: 200,
+            body: format!(
+                r#"{{"access_token":"b{}","token_type":"Bearer","expires_in":300}}"#,
+                m.borrow()
+            ),
+            retry_after: None,
+            dpop_nonce: None,
+        })
+    });
+    let seen = Rc::new(RefCell::new(Vec::new()));
+    let s = seen.clone();
+    world.api_with_headers(move |r: &FakeRequest| {
+        s.borrow_mut().push((r.authorization(), r.header("DPoP")));
+        match r.authorization() {
+            Some(a) if a.starts_with("Bearer ") => (200, vec![]),
+            _ => (401, vec![]),
+        }
+    });
+    let a = client(&world, "");
+    let c = a.clone();
+    assert_eq!(settle(&world, async move { c.start().await }), Ok(true));
+    assert_eq!(
+        refresh_proofs(&world).len(),
+        1,
+        "the refresh still offers a proof"
+    );
+    let (status, sent) = fetch(&world, &a, "https://app.example/api/me");
+    assert_eq!(status, 200);
+    assert_eq!(sent.authorization().as_deref(), Some("Bearer b1"));
+    assert_eq!(sent.header("DPoP"), None);
+    let c = a.clone();
+    let h = settle(&world, async move {
+        c.authorize("GET", "https://app.example/api/me").await
+    })
+    .unwrap()
+    .unwrap();
+    assert_eq!(
+        h,
+        vec![("Authorization".to_string(), "Bearer b1".to_string())]
+    );
+
+    // A tab opened later adopts the token as it was issued: Bearer.
+    world.advance(10_000);
+    let b = client(&world, "");
+    let c = b.clone();
+    assert_eq!(settle(&world, async move { c.start().await }), Ok(true));
+    assert_eq!(*minted.borrow(), 1, "handed over, not refreshed");
+    let (status, sent) = fetch(&world, &b, "https://app.example/api/me");
+    assert_eq!(status, 200);
+    assert_eq!(sent.authorization().as_deref(), Some("Bearer b1"));
+    assert_eq!(sent.header("DPoP"), None);
+    assert_eq!(seen.borrow().len(), 2);
+    assert!(
+        seen.borrow().iter().all(|(_, p)| p.is_none()),
+        "no proof reached the API"
+    );
+}

@@ -107,7 +107,8 @@ pub fn assemble(input: &str, signature: &[u8]) -> String {
     out
 }
 
-/// The `Authorization` value for `token`: `DPoP <token>` when DPoP is on.
+/// The `Authorization` value for `token`: `DPoP <token>` when it goes with a
+/// proof ([`with_proof`]), else `Bearer <token>`.
 pub fn authorization(token: &str, dpop: bool) -> String {
     let mut out = String::from(if dpop { "DPoP " } else { "Bearer " });
     out.push_str(token);
@@ -202,6 +203,15 @@ pub fn retry_refresh(nonce_asked: bool, nonce_changed: bool, upstream: bool, ret
     } else {
         retry_with_nonce(nonce_asked, nonce_changed, retries > 0)
     }
+}
+
+/// Whether a request with `token` carries a proof and the `DPoP` scheme:
+/// only a token issued bound (`token_type: "DPoP"`) with DPoP on. A token
+/// the backend returned as `Bearer` (it, or its OpenID Provider, does not
+/// bind) goes as `Bearer` without a proof (RFC 9449 §7.1: the `DPoP`
+/// scheme is for DPoP-bound tokens; a resource refuses an unbound one under it).
+pub fn with_proof(dpop: bool, bound: bool) -> bool {
+    dpop && bound
 }
 
 /// After `setSession` with DPoP on: a token that is not bound to our key
@@ -379,6 +389,17 @@ mod tests {
         assert!(bind_after_set_session(true, false));
         assert!(!bind_after_set_session(true, true));
         assert!(!bind_after_set_session(false, false));
+    }
+
+    #[test]
+    fn only_a_bound_token_with_dpop_on_gets_a_proof() {
+        assert!(with_proof(true, true));
+        assert!(
+            !with_proof(true, false),
+            "a Bearer token under dpop: no proof"
+        );
+        assert!(!with_proof(false, true));
+        assert!(!with_proof(false, false));
     }
 
     #[test]

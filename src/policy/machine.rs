@@ -228,7 +228,13 @@ impl Machine {
         let s = &self.session;
         let t = s.usable(now)?;
         let (life, age) = s.lifetime_and_age(now)?;
-        Some(tabsync::encode_token(s.version(), t.expose(), life, age))
+        Some(tabsync::encode_token(
+            s.version(),
+            t.expose(),
+            s.bound(t),
+            life,
+            age,
+        ))
     }
 
     /// The session ended locally: tells other tabs unless the news came
@@ -843,7 +849,7 @@ mod tests {
                     Op::TabToken(l, dv) => {
                         n += 1;
                         let v = m.session().version() + dv;
-                        let text = tabsync::encode_token(v, &format!("t{n}"), Some(i64::from(l) * 1000), 0);
+                        let text = tabsync::encode_token(v, &format!("t{n}"), false, Some(i64::from(l) * 1000), 0);
                         m.tab_message(&text, now)
                     }
                     Op::TabSignedOut(dv) => {

@@ -105,6 +105,8 @@ pub struct Config {
 struct Held {
     token: Secret,
     claims: Option<Claims>,
+    /// Issued as `token_type: "DPoP"` (bound to a key).
+    bound: bool,
     received: Stamp,
     lifetime: Option<i64>,
     /// Age at which the token counts as expired: its lifetime less
@@ -233,6 +235,13 @@ impl Session {
         self.held.as_ref().is_some_and(|h| &h.token == t)
     }
 
+    /// Whether `t` was issued bound to a key (`token_type: "DPoP"`). A
+    /// token that is no longer held counts as bound: it is never sent
+    /// without a proof on a guess.
+    pub fn bound(&self, t: &Secret) -> bool {
+        self.held.as_ref().is_none_or(|h| &h.token != t || h.bound)
+    }
+
     /// Claims of the held token, if it is a JWT.
     pub fn claims(&self) -> Option<&Claims> {
         self.held.as_ref()?.claims.as_ref()
@@ -270,6 +279,7 @@ impl Session {
         self.held = Some(Held {
             token: grant.token,
             claims: grant.claims,
+            bound: grant.bound,
             received,
             lifetime,
             usable_for,

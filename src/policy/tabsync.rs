@@ -56,14 +56,24 @@ fn head(out: &mut String, kind: &str) {
 }
 
 /// Encodes a token message. The token is written only into this string,
-/// which goes only to same-origin tabs' memory.
-pub fn encode_token(version: u64, token: &str, lifetime: Option<i64>, age: i64) -> String {
-    let mut out = String::with_capacity(token.len() + 96);
+/// which goes only to same-origin tabs' memory. A `bound` token travels
+/// with `"token_type":"DPoP"`, as the backend issued it.
+pub fn encode_token(
+    version: u64,
+    token: &str,
+    bound: bool,
+    lifetime: Option<i64>,
+    age: i64,
+) -> String {
+    let mut out = String::with_capacity(token.len() + 120);
     head(&mut out, "token");
     out.push_str(r#","v":"#);
     push_u64(&mut out, version);
     out.push_str(r#","access_token":"#);
     push_string(&mut out, token);
+    if bound {
+        out.push_str(r#","token_type":"DPoP""#);
+    }
     if let Some(l) = lifetime {
         out.push_str(r#","life":"#);
         push_i64(&mut out, l);
@@ -189,7 +199,7 @@ mod tests {
 
     #[test]
     fn token_messages_round_trip() {
-        let text = encode_token(1_700_000_000_123, "a\"b", Some(60_000), 1_234);
+        let text = encode_token(1_700_000_000_123, "a\"b", false, Some(60_000), 1_234);
         match decode(&text).unwrap() {
             Message::Token {
                 version,
@@ -199,16 +209,27 @@ mod tests {
             } => {
                 assert_eq!(version, 1_700_000_000_123);
                 assert_eq!(grant.token.expose(), "a\"b");
+                assert!(!grant.bound);
                 assert_eq!(lifetime, Some(60_000));
                 assert_eq!(age, 1_234);
             }
             other => panic!("{other:?}"),
         }
-        let text = encode_token(5, "opaque", None, 0);
+        let text = encode_token(5, "opaque", false, None, 0);
         assert!(matches!(
             decode(&text),
             Some(Message::Token { lifetime: None, .. })
         ));
+    }
+
+    #[test]
+    fn a_bound_token_travels_as_dpop_and_an_unbound_one_as_bearer() {
+        for bound in [true, false] {
+            match decode(&encode_token(9, "opaque", bound, Some(1_000), 0)) {
+                Some(Message::Token { grant, .. }) => assert_eq!(grant.bound, bound),
+                other => panic!("{other:?}"),
+            }
+        }
     }
 
     #[test]
@@ -259,12 +280,13 @@ mod tests {
         }
 
         #[test]
-        fn any_token_and_times_round_trip(tok in "[!-~]{1,80}", v in 0u64..(1u64 << 52), life in proptest::option::of(0i64..(1i64 << 50)), age in 0i64..(1i64 << 50)) {
+        fn any_token_and_times_round_trip(tok in "[!-~]{1,80}", bound in any::<bool>(), v in 0u64..(1u64 << 52), life in proptest::option::of(0i64..(1i64 << 50)), age in 0i64..(1i64 << 50)) {
             prop_assume!(!super::super::jwt::looks_like_jwt(&tok));
-            let m = decode(&encode_token(v, &tok, life, age)).unwrap();
+            let m = decode(&encode_token(v, &tok, bound, life, age)).unwrap();
             match m {
                 Message::Token { version, grant, lifetime, age: a } => {
                     prop_assert_eq!(version, v);
+                    prop_assert_eq!(grant.bound, bound);
                     prop_assert_eq!(grant.token.expose(), tok.as_str());
                     prop_assert_eq!(lifetime, life);
                     prop_assert_eq!(a, age);
