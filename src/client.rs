@@ -13,8 +13,9 @@ use wasm_bindgen_futures::future_to_promise;
 
 use crate::browser::shell::{network_error, BrowserShell};
 use crate::browser::{env, options as js_options};
-use crate::driver::{bearer, Driver, FetchError};
+use crate::driver::{Driver, FetchError};
 use crate::error::Error;
+use crate::policy::dpop::authorization;
 use crate::policy::machine::Fast;
 use crate::policy::options;
 use crate::policy::token::{parse_token_response, Secret};
@@ -46,18 +47,14 @@ fn promise(f: impl core::future::Future<Output = Result<JsValue, JsValue>> + 'st
 type Strings = Rc<RefCell<Option<(u64, JsValue, JsValue)>>>;
 
 /// `(token, "Bearer token")` as JS strings for `t` of `version`, cached;
-/// `"DPoP token"` when it goes with a proof (`dpop::with_proof`).
+/// `"DPoP token"` when it goes with a proof (`Driver::with_proof`).
 fn js_strings(cache: &Strings, version: u64, t: &Secret, proof: bool) -> (JsValue, JsValue) {
     if let Some((v, token, header)) = cache.borrow().as_ref() {
         if *v == version {
             return (token.clone(), header.clone());
         }
     }
-    let header = if proof {
-        crate::policy::dpop::authorization(t.expose(), true)
-    } else {
-        bearer(t)
-    };
+    let header = authorization(t.expose(), proof);
     let pair = (JsValue::from_str(t.expose()), JsValue::from_str(&header));
     *cache.borrow_mut() = Some((version, pair.0.clone(), pair.1.clone()));
     pair
@@ -73,11 +70,10 @@ impl TokenClient {
             }
         }
         let now = self.driver.shell().now();
-        let (t, bound) = self.driver.with_machine(|m| {
-            let s = m.session();
-            s.fresh(now).map(|t| (t.clone(), s.bound(t)))
-        })?;
-        let proof = crate::policy::dpop::with_proof(self.driver.options().dpop, bound);
+        let t = self
+            .driver
+            .with_machine(|m| m.session().fresh(now).cloned())?;
+        let proof = self.driver.with_proof(&t);
         let (token, h) = js_strings(&self.strings, version, &t, proof);
         Some(if header { h } else { token })
     }
@@ -94,16 +90,16 @@ impl TokenClient {
                 return Ok(JsValue::NULL);
             };
             // Cached only while `t` is the session's token of that version.
-            let (current, bound) = d.with_machine(|m| {
+            let current = d.with_machine(|m| {
                 let s = m.session();
-                (s.holds(&t).then(|| s.version()), s.bound(&t))
+                s.holds(&t).then(|| s.version())
             });
-            let proof = crate::policy::dpop::with_proof(d.options().dpop, bound);
+            let proof = d.with_proof(&t);
             let (token, h) = match current {
                 Some(version) => js_strings(&cache, version, &t, proof),
                 None => (
                     JsValue::from_str(t.expose()),
-                    JsValue::from_str(&crate::policy::dpop::authorization(t.expose(), proof)),
+                    JsValue::from_str(&authorization(t.expose(), proof)),
                 ),
             };
             Ok(if header { h } else { token })

@@ -288,8 +288,9 @@ impl<S: Shell> Driver<S> {
         }
     }
 
-    /// Whether requests with `token` carry a proof ([`dpop::with_proof`]).
-    fn with_proof(&self, token: &Secret) -> bool {
+    /// Whether requests with `token` carry a proof and the `DPoP` scheme
+    /// ([`dpop::with_proof`]).
+    pub fn with_proof(&self, token: &Secret) -> bool {
         dpop::with_proof(self.opts.dpop, self.machine.borrow().session().bound(token))
     }
 
@@ -643,12 +644,4 @@ impl<S: Shell> Driver<S> {
             w.set(());
         }
     }
-}
-
-/// `Bearer <token>`.
-pub fn bearer(t: &Secret) -> String {
-    let mut h = String::with_capacity(t.expose().len() + 7);
-    h.push_str("Bearer ");
-    h.push_str(t.expose());
-    h
 }

@@ -128,6 +128,8 @@ pub fn app(state: AppState) -> Router {
         SetResponseHeaderLayer::if_not_present(name, HeaderValue::from_static(value))
     };
     router
+        // Innermost: the 500 gets the headers below and is logged and counted.
+        .layer(CatchPanicLayer::custom(handler_panicked))
         .layer(header(
             header::CONTENT_SECURITY_POLICY,
             CONTENT_SECURITY_POLICY,
@@ -139,25 +141,15 @@ pub fn app(state: AppState) -> Router {
             state.clone(),
             logging::log_requests,
         ))
-        .layer(CatchPanicLayer::custom(handler_panicked))
         .with_state(state)
 }
 
-/// A handler that panicked (a bug): that request gets a 500 and the process
-/// goes on serving everyone else. The panic's message is not in the response
-/// or in this log line (it could carry request data); Rust's panic hook has
-/// already printed it with its location on stderr.
+/// A handler that panicked (a bug): that request gets the 500 of any internal
+/// error and the process goes on serving everyone else. The panic's message is
+/// not in the response or in this log line (it could carry request data); Rust's
+/// panic hook has already printed it with its location on stderr.
 fn handler_panicked(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
-    tracing::error!("a request handler panicked; answered 500");
-    (
-        StatusCode::INTERNAL_SERVER_ERROR,
-        [(header::CACHE_CONTROL, "no-store")],
-        axum::Json(serde_json::json!({
-            "error": "server_error",
-            "error_description": "internal error",
-        })),
-    )
-        .into_response()
+    error::AppError::Internal("a request handler panicked".into()).into_response()
 }
 
 /// Serve the demo directory. Anything that is not a GET/HEAD of a file is 404 (so
