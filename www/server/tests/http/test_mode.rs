@@ -54,8 +54,27 @@ async fn test_routes_do_not_exist_without_test_mode() {
 #[tokio::test]
 async fn a_panicking_handler_answers_500_and_the_server_serves_on() {
     let s = server(true);
+    let requests_seen = |text: String| -> u64 {
+        let line = text
+            .lines()
+            .find_map(|l| l.strip_prefix("tokenwarden_http_request_duration_seconds_count "))
+            .expect("the request histogram");
+        line.parse().unwrap()
+    };
+    let before =
+        requests_seen(String::from_utf8(body_bytes(s.send(get("/metrics")).await).await).unwrap());
     let res = s.send(json_request("POST", "/test/panic", json!({}))).await;
     assert_eq!(res.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    // Caught inside the outer layers: the 500 has the security headers and is counted.
+    assert_eq!(res.headers()["x-content-type-options"], "nosniff");
+    assert_eq!(res.headers()["cache-control"], "no-store");
+    let after =
+        requests_seen(String::from_utf8(body_bytes(s.send(get("/metrics")).await).await).unwrap());
+    assert_eq!(
+        after,
+        before + 2,
+        "the first /metrics call and the panicking request"
+    );
     let body = body_json(res).await;
     assert_eq!(body["error"], "server_error");
     assert!(
