@@ -23,7 +23,9 @@ test("the demo page shows the provider's sign-in button under its CSP and signs 
 
   // The page's start() disables the button while its refresh is in flight (state
   // "refreshing"); a click racing that toggle lands on a disabled button. Wait for start()
-  // to settle, as a person would see the enabled button.
+  // to settle, as a person would see the enabled button: its message, not the state, which
+  // reads "signedOut" already while start() asks the other tabs, before its refresh.
+  await page.locator("#message").filter({ hasText: "No session yet" }).waitFor({ timeout: 15000 });
   await page.locator("#state").filter({ hasText: "signedOut" }).waitFor({ timeout: 15000 });
   assert.equal(await button.isEnabled(), true, "the provider's button is live after start()");
   const exchanges = provider.stats.codeGrants;
