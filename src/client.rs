@@ -9,7 +9,6 @@ use core::cell::RefCell;
 
 use js_sys::{Function, Promise, Reflect, JSON};
 use wasm_bindgen::prelude::*;
-use wasm_bindgen_futures::future_to_promise;
 
 use crate::browser::shell::{network_error, BrowserShell};
 use crate::browser::{env, options as js_options};
@@ -34,14 +33,14 @@ pub struct TokenClient {
     claims: RefCell<Option<(u64, JsValue)>>,
 }
 
-/// Every async method goes through this one boxed instantiation of the
-/// executor: one copy of `future_to_promise` in the wasm instead of one per
-/// method (measured: ~10 KB).
+/// Every async method goes through this one boxed instantiation of
+/// `task::promise`: one copy in the wasm instead of one per method
+/// (measured with `future_to_promise`: ~10 KB).
 fn promise(f: impl core::future::Future<Output = Result<JsValue, JsValue>> + 'static) -> Promise {
     let boxed: core::pin::Pin<
         alloc::boxed::Box<dyn core::future::Future<Output = Result<JsValue, JsValue>>>,
     > = alloc::boxed::Box::pin(f);
-    future_to_promise(boxed)
+    crate::browser::task::promise(boxed)
 }
 
 type Strings = Rc<RefCell<Option<(u64, JsValue, JsValue)>>>;

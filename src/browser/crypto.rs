@@ -4,11 +4,11 @@
 //! is made with `extractable: false` and only ever structured-cloned to the
 //! origin's other tabs.
 
+use super::task::JsPromise;
 #[allow(unused_imports)]
 use crate::prelude::*;
 use js_sys::{Array, Object, Promise, Reflect, Uint8Array};
 use wasm_bindgen::prelude::*;
-use wasm_bindgen_futures::JsFuture;
 
 use super::env::global;
 use crate::error::Error;
@@ -66,7 +66,7 @@ fn subtle() -> Result<Subtle, Error> {
 }
 
 async fn wait(p: Promise) -> Result<JsValue, Error> {
-    JsFuture::from(p)
+    JsPromise::from(p)
         .await
         .map_err(|_| Error::UnsupportedEnvironment)
 }

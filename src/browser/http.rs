@@ -8,9 +8,9 @@ use crate::prelude::*;
 use alloc::rc::Rc;
 use core::cell::Cell;
 
+use super::task::JsPromise;
 use js_sys::Promise;
 use wasm_bindgen::prelude::*;
-use wasm_bindgen_futures::JsFuture;
 use web_sys::{AbortController, Request, RequestCredentials, RequestInit, Response};
 
 use super::timer::Timeout;
@@ -75,7 +75,7 @@ pub async fn post(
     for (name, value) in &headers {
         h.set(name, value).map_err(|_| Error::Network)?;
     }
-    let response: Response = JsFuture::from(fetch(&request, &JsValue::UNDEFINED))
+    let response: Response = JsPromise::from(fetch(&request, &JsValue::UNDEFINED))
         .await
         .map_err(|_| guard.failure())?
         .unchecked_into();
@@ -83,7 +83,7 @@ pub async fn post(
     let retry_after = response.headers().get("retry-after").ok().flatten();
     let dpop_nonce = response.headers().get("dpop-nonce").ok().flatten();
     let body = match response.text() {
-        Ok(p) => JsFuture::from(p)
+        Ok(p) => JsPromise::from(p)
             .await
             .map_err(|_| guard.failure())?
             .as_string()

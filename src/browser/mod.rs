@@ -11,6 +11,7 @@ pub mod http;
 pub mod options;
 pub mod shell;
 pub mod tabs;
+pub mod task;
 pub mod timer;
 
 use js_sys::{Function, Reflect};

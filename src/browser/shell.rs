@@ -9,11 +9,11 @@ use alloc::rc::Rc;
 
 use js_sys::{Object, Reflect};
 use wasm_bindgen::prelude::*;
-use wasm_bindgen_futures::JsFuture;
 use web_sys::{Request, Response};
 
 use super::events::{page_lifecycle, Listener, Subscribers};
 use super::tabs::{self, Channel, LockGuard};
+use super::task::{self, JsPromise};
 use super::timer::Timeout;
 use super::{crypto, env, http, js_error};
 use crate::error::Error;
@@ -137,7 +137,7 @@ impl Shell for BrowserShell {
     }
 
     fn spawn(&self, task: LocalFuture<()>) {
-        wasm_bindgen_futures::spawn_local(task);
+        task::spawn(task);
     }
 
     fn post(
@@ -195,7 +195,7 @@ impl Shell for BrowserShell {
     }
 
     fn send(&self, request: &Request) -> LocalFuture<Result<Response, JsValue>> {
-        let pending = JsFuture::from(http::fetch(request, &JsValue::UNDEFINED));
+        let pending = JsPromise::from(http::fetch(request, &JsValue::UNDEFINED));
         Box::pin(async move {
             pending
                 .await

@@ -3,11 +3,11 @@
 //! when to adopt is decided in `policy::tabsync` (also when to steal the lock); this file
 //! only moves bytes.
 
+use super::task::JsPromise;
 #[allow(unused_imports)]
 use crate::prelude::*;
 use js_sys::{Array, Function, Object, Promise, Reflect};
 use wasm_bindgen::prelude::*;
-use wasm_bindgen_futures::JsFuture;
 use web_sys::{BroadcastChannel, MessageEvent};
 
 use super::crypto::{message_with_key, read_message, Key};
@@ -117,7 +117,7 @@ async fn request_once(locks: &LockManager, name: &str, wait_ms: Option<u32>) -> 
     // `pending` rejects if the wait is aborted (or the lock is later stolen
     // from us); racing it with `granted` also keeps that rejection handled.
     let race = Promise::race(&Array::of2(&granted, &pending));
-    match JsFuture::from(race).await {
+    match JsPromise::from(race).await {
         Ok(v) if v.is_truthy() => Some(LockGuard { release }),
         _ => {
             let _ = release.call0(&JsValue::UNDEFINED);
