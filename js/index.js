@@ -60,6 +60,16 @@ function fastFetch({ TokenClient: { prototype: proto }, send, sendError }) {
   };
 }
 
+/**
+ * `client.login(returnTo)`: the wasm decides where to go (`loginTarget`:
+ * `loginUrl?returnTo=…`, or a typed error); the entry navigates.
+ */
+function login({ TokenClient: { prototype: proto } }) {
+  proto.login = function (returnTo) {
+    location.assign(this.loginTarget(returnTo == null ? location.href : returnTo));
+  };
+}
+
 /** Loads and instantiates the wasm once; resolves with the wasm-bindgen glue module. */
 export function init() {
   if (!loading) {
@@ -67,6 +77,7 @@ export function init() {
     loading = glue.default({ module_or_path: fetch(new URL("./tokenwarden_bg.wasm", import.meta.url)) }).then(() => {
       glue.__setErrorClass(TokenClientError);
       fastFetch(glue);
+      login(glue);
       return glue;
     });
     // A failed load (offline, CSP) may be retried by a later call.

@@ -7,7 +7,7 @@ use crate::prelude::*;
 use alloc::rc::Rc;
 use core::cell::RefCell;
 
-use js_sys::{Function, Promise, Reflect, JSON};
+use js_sys::{Function, Promise, JSON};
 use wasm_bindgen::prelude::*;
 
 use crate::browser::shell::{network_error, BrowserShell};
@@ -285,11 +285,14 @@ impl TokenClient {
         })
     }
 
-    /// Navigates the page (top level) to `loginUrl?returnTo=<returnTo or this page>`, where
-    /// the backend starts the provider's sign-in; after its callback, `start()` resolves true.
-    pub fn login(&self, return_to: Option<String>) -> Result<(), JsValue> {
+    /// Where `login(returnTo)` sends the page: `loginUrl?returnTo=<returnTo>`
+    /// (the entry passes this page's URL when `returnTo` is absent and
+    /// navigates; js/index.js). Throws `disposed`, or `invalid_options`
+    /// without `loginUrl`.
+    #[wasm_bindgen(js_name = loginTarget)]
+    pub fn login_target(&self, return_to: String) -> Result<String, JsValue> {
         self.driver.with_machine(|m| m.live())?;
-        let url = self
+        let mut target = self
             .driver
             .opts
             .login_url
@@ -297,26 +300,10 @@ impl TokenClient {
             .ok_or(Error::InvalidOptions(
                 "login() needs the loginUrl option".into(),
             ))?;
-        let location = Reflect::get(&js_sys::global(), &JsValue::from_str("location"))
-            .ok()
-            .filter(|l| l.is_object())
-            .ok_or(Error::UnsupportedEnvironment)?;
-        let back = match return_to {
-            Some(r) => r,
-            None => Reflect::get(&location, &JsValue::from_str("href"))
-                .ok()
-                .and_then(|h| h.as_string())
-                .unwrap_or_default(),
-        };
-        let mut target = url;
         target.push(if target.contains('?') { '&' } else { '?' });
         target.push_str("returnTo=");
-        target.push_str(&String::from(js_sys::encode_uri_component(&back)));
-        let assign = Reflect::get(&location, &JsValue::from_str("assign"))?;
-        assign
-            .dyn_into::<Function>()?
-            .call1(&location, &JsValue::from_str(&target))?;
-        Ok(())
+        target.push_str(&String::from(js_sys::encode_uri_component(&return_to)));
+        Ok(target)
     }
 
     /// Adds an event listener; returns the function that removes it.

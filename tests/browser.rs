@@ -493,6 +493,34 @@ async fn dispose_stops_timers_and_later_calls_reject_with_disposed() {
     );
 }
 
+/// `login()`'s decision (the entry performs the navigation, js/index.js):
+/// where it goes, and its typed errors.
+#[wasm_bindgen_test]
+fn login_target_adds_return_to_and_refuses_without_login_url_or_after_dispose() {
+    let origin = get(&get(&js_sys::global(), "location"), "origin")
+        .as_string()
+        .unwrap();
+    let c = client(r#","loginUrl":"/auth/login""#);
+    assert_eq!(
+        c.login_target(String::from("/app?tab=2&x=é")).unwrap(),
+        origin.clone() + "/auth/login?returnTo=%2Fapp%3Ftab%3D2%26x%3D%C3%A9"
+    );
+    let q = client(r#","loginUrl":"/auth/login?prompt=login""#);
+    assert_eq!(
+        q.login_target(String::from("https://app.example/"))
+            .unwrap(),
+        origin + "/auth/login?prompt=login&returnTo=https%3A%2F%2Fapp.example%2F"
+    );
+    let e = client("").login_target(String::from("/")).unwrap_err();
+    assert_eq!(code(&e), "invalid_options");
+    c.dispose();
+    assert_eq!(
+        code(&c.login_target(String::from("/")).unwrap_err()),
+        "disposed"
+    );
+    q.dispose();
+}
+
 #[wasm_bindgen_test]
 async fn a_short_token_is_refreshed_silently_before_it_expires() {
     let log = stub_fetch(&js(&(String::from(r#"{"/auth/refresh":"#)
