@@ -45,7 +45,8 @@ const ROUNDS = QUICK ? 5 : 21; // interleaved rounds per micro figure
 const NET_ROUNDS = QUICK ? 5 : 21;
 const COLD_SAMPLES = QUICK ? 5 : 21;
 const CYCLES = Number(process.env.BENCH_CYCLES) || (QUICK ? 1000 : 10_000);
-const CHECKPOINTS = [100, 1000, 5000, 10_000].filter((c) => c <= CYCLES);
+// BENCH_CYCLES above 10,000 runs on to it (a long check that the JS heap levels off).
+const CHECKPOINTS = [...new Set([100, 1000, 5000, 10_000, 20_000, CYCLES])].filter((c) => c <= CYCLES).sort((x, y) => x - y);
 
 const log = (...a) => console.error("[bench]", ...a);
 
