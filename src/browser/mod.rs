@@ -19,12 +19,16 @@ use wasm_bindgen::prelude::*;
 
 use crate::error::Error;
 
-/// The registered `TokenClientError` class. wasm32 here is single-threaded:
-/// the wrapper only tells the compiler so.
-struct ErrorClass(core::cell::RefCell<Option<Function>>);
-// SAFETY: the wasm module runs on one thread; the cell is never shared.
-unsafe impl Sync for ErrorClass {}
-static ERROR_CLASS: ErrorClass = ErrorClass(core::cell::RefCell::new(None));
+/// A `static` cell of the wasm's one thread (the registered error class, the
+/// executor's state). wasm32 here is single-threaded: the wrapper only tells
+/// the compiler so.
+pub(crate) struct Local<T>(pub(crate) core::cell::RefCell<T>);
+// SAFETY: the release and test wasm are built without the atomics target
+// feature, so the module runs on one thread and the cell is never shared.
+unsafe impl<T> Sync for Local<T> {}
+
+/// The registered `TokenClientError` class.
+static ERROR_CLASS: Local<Option<Function>> = Local(core::cell::RefCell::new(None));
 
 /// Registers the JS `TokenClientError` class (the npm entry does this once
 /// after loading the wasm) so that errors are real instances of it.

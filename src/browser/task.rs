@@ -11,8 +11,8 @@
 //!   (`Function.prototype.bind`), so no closure is made per await.
 //! - [`promise`] turns a future into the `Promise` JS gets.
 //!
-//! The wasm runs on one thread (no atomics): the state below is never
-//! touched from two threads, which is what makes [`Local`] sound.
+//! The wasm runs on one thread (no atomics): the state below lives in a
+//! `Local` cell, never touched from two threads.
 
 use alloc::boxed::Box;
 use alloc::rc::Rc;
@@ -26,6 +26,8 @@ use wasm_bindgen::prelude::*;
 
 #[allow(unused_imports)]
 use crate::prelude::*;
+
+use super::Local;
 
 type Task = Pin<Box<dyn Future<Output = ()>>>;
 
@@ -46,13 +48,7 @@ struct State {
     settle: Option<(Function, Function)>,
 }
 
-/// State of the single wasm thread.
-struct Local(RefCell<Option<State>>);
-// SAFETY: see the module docs: the release and test wasm are built without
-// the atomics target feature, so there is exactly one thread.
-unsafe impl Sync for Local {}
-
-static STATE: Local = Local(RefCell::new(None));
+static STATE: Local<Option<State>> = Local(RefCell::new(None));
 
 fn with<R>(f: impl FnOnce(&mut State) -> R) -> R {
     let mut s = STATE.0.borrow_mut();
