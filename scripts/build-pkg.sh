@@ -48,7 +48,8 @@ if [ "$profile" = "--release" ]; then
   # for, not two in a row); the glue's own file is then not shipped.
   (cd pkg && ../scripts/node_modules/.bin/esbuild --bundle --minify --format=esm --log-level=warning \
     --sourcefile=index.js <../js/index.js >index.js)
-  rm pkg/tokenwarden.js
+  # js/shell.js (a wasm-bindgen snippet the glue imports) is bundled in too.
+  rm -r pkg/tokenwarden.js pkg/snippets
 else
   cp js/index.js pkg/
 fi

@@ -113,9 +113,6 @@ impl TokenClient {
     #[wasm_bindgen(constructor)]
     pub fn new(options: JsValue) -> Result<TokenClient, JsValue> {
         let (href, origin) = env::page_location().ok_or(Error::UnsupportedEnvironment)?;
-        if env::global("fetch").is_none() {
-            return Err(Error::UnsupportedEnvironment.into());
-        }
         let text = js_options::to_json(&options)?;
         let opts = options::parse_with(
             &text,
@@ -312,18 +309,11 @@ impl TokenClient {
         if !listener.is_function() {
             return Err(Error::InvalidOptions("subscribe needs a listener function".into()).into());
         }
-        let id = self
+        Ok(self
             .driver
             .shell()
             .subscribers
-            .add(listener.unchecked_into());
-        let weak = Rc::downgrade(&self.driver);
-        let unsubscribe = Closure::<dyn FnMut()>::new(move || {
-            if let Some(d) = weak.upgrade() {
-                d.shell().subscribers.remove(id);
-            }
-        });
-        Ok(unsubscribe.into_js_value().unchecked_into())
+            .add(listener.unchecked_ref()))
     }
 
     /// `"signedOut"`, `"active"` or `"refreshing"`.

@@ -1,5 +1,6 @@
 //! Globals, bound through `extern "C"` so they work in windows and
-//! workers alike: clocks, randomness, `fetch`, and feature detection.
+//! workers alike: clocks and randomness; the page's location, URL parsing
+//! and `new Request` through js/shell.js.
 
 #[allow(unused_imports)]
 use crate::prelude::*;
@@ -19,18 +20,22 @@ extern "C" {
     fn math_random() -> f64;
 }
 
+#[wasm_bindgen(module = "/js/shell.js")]
+extern "C" {
+    #[wasm_bindgen(catch, js_name = request)]
+    fn js_request(input: &JsValue, init: &JsValue) -> Result<web_sys::Request, JsValue>;
+    #[wasm_bindgen(js_name = page)]
+    fn js_page() -> JsValue;
+    #[wasm_bindgen(js_name = resolve)]
+    fn js_resolve(input: &str, base: &str) -> Option<String>;
+    #[wasm_bindgen(js_name = canon)]
+    fn js_canon(input: &str) -> Option<String>;
+}
+
 /// `new Request(input, init)` with the global constructor, exactly as
 /// `fetch(input, init)` would build it (string, URL or Request input).
 pub fn new_request(input: &JsValue, init: &JsValue) -> Result<web_sys::Request, JsValue> {
-    let ctor: js_sys::Function = global("Request")
-        .ok_or(JsValue::UNDEFINED)?
-        .unchecked_into();
-    let args = if init.is_undefined() {
-        js_sys::Array::of1(input)
-    } else {
-        js_sys::Array::of2(input, init)
-    };
-    Ok(Reflect::construct(&ctor, &args)?.unchecked_into())
+    js_request(input, init)
 }
 
 #[wasm_bindgen]
@@ -76,29 +81,17 @@ pub fn random() -> f64 {
     math_random()
 }
 
-/// `globalThis[name]`, if defined.
-pub fn global(name: &str) -> Option<JsValue> {
-    Reflect::get(&js_sys::global(), &JsValue::from_str(name))
-        .ok()
-        .filter(|v| !v.is_undefined() && !v.is_null())
-}
-
-/// The page's `location.href` and `location.origin`, in a window only.
+/// The page's `location.href` and `location.origin`, in a window with
+/// `fetch` only.
 pub fn page_location() -> Option<(String, String)> {
-    let location = global("location")?;
-    let get = |k: &str| {
-        Reflect::get(&location, &JsValue::from_str(k))
-            .ok()?
-            .as_string()
-    };
-    Some((get("href")?, get("origin")?))
+    let pair = js_page();
+    let pair: &js_sys::Array = pair.dyn_ref()?;
+    Some((pair.get(0).as_string()?, pair.get(1).as_string()?))
 }
 
 /// `new URL(input, base).href`, or `None` if it does not parse.
 pub fn resolve_url(input: &str, base: &str) -> Option<String> {
-    web_sys::Url::new_with_base(input, base)
-        .ok()
-        .map(|u| u.href())
+    js_resolve(input, base)
 }
 
 /// The origin the browser's `URL` makes of `input` when `input` is an
@@ -106,18 +99,5 @@ pub fn resolve_url(input: &str, base: &str) -> Option<String> {
 /// → `https://127.0.0.1`, a default port dropped, an IDN host in punycode.
 /// `None` when it is not one (the policy then says what is wrong).
 pub fn canonical_origin(input: &str) -> Option<String> {
-    let u = web_sys::Url::new(input).ok()?;
-    let bare = u.pathname() == "/"
-        && u.search().is_empty()
-        && u.hash().is_empty()
-        && u.username().is_empty()
-        && u.password().is_empty()
-        && !input.contains(['?', '#', '@'])
-        && crate::policy::split_str(input, "://")?
-            .1
-            .trim_end_matches('/')
-            .find('/')
-            .is_none();
-    let origin = u.origin();
-    (bare && origin != "null").then_some(origin)
+    js_canon(input)
 }

@@ -14,7 +14,7 @@ pub mod tabs;
 pub mod task;
 pub mod timer;
 
-use js_sys::{Function, Reflect};
+use js_sys::Function;
 use wasm_bindgen::prelude::*;
 
 use crate::error::Error;
@@ -37,34 +37,36 @@ pub fn set_error_class(ctor: Function) {
     *ERROR_CLASS.0.borrow_mut() = Some(ctor);
 }
 
-fn set(obj: &JsValue, key: &str, value: &JsValue) {
-    let _ = Reflect::set(obj, &JsValue::from_str(key), value);
+#[wasm_bindgen(module = "/js/shell.js")]
+extern "C" {
+    #[wasm_bindgen(js_name = error)]
+    fn js_new_error(
+        class: &JsValue,
+        message: &str,
+        code: &str,
+        status: u16,
+        oauth: &str,
+    ) -> JsValue;
 }
 
-/// The one conversion from `Error` to a JS `TokenClientError`.
+/// The one conversion from `Error` to a JS `TokenClientError` (made by
+/// js/shell.js's `error`).
 pub fn js_error(e: &Error) -> JsValue {
-    let message = JsValue::from_str(&e.message());
-    let ctor = ERROR_CLASS.0.borrow().clone();
-    let err: JsValue =
-        match ctor.and_then(|c| Reflect::construct(&c, &js_sys::Array::of1(&message)).ok()) {
-            Some(obj) => obj,
-            None => {
-                let obj: JsValue = js_sys::Error::new(&e.message()).into();
-                set(&obj, "name", &JsValue::from_str("TokenClientError"));
-                obj
-            }
-        };
-    set(&err, "code", &JsValue::from_str(e.code()));
-    if let Some(status) = e.status() {
-        set(&err, "status", &JsValue::from(status));
-    }
-    if let Error::RefreshRejected {
-        error: Some(code), ..
-    } = e
-    {
-        set(&err, "error", &JsValue::from_str(code));
-    }
-    err
+    let class = ERROR_CLASS.0.borrow().clone();
+    let oauth = match e {
+        Error::RefreshRejected {
+            error: Some(code), ..
+        } => code.as_str(),
+        _ => "",
+    };
+    // 0 and "": none (no HTTP status is 0; an OAuth error code is never empty).
+    js_new_error(
+        class.as_ref().map_or(&JsValue::UNDEFINED, |c| c),
+        &e.message(),
+        e.code(),
+        e.status().unwrap_or(0),
+        oauth,
+    )
 }
 
 impl From<Error> for JsValue {

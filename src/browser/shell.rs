@@ -7,11 +7,11 @@ use crate::prelude::*;
 use alloc::boxed::Box;
 use alloc::rc::Rc;
 
-use js_sys::{Object, Reflect};
+use js_sys::Reflect;
 use wasm_bindgen::prelude::*;
 use web_sys::{Request, Response};
 
-use super::events::{page_lifecycle, Listener, Subscribers};
+use super::events::{page_lifecycle, Hooks, Subscribers};
 use super::tabs::{self, Channel, LockGuard};
 use super::task::{self, JsPromise};
 use super::timer::Timeout;
@@ -47,48 +47,31 @@ impl Default for BrowserShell {
     }
 }
 
-fn set(o: &Object, k: &str, v: &JsValue) {
-    let _ = Reflect::set(o, &JsValue::from_str(k), v);
-}
-
 fn num(v: Option<i64>) -> JsValue {
     v.map_or(JsValue::UNDEFINED, |n| JsValue::from_f64(n as f64))
 }
 
-/// An event as the JS object subscribers get.
-pub fn event_object(e: &Event) -> Object {
-    let o = Object::new();
-    let kind = match e {
-        Event::SignedIn { expires_at } => {
-            set(&o, "expiresAt", &num(*expires_at));
-            "signedIn"
-        }
+/// An event as the subscribers' `(type, first value, second value)`
+/// (js/shell.js's `emit` names the values).
+fn event_parts(e: &Event) -> (&'static str, JsValue, JsValue) {
+    match e {
+        Event::SignedIn { expires_at } => ("signedIn", num(*expires_at), JsValue::UNDEFINED),
         Event::Refreshed { expires_at, source } => {
-            set(&o, "expiresAt", &num(*expires_at));
             let source = match source {
                 Source::SelfTab => "self",
                 Source::Tab => "tab",
             };
-            set(&o, "source", &source.into());
-            "refreshed"
+            ("refreshed", num(*expires_at), source.into())
         }
         Event::RefreshFailed { error, retry_in_ms } => {
-            set(&o, "error", &js_error(error));
             let retry = retry_in_ms.map_or(JsValue::NULL, |n| JsValue::from_f64(n as f64));
-            set(&o, "retryInMs", &retry);
-            "refreshFailed"
+            ("refreshFailed", js_error(error), retry)
         }
-        Event::SignedOut { reason } => {
-            set(&o, "reason", &reason.as_str().into());
-            "signedOut"
-        }
+        Event::SignedOut { reason } => ("signedOut", reason.as_str().into(), JsValue::UNDEFINED),
         Event::StateChanged { state } => {
-            set(&o, "state", &state.as_str().into());
-            "stateChanged"
+            ("stateChanged", state.as_str().into(), JsValue::UNDEFINED)
         }
-    };
-    set(&o, "type", &kind.into());
-    o
+    }
 }
 
 fn is_abort(e: &JsValue) -> bool {
@@ -118,7 +101,7 @@ impl Shell for BrowserShell {
     type Timer = Timeout;
     type Lock = LockGuard;
     type Channel = Channel;
-    type Hooks = Vec<Listener>;
+    type Hooks = Hooks;
     type Request = Request;
     type Response = Response;
     type SendError = JsValue;
@@ -186,12 +169,13 @@ impl Shell for BrowserShell {
         crypto::unique_id()
     }
 
-    fn hooks(&self, on_wake: Rc<dyn Fn(bool)>) -> Vec<Listener> {
+    fn hooks(&self, on_wake: Rc<dyn Fn(bool)>) -> Hooks {
         page_lifecycle(move |online| on_wake(online))
     }
 
     fn emit(&self, event: &Event) {
-        self.subscribers.emit(&event_object(event));
+        let (kind, a, b) = event_parts(event);
+        self.subscribers.emit(kind, &a, &b);
     }
 
     fn send(&self, request: &Request) -> LocalFuture<Result<Response, JsValue>> {

@@ -1,24 +1,32 @@
-//! Cross-tab plumbing: a `BroadcastChannel` that closes on drop, and a
-//! Web Lock held by a guard that releases on drop. Which message wins and
-//! when to adopt is decided in `policy::tabsync` (also when to steal the lock); this file
-//! only moves bytes.
+//! Cross-tab plumbing (performed by js/shell.js): a `BroadcastChannel` that
+//! closes on drop, and a Web Lock held by a guard that releases on drop.
+//! Which message wins and when to adopt is decided in `policy::tabsync`
+//! (also when to steal the lock); this file only moves bytes.
 
 use super::task::JsPromise;
 #[allow(unused_imports)]
 use crate::prelude::*;
-use js_sys::{Array, Function, Object, Promise, Reflect};
+use js_sys::{Function, Promise};
 use wasm_bindgen::prelude::*;
-use web_sys::{BroadcastChannel, MessageEvent};
 
 use super::crypto::{message_with_key, read_message, Key};
-use super::env::global;
 use crate::policy::schedule::timer_delay;
 use crate::policy::tabsync::LockRequest;
 
+#[wasm_bindgen(module = "/js/shell.js")]
+extern "C" {
+    #[wasm_bindgen(js_name = join)]
+    fn js_join(name: &str, on_message: &JsValue) -> JsValue;
+    #[wasm_bindgen(js_name = tell)]
+    fn js_tell(channel: &JsValue, message: &JsValue);
+    #[wasm_bindgen(js_name = leave)]
+    fn js_leave(channel: &JsValue);
+}
+
 /// A joined channel; leaving it (drop) closes it and frees the callback.
 pub struct Channel {
-    bc: BroadcastChannel,
-    _on_message: Closure<dyn FnMut(MessageEvent)>,
+    bc: JsValue,
+    _on_message: Closure<dyn FnMut(JsValue)>,
 }
 
 impl Channel {
@@ -28,15 +36,13 @@ impl Channel {
         name: &str,
         mut on_text: impl FnMut(String, Option<Key>) + 'static,
     ) -> Option<Channel> {
-        global("BroadcastChannel")?;
-        let bc = BroadcastChannel::new(name).ok()?;
-        let on_message = Closure::<dyn FnMut(MessageEvent)>::new(move |ev: MessageEvent| {
-            if let Some((text, key)) = read_message(&ev.data()) {
+        let on_message = Closure::<dyn FnMut(JsValue)>::new(move |data: JsValue| {
+            if let Some((text, key)) = read_message(&data) {
                 on_text(text, key);
             }
         });
-        bc.set_onmessage(Some(on_message.as_ref().unchecked_ref()));
-        Some(Channel {
+        let bc = js_join(name, on_message.as_ref());
+        (!bc.is_null()).then_some(Channel {
             bc,
             _on_message: on_message,
         })
@@ -48,24 +54,21 @@ impl Channel {
             Some(k) => message_with_key(text, k),
             None => JsValue::from_str(text),
         };
-        let _ = self.bc.post_message(&message);
+        js_tell(&self.bc, &message);
     }
 }
 
 impl Drop for Channel {
     fn drop(&mut self) {
-        self.bc.set_onmessage(None);
-        self.bc.close();
+        js_leave(&self.bc);
     }
 }
 
-#[wasm_bindgen]
+#[wasm_bindgen(module = "/js/shell.js")]
 extern "C" {
-    type LockManager;
-    #[wasm_bindgen(method, js_name = request)]
-    fn request(this: &LockManager, name: &str, options: &Object, callback: &Function) -> Promise;
-    #[wasm_bindgen(js_namespace = AbortSignal, js_name = timeout)]
-    fn abort_signal_timeout(ms: u32) -> JsValue;
+    /// js/shell.js: the release function of the granted lock, or `null`.
+    #[wasm_bindgen(js_name = lock)]
+    fn js_lock(name: &str, wait: i32) -> Promise;
 }
 
 /// A held Web Lock; dropping it releases the lock.
@@ -79,60 +82,17 @@ impl Drop for LockGuard {
     }
 }
 
-fn lock_manager() -> Option<LockManager> {
-    let navigator = global("navigator")?;
-    let locks = Reflect::get(&navigator, &JsValue::from_str("locks")).ok()?;
-    if locks.is_undefined() || locks.is_null() {
-        None
-    } else {
-        Some(locks.unchecked_into())
-    }
-}
-
-async fn request_once(locks: &LockManager, name: &str, wait_ms: Option<u32>) -> Option<LockGuard> {
-    let mut release = None;
-    let held = Promise::new(&mut |resolve, _| release = Some(resolve));
-    let mut grant = None;
-    let granted = Promise::new(&mut |resolve, _| grant = Some(resolve));
-    let (release, grant) = (release?, grant?);
-    let callback = Closure::once_into_js(move |_lock: JsValue| -> JsValue {
-        let _ = grant.call1(&JsValue::UNDEFINED, &JsValue::TRUE);
-        held.into()
-    });
-    let options = Object::new();
-    match wait_ms {
-        Some(ms) => {
-            let _ = Reflect::set(
-                &options,
-                &JsValue::from_str("signal"),
-                &abort_signal_timeout(ms),
-            );
-        }
-        None => {
-            // The holder outlived the time limit: it is frozen or hung.
-            let _ = Reflect::set(&options, &JsValue::from_str("steal"), &JsValue::TRUE);
-        }
-    }
-    let pending = locks.request(name, &options, callback.unchecked_ref());
-    // `pending` rejects if the wait is aborted (or the lock is later stolen
-    // from us); racing it with `granted` also keeps that rejection handled.
-    let race = Promise::race(&Array::of2(&granted, &pending));
-    match JsPromise::from(race).await {
-        Ok(v) if v.is_truthy() => Some(LockGuard { release }),
-        _ => {
-            let _ = release.call0(&JsValue::UNDEFINED);
-            None
-        }
-    }
-}
-
 /// Asks for the lock `name` as the policy says (`tabsync::next_lock_request`):
-/// wait at most some time, or steal. `None` without Web Locks.
+/// wait at most some time, or steal (the holder outlived the time limit: it
+/// is frozen or hung). `None` without Web Locks, or when not granted.
 pub async fn request(name: &str, how: LockRequest) -> Option<LockGuard> {
-    let locks = lock_manager()?;
     let wait = match how {
-        LockRequest::Wait(ms) => Some(timer_delay(ms)),
-        LockRequest::Steal => None,
+        LockRequest::Wait(ms) => timer_delay(ms) as i32,
+        LockRequest::Steal => -1,
     };
-    request_once(&locks, name, wait).await
+    let release = JsPromise::from(js_lock(name, wait)).await.ok()?;
+    release
+        .dyn_into::<Function>()
+        .ok()
+        .map(|release| LockGuard { release })
 }
