@@ -1,13 +1,14 @@
-// tokenwarden: the browser shell's asynchronous performers (hand-written;
-// the wasm imports this file through wasm-bindgen, and the release build
-// bundles it into index.js).
+// tokenwarden: the browser shell's performers (hand-written; the wasm
+// imports this file through wasm-bindgen, and the release build bundles it
+// into index.js).
 //
 // Each function only performs: the wasm decides what to send, for how long
 // to wait, when to steal a lock and what a result means (src/policy), and
-// src/browser/{http,tabs,crypto}.rs read the plain values these resolve with.
-// Written in JS for size: the same calls through web-sys bindings were
-// ~7 KB of wasm and ~40 imports (issue 14; measured in the commit that made
-// this file).
+// src/browser/*.rs read the plain values these return or resolve with.
+// Written in JS for size (issue 14): the same calls made from Rust through
+// web-sys and Reflect took 12.2 KB more raw wasm (4.4 KB brotli) and 27 more
+// wasm imports than this file costs the entry (+0.7 KB brotli); the payload
+// went from 46,764 to 42,988 B.
 
 /** The crate's one call of `fetch`: refresh and logout calls, app requests, the entry's fast path. */
 export function send(input, init) {
