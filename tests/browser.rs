@@ -448,6 +448,38 @@ async fn a_hung_refresh_times_out_with_timeout() {
     c.dispose();
 }
 
+/// A tab that holds the refresh lock and never lets go (frozen or hung):
+/// the client waits as long as the policy says (js/shell.js's `lock` with a
+/// timeout signal), then steals the lock and refreshes once.
+#[wasm_bindgen_test]
+async fn a_lock_held_by_a_hung_tab_is_waited_for_then_stolen() {
+    let log = stub_fetch(&js(&(String::from(r#"{"/auth/refresh":"#)
+        + &minting(3600)
+        + "}")));
+    let hold = Function::new_no_args(
+        "const held = { lost: '' }; \
+         navigator.locks.request('tw-hung', () => new Promise(() => {})) \
+           .catch((e) => { held.lost = e.name; }); \
+         return held;",
+    );
+    let held = hold.call0(&JsValue::UNDEFINED).expect("hold the lock");
+    let c = TokenClient::new(js(
+        r#"{"refreshUrl":"/auth/refresh","channelName":"tw-hung","requestTimeoutMs":200}"#,
+    ))
+    .expect("valid options");
+    c.set_session(js(r#"{"access_token":"tok-0","expires_in":3600}"#))
+        .unwrap();
+    let t = ok(c.refresh()).await;
+    assert_eq!(t.as_string().as_deref(), Some("tok-1"));
+    assert_eq!(count(&log, "/auth/refresh"), 1);
+    assert_eq!(
+        get(&held, "lost").as_string().as_deref(),
+        Some("AbortError"),
+        "the hung holder lost the lock to the steal"
+    );
+    c.dispose();
+}
+
 #[wasm_bindgen_test]
 async fn network_failures_of_the_refresh_are_network_errors() {
     stub_fetch(&js(r#"{"/auth/refresh":[{"networkError":true}]}"#));
