@@ -4,6 +4,8 @@
 //! `extractable: false` and only ever structured-cloned to the origin's
 //! other tabs.
 
+use core::future::Future;
+
 use super::task::JsPromise;
 #[allow(unused_imports)]
 use crate::prelude::*;
@@ -58,14 +60,14 @@ pub async fn make_key() -> Result<Key, Error> {
     })
 }
 
-/// ES256 signature (raw r || s) of `input`.
-pub async fn sign(key: Key, input: String) -> Result<Vec<u8>, Error> {
-    bytes(js_sign(&key.private, &input)).await
+/// ES256 signature (raw r || s) of `input` (started now).
+pub fn sign(key: &Key, input: &str) -> impl Future<Output = Result<Vec<u8>, Error>> {
+    bytes(js_sign(&key.private, input))
 }
 
-/// SHA-256 of `input`.
-pub async fn sha256(input: String) -> Result<Vec<u8>, Error> {
-    bytes(js_sha256(&input)).await
+/// SHA-256 of `input` (started now).
+pub fn sha256(input: &str) -> impl Future<Output = Result<Vec<u8>, Error>> {
+    bytes(js_sha256(input))
 }
 
 /// 128 random bits from `crypto.getRandomValues`, base64url.

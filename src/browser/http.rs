@@ -6,6 +6,8 @@
 #[allow(unused_imports)]
 use crate::prelude::*;
 
+use core::future::Future;
+
 use super::task::JsPromise;
 use js_sys::{Array, Promise};
 use wasm_bindgen::prelude::*;
@@ -24,16 +26,16 @@ extern "C" {
 
 /// POSTs an empty body to `url` with the cookie (`credentials: include`)
 /// and `headers`; the whole exchange, body included, is bounded by
-/// `timeout_ms`.
-pub async fn post(
-    url: String,
-    headers: Vec<(String, String)>,
+/// `timeout_ms`. The request starts now; the future only awaits it.
+pub fn post(
+    url: &str,
+    headers: &[(String, String)],
     timeout_ms: i64,
-) -> Result<Reply, Error> {
+) -> impl Future<Output = Result<Reply, Error>> {
     // Header names and values never hold a line feed (`policy::options`
     // refuses them; proofs are base64url), so one string carries them all.
     let mut flat = String::new();
-    for (name, value) in &headers {
+    for (name, value) in headers {
         if !flat.is_empty() {
             flat.push('\n');
         }
@@ -41,18 +43,20 @@ pub async fn post(
         flat.push('\n');
         flat.push_str(value);
     }
-    let pending = js_post(&url, &flat, timer_delay(timeout_ms));
-    let reply: Array = match JsPromise::from(pending).await {
-        Ok(v) => v.unchecked_into(),
-        Err(late) if late.is_truthy() => return Err(Error::Timeout),
-        Err(_) => return Err(Error::Network),
-    };
-    Ok(Reply {
-        status: reply.get(0).as_f64().map_or(0, |s| s as u16),
-        body: reply.get(1).as_string().unwrap_or_default(),
-        retry_after: reply.get(2).as_string(),
-        dpop_nonce: reply.get(3).as_string(),
-    })
+    let pending = JsPromise::from(js_post(url, &flat, timer_delay(timeout_ms)));
+    async move {
+        let reply: Array = match pending.await {
+            Ok(v) => v.unchecked_into(),
+            Err(late) if late.is_truthy() => return Err(Error::Timeout),
+            Err(_) => return Err(Error::Network),
+        };
+        Ok(Reply {
+            status: reply.get(0).as_f64().map_or(0, |s| s as u16),
+            body: reply.get(1).as_string().unwrap_or_default(),
+            retry_after: reply.get(2).as_string(),
+            dpop_nonce: reply.get(3).as_string(),
+        })
+    }
 }
 
 /// The one function that calls `fetch`: refresh and logout calls and the

@@ -129,12 +129,11 @@ impl Shell for BrowserShell {
         headers: &[(String, String)],
         timeout_ms: i64,
     ) -> LocalFuture<Result<Reply, Error>> {
-        Box::pin(http::post(url.into(), headers.to_vec(), timeout_ms))
+        Box::pin(http::post(url, headers, timeout_ms))
     }
 
     fn lock(&self, name: &str, how: LockRequest) -> LocalFuture<Option<LockGuard>> {
-        let name = String::from(name);
-        Box::pin(async move { tabs::request(&name, how).await })
+        Box::pin(tabs::request(name, how))
     }
 
     fn join(
@@ -158,11 +157,11 @@ impl Shell for BrowserShell {
     }
 
     fn sign(&self, key: &crypto::Key, input: &str) -> LocalFuture<Result<Vec<u8>, Error>> {
-        Box::pin(crypto::sign(key.clone(), input.into()))
+        Box::pin(crypto::sign(key, input))
     }
 
     fn sha256(&self, input: &str) -> LocalFuture<Result<Vec<u8>, Error>> {
-        Box::pin(crypto::sha256(input.into()))
+        Box::pin(crypto::sha256(input))
     }
 
     fn unique_id(&self) -> String {

@@ -3,6 +3,8 @@
 //! Which message wins and when to adopt is decided in `policy::tabsync`
 //! (also when to steal the lock); this file only moves bytes.
 
+use core::future::Future;
+
 use super::task::JsPromise;
 #[allow(unused_imports)]
 use crate::prelude::*;
@@ -85,14 +87,18 @@ impl Drop for LockGuard {
 /// Asks for the lock `name` as the policy says (`tabsync::next_lock_request`):
 /// wait at most some time, or steal (the holder outlived the time limit: it
 /// is frozen or hung). `None` without Web Locks, or when not granted.
-pub async fn request(name: &str, how: LockRequest) -> Option<LockGuard> {
+/// The request is made now; the future only awaits the answer.
+pub fn request(name: &str, how: LockRequest) -> impl Future<Output = Option<LockGuard>> {
     let wait = match how {
         LockRequest::Wait(ms) => timer_delay(ms) as i32,
         LockRequest::Steal => -1,
     };
-    let release = JsPromise::from(js_lock(name, wait)).await.ok()?;
-    release
-        .dyn_into::<Function>()
-        .ok()
-        .map(|release| LockGuard { release })
+    let pending = JsPromise::from(js_lock(name, wait));
+    async move {
+        let release = pending.await.ok()?;
+        release
+            .dyn_into::<Function>()
+            .ok()
+            .map(|release| LockGuard { release })
+    }
 }
