@@ -58,14 +58,14 @@ done
 echo "apps: tarball installed into ${#apps[@]} apps + the test runner in $(since "$t")"
 
 # 3. reference server (Next's rewrites are resolved at build time, so it comes first)
-cargo build --release -p tokenwarden-server 2>&1 | tail -1
+server_bin=$(scripts/test-server.sh 2> >(tail -1 >&2))
 # The app servers' ports are chosen now: the reference server allow-lists their origins.
 # (Next's rewrites proxy with the server's own Host, so its Origin differs from Host.)
 vite_port=$(free_port)
 dev_port=$(free_port)
 next_port=$(free_port)
 origins="http://127.0.0.1:$vite_port,http://127.0.0.1:$dev_port,http://127.0.0.1:$next_port"
-spawn "$work/server.log" target/release/tokenwarden-server --port 0 --test-mode --memory-store \
+spawn "$work/server.log" "$server_bin" --port 0 --test-mode --memory-store \
   --allowed-origin "$origins"
 server=
 for _ in $(seq 1 100); do

@@ -19,7 +19,8 @@ export const REPO = resolve(E2E_DIR, "../..");
 export const PAGES_DIR = join(E2E_DIR, "pages");
 export const ARTIFACTS_DIR = join(E2E_DIR, "artifacts");
 
-const SERVER_BIN = process.env.TW_E2E_SERVER_BIN || join(REPO, "target/release/tokenwarden-server");
+// The server binary: run.sh exports TW_SERVER_BIN (scripts/test-server.sh, the dev profile by default).
+const SERVER_BIN = process.env.TW_SERVER_BIN || join(REPO, "target/debug/tokenwarden-server");
 const CHROMIUM = process.env.CHROMIUM_BIN || "/usr/bin/chromium";
 export const CHROMIUM_ARGS = [
   "--headless=new",

@@ -259,7 +259,7 @@ test("client.fetch: a URL object and a Request both get the Bearer; an app's own
   assert.deepEqual(statuses.slice(2, 4), [401, 401]);
 });
 
-test("a handler that panics answers 500 and the release server goes on serving (it unwinds, not aborts)", async () => {
+test("a handler that panics answers 500 and the server goes on serving (it unwinds, not aborts; the release profile: www/server/tests/release_profile.rs)", async () => {
   const res = await fetch(env.server.url + "/test/panic", { method: "POST" });
   assert.equal(res.status, 500);
   const body = await res.json();

@@ -10,7 +10,8 @@ export PATH="$HOME/.cargo/bin:$PATH"
 scripts/setup.sh npm tests/e2e
 [ -x /usr/bin/chromium ] || scripts/setup.sh browser
 [ -f pkg/index.js ] || { echo "tests/e2e: pkg/ is missing; run 'make pkg' first" >&2; exit 1; }
-cargo build --release -p tokenwarden-server
+TW_SERVER_BIN=$(scripts/test-server.sh)
+export TW_SERVER_BIN
 
 # The long chaos run (about 5 minutes) is its own target, `make chaos` (run.sh chaos), which
 # .ci/run runs after `make test`; `make e2e` runs every other file.

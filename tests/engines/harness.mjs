@@ -31,7 +31,8 @@ import { remote } from "webdriverio";
 
 export const ENGINES_DIR = dirname(fileURLToPath(import.meta.url));
 export const REPO = resolve(ENGINES_DIR, "../..");
-const SERVER_BIN = join(REPO, "target/release/tokenwarden-server");
+// The server binary: run.sh exports TW_SERVER_BIN (scripts/test-server.sh, the dev profile by default).
+const SERVER_BIN = process.env.TW_SERVER_BIN || join(REPO, "target/debug/tokenwarden-server");
 
 export const ENGINE = process.env.TW_ENGINE || "chromium";
 

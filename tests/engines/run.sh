@@ -12,7 +12,8 @@ export PATH="$HOME/.cargo/bin:$PATH"
 scripts/setup.sh npm tests/engines
 scripts/setup.sh engines
 [ -x /usr/bin/chromedriver ] || scripts/setup.sh browser
-cargo build --release -p tokenwarden-server
+TW_SERVER_BIN=$(scripts/test-server.sh)
+export TW_SERVER_BIN
 
 # The Vite + React fixture, built from the npm pack of pkg/ (skipped when dist/ was already
 # built from this very pkg/, e.g. by `make apps` just before).

@@ -13,7 +13,8 @@ scripts/setup.sh npm tests/e2e
 scripts/setup.sh npm tests/oidc   # upstream.test.mjs: the real OpenID Provider
 [ -x /usr/bin/chromium ] || scripts/setup.sh browser
 [ -f pkg/index.js ] || { echo "tests/multi: pkg/ is missing; run 'make pkg' first" >&2; exit 1; }
-cargo build --release -p tokenwarden-server
+TW_SERVER_BIN=$(scripts/test-server.sh)
+export TW_SERVER_BIN
 
 start=$(date +%s)
 scripts/pg.sh run node --test --test-concurrency=1 tests/multi/
