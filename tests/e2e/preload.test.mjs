@@ -1,0 +1,129 @@
+// README's "A faster first load": the two head links it recommends are used by the package
+// (one request for the .wasm), the `crossorigin` it insists on is
+// what makes them match, and an early `init()` is shared by a later `createTokenClient()` or,
+// when it failed, not kept. Its own small static server (pkg/ only), counting .wasm requests;
+// the reference server is not needed.
+import { test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { createServer } from "node:http";
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
+import { REPO, launchBrowser, watch } from "./harness.mjs";
+
+const PKG = process.env.TW_E2E_PKG_DIR || join(REPO, "pkg");
+const WASM = "/tokenwarden/tokenwarden_bg.wasm";
+const LINKS = {
+  readme:
+    '<link rel="modulepreload" href="/tokenwarden/index.js">' +
+    `<link rel="preload" href="${WASM}" as="fetch" type="application/wasm" crossorigin>`,
+  "no-crossorigin":
+    '<link rel="modulepreload" href="/tokenwarden/index.js">' +
+    `<link rel="preload" href="${WASM}" as="fetch" type="application/wasm">`,
+  none: "",
+};
+
+let server, base, browser;
+let wasmRequests = 0;
+let failNextWasm = false;
+
+before(async () => {
+  server = createServer((req, res) => {
+    const url = new URL(req.url, "http://x");
+    if (url.pathname === "/") {
+      const head = LINKS[url.searchParams.get("links")] ?? "";
+      res.writeHead(200, { "Content-Type": "text/html", "Cache-Control": "no-store" });
+      res.end(`<!doctype html><meta charset=utf-8>${head}<title>preload</title>`);
+      return;
+    }
+    const file = { "/tokenwarden/index.js": "index.js", [WASM]: "tokenwarden_bg.wasm" }[url.pathname];
+    if (!file) return void res.writeHead(404).end();
+    if (file.endsWith(".wasm")) {
+      wasmRequests++;
+      if (failNextWasm) {
+        failNextWasm = false;
+        return void res.writeHead(503, { "Content-Type": "text/html" }).end("<h1>down</h1>");
+      }
+    }
+    res.writeHead(200, {
+      "Content-Type": file.endsWith(".wasm") ? "application/wasm" : "text/javascript",
+      "Cache-Control": "no-store", // every load is a request the server sees
+    });
+    res.end(readFileSync(join(PKG, file)));
+  });
+  await new Promise((r) => server.listen(0, "127.0.0.1", r));
+  base = `http://127.0.0.1:${server.address().port}`;
+  browser = await launchBrowser();
+});
+
+after(async () => {
+  await browser?.close();
+  await new Promise((r) => server?.close(r));
+});
+
+/** Opens the page with the given head links and waits for its load event (the preloads). */
+async function open(links) {
+  wasmRequests = 0;
+  const context = await browser.newContext();
+  const page = await context.newPage();
+  const seen = watch(page);
+  await page.goto(`${base}/?links=${links}`);
+  return { context, page, seen };
+}
+
+const construct = (page) =>
+  page.evaluate(async () => {
+    const m = await import("/tokenwarden/index.js");
+    const client = await m.createTokenClient({ refreshUrl: "/auth/refresh", crossTab: false });
+    const state = client.state;
+    client.dispose();
+    return state;
+  });
+
+test("README's two head links: the .wasm is requested once, and the package uses the preload", async () => {
+  const { context, page, seen } = await open("readme");
+  assert.equal(await construct(page), "signedOut");
+  // The preload was requested before the load event and the package's own fetch() before
+  // createTokenClient() resolved: both are counted by now, no waiting needed.
+  assert.equal(wasmRequests, 1, "the package reused the preloaded .wasm");
+  assert.deepEqual(seen.errors, []);
+  await context.close();
+});
+
+test("without crossorigin the preload does not match the package's fetch(): two requests", async () => {
+  const { context, page, seen } = await open("no-crossorigin");
+  assert.equal(await construct(page), "signedOut");
+  assert.equal(wasmRequests, 2, "the preloaded copy is not used");
+  assert.deepEqual(seen.errors, []);
+  await context.close();
+});
+
+test("an early init() is shared by a later createTokenClient(); a failed one is not kept", async () => {
+  const { context, page, seen } = await open("none");
+  // as the README's recipe: init() without awaiting it, at the top of the app's module
+  await page.evaluate(async () => {
+    const m = await import("/tokenwarden/index.js");
+    m.init();
+  });
+  assert.equal(await construct(page), "signedOut");
+  assert.equal(wasmRequests, 1);
+  await context.close();
+
+  // The early load fails (an HTML 503): no unhandled rejection on the page, and the next
+  // createTokenClient() loads again and works.
+  const second = await open("none");
+  failNextWasm = true;
+  const early = await second.page.evaluate(async () => {
+    const m = await import("/tokenwarden/index.js");
+    const p = m.init(); // not awaited by the app, as in the recipe
+    return p.then(
+      () => "loaded",
+      () => "failed",
+    );
+  });
+  assert.equal(early, "failed");
+  assert.equal(await construct(second.page), "signedOut");
+  assert.equal(wasmRequests, 2);
+  assert.deepEqual(second.seen.errors, [], "no uncaught error or unhandled rejection");
+  assert.deepEqual(seen.errors, []);
+  await second.context.close();
+});
