@@ -4,7 +4,7 @@
 // API call 200.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { useEnv, login, waitFor, sleep } from "./harness.mjs";
+import { useEnv, login, waitFor, sleepWatched, runStory, explainFailure } from "./harness.mjs";
 
 const env = useEnv();
 const RUN_MS = 20_000;
@@ -25,35 +25,41 @@ for (const n of [2, 3, 5]) {
     await env.server.reset();
     const t0 = Date.now();
     await Promise.all(pages.map((p) => p.evaluate(() => window.startLoop(500))));
-    await sleep(RUN_MS);
+    const host = await sleepWatched(RUN_MS);
     const stats = await Promise.all(pages.map((p) => p.evaluate(() => window.stopLoop())));
     const runtime = Date.now() - t0;
 
     const c = await env.server.counters();
     const log = await env.server.log();
-    const cycles = Math.ceil(runtime / CYCLE_MS);
+    // Cycles over the time the host ran: a stalled host (seen once in CI, 32 s with this
+    // process stopped too) stretches the run with nothing due; after each stall the token
+    // has expired and the first call refreshes off the schedule.
+    const cycles = Math.ceil((runtime - host.stalledMs) / CYCLE_MS);
     const times = log.filter((e) => e.path === "/auth/refresh").map((e) => e.t);
     const gaps = times.slice(1).map((t, i) => t - times[i]);
     const calls = stats.reduce((s, x) => s + x.calls, 0);
-    const summary = `${n} tabs, ${(runtime / 1000).toFixed(1)} s: refresh calls ${c.refreshRequests} ` +
+    const summary = `${n} tabs, ${(runtime / 1000).toFixed(1)} s (host stalled ${host.stalls.length} times, ` +
+      `${host.stalledMs} ms): refresh calls ${c.refreshRequests} ` +
       `over ${cycles} cycles = ${(c.refreshRequests / cycles).toFixed(2)} per cycle ` +
       `(min gap ${Math.min(...gaps)} ms, max gap ${Math.max(...gaps)} ms); ` +
       `reuseDetected ${c.reuseDetected}, familiesRevoked ${c.familiesRevoked}; ` +
       `API calls ${calls} (server apiOk ${c.apiOk}, apiUnauthorized ${c.apiUnauthorized}); tabs ${visibility.join("/")}`;
     console.log(summary);
 
-    assert.equal(c.reuseDetected, 0, summary);
-    assert.equal(c.familiesRevoked, 0, summary);
-    assert.ok(c.refreshRequests <= cycles + 2, summary);
-    assert.ok(c.refreshRequests >= cycles - 3, `too few refreshes for a 3 s token: ${summary}`);
-    assert.equal(c.refreshesServed, c.refreshRequests, summary);
-    for (const [i, s] of stats.entries()) {
-      assert.deepEqual(s.errors, [], `tab ${i}: ${JSON.stringify(s)}`);
-      assert.deepEqual(Object.keys(s.statuses), ["200"], `tab ${i}: ${JSON.stringify(s.statuses)}`);
-      assert.ok(s.calls >= (RUN_MS / 500) * 0.8, `tab ${i} made only ${s.calls} calls`);
-    }
-    assert.equal(c.apiOk, c.apiCalls, summary);
-    assert.equal(c.apiExpiredTokens, 0, summary);
-    assert.equal(c.liveFamilies, c.familiesWithOneLiveToken, summary);
+    explainFailure(() => {
+      assert.equal(c.reuseDetected, 0, summary);
+      assert.equal(c.familiesRevoked, 0, summary);
+      assert.ok(c.refreshRequests <= cycles + 2 + host.stalls.length, summary);
+      assert.ok(c.refreshRequests >= cycles - 3, `too few refreshes for a 3 s token: ${summary}`);
+      assert.equal(c.refreshesServed, c.refreshRequests, summary);
+      for (const [i, s] of stats.entries()) {
+        assert.deepEqual(s.errors, [], `tab ${i}: ${JSON.stringify(s.errors)}`);
+        assert.deepEqual(Object.keys(s.statuses), ["200"], `tab ${i}: ${JSON.stringify(s.statuses)}`);
+        assert.ok(s.calls >= (RUN_MS / 500) * 0.8, `tab ${i} made only ${s.calls} calls`);
+      }
+      assert.equal(c.apiOk, c.apiCalls, summary);
+      assert.equal(c.apiExpiredTokens, 0, summary);
+      assert.equal(c.liveFamilies, c.familiesWithOneLiveToken, summary);
+    }, () => runStory(log, stats.map((s) => s.trace), t0));
   });
 }

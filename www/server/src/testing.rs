@@ -135,6 +135,12 @@ pub struct LogEntry {
     pub csrf: bool,
     /// Refresh cookie present.
     pub cookie: bool,
+    /// A `DPoP` proof header present.
+    pub dpop: bool,
+    /// The `error` of the response's `WWW-Authenticate` challenge (`invalid_token`,
+    /// `use_dpop_nonce`, `invalid_dpop_proof`), when it has one: which 401 it was.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 /// Test mode's own state.
@@ -478,7 +484,13 @@ async fn record_requests(State(ctx): State<Ctx>, request: Request, next: Next) -
         has_csrf_header(headers),
         !refresh_cookie_candidates(headers).is_empty(),
     );
+    let dpop = headers.contains_key(crate::dpop::PROOF_HEADER);
     let response = next.run(request).await;
+    let error = response
+        .headers()
+        .get(header::WWW_AUTHENTICATE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(challenge_error);
     ctx.test.record(LogEntry {
         t,
         method,
@@ -487,8 +499,16 @@ async fn record_requests(State(ctx): State<Ctx>, request: Request, next: Next) -
         bearer,
         csrf,
         cookie,
+        dpop,
+        error,
     });
     response
+}
+
+/// The `error="…"` parameter of a `WWW-Authenticate` challenge.
+fn challenge_error(challenge: &str) -> Option<String> {
+    let rest = &challenge[challenge.find("error=\"")? + 7..];
+    Some(rest[..rest.find('"')?].to_owned())
 }
 
 /// Apply the next queued fault to `POST /auth/refresh`; `/pkg/*` is never cached.
@@ -576,4 +596,26 @@ pub fn install(router: Router<AppState>, state: &AppState) -> Router<AppState> {
         .nest("/test", routes)
         .layer(middleware::from_fn_with_state(ctx.clone(), refresh_faults))
         .layer(middleware::from_fn_with_state(ctx, record_requests))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::challenge_error;
+
+    #[test]
+    fn the_log_names_the_error_of_a_challenge() {
+        let cases = [
+            ("Bearer error=\"invalid_token\"", Some("invalid_token")),
+            (
+                "DPoP error=\"use_dpop_nonce\", algs=\"ES256\"",
+                Some("use_dpop_nonce"),
+            ),
+            ("DPoP algs=\"ES256\"", None),
+            ("Bearer", None),
+            ("Bearer error=\"unterminated", None),
+        ];
+        for (challenge, want) in cases {
+            assert_eq!(challenge_error(challenge).as_deref(), want, "{challenge}");
+        }
+    }
 }
