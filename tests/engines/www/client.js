@@ -29,16 +29,20 @@ try {
   window.callApi = async () => (await tw.fetch("/api/me")).status;
   // A loop of tw.fetch('/api/me') every `everyMs`, recording statuses and errors.
   window.startLoop = (everyMs = 500) => {
-    const stats = (window.loopStats = { statuses: {}, errors: [], calls: 0, running: true, jtis: [] });
+    // trace, for failure messages: per call [start (epoch ms), duration ms, status or error].
+    const stats = (window.loopStats = { statuses: {}, errors: [], calls: 0, trace: [], running: true, jtis: [] });
     (async () => {
       while (stats.running) {
         const t0 = performance.now();
+        let outcome;
         try {
-          const s = await window.callApi();
-          stats.statuses[s] = (stats.statuses[s] || 0) + 1;
+          outcome = await window.callApi();
+          stats.statuses[outcome] = (stats.statuses[outcome] || 0) + 1;
         } catch (e) {
-          stats.errors.push(String(e && (e.code || e.name)));
+          outcome = String(e && (e.code || e.name));
+          stats.errors.push(outcome);
         }
+        stats.trace.push([Math.round(performance.timeOrigin + t0), Math.round(performance.now() - t0), outcome]);
         stats.calls++;
         const jti = (tw.claims() || {}).jti;
         if (jti && stats.jtis[stats.jtis.length - 1] !== jti) stats.jtis.push(jti);
