@@ -630,7 +630,14 @@ pub fn scheduler(data: &[u8]) {
                     continue;
                 };
                 let was = s.is_signed_in();
-                match s.accept(g, now) {
+                // In flight: the attempt's answer; otherwise `setSession`
+                // (which leaves an attempt in flight going).
+                let accepted = if s.in_flight() {
+                    s.accept_refreshed(g, now, now)
+                } else {
+                    s.accept(g, now)
+                };
+                match accepted {
                     Ok(()) => {
                         assert!(s.version() > before, "accept did not move the version");
                         assert_eq!(s.state(), State::Active);

@@ -6,9 +6,10 @@
 
 use alloc::boxed::Box;
 use alloc::rc::Rc;
-use core::cell::RefCell;
+use core::cell::{Cell, RefCell};
 
 use crate::error::Error;
+use crate::policy::clock::Stamp;
 use crate::policy::dpop::{self, Nonces, ProofClaims};
 use crate::policy::machine::{Attempt, Fast, InLock, Machine, Out, Use};
 use crate::policy::options::Options;
@@ -200,26 +201,24 @@ impl<S: Shell> Driver<S> {
         if bound && !self.opts.dpop {
             return Err(Error::InvalidResponse("token_type is not Bearer"));
         }
-        let mut out = self
+        let bind = dpop::bind_after_set_session(self.opts.dpop, bound);
+        let out = self
             .machine
             .borrow_mut()
-            .set_session(grant, self.shell.now())?;
-        let bind = dpop::bind_after_set_session(self.opts.dpop, bound);
-        if bind {
-            // Other tabs get the bound token (with its key) from the refresh;
-            // an unbound one would make them sign with keys of their own.
-            out.broadcast = None;
-        }
+            .set_session(grant, self.shell.now(), bind)?;
         self.perform(out);
-        if bind {
-            let _ = self.ensure_refresh();
-        }
         Ok(())
     }
 
     /// A DPoP proof for `htm url` (with `ath` for `token`), signed by this
-    /// tab's key; the first proof of a tab with no key makes one.
-    async fn proof(&self, htm: &str, url: &str, token: Option<&str>) -> Result<String, Error> {
+    /// tab's key, and the nonce it carries; the first proof of a tab with no
+    /// key makes one.
+    async fn proof(
+        &self,
+        htm: &str,
+        url: &str,
+        token: Option<&str>,
+    ) -> Result<(String, Option<String>), Error> {
         let existing = self.key.borrow().clone();
         let key = match existing {
             Some(k) => k,
@@ -244,25 +243,30 @@ impl<S: Shell> Driver<S> {
         };
         let input = dpop::signing_input(&self.shell.public_jwk(&key), &claims);
         let signature = self.shell.sign(&key, &input).await?;
-        Ok(dpop::assemble(&input, &signature))
+        Ok((dpop::assemble(&input, &signature), nonce))
     }
 
     /// The refresh call, with a proof when DPoP is on (and one for the
     /// provider's token endpoint once a `use_upstream_dpop` named it); retried
-    /// as [`dpop::retry_refresh`] says.
-    async fn post_refresh(&self) -> Result<Reply, Error> {
+    /// as [`dpop::retry_refresh`] says. `sent`: when the last request left
+    /// (after its proof was signed): the token's lifetime counts from there.
+    async fn post_refresh(&self, sent: &Cell<Stamp>) -> Result<Reply, Error> {
         let url = &self.opts.refresh_url;
         let mut retries = 0;
         loop {
             let mut headers = self.opts.refresh_headers.clone();
+            let mut signed_with = None;
             if self.opts.dpop {
-                headers.push((String::from("DPoP"), self.proof("POST", url, None).await?));
+                let (proof, nonce) = self.proof("POST", url, None).await?;
+                headers.push((String::from("DPoP"), proof));
+                signed_with = nonce;
                 let upstream = self.upstream_htu.borrow().clone();
                 if let Some(htu) = upstream {
-                    let proof = self.proof("POST", &htu, None).await?;
+                    let (proof, _) = self.proof("POST", &htu, None).await?;
                     headers.push((String::from("DPoP-Upstream"), proof));
                 }
             }
+            sent.set(self.shell.now());
             let reply = self
                 .shell
                 .post(url, &headers, self.opts.request_timeout_ms)
@@ -270,10 +274,11 @@ impl<S: Shell> Driver<S> {
             if !self.opts.dpop {
                 return Ok(reply);
             }
-            let changed = self
-                .nonces
+            self.nonces
                 .borrow_mut()
                 .remember(url, reply.dpop_nonce.as_deref());
+            let changed =
+                dpop::nonce_moved(signed_with.as_deref(), self.nonces.borrow().for_url(url));
             let asked = dpop::token_endpoint_wants_nonce(reply.status, &reply.body);
             let upstream = dpop::upstream_challenge(reply.status, &reply.body);
             let named = upstream.is_some();
@@ -294,23 +299,25 @@ impl<S: Shell> Driver<S> {
         dpop::with_proof(self.opts.dpop, self.machine.borrow().session().bound(token))
     }
 
-    /// Sets `Authorization` (and `DPoP`) on an app request for `token`.
+    /// Sets `Authorization` (and `DPoP`) on an app request for `token`;
+    /// the nonce its proof carries.
     async fn authorize_request(
         &self,
         request: &S::Request,
         url: &str,
         token: &Secret,
-    ) -> Result<(), Error> {
+    ) -> Result<Option<String>, Error> {
         let sh = &self.shell;
         let proof = self.with_proof(token);
         sh.set_authorization(request, &dpop::authorization(token.expose(), proof));
-        if proof {
-            let proof = self
-                .proof(&sh.method(request), url, Some(token.expose()))
-                .await?;
-            sh.set_header(request, "DPoP", &proof);
+        if !proof {
+            return Ok(None);
         }
-        Ok(())
+        let (proof, nonce) = self
+            .proof(&sh.method(request), url, Some(token.expose()))
+            .await?;
+        sh.set_header(request, "DPoP", &proof);
+        Ok(nonce)
     }
 
     /// `authorize(method, url)`: the headers `fetch` would add, `None` for
@@ -334,7 +341,7 @@ impl<S: Shell> Driver<S> {
         )];
         if proof {
             let method = method.to_ascii_uppercase();
-            let proof = self.proof(&method, url, Some(token.expose())).await?;
+            let (proof, _) = self.proof(&method, url, Some(token.expose())).await?;
             headers.push((String::from("DPoP"), proof));
         }
         Ok(Some(headers))
@@ -394,9 +401,10 @@ impl<S: Shell> Driver<S> {
             self.perform(out);
             return result;
         }
-        let sent = self.shell.now();
-        self.machine.borrow_mut().request_sent(sent);
-        let reply = self.post_refresh().await;
+        self.machine.borrow_mut().request_sent(self.shell.now());
+        let sent = Cell::new(self.shell.now());
+        let reply = self.post_refresh(&sent).await;
+        let sent = sent.get();
         let now = self.shell.now();
         let random = self.shell.random();
         let (result, out, linger) = self
@@ -540,12 +548,14 @@ impl<S: Shell> Driver<S> {
         let url = sh.url(&request);
         let version = self.machine.borrow().session().version();
         let proof = self.with_proof(&token);
-        self.authorize_request(&request, &url, &token).await?;
+        let signed_with = self.authorize_request(&request, &url, &token).await?;
         let nonce_retry = if proof { sh.replayable(&request) } else { None };
         let mut response = sh.send(&request).await.map_err(FetchError::Send)?;
         if proof {
             let nonce = sh.response_header(&response, "dpop-nonce");
-            let changed = self.nonces.borrow_mut().remember(&url, nonce.as_deref());
+            self.nonces.borrow_mut().remember(&url, nonce.as_deref());
+            let changed =
+                dpop::nonce_moved(signed_with.as_deref(), self.nonces.borrow().for_url(&url));
             let challenge = sh.response_header(&response, "www-authenticate");
             let asked = dpop::resource_wants_nonce(sh.status(&response), challenge.as_deref());
             if let (true, Some(again)) =

@@ -25,8 +25,9 @@ use crate::shell::{LocalFuture, Shell, Slot};
 
 type Task = Pin<Box<dyn Future<Output = ()>>>;
 
-/// How the fake server answers the refresh or logout endpoint.
-pub type Endpoint = Box<dyn FnMut(&str) -> Result<Reply, Error>>;
+/// How the fake server answers the refresh or logout endpoint: the URL and
+/// the request's headers as sent (with `Cookie` when the jar holds one).
+pub type Endpoint = Box<dyn FnMut(&str, &[(String, String)]) -> Result<Reply, Error>>;
 
 /// How the fake API answers an app request: status and response headers.
 pub type Api = Box<dyn FnMut(&FakeRequest) -> (u16, Vec<(String, String)>)>;
@@ -105,8 +106,15 @@ struct State {
     channels: Vec<(u64, String, Listener)>,
     locks: HashMap<String, Locks>,
     endpoint: Endpoint,
+    /// The refresh cookie the browser holds (see [`World::set_cookie`]).
+    cookie: Option<String>,
     api: Api,
     latency_ms: i64,
+    /// `(generator state, max ms)`: every request and crypto operation takes
+    /// a further 0..=max ms (see [`World::jitter`]).
+    jitter: Option<(u64, i64)>,
+    /// Tab messages take 0..=this many ms more (see [`World::jitter`]).
+    message_jitter_ms: i64,
     /// Every POST to an endpoint: the URL.
     posts: Vec<String>,
     /// The headers of every POST to an endpoint.
@@ -137,7 +145,8 @@ impl World {
                 next_task: 0,
                 channels: Vec::new(),
                 locks: HashMap::new(),
-                endpoint: Box::new(|_| {
+                cookie: None,
+                endpoint: Box::new(|_, _| {
                     Ok(Reply {
                         status: 401,
                         body: String::new(),
@@ -147,6 +156,8 @@ impl World {
                 }),
                 api: Box::new(|_| (200, Vec::new())),
                 latency_ms: 10,
+                jitter: None,
+                message_jitter_ms: 0,
                 posts: Vec::new(),
                 post_headers: Vec::new(),
                 keys_made: 0,
@@ -166,8 +177,25 @@ impl World {
     }
 
     /// Scripts the refresh and logout endpoints.
-    pub fn endpoint(&self, f: impl FnMut(&str) -> Result<Reply, Error> + 'static) {
+    pub fn endpoint(&self, mut f: impl FnMut(&str) -> Result<Reply, Error> + 'static) {
+        self.state.borrow_mut().endpoint = Box::new(move |url, _| f(url));
+    }
+
+    /// Scripts the endpoints with each request's own headers (as sent,
+    /// `Cookie` included): what a server needs when replies may arrive in
+    /// another order than the requests went (see [`World::jitter`]).
+    pub fn endpoint_with_headers(
+        &self,
+        f: impl FnMut(&str, &[(String, String)]) -> Result<Reply, Error> + 'static,
+    ) {
         self.state.borrow_mut().endpoint = Box::new(f);
+    }
+
+    /// Sets the browser's HttpOnly refresh cookie (`None`: cleared). A POST
+    /// carries the cookie the jar held when it was sent; the server's
+    /// `Set-Cookie` is this call, made by the endpoint as it answers.
+    pub fn set_cookie(&self, cookie: Option<String>) {
+        self.state.borrow_mut().cookie = cookie;
     }
 
     /// Scripts the API (the status it answers an app request with).
@@ -196,6 +224,51 @@ impl World {
     /// How long every request takes.
     pub fn latency(&self, ms: i64) {
         self.state.borrow_mut().latency_ms = ms;
+    }
+
+    /// From now on every request and crypto operation takes a further
+    /// 0..=`max_ms`, and every tab message 0..=`message_max_ms`, drawn from a
+    /// generator seeded with `seed`: the same seed, the same run. Explores
+    /// the orders in which tabs, the network and WebCrypto can finish.
+    pub fn jitter(&self, seed: u64, max_ms: i64, message_max_ms: i64) {
+        let mut s = self.state.borrow_mut();
+        s.jitter = Some((seed, max_ms.max(0)));
+        s.message_jitter_ms = message_max_ms.max(0);
+    }
+
+    /// The next jitter delay (0 without [`World::jitter`]).
+    fn draw(&self) -> i64 {
+        let max = self.state.borrow().jitter.map_or(0, |(_, m)| m);
+        self.draw_upto(max)
+    }
+
+    /// The next jitter delay of a tab message.
+    fn draw_message(&self) -> i64 {
+        let max = self.state.borrow().message_jitter_ms;
+        self.draw_upto(max)
+    }
+
+    fn draw_upto(&self, max: i64) -> i64 {
+        let mut s = self.state.borrow_mut();
+        let Some((x, _)) = s.jitter.as_mut() else {
+            return 0;
+        };
+        // splitmix64: a well-mixed sequence from any seed.
+        *x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = *x;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^= z >> 31;
+        (z % (max as u64 + 1)) as i64
+    }
+
+    /// Waits the next jitter delay, if jitter is on (no timer turn when off,
+    /// so runs without jitter keep their exact order).
+    async fn jittered(&self) {
+        if self.state.borrow().jitter.is_some() {
+            let ms = self.draw();
+            after(self.clone(), ms).await;
+        }
     }
 
     /// Moves the wall clock only (the user changed it, or the machine slept).
@@ -273,7 +346,17 @@ impl World {
     /// Runs every task and every timer due at the current time, until
     /// nothing more happens.
     pub fn run(&self) {
+        // A client that keeps re-arming timers (or waking tasks) without
+        // time passing would spin a browser tab: a bug, reported here
+        // instead of hanging the test.
+        let mut turns = 0u32;
         loop {
+            turns += 1;
+            assert!(
+                turns < 100_000,
+                "timers or tasks keep firing at {} ms without time passing",
+                self.now()
+            );
             self.run_tasks();
             let due = {
                 let mut s = self.state.borrow_mut();
@@ -516,9 +599,14 @@ impl Shell for FakeShell {
     ) -> LocalFuture<Result<Reply, Error>> {
         let world = self.world.clone();
         let url = url.to_string();
-        world.state.borrow_mut().post_headers.push(headers.to_vec());
+        let mut headers = headers.to_vec();
+        if let Some(c) = world.state.borrow().cookie.clone() {
+            headers.push((String::from("Cookie"), c));
+        }
+        world.state.borrow_mut().post_headers.push(headers.clone());
         Box::pin(async move {
-            let latency = world.state.borrow().latency_ms;
+            let base = world.state.borrow().latency_ms;
+            let latency = base + world.draw();
             if latency > timeout_ms {
                 after(world.clone(), timeout_ms).await;
                 world.state.borrow_mut().posts.push(url);
@@ -528,9 +616,9 @@ impl Shell for FakeShell {
             let mut endpoint = {
                 let mut s = world.state.borrow_mut();
                 s.posts.push(url.clone());
-                std::mem::replace(&mut s.endpoint, Box::new(|_| Err(Error::Network)))
+                std::mem::replace(&mut s.endpoint, Box::new(|_, _| Err(Error::Network)))
             };
-            let reply = endpoint(&url);
+            let reply = endpoint(&url, &headers);
             world.state.borrow_mut().endpoint = endpoint;
             reply
         })
@@ -617,8 +705,9 @@ impl Shell for FakeShell {
             let text = text.to_string();
             let key = key.cloned();
             // Delivered asynchronously, like a BroadcastChannel.
+            let delay = self.world.draw_message();
             self.world.add_timer(
-                0,
+                delay,
                 Box::new(move || {
                     if let Some(f) = f.upgrade() {
                         (f.borrow_mut())(text, key);
@@ -640,7 +729,8 @@ impl Shell for FakeShell {
         let world = self.world.clone();
         let request = request.clone();
         Box::pin(async move {
-            let latency = world.state.borrow().latency_ms;
+            let base = world.state.borrow().latency_ms;
+            let latency = base + world.draw();
             after(world.clone(), latency).await;
             let mut api = {
                 let mut s = world.state.borrow_mut();
@@ -712,6 +802,7 @@ impl Shell for FakeShell {
     fn make_key(&self) -> LocalFuture<Result<FakeKey, Error>> {
         let world = self.world.clone();
         Box::pin(async move {
+            world.jittered().await;
             let id = {
                 let mut s = world.state.borrow_mut();
                 s.seq += 1;
@@ -728,12 +819,20 @@ impl Shell for FakeShell {
 
     fn sign(&self, key: &FakeKey, input: &str) -> LocalFuture<Result<Vec<u8>, Error>> {
         let sig = fake_signature(key.id, input);
-        Box::pin(async move { Ok(sig) })
+        let world = self.world.clone();
+        Box::pin(async move {
+            world.jittered().await;
+            Ok(sig)
+        })
     }
 
     fn sha256(&self, input: &str) -> LocalFuture<Result<Vec<u8>, Error>> {
         let d = fake_sha256(input);
-        Box::pin(async move { Ok(d) })
+        let world = self.world.clone();
+        Box::pin(async move {
+            world.jittered().await;
+            Ok(d)
+        })
     }
 
     fn unique_id(&self) -> String {

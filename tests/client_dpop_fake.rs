@@ -608,3 +608,58 @@ fn a_token_the_backend_returned_as_bearer_goes_as_bearer_without_a_proof() {
         "no proof reached the API"
     );
 }
+
+/// Two requests of one tab leave with the same nonce, and the server changes
+/// it before either arrives. The first answer brings the new nonce; the
+/// second request, refused for the same reason, is retried too: whether to
+/// retry compares the nonce a request was signed with, not whether its
+/// answer changed the nonce kept (the first answer already had).
+#[test]
+fn a_request_refused_for_a_nonce_another_answer_brought_meanwhile_is_still_retried() {
+    let world = World::new(T0);
+    let s = server(&world);
+    *s.nonce.borrow_mut() = Some("n1".into());
+    let a = client(&world, "");
+    let c = a.clone();
+    assert_eq!(settle(&world, async move { c.start().await }), Ok(true));
+    let (status, _) = fetch(&world, &a, "https://app.example/api/me");
+    assert_eq!(status, 200, "n1 is kept");
+    let before = s.api_proofs.borrow().len();
+    world.latency(100);
+    let results: Vec<_> = (0..2)
+        .map(|_| {
+            let c = a.clone();
+            world.call(async move {
+                c.fetch(FakeRequest::get("https://app.example/api/me"))
+                    .await
+                    .map(|r| r.status)
+                    .map_err(|_| ())
+            })
+        })
+        .collect();
+    world.advance(5);
+    *s.nonce.borrow_mut() = Some("n2".into());
+    world.advance(1_000);
+    let statuses: Vec<_> = results
+        .iter()
+        .map(|r| {
+            let status = Rc::new(RefCell::new(None));
+            let st = status.clone();
+            let r = r.clone();
+            let _ = world.call(async move { *st.borrow_mut() = Some(r.wait().await) });
+            world.run();
+            let v = status.borrow_mut().take();
+            v
+        })
+        .collect();
+    assert_eq!(statuses, [Some(Ok(200)), Some(Ok(200))]);
+    let nonces: Vec<_> = s.api_proofs.borrow()[before..]
+        .iter()
+        .map(|p| p.nonce.clone().unwrap())
+        .collect();
+    assert_eq!(
+        nonces,
+        ["n1", "n1", "n2", "n2"],
+        "each retried once, with n2"
+    );
+}

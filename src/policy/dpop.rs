@@ -174,6 +174,16 @@ pub fn retry_with_nonce(asked: bool, nonce_changed: bool, retried: bool) -> bool
     asked && nonce_changed && !retried
 }
 
+/// Whether the nonce this tab would sign with now (`kept`, after keeping
+/// the answer's `DPoP-Nonce`) differs from the one the refused request was
+/// signed with: then one retry may succeed. Compared with the request's own
+/// nonce, not with whether this answer changed the kept one: another request
+/// of the tab (the refresh call, another `fetch`) may have brought the new
+/// nonce while this one was on its way, and this one must still be retried.
+pub fn nonce_moved(signed_with: Option<&str>, kept: Option<&str>) -> bool {
+    kept.is_some() && kept != signed_with
+}
+
 /// Upstream mode (a backend in front of an OpenID Provider that supports DPoP): a 400
 /// `use_upstream_dpop` from the refresh endpoint asks for a second proof, by the same key,
 /// for the provider's token endpoint (`htm` POST, `htu` = `dpop_upstream_htu` of the body,
@@ -333,6 +343,18 @@ mod tests {
         assert_eq!(n.for_url("https://a.example/q"), Some("3"));
         assert_eq!(n.for_url("https://b.example/q"), Some("2"));
         assert_eq!(n.for_url("https://c.example/q"), None);
+    }
+
+    #[test]
+    fn a_request_may_retry_when_the_kept_nonce_is_not_the_one_it_was_signed_with() {
+        assert!(nonce_moved(Some("1"), Some("2")), "an answer brought 2");
+        assert!(nonce_moved(None, Some("1")), "the first nonce");
+        assert!(
+            !nonce_moved(Some("1"), Some("1")),
+            "the same again: no retry"
+        );
+        assert!(!nonce_moved(Some("1"), None));
+        assert!(!nonce_moved(None, None));
     }
 
     #[test]

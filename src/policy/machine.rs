@@ -226,6 +226,9 @@ impl Machine {
             return None;
         }
         let s = &self.session;
+        if s.bind_pending() {
+            return None;
+        }
         let t = s.usable(now)?;
         let (life, age) = s.lifetime_and_age(now)?;
         Some(tabsync::encode_token(
@@ -249,11 +252,17 @@ impl Machine {
         }
     }
 
-    /// `setSession(response)`: the app's own login answer.
-    pub fn set_session(&mut self, grant: Grant, now: Stamp) -> Result<Out, Error> {
+    /// `setSession(response)`: the app's own login answer; `bind`: it is to
+    /// be bound by a refresh at once ([`super::dpop::bind_after_set_session`]),
+    /// and is not handed to other tabs before.
+    pub fn set_session(&mut self, grant: Grant, now: Stamp, bind: bool) -> Result<Out, Error> {
         self.live()?;
         self.session.accept(grant, now)?;
+        if bind {
+            self.session.await_binding();
+        }
         let out = Out {
+            refresh: bind,
             broadcast: self.token_message(now),
             events: vec![Event::SignedIn {
                 expires_at: self.session.expires_at(now),
@@ -369,7 +378,19 @@ impl Machine {
         let was_signed_in = self.session.is_signed_in();
         let accepted = reply
             .and_then(|r| refresh_outcome(&r, now.wall))
-            .and_then(|grant| self.session.accept(grant, sent));
+            .and_then(|grant| self.session.accept_refreshed(grant, sent, now));
+        if let (Err(_), true) = (&accepted, self.session.version() != attempt.version) {
+            // Superseded: while the call was on its way this tab took a newer
+            // token (another tab's refresh or sign-in, or setSession here).
+            // The failure is about a session this tab no longer holds; the
+            // attempt ends with the token it holds now.
+            self.session.attempt_settled();
+            let result = match self.session.usable(now) {
+                Some(_) => Ok(()),
+                None => accepted,
+            };
+            return (result, self.finish(out, now), false);
+        }
         match accepted {
             Ok(()) => {
                 out.broadcast = self.token_message(now);
@@ -626,7 +647,7 @@ mod tests {
     fn set_session_broadcasts_emits_signed_in_and_state_changed_and_arms_the_timer() {
         let mut m = machine(true);
         let now = Stamp::at(T0);
-        let out = m.set_session(grant("a", 300), now).unwrap();
+        let out = m.set_session(grant("a", 300), now, false).unwrap();
         assert!(out.broadcast.is_some());
         assert_eq!(out.wake_in, Some(270_000));
         assert_eq!(
@@ -646,7 +667,8 @@ mod tests {
     #[test]
     fn a_due_tick_asks_for_a_refresh_and_an_attempt_shows_refreshing() {
         let mut m = machine(false);
-        m.set_session(grant("a", 300), Stamp::at(T0)).unwrap();
+        m.set_session(grant("a", 300), Stamp::at(T0), false)
+            .unwrap();
         let now = Stamp::at(T0 + 270_000);
         assert!(m.tick(false, now).refresh);
         let (attempt, out) = m.begin_attempt(now).unwrap().unwrap();
@@ -687,7 +709,7 @@ mod tests {
     fn a_logout_during_an_attempt_drops_its_result() {
         let mut m = machine(true);
         let now = Stamp::at(T0);
-        m.set_session(grant("a", 300), now).unwrap();
+        m.set_session(grant("a", 300), now, false).unwrap();
         let (attempt, _) = m.begin_attempt(now).unwrap().unwrap();
         let out = m.logout(now).unwrap();
         assert!(out.broadcast.is_some(), "other tabs are told");
@@ -709,7 +731,7 @@ mod tests {
     fn a_rejection_ends_the_session_and_start_reads_it_as_no_session() {
         let mut m = machine(true);
         let now = Stamp::at(T0);
-        m.set_session(grant("a", 300), now).unwrap();
+        m.set_session(grant("a", 300), now, false).unwrap();
         let (attempt, _) = m.begin_attempt(now).unwrap().unwrap();
         let (result, out, _) = m.outcome(attempt, now, reply(401, ""), now, 0.5);
         assert!(out.events.contains(&Event::SignedOut {
@@ -728,7 +750,7 @@ mod tests {
     fn callers_wait_for_a_refresh_in_flight_even_with_a_fresh_token() {
         let mut m = machine(false);
         let now = Stamp::at(T0);
-        m.set_session(grant("a", 300), now).unwrap();
+        m.set_session(grant("a", 300), now, false).unwrap();
         assert!(matches!(
             m.token_for_use(now, false, false),
             Use::Now(Some(_))
@@ -750,7 +772,7 @@ mod tests {
             Fast::Slow,
             "signed out: the full path decides (it may wait for start())"
         );
-        m.set_session(grant("a", 300), now).unwrap();
+        m.set_session(grant("a", 300), now, false).unwrap();
         let a = Secret::new("a".into());
         assert_eq!(
             m.fast_fetch(now, false, true, false, false),
@@ -771,13 +793,203 @@ mod tests {
             "due for refresh: the full path refreshes first"
         );
         assert!(m.refresh_for_401_of(&a));
-        m.set_session(grant("b", 300), now).unwrap();
+        m.set_session(grant("b", 300), now, false).unwrap();
         assert!(
             !m.refresh_for_401_of(&a),
             "replaced meanwhile: replay with b"
         );
         m.dispose();
         assert_eq!(m.fast_fetch(now, false, false, false, false), Fast::Slow);
+    }
+
+    /// The token message `m` would send now (its broadcast after a refresh).
+    fn token_out(m: &mut Machine, now: Stamp, token: &str) -> String {
+        let (attempt, _) = m.begin_attempt(now).unwrap().unwrap();
+        let body = format!(r#"{{"access_token":"{token}","expires_in":300}}"#);
+        let (result, out, _) = m.outcome(attempt, now, reply(200, &body), now, 0.5);
+        assert_eq!(result, Ok(()));
+        out.broadcast.unwrap()
+    }
+
+    #[test]
+    fn a_refreshed_token_is_versioned_when_it_arrives_so_it_wins_over_a_sign_in_made_while_it_was_on_its_way(
+    ) {
+        // Tab A's refresh leaves at T0 and is answered at T0 + 500; the user
+        // signs in in tab B at T0 + 200 (the rotation happened after that).
+        let mut a = machine(true);
+        let mut b = machine(true);
+        let (attempt, _) = a.begin_attempt(Stamp::at(T0)).unwrap().unwrap();
+        b.set_session(grant("login", 300), Stamp::at(T0 + 200), false)
+            .unwrap();
+        let (result, out, _) = a.outcome(
+            attempt,
+            Stamp::at(T0),
+            reply(200, r#"{"access_token":"rotated","expires_in":300}"#),
+            Stamp::at(T0 + 500),
+            0.5,
+        );
+        assert_eq!(result, Ok(()));
+        let out = b.tab_message(&out.broadcast.unwrap(), Stamp::at(T0 + 510));
+        assert!(out.handed_over, "B takes the newer token");
+        assert_eq!(
+            b.session().fresh(Stamp::at(T0 + 510)),
+            Some(&Secret::new("rotated".into()))
+        );
+        // Its lifetime still counts from when the request left.
+        assert_eq!(
+            a.session().expires_at(Stamp::at(T0 + 500)),
+            Some(T0 + 300_000)
+        );
+    }
+
+    #[test]
+    fn a_rejection_signs_out_the_tabs_holding_that_session_but_not_one_signed_in_since() {
+        let now = Stamp::at(T0);
+        let mut a = machine(true);
+        let mut same = machine(true);
+        let mut newer = machine(true);
+        a.set_session(grant("a", 300), now, false).unwrap();
+        let message = token_out(&mut a, Stamp::at(T0 + 10), "a2");
+        assert!(same.tab_message(&message, Stamp::at(T0 + 11)).handed_over);
+        newer
+            .set_session(grant("login", 300), Stamp::at(T0 + 20), false)
+            .unwrap();
+        let (attempt, _) = a.begin_attempt(Stamp::at(T0 + 2_000)).unwrap().unwrap();
+        let (result, out, _) = a.outcome(
+            attempt,
+            Stamp::at(T0 + 2_000),
+            reply(401, ""),
+            Stamp::at(T0 + 3_000),
+            0.5,
+        );
+        assert!(matches!(result, Err(Error::RefreshRejected { .. })));
+        let signed_out = out.broadcast.expect("the other tabs are told");
+        let later = Stamp::at(T0 + 3_010);
+        let out = same.tab_message(&signed_out, later);
+        assert!(out.events.contains(&Event::SignedOut {
+            reason: Reason::Tab
+        }));
+        let out = newer.tab_message(&signed_out, later);
+        assert!(out.events.is_empty(), "a newer session is not that session");
+        assert_eq!(newer.state(), State::Active);
+    }
+
+    #[test]
+    fn a_failure_of_an_attempt_superseded_by_another_tab_s_token_keeps_that_token() {
+        let failures = [
+            reply(401, ""),
+            reply(400, r#"{"error":"invalid_dpop_proof"}"#),
+            Err(Error::Network),
+        ];
+        for failure in failures {
+            let now = Stamp::at(T0);
+            let mut a = machine(true);
+            let mut b = machine(true);
+            b.set_session(grant("b", 300), now, false).unwrap();
+            // A starts (no session: start()), B rotates meanwhile and tells A.
+            let (attempt, _) = a.begin_attempt(now).unwrap().unwrap();
+            let message = token_out(&mut b, Stamp::at(T0 + 100), "b2");
+            assert!(a.tab_message(&message, Stamp::at(T0 + 110)).handed_over);
+            assert_eq!(
+                a.state(),
+                State::Refreshing,
+                "A's own call is still on its way"
+            );
+            let (result, out, _) = a.outcome(attempt, now, failure, Stamp::at(T0 + 200), 0.5);
+            assert_eq!(result, Ok(()), "waiters get the token A holds");
+            assert_eq!(out.broadcast, None, "nothing to tell");
+            assert!(!out
+                .events
+                .iter()
+                .any(|e| matches!(e, Event::SignedOut { .. } | Event::RefreshFailed { .. })));
+            assert_eq!(a.state(), State::Active);
+            assert_eq!(
+                a.session().fresh(Stamp::at(T0 + 200)),
+                Some(&Secret::new("b2".into()))
+            );
+        }
+    }
+
+    #[test]
+    fn a_sign_in_to_bind_is_due_at_once_is_not_handed_to_tabs_and_outlives_an_attempt_already_on_its_way(
+    ) {
+        let now = Stamp::at(T0);
+        let mut m = machine(true);
+        // start() is on its way when the app's login answer is set.
+        let (attempt, _) = m.begin_attempt(now).unwrap().unwrap();
+        let out = m
+            .set_session(grant("login", 300), Stamp::at(T0 + 100), true)
+            .unwrap();
+        assert!(out.refresh, "bind at once");
+        assert_eq!(out.broadcast, None, "not handed to other tabs unbound");
+        assert!(m
+            .tab_message(r#"{"p":"tokenwarden/1","k":"query"}"#, Stamp::at(T0 + 110))
+            .broadcast
+            .is_none());
+        // start()'s call was sent before the login: no session. It is
+        // superseded; the login token stays, still due for binding.
+        let (result, out, _) = m.outcome(attempt, now, reply(401, ""), Stamp::at(T0 + 300), 0.5);
+        assert_eq!(result, Ok(()));
+        assert_eq!(m.state(), State::Active);
+        let later = Stamp::at(T0 + 1_000);
+        assert_eq!(out.wake_in, Some(700), "after the storm floor");
+        assert!(m.tick(false, later).refresh, "the binding refresh follows");
+        assert_eq!(
+            m.token_for_use(later, false, false),
+            Use::AwaitRefresh { had: true }
+        );
+        // Once a token replaces it (bound or not), it is an ordinary session.
+        let message = token_out(&mut m, later, "bound");
+        assert!(message.contains("bound"));
+        assert!(m.ready(later, false).is_some());
+    }
+
+    #[test]
+    fn a_due_token_waits_for_the_storm_floor_instead_of_re_arming_at_once() {
+        // B's refresh left at T0 and came back at T0 + 1,600: its 3 s token
+        // is due (past half-life) when A adopts it, while A's own attempt,
+        // sent at T0 + 1,600, is on its way; that attempt then fails.
+        let mut a = machine(true);
+        let mut b = machine(true);
+        let (attempt_b, _) = b.begin_attempt(Stamp::at(T0)).unwrap().unwrap();
+        let (_, out, _) = b.outcome(
+            attempt_b,
+            Stamp::at(T0),
+            reply(200, r#"{"access_token":"t","expires_in":3}"#),
+            Stamp::at(T0 + 1_600),
+            0.5,
+        );
+        let (attempt, _) = a.begin_attempt(Stamp::at(T0 + 1_600)).unwrap().unwrap();
+        a.request_sent(Stamp::at(T0 + 1_600));
+        assert!(
+            a.tab_message(&out.broadcast.unwrap(), Stamp::at(T0 + 1_610))
+                .handed_over
+        );
+        let (result, out, _) = a.outcome(
+            attempt,
+            Stamp::at(T0 + 1_600),
+            Err(Error::Network),
+            Stamp::at(T0 + 1_700),
+            0.5,
+        );
+        assert_eq!(result, Ok(()), "superseded");
+        assert_eq!(
+            out.wake_in,
+            Some(900),
+            "a due token: the next attempt when the storm floor allows, not a 0 ms timer"
+        );
+        // A token adopted while an attempt is in flight does not end it: no
+        // tick asks for a refresh the shell would only join.
+        let mut m = machine(true);
+        let mut other = machine(true);
+        let now = Stamp::at(T0);
+        let (_attempt, _) = m.begin_attempt(now).unwrap().unwrap();
+        let message = token_out(&mut other, now, "t");
+        assert!(m.tab_message(&message, Stamp::at(T0 + 10)).handed_over);
+        assert_eq!(m.state(), State::Refreshing);
+        let out = m.tick(false, Stamp::at(T0 + 200_000));
+        assert!(!out.refresh);
+        assert_eq!(out.wake_in, None, "the attempt's outcome re-arms");
     }
 
     #[derive(Clone, Debug)]
@@ -817,7 +1029,7 @@ mod tests {
                 let out = match op {
                     Op::Set(s) => {
                         n += 1;
-                        m.set_session(grant(&format!("s{n}"), s), now).unwrap_or_default()
+                        m.set_session(grant(&format!("s{n}"), s), now, false).unwrap_or_default()
                     }
                     Op::Advance(ms, online) => {
                         now = Stamp::at(now.wall + i64::from(ms));

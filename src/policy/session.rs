@@ -149,6 +149,9 @@ pub struct Session {
     phase: Phase,
     last_attempt: Option<Stamp>,
     version: u64,
+    /// The held token came from `setSession` unbound while DPoP is on: it is
+    /// due at once, for the refresh that binds it (see [`Session::await_binding`]).
+    bind_pending: bool,
 }
 
 impl Session {
@@ -160,7 +163,23 @@ impl Session {
             phase: Phase::Idle,
             last_attempt: None,
             version: 0,
+            bind_pending: false,
         }
+    }
+
+    /// The token just set is to be bound to the tab's key by a refresh
+    /// (`setSession` with DPoP on and an unbound login token): until a token
+    /// replaces it, it is due, so that the next tick or caller refreshes —
+    /// also when an attempt that was already on its way when it was set (a
+    /// `start()`) ends without a token — and it is not handed to other tabs
+    /// (they would sign with keys of their own).
+    pub fn await_binding(&mut self) {
+        self.bind_pending = self.held.is_some();
+    }
+
+    /// See [`Session::await_binding`].
+    pub fn bind_pending(&self) -> bool {
+        self.bind_pending && self.held.is_some()
     }
 
     /// The cross-tab version of the current token (or sign-out): a hybrid
@@ -210,6 +229,7 @@ impl Session {
         match (h.usable_for, h.due_after) {
             (Some(usable), _) if age >= usable => Standing::Expired,
             (_, Some(due)) if age >= due => Standing::Due,
+            _ if self.bind_pending => Standing::Due,
             _ => Standing::Fresh,
         }
     }
@@ -276,6 +296,7 @@ impl Session {
         let usable_for = lifetime.map(|l| l - expiry_margin(l));
         let due_after =
             lifetime.map(|l| refresh_after(l, self.cfg.skew_ms).min(l - expiry_margin(l)));
+        self.bind_pending = false;
         self.held = Some(Held {
             token: grant.token,
             claims: grant.claims,
@@ -285,15 +306,37 @@ impl Session {
             usable_for,
             due_after,
         });
-        self.phase = Phase::Idle;
+        // A retry cycle ends with a token; an attempt in flight does not: it
+        // ends with its outcome (`accept_refreshed`, `attempt_failed`,
+        // `attempt_settled`). Dropping it to idle here made the next tick ask
+        // for a refresh that the shell joins to the one in flight, and a due
+        // token then re-armed a 0 ms timer until that call ended.
+        if !matches!(self.phase, Phase::InFlight { .. }) {
+            self.phase = Phase::Idle;
+        }
         Ok(())
     }
 
-    /// A token arrived (refresh response or `setSession`) at `now`.
+    /// A token arrived (`setSession`) at `now`.
     /// A token that is already expired on arrival is `invalid_response`.
+    /// An attempt in flight goes on (its outcome is then superseded).
     pub fn accept(&mut self, grant: Grant, now: Stamp) -> Result<(), Error> {
         let lifetime = lifetime_ms(&grant, now.wall);
         self.store(grant, now, lifetime)?;
+        self.bump_version(now);
+        Ok(())
+    }
+
+    /// A refresh response arrived at `now` for a request that left at
+    /// `sent`: the lifetime counts from `sent` (never overestimated), the
+    /// version from `now`. The rotation happened after anything this tab
+    /// saw before the answer (a `setSession` in another tab while the
+    /// request was on its way included): stamping the version with `sent`
+    /// made such a newer token lose to the older one.
+    pub fn accept_refreshed(&mut self, grant: Grant, sent: Stamp, now: Stamp) -> Result<(), Error> {
+        let lifetime = lifetime_ms(&grant, sent.wall);
+        self.store(grant, sent, lifetime)?;
+        self.phase = Phase::Idle;
         self.bump_version(now);
         Ok(())
     }
@@ -380,7 +423,13 @@ impl Session {
             _ => 1,
         };
         if !err.is_transient() {
-            let was_signed_in = self.sign_out(now);
+            // The session of this version is over, not every newer one: the
+            // sign-out goes out as the next version, which tabs holding this
+            // session (or an older one) follow and a tab that signed in
+            // meanwhile (a newer version) does not.
+            self.version = self.version.saturating_add(1);
+            self.phase = Phase::Idle;
+            let was_signed_in = self.held.take().is_some();
             return Failure::Rejected { was_signed_in };
         }
         if failures >= self.cfg.retry.max_attempts.max(1) {
@@ -459,7 +508,19 @@ impl Session {
             Phase::InFlight { .. } => None,
             Phase::Backoff { since, delay, .. } => Some((delay - now.since(*since)).max(0)),
             Phase::GaveUp { .. } => Some((h?.usable_for? - age?).max(0)),
-            Phase::Idle => Some((h?.due_after? - age?).max(0)),
+            Phase::Idle => {
+                let due = if self.bind_pending && h.is_some() {
+                    0
+                } else {
+                    (h?.due_after? - age?).max(0)
+                };
+                // Not before the storm floor lets an attempt begin: a due
+                // token would otherwise re-arm a 0 ms timer until then.
+                let floor = self
+                    .last_attempt
+                    .map_or(0, |last| MIN_ATTEMPT_GAP_MS - now.since(last));
+                Some(due.max(floor))
+            }
         }
     }
 }
