@@ -4,6 +4,11 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { useEnv, login, callApi, events, sleep } from "./harness.mjs";
 
+// The page "falls asleep" 100 ms from now: its clock and timers stop there. pauseAt() refuses a
+// time the page's clock has already passed, and 20 ms proved too little for the round trip
+// once (the page still busy after the login): "Cannot fast-forward to the past".
+const pauseSoon = (page) => page.clock.pauseAt(Date.now() + 100);
+
 const env = useEnv();
 const HOUR = 3_600_000;
 const DAY = 24 * HOUR;
@@ -21,7 +26,7 @@ test("after a sleep with timers paused past expiry, tw.fetch refreshes first and
   assert.equal(await callApi(page), 200);
   // The page "sleeps": its clock and timers stop while real time (and the server) go on
   // until the token has really expired (exp is whole seconds, hence the extra second).
-  await page.clock.pauseAt(Date.now() + 20);
+  await pauseSoon(page);
   await env.server.reset();
   await sleep(4200);
   assert.equal((await env.server.counters()).refreshRequests, 0, "a paused page refreshed");
@@ -40,7 +45,7 @@ test("after a sleep past expiry, fast-forwarding the paused clock fires the refr
   const context = await env.newContext();
   const page = await env.openTab(context, {}, { clock: installClock });
   await login(page);
-  await page.clock.pauseAt(Date.now() + 20);
+  await pauseSoon(page);
   await env.server.reset();
   await sleep(4200);
   await page.clock.fastForward(4200);
@@ -160,7 +165,7 @@ for (const [name, fire] of [
     const context = await env.newContext();
     const page = await env.openTab(context, {}, { clock: installClock });
     await login(page);
-    await page.clock.pauseAt(Date.now() + 20);
+    await pauseSoon(page);
     await env.server.reset();
     await sleep(3300);
     await page.clock.setSystemTime(Date.now());
