@@ -16,14 +16,16 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::rc::Rc;
 
 use tokenwarden::driver::Driver;
-use tokenwarden::fake::{fake_sha256, fake_signature, FakeRequest, FakeShell, World};
+use tokenwarden::fake::{fake_sha256, FakeRequest, FakeShell, World};
 use tokenwarden::policy::dpop::b64url;
-use tokenwarden::policy::json::{self, Value};
-use tokenwarden::policy::jwt::base64url_decode;
 use tokenwarden::policy::options;
 use tokenwarden::policy::response::Reply;
 use tokenwarden::policy::token::parse_token_response;
 use tokenwarden::shell::{sleep, Shell};
+
+#[path = "support/dpop_proof.rs"]
+mod dpop_proof;
+use dpop_proof::{check, header, Checked};
 
 const T0: i64 = 1_700_000_000_000;
 const ORIGIN: &str = "https://app.example";
@@ -45,44 +47,9 @@ fn client(world: &World) -> Client {
     Driver::new(world.tab(), o)
 }
 
-/// A proof's key (the fake JWK's `x`), `htu`, `jti`, `ath` and `nonce`,
-/// after the framing, typ, alg and signature checks.
-struct Proof {
-    key: String,
-    htu: String,
-    jti: String,
-    ath: Option<String>,
-    nonce: Option<String>,
-}
-
-fn proof(text: &str) -> Option<Proof> {
-    let parts: Vec<&str> = text.split('.').collect();
-    let [h, p, s] = parts[..] else { return None };
-    let decode = |part: &str| String::from_utf8(base64url_decode(part)?).ok();
-    let header = json::parse(&decode(h)?).ok()?;
-    let claims = json::parse(&decode(p)?).ok()?;
-    let get = |v: &Value, k: &str| v.get(k).and_then(Value::as_str).map(String::from);
-    if get(&header, "typ")? != "dpop+jwt" || get(&header, "alg")? != "ES256" {
-        return None;
-    }
-    let x = get(header.get("jwk")?, "x")?;
-    let id: u64 = x.trim_start_matches('x').parse().ok()?;
-    if base64url_decode(s)? != fake_signature(id, &format!("{h}.{p}")) {
-        return None;
-    }
-    Some(Proof {
-        key: x,
-        htu: get(&claims, "htu")?,
-        jti: get(&claims, "jti")?,
-        ath: get(&claims, "ath"),
-        nonce: get(&claims, "nonce"),
-    })
-}
-
-fn header(h: &[(String, String)], name: &str) -> Option<String> {
-    h.iter()
-        .find(|(k, _)| k.eq_ignore_ascii_case(name))
-        .map(|(_, v)| v.clone())
+/// A valid proof, checked as in tests/client_dpop_fake.rs.
+fn proof(text: &str, now_ms: i64) -> Option<Checked> {
+    check(text, now_ms / 1000).ok()
 }
 
 /// The lost-response window (the reference server's default).
@@ -143,11 +110,11 @@ fn serve(world: &World) -> Rc<RefCell<ServerState>> {
                 now - T0,
                 header(sent, "DPoP")
                     .as_deref()
-                    .and_then(proof)
+                    .and_then(|t| proof(t, now))
                     .map(|p| p.key),
                 header(sent, "DPoP")
                     .as_deref()
-                    .and_then(proof)
+                    .and_then(|t| proof(t, now))
                     .and_then(|p| p.nonce),
                 header(sent, "Cookie"),
             );
@@ -159,8 +126,9 @@ fn serve(world: &World) -> Rc<RefCell<ServerState>> {
                 dpop_nonce: Some(s.nonce.clone()),
             })
         };
-        let checked = header(sent, "DPoP").as_deref().and_then(proof);
-        let Some(p) = checked.filter(|p| p.htu == REFRESH && p.ath.is_none()) else {
+        let checked = header(sent, "DPoP").as_deref().and_then(|t| proof(t, now));
+        let Some(p) = checked.filter(|p| p.htm == "POST" && p.htu == REFRESH && p.ath.is_none())
+        else {
             s.refused.push(format!("refresh at {now}: a bad proof"));
             return reply(&mut s, 400, r#"{"error":"invalid_dpop_proof"}"#.into());
         };
@@ -228,10 +196,11 @@ fn serve(world: &World) -> Rc<RefCell<ServerState>> {
             if now >= exp {
                 return Err(("expired token", "invalid_token"));
             }
-            let Some(p) = r.header("DPoP").as_deref().and_then(proof) else {
+            let Some(p) = r.header("DPoP").as_deref().and_then(|t| proof(t, now)) else {
                 return Err(("a bad proof", "invalid_dpop_proof"));
             };
-            if p.htu != API
+            if p.htm != "GET"
+                || p.htu != API
                 || p.ath.as_deref() != Some(b64url(&fake_sha256(&token)).as_str())
                 || !s.jtis.insert(p.jti.clone())
             {

@@ -802,13 +802,32 @@ mod tests {
         assert_eq!(m.fast_fetch(now, false, false, false, false), Fast::Slow);
     }
 
+    /// `attempt` answered with `token` (`expires_in` s), sent at T0 + `sent`
+    /// and answered at T0 + `now`: the broadcast that follows.
+    fn answered(
+        m: &mut Machine,
+        attempt: Attempt,
+        sent: i64,
+        now: i64,
+        token: &str,
+        expires_in: u32,
+    ) -> String {
+        let body = format!(r#"{{"access_token":"{token}","expires_in":{expires_in}}}"#);
+        let (result, out, _) = m.outcome(
+            attempt,
+            Stamp::at(T0 + sent),
+            reply(200, &body),
+            Stamp::at(T0 + now),
+            0.5,
+        );
+        assert_eq!(result, Ok(()));
+        out.broadcast.unwrap()
+    }
+
     /// The token message `m` would send now (its broadcast after a refresh).
     fn token_out(m: &mut Machine, now: Stamp, token: &str) -> String {
         let (attempt, _) = m.begin_attempt(now).unwrap().unwrap();
-        let body = format!(r#"{{"access_token":"{token}","expires_in":300}}"#);
-        let (result, out, _) = m.outcome(attempt, now, reply(200, &body), now, 0.5);
-        assert_eq!(result, Ok(()));
-        out.broadcast.unwrap()
+        answered(m, attempt, now.wall - T0, now.wall - T0, token, 300)
     }
 
     #[test]
@@ -821,15 +840,8 @@ mod tests {
         let (attempt, _) = a.begin_attempt(Stamp::at(T0)).unwrap().unwrap();
         b.set_session(grant("login", 300), Stamp::at(T0 + 200), false)
             .unwrap();
-        let (result, out, _) = a.outcome(
-            attempt,
-            Stamp::at(T0),
-            reply(200, r#"{"access_token":"rotated","expires_in":300}"#),
-            Stamp::at(T0 + 500),
-            0.5,
-        );
-        assert_eq!(result, Ok(()));
-        let out = b.tab_message(&out.broadcast.unwrap(), Stamp::at(T0 + 510));
+        let message = answered(&mut a, attempt, 0, 500, "rotated", 300);
+        let out = b.tab_message(&message, Stamp::at(T0 + 510));
         assert!(out.handed_over, "B takes the newer token");
         assert_eq!(
             b.session().fresh(Stamp::at(T0 + 510)),
@@ -952,19 +964,10 @@ mod tests {
         let mut a = machine(true);
         let mut b = machine(true);
         let (attempt_b, _) = b.begin_attempt(Stamp::at(T0)).unwrap().unwrap();
-        let (_, out, _) = b.outcome(
-            attempt_b,
-            Stamp::at(T0),
-            reply(200, r#"{"access_token":"t","expires_in":3}"#),
-            Stamp::at(T0 + 1_600),
-            0.5,
-        );
+        let message = answered(&mut b, attempt_b, 0, 1_600, "t", 3);
         let (attempt, _) = a.begin_attempt(Stamp::at(T0 + 1_600)).unwrap().unwrap();
         a.request_sent(Stamp::at(T0 + 1_600));
-        assert!(
-            a.tab_message(&out.broadcast.unwrap(), Stamp::at(T0 + 1_610))
-                .handed_over
-        );
+        assert!(a.tab_message(&message, Stamp::at(T0 + 1_610)).handed_over);
         let (result, out, _) = a.outcome(
             attempt,
             Stamp::at(T0 + 1_600),
