@@ -366,8 +366,12 @@ impl<S: Shell> Driver<S> {
 
     async fn begin(self: &Rc<Self>) -> Result<Attempt, Error> {
         *self.timer.borrow_mut() = None;
+        let asked = self.machine.borrow().refresh_asked();
         loop {
-            let step = self.machine.borrow_mut().begin_attempt(self.shell.now())?;
+            let step = self
+                .machine
+                .borrow_mut()
+                .begin_attempt_for(self.shell.now(), asked)?;
             match step {
                 Ok((attempt, out)) => {
                     self.perform(out);
@@ -514,7 +518,10 @@ impl<S: Shell> Driver<S> {
     /// `logout()`: clears at once, tells the other tabs, then tells the server.
     /// `Some(url)`: the backend (upstream mode) named the provider's end-session URL.
     pub async fn logout(self: Rc<Self>) -> Result<Option<String>, Error> {
-        let out = self.machine.borrow_mut().logout(self.shell.now())?;
+        let out = self
+            .machine
+            .borrow_mut()
+            .logout(self.shell.now(), self.opts.request_timeout_ms)?;
         self.perform(out);
         let Some(url) = self.opts.logout_url.as_deref() else {
             return Ok(None);

@@ -39,7 +39,7 @@ type Client = Rc<Driver<FakeShell>>;
 
 fn client(world: &World) -> Client {
     let o = options::parse(
-        r#"{"refreshUrl":"/auth/refresh","dpop":true}"#,
+        r#"{"refreshUrl":"/auth/refresh","logoutUrl":"/auth/logout","dpop":true}"#,
         Some(ORIGIN),
         &|u| Some(format!("{ORIGIN}{u}")),
     )
@@ -79,6 +79,13 @@ struct ServerState {
     keys_used: HashSet<String>,
     /// Every refresh call: when, key, nonce, cookie, answer (for failures).
     story: Vec<String>,
+    /// When `POST /auth/logout` arrived (it clears the cookie and revokes
+    /// every token).
+    logged_out_at: Option<i64>,
+    /// After the logout: when a refresh call or an API call with a token
+    /// arrived.
+    refresh_after_logout: Vec<i64>,
+    token_after_logout: Vec<i64>,
 }
 
 fn dpop_denial(s: &ServerState, error: &str) -> (u16, Vec<(String, String)>) {
@@ -100,10 +107,25 @@ fn serve(world: &World) -> Rc<RefCell<ServerState>> {
         ..ServerState::default()
     }));
     let (w, st) = (world.clone(), state.clone());
-    world.endpoint_with_headers(move |_url, sent| {
+    world.endpoint_with_headers(move |url, sent| {
         let mut s = st.borrow_mut();
-        s.refresh_requests += 1;
         let now = w.now();
+        if url.ends_with("/auth/logout") {
+            s.logged_out_at = Some(now);
+            s.cookie = None;
+            s.tokens.clear();
+            w.set_cookie(None);
+            return Ok(Reply {
+                status: 204,
+                body: String::new(),
+                retry_after: None,
+                dpop_nonce: None,
+            });
+        }
+        if s.logged_out_at.is_some() {
+            s.refresh_after_logout.push(now);
+        }
+        s.refresh_requests += 1;
         let reply = |s: &mut ServerState, status: u16, body: String| {
             let line = format!(
                 "{} ms: refresh key {:?} nonce {:?} cookie {:?} -> {status} {body}",
@@ -183,6 +205,9 @@ fn serve(world: &World) -> Rc<RefCell<ServerState>> {
     world.api_with_headers(move |r: &FakeRequest| {
         let mut s = st.borrow_mut();
         let now = w.now();
+        if s.logged_out_at.is_some() && r.authorization().is_some() {
+            s.token_after_logout.push(now);
+        }
         let outcome = (|| {
             let Some(token) = r
                 .authorization()
@@ -251,7 +276,18 @@ struct Run {
     story: Vec<String>,
 }
 
-fn run(seed: u64, jitter_ms: i64, message_ms: i64) -> Run {
+/// Five tabs signed in (the login in tab 0 racing the other tabs' `start()`)
+/// and calling the API every 500 ms; each call's start and end (ms after
+/// T0) and outcome per tab.
+struct Sim {
+    world: World,
+    server: Rc<RefCell<ServerState>>,
+    tabs: Vec<Client>,
+    calls: Vec<Rc<RefCell<Vec<(i64, i64, String)>>>>,
+    running: Rc<RefCell<bool>>,
+}
+
+fn signed_in_and_calling(seed: u64, jitter_ms: i64, message_ms: i64) -> Sim {
     let world = World::new(T0);
     world.latency(10);
     world.jitter(seed, jitter_ms, message_ms);
@@ -279,11 +315,11 @@ fn run(seed: u64, jitter_ms: i64, message_ms: i64) -> Run {
         )
         .unwrap();
     world.advance(1_000);
-    let outcomes: Vec<Rc<RefCell<BTreeMap<String, u32>>>> = (0..TABS)
-        .map(|_| Rc::new(RefCell::new(BTreeMap::new())))
+    let calls: Vec<Rc<RefCell<Vec<(i64, i64, String)>>>> = (0..TABS)
+        .map(|_| Rc::new(RefCell::new(Vec::new())))
         .collect();
     let running = Rc::new(RefCell::new(true));
-    for (t, out) in tabs.iter().zip(&outcomes) {
+    for (t, out) in tabs.iter().zip(&calls) {
         let (t, out, running) = (t.clone(), out.clone(), running.clone());
         let _ = world.call(async move {
             while *running.borrow() {
@@ -292,14 +328,32 @@ fn run(seed: u64, jitter_ms: i64, message_ms: i64) -> Run {
                     Ok(r) => r.status.to_string(),
                     Err(_) => "error".to_string(),
                 };
-                *out.borrow_mut().entry(outcome).or_default() += 1;
                 let took = t.shell().now().mono - started;
+                out.borrow_mut()
+                    .push((started - T0, started + took - T0, outcome));
                 if took < 500 {
                     sleep(t.shell(), (500 - took) as u32).await;
                 }
             }
         });
     }
+    Sim {
+        world,
+        server,
+        tabs,
+        calls,
+        running,
+    }
+}
+
+fn run(seed: u64, jitter_ms: i64, message_ms: i64) -> Run {
+    let Sim {
+        world,
+        server,
+        calls,
+        running,
+        tabs: _tabs,
+    } = signed_in_and_calling(seed, jitter_ms, message_ms);
     let served_before = server.borrow().refreshes_served;
     world.advance(RUN_MS / 2);
     let asks_before = server.borrow().nonce_asks;
@@ -309,7 +363,16 @@ fn run(seed: u64, jitter_ms: i64, message_ms: i64) -> Run {
     world.advance(2_000);
     let s = server.borrow();
     Run {
-        outcomes: outcomes.iter().map(|o| o.borrow().clone()).collect(),
+        outcomes: calls
+            .iter()
+            .map(|c| {
+                let mut counts = BTreeMap::new();
+                for (_, _, outcome) in c.borrow().iter() {
+                    *counts.entry(outcome.clone()).or_default() += 1;
+                }
+                counts
+            })
+            .collect(),
         keys_made: world.keys_made(),
         keys_used: s.keys_used.len(),
         refreshes_served: s.refreshes_served - served_before,
@@ -397,6 +460,88 @@ fn five_tabs_with_dpop_whose_messages_are_late_refresh_more_often_but_never_fail
     for message_ms in [100, 300] {
         for seed in 0..40 {
             check_run(seed, 150, message_ms, true);
+        }
+    }
+}
+
+/// A logout in one tab while the others call the API and rotate: every tab
+/// is signed out within the message delay and stays out — no refresh that
+/// was on its way brings the session back — and, once the calls that were
+/// on their way have arrived, no request carries a token and no refresh is
+/// made.
+#[test]
+fn a_logout_in_one_of_five_tabs_ends_the_session_in_all_and_nothing_brings_it_back() {
+    use tokenwarden::policy::machine::Event;
+    use tokenwarden::policy::session::State;
+    for (jitter_ms, message_ms) in [(0, 40), (150, 40), (400, 40), (150, 150), (400, 300)] {
+        for seed in 0..20 {
+            let sim = signed_in_and_calling(seed, jitter_ms, message_ms);
+            let world = &sim.world;
+            // Mid-cycle, at a different moment for each seed.
+            world.advance(5_000 + (seed as i64 * 97) % 1_500);
+            let logout_at = world.now() - T0;
+            let marks: Vec<usize> = sim
+                .tabs
+                .iter()
+                .map(|t| t.shell().events().borrow().len())
+                .collect();
+            let c = sim.tabs[2].clone();
+            let done = Rc::new(RefCell::new(None));
+            let d = done.clone();
+            let _ = world.call(async move { *d.borrow_mut() = Some(c.logout().await.map(|_| ())) });
+            world.advance(message_ms + 10);
+            let states: Vec<State> = sim.tabs.iter().map(|t| t.state()).collect();
+            world.advance(5_000);
+            *sim.running.borrow_mut() = false;
+            world.advance(2_000);
+            let s = sim.server.borrow();
+            let summary =
+                format!(
+                "seed {seed}, jitter 0..={jitter_ms} ms, messages 0..={message_ms} ms, logout at \
+                 {logout_at} ms: states once told {states:?}; logout reached the server at {:?}; refresh calls after it at \
+                 {:?}; tokens after it at {:?}; refresh calls:\n{}",
+                s.logged_out_at.map(|t| t - T0),
+                s.refresh_after_logout.iter().map(|t| t - T0).collect::<Vec<_>>(),
+                s.token_after_logout.iter().map(|t| t - T0).collect::<Vec<_>>(),
+                s.story.join("\n")
+            );
+            assert_eq!(*done.borrow(), Some(Ok(())), "logout resolved: {summary}");
+            assert!(states.iter().all(|s| *s == State::SignedOut), "{summary}");
+            for (i, t) in sim.tabs.iter().enumerate() {
+                assert_eq!(t.state(), State::SignedOut, "tab {i}: {summary}");
+                let events = t.shell().events().borrow()[marks[i]..].to_vec();
+                let out = events
+                    .iter()
+                    .position(|e| matches!(e, Event::SignedOut { .. }))
+                    .unwrap_or_else(|| panic!("tab {i} was signed out: {events:?} {summary}"));
+                assert!(
+                    !events[out..]
+                        .iter()
+                        .any(|e| matches!(e, Event::SignedIn { .. } | Event::Refreshed { .. })),
+                    "tab {i} came back: {events:?} {summary}"
+                );
+                // Answered before the logout: all 200 (after it, a call goes
+                // without a token, or its token was revoked on the way).
+                let before: Vec<_> = sim.calls[i]
+                    .borrow()
+                    .iter()
+                    .filter(|(_, end, _)| *end < logout_at)
+                    .map(|(_, _, o)| o.clone())
+                    .filter(|o| o != "200")
+                    .collect();
+                assert!(
+                    before.is_empty(),
+                    "tab {i} before the logout: {before:?} {summary}"
+                );
+            }
+            // What left before the logout may still arrive (up to a request's
+            // latency and jitter); nothing after that.
+            let late = logout_at + T0 + 10 + 3 * jitter_ms + 200;
+            assert!(
+                s.refresh_after_logout.iter().all(|t| *t <= late),
+                "{summary}"
+            );
+            assert!(s.token_after_logout.iter().all(|t| *t <= late), "{summary}");
         }
     }
 }

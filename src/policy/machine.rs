@@ -302,7 +302,30 @@ impl Machine {
 
     /// Begins a refresh attempt, or `Err(ms)` to wait first (the storm floor).
     pub fn begin_attempt(&mut self, now: Stamp) -> Result<Result<(Attempt, Out), i64>, Error> {
+        self.begin_attempt_for(now, self.signouts)
+    }
+
+    /// The sign-outs so far, when a refresh is asked for: the attempt, begun
+    /// once the storm floor allows, is for that session
+    /// ([`Machine::begin_attempt_for`]).
+    pub fn refresh_asked(&self) -> u32 {
+        self.signouts
+    }
+
+    /// [`Machine::begin_attempt`] for a refresh asked for when the sign-outs
+    /// were `asked`: `SignedOut` when one happened since (a logout while the
+    /// attempt waited for the storm floor). Beginning it anyway made a refresh
+    /// call after the logout, which — sent before the logout's answer cleared
+    /// the cookie — could bring the session back.
+    pub fn begin_attempt_for(
+        &mut self,
+        now: Stamp,
+        asked: u32,
+    ) -> Result<Result<(Attempt, Out), i64>, Error> {
         self.live()?;
+        if asked != self.signouts {
+            return Err(Error::SignedOut);
+        }
         Ok(match self.session.try_begin_attempt(now) {
             Ok(()) => {
                 let attempt = Attempt {
@@ -467,6 +490,13 @@ impl Machine {
             Some(Message::Query) => {
                 if self.session.fresh(now).is_some() {
                     out.broadcast = self.token_message(now);
+                } else if !self.session.is_signed_in() && self.session.version() > 0 {
+                    // A signed-out tab answers with its version, so that a tab
+                    // that just opened takes it (the version clock only moves
+                    // forward on what a tab hears): a sign-in there then wins
+                    // over a logout that was versioned ahead of the clock
+                    // ([`tabsync::logout_horizon_ms`]).
+                    out.broadcast = Some(tabsync::encode_signed_out(self.session.version()));
                 }
             }
             None => return out,
@@ -479,10 +509,14 @@ impl Machine {
         self.cross_tab.then(tabsync::encode_query)
     }
 
-    /// `logout()`: clears at once and tells the other tabs.
-    pub fn logout(&mut self, now: Stamp) -> Result<Out, Error> {
+    /// `logout()`: clears at once and tells the other tabs, with a version
+    /// ahead of any token a refresh on its way may still bring
+    /// ([`tabsync::logout_horizon_ms`] of `request_timeout_ms`).
+    pub fn logout(&mut self, now: Stamp, request_timeout_ms: i64) -> Result<Out, Error> {
         self.live()?;
-        let had = self.session.sign_out(now);
+        let had = self
+            .session
+            .log_out(now, tabsync::logout_horizon_ms(request_timeout_ms));
         let mut out = Out::default();
         self.end_session(&mut out, Reason::Logout, had);
         Ok(self.finish(out, now))
@@ -711,7 +745,7 @@ mod tests {
         let now = Stamp::at(T0);
         m.set_session(grant("a", 300), now, false).unwrap();
         let (attempt, _) = m.begin_attempt(now).unwrap().unwrap();
-        let out = m.logout(now).unwrap();
+        let out = m.logout(now, 10_000).unwrap();
         assert!(out.broadcast.is_some(), "other tabs are told");
         assert!(out.events.contains(&Event::SignedOut {
             reason: Reason::Logout
@@ -957,6 +991,123 @@ mod tests {
     }
 
     #[test]
+    fn an_attempt_that_waited_for_the_storm_floor_across_a_logout_does_not_begin() {
+        let mut m = machine(true);
+        m.set_session(grant("a", 3), Stamp::at(T0), false).unwrap();
+        let (attempt, _) = m.begin_attempt(Stamp::at(T0)).unwrap().unwrap();
+        let _ = answered(&mut m, attempt, 0, 100, "b", 3);
+        let asked = m.refresh_asked();
+        assert!(
+            m.begin_attempt_for(Stamp::at(T0 + 200), asked)
+                .unwrap()
+                .is_err(),
+            "the storm floor"
+        );
+        m.logout(Stamp::at(T0 + 500), 10_000).unwrap();
+        assert_eq!(
+            m.begin_attempt_for(Stamp::at(T0 + 1_000), asked)
+                .map(|r| r.is_ok()),
+            Err(Error::SignedOut)
+        );
+        let asked = m.refresh_asked();
+        assert!(
+            matches!(m.begin_attempt_for(Stamp::at(T0 + 1_000), asked), Ok(Ok(_))),
+            "a refresh asked for after it (start())"
+        );
+    }
+
+    #[test]
+    fn a_logout_wins_over_a_token_from_a_refresh_that_was_on_its_way_in_another_tab() {
+        // Tab A refreshes; the user logs out in tab B meanwhile; A's call had
+        // reached the server first, so A gets a token, after the logout.
+        let now = Stamp::at(T0);
+        let mut a = machine(true);
+        let mut b = machine(true);
+        let mut c = machine(true);
+        a.set_session(grant("s", 300), now, false).unwrap();
+        let message = token_out(&mut a, now, "s1");
+        assert!(
+            b.tab_message(&message, now).handed_over && c.tab_message(&message, now).handed_over
+        );
+        let (attempt, _) = a.begin_attempt(Stamp::at(T0 + 1_000)).unwrap().unwrap();
+        let signed_out = b
+            .logout(Stamp::at(T0 + 1_050), 10_000)
+            .unwrap()
+            .broadcast
+            .unwrap();
+        let token = answered(&mut a, attempt, 1_000, 1_400, "s2", 300);
+        // C hears A first, then B; A hears B: both end signed out.
+        assert!(c.tab_message(&token, Stamp::at(T0 + 1_410)).handed_over);
+        for m in [&mut a, &mut c] {
+            let out = m.tab_message(&signed_out, Stamp::at(T0 + 1_500));
+            assert!(out.events.contains(&Event::SignedOut {
+                reason: Reason::Tab
+            }));
+            assert_eq!(m.state(), State::SignedOut);
+        }
+        assert!(
+            !b.tab_message(&token, Stamp::at(T0 + 1_410)).handed_over,
+            "B stays out"
+        );
+        // A sign-in after the logout still wins.
+        let login = {
+            let out = b
+                .set_session(grant("again", 300), Stamp::at(T0 + 2_000), false)
+                .unwrap();
+            out.broadcast.unwrap()
+        };
+        assert!(a.tab_message(&login, Stamp::at(T0 + 2_010)).handed_over);
+    }
+
+    #[test]
+    fn a_sign_out_during_an_attempt_detaches_it_until_it_ends() {
+        let now = Stamp::at(T0);
+        let mut a = machine(true);
+        let mut b = machine(true);
+        a.set_session(grant("s", 3), now, false).unwrap();
+        let (attempt, _) = a.begin_attempt(Stamp::at(T0 + 1_500)).unwrap().unwrap();
+        let out = a.logout(Stamp::at(T0 + 1_510), 10_000).unwrap();
+        assert_eq!(
+            a.state(),
+            State::SignedOut,
+            "not 'refreshing' after a logout"
+        );
+        assert_eq!(out.wake_in, None);
+        // A tab opened since asks the tabs (start()), takes A's version from
+        // its answer, and signs in by a refresh whose token is already due
+        // when A gets it.
+        let query = b.start_query().unwrap();
+        let answer = a
+            .tab_message(&query, Stamp::at(T0 + 2_000))
+            .broadcast
+            .unwrap();
+        assert!(b
+            .tab_message(&answer, Stamp::at(T0 + 2_001))
+            .events
+            .is_empty());
+        let (attempt_b, _) = b.begin_attempt(Stamp::at(T0 + 3_000)).unwrap().unwrap();
+        let login = answered(&mut b, attempt_b, 3_000, 4_600, "n", 3);
+        let later = Stamp::at(T0 + 4_610);
+        assert!(a.tab_message(&login, later).handed_over);
+        assert_eq!(a.state(), State::Active);
+        let out = a.tick(false, later);
+        assert!(
+            !out.refresh && out.wake_in.is_none(),
+            "nothing until A's own call ends: {out:?}"
+        );
+        let (result, out, _) = a.outcome(
+            attempt,
+            Stamp::at(T0 + 1_500),
+            reply(200, r#"{"access_token":"x","expires_in":3}"#),
+            later,
+            0.5,
+        );
+        assert_eq!(result, Err(Error::SignedOut), "its answer is dropped");
+        assert_eq!(out.wake_in, Some(0), "then the due token is refreshed");
+        assert!(a.tick(false, later).refresh);
+    }
+
+    #[test]
     fn a_due_token_waits_for_the_storm_floor_instead_of_re_arming_at_once() {
         // B's refresh left at T0 and came back at T0 + 1,600: its 3 s token
         // is due (past half-life) when A adopts it, while A's own attempt,
@@ -1072,7 +1223,7 @@ mod tests {
                         m.tab_message(&tabsync::encode_signed_out(v), now)
                     }
                     Op::Query => m.tab_message(&tabsync::encode_query(), now),
-                    Op::Logout => m.logout(now).unwrap(),
+                    Op::Logout => m.logout(now, 10_000).unwrap(),
                 };
                 for e in &out.events {
                     if let Event::StateChanged { state } = e { shown = *state; }

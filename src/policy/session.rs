@@ -139,6 +139,12 @@ enum Phase {
     GaveUp {
         last: Error,
     },
+    /// An attempt is still on its way for a session that ended meanwhile
+    /// (signed out here or in another tab): its outcome will be dropped.
+    /// Nothing is scheduled until it ends — a token adopted meanwhile waits
+    /// for that — and `state` follows the token held. Dropping to idle
+    /// instead made a due token re-arm a 0 ms timer until the call ended.
+    Detached,
 }
 
 /// The session. See the module docs.
@@ -197,6 +203,8 @@ impl Session {
     pub fn state(&self) -> State {
         match (&self.phase, &self.held) {
             (Phase::InFlight { .. } | Phase::Backoff { .. }, _) => State::Refreshing,
+            (Phase::Detached, Some(_)) => State::Active,
+            (Phase::Detached, None) => State::SignedOut,
             (_, Some(_)) => State::Active,
             (_, None) => State::SignedOut,
         }
@@ -311,7 +319,7 @@ impl Session {
         // `attempt_settled`). Dropping it to idle here made the next tick ask
         // for a refresh that the shell joins to the one in flight, and a due
         // token then re-armed a 0 ms timer until that call ended.
-        if !matches!(self.phase, Phase::InFlight { .. }) {
+        if !matches!(self.phase, Phase::InFlight { .. } | Phase::Detached) {
             self.phase = Phase::Idle;
         }
         Ok(())
@@ -373,16 +381,32 @@ impl Session {
             return false;
         }
         self.version = version;
-        let had = self.held.take().is_some();
-        self.phase = Phase::Idle;
-        had
+        self.end_phase();
+        self.held.take().is_some()
     }
 
-    /// Ends the session locally (logout, rejection, expiry); returns
+    /// A session ends: an attempt on its way is detached, anything else ends.
+    fn end_phase(&mut self) {
+        self.phase = match self.phase {
+            Phase::InFlight { .. } | Phase::Detached => Phase::Detached,
+            _ => Phase::Idle,
+        };
+    }
+
+    /// The user's logout: ends the session with a version `horizon_ms`
+    /// ahead of the clock ([`super::tabsync::logout_horizon_ms`]); returns
     /// whether there was a token.
+    pub fn log_out(&mut self, now: Stamp, horizon_ms: i64) -> bool {
+        self.bump_version(now.minus(-horizon_ms.clamp(0, i64::MAX / 4)));
+        self.end_phase();
+        self.held.take().is_some()
+    }
+
+    /// Ends the session locally (rejection, expiry); returns whether there
+    /// was a token.
     pub fn sign_out(&mut self, now: Stamp) -> bool {
         self.bump_version(now);
-        self.phase = Phase::Idle;
+        self.end_phase();
         self.held.take().is_some()
     }
 
@@ -458,7 +482,7 @@ impl Session {
     /// An attempt ended without touching the session (another tab's token
     /// was adopted inside the lock, or the attempt was abandoned).
     pub fn attempt_settled(&mut self) {
-        if matches!(self.phase, Phase::InFlight { .. }) {
+        if matches!(self.phase, Phase::InFlight { .. } | Phase::Detached) {
             self.phase = Phase::Idle;
         }
     }
@@ -476,7 +500,7 @@ impl Session {
     pub fn tick(&self, now: Stamp) -> Tick {
         let standing = self.standing(now);
         match &self.phase {
-            Phase::InFlight { .. } => Tick::Idle,
+            Phase::InFlight { .. } | Phase::Detached => Tick::Idle,
             Phase::Backoff { since, delay, .. } => {
                 if now.since(*since) >= *delay {
                     Tick::Refresh
@@ -505,7 +529,7 @@ impl Session {
         let h = self.held.as_ref();
         let age = h.map(|h| now.since(h.received));
         match &self.phase {
-            Phase::InFlight { .. } => None,
+            Phase::InFlight { .. } | Phase::Detached => None,
             Phase::Backoff { since, delay, .. } => Some((delay - now.since(*since)).max(0)),
             Phase::GaveUp { .. } => Some((h?.usable_for? - age?).max(0)),
             Phase::Idle => {

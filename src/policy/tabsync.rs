@@ -144,6 +144,18 @@ pub fn decode(text: &str) -> Option<Message> {
     }
 }
 
+/// How far ahead of the clock a logout's sign-out is versioned: past the
+/// end of any refresh attempt that was on its way in another tab when the
+/// user logged out (at most three requests: a `use_dpop_nonce` retry, or two
+/// `use_upstream_dpop` retries, each within `requestTimeoutMs`), plus 2 s.
+/// A token from such an attempt — the server may have rotated before the
+/// logout reached it — then loses to the sign-out wherever both arrive,
+/// instead of signing every tab in again until the revoked tokens are
+/// refused. A sign-in after the logout still wins: it takes the next version.
+pub fn logout_horizon_ms(request_timeout_ms: i64) -> i64 {
+    request_timeout_ms.clamp(0, 600_000) * 3 + 2_000
+}
+
 /// After broadcasting a new token, the lock is held this much longer so
 /// that a tab waiting for it sees the message before it gets the lock.
 pub const LOCK_LINGER_MS: i64 = 50;
