@@ -276,6 +276,9 @@ struct Run {
     story: Vec<String>,
 }
 
+/// A tab's API calls: start and end (ms after T0) and outcome.
+type Calls = Rc<RefCell<Vec<(i64, i64, String)>>>;
+
 /// Five tabs signed in (the login in tab 0 racing the other tabs' `start()`)
 /// and calling the API every 500 ms; each call's start and end (ms after
 /// T0) and outcome per tab.
@@ -283,7 +286,7 @@ struct Sim {
     world: World,
     server: Rc<RefCell<ServerState>>,
     tabs: Vec<Client>,
-    calls: Vec<Rc<RefCell<Vec<(i64, i64, String)>>>>,
+    calls: Vec<Calls>,
     running: Rc<RefCell<bool>>,
 }
 
@@ -315,7 +318,7 @@ fn signed_in_and_calling(seed: u64, jitter_ms: i64, message_ms: i64) -> Sim {
         )
         .unwrap();
     world.advance(1_000);
-    let calls: Vec<Rc<RefCell<Vec<(i64, i64, String)>>>> = (0..TABS)
+    let calls: Vec<Calls> = (0..TABS)
         .map(|_| Rc::new(RefCell::new(Vec::new())))
         .collect();
     let running = Rc::new(RefCell::new(true));
