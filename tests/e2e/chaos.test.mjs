@@ -261,8 +261,12 @@ test(`chaos: ${CYCLES}+ refresh cycles of a 2 s token while 30 % of refreshes fa
   for (const code of Object.keys(apiRejected)) assert.ok(allowedCodes.has(code), `tw.fetch rejected with ${code}`);
   for (const code of Object.keys(page_.tokens.rejected)) assert.ok(allowedCodes.has(code), `getToken rejected with ${code}`);
   assert.equal(page_.tokens.nulls, 0, "getToken answered null while signed in");
-  // At most one refresh call a second, seen from both ends.
-  assert.ok(serverGap >= 950, `two refresh calls ${serverGap} ms apart at the server`);
+  // At most one refresh call a second, seen from both ends. The page's view is the client's rule
+  // (its storm floor); the server stamps arrival, after transit and its own scheduling, which on
+  // the dev-build server (scripts/test-server.sh) moved two calls up to 59 ms closer: 941 and
+  // 947 ms at the server for 995 and 1001 ms in the page (2026-12-03). A broken floor shows as
+  // gaps of a few hundred ms or less on both ends.
+  assert.ok(serverGap >= 900, `two refresh calls ${serverGap} ms apart at the server`);
   assert.ok(clientGap >= 950, `two refresh calls ${clientGap} ms apart in the page`);
   assert.equal(page_.refreshFetches.length, counters.refreshRequests, "page and server disagree on refresh calls");
   // CSRF header on every refresh call.
