@@ -405,8 +405,8 @@ impl<S: Shell> Driver<S> {
             self.perform(out);
             return result;
         }
-        self.machine.borrow_mut().request_sent(self.shell.now());
         let sent = Cell::new(self.shell.now());
+        self.machine.borrow_mut().request_sent(sent.get());
         let reply = self.post_refresh(&sent).await;
         let sent = sent.get();
         let now = self.shell.now();

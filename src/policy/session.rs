@@ -194,8 +194,8 @@ impl Session {
         self.version
     }
 
-    fn bump_version(&mut self, now: Stamp) {
-        let wall = u64::try_from(now.wall).unwrap_or(0);
+    fn bump_version(&mut self, wall: i64) {
+        let wall = u64::try_from(wall).unwrap_or(0);
         self.version = self.version.saturating_add(1).max(wall);
     }
 
@@ -203,8 +203,6 @@ impl Session {
     pub fn state(&self) -> State {
         match (&self.phase, &self.held) {
             (Phase::InFlight { .. } | Phase::Backoff { .. }, _) => State::Refreshing,
-            (Phase::Detached, Some(_)) => State::Active,
-            (Phase::Detached, None) => State::SignedOut,
             (_, Some(_)) => State::Active,
             (_, None) => State::SignedOut,
         }
@@ -329,9 +327,14 @@ impl Session {
     /// A token that is already expired on arrival is `invalid_response`.
     /// An attempt in flight goes on (its outcome is then superseded).
     pub fn accept(&mut self, grant: Grant, now: Stamp) -> Result<(), Error> {
-        let lifetime = lifetime_ms(&grant, now.wall);
-        self.store(grant, now, lifetime)?;
-        self.bump_version(now);
+        self.take(grant, now, now)
+    }
+
+    /// Holds `grant`, its lifetime counted from `received`, versioned at `now`.
+    fn take(&mut self, grant: Grant, received: Stamp, now: Stamp) -> Result<(), Error> {
+        let lifetime = lifetime_ms(&grant, received.wall);
+        self.store(grant, received, lifetime)?;
+        self.bump_version(now.wall);
         Ok(())
     }
 
@@ -342,10 +345,8 @@ impl Session {
     /// request was on its way included): stamping the version with `sent`
     /// made such a newer token lose to the older one.
     pub fn accept_refreshed(&mut self, grant: Grant, sent: Stamp, now: Stamp) -> Result<(), Error> {
-        let lifetime = lifetime_ms(&grant, sent.wall);
-        self.store(grant, sent, lifetime)?;
+        self.take(grant, sent, now)?;
         self.phase = Phase::Idle;
-        self.bump_version(now);
         Ok(())
     }
 
@@ -397,15 +398,18 @@ impl Session {
     /// ahead of the clock ([`super::tabsync::logout_horizon_ms`]); returns
     /// whether there was a token.
     pub fn log_out(&mut self, now: Stamp, horizon_ms: i64) -> bool {
-        self.bump_version(now.minus(-horizon_ms.clamp(0, i64::MAX / 4)));
-        self.end_phase();
-        self.held.take().is_some()
+        self.end_at(now.wall.saturating_add(horizon_ms.max(0)))
     }
 
     /// Ends the session locally (rejection, expiry); returns whether there
     /// was a token.
     pub fn sign_out(&mut self, now: Stamp) -> bool {
-        self.bump_version(now);
+        self.end_at(now.wall)
+    }
+
+    /// Ends the session with a version of at least `wall`.
+    fn end_at(&mut self, wall: i64) -> bool {
+        self.bump_version(wall);
         self.end_phase();
         self.held.take().is_some()
     }
