@@ -609,3 +609,24 @@ fn a_request_refused_for_a_nonce_another_answer_brought_meanwhile_is_still_retri
         "each retried once, with n2"
     );
 }
+
+/// The token's lifetime counts from when the request that got it left: after
+/// a `use_dpop_nonce` retry, from the retry (counting from the first call
+/// would cut the token's life by a round trip at every refresh).
+#[test]
+fn a_token_got_after_a_nonce_retry_lives_from_the_retry() {
+    let world = World::new(T0);
+    let s = server(&world);
+    *s.nonce.borrow_mut() = Some("n1".into());
+    world.latency(100);
+    let a = client(&world, "");
+    let c = a.clone();
+    assert_eq!(settle(&world, async move { c.start().await }), Ok(true));
+    assert_eq!(
+        refresh_proofs(&world).len(),
+        2,
+        "one use_dpop_nonce, one retry"
+    );
+    // The retry left one latency before the answer arrived, now.
+    assert_eq!(a.expires_at(), Some(world.now() - 100 + 300_000));
+}
