@@ -33,13 +33,21 @@ lane() { # lane NAME SUITE...
   return $status
 }
 
+# Each lane's output is also kept, so that a failure can be summed up on the last lines:
+# CI shows only the tail of what it ran, and the lane that failed may have ended long before
+# the other one.
+logs=$(mktemp -d)
+trap 'rm -rf "$logs"' EXIT
 start=$(date +%s)
-( lane 1 e2e oidc 2>&1 | sed -u 's/^/[1] /'; exit "${PIPESTATUS[0]}" ) &
+( lane 1 e2e oidc 2>&1 | sed -u 's/^/[1] /' | tee "$logs/1"; exit "${PIPESTATUS[0]}" ) &
 one=$!
-( lane 2 apps engines multi 2>&1 | sed -u 's/^/[2] /'; exit "${PIPESTATUS[0]}" ) &
+( lane 2 apps engines multi 2>&1 | sed -u 's/^/[2] /' | tee "$logs/2"; exit "${PIPESTATUS[0]}" ) &
 two=$!
 status=0
 wait $one || status=1
 wait $two || status=1
+if [ $status -ne 0 ]; then
+  tests/support/failures.sh "$logs/1" "$logs/2"
+fi
 echo "tests/products: both lanes took $(( $(date +%s) - start )) s; $([ $status -eq 0 ] && echo 'every suite passed' || echo 'FAILED (see the lines above)')"
 exit $status

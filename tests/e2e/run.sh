@@ -22,5 +22,11 @@ else
   for f in tests/e2e/*.test.mjs; do [ "$f" = tests/e2e/chaos.test.mjs ] || files+=("$f"); done
 fi
 start=$(date +%s)
-node --test --test-concurrency=1 "${files[@]}"
-echo "tests/e2e: ${1:-suite} took $(( $(date +%s) - start )) s"
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+status=0
+node --test --test-concurrency=1 "${files[@]}" 2>&1 | tee "$log" || status=$?
+# On a failure, the failed tests and their errors again on the last lines (CI shows the tail).
+[ $status -eq 0 ] || tests/support/failures.sh "$log"
+echo "tests/e2e: ${1:-suite} took $(( $(date +%s) - start )) s$([ $status -eq 0 ] || echo '; FAILED')"
+exit $status
