@@ -2,7 +2,7 @@
 // loads (it fakes Date, performance.now and the timers). The server keeps real time.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { useEnv, login, callApi, events, sleep, waitFor } from "./harness.mjs";
+import { useEnv, login, callApi, events, sleep, waitFor, watchStalls } from "./harness.mjs";
 
 // The page "falls asleep" 100 ms from now: its clock and timers stop there. pauseAt() refuses a
 // time the page's clock has already passed, and 20 ms proved too little for the round trip
@@ -91,14 +91,19 @@ test("a 30-day token causes no refresh within 10 s, survives timer clamping, and
   assert.deepEqual(evs.map((e) => e.type), ["signedIn", "refreshed"]);
 });
 
-/** Calls the API every 500 ms of real time for `ms`; returns the statuses. */
+/**
+ * Calls the API every 500 ms of real time for `ms` of the host's running time (a stall of the
+ * whole machine does not count); returns the statuses.
+ */
 async function callFor(page, ms) {
   const statuses = [];
-  const end = Date.now() + ms;
-  while (Date.now() < end) {
+  const start = Date.now();
+  const host = watchStalls();
+  while (Date.now() - start - host.stalledMs < ms) {
     statuses.push(await callApi(page));
     await sleep(500);
   }
+  host.stop();
   return statuses;
 }
 

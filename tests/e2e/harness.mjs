@@ -263,4 +263,4 @@ export function ensureArtifactsDir() {
 export const countLog = (log, method, path) => log.filter((e) => e.method === method && e.path === path).length;
 
 // Timed runs under a stalled host, and what a failed run did (shared with tests/engines).
-export { sleepWatched, runStory, explainFailure } from "../support/timed-run.mjs";
+export { sleepWatched, watchStalls, runStory, explainFailure } from "../support/timed-run.mjs";

@@ -4,6 +4,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { useUpstream, signIn, started, appUrl, holdCallback, waitFor, sleep } from "./env.mjs";
+import { sleepWatched } from "../support/timed-run.mjs";
 
 const env = useUpstream({ accessTokenTtl: 8, timeoutMs: 1500 });
 
@@ -58,10 +59,14 @@ test("5 tabs for 20 s: one provider refresh per cycle, no reuse", async () => {
   const u0 = await server.upstreamCounters();
   for (const t of tabs) await t.evaluate(() => window.startLoop(500));
   const t0 = Date.now();
-  await sleep(20000);
+  // 20 s of the host's running time; a stall of the whole machine (when this process, the
+  // browser and the servers all stop) is left out of the lower bound and allows one more
+  // refresh each in the upper one, as in the other timed multi-tab runs.
+  const host = await sleepWatched(20000);
   const stats = [];
   for (const t of tabs) stats.push(await t.evaluate(() => window.stopLoop()));
   const seconds = (Date.now() - t0) / 1000;
+  const ran = seconds - host.stalledMs / 1000;
 
   const providerRefreshes = provider.stats.refreshGrants - p0.refreshGrants;
   const c1 = await server.counters();
@@ -70,9 +75,9 @@ test("5 tabs for 20 s: one provider refresh per cycle, no reuse", async () => {
   // An 8 s provider token (expires_in rounded down: 7-8 s) refreshed 3 s before its end: a
   // cycle lasts 4-5 s. One refresh per cycle is at most seconds/4 + 2 (the edges); one per
   // tab would be five times that. At least one per 8 s, or the tabs' tokens would expire.
-  const most = Math.floor(seconds / 4) + 2;
-  const least = Math.floor(seconds / 8);
-  console.log(`# 5 tabs ${seconds.toFixed(1)} s: ${providerRefreshes} provider refreshes (one per cycle: ${least}..${most}), `
+  const most = Math.floor(seconds / 4) + 2 + host.stalls.length;
+  const least = Math.floor(ran / 8);
+  console.log(`# 5 tabs ${seconds.toFixed(1)} s (host stalls: ${JSON.stringify(host.stalls)}): ${providerRefreshes} provider refreshes (one per cycle: ${least}..${most}), `
     + `${ours} refreshes served by us, ${u1.cachedServed - u0.cachedServed} from the cache, ${u1.leaseWaits - u0.leaseWaits} lease waits`);
   for (const [i, s] of stats.entries()) {
     assert.deepEqual(s.errors, [], `tab ${i + 1} errors`);

@@ -57,3 +57,30 @@ export function explainFailure(check, story) {
     throw e;
   }
 }
+
+/**
+ * Watches the host for stalls while a test waits on something else: a 100 ms interval that
+ * came back over a second late means this process (and the server and browser beside it) was
+ * not running. `stalledMs` is the stalled time so far; `stop()` ends the watch and returns the
+ * watcher. A timing bound measured in wall time is then checked on the time the host ran.
+ */
+export function watchStalls() {
+  const STEP = 100;
+  const stalls = [];
+  let last = Date.now();
+  const id = setInterval(() => {
+    const now = Date.now();
+    if (now - last > STEP + 1000) stalls.push([last, now - last - STEP]);
+    last = now;
+  }, STEP);
+  return {
+    stalls,
+    get stalledMs() {
+      return stalls.reduce((s, [, d]) => s + d, 0);
+    },
+    stop() {
+      clearInterval(id);
+      return this;
+    },
+  };
+}
