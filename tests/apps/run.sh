@@ -22,7 +22,33 @@ trap 'exit 130' INT TERM
 
 now() { date +%s.%N; }
 since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f s", b - a }'; }
-free_port() { node -e 'const s=require("net").createServer().listen(0,"127.0.0.1",()=>{console.log(s.address().port);s.close()})'; }
+# A free port for an app server, picked below the kernel's ephemeral range: the app ports are
+# chosen before the ~15 s Next build, and a port from the ephemeral range could meanwhile be
+# handed to any `--port 0` server (or outgoing connection) of the other lane. That happened
+# once: Next got EADDRINUSE and the tests met a reference server on its port.
+# Random in [low - 12000, low), tried until one binds; `taken` keeps the picks distinct.
+taken=" "
+free_port() {
+  local port
+  port=$(TAKEN="$taken" node -e '
+    const net = require("net");
+    let low = 32768;
+    try { low = +require("fs").readFileSync("/proc/sys/net/ipv4/ip_local_port_range", "utf8").trim().split(/\s+/)[0] || low; } catch {}
+    const taken = new Set(process.env.TAKEN.trim().split(" ").filter(Boolean).map(Number));
+    const lowest = Math.max(1025, low - 12000);
+    const attempt = (n) => {
+      if (n === 0) { console.error("apps: no free port below " + low); process.exit(1); }
+      const port = lowest + Math.floor(Math.random() * (low - lowest));
+      if (taken.has(port)) return attempt(n - 1);
+      const s = net.createServer();
+      s.once("error", () => attempt(n - 1));
+      s.listen(port, "127.0.0.1", () => { console.log(port); s.close(); });
+    };
+    attempt(200);
+  ') || return 1
+  taken+="$port "
+  echo "$port"
+}
 # Starts a server in its own process group (so cleanup ends its children too).
 spawn() { local log=$1; shift; setsid "$@" >"$log" 2>&1 & pids+=($!); }
 wait_http() {
@@ -61,9 +87,9 @@ echo "apps: tarball installed into ${#apps[@]} apps + the test runner in $(since
 server_bin=$(scripts/test-server.sh 2> >(tail -1 >&2))
 # The app servers' ports are chosen now: the reference server allow-lists their origins.
 # (Next's rewrites proxy with the server's own Host, so its Origin differs from Host.)
-vite_port=$(free_port)
-dev_port=$(free_port)
-next_port=$(free_port)
+free_port >"$work/port" && vite_port=$(cat "$work/port")
+free_port >"$work/port" && dev_port=$(cat "$work/port")
+free_port >"$work/port" && next_port=$(cat "$work/port")
 origins="http://127.0.0.1:$vite_port,http://127.0.0.1:$dev_port,http://127.0.0.1:$next_port"
 spawn "$work/server.log" "$server_bin" --port 0 --test-mode --memory-store \
   --allowed-origin "$origins"
