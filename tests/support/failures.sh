@@ -7,10 +7,9 @@
 set -uo pipefail
 echo "what failed:"
 awk '
-  /not ok [0-9]+ - / { name = $0; if (length(name) > 220) name = substr(name, 1, 220) "..."; print name; want = 1; more = 0; next }
-  want && /^(\[[12]\] +)? +error: / {
-    line = $0; if (length(line) > 300) line = substr(line, 1, 300) "..."; print line
-    if ($0 ~ /error: [|>]-?$/) more = 3; want = 0; next }
-  more > 0 { line = $0; if (length(line) > 300) line = substr(line, 1, 300) "..."; print line; more--; next }
+  function cut(line, n) { return length(line) > n ? substr(line, 1, n) "..." : line }
+  /not ok [0-9]+ - / { print cut($0, 220); want = 1; more = 0; next }
+  want && /^(\[[12]\] +)? +error: / { print cut($0, 300); if ($0 ~ /error: [|>]-?$/) more = 3; want = 0; next }
+  more > 0 { print cut($0, 300); more--; next }
   /FAILED|lane [12] failed|[0-9]+\/[0-9]+ passed/ { print }
 ' "$@" | head -40

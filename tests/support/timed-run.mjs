@@ -10,21 +10,11 @@ const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
  * time the host ran. Returns `{ stalledMs, stalls: [[epoch ms, ms]] }`.
  */
 export async function sleepWatched(ms) {
-  const STEP = 100;
-  const stalls = [];
-  let ran = 0;
-  while (ran < ms) {
-    const before = Date.now();
-    await sleep(Math.min(STEP, ms - ran));
-    const took = Date.now() - before;
-    if (took > STEP + 1000) {
-      stalls.push([before, took - STEP]);
-      ran += STEP;
-    } else {
-      ran += took;
-    }
-  }
-  return { stalledMs: stalls.reduce((s, [, d]) => s + d, 0), stalls };
+  const start = Date.now();
+  const host = watchStalls();
+  for (let ran = 0; ran < ms; ran = Date.now() - start - host.stalledMs) await sleep(Math.min(100, ms - ran));
+  host.stop();
+  return { stalledMs: host.stalledMs, stalls: host.stalls };
 }
 
 /**
@@ -68,17 +58,22 @@ export function watchStalls() {
   const STEP = 100;
   const stalls = [];
   let last = Date.now();
-  const id = setInterval(() => {
+  // Every look at the clock counts, not only the interval's: after a stall another timer (the
+  // caller's own) may run first, and must already see the stall.
+  const look = () => {
     const now = Date.now();
     if (now - last > STEP + 1000) stalls.push([last, now - last - STEP]);
     last = now;
-  }, STEP);
+  };
+  const id = setInterval(look, STEP);
   return {
     stalls,
     get stalledMs() {
+      look();
       return stalls.reduce((s, [, d]) => s + d, 0);
     },
     stop() {
+      look();
       clearInterval(id);
       return this;
     },
