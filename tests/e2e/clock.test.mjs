@@ -7,7 +7,8 @@ import { useEnv, login, callApi, events, sleep, waitFor, watchStalls } from "./h
 // The page "falls asleep" 100 ms from now: its clock and timers stop there. pauseAt() refuses a
 // time the page's clock has already passed, and 20 ms proved too little for the round trip
 // once (the page still busy after the login): "Cannot fast-forward to the past".
-const pauseSoon = (page) => page.clock.pauseAt(Date.now() + 100);
+// Counted from the page's own clock, which can run ahead of this process's (CI, 2026-12-03).
+const pauseSoon = async (page) => page.clock.pauseAt((await page.evaluate(() => Date.now())) + 200);
 
 const env = useEnv();
 const HOUR = 3_600_000;
