@@ -19,7 +19,7 @@
 // it ends every session, even when the test failed.
 import { spawn, execFileSync } from "node:child_process";
 import { createInterface } from "node:readline";
-import { createServer } from "node:net";
+import { freePort } from "../support/ports.mjs";
 import { request as httpsRequest } from "node:https";
 import { request as httpRequest } from "node:http";
 import { join, dirname, resolve } from "node:path";
@@ -84,16 +84,7 @@ export async function waitFor(fn, { timeoutMs = 5000, intervalMs = 50, what = "c
   }
 }
 
-export function freePort() {
-  return new Promise((res, rej) => {
-    const s = createServer();
-    s.once("error", rej);
-    s.listen(0, "127.0.0.1", () => {
-      const { port } = s.address();
-      s.close(() => res(port));
-    });
-  });
-}
+export { freePort };
 
 /** Kills a child we started (its whole process group when it leads one). */
 async function stopChild(child, { group = false } = {}) {

@@ -2,7 +2,7 @@
 // process, see provider.mjs), the reference server in upstream mode pointed at it, and
 // Debian's Chromium. `useUpstream()` registers node:test hooks that start all three for a
 // test file and stop them after it, also when a test failed.
-import { createServer } from "node:net";
+import { freePort } from "../support/ports.mjs";
 import { join, dirname } from "node:path";
 import { fileURLToPath } from "node:url";
 import { before, after, afterEach } from "node:test";
@@ -15,17 +15,8 @@ const PAGES = join(dirname(fileURLToPath(import.meta.url)), "pages");
 /** The demo page's directory (`make demo`, `make demo-oidc`). */
 export const DEMO_DIR = join(dirname(fileURLToPath(import.meta.url)), "..", "..", "www", "demo");
 
-/** A port that was free a moment ago (the server's callback URL must be known up front). */
-export function freePort() {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.once("error", reject);
-    s.listen(0, "127.0.0.1", () => {
-      const { port } = s.address();
-      s.close(() => resolve(port));
-    });
-  });
-}
+/** A port that was free a moment ago (the server's callback URL must be known up front); see tests/support/ports.mjs. */
+export { freePort };
 
 /** Starts the provider and the reference server in upstream mode. */
 export async function startUpstream({
