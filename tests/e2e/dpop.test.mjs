@@ -61,10 +61,16 @@ test("5 tabs with dpop on call the API every 500 ms for 20 s with a 3 s token: o
   const cycles = Math.ceil((runtime - stalledMs) / CYCLE_MS);
   const nonceAsksAfterChange = c.dpopNonceAsked - before.dpopNonceAsked;
   const calls = stats.reduce((s, x) => s + x.calls, 0);
+  // A call whose token was attached just before a host stall reaches the server after the
+  // stall, its 3 s token expired on the way: a 401 invalid_token, answered by one refresh and
+  // one replay (the app still sees 200). Allowed after a stall the watch saw, at most one per
+  // tab per stall (stall injection, 2 s every 9 s: 1 run in 1 had two such calls).
+  const expiredOnTheWay = log.filter((e) => e.t >= t0 && e.path === "/api/me" && e.status === 401 && e.bearer === "expired").length;
   const summary = `5 tabs, ${(runtime / 1000).toFixed(1)} s (host stalled ${stalls} times, ${stalledMs} ms), ` +
     `${cycles} cycles: refreshes served ${c.refreshesServed} ` +
     `(requests ${c.refreshRequests}); use_dpop_nonce answers ${c.dpopNonceAsked} (${nonceAsksAfterChange} after the change); ` +
-    `proofs refused ${c.dpopRefused}; reuse ${c.reuseDetected}; API calls ${calls} (apiOk ${c.apiOk}, 401 ${c.apiUnauthorized})`;
+    `proofs refused ${c.dpopRefused}; reuse ${c.reuseDetected}; API calls ${calls} (apiOk ${c.apiOk}, 401 ${c.apiUnauthorized}, ` +
+    `of which ${expiredOnTheWay} with an expired token)`;
   console.log(summary);
   explainFailure(() => {
     for (const [i, s] of stats.entries()) {
@@ -76,8 +82,9 @@ test("5 tabs with dpop on call the API every 500 ms for 20 s with a 3 s token: o
     assert.equal(c.familiesRevoked, 0, summary);
     assert.equal(c.dpopRefused, 0, summary);
     assert.ok(c.refreshesServed <= cycles + 2 + stalls && c.refreshesServed >= cycles - 3, summary);
-    // Every 401 was a nonce request, answered by exactly one retry that succeeded.
-    assert.equal(c.apiUnauthorized, c.dpopNonceAsked - (c.refreshRequests - c.refreshesServed), summary);
+    // Every other 401 was a nonce request, answered by exactly one retry that succeeded.
+    assert.ok(expiredOnTheWay <= stalls * pages.length, summary);
+    assert.equal(c.apiUnauthorized - expiredOnTheWay, c.dpopNonceAsked - (c.refreshRequests - c.refreshesServed), summary);
     assert.equal(c.apiOk, calls, summary);
     assert.ok(nonceAsksAfterChange >= 1, `the change was noticed: ${summary}`);
     // At most one ask per tab per endpoint after the change.

@@ -79,9 +79,19 @@ test("5 tabs for 20 s: one provider refresh per cycle, no reuse", async () => {
   const least = Math.floor(ran / 8);
   console.log(`# 5 tabs ${seconds.toFixed(1)} s (host stalls: ${JSON.stringify(host.stalls)}): ${providerRefreshes} provider refreshes (one per cycle: ${least}..${most}), `
     + `${ours} refreshes served by us, ${u1.cachedServed - u0.cachedServed} from the cache, ${u1.leaseWaits - u0.leaseWaits} lease waits`);
+  // /api/me asks the provider about the token with a 1.5 s limit (timeoutMs above). A host
+  // stall longer than that, with the server waiting on the provider, ends that wait in 503
+  // temporarily_unavailable: what the server must answer when the provider is that slow.
+  // So a 503 is allowed only after a stall the watch saw, at most one per tab per stall
+  // (stall injection: 1 run in 1 had one 503 with three 2 s stalls); anything else fails.
+  const unavailable = stats.reduce((n, s) => n + (s.statuses["503"] || 0), 0);
+  if (unavailable) console.log(`# ${unavailable} API calls answered 503 after host stalls ${JSON.stringify(host.stalls)}`);
+  assert.ok(unavailable <= host.stalls.length * tabs.length,
+    `${unavailable} API calls answered 503 with ${host.stalls.length} host stalls`);
   for (const [i, s] of stats.entries()) {
     assert.deepEqual(s.errors, [], `tab ${i + 1} errors`);
-    assert.deepEqual(Object.keys(s.statuses), ["200"], `tab ${i + 1} statuses ${JSON.stringify(s.statuses)}`);
+    const statuses = Object.keys(s.statuses).filter((k) => k !== "503");
+    assert.deepEqual(statuses, ["200"], `tab ${i + 1} statuses ${JSON.stringify(s.statuses)}`);
     assert.ok(s.calls >= 20, `tab ${i + 1} kept calling (${s.calls})`);
   }
   assert.ok(providerRefreshes >= least, `refreshes went through the provider (${providerRefreshes})`);
