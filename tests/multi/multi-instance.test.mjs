@@ -6,6 +6,7 @@
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { launchBrowser, routeTestPages, testPageUrl, watch, waitFor, sleep } from "../e2e/harness.mjs";
+import { sleepWatched } from "../support/timed-run.mjs";
 import { startCluster, loginAt, refreshAt, meAt, cookieOf, kidOf } from "./cluster.mjs";
 
 // Keys reload every 0.5 s (a rotation signs 1 s after it is stored); revocations are
@@ -92,9 +93,11 @@ test("a family revoked on one instance has its access tokens refused on the othe
   assert.equal((await loginAt(a, "mallory", "wrong")).status, 429, "locked on a too");
 });
 
-test("5 tabs, refreshes alternating across the instances, a key rotation mid-run and one lost response: 0 reuse, every API call 200", async () => {
+test("5 tabs, refreshes alternating across the instances, a key rotation mid-run and one lost response: 0 reuse, every API call 200", async (t) => {
   await cluster.config({ accessTtlSeconds: 3, leewaySeconds: 0 });
   const context = await browser.newContext();
+  // Closed even when an assertion fails: its tabs would refresh on through the next test.
+  t.after(() => context.close().catch(() => {}));
   await routeTestPages(context);
   const pages = [];
   for (let i = 0; i < 5; i++) {
@@ -115,11 +118,12 @@ test("5 tabs, refreshes alternating across the instances, a key rotation mid-run
   const refreshesBefore = cluster.proxy.state.byInstance.map((x) => x.refresh);
   const droppedBefore = cluster.proxy.state.dropped;
   await Promise.all(pages.map((p) => p.evaluate(() => window.startLoop(500))));
-  await sleep(6_000);
+  const watched = [await sleepWatched(6_000)];
   await cluster.instances[1].rotateKey();
-  await sleep(4_000);
+  watched.push(await sleepWatched(4_000));
   cluster.proxy.dropNextRefreshes(1);
-  await sleep(10_000);
+  watched.push(await sleepWatched(10_000));
+  const stalls = watched.flatMap((w) => w.stalls);
   const stats = await Promise.all(pages.map((p) => p.evaluate(() => window.stopLoop())));
 
   const c = await cluster.counters();
@@ -128,7 +132,7 @@ test("5 tabs, refreshes alternating across the instances, a key rotation mid-run
   const summary = `refreshes per instance ${perInstance.join("/")}, served ${c.refreshesServed}, ` +
     `repeated ${c.lostResponsesRepeated}, reuse ${c.reuseDetected}, revoked ${c.familiesRevoked}, ` +
     `dropped ${cluster.proxy.state.dropped - droppedBefore}; API ${c.apiCalls} calls, ${c.apiOk} ok, ${c.apiUnauthorized} 401; ` +
-    `kid ${kidBefore.slice(0, 8)} -> ${kidAfter.slice(0, 8)}`;
+    `kid ${kidBefore.slice(0, 8)} -> ${kidAfter.slice(0, 8)}; host stalls ${JSON.stringify(stalls)}`;
   console.log(summary);
 
   assert.equal(c.reuseDetected, 0, summary);
@@ -137,8 +141,15 @@ test("5 tabs, refreshes alternating across the instances, a key rotation mid-run
   assert.equal(cluster.proxy.state.dropped - droppedBefore, 1, summary);
   assert.ok(c.lostResponsesRepeated >= 1, `the lost response was answered again: ${summary}`);
   assert.notEqual(kidAfter, kidBefore, "the instances sign with the new key");
+  // A host stall (this process, the browser, the proxy and the instances all stopped) can
+  // outlast the 3 s token while the dropped refresh's retry waits: a call then rejects with
+  // the dropped answer's server_error (the token expired, the refresh failed). Allowed only
+  // after a stall the watch saw, at most one per tab per stall (stall injection, 2 s every
+  // 9 s: 1 run in 1). Without a stall, no error at all.
   for (const [i, s] of stats.entries()) {
-    assert.deepEqual(s.errors, [], `tab ${i}: ${JSON.stringify(s)}`);
+    const errors = stalls.length ? s.errors.filter((e) => e !== "server_error") : s.errors;
+    assert.ok(s.errors.length - errors.length <= stalls.length, `tab ${i}: ${JSON.stringify(s)}`);
+    assert.deepEqual(errors, [], `tab ${i}: ${JSON.stringify(s)}`);
     assert.deepEqual(Object.keys(s.statuses), ["200"], `tab ${i}: ${JSON.stringify(s.statuses)}`);
     assert.ok(s.calls >= 30, `tab ${i} made only ${s.calls} calls`);
   }

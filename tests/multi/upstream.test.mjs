@@ -96,8 +96,10 @@ async function upstreamCounters() {
   return sum;
 }
 
-test("two instances on one PostgreSQL, 5 tabs for 20 s: one provider refresh per rotation, no reuse, logout at the provider", async () => {
+test("two instances on one PostgreSQL, 5 tabs for 20 s: one provider refresh per rotation, no reuse, logout at the provider", async (t) => {
   const context = await browser.newContext();
+  // Closed even when an assertion fails: its tabs would refresh on through the next test.
+  t.after(() => context.close().catch(() => {}));
   const opts = { refreshSkewSeconds: 3 };
   const first = await context.newPage();
   watch(first);
@@ -132,9 +134,16 @@ test("two instances on one PostgreSQL, 5 tabs for 20 s: one provider refresh per
     `API ${c1.apiCalls - c0.apiCalls} calls`;
   console.log(`# ${summary}`);
 
+  // /api/me asks the provider about the token (introspection, with the instances' provider
+  // timeout): a host stall during that wait ends it in 503 temporarily_unavailable. Allowed
+  // only after a stall the watch saw, at most one per tab per stall (as in
+  // tests/oidc/resilience.test.mjs; stall injection: 1 run in 1 had one).
+  const unavailable = stats.reduce((n, s) => n + (s.statuses["503"] || 0), 0);
+  assert.ok(unavailable <= stalls.length * tabs.length, `${unavailable} API calls answered 503: ${summary}`);
   for (const [i, s] of stats.entries()) {
     assert.deepEqual(s.errors, [], `tab ${i + 1} errors`);
-    assert.deepEqual(Object.keys(s.statuses), ["200"], `tab ${i + 1} statuses ${JSON.stringify(s.statuses)}`);
+    const statuses = Object.keys(s.statuses).filter((k) => k !== "503");
+    assert.deepEqual(statuses, ["200"], `tab ${i + 1} statuses ${JSON.stringify(s.statuses)}`);
     assert.ok(s.calls >= 20, `tab ${i + 1} kept calling (${s.calls})`);
   }
   assert.ok(perInstance.every((n) => n >= 2), `both instances rotated: ${summary}`);
@@ -181,8 +190,9 @@ const part = (jwt, i) => JSON.parse(Buffer.from(jwt.split(".")[i], "base64url").
 const thumbprint = ({ crv, kty, x, y }) =>
   createHash("sha256").update(JSON.stringify({ crv, kty, x, y })).digest("base64url");
 
-test("DPoP on two instances: every provider renewal carries the browser's proof, one per new token; the bound token is refused without its key", async () => {
+test("DPoP on two instances: every provider renewal carries the browser's proof, one per new token; the bound token is refused without its key", async (t) => {
   const context = await browser.newContext();
+  t.after(() => context.close().catch(() => {}));
   const opts = { refreshSkewSeconds: 3, dpop: true };
   const first = await context.newPage();
   watch(first);
@@ -208,7 +218,7 @@ test("DPoP on two instances: every provider renewal carries the browser's proof,
     tabs.push(p);
   }
   const tokenOf = async () => (await first.evaluate(() => window.tw.authorizationHeader())).slice("DPoP ".length);
-  const { seen, stats, base: { p0, c0, r0 } } = await loopAndSample(tabs, tokenOf, async () => ({
+  const { seen, stats, stalls, base: { p0, c0, r0 } } = await loopAndSample(tabs, tokenOf, async () => ({
     p0: { ...provider.stats },
     c0: await cluster.counters(),
     r0: cluster.proxy.state.byInstance.map((x) => x.refresh),
@@ -219,10 +229,14 @@ test("DPoP on two instances: every provider renewal carries the browser's proof,
   const perInstance = cluster.proxy.state.byInstance.map((x, i) => x.refresh - r0[i]);
   const summary = `${refreshes} provider refreshes (${withProof} with the browser's proof), ${seen.size - 1} new tokens, ` +
     `our refreshes per instance ${perInstance.join("/")}, API ${c1.apiCalls - c0.apiCalls} calls`;
-  console.log(`# DPoP, 3 tabs 20 s: ${summary}`);
+  console.log(`# DPoP, 3 tabs 20 s (host stalls: ${JSON.stringify(stalls)}): ${summary}`);
+  // 503 after a host stall: see the test above.
+  const unavailable = stats.reduce((n, s) => n + (s.statuses["503"] || 0), 0);
+  assert.ok(unavailable <= stalls.length * tabs.length, `${unavailable} API calls answered 503: ${summary}`);
   for (const [i, s] of stats.entries()) {
     assert.deepEqual(s.errors, [], `tab ${i + 1} errors`);
-    assert.deepEqual(Object.keys(s.statuses), ["200"], `tab ${i + 1} statuses ${JSON.stringify(s.statuses)}`);
+    const statuses = Object.keys(s.statuses).filter((k) => k !== "503");
+    assert.deepEqual(statuses, ["200"], `tab ${i + 1} statuses ${JSON.stringify(s.statuses)}`);
   }
   assert.ok(perInstance.every((n) => n >= 2), `both instances rotated: ${summary}`);
   assert.ok(refreshes >= 2, summary);
