@@ -103,7 +103,12 @@ fn tls_from_the_flag_or_the_variable_announces_https_and_answers_no_plain_http()
             .unwrap_or_else(|| panic!("first line: {line:?}"));
         let mut s = TcpStream::connect(addr).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        write!(s, "GET /healthz HTTP/1.1\r\nHost: {addr}\r\n\r\n").unwrap();
+        // One write, and its error ignored: the TLS server may close the connection as soon
+        // as the first bytes are not a ClientHello, and a write after that fails (EPIPE).
+        // `write!` wrote in pieces, and the second piece failed that way once in CI. A closed
+        // connection is the expected outcome; only an HTTP answer fails the test.
+        let request = format!("GET /healthz HTTP/1.1\r\nHost: {addr}\r\n\r\n");
+        let _ = s.write_all(request.as_bytes());
         let mut out = Vec::new();
         let _ = s.read_to_end(&mut out);
         assert!(
