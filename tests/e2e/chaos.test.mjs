@@ -4,7 +4,7 @@
 // mode knows. The page calls the API every 300 ms and getToken() at random meanwhile.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { useEnv, waitFor, sleep } from "./harness.mjs";
+import { useEnv, waitFor, sleep, watchStalls } from "./harness.mjs";
 
 const env = useEnv();
 
@@ -133,6 +133,9 @@ test(`chaos: ${CYCLES}+ refresh cycles of a 2 s token while 30 % of refreshes fa
   });
 
   const t0 = Date.now();
+  // Host stalls (this process, the server and the browser all stopped) are counted for one
+  // check below: the page/server agreement on refresh calls.
+  const host = watchStalls();
   const states = [];
   let lastPoll = 0;
   for (;;) {
@@ -140,7 +143,9 @@ test(`chaos: ${CYCLES}+ refresh cycles of a 2 s token while 30 % of refreshes fa
     const c = await server.counters();
     states.push({ t: Date.now(), state: await page.evaluate(() => window.tw.state) });
     if (Date.now() - lastPoll > 15000) { await log.poll(); lastPoll = Date.now(); }
-    if (c.refreshRequests >= CYCLES || Date.now() - t0 > MAX_MS) break;
+    // The deadline counts the host's running time: a stall adds its length (stall injection,
+    // 2 s every 9 s, left 271 cycles in 361 s of wall time).
+    if (c.refreshRequests >= CYCLES || Date.now() - t0 > MAX_MS + host.stalledMs) break;
     // A session that ended would stop refreshing: no point in waiting for the deadline.
     if (states.at(-1).state === "signedOut") break;
   }
@@ -163,6 +168,7 @@ test(`chaos: ${CYCLES}+ refresh cycles of a 2 s token while 30 % of refreshes fa
   const finalStatus = await page.evaluate(async () => (await window.tw.fetch("/api/me")).status);
   await log.poll();
   const counters = await server.counters();
+  const stalls = host.stop().stalls;
   const entries = log.entries();
   const page_ = await page.evaluate(() => ({
     state: window.tw.state,
@@ -200,6 +206,7 @@ test(`chaos: ${CYCLES}+ refresh cycles of a 2 s token while 30 % of refreshes fa
   const figures = {
     seed: SEED.toString(16),
     faultPhaseSeconds: Math.round(faultPhaseMs / 1000),
+    hostStalls: stalls.length,
     cycles: used,
     refreshRequests: counters.refreshRequests,
     refreshesServed: counters.refreshesServed,
@@ -273,7 +280,13 @@ test(`chaos: ${CYCLES}+ refresh cycles of a 2 s token while 30 % of refreshes fa
   assert.ok(serverGap >= 500 && shortServerGaps.length <= 2,
     `refresh calls closer than 950 ms at the server: ${JSON.stringify(shortServerGaps)}`);
   assert.ok(clientGap >= 950, `two refresh calls ${clientGap} ms apart in the page`);
-  assert.equal(page_.refreshFetches.length, counters.refreshRequests, "page and server disagree on refresh calls");
+  // A refresh handed to fetch just before a host stall can be cut by its 1.5 s timeout before
+  // the browser sent it: the page counts it, the server never sees it. Allowed only after a
+  // stall the watch saw, one per stall (stall injection, 2 s every 9 s: 274 against 273 with
+  // 40 stalls, 1 run in 1). The server never counts more than the page.
+  const unsent = page_.refreshFetches.length - counters.refreshRequests;
+  assert.ok(unsent >= 0 && unsent <= stalls.length,
+    `page and server disagree on refresh calls: ${page_.refreshFetches.length} in the page, ${counters.refreshRequests} at the server, ${stalls.length} host stalls`);
   // CSRF header on every refresh call.
   assert.ok(refreshLog.every((e) => e.csrf), "a refresh call without the CSRF header");
   // Promises, errors.
@@ -284,5 +297,5 @@ test(`chaos: ${CYCLES}+ refresh cycles of a 2 s token while 30 % of refreshes fa
   // Every family still holds exactly one live refresh token (no double rotation).
   assert.equal(counters.reuseDetected, 0);
   assert.equal(counters.familiesWithOneLiveToken, counters.liveFamilies);
-  assert.ok(used >= CYCLES, `only ${used} refresh cycles in ${faultPhaseMs} ms`);
+  assert.ok(used >= CYCLES, `only ${used} refresh cycles in ${faultPhaseMs} ms (${stalls.length} host stalls)`);
 });
