@@ -26,25 +26,13 @@ since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f s", b - a }'; }
 # chosen before the ~15 s Next build, and a port from the ephemeral range could meanwhile be
 # handed to any `--port 0` server (or outgoing connection) of the other lane. That happened
 # once: Next got EADDRINUSE and the tests met a reference server on its port.
-# Random in [low - 12000, low), tried until one binds; `taken` keeps the picks distinct.
+# tests/support/ports.mjs picks in [low - 12000, low) until one binds; `taken` keeps the picks distinct.
 taken=" "
 free_port() {
   local port
-  port=$(TAKEN="$taken" node -e '
-    const net = require("net");
-    let low = 32768;
-    try { low = +require("fs").readFileSync("/proc/sys/net/ipv4/ip_local_port_range", "utf8").trim().split(/\s+/)[0] || low; } catch {}
-    const taken = new Set(process.env.TAKEN.trim().split(" ").filter(Boolean).map(Number));
-    const lowest = Math.max(1025, low - 12000);
-    const attempt = (n) => {
-      if (n === 0) { console.error("apps: no free port below " + low); process.exit(1); }
-      const port = lowest + Math.floor(Math.random() * (low - lowest));
-      if (taken.has(port)) return attempt(n - 1);
-      const s = net.createServer();
-      s.once("error", () => attempt(n - 1));
-      s.listen(port, "127.0.0.1", () => { console.log(port); s.close(); });
-    };
-    attempt(200);
+  port=$(TAKEN="$taken" node --input-type=module -e '
+    import { freePort } from "./tests/support/ports.mjs";
+    console.log(await freePort({ avoid: process.env.TAKEN.split(" ").filter(Boolean).map(Number) }));
   ') || return 1
   taken+="$port "
   echo "$port"

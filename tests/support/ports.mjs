@@ -28,8 +28,13 @@ function tryPort(port) {
   });
 }
 
-/** A port of 127.0.0.1 that was free a moment ago, in [low - 12000, low) of the ephemeral range, never the same twice in a process. */
-export async function freePort() {
+/**
+ * A port of 127.0.0.1 that was free a moment ago, in [low - 12000, low) of the ephemeral
+ * range, never the same twice in a process nor one of `avoid` (ports picked by other
+ * processes: tests/apps/run.sh calls this once per app).
+ */
+export async function freePort({ avoid = [] } = {}) {
+  for (const p of avoid) picked.add(p);
   const low = ephemeralLow();
   const lowest = Math.max(1025, low - 12000);
   for (let i = 0; i < 200; i++) {
