@@ -166,6 +166,11 @@ test(`chaos: ${CYCLES}+ refresh cycles of a 2 s token while 30 % of refreshes fa
   await page.waitForFunction(() => window.promises.pending === 0, null, { timeout: 10000 }).catch(() => {});
 
   const finalStatus = await page.evaluate(async () => (await window.tw.fetch("/api/me")).status);
+  // Page and server are read between two refreshes: none on its way and none due within
+  // 600 ms. A refresh on its way when the counters are read counts in the page and not yet
+  // at the server (2 s tokens: one refresh a second, so a read can fall on one).
+  await waitFor(() => page.evaluate(() => window.tw.state === "active" && window.tw.refreshAt !== undefined
+    && window.tw.refreshAt - Date.now() > 600), { timeoutMs: 5000, intervalMs: 20, what: "a moment between two refreshes" });
   await log.poll();
   const counters = await server.counters();
   const stalls = host.stop().stalls;
