@@ -30,7 +30,14 @@ if [ "$profile" = "--release" ]; then
     target/nightly/wasm32-unknown-unknown/release/tokenwarden.wasm >>pkg-build.log 2>&1 \
     || { cat pkg-build.log; exit 1; }
   scripts/setup.sh npm scripts
-  scripts/node_modules/.bin/wasm-opt -Oz --enable-bulk-memory --enable-nontrapping-float-to-int \
+  # --low-memory-unused: the optimizer may assume nothing lives below address
+  # 1024. Rust's wasm32 layout puts the 1 MB stack first, growing down to 0,
+  # and the data after it (__stack_pointer starts at 1048576), so those bytes
+  # are only reached by a stack 1 MB deep. --flatten --rereloop, then -Oz twice,
+  # rebuilds the control flow before shrinking it. Measured (brotli, wasm
+  # before short names): -Oz 38,822 B; -Oz --converge 38,798; -Oz
+  # --low-memory-unused --converge 38,538; this line 38,264.
+  scripts/node_modules/.bin/wasm-opt --low-memory-unused --flatten --rereloop -Oz -Oz --enable-bulk-memory --enable-nontrapping-float-to-int \
     --enable-sign-ext --enable-mutable-globals --enable-reference-types --enable-multivalue \
     --strip-debug --strip-producers pkg/tokenwarden_bg.wasm -o pkg/tokenwarden_bg.wasm
 else
