@@ -155,7 +155,7 @@ impl Nonces {
 pub fn resource_wants_nonce(status: u16, www_authenticate: Option<&str>) -> bool {
     status == 401
         && www_authenticate.is_some_and(|h| {
-            h.trim_start()
+            h.trim_ascii_start()
                 .get(..4)
                 .is_some_and(|s| s.eq_ignore_ascii_case("dpop"))
                 && super::find_str(h, "use_dpop_nonce").is_some()

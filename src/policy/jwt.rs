@@ -96,11 +96,20 @@ fn numeric_date(payload: &Value, name: &'static str) -> Result<Option<f64>, Erro
 fn scopes(payload: &Value) -> Vec<String> {
     let raw = payload.get("scope").or_else(|| payload.get("scp"));
     match raw {
-        Some(Value::Str(s)) => s
-            .split(' ')
-            .filter(|p| !p.is_empty())
-            .map(String::from)
-            .collect(),
+        Some(Value::Str(s)) => {
+            let mut out = Vec::new();
+            let mut rest = s.as_str();
+            loop {
+                let end = super::find_byte(rest, b' ').unwrap_or(rest.len());
+                if end > 0 {
+                    out.push(String::from(&rest[..end]));
+                }
+                if end == rest.len() {
+                    break out;
+                }
+                rest = &rest[end + 1..];
+            }
+        }
         Some(Value::Arr(items)) => items
             .iter()
             .filter_map(Value::as_str)
@@ -116,11 +125,9 @@ pub fn decode(token: &str) -> Result<Option<Claims>, Error> {
     if !looks_like_jwt(token) {
         return Ok(None);
     }
-    let mut parts = token.split('.');
-    let (header, payload) = match (parts.next(), parts.next()) {
-        (Some(h), Some(p)) => (h, p),
-        _ => return Err(Error::InvalidResponse("the JWT is malformed")),
-    };
+    let (header, rest) =
+        super::split_str(token, ".").ok_or(Error::InvalidResponse("the JWT is malformed"))?;
+    let payload = &rest[..super::find_byte(rest, b'.').unwrap_or(rest.len())];
     let header_ok = base64url_decode(header)
         .and_then(|b| String::from_utf8(b).ok())
         .and_then(|t| json::parse(&t).ok())
@@ -267,6 +274,15 @@ pub(crate) mod tests {
         #[test]
         fn decoding_arbitrary_three_part_tokens_never_panics(a in "[A-Za-z0-9_=-]{0,40}", b in "[A-Za-z0-9_=-]{0,80}", c in ".{0,10}") {
             let _ = decode(&(a + "." + &b + "." + &c));
+        }
+
+        #[test]
+        fn scopes_split_on_spaces_like_str(s in "[a-z: é]{0,30}") {
+            let mut payload = String::from("{\"scope\":");
+            json::push_string(&mut payload, &s);
+            payload.push('}');
+            let want: Vec<String> = s.split(' ').filter(|p| !p.is_empty()).map(String::from).collect();
+            prop_assert_eq!(scopes(&json::parse(&payload).unwrap()), want);
         }
 
         #[test]

@@ -43,9 +43,7 @@ pub fn normalize(input: &str) -> Result<String, &'static str> {
 
 fn split_port(hostport: &str) -> Result<(&str, Option<&str>), &'static str> {
     let (host, port) = if hostport.starts_with('[') {
-        let end = hostport
-            .find(']')
-            .ok_or("has an unterminated IPv6 address")?;
+        let end = super::find_byte(hostport, b']').ok_or("has an unterminated IPv6 address")?;
         let after = &hostport[end + 1..];
         match after.strip_prefix(':') {
             Some(p) => (&hostport[..=end], Some(p)),
@@ -53,12 +51,12 @@ fn split_port(hostport: &str) -> Result<(&str, Option<&str>), &'static str> {
             None => return Err("has garbage after the IPv6 address"),
         }
     } else {
-        match hostport.rsplit_once(':') {
-            Some((h, p)) => (h, Some(p)),
+        match super::rfind_byte(hostport, b':') {
+            Some(i) => (&hostport[..i], Some(&hostport[i + 1..])),
             None => (hostport, None),
         }
     };
-    if host.is_empty() || host.contains(':') && !host.starts_with('[') {
+    if host.is_empty() || super::find_byte(host, b':').is_some() && !host.starts_with('[') {
         return Err("has an invalid host");
     }
     if let Some(p) = port {

@@ -82,7 +82,7 @@ pub fn backoff_ms(
 /// RFC 850 form and asctime), relative to `now_wall` (epoch ms). Anything
 /// else: `None`.
 pub fn parse_retry_after(value: &str, now_wall: i64) -> Option<i64> {
-    let v = value.trim();
+    let v = value.trim_ascii();
     if !v.is_empty() && v.len() <= 12 && v.bytes().all(|b| b.is_ascii_digit()) {
         let secs = v.bytes().fold(0i64, |a, b| a * 10 + i64::from(b - b'0'));
         return Some(secs.saturating_mul(1000).min(MAX_RETRY_AFTER_MS));

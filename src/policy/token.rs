@@ -82,7 +82,7 @@ pub fn grant_from_value(v: &Value) -> Result<Grant, Error> {
         None | Some(Value::Null) => None,
         Some(Value::Num(n)) => Some(*n),
         Some(Value::Str(s)) => Some(
-            json::parse(s.trim())
+            json::parse(s.trim_ascii())
                 .ok()
                 .and_then(|n| n.as_f64())
                 .ok_or(Error::InvalidResponse("expires_in is not a number"))?,
