@@ -297,7 +297,7 @@ impl TokenClient {
             .ok_or(Error::InvalidOptions(
                 "login() needs the loginUrl option".into(),
             ))?;
-        let query = crate::policy::find_byte(&target, b'?').is_some();
+        let query = crate::policy::find_str(&target, "?").is_some();
         target.push(if query { '&' } else { '?' });
         target.push_str("returnTo=");
         target.push_str(&String::from(js_sys::encode_uri_component(&return_to)));

@@ -100,7 +100,7 @@ fn scopes(payload: &Value) -> Vec<String> {
             let mut out = Vec::new();
             let mut rest = s.as_str();
             loop {
-                let end = super::find_byte(rest, b' ').unwrap_or(rest.len());
+                let end = super::find_str(rest, " ").unwrap_or(rest.len());
                 if end > 0 {
                     out.push(String::from(&rest[..end]));
                 }
@@ -127,7 +127,7 @@ pub fn decode(token: &str) -> Result<Option<Claims>, Error> {
     }
     let (header, rest) =
         super::split_str(token, ".").ok_or(Error::InvalidResponse("the JWT is malformed"))?;
-    let payload = &rest[..super::find_byte(rest, b'.').unwrap_or(rest.len())];
+    let payload = &rest[..super::find_str(rest, ".").unwrap_or(rest.len())];
     let header_ok = base64url_decode(header)
         .and_then(|b| String::from_utf8(b).ok())
         .and_then(|t| json::parse(&t).ok())

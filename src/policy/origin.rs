@@ -43,7 +43,7 @@ pub fn normalize(input: &str) -> Result<String, &'static str> {
 
 fn split_port(hostport: &str) -> Result<(&str, Option<&str>), &'static str> {
     let (host, port) = if hostport.starts_with('[') {
-        let end = super::find_byte(hostport, b']').ok_or("has an unterminated IPv6 address")?;
+        let end = super::find_str(hostport, "]").ok_or("has an unterminated IPv6 address")?;
         let after = &hostport[end + 1..];
         match after.strip_prefix(':') {
             Some(p) => (&hostport[..=end], Some(p)),
@@ -56,7 +56,7 @@ fn split_port(hostport: &str) -> Result<(&str, Option<&str>), &'static str> {
             None => (hostport, None),
         }
     };
-    if host.is_empty() || super::find_byte(host, b':').is_some() && !host.starts_with('[') {
+    if host.is_empty() || super::find_str(host, ":").is_some() && !host.starts_with('[') {
         return Err("has an invalid host");
     }
     if let Some(p) = port {
