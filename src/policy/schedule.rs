@@ -311,6 +311,8 @@ mod tests {
     fn retry_after_parses_seconds_and_http_dates() {
         assert_eq!(parse_retry_after("3", 0), Some(3_000));
         assert_eq!(parse_retry_after(" 120 ", 0), Some(120_000));
+        assert_eq!(parse_retry_after("\t7\t", 0), Some(7_000));
+        assert_eq!(parse_retry_after("\u{a0}7", 0), None);
         assert_eq!(
             parse_retry_after("99999999999", 0),
             Some(MAX_RETRY_AFTER_MS)

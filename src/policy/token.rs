@@ -158,6 +158,17 @@ mod tests {
     }
 
     #[test]
+    fn expires_in_strings_are_trimmed_of_ascii_whitespace_only() {
+        let g = parse_token_response(r#"{"access_token":"t","expires_in":" 60\t"}"#).unwrap();
+        assert_eq!(g.expires_in, Some(60.0));
+        // HTTP and JSON whitespace is ASCII: a no-break space is not trimmed.
+        assert_eq!(
+            code("{\"access_token\":\"t\",\"expires_in\":\"\u{a0}60\"}"),
+            "invalid_response"
+        );
+    }
+
+    #[test]
     fn huge_expires_in_is_clamped() {
         let g = parse_token_response(r#"{"access_token":"t","expires_in":1e300}"#).unwrap();
         assert_eq!(g.expires_in, Some(MAX_EXPIRES_IN));
