@@ -83,9 +83,11 @@ browser-firefox:
 browser-webkit:
 	tests/engines/wasm-bindgen-test.sh webkit
 
-## size: the npm payload a browser downloads stays within bench/size-budget.json
+## size: the npm payload a browser downloads stays within bench/size-budget.json; the
+## layout check that keeps wasm-opt's --low-memory-unused safe (scripts/check-low-memory.mjs)
 size: pkg
 	node scripts/size-budget.mjs
+	node --test scripts/check-low-memory.test.mjs
 
 ## e2e: the product against the reference server, several tabs, real Chromium
 e2e: pkg

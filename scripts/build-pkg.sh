@@ -37,6 +37,9 @@ if [ "$profile" = "--release" ]; then
   # rebuilds the control flow before shrinking it. Measured (brotli, wasm
   # before short names): -Oz 38,822 B; -Oz --converge 38,798; -Oz
   # --low-memory-unused --converge 38,538; this line 38,264.
+  # scripts/check-low-memory.mjs fails the build if that layout ever changes.
+  node scripts/check-low-memory.mjs pkg/tokenwarden_bg.wasm >>pkg-build.log 2>&1 \
+    || { cat pkg-build.log; exit 1; }
   scripts/node_modules/.bin/wasm-opt --low-memory-unused --flatten --rereloop -Oz -Oz --enable-bulk-memory --enable-nontrapping-float-to-int \
     --enable-sign-ext --enable-mutable-globals --enable-reference-types --enable-multivalue \
     --strip-debug --strip-producers pkg/tokenwarden_bg.wasm -o pkg/tokenwarden_bg.wasm
