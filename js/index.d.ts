@@ -51,11 +51,13 @@ export type TokenClientErrorCode =
 export declare class TokenClientError extends Error {
   readonly name: "TokenClientError";
   readonly code: TokenClientErrorCode;
-  /** HTTP status for server_error and refresh_rejected. */
+  /** HTTP status for server_error and refresh_rejected, and for network when the package's
+   *  .wasm could not be downloaded because its server answered with an error. */
   readonly status?: number;
   /** The OAuth `error` field of a refresh_rejected response, when given. */
   readonly error?: string;
-  /** The original error of a failed request (code network). */
+  /** The original error of a failed request (code network), or the browser's own error when
+   *  it would not compile the package's .wasm (code unsupported_environment). */
   readonly cause?: unknown;
   constructor(message: string, code?: TokenClientErrorCode);
 }
@@ -118,6 +120,9 @@ declare class TokenClient {
 }
 export type { TokenClient };
 
-/** Loads the wasm once (createTokenClient does this for you). */
+/** Loads the wasm once (createTokenClient does this for you). A failed load rejects with a
+ *  TokenClientError: network (the .wasm could not be downloaded) or unsupported_environment
+ *  (no WebAssembly, or the browser would not compile it: a Content-Security-Policy without
+ *  'wasm-unsafe-eval'); it is not kept, and the next call loads again. */
 export declare function init(): Promise<unknown>;
 export declare function createTokenClient(options: TokenClientOptions): Promise<TokenClient>;

@@ -70,16 +70,55 @@ function login({ TokenClient: { prototype: proto } }) {
   };
 }
 
-/** Loads and instantiates the wasm once; resolves with the wasm-bindgen glue module. */
+/** A failed load as a TokenClientError (the wasm, which names every other error, is not there). */
+function loadError(code, message, cause, status) {
+  const e = new TokenClientError(message, code);
+  if (status) e.status = status;
+  if (cause) e.cause = cause;
+  return e;
+}
+
+const download = (cause, status) =>
+  loadError("network", `could not download tokenwarden's .wasm${status ? ` (HTTP ${status})` : ""}`, cause, status);
+
+/**
+ * Loads and instantiates the wasm once; resolves with the wasm-bindgen glue module. A
+ * failed load rejects with a TokenClientError: `network` when the .wasm could not be
+ * downloaded (`cause`, or `status` for an HTTP error), `unsupported_environment` when the
+ * browser has no WebAssembly or would not compile it (`cause`: its own error).
+ */
 export function init() {
   if (!loading) {
-    // The glue compiles the .wasm as it streams in.
-    loading = glue.default({ module_or_path: fetch(new URL("./tokenwarden_bg.wasm", import.meta.url)) }).then(() => {
-      glue.__setErrorClass(TokenClientError);
-      fastFetch(glue);
-      login(glue);
-      return glue;
+    if (typeof WebAssembly !== "object") {
+      return Promise.reject(loadError("unsupported_environment", "WebAssembly is turned off in this browser"));
+    }
+    const wasm = fetch(new URL("./tokenwarden_bg.wasm", import.meta.url)).then((res) => {
+      if (res.ok) return res;
+      throw download(undefined, res.status);
+    }, (e) => {
+      throw download(e);
     });
+    // The glue compiles the .wasm as it streams in.
+    loading = glue.default({ module_or_path: wasm }).then(
+      () => {
+        glue.__setErrorClass(TokenClientError);
+        fastFetch(glue);
+        login(glue);
+        return glue;
+      },
+      (e) => {
+        // A Content-Security-Policy without 'wasm-unsafe-eval', or a file that is not the
+        // package's .wasm (a server answering every path with its index.html).
+        throw e instanceof TokenClientError
+          ? e
+          : loadError(
+              "unsupported_environment",
+              "could not compile tokenwarden's .wasm: a Content-Security-Policy must allow " +
+                "'wasm-unsafe-eval', and its URL must serve the package's .wasm",
+              e,
+            );
+      },
+    );
     // A failed load (offline, CSP) may be retried by a later call.
     loading.catch(() => {
       loading = undefined;

@@ -208,3 +208,15 @@ test(`${ENGINE}: on plain http://127.0.0.1 the Secure refresh cookie is ${KEEPS_
     await http.stop();
   }
 });
+
+test(`${ENGINE}: under a Content-Security-Policy without 'wasm-unsafe-eval', createTokenClient() rejects with a TokenClientError unsupported_environment`, async () => {
+  const b = await env.openBrowser();
+  const tab = await b.open(`${env.server.url}/csp.html`);
+  await waitFor(() => tab.eval(() => window.twLoad !== undefined), { what: "the strict-CSP page to try the client" });
+  const r = await tab.eval(() => window.twLoad);
+  assert.equal(r.typed, true, JSON.stringify(r));
+  assert.equal(r.code, "unsupported_environment", JSON.stringify(r));
+  assert.match(r.message, /'wasm-unsafe-eval'/);
+  assert.ok(r.cause, "the browser's own error is the cause");
+  console.log(`${ENGINE} ${b.version}: the browser's error under the policy: ${r.cause}`);
+});
