@@ -29,7 +29,7 @@ pub fn b64url(data: &[u8]) -> String {
 
 /// `htu`: the request URL without query and fragment (§4.2).
 pub fn htu(url: &str) -> &str {
-    let end = url.find(['?', '#']).unwrap_or(url.len());
+    let end = super::find_any(url, b"?#").unwrap_or(url.len());
     &url[..end]
 }
 

@@ -489,6 +489,8 @@ mod tests {
             push_string(&mut out, &s);
             let v = parse(&out).unwrap();
             prop_assert_eq!(v.as_str(), Some(s.as_str()));
+            // and serde_json, the reference reader, reads the same string
+            prop_assert_eq!(serde_json::from_str::<String>(&out).unwrap(), s);
         }
     }
 }

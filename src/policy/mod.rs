@@ -38,6 +38,12 @@ pub fn rfind_byte(s: &str, byte: u8) -> Option<usize> {
     s.bytes().rposition(|b| b == byte)
 }
 
+/// The offset of the first byte of `s` that is one of `set` (ASCII): `str::find`
+/// with an array of `char`s decodes every character (see [`rfind_byte`]).
+pub fn find_any(s: &str, set: &[u8]) -> Option<usize> {
+    s.bytes().position(|b| set.contains(&b))
+}
+
 /// `haystack.split_once(needle)` without the two-way searcher (see [`find_str`]).
 pub fn split_str<'a>(haystack: &'a str, needle: &str) -> Option<(&'a str, &'a str)> {
     let i = find_str(haystack, needle)?;
@@ -68,11 +74,13 @@ mod tests {
     #[cfg(not(target_arch = "wasm32"))]
     proptest::proptest! {
         #[test]
-        fn byte_search_agrees_with_str(s in "[a-c:\\]\\[ .?é]{0,24}") {
+        fn byte_search_agrees_with_str(s in "[a-c:\\]\\[ .?é/#]{0,24}") {
             for b in [b':', b']', b'.', b' ', b'?'] {
                 proptest::prop_assert_eq!(find_str(&s, (b as char).encode_utf8(&mut [0; 4])), s.find(b as char));
                 proptest::prop_assert_eq!(rfind_byte(&s, b), s.rfind(b as char));
             }
+            proptest::prop_assert_eq!(find_any(&s, b"?]"), s.find(['?', ']']));
+            proptest::prop_assert_eq!(find_any(&s, b"/?#"), s.find(['/', '?', '#']));
         }
     }
 }

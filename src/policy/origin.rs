@@ -83,9 +83,7 @@ pub fn is_loopback(host: &str) -> bool {
 pub fn of_url(url: &str) -> Option<&str> {
     let scheme_end = super::find_str(url, "://")?;
     let after = scheme_end + 3;
-    let end = url[after..]
-        .find(['/', '?', '#'])
-        .map_or(url.len(), |i| after + i);
+    let end = super::find_any(&url[after..], b"/?#").map_or(url.len(), |i| after + i);
     Some(&url[..end])
 }
 
