@@ -5,6 +5,7 @@
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { chromium } from "playwright-core";
+import { readFileSync } from "node:fs";
 
 const server = process.env.TW_SERVER_URL;
 const apps = JSON.parse(process.env.TW_APPS ?? "{}");
@@ -24,6 +25,20 @@ after(async () => {
   await browser?.close();
 });
 
+test("README's axios and ky recipes are the fixture apps' code, word for word", () => {
+  const readme = readFileSync(new URL("../../README.md", import.meta.url), "utf8");
+  const section = readme.slice(readme.indexOf("### fetch, axios and ky"), readme.indexOf("### React"));
+  const recipes = [...section.matchAll(/```js\n([\s\S]*?)```/g)]
+    .map((m) => m[1])
+    .filter((code) => code.includes("export function"))
+    .map((code) => code.slice(code.indexOf("/**")));
+  assert.equal(recipes.length, 2, "the axios and the ky recipe");
+  for (const app of ["vite-react/src/api.js", "next-app/app/api.js"]) {
+    const source = readFileSync(new URL(app, import.meta.url), "utf8");
+    for (const code of recipes) assert.ok(source.includes(code), `${app} has the README's\n${code}`);
+  }
+});
+
 const counters = async () => (await fetch(`${server}/test/counters`)).json();
 
 /** Runs body(page, problems) in a fresh browser context, closed afterwards. */
@@ -37,9 +52,32 @@ async function withPage(url, body) {
   }
 }
 
+/** What reached https://api.other.example (an origin not in allowedOrigins), per page. */
+const OTHER = "https://api.other.example/";
+
 async function openPage(url) {
   const context = await browser.newContext();
   const page = await context.newPage();
+  // Answers the other origin (with CORS, a preflight too) and records what each request carried.
+  page.otherSeen = [];
+  await context.route(`${OTHER}**`, (route) => {
+    const r = route.request();
+    const headers = r.headers();
+    page.otherSeen.push({
+      method: r.method(),
+      // the scheme only: a failure message never shows a token
+      authorization: headers.authorization ? headers.authorization.split(" ")[0] : null,
+      dpop: headers.dpop ? "(a proof)" : null,
+      preflightFor: headers["access-control-request-headers"] ?? null,
+    });
+    const cors = {
+      "access-control-allow-origin": "*",
+      "access-control-allow-headers": "authorization, dpop, content-type",
+    };
+    return route.fulfill(
+      r.method() === "OPTIONS" ? { status: 204, headers: cors } : { status: 200, headers: { ...cors, "content-type": "text/plain" }, body: "pong" },
+    );
+  });
   page.setDefaultTimeout(15_000);
   const problems = [];
   page.on("pageerror", (e) => problems.push(`pageerror: ${e.message}`));
@@ -82,6 +120,17 @@ async function callAll(page) {
   for (const kind of ["fetch", "axios", "ky"]) {
     assert.equal(await call(page, kind), "200 demo", `${kind} with the Bearer`);
   }
+  // The same three (the README's axios and ky recipes) to an origin not in allowedOrigins:
+  // answered, and without the token (nor a preflight asking to send it).
+  page.otherSeen.length = 0;
+  for (const kind of ["fetch", "axios", "ky"]) {
+    assert.equal(await call(page, `${kind}-other`), "200", `${kind} to the other origin`);
+  }
+  assert.deepEqual(
+    page.otherSeen,
+    ["fetch", "axios", "ky"].map(() => ({ method: "GET", authorization: null, dpop: null, preflightFor: null })),
+    "requests to an origin not allowed carry no token",
+  );
 }
 
 /** The whole user journey, from a fresh page of the app. */

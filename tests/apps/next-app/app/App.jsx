@@ -41,6 +41,14 @@ export function App() {
     show("fetch", client.fetch("/api/me").then(async (r) => `${r.status} ${r.ok ? (await r.json()).sub : ""}`));
   const callAxios = () => show("axios", api.axios.get("/api/me").then((r) => `${r.status} ${r.data.sub}`));
   const callKy = () => show("ky", api.ky.get("/api/me").then(async (r) => `${r.status} ${(await r.json()).sub}`));
+  // An origin not in allowedOrigins (the tests answer it and check it got no token).
+  const OTHER = "https://api.other.example/ping";
+  const callOther = (kind) =>
+    show(`${kind}-other`, {
+      fetch: () => client.fetch(OTHER).then((r) => `${r.status}`),
+      axios: () => api.axios.get(OTHER).then((r) => `${r.status}`),
+      ky: () => api.ky.get(OTHER).then((r) => `${r.status}`),
+    }[kind]());
 
   return (
     <main>
@@ -61,10 +69,13 @@ export function App() {
         <button data-testid="call-fetch" disabled={!client} onClick={callFetch}>client.fetch</button>
         <button data-testid="call-axios" disabled={!api} onClick={callAxios}>axios</button>
         <button data-testid="call-ky" disabled={!api} onClick={callKy}>ky</button>
+        {["fetch", "axios", "ky"].map((k) => (
+          <button key={k} data-testid={`call-${k}-other`} disabled={!api} onClick={() => callOther(k)}>{k} (other origin)</button>
+        ))}
         <button data-testid="logout" disabled={!client} onClick={() => client.logout().catch(() => {})}>log out</button>
       </p>
       <ul>
-        {["fetch", "axios", "ky"].map((k) => (
+        {["fetch", "axios", "ky", "fetch-other", "axios-other", "ky-other"].map((k) => (
           <li key={k}>
             {k}: <span data-testid={`result-${k}`} data-n={results[k]?.n ?? 0}>{results[k]?.text ?? ""}</span>
           </li>

@@ -3,12 +3,13 @@
 import axios from "axios";
 import ky from "ky";
 
-/** axios: ask the client for the header on every request. */
+/** axios: ask the client for the headers of each request (none for an origin not allowed). */
 export function createAxios(client) {
   const api = axios.create();
   api.interceptors.request.use(async (config) => {
-    const authorization = await client.authorizationHeader(); // refreshes first when due
-    if (authorization) config.headers.set("Authorization", authorization);
+    // refreshes first when due; null when signed out or the origin is not in allowedOrigins
+    const headers = await client.authorize(config.method ?? "get", api.getUri(config));
+    for (const [name, value] of Object.entries(headers ?? {})) config.headers.set(name, value);
     return config;
   });
   return api;
@@ -20,8 +21,8 @@ export function createKy(client) {
     hooks: {
       beforeRequest: [
         async (request) => {
-          const authorization = await client.authorizationHeader();
-          if (authorization) request.headers.set("Authorization", authorization);
+          const headers = await client.authorize(request.method, request.url);
+          for (const [name, value] of Object.entries(headers ?? {})) request.headers.set(name, value);
         },
       ],
     },
