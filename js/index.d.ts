@@ -93,7 +93,8 @@ declare class TokenClient {
    * signed out. For axios/ky interceptors.
    */
   authorize(method: string, url: string | URL): Promise<Record<string, string> | null>;
-  /** window.fetch with the Bearer header for allowed origins. */
+  /** window.fetch with the Bearer header for allowed origins. An abort of the request's signal
+   *  rejects at once with its reason, also while the call waits for a refresh. */
   fetch(input: RequestInfo | URL, init?: RequestInit): Promise<Response>;
   /** Force a refresh now (shares one in flight). */
   refresh(): Promise<string>;

@@ -33,6 +33,7 @@ let loading;
 function fastFetch({ TokenClient: { prototype: proto }, send, sendError }) {
   const full = proto.fetch;
   proto.fetch = function (input, init) {
+    const signal = (init && init.signal) || (input instanceof Request ? input.signal : null);
     const body = init == null ? undefined : init.body;
     if ((typeof input === "string" || input instanceof URL) && (body == null || typeof body === "string")) {
       let origin, headers;
@@ -40,7 +41,7 @@ function fastFetch({ TokenClient: { prototype: proto }, send, sendError }) {
         origin = new URL(input, document.baseURI).origin;
         headers = new Headers(init == null ? undefined : init.headers);
       } catch {
-        return full.call(this, input, init);
+        return abortable(full.call(this, input, init), signal);
       }
       const auth = this.fastAuth(origin, headers.has("authorization"));
       const failed = (e) => {
@@ -51,13 +52,31 @@ function fastFetch({ TokenClient: { prototype: proto }, send, sendError }) {
         headers.set("Authorization", auth);
         return send(input, { ...init, headers }).then(
           (res) =>
-            this.replayNeeded(res.status, res.redirected ? res.url : "") ? this.replay(res, input, init, auth) : res,
+            this.replayNeeded(res.status, res.redirected ? res.url : "")
+              ? abortable(this.replay(res, input, init, auth), signal)
+              : res,
           failed,
         );
       }
     }
-    return full.call(this, input, init);
+    return abortable(full.call(this, input, init), signal);
   };
+}
+
+/**
+ * `promise`, or a rejection with the caller's `signal.reason` as soon as it aborts, as
+ * `fetch` itself does: a request waiting in the wasm (for a refresh in flight, or for the
+ * refresh before a replay) does not hold up a caller who gave up. It is never sent then:
+ * `fetch` refuses an aborted signal.
+ */
+function abortable(promise, signal) {
+  if (!signal) return promise;
+  return new Promise((resolve, reject) => {
+    const abort = () => reject(signal.reason);
+    if (signal.aborted) abort();
+    else signal.addEventListener("abort", abort, { once: true });
+    promise.then(resolve, reject).finally(() => signal.removeEventListener("abort", abort));
+  });
 }
 
 /**
