@@ -1,15 +1,16 @@
 // tokenwarden: npm entry (hand-written; copied into pkg/ by scripts/build-pkg.sh).
 //
 // Importing this module has no side effects: it touches no browser global
-// and loads no wasm (the wasm-bindgen glue it imports only defines functions
+// and compiles no wasm (the wasm-bindgen glue it imports only defines functions
 // and makes a TextEncoder/TextDecoder). The first createTokenClient() call
-// fetches and instantiates the .wasm once; later calls reuse it.
+// instantiates the wasm once; later calls reuse it.
 //
-// The glue is imported statically, and the release build bundles it into
-// this file (scripts/build-pkg.sh): a cold start then waits for one module
-// and the .wasm, not a module, a second module and the .wasm (measured in
-// headless Chromium, first visit: 51 -> 42 ms, median of 21).
+// The glue is imported statically, and the release build bundles it and the
+// .wasm itself (scripts/embed-wasm.mjs) into this file (scripts/build-pkg.sh):
+// a cold start waits for one request, not for a module and then the .wasm.
 import * as glue from "./tokenwarden.js";
+// The .wasm: inside this file in the release build, fetched beside it in the --dev build.
+import { wasm } from "./wasm.js";
 
 /** Every error the client throws or rejects with. */
 export class TokenClientError extends Error {
@@ -97,28 +98,24 @@ function loadError(code, message, cause, status) {
   return e;
 }
 
-const download = (cause, status) =>
-  loadError("network", `could not download tokenwarden's .wasm${status ? ` (HTTP ${status})` : ""}`, cause, status);
-
 /**
  * Loads and instantiates the wasm once; resolves with the wasm-bindgen glue module. A
- * failed load rejects with a TokenClientError: `network` when the .wasm could not be
- * downloaded (`cause`, or `status` for an HTTP error), `unsupported_environment` when the
- * browser has no WebAssembly or would not compile it (`cause`: its own error).
+ * failed load rejects with a TokenClientError: `unsupported_environment` when the browser
+ * has no WebAssembly or would not compile it (`cause`: its own error), and in the --dev
+ * build, which fetches the .wasm, `network` when it could not be downloaded.
  */
 export function init() {
   if (!loading) {
     if (typeof WebAssembly !== "object") {
       return Promise.reject(loadError("unsupported_environment", "WebAssembly is turned off in this browser"));
     }
-    const wasm = fetch(new URL("./tokenwarden_bg.wasm", import.meta.url)).then((res) => {
-      if (res.ok) return res;
-      throw download(undefined, res.status);
-    }, (e) => {
-      throw download(e);
-    });
-    // The glue compiles the .wasm as it streams in.
-    loading = glue.default({ module_or_path: wasm }).then(
+    let source;
+    try {
+      source = wasm(loadError);
+    } catch (e) {
+      source = Promise.reject(e); // a policy that forbids compiling WebAssembly
+    }
+    loading = glue.default({ module_or_path: source }).then(
       () => {
         glue.__setErrorClass(TokenClientError);
         fastFetch(glue);
@@ -126,19 +123,18 @@ export function init() {
         return glue;
       },
       (e) => {
-        // A Content-Security-Policy without 'wasm-unsafe-eval', or a file that is not the
-        // package's .wasm (a server answering every path with its index.html).
+        // A Content-Security-Policy without 'wasm-unsafe-eval' (or, in the --dev build, a
+        // file that is not the package's .wasm).
         throw e instanceof TokenClientError
           ? e
           : loadError(
               "unsupported_environment",
-              "could not compile tokenwarden's .wasm: a Content-Security-Policy must allow " +
-                "'wasm-unsafe-eval', and its URL must serve the package's .wasm",
+              "could not compile tokenwarden's wasm: a Content-Security-Policy must allow 'wasm-unsafe-eval'",
               e,
             );
       },
     );
-    // A failed load (offline, CSP) may be retried by a later call.
+    // A failed load is not kept: a later call tries again.
     loading.catch(() => {
       loading = undefined;
     });

@@ -59,14 +59,29 @@ if [ "$profile" = "--release" ]; then
     --outfile=pkg/tokenwarden.min.js
   mv pkg/tokenwarden.min.js pkg/tokenwarden.js
   node scripts/short-names.mjs pkg/tokenwarden_bg.wasm pkg/tokenwarden.js >/dev/null
-  # The entry and the glue are one file (cold start: one module to wait
-  # for, not two in a row); the glue's own file is then not shipped.
-  (cd pkg && ../scripts/node_modules/.bin/esbuild --bundle --minify --format=esm --log-level=warning \
-    --sourcefile=index.js <../js/index.js >index.js)
+  # The glue's default .wasm URL, used only when no module is given (the entry always gives
+  # one): gone, so that bundlers that follow `new URL(…, import.meta.url)` look for no file.
+  node -e '
+    const fs = require("fs"), f = "pkg/tokenwarden.js", s = fs.readFileSync(f, "utf8");
+    const url = "new URL(\"tokenwarden_bg.wasm\",import.meta.url)";
+    if (s.split(url).length !== 2) { console.error("build-pkg: the glue'"'"'s default .wasm URL not found once"); process.exit(1); }
+    fs.writeFileSync(f, s.replace(url, "void 0"));'
+  # The .wasm inside the entry (scripts/embed-wasm.mjs: one request, not two in a row).
+  node scripts/embed-wasm.mjs pkg/tokenwarden_bg.wasm pkg/wasm.js
+  # The entry, the glue and the .wasm are one file (cold start: one module to wait for);
+  # the glue's own file is then not shipped. UTF-8 output: the .wasm's characters above
+  # U+007F stay one character each instead of a \xNN escape.
+  (cd pkg && ../scripts/node_modules/.bin/esbuild --bundle --minify --format=esm --charset=utf8 \
+    --log-level=warning --sourcefile=index.js <../js/index.js >index.js)
   # js/shell.js (a wasm-bindgen snippet the glue imports) is bundled in too.
-  rm -r pkg/tokenwarden.js pkg/snippets
+  rm -r pkg/tokenwarden.js pkg/snippets pkg/wasm.js
+  # Nothing in the entry points at a file any more.
+  if grep -q "import\.meta" pkg/index.js; then
+    echo "build-pkg: pkg/index.js still refers to a file beside it (import.meta)" >&2
+    exit 1
+  fi
 else
-  cp js/index.js pkg/
+  cp js/index.js js/wasm.js pkg/
 fi
 cp README.md pkg/ 2>/dev/null || true
 node scripts/package-json.mjs

@@ -4,10 +4,13 @@ import { readFileSync, writeFileSync, existsSync } from "node:fs";
 const cargo = readFileSync(new URL("../Cargo.toml", import.meta.url), "utf8");
 const field = (name) => cargo.match(new RegExp(`^${name} = "([^"]*)"`, "m"))?.[1];
 const pkgDir = new URL("../pkg/", import.meta.url);
-const files = ["index.js", "index.d.ts", "react.js", "react.d.ts", "tokenwarden.d.ts", "tokenwarden_bg.wasm", "tokenwarden_bg.wasm.d.ts"];
+const files = ["index.js", "index.d.ts", "react.js", "react.d.ts", "tokenwarden.d.ts"];
 if (existsSync(new URL("snippets", pkgDir))) files.push("snippets/");
-// The release build bundles the glue into index.js; a --dev build ships it as a file.
+// The release build bundles the glue and the .wasm into index.js (pkg/tokenwarden_bg.wasm
+// stays beside it for tools, unshipped); a --dev build ships them as files, and its
+// wasm.js fetches the .wasm.
 if (existsSync(new URL("tokenwarden.js", pkgDir))) files.push("tokenwarden.js");
+if (existsSync(new URL("wasm.js", pkgDir))) files.push("wasm.js", "tokenwarden_bg.wasm", "tokenwarden_bg.wasm.d.ts");
 const pkg = {
   name: "tokenwarden",
   version: field("version"),

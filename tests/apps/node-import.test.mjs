@@ -57,6 +57,9 @@ test("the package ships an optional React entry and keeps React out of the main 
   const dir = require.resolve("tokenwarden/package.json").replace(/package\.json$/, "");
   // The release entry carries the wasm-bindgen glue (scripts/build-pkg.sh).
   assert.equal(pkgJson.files.includes("tokenwarden.js"), false, "the glue is bundled into index.js");
+  // ... and so is the .wasm (scripts/embed-wasm.mjs): no file beside it to fetch or emit.
+  assert.deepEqual(pkgJson.files.filter((f) => f.endsWith(".wasm")), [], "no .wasm shipped");
+  assert.doesNotMatch(await readFile(dir + "index.js", "utf8"), /import\.meta|\.wasm["'`]/, "index.js refers to no file beside it");
   for (const file of ["index.js"]) {
     const src = await readFile(dir + file, "utf8");
     assert.doesNotMatch(src, /from\s+["']react["']/, `${file} imports react`);

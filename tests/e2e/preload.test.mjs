@@ -1,10 +1,10 @@
-// README's "A faster first load": the two head links it recommends are used by the package
-// (one request for the .wasm), the `crossorigin` it insists on is
-// what makes them match, and an early `init()` is shared by a later `createTokenClient()` or,
-// when it failed, not kept; a load that fails is a TokenClientError whose code says why
-// (network: the .wasm could not be downloaded; unsupported_environment: the browser would
-// not compile it, as under a Content-Security-Policy without 'wasm-unsafe-eval'). Its own
-// small static server (pkg/ only), counting .wasm requests; the reference server is not needed.
+// README's "A faster first load" and how the package loads: the release entry carries the
+// .wasm inside it, so a page makes one request (the entry) and none for a .wasm; the
+// README's one head link makes even that one start with the page; an early `init()` is
+// shared by a later `createTokenClient()`; a load that fails is a TokenClientError whose
+// code says why (unsupported_environment: no WebAssembly, or a Content-Security-Policy
+// without 'wasm-unsafe-eval'), and is not kept. Its own small static server (pkg/ only),
+// counting requests; the reference server is not needed.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { createServer } from "node:http";
@@ -13,22 +13,14 @@ import { join } from "node:path";
 import { REPO, launchBrowser, watch } from "./harness.mjs";
 
 const PKG = process.env.TW_E2E_PKG_DIR || join(REPO, "pkg");
-const WASM = "/tokenwarden/tokenwarden_bg.wasm";
 const LINKS = {
-  readme:
-    '<link rel="modulepreload" href="/tokenwarden/index.js">' +
-    `<link rel="preload" href="${WASM}" as="fetch" type="application/wasm" crossorigin>`,
-  "no-crossorigin":
-    '<link rel="modulepreload" href="/tokenwarden/index.js">' +
-    `<link rel="preload" href="${WASM}" as="fetch" type="application/wasm">`,
+  readme: '<link rel="modulepreload" href="/tokenwarden/index.js">',
   none: "",
 };
 
 let server, base, browser;
-let wasmRequests = 0;
-/** How the next .wasm request is answered: "503" (an HTML error page), "html" (200 with the
- * page a server sends for every unknown path), "reset" (the connection is dropped). */
-let failNextWasm = false;
+/** Requests for the package's files (served at /tokenwarden/) by path, since the page opened. */
+let requests = {};
 
 before(async () => {
   server = createServer((req, res) => {
@@ -42,22 +34,19 @@ before(async () => {
       res.end(`<!doctype html><meta charset=utf-8>${head}<title>preload</title>`);
       return;
     }
-    const file = { "/tokenwarden/index.js": "index.js", [WASM]: "tokenwarden_bg.wasm" }[url.pathname];
-    if (!file) return void res.writeHead(404).end();
-    if (file.endsWith(".wasm")) {
-      wasmRequests++;
-      const fail = failNextWasm === true ? "503" : failNextWasm;
-      // a dropped connection is retried by the browser: "reset" holds until the test clears it
-      if (fail !== "reset") failNextWasm = false;
-      if (fail === "503") return void res.writeHead(503, { "Content-Type": "text/html" }).end("<h1>down</h1>");
-      if (fail === "html") return void res.writeHead(200, { "Content-Type": "text/html" }).end("<!doctype html><h1>app</h1>");
-      if (fail === "reset") return void req.socket.destroy();
+    if (!url.pathname.startsWith("/tokenwarden/")) return void res.writeHead(404).end(); // a favicon
+    requests[url.pathname] = (requests[url.pathname] || 0) + 1;
+    let body;
+    try {
+      body = readFileSync(join(PKG, url.pathname.slice("/tokenwarden/".length)));
+    } catch {
+      return void res.writeHead(404).end();
     }
     res.writeHead(200, {
-      "Content-Type": file.endsWith(".wasm") ? "application/wasm" : "text/javascript",
+      "Content-Type": url.pathname.endsWith(".wasm") ? "application/wasm" : "text/javascript",
       "Cache-Control": "no-store", // every load is a request the server sees
     });
-    res.end(readFileSync(join(PKG, file)));
+    res.end(body);
   });
   await new Promise((r) => server.listen(0, "127.0.0.1", r));
   base = `http://127.0.0.1:${server.address().port}`;
@@ -71,7 +60,7 @@ after(async () => {
 
 /** Opens the page with the given head links and waits for its load event (the preloads). */
 async function open(links, query = "") {
-  wasmRequests = 0;
+  requests = {};
   const context = await browser.newContext();
   const page = await context.newPage();
   const seen = watch(page);
@@ -88,50 +77,34 @@ const construct = (page) =>
     return state;
   });
 
-// The preload was requested before the load event and the package's own fetch() before
-// createTokenClient() resolved: both are counted when it resolves, no waiting needed.
-for (const [links, requests, name, why] of [
-  ["readme", 1, "README's two head links: the .wasm is requested once, and the package uses the preload", "the package reused the preloaded .wasm"],
-  ["no-crossorigin", 2, "without crossorigin the preload does not match the package's fetch(): two requests", "the preloaded copy is not used"],
+// The preload was requested before the load event and the module import after it: both are
+// counted when createTokenClient() resolves, no waiting needed.
+for (const [links, name] of [
+  ["readme", "README's head link: the entry is requested once, by the preload, and no .wasm at all"],
+  ["none", "without a preload: one request, the entry's, and no .wasm"],
 ]) {
   test(name, async () => {
     const { context, page, seen } = await open(links);
     assert.equal(await construct(page), "signedOut");
-    assert.equal(wasmRequests, requests, why);
+    assert.deepEqual(requests, { "/tokenwarden/index.js": 1 }, "what the page asked the server for");
     assert.deepEqual(seen.errors, []);
     await context.close();
   });
 }
 
-test("an early init() is shared by a later createTokenClient(); a failed one is not kept", async () => {
+test("an early init() is shared by a later createTokenClient()", async () => {
   const { context, page, seen } = await open("none");
   // as the README's recipe: init() without awaiting it, at the top of the app's module
-  await page.evaluate(async () => {
+  const same = await page.evaluate(async () => {
     const m = await import("/tokenwarden/index.js");
-    m.init();
+    const early = m.init();
+    const client = await m.createTokenClient({ refreshUrl: "/auth/refresh", crossTab: false });
+    client.dispose();
+    return early === m.init();
   });
-  assert.equal(await construct(page), "signedOut");
-  assert.equal(wasmRequests, 1);
-  await context.close();
-
-  // The early load fails (an HTML 503): no unhandled rejection on the page, and the next
-  // createTokenClient() loads again and works.
-  const second = await open("none");
-  failNextWasm = true;
-  const early = await second.page.evaluate(async () => {
-    const m = await import("/tokenwarden/index.js");
-    const p = m.init(); // not awaited by the app, as in the recipe
-    return p.then(
-      () => "loaded",
-      () => "failed",
-    );
-  });
-  assert.equal(early, "failed");
-  assert.equal(await construct(second.page), "signedOut");
-  assert.equal(wasmRequests, 2);
-  assert.deepEqual(second.seen.errors, [], "no uncaught error or unhandled rejection");
+  assert.equal(same, true, "one load, shared");
   assert.deepEqual(seen.errors, []);
-  await second.context.close();
+  await context.close();
 });
 
 /** createTokenClient()'s rejection as the app sees it. */
@@ -146,37 +119,44 @@ const failure = (page) =>
         typed: e instanceof m.TokenClientError,
         name: e.name,
         code: e.code,
-        status: e.status,
         message: e.message,
         cause: e.cause === undefined ? undefined : String(e.cause && e.cause.name),
       };
     }
   });
 
-for (const [fail, query, expected, name] of [
-  ["503", "", { code: "network", status: 503, cause: undefined }, "an HTTP error for the .wasm is network, with its status"],
-  ["reset", "", { code: "network", status: undefined, cause: "TypeError" }, "a dropped connection for the .wasm is network, with fetch's error as cause"],
-  ["html", "", { code: "unsupported_environment", status: undefined, cause: "CompileError" }, "an HTML page where the .wasm should be is unsupported_environment, with the compile error as cause"],
-  [false, "&csp=strict", { code: "unsupported_environment", status: undefined, cause: "CompileError" }, "a Content-Security-Policy without 'wasm-unsafe-eval' is unsupported_environment, naming the directive"],
-]) {
-  test(`a failed load: ${name}; the next call loads again`, async () => {
-    const { context, page, seen } = await open("none", query);
-    failNextWasm = fail;
-    const r = await failure(page);
-    failNextWasm = false;
-    const requests = wasmRequests;
-    assert.equal(typeof r, "object", `createTokenClient() resolved: ${r}`);
-    assert.equal(r.typed, true, "a TokenClientError");
-    assert.equal(r.name, "TokenClientError");
-    assert.deepEqual({ code: r.code, status: r.status, cause: r.cause }, expected, r.message);
-    if (r.code === "unsupported_environment") assert.match(r.message, /'wasm-unsafe-eval'/);
-    else assert.match(r.message, /could not download/);
-    if (fail) {
-      // the server is back: a failed load is not kept
-      assert.equal(await construct(page), "signedOut");
-      assert.equal(wasmRequests, requests + 1);
+test("a Content-Security-Policy without 'wasm-unsafe-eval' is unsupported_environment, with the browser's CompileError as cause", async () => {
+  const { context, page, seen } = await open("none", "&csp=strict");
+  const r = await failure(page);
+  assert.equal(typeof r, "object", `createTokenClient() resolved: ${r}`);
+  assert.deepEqual({ typed: r.typed, name: r.name, code: r.code, cause: r.cause },
+    { typed: true, name: "TokenClientError", code: "unsupported_environment", cause: "CompileError" }, r.message);
+  assert.match(r.message, /'wasm-unsafe-eval'/);
+  assert.deepEqual(seen.errors, [], "no uncaught error or unhandled rejection");
+  await context.close();
+});
+
+test("no WebAssembly (turned off) is unsupported_environment; the failed load is not kept", async () => {
+  const { context, page, seen } = await open("none");
+  const r = await page.evaluate(async () => {
+    const saved = globalThis.WebAssembly;
+    delete globalThis.WebAssembly;
+    const m = await import("/tokenwarden/index.js");
+    let first;
+    try {
+      await m.createTokenClient({ refreshUrl: "/auth/refresh", crossTab: false });
+      first = "created";
+    } catch (e) {
+      first = { typed: e instanceof m.TokenClientError, code: e.code, message: e.message };
     }
-    assert.deepEqual(seen.errors, [], "no uncaught error or unhandled rejection");
-    await context.close();
+    globalThis.WebAssembly = saved;
+    const client = await m.createTokenClient({ refreshUrl: "/auth/refresh", crossTab: false });
+    const state = client.state;
+    client.dispose();
+    return { first, state };
   });
-}
+  assert.deepEqual(r.first, { typed: true, code: "unsupported_environment", message: "WebAssembly is turned off in this browser" });
+  assert.equal(r.state, "signedOut", "the next call loads");
+  assert.deepEqual(seen.errors, []);
+  await context.close();
+});

@@ -18,8 +18,8 @@ export TW_SERVER_BIN
 # The Vite + React fixture, built from the npm pack of pkg/ (skipped when dist/ was already
 # built from this very pkg/, e.g. by `make apps` just before).
 app=tests/apps/vite-react
-if ! { [ -f "$app/dist/index.html" ] && cmp -s pkg/tokenwarden_bg.wasm "$app/node_modules/tokenwarden/tokenwarden_bg.wasm" \
-       && [ "$app/dist/index.html" -nt "$app/node_modules/tokenwarden/tokenwarden_bg.wasm" ]; }; then
+if ! { [ -f "$app/dist/index.html" ] && cmp -s pkg/index.js "$app/node_modules/tokenwarden/index.js" \
+       && [ "$app/dist/index.html" -nt "$app/node_modules/tokenwarden/index.js" ]; }; then
   work=$(mktemp -d)
   trap 'rm -rf "$work"' EXIT
   scripts/setup.sh npm "$app"
