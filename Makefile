@@ -85,9 +85,10 @@ browser-webkit:
 
 ## size: the npm payload a browser downloads stays within bench/size-budget.json; the
 ## layout check that keeps wasm-opt's --low-memory-unused safe (scripts/check-low-memory.mjs)
+## and the round trip of the .wasm embedded in the entry (scripts/embed-wasm.mjs)
 size: pkg
 	node scripts/size-budget.mjs
-	node --test scripts/check-low-memory.test.mjs
+	node --test scripts/check-low-memory.test.mjs scripts/embed-wasm.test.mjs
 
 ## e2e: the product against the reference server, several tabs, real Chromium
 e2e: pkg
