@@ -160,3 +160,24 @@ test("no WebAssembly (turned off) is unsupported_environment; the failed load is
   assert.deepEqual(seen.errors, []);
   await context.close();
 });
+
+test("an engine without Uint8Array.prototype.setFromBase64 (Chrome < 140, Firefox < 133, Safari < 18.2) decodes the embedded wasm with the loop", async () => {
+  const { context, page, seen } = await open("none");
+  const r = await page.evaluate(async () => {
+    const had = typeof Uint8Array.prototype.setFromBase64 === "function";
+    const saved = Object.getOwnPropertyDescriptor(Uint8Array.prototype, "setFromBase64");
+    delete Uint8Array.prototype.setFromBase64;
+    try {
+      const m = await import("/tokenwarden/index.js");
+      const client = await m.createTokenClient({ refreshUrl: "/auth/refresh", crossTab: false });
+      const state = client.state;
+      client.dispose();
+      return { had, state, gone: typeof Uint8Array.prototype.setFromBase64 };
+    } finally {
+      if (saved) Object.defineProperty(Uint8Array.prototype, "setFromBase64", saved);
+    }
+  });
+  assert.deepEqual(r, { had: true, state: "signedOut", gone: "undefined" });
+  assert.deepEqual(seen.errors, []);
+  await context.close();
+});
