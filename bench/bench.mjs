@@ -19,15 +19,10 @@ import { randomBytes } from "node:crypto";
 import { once } from "node:events";
 import * as esbuild from "esbuild";
 import { chromium } from "playwright-core";
-import { brotliCompressSync, constants as zlibConstants } from "node:zlib";
-import { brotli, measure as measurePayload } from "../scripts/size-budget.mjs";
+import { brotli, compress, measure as measurePayload } from "../scripts/size-budget.mjs";
 
 /** Compressed served bodies, by path (q11, as `make size` counts them). */
 const brCache = new Map();
-const brotliBuffer = (buf) =>
-  brotliCompressSync(buf, {
-    params: { [zlibConstants.BROTLI_PARAM_QUALITY]: 11, [zlibConstants.BROTLI_PARAM_SIZE_HINT]: buf.length },
-  });
 
 const here = dirname(fileURLToPath(import.meta.url));
 const root = join(here, "..");
@@ -239,7 +234,7 @@ function startServer() {
       };
       let body = readFileSync(full);
       if (/\.(m?js|wasm)$/.test(full) && /\bbr\b/.test(req.headers["accept-encoding"] || "")) {
-        if (!brCache.has(full)) brCache.set(full, brotliBuffer(body));
+        if (!brCache.has(full)) brCache.set(full, compress(body));
         body = brCache.get(full);
         headers["Content-Encoding"] = "br";
       }

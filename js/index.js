@@ -34,7 +34,6 @@ let loading;
 function fastFetch({ TokenClient: { prototype: proto }, send, sendError }) {
   const full = proto.fetch;
   proto.fetch = function (input, init) {
-    const signal = (init && init.signal) || (input instanceof Request ? input.signal : null);
     const body = init == null ? undefined : init.body;
     if ((typeof input === "string" || input instanceof URL) && (body == null || typeof body === "string")) {
       let origin, headers;
@@ -42,7 +41,7 @@ function fastFetch({ TokenClient: { prototype: proto }, send, sendError }) {
         origin = new URL(input, document.baseURI).origin;
         headers = new Headers(init == null ? undefined : init.headers);
       } catch {
-        return abortable(full.call(this, input, init), signal);
+        return abortable(full.call(this, input, init), input, init);
       }
       const auth = this.fastAuth(origin, headers.has("authorization"));
       const failed = (e) => {
@@ -54,23 +53,25 @@ function fastFetch({ TokenClient: { prototype: proto }, send, sendError }) {
         return send(input, { ...init, headers }).then(
           (res) =>
             this.replayNeeded(res.status, res.redirected ? res.url : "")
-              ? abortable(this.replay(res, input, init, auth), signal)
+              ? abortable(this.replay(res, input, init, auth), input, init)
               : res,
           failed,
         );
       }
     }
-    return abortable(full.call(this, input, init), signal);
+    return abortable(full.call(this, input, init), input, init);
   };
 }
 
 /**
- * `promise`, or a rejection with the caller's `signal.reason` as soon as it aborts, as
- * `fetch` itself does: a request waiting in the wasm (for a refresh in flight, or for the
- * refresh before a replay) does not hold up a caller who gave up. It is never sent then:
- * `fetch` refuses an aborted signal.
+ * `promise`, or a rejection with the request's `signal.reason` (`init.signal`, else a
+ * `Request`'s own) as soon as it aborts, as `fetch` itself does: a request waiting in the
+ * wasm (for a refresh in flight, or for the refresh before a replay) does not hold up a
+ * caller who gave up. It is never sent then: `fetch` refuses an aborted signal. Only the
+ * calls that may wait come here; the fast path's send is `fetch` itself.
  */
-function abortable(promise, signal) {
+function abortable(promise, input, init) {
+  const signal = (init && init.signal) || (input instanceof Request ? input.signal : null);
   if (!signal) return promise;
   return new Promise((resolve, reject) => {
     const abort = () => reject(signal.reason);

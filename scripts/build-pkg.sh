@@ -64,7 +64,7 @@ if [ "$profile" = "--release" ]; then
   node -e '
     const fs = require("fs"), f = "pkg/tokenwarden.js", s = fs.readFileSync(f, "utf8");
     const url = "new URL(\"tokenwarden_bg.wasm\",import.meta.url)";
-    if (s.split(url).length !== 2) { console.error("build-pkg: the glue'"'"'s default .wasm URL not found once"); process.exit(1); }
+    if (s.split(url).length !== 2) { console.error("build-pkg: not exactly one default .wasm URL in the glue"); process.exit(1); }
     fs.writeFileSync(f, s.replace(url, "void 0"));'
   # The .wasm inside the entry (scripts/embed-wasm.mjs: one request, not two in a row).
   node scripts/embed-wasm.mjs pkg/tokenwarden_bg.wasm pkg/wasm.js

@@ -16,6 +16,10 @@ import { readFileSync } from "node:fs";
 
 const LOW = 1024;
 
+// The two sections are read by hand (60 lines): binaryen's JS API, already a build tool
+// here, declares data-segment accessors its 132 build does not have (getNumMemorySegments)
+// and throws reading a segment's offset expression (getExpressionInfo), as tried.
+
 export function layout(bytes) {
   const b = bytes;
   if (b.length < 8 || b[0] !== 0 || b[1] !== 0x61 || b[2] !== 0x73 || b[3] !== 0x6d) {
