@@ -51,6 +51,9 @@ lint:
 	cargo fmt --all --check
 	cargo clippy --workspace --all-targets -- -D warnings
 	cargo clippy --target wasm32-unknown-unknown -p tokenwarden --all-targets -- -D warnings
+	cargo fmt --manifest-path bench/floor/Cargo.toml --check
+	cargo clippy --target wasm32-unknown-unknown --manifest-path bench/floor/Cargo.toml \
+	  --target-dir target/floor -- -D warnings
 
 ## types: tsc --strict over the hand-written .d.ts files, against typed usage files
 types:

@@ -318,6 +318,9 @@ async function main() {
 
   log("sizes (esbuild + brotli q11)");
   R.payload = measurePayload(pkgDir);
+  // The size floor, built by bench/floor.sh (bench/run.sh runs it first).
+  const floorFile = join(root, "target", "floor", "floor.json");
+  R.sizeFloor = existsSync(floorFile) ? JSON.parse(readFileSync(floorFile, "utf8")) : null;
   Object.assign(R, await bundleAnchors());
 
   const token = makeJwt();
@@ -680,7 +683,7 @@ function report(R) {
   const pay = R.payload.total.brotli;
   rows.push([
     "npm payload a browser downloads (one file: the entry with the glue and the .wasm inside, brotli q11)",
-    `**${kb(pay)}** (${pay} B; the wasm alone, as a file: ${kb(R.payload.shown[0].brotli)})`,
+    `**${kb(pay)}** (${pay} B; the wasm alone, as a file: ${kb(R.payload.shown[0].brotli)}; the size floor, the policy alone: ${R.sizeFloor ? kb(R.sizeFloor.brotli) : "not measured"})`,
     anchorSize,
     "≤ 20 KB (stretch 15 KB; issue 14)",
     yes(pay <= 20 * 1024) + (pay <= 15 * 1024 ? " (stretch too)" : ""),
@@ -854,6 +857,15 @@ ${[...R.payload.files, R.payload.total, ...R.payload.shown].map((x) => `| ${x.pa
 
 Through an app's bundler (the entry, glue and .wasm inside, bundled and minified by esbuild with its
 defaults, whose ASCII output escapes the .wasm's characters above U+007F): ${kb(R.twMinified.total)} brotli.
+${
+  R.sizeFloor
+    ? `The size floor (\`bench/floor\`, built by \`bench/floor.sh\` with the release flags): the crate's \`policy\` module, every
+decision the client makes, behind a synchronous ABI of ${R.sizeFloor.exports} exports (numbers and strings in linear memory; no wasm-bindgen,
+no futures, no JS values, no shell): ${R.sizeFloor.raw} B raw, ${R.sizeFloor.brotli} B brotli. No client that keeps every decision in
+Rust ships a smaller wasm; its JS shell and the sequencing of the calls come on top.
+`
+    : "The size floor was not measured (bench/floor.sh did not run).\n"
+}
 Anchors are esbuild bundles (minified ESM, browser platform) of an entry importing what a user would use:
 ${ANCHORS.map((a) => `${a.label || a.id}: \`${a.src}\` → ${R.anchors[a.id].skipped ? "skipped" : `${R.anchors[a.id].raw} B min, ${R.anchors[a.id].brotli} B brotli`}`).join("; ")}.
 

@@ -12,4 +12,5 @@ export PATH="$HOME/.cargo/bin:$PATH"
 scripts/setup.sh browser
 scripts/setup.sh npm bench
 cargo build --release -q -p tokenwarden-server
+bench/floor.sh
 exec node bench/bench.mjs "$@"

@@ -6,23 +6,15 @@
 # a dated one; scripts/setup.sh adds its rust-src) rebuilds core and alloc
 # for size (-Zbuild-std), aborts on panic without any formatting
 # (immediate-abort, no location details, no Debug formatting), then
-# wasm-bindgen and a current wasm-opt -Oz. --dev: wasm-pack's debug build.
-#
-# Without the reference-types target feature, wasm-bindgen keeps JS values in
-# its JS-side heap instead of an externref table: no externref shim around
-# each export and import (measured: payload 47,559 -> 46,747 B brotli; the
-# wasm -1,015 B, the glue +203 B). Every engine the package supports runs
-# both; the suites that load pkg/ (e2e, engines, apps) run this build.
+# wasm-bindgen and a current wasm-opt -Oz (scripts/release-flags.sh has the flags
+# and why). --dev: wasm-pack's debug build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 profile=${1:---release}
+# shellcheck source=scripts/release-flags.sh
+. scripts/release-flags.sh
 if [ "$profile" = "--release" ]; then
-  # --inline-threshold=12: LLVM's inliner a little more willing than opt-level
-  # z's default (measured on the release wasm, brotli: 5 (default) 39,789 B,
-  # 8 39,572, 12 and 15 39,423, 18 39,685, 25 39,637, 40 40,319). Re-measure
-  # when the code changes much. -Zmir-opt-level=3 would take 1.2 KB more with
-  # it, but that level runs MIR passes rustc does not enable by default: not used.
-  RUSTFLAGS="-Zunstable-options -Cpanic=immediate-abort -Zlocation-detail=none -Zfmt-debug=none -Ctarget-feature=-reference-types -Cllvm-args=--inline-threshold=12" \
+  RUSTFLAGS="$RELEASE_RUSTFLAGS" \
     cargo +nightly build --release --target wasm32-unknown-unknown --features tiny \
     -Zbuild-std=core,alloc --target-dir target/nightly -p tokenwarden >pkg-build.log 2>&1 \
     || { cat pkg-build.log; exit 1; }
@@ -30,19 +22,10 @@ if [ "$profile" = "--release" ]; then
     target/nightly/wasm32-unknown-unknown/release/tokenwarden.wasm >>pkg-build.log 2>&1 \
     || { cat pkg-build.log; exit 1; }
   scripts/setup.sh npm scripts
-  # --low-memory-unused: the optimizer may assume nothing lives below address
-  # 1024. Rust's wasm32 layout puts the 1 MB stack first, growing down to 0,
-  # and the data after it (__stack_pointer starts at 1048576), so those bytes
-  # are only reached by a stack 1 MB deep. --flatten --rereloop, then -Oz twice,
-  # rebuilds the control flow before shrinking it. Measured (brotli, wasm
-  # before short names): -Oz 38,822 B; -Oz --converge 38,798; -Oz
-  # --low-memory-unused --converge 38,538; this line 38,264.
-  # scripts/check-low-memory.mjs fails the build if that layout ever changes.
+  # check-low-memory: the layout --low-memory-unused relies on (scripts/release-flags.sh).
   node scripts/check-low-memory.mjs pkg/tokenwarden_bg.wasm >>pkg-build.log 2>&1 \
     || { cat pkg-build.log; exit 1; }
-  scripts/node_modules/.bin/wasm-opt --low-memory-unused --flatten --rereloop -Oz -Oz --enable-bulk-memory --enable-nontrapping-float-to-int \
-    --enable-sign-ext --enable-mutable-globals --enable-reference-types --enable-multivalue \
-    --strip-debug --strip-producers pkg/tokenwarden_bg.wasm -o pkg/tokenwarden_bg.wasm
+  scripts/node_modules/.bin/wasm-opt "${WASM_OPT_FLAGS[@]}" pkg/tokenwarden_bg.wasm -o pkg/tokenwarden_bg.wasm
 else
   command -v wasm-pack >/dev/null || scripts/setup.sh wasm-pack
   wasm-pack build "$profile" --target web --out-dir pkg --out-name tokenwarden --no-pack >/dev/null 2>pkg-build.log \
