@@ -1,7 +1,8 @@
 // Drives the fixture apps in headless Chromium (playwright-core with Debian's
 // /usr/bin/chromium; no browser download). run.sh starts the servers and sets
 //   TW_SERVER_URL  the reference server (test mode, 3 s access tokens)
-//   TW_APPS        {"vite-react": url, "vite-react-dev": url, "next-app": url}
+//   TW_APPS        {"vite-react": url, "vite-react-dev": url, "next-app": url (Turbopack build),
+//                   "next-app-webpack": url (the same app, `next build --webpack`)}
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { chromium } from "playwright-core";
@@ -217,10 +218,10 @@ if (apps["vite-react-dev"]) {
   });
 }
 
-if (apps["next-app"]) {
-  const url = apps["next-app"];
+for (const name of ["next-app", "next-app-webpack"].filter((n) => apps[n])) {
+  const url = apps[name];
 
-  test("next-app: server component imports tokenwarden; createTokenClient() rejects unsupported_environment", async () => {
+  test(`${name}: server component imports tokenwarden; createTokenClient() rejects unsupported_environment`, async () => {
     const res = await fetch(`${url}/`);
     assert.equal(res.status, 200);
     const html = await res.text();
@@ -231,7 +232,7 @@ if (apps["next-app"]) {
     assert.doesNotMatch(html, /Application error|Internal Server Error|NEXT_REDIRECT|digest/);
   });
 
-  test("next-app: login, Bearer via client.fetch/axios/ky, silent refresh, reload, logout", async () => {
+  test(`${name}: login, Bearer via client.fetch/axios/ky, silent refresh, reload, logout`, async () => {
     await withPage(`${url}/`, journey);
   });
 }

@@ -78,7 +78,8 @@ server_bin=$(scripts/test-server.sh 2> >(tail -1 >&2))
 free_port >"$work/port" && vite_port=$(cat "$work/port")
 free_port >"$work/port" && dev_port=$(cat "$work/port")
 free_port >"$work/port" && next_port=$(cat "$work/port")
-origins="http://127.0.0.1:$vite_port,http://127.0.0.1:$dev_port,http://127.0.0.1:$next_port"
+free_port >"$work/port" && next_wp_port=$(cat "$work/port")
+origins="http://127.0.0.1:$vite_port,http://127.0.0.1:$dev_port,http://127.0.0.1:$next_port,http://127.0.0.1:$next_wp_port"
 spawn "$work/server.log" "$server_bin" --port 0 --test-mode --memory-store \
   --allowed-origin "$origins"
 server=
@@ -96,31 +97,43 @@ export TW_SERVER_URL=$server
 t=$(now)
 (cd tests/apps/vite-react && node_modules/.bin/vite build --logLevel warn)
 echo "apps: vite-react: vite build in $(since "$t")"
-t=$(now)
-# TW_NEXT_BUNDLER=webpack checks the webpack build instead of Turbopack (Next 16's default).
-next_flags=()
-[ "${TW_NEXT_BUNDLER:-turbopack}" = webpack ] && next_flags=(--webpack)
-(cd tests/apps/next-app && node_modules/.bin/next build "${next_flags[@]}" >"$work/next-build.log" 2>&1) \
-  || { cat "$work/next-build.log" >&2; exit 1; }
-echo "apps: next-app: next build ${next_flags[*]:-(turbopack)} in $(since "$t")"
+# The Next app twice: Turbopack (Next 16's default) and webpack (`next build --webpack`, what
+# apps with a webpack config use), each into its own distDir (next.config.mjs reads
+# TW_NEXT_DIST_DIR), served by its own `next start`.
+for bundler in turbopack webpack; do
+  t=$(now)
+  flags=()
+  [ "$bundler" = webpack ] && flags=(--webpack)
+  rm -rf "tests/apps/next-app/.next-$bundler"
+  (cd tests/apps/next-app && TW_NEXT_DIST_DIR=".next-$bundler" node_modules/.bin/next build "${flags[@]}" \
+    >"$work/next-build-$bundler.log" 2>&1) || { cat "$work/next-build-$bundler.log" >&2; exit 1; }
+  echo "apps: next-app: next build ($bundler) in $(since "$t")"
+done
+# Two different builds, not the same one twice: only webpack's has a webpack runtime.
+[ -f tests/apps/next-app/.next-webpack/server/webpack-runtime.js ] \
+  && [ ! -e tests/apps/next-app/.next-turbopack/server/webpack-runtime.js ] \
+  || { echo "apps: next-app: the two builds are not one Turbopack and one webpack build" >&2; exit 1; }
 
 # 5. app servers
 spawn "$work/vite.log" bash -c "cd tests/apps/vite-react && exec node_modules/.bin/vite preview --host 127.0.0.1 --port $vite_port --strictPort"
 # The dev server too: how apps are developed, and where React's Strict Mode
 # runs every effect twice (production builds do not).
 spawn "$work/vite-dev.log" bash -c "cd tests/apps/vite-react && exec node_modules/.bin/vite --host 127.0.0.1 --port $dev_port --strictPort"
-spawn "$work/next.log" bash -c "cd tests/apps/next-app && exec node_modules/.bin/next start -H 127.0.0.1 -p $next_port"
+spawn "$work/next.log" bash -c "cd tests/apps/next-app && TW_NEXT_DIST_DIR=.next-turbopack exec node_modules/.bin/next start -H 127.0.0.1 -p $next_port"
+spawn "$work/next-webpack.log" bash -c "cd tests/apps/next-app && TW_NEXT_DIST_DIR=.next-webpack exec node_modules/.bin/next start -H 127.0.0.1 -p $next_wp_port"
 wait_http "http://127.0.0.1:$vite_port/" "$work/vite.log"
 wait_http "http://127.0.0.1:$dev_port/" "$work/vite-dev.log"
 wait_http "http://127.0.0.1:$next_port/" "$work/next.log"
-echo "apps: vite-react on http://127.0.0.1:$vite_port (preview), :$dev_port (dev); next-app on http://127.0.0.1:$next_port"
+wait_http "http://127.0.0.1:$next_wp_port/" "$work/next-webpack.log"
+echo "apps: vite-react on http://127.0.0.1:$vite_port (preview), :$dev_port (dev); next-app on http://127.0.0.1:$next_port (Turbopack), :$next_wp_port (webpack)"
 
 # 6. tests
-export TW_APPS="{\"vite-react\":\"http://127.0.0.1:$vite_port\",\"vite-react-dev\":\"http://127.0.0.1:$dev_port\",\"next-app\":\"http://127.0.0.1:$next_port\"}"
+export TW_APPS="{\"vite-react\":\"http://127.0.0.1:$vite_port\",\"vite-react-dev\":\"http://127.0.0.1:$dev_port\",\"next-app\":\"http://127.0.0.1:$next_port\",\"next-app-webpack\":\"http://127.0.0.1:$next_wp_port\"}"
 status=0
 node --test --test-concurrency=1 tests/apps/node-import.test.mjs tests/apps/apps.test.mjs || status=$?
 if [ "$status" -ne 0 ]; then
-  echo "--- next start log" >&2; tail -40 "$work/next.log" >&2
+  echo "--- next start log (Turbopack)" >&2; tail -40 "$work/next.log" >&2
+  echo "--- next start log (webpack)" >&2; tail -40 "$work/next-webpack.log" >&2
   echo "--- reference server log" >&2; tail -40 "$work/server.log" >&2
 fi
 exit "$status"
