@@ -16,24 +16,9 @@ pub(crate) mod prelude {
     pub use alloc::vec::Vec;
 }
 
-/// Release builds (`--features tiny`): no std, a trap on panic (no message
-/// formatting), lol_alloc's free list as the global allocator (the wasm is
-/// single-threaded: no atomics, no shared memory).
+/// Release builds (`--features tiny`): no std, a trap on panic, lol_alloc.
 #[cfg(all(feature = "tiny", target_arch = "wasm32"))]
-mod tiny {
-    use lol_alloc::{AssumeSingleThreaded, FreeListAllocator};
-
-    // SAFETY: the release wasm is built without the atomics target feature,
-    // so it runs on one thread and the allocator is never entered twice.
-    #[global_allocator]
-    static ALLOC: AssumeSingleThreaded<FreeListAllocator> =
-        unsafe { AssumeSingleThreaded::new(FreeListAllocator::new()) };
-
-    #[panic_handler]
-    fn panic(_: &core::panic::PanicInfo) -> ! {
-        core::arch::wasm32::unreachable()
-    }
-}
+mod tiny;
 
 pub mod driver;
 pub mod error;

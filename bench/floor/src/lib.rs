@@ -26,7 +26,6 @@ pub mod policy;
 use alloc::string::String;
 use alloc::vec::Vec;
 use error::Error;
-use lol_alloc::{AssumeSingleThreaded, FreeListAllocator};
 use policy::clock::Stamp;
 use policy::dpop::{self, Nonces, ProofClaims, PublicJwk};
 use policy::machine::{Attempt, Event, Fast, InLock, Machine, Out, Use};
@@ -36,14 +35,9 @@ use policy::schedule::timer_delay;
 use policy::tabsync::LockRequest;
 use policy::token::{parse_token_response, Secret};
 
-#[global_allocator]
-static ALLOC: AssumeSingleThreaded<FreeListAllocator> =
-    unsafe { AssumeSingleThreaded::new(FreeListAllocator::new()) };
-
-#[panic_handler]
-fn panic(_: &core::panic::PanicInfo) -> ! {
-    core::arch::wasm32::unreachable()
-}
+// The release wasm's allocator and panic handler.
+#[path = "../../../src/tiny.rs"]
+mod tiny;
 
 #[link(wasm_import_module = "env")]
 extern "C" {
