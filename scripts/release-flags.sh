@@ -17,14 +17,17 @@
 # when the code changes much. -Zmir-opt-level=3 would take 1.2 KB more with
 # it, but that level runs MIR passes rustc does not enable by default: not used.
 #
-# -Zinline-mir=yes: rustc's MIR inliner, which it runs by default for -O (opt-level 2 and 3)
-# but not for opt-level s or z. Inlining before codegen and before the async state machines
-# are built shrinks them (measured on the release wasm, brotli, LLVM threshold 12: without
-# 37,149 B; with it 35,980; its threshold (default 50) 100: 35,824; 150 35,867; 200 35,813;
-# 300 36,129; 1000 36,520; threshold 200 with the hint threshold 200: 36,901; with LLVM's
-# threshold 8 / 20 / 30 instead of 12: 35,977 / 36,146 / 35,940). 100: the smaller of the two
-# best, which differ by 11 B. Re-measure with LLVM's threshold when the code changes much.
-RELEASE_RUSTFLAGS="-Zunstable-options -Cpanic=immediate-abort -Zlocation-detail=none -Zfmt-debug=none -Ctarget-feature=-reference-types -Cllvm-args=--inline-threshold=12 -Zinline-mir=yes -Zinline-mir-threshold=100"
+# -Zcross-crate-inline-threshold=yes: every function's MIR is made available to the crates that
+# call it, as `#[inline]` functions' is (the default: only small leaf functions), here including
+# core, alloc, wasm-bindgen and js-sys, so LLVM instantiates and inlines them where they are used.
+# An optimisation heuristic, not a change of meaning. Measured on the release wasm, brotli, LLVM
+# threshold 12: neither 37,149 B; rustc's MIR inliner (-Zinline-mir=yes, which rustc runs by
+# default for -O but not for opt-level z) 35,980, with its threshold 100 35,824 (150 35,867;
+# 200 35,813; 300 36,129; 1000 36,520); this flag with the MIR inliner 34,199 (its threshold
+# 30 / 50 / 200: 34,211 / 34,199 / 34,199); this flag alone 33,950 (LLVM's threshold 0 / 5 / 8 /
+# 15 / 25: 34,712 / 34,334 / 34,219 / 33,950 / 34,558; with -enable-gvn-sink 34,058). A numeric
+# threshold (200) changes nothing. Re-measure with LLVM's threshold when the code changes much.
+RELEASE_RUSTFLAGS="-Zunstable-options -Cpanic=immediate-abort -Zlocation-detail=none -Zfmt-debug=none -Ctarget-feature=-reference-types -Cllvm-args=--inline-threshold=12 -Zcross-crate-inline-threshold=yes"
 
 # wasm-opt (binaryen from npm: scripts/node_modules/.bin/wasm-opt).
 # --low-memory-unused: the optimizer may assume nothing lives below address
