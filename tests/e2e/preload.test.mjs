@@ -181,3 +181,56 @@ test("an engine without Uint8Array.prototype.setFromBase64 (Chrome < 140, Firefo
   assert.deepEqual(seen.errors, []);
   await context.close();
 });
+
+/**
+ * Loads the package in a page whose WebAssembly.Module refuses buffers above `limit` bytes as
+ * Chromium before 115 did on the main thread (`null`: no limit), counting the asynchronous
+ * compiles; the client's state and that count.
+ */
+const loadWithSyncLimit = (page, limit) =>
+  page.evaluate(async (limit) => {
+    const W = globalThis.WebAssembly;
+    const { Module, instantiate } = W;
+    let refused = 0;
+    let async = 0;
+    W.Module = new Proxy(Module, {
+      construct(target, args) {
+        if (limit !== null && args[0].byteLength > limit) {
+          refused++;
+          throw new RangeError(
+            "WebAssembly.Compile is disallowed on the main thread, if the buffer size is larger than 4KB. Use WebAssembly.compile, or compile on a worker thread.",
+          );
+        }
+        return Reflect.construct(target, args);
+      },
+    });
+    W.instantiate = (...args) => {
+      async++;
+      return instantiate(...args);
+    };
+    try {
+      const m = await import("/tokenwarden/index.js");
+      const client = await m.createTokenClient({ refreshUrl: "/auth/refresh", crossTab: false });
+      const state = client.state;
+      client.dispose();
+      return { state, refused, async };
+    } finally {
+      W.Module = Module;
+      W.instantiate = instantiate;
+    }
+  }, limit);
+
+test("the embedded wasm is compiled synchronously: no asynchronous compile", async () => {
+  const { context, page, seen } = await open("none");
+  assert.deepEqual(await loadWithSyncLimit(page, null), { state: "signedOut", refused: 0, async: 0 });
+  assert.deepEqual(seen.errors, []);
+  await context.close();
+});
+
+test("an engine that refuses a synchronous compile of this size (Chromium < 115: RangeError above 4 KB) compiles it asynchronously", async () => {
+  const { context, page, seen } = await open("none");
+  // the 70-byte XOR module is still compiled synchronously; the package's wasm is refused once
+  assert.deepEqual(await loadWithSyncLimit(page, 4096), { state: "signedOut", refused: 1, async: 1 });
+  assert.deepEqual(seen.errors, []);
+  await context.close();
+});
