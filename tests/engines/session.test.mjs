@@ -209,6 +209,13 @@ test(`${ENGINE}: on plain http://127.0.0.1 the Secure refresh cookie is ${KEEPS_
   }
 });
 
+test(`${ENGINE}: the entry compiles the .wasm it carries synchronously: no asynchronous compile`, async () => {
+  const b = await env.openBrowser();
+  const tab = await b.open(`${env.server.url}/load.html`);
+  await waitFor(() => tab.eval(() => window.twLoad !== undefined), { what: "the load page to make a client" });
+  assert.deepEqual(await tab.eval(() => window.twLoad), { async: 0, state: "signedOut" });
+});
+
 test(`${ENGINE}: under a Content-Security-Policy without 'wasm-unsafe-eval', createTokenClient() rejects with a TokenClientError unsupported_environment`, async () => {
   const b = await env.openBrowser();
   const tab = await b.open(`${env.server.url}/csp.html`);
