@@ -37,8 +37,10 @@ free_port() {
   taken+="$port "
   echo "$port"
 }
-# Starts a server in its own process group (so cleanup ends its children too).
-spawn() { local log=$1; shift; setsid "$@" >"$log" 2>&1 & pids+=($!); }
+# Starts a server in its own process group (so cleanup ends its children too). The log exists
+# before it returns: the background job opens it only when it gets to run, and on a busy
+# machine the poll below once read it first (sed failed, and set -e ended the suite).
+spawn() { local log=$1; shift; : >"$log"; setsid "$@" >"$log" 2>&1 & pids+=($!); }
 wait_http() {
   local url=$1 log=$2
   for _ in $(seq 1 150); do
