@@ -40,7 +40,8 @@ RELEASE_RUSTFLAGS="-Zunstable-options -Cpanic=immediate-abort -Zlocation-detail=
 # scripts/check-low-memory.mjs fails the build if that layout ever changes:
 # run it on the input first. --strip-target-features: the `target_features`
 # custom section (148 B) is for tools that read the module later; the features
-# are named here, and engines ignore the section (payload -113 B brotli).
+# are named here, and engines ignore the section (the wasm -113 B brotli, the
+# payload -86 B).
 WASM_OPT_FLAGS=(--low-memory-unused --flatten --rereloop -Oz -Oz --enable-bulk-memory
   --enable-nontrapping-float-to-int --enable-sign-ext --enable-mutable-globals
   --enable-reference-types --enable-multivalue --strip-debug --strip-producers --strip-target-features)
