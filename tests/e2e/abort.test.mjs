@@ -9,10 +9,15 @@ import { useEnv, login, countLog } from "./harness.mjs";
 const env = useEnv();
 
 /** Holds every refresh call of `context` until `release()`; `seen()` counts them. */
-async function holdRefreshes(context) {
+function holdRefreshes(context) {
+  return hold(context, "**/auth/refresh");
+}
+
+/** Holds every request of `context` to `pattern` until `release()`; `seen()` counts them. */
+async function hold(context, pattern) {
   const held = [];
   let waiters = [];
-  await context.route("**/auth/refresh", (route) => {
+  await context.route(pattern, (route) => {
     held.push(route);
     for (const w of waiters.splice(0)) w();
   });
@@ -96,3 +101,39 @@ test("an abort while client.fetch waits for the refresh before replaying a 401 r
     "the first call's 401, then only the later call: the aborted replay was never sent",
   );
 });
+
+// An abort while the request is being sent (the fast path's `fetch` for a URL, the full path's
+// for a Request) rejects with the signal's reason too, whatever it is: a TimeoutError (what
+// AbortSignal.timeout() gives) or the app's own reason, not a TokenClientError.
+for (const [name, call] of [
+  ["a URL", "tw.fetch('/api/me', { signal: ac.signal })"],
+  ["a Request", "tw.fetch(new Request('/api/me', { signal: ac.signal }))"],
+  ["a URL to an origin not allowed", "tw.fetch('http://localhost:' + location.port + '/api/me', { signal: ac.signal })"],
+]) {
+  test(`an abort while client.fetch sends (${name}) rejects with the signal's reason, whatever it is`, async () => {
+    const context = await env.newContext();
+    const page = await env.openTab(context, { crossTab: false });
+    await login(page);
+    const api = await hold(context, "**/api/me");
+    for (const [i, reason] of ['new DOMException("timed out", "TimeoutError")', 'new Error("the app gave up")'].entries()) {
+      await page.evaluate(
+        ([call, reason]) => {
+          window.ac = new AbortController();
+          window.reason = eval(reason);
+          const ac = window.ac;
+          window.pending = eval(call).then(
+            (r) => `resolved ${r.status}`,
+            (e) => (e === window.reason ? "rejected with the signal's reason" : `rejected with ${e && e.name}: ${e && e.code}`),
+          );
+        },
+        [call, reason],
+      );
+      await api.arrived(i + 1); // the request is on its way (held)
+      const outcome = await page.evaluate(async () => {
+        window.ac.abort(window.reason);
+        return await window.pending;
+      });
+      assert.equal(outcome, "rejected with the signal's reason", reason);
+    }
+  });
+}
