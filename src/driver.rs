@@ -199,7 +199,9 @@ impl<S: Shell> Driver<S> {
     pub fn set_session(self: &Rc<Self>, grant: Grant) -> Result<(), Error> {
         let bound = grant.bound;
         if bound && !self.opts.dpop {
-            return Err(Error::InvalidResponse("token_type is not Bearer"));
+            return Err(Error::InvalidResponse(
+                "the token is bound to a key (DPoP) and the dpop option is off",
+            ));
         }
         let bind = dpop::bind_after_set_session(self.opts.dpop, bound);
         let out = self

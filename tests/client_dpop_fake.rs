@@ -555,6 +555,72 @@ fn a_token_the_backend_returned_as_bearer_goes_as_bearer_without_a_proof() {
     );
 }
 
+/// A backend that binds but says `token_type: "Bearer"` (or leaves it out):
+/// the JWT's `cnf.jkt` marks it bound, and it is only ever sent with a proof
+/// (API.md: "a token bound to a key (`cnf.jkt`) is only ever sent with a
+/// proof from that key").
+#[test]
+fn a_jwt_with_cnf_jkt_goes_with_a_proof_whatever_its_token_type_says() {
+    let jwt = |n: u32| {
+        let payload = format!(r#"{{"sub":"u{n}","cnf":{{"jkt":"thumbprint"}}}}"#);
+        format!(
+            "{}.{}.sig",
+            b64url(br#"{"alg":"ES256"}"#),
+            b64url(payload.as_bytes())
+        )
+    };
+    for token_type in [r#","token_type":"Bearer""#, ""] {
+        let world = World::new(T0);
+        let minted = Rc::new(RefCell::new(0u32));
+        let m = minted.clone();
+        world.endpoint(move |_url| {
+            *m.borrow_mut() += 1;
+            Ok(Reply {
+                status: 200,
+                body: format!(
+                    r#"{{"access_token":"{}"{token_type},"expires_in":300}}"#,
+                    jwt(*m.borrow())
+                ),
+                retry_after: None,
+                dpop_nonce: None,
+            })
+        });
+        let seen = Rc::new(RefCell::new(Vec::new()));
+        let s = seen.clone();
+        world.api_with_headers(move |r: &FakeRequest| {
+            s.borrow_mut().push((r.authorization(), r.header("DPoP")));
+            (200, vec![])
+        });
+        let a = client(&world, "");
+        let c = a.clone();
+        assert_eq!(settle(&world, async move { c.start().await }), Ok(true));
+        let (status, sent) = fetch(&world, &a, "https://app.example/api/me");
+        assert_eq!(status, 200);
+        let expected = format!("DPoP {}", jwt(1));
+        assert_eq!(sent.authorization(), Some(expected.clone()), "{token_type}");
+        let proof = sent.header("DPoP").expect("a proof");
+        let p = check(&proof, world.now() / 1000).expect("a valid proof");
+        assert_eq!(p.key, refresh_proofs(&world)[0].key, "the tab's key");
+        let c = a.clone();
+        let h = settle(&world, async move {
+            c.authorize("GET", "https://app.example/api/me").await
+        })
+        .unwrap()
+        .unwrap();
+        assert_eq!(h[0], ("Authorization".to_string(), expected));
+        assert_eq!(h[1].0, "DPoP");
+        assert!(seen.borrow().iter().all(|(_, p)| p.is_some()));
+    }
+    // With dpop off, setSession refuses it as it refuses a `DPoP` token.
+    let world = World::new(T0);
+    let text = r#"{"refreshUrl":"/auth/refresh"}"#;
+    let o = options::parse(text, Some(ORIGIN), &|u| Some(format!("{ORIGIN}{u}"))).unwrap();
+    let a = Driver::new(world.tab(), o);
+    let body = format!(r#"{{"access_token":"{}","token_type":"Bearer"}}"#, jwt(1));
+    let r = a.set_session(parse_token_response(&body).unwrap());
+    assert!(matches!(r, Err(Error::InvalidResponse(_))));
+}
+
 /// Two requests of one tab leave with the same nonce, and the server changes
 /// it before either arrives. The first answer brings the new nonce; the
 /// second request, refused for the same reason, is retried too: whether to

@@ -20,6 +20,8 @@ pub struct Claims {
     pub scopes: Vec<String>,
     /// The payload as JSON text, for `claims()` to hand to `JSON.parse`.
     pub payload_json: String,
+    /// `cnf.jkt` is present: the token is bound to a key (RFC 9449 §6.1).
+    pub key_bound: bool,
 }
 
 impl Claims {
@@ -152,6 +154,10 @@ pub fn decode(token: &str) -> Result<Option<Claims>, Error> {
         iat: numeric_date(&value, "iat")?,
         nbf: numeric_date(&value, "nbf")?,
         scopes: scopes(&value),
+        key_bound: value
+            .get("cnf")
+            .and_then(|c| c.get("jkt"))
+            .is_some_and(|j| matches!(j, Value::Str(_))),
         payload_json: text,
     }))
 }

@@ -40,7 +40,8 @@ pub struct Grant {
     pub expires_in: Option<f64>,
     /// Decoded (unverified) claims for JWTs; `None` for opaque tokens.
     pub claims: Option<Claims>,
-    /// `token_type` was `DPoP`: the token is bound to a key (RFC 9449 §5).
+    /// Bound to a key: `token_type` was `DPoP` (RFC 9449 §5), or the JWT
+    /// carries `cnf.jkt` (§6.1) whatever `token_type` says.
     pub bound: bool,
 }
 
@@ -95,6 +96,10 @@ pub fn grant_from_value(v: &Value) -> Result<Grant, Error> {
         }
     }
     let claims = jwt::decode(token)?;
+    // API.md: "a token bound to a key (`cnf.jkt`) is only ever sent with a
+    // proof from that key", also when the response leaves `token_type` out
+    // or says `Bearer`.
+    let bound = bound || claims.as_ref().is_some_and(|c| c.key_bound);
     Ok(Grant {
         token: Secret::new(token.clone()),
         expires_in: expires_in.map(|e| e.min(MAX_EXPIRES_IN)),
@@ -132,6 +137,25 @@ mod tests {
         let g = parse_token_response(&body).unwrap();
         assert_eq!(g.expires_in, Some(60.0));
         assert_eq!(g.claims.unwrap().exp, Some(2000.0));
+    }
+
+    #[test]
+    fn a_jwt_with_cnf_jkt_is_bound_whatever_token_type_says() {
+        for (payload, token_type, bound) in [
+            (r#"{"cnf":{"jkt":"t"}}"#, "", true),
+            (r#"{"cnf":{"jkt":"t"}}"#, r#","token_type":"Bearer""#, true),
+            (r#"{"cnf":{"jkt":"t"}}"#, r#","token_type":"DPoP""#, true),
+            (r#"{"sub":"u"}"#, r#","token_type":"DPoP""#, true),
+            (r#"{"sub":"u"}"#, r#","token_type":"Bearer""#, false),
+            (r#"{"cnf":{"x5t#S256":"t"}}"#, "", false),
+            (r#"{"cnf":{"jkt":7}}"#, "", false),
+            (r#"{"cnf":"jkt"}"#, "", false),
+        ] {
+            let body =
+                String::from(r#"{"access_token":""#) + &jwt(payload) + r#"""# + token_type + "}";
+            let g = parse_token_response(&body).unwrap();
+            assert_eq!(g.bound, bound, "{payload} {token_type}");
+        }
     }
 
     #[test]
