@@ -1012,3 +1012,44 @@ async fn allowed_origins_are_normalised_by_the_browser_url() {
         assert_eq!(code(&e), "invalid_options", "{bad}");
     }
 }
+
+#[wasm_bindgen_test]
+async fn url_objects_count_as_their_href_and_other_class_instances_are_refused() {
+    let log = stub_fetch(&js(&(String::from(r#"{"/auth/refresh":"#)
+        + &minting(3600)
+        + "}")));
+    let url = |href: &str| -> JsValue { web_sys::Url::new(href).unwrap().into() };
+    let page = get(&get(&js_sys::global().into(), "location"), "href")
+        .as_string()
+        .unwrap();
+    let opts = js(r#"{"crossTab":false}"#);
+    let refresh = web_sys::Url::new_with_base("/auth/refresh", &page).unwrap();
+    Reflect::set(&opts, &"refreshUrl".into(), &refresh.into()).unwrap();
+    Reflect::set(
+        &opts,
+        &"allowedOrigins".into(),
+        &Array::of1(&url("https://api.example.com")),
+    )
+    .unwrap();
+    let c = TokenClient::new(opts).expect("URL objects are accepted");
+    assert_eq!(ok(c.refresh()).await.as_string().as_deref(), Some("tok-1"));
+    assert_eq!(count(&log, "/auth/refresh"), 1);
+    ok(c.fetch(
+        JsValue::from_str("https://api.example.com/a"),
+        JsValue::UNDEFINED,
+    ))
+    .await;
+    assert_eq!(
+        auths_for(&log, "https://api.example.com/a")
+            .get(0)
+            .as_string()
+            .as_deref(),
+        Some("Bearer tok-1")
+    );
+    c.dispose();
+    // Any other class instance is still not JSON data.
+    let opts = js(r#"{"crossTab":false}"#);
+    Reflect::set(&opts, &"refreshUrl".into(), &js_sys::Date::new_0().into()).unwrap();
+    let e = TokenClient::new(opts).err().expect("a Date is refused");
+    assert_eq!(code(&e), "invalid_options");
+}

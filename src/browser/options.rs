@@ -1,7 +1,8 @@
 //! Options from JS to the policy: a strict walk of the JS value into JSON
 //! text (no `JSON.stringify` round trip, which turns `NaN`/`Infinity` into
 //! `null`, drops functions and misreports a nested BigInt). Anything that is
-//! not JSON data is `invalid_options` naming the option's path.
+//! not JSON data (a `URL` counts as its href) is `invalid_options` naming the
+//! option's path.
 
 #[allow(unused_imports)]
 use crate::prelude::*;
@@ -63,6 +64,10 @@ fn walk(v: &JsValue, path: &mut String, out: &mut String, depth: u32) -> Result<
         push_json(out, v);
     } else if v.is_string() {
         push_json(out, v);
+    } else if let Some(url) = v.dyn_ref::<web_sys::Url>() {
+        // A `URL` counts as its href: index.d.ts types the URL options
+        // `string | URL`, and the React provider compares them so.
+        push_json(out, &JsValue::from(url.href()));
     } else if Array::is_array(v) {
         out.push('[');
         let items: Array = v.clone().unchecked_into();
