@@ -369,9 +369,10 @@ impl TokenClient {
             .with_machine(|m| m.session().claims().is_some_and(|c| c.has_scope(&scope)))
     }
 
-    /// Stops timers, leaves the channel, releases callbacks.
+    /// Forgets the token, stops timers, leaves the channel, releases callbacks.
     pub fn dispose(&self) {
         self.driver.dispose();
+        *self.claims.borrow_mut() = None;
         self.driver.shell().subscribers.clear();
     }
 }

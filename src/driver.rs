@@ -652,13 +652,15 @@ impl<S: Shell> Driver<S> {
         }
     }
 
-    /// `dispose()`: stops timers, leaves the channel, removes listeners.
+    /// `dispose()`: forgets the token and the DPoP key, stops timers, leaves
+    /// the channel, removes listeners.
     pub fn dispose(&self) {
         self.machine.borrow_mut().dispose();
         *self.timer.borrow_mut() = None;
         *self.lock_linger.borrow_mut() = None;
         *self.channel.borrow_mut() = None;
         *self.hooks.borrow_mut() = None;
+        *self.key.borrow_mut() = None;
         if let Some(w) = self.start_waiter.borrow_mut().take() {
             w.set(());
         }

@@ -523,6 +523,18 @@ async fn dispose_stops_timers_and_later_calls_reject_with_disposed() {
         code(&c.set_session(js(r#"{"access_token":"t"}"#)).unwrap_err()),
         "disposed"
     );
+    // The token left memory with the client: the getters agree with `state`.
+    let d = client("");
+    let jwt = make_jwt(&js(r#"{"sub":"u1","scope":"admin"}"#));
+    let response = String::from(r#"{"access_token":""#) + &jwt + r#"","expires_in":60}"#;
+    d.set_session(js(&response)).unwrap();
+    assert_eq!(get(&d.claims(), "sub").as_string().as_deref(), Some("u1"));
+    d.dispose();
+    assert_eq!(d.state(), "signedOut");
+    assert!(d.claims().is_undefined());
+    assert!(!d.has_scope(JsValue::from_str("admin")));
+    assert!(d.expires_at().is_undefined());
+    assert!(d.refresh_at().is_undefined());
 }
 
 /// `login()`'s decision (the entry performs the navigation, js/index.js):

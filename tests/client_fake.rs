@@ -675,10 +675,17 @@ fn a_disposed_client_rejects_with_disposed_and_stops_its_timer() {
     let world = World::new(T0);
     minting(&world, 60);
     let a = tab(&world, "");
-    a.sign_in("login", 60);
+    // A JWT (header {"alg":"none"}, payload {"sub":"u1"}): claims to forget.
+    a.sign_in("eyJhbGciOiJub25lIn0.eyJzdWIiOiJ1MSJ9.", 60);
+    assert!(a.client.with_machine(|m| m.session().claims().is_some()));
+    assert!(a.client.expires_at().is_some());
     a.client.dispose();
     world.advance(120_000);
     assert_eq!(refreshes(&world), 0);
     assert_eq!(token(&world, &a.client), Err(Error::Disposed));
     assert_eq!(a.client.state(), State::SignedOut);
+    // The token left memory with the client: the getters agree with `state`.
+    assert_eq!(a.client.expires_at(), None);
+    assert_eq!(a.client.refresh_at(), None);
+    assert!(a.client.with_machine(|m| m.session().claims().is_none()));
 }

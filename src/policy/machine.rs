@@ -525,6 +525,7 @@ impl Machine {
     /// `dispose()`.
     pub fn dispose(&mut self) {
         self.disposed = true;
+        self.session.forget();
     }
 
     /// `Err(Disposed)` once disposed.

@@ -394,6 +394,13 @@ impl Session {
         };
     }
 
+    /// `dispose()`: the token (and its claims) leave memory with the client,
+    /// so its getters answer as a signed-out client's do.
+    pub fn forget(&mut self) {
+        self.held = None;
+        self.end_phase();
+    }
+
     /// The user's logout: ends the session with a version `horizon_ms`
     /// ahead of the clock ([`super::tabsync::logout_horizon_ms`]); returns
     /// whether there was a token.
