@@ -10,7 +10,10 @@ export interface TokenProviderProps {
    * other than URL) is an invalid_options error.
    */
   options?: TokenClientOptions;
-  /** A client you created yourself: shared as is, never started or disposed by the provider. */
+  /**
+   * A client you created yourself: shared as is, never started or disposed by the provider.
+   * null while you are still creating it (the session reads "loading").
+   */
   client?: TokenClient | null;
   /** Call start() after creating the client (default true). */
   autoStart?: boolean;

@@ -103,6 +103,9 @@ function uncomparable(path, what) {
  */
 export function TokenProvider(props) {
   const { options, client: given, autoStart = true, children } = props;
+  // `client={null}`: the app makes the client itself and it is not there yet ("loading"); only
+  // a provider given no `client` at all makes its own from `options`.
+  const external = given !== undefined;
   const [owned, setOwned] = useState(/** @type {{ client: TokenClient | null, loading: boolean, error: unknown }} */ ({
     client: null,
     loading: true,
@@ -117,7 +120,7 @@ export function TokenProvider(props) {
   let key = "";
   /** @type {unknown} */
   let keyError;
-  if (!given) {
+  if (!external) {
     try {
       key = optionsKey(options);
     } catch (error) {
@@ -127,7 +130,7 @@ export function TokenProvider(props) {
   }
 
   useEffect(() => {
-    if (given) return undefined;
+    if (external) return undefined;
     let cancelled = false;
     /** @type {TokenClient | null} */
     let created = null;
@@ -168,11 +171,11 @@ export function TokenProvider(props) {
       if (created) created.dispose();
       created = null;
     };
-  }, [given, key, autoStart]);
+  }, [external, key, autoStart]);
 
   const value = useMemo(
-    () => (given ? { client: given, loading: false, error: undefined } : owned),
-    [given, owned],
+    () => (external ? { client: given, loading: given === null, error: undefined } : owned),
+    [external, given, owned],
   );
   return createElement(TokenContext.Provider, { value }, children);
 }
@@ -194,7 +197,8 @@ export function useTokenClient() {
 
 const LOADING = Object.freeze({ state: "loading", expiresAt: undefined, refreshAt: undefined, claims: undefined });
 const SIGNED_OUT = Object.freeze({ state: "signedOut", expiresAt: undefined, refreshAt: undefined, claims: undefined });
-const noopSubscribe = () => () => {};
+const noop = () => {};
+const noopSubscribe = () => noop;
 
 /**
  * An external store over one client: the snapshot changes only on a client
@@ -210,10 +214,18 @@ function sessionStore(client) {
   let snap = LOADING;
   return {
     subscribe(onChange) {
-      return client.subscribe(() => {
-        version += 1;
-        onChange();
-      });
+      try {
+        return client.subscribe(() => {
+          version += 1;
+          onChange();
+        });
+      } catch {
+        // Disposed already: when the provider's options change, React runs its cleanup
+        // (which disposes this client) before the effects of children that mount in the same
+        // commit, and they subscribe to the client they were rendered with. The next render
+        // gives them the new client, and this store is replaced with it.
+        return noop;
+      }
     },
     getSnapshot() {
       // An event before subscribe() ran has no version bump: state catches it.

@@ -132,7 +132,7 @@ echo "apps: vite-react on http://127.0.0.1:$vite_port (preview), :$dev_port (dev
 # 6. tests
 export TW_APPS="{\"vite-react\":\"http://127.0.0.1:$vite_port\",\"vite-react-dev\":\"http://127.0.0.1:$dev_port\",\"next-app\":\"http://127.0.0.1:$next_port\",\"next-app-webpack\":\"http://127.0.0.1:$next_wp_port\"}"
 status=0
-node --test --test-concurrency=1 tests/apps/node-import.test.mjs tests/apps/apps.test.mjs || status=$?
+node --test --test-concurrency=1 tests/apps/node-import.test.mjs tests/apps/provider.test.mjs tests/apps/apps.test.mjs || status=$?
 if [ "$status" -ne 0 ]; then
   echo "--- next start log (Turbopack)" >&2; tail -40 "$work/next.log" >&2
   echo "--- next start log (webpack)" >&2; tail -40 "$work/next-webpack.log" >&2
