@@ -200,7 +200,7 @@ impl<S: Shell> Driver<S> {
         let bound = grant.bound;
         if bound && !self.opts.dpop {
             return Err(Error::InvalidResponse(
-                "the token is bound to a key (DPoP) and the dpop option is off",
+                "the token is bound to a key (DPoP) and dpop is off",
             ));
         }
         let bind = dpop::bind_after_set_session(self.opts.dpop, bound);
