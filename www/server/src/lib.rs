@@ -137,6 +137,8 @@ pub fn app(state: AppState) -> Router {
         .layer(header(header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
         .layer(header(header::REFERRER_POLICY, "no-referrer"))
         .layer(header(header::X_FRAME_OPTIONS, "DENY"))
+        // The request timeout, inside the request log: a request cut off is logged too.
+        .layer(axum::middleware::from_fn(serve::enforce_deadline))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             logging::log_requests,

@@ -1,5 +1,9 @@
 //! Request logging middleware: method, path, status, latency, and the latency histogram.
 //! Never a header value, query string, token or cookie.
+//!
+//! It is the outermost layer of [`crate::app`], outside the request timeout
+//! ([`crate::serve::enforce_deadline`]), so a request cut off is logged with its 503. A
+//! request whose client disconnects before the answer may not be: hyper drops it unanswered.
 
 use std::time::Instant;
 

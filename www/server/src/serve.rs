@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 use axum::body::Body;
 use axum::extract::ConnectInfo;
 use axum::http::{header, HeaderValue, Request, Response, StatusCode};
+use axum::middleware::Next;
 use axum::Router;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
@@ -33,7 +34,9 @@ use tower::ServiceExt as _;
 pub struct Limits {
     /// Time to send a request's headers, from their first byte.
     pub header_read: Duration,
-    /// Time from a request's headers to its response's headers (503 after it).
+    /// Time from a request's headers to its response's headers (503 after it). The app
+    /// answers at this [`Deadline`] itself, inside its request log; a router that does not
+    /// gets the 503 from the connection, [`BACKSTOP`] later.
     pub request: Duration,
     /// Time a connection may carry no bytes and no request (keep-alive between requests,
     /// or a new connection that never sends anything).
@@ -44,6 +47,31 @@ pub struct Limits {
 
 /// How long in-flight connections get to finish after the shutdown signal.
 const DRAIN: Duration = Duration::from_secs(5);
+
+/// How long after a request's [`Deadline`] the connection answers 503 itself. Later than
+/// the deadline so that a router enforcing it ([`enforce_deadline`]) always answers first:
+/// with two timers on one instant, the connection's could fire first and drop the router's
+/// future before its request log ran.
+pub const BACKSTOP: Duration = Duration::from_secs(1);
+
+/// When the request timeout ([`Limits::request`]) cuts a request off: a request extension
+/// set by [`serve_connection`] when the request's headers have arrived.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Deadline(pub tokio::time::Instant);
+
+/// Middleware: answer 503 `temporarily_unavailable` at the request's [`Deadline`] (none: a
+/// router driven without [`serve_connection`], as in tests, is not timed). [`crate::app`]
+/// runs it just inside the request log, so a request cut off is logged and counted with its
+/// 503 and latency like any other (a timeout around the whole router would drop the log
+/// with the request).
+pub async fn enforce_deadline(request: Request<Body>, next: Next) -> Response<Body> {
+    let Some(&Deadline(at)) = request.extensions().get::<Deadline>() else {
+        return next.run(request).await;
+    };
+    tokio::time::timeout_at(at, next.run(request))
+        .await
+        .unwrap_or_else(|_| request_timed_out())
+}
 
 /// Accept connections on `listener` and serve `app` on each, within `limits`, until
 /// `shutdown` resolves; then stop accepting and let open connections finish (up to 5 s).
@@ -157,15 +185,19 @@ pub async fn serve_connection<IO>(
         activity: activity.clone(),
     });
     let in_flight = activity.clone();
+    // The connection's timer is only a backstop (see BACKSTOP). A request whose client goes
+    // away first is dropped by hyper with this future before the router answered: it may go
+    // unlogged (there is no response to log).
     let service = hyper::service::service_fn(move |mut request: Request<Incoming>| {
+        let deadline = tokio::time::Instant::now() + limits.request;
         request.extensions_mut().insert(ConnectInfo(remote));
+        request.extensions_mut().insert(Deadline(deadline));
         let guard = InFlight::new(&in_flight);
         let app = app.clone();
         async move {
+            let cut_off = deadline + BACKSTOP;
             let response =
-                match tokio::time::timeout(limits.request, app.oneshot(request.map(Body::new)))
-                    .await
-                {
+                match tokio::time::timeout_at(cut_off, app.oneshot(request.map(Body::new))).await {
                     Ok(Ok(response)) => response,
                     Ok(Err(never)) => match never {},
                     Err(_) => request_timed_out(),
