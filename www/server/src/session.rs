@@ -5,8 +5,8 @@
 use crate::error::AppError;
 use crate::metrics::bump;
 use crate::state::AppState;
-use crate::store::{BoundKey, Family, Rejection, Rotation};
-use crate::tokens::{self, hash_refresh_token, AccessLifetime, Grant};
+use crate::store::{BoundKey, Family, Rejection, Rotation, Standing};
+use crate::tokens::{self, hash_refresh_token, AccessLifetime, Grant, TokenHash};
 
 /// What a successful login or refresh hands out.
 pub struct Issued {
@@ -140,10 +140,11 @@ pub enum NotRotated {
         /// The revoked family.
         family_id: String,
     },
-    /// The family is bound to a DPoP key and the request came without a proof, or with a
-    /// proof from another key while a token of the bound key may still be live. Nothing
-    /// happened (the presented token stays live).
-    WrongKey,
+    /// The token would have been accepted (it is live, or a lost response's parent inside
+    /// the window), but the request's DPoP proof may not have it: none for a bound family
+    /// (or under `--dpop-required`), an invalid one, or one from another key while a token
+    /// of the bound key may still be live. Nothing happened (the token stays as it was).
+    ProofRefused,
 }
 
 /// A rotated family and the new refresh token that is now live in it.
@@ -172,36 +173,68 @@ pub fn key_allowed(
     }
 }
 
+/// The hashes of `presented` and of its successor, and the successor itself. The successor
+/// is derived from the presented token, so a replay of it (a lost response) can be answered
+/// with the same successor while only hashes are stored.
+async fn successor_of(
+    state: &AppState,
+    presented: &str,
+) -> Result<(TokenHash, TokenHash, String), AppError> {
+    let next = tokens::successor(crate::shared::successor_key(state).await?, presented);
+    Ok((
+        hash_refresh_token(presented),
+        hash_refresh_token(&next),
+        next,
+    ))
+}
+
+fn reuse_detected(state: &AppState, family_id: &str) {
+    bump(&state.metrics.counters.reuse_detected);
+    tracing::warn!(family = %family_id, "refresh token reuse detected");
+    revoked(state, family_id, "refresh token reuse");
+}
+
+fn refused(reason: Rejection) -> NotRotated {
+    let why = match reason {
+        Rejection::Unknown => "unknown",
+        Rejection::Expired => "family expired",
+        Rejection::Revoked => "family revoked",
+    };
+    tracing::info!(reason = why, "refresh token refused");
+    NotRotated::Refused(reason)
+}
+
 /// Rotate `presented` without minting an access token: retire it and make a new refresh
 /// token live in the same family. A retired token is reuse: the family is revoked. `jkt`
 /// is the key of the request's valid DPoP proof: the family is bound to it from now on
-/// ([`key_allowed`] says when a bound family accepts it). Used by [`rotate`] and by
-/// upstream mode (whose access tokens are the provider's).
+/// ([`key_allowed`] says when a bound family accepts it; a proof it refuses is settled by
+/// [`hold`]). Used by [`rotate`] and by upstream mode (whose access tokens are the
+/// provider's).
 pub async fn rotate_family(
     state: &AppState,
     presented: &str,
     now_ms: i64,
     jkt: Option<&str>,
 ) -> Result<Result<Rotated, NotRotated>, AppError> {
-    let presented_hash = hash_refresh_token(presented);
+    let (presented_hash, next_hash, next) = successor_of(state, presented).await?;
     let bound = state.store.key_of(&presented_hash).await?;
     if !key_allowed(state, bound.as_ref(), jkt, now_ms) {
-        bump(&state.metrics.counters.dpop_refused);
-        tracing::info!(
-            family = bound.as_ref().map_or("", |b| b.family_id.as_str()),
-            with_proof = jkt.is_some(),
-            "refresh refused: not the key the family is bound to"
-        );
-        return Ok(Err(NotRotated::WrongKey));
+        let outcome = settle(state, &presented_hash, &next_hash, now_ms).await?;
+        if outcome == NotRotated::ProofRefused {
+            bump(&state.metrics.counters.dpop_refused);
+            tracing::info!(
+                family = bound.as_ref().map_or("", |b| b.family_id.as_str()),
+                with_proof = jkt.is_some(),
+                "refresh refused: not the key the family is bound to"
+            );
+        }
+        return Ok(Err(outcome));
     }
-    // The successor is derived from the presented token, so a replay of it (a lost
-    // response) can be answered with the same successor while only hashes are stored.
-    let next = tokens::successor(crate::shared::successor_key(state).await?, presented);
     let rotation = state
         .store
         .rotate(
             &presented_hash,
-            &hash_refresh_token(&next),
+            &next_hash,
             now_ms,
             state.settings.lost_response_window_ms,
         )
@@ -222,21 +255,57 @@ pub async fn rotate_family(
             }))
         }
         Rotation::Reused { family_id } => {
-            bump(&state.metrics.counters.reuse_detected);
-            tracing::warn!(family = %family_id, "refresh token reuse detected");
-            revoked(state, &family_id, "refresh token reuse");
+            reuse_detected(state, &family_id);
             Ok(Err(NotRotated::Reused { family_id }))
         }
-        Rotation::Rejected(reason) => {
-            let why = match reason {
-                Rejection::Unknown => "unknown",
-                Rejection::Expired => "family expired",
-                Rejection::Revoked => "family revoked",
-            };
-            tracing::info!(reason = why, "refresh token refused");
-            Ok(Err(NotRotated::Refused(reason)))
-        }
+        Rotation::Rejected(reason) => Ok(Err(refused(reason))),
     }
+}
+
+/// Settle a presented token that this request may not rotate, because its DPoP proof is
+/// missing, invalid or by a key the family may not take. SERVER.md's rules hold whatever
+/// the proof: an unknown, expired or revoked token is [`NotRotated::Refused`], and a retired
+/// one (outside the lost-response rule) is reuse — its family is revoked, logged and
+/// counted. Only a token that would otherwise be accepted (the live one, or a lost
+/// response's parent: handing out its successor again needs the family's key too) is
+/// [`NotRotated::ProofRefused`], and stays as it was.
+///
+/// Why a read ([`crate::store::RefreshStore::standing`]) and not the atomic `rotate` with
+/// the key check inside: that would put the key rule into every store (a new PL/pgSQL step
+/// for PostgreSQL), while this path never rotates anything. The read is acted on only for
+/// reuse, and "retired, and not a lost response" never reverts (a retired token never
+/// becomes live again, the window only closes, a used successor stays used), so revoking on
+/// it races no other request; the revocation is the store's atomic `revoke_family_of`,
+/// which revokes (and counts) a family once. Every other answer changes nothing, so a read
+/// overtaken by a concurrent refresh answers as if this request had come just before it.
+pub async fn hold(state: &AppState, presented: &str, now_ms: i64) -> Result<NotRotated, AppError> {
+    let (presented_hash, next_hash, _) = successor_of(state, presented).await?;
+    settle(state, &presented_hash, &next_hash, now_ms).await
+}
+
+async fn settle(
+    state: &AppState,
+    presented: &TokenHash,
+    next: &TokenHash,
+    now_ms: i64,
+) -> Result<NotRotated, AppError> {
+    let window_ms = state.settings.lost_response_window_ms;
+    let standing = state
+        .store
+        .standing(presented, next, now_ms, window_ms)
+        .await?;
+    Ok(match standing {
+        Standing::Live | Standing::Repeatable => NotRotated::ProofRefused,
+        Standing::Retired => match state.store.revoke_family_of(presented, now_ms).await? {
+            Some(family_id) => {
+                reuse_detected(state, &family_id);
+                NotRotated::Reused { family_id }
+            }
+            // Revoked meanwhile (another reuse, a logout): refused as revoked.
+            None => refused(Rejection::Revoked),
+        },
+        Standing::Rejected(reason) => refused(reason),
+    })
 }
 
 /// Rotate `presented`: retire it and issue a new refresh token in the same family, and an

@@ -126,7 +126,9 @@ pub struct RefreshCounted;
 /// order; the cookie is cleared only when the request carried exactly one (a request with
 /// several may hold cookies planted by someone else, which must not log the user out).
 /// A DPoP proof binds the new token (and the family) to its key; see
-/// [`session::key_allowed`] for a family already bound.
+/// [`session::key_allowed`] for a family already bound. A proof that is refused (missing
+/// where needed, invalid, another key) is the answer (400) only for a cookie that would
+/// otherwise rotate: a dead cookie is still 401 `invalid_grant`, a retired one still reuse.
 pub async fn refresh(
     State(state): State<AppState>,
     csrf: Result<CsrfChecked, AppError>,
@@ -143,6 +145,9 @@ pub async fn refresh(
     let outcome = match csrf {
         Ok(CsrfChecked) => match proof_key(&state, &parts, state.settings.dpop.required).await {
             Ok(jkt) => rotate_any(&state, &candidates, lifetime, jkt.as_deref()).await,
+            Err(refusal @ AppError::Dpop { .. }) => {
+                Err(hold_all(&state, &candidates, refusal).await)
+            }
             Err(e) => Err(e),
         },
         Err(e) => Err(e),
@@ -182,7 +187,7 @@ async fn rotate_any(
         match session::rotate(state, token, lifetime, jkt).await? {
             Ok(issued) => return Ok(issued),
             Err(NotRotated::Refused(_) | NotRotated::Reused { .. }) => continue,
-            Err(NotRotated::WrongKey) => wrong_key = true,
+            Err(NotRotated::ProofRefused) => wrong_key = true,
         }
     }
     if wrong_key {
@@ -194,6 +199,26 @@ async fn rotate_any(
         });
     }
     Err(AppError::InvalidGrant)
+}
+
+/// The request's DPoP proof was refused before any cookie was looked at: `refusal` is the
+/// answer only if a cookie would otherwise have rotated; every candidate is settled as
+/// [`session::hold`] says (a retired one is reuse, a dead one `invalid_grant`).
+async fn hold_all(state: &AppState, candidates: &[String], refusal: AppError) -> AppError {
+    let now_ms = state.now_ms();
+    let mut held = false;
+    for token in candidates {
+        match session::hold(state, token, now_ms).await {
+            Ok(NotRotated::ProofRefused) => held = true,
+            Ok(NotRotated::Refused(_) | NotRotated::Reused { .. }) => {}
+            Err(e) => return e,
+        }
+    }
+    if held {
+        refusal
+    } else {
+        AppError::InvalidGrant
+    }
 }
 
 /// `POST /auth/logout`: revoke the family of every candidate cookie, clear the cookie; 204

@@ -479,7 +479,7 @@ async fn rotate_any(
             Err(NotRotated::Reused { family_id }) => {
                 end_grant(up, &family_id).await?;
             }
-            Err(NotRotated::WrongKey) => wrong_key = true,
+            Err(NotRotated::ProofRefused) => wrong_key = true,
             Err(NotRotated::Refused(_)) => {}
         }
     }
@@ -491,6 +491,39 @@ async fn rotate_any(
         });
     }
     Err(AppError::InvalidGrant)
+}
+
+/// The request's DPoP proof was refused before any cookie was looked at: as in the built-in
+/// mode, `refusal` is the answer only if a cookie would otherwise have rotated; a retired
+/// one is still reuse (and ends its provider grant), a dead one `invalid_grant`.
+async fn hold_all(
+    state: &AppState,
+    up: &Upstream,
+    candidates: &[String],
+    now: i64,
+    refusal: AppError,
+) -> AppError {
+    let mut held = false;
+    for token in candidates {
+        let settled = match session::hold(state, token, now).await {
+            Ok(settled) => settled,
+            Err(e) => return e,
+        };
+        match settled {
+            NotRotated::ProofRefused => held = true,
+            NotRotated::Reused { family_id } => {
+                if let Err(e) = end_grant(up, &family_id).await {
+                    return e;
+                }
+            }
+            NotRotated::Refused(_) => {}
+        }
+    }
+    if held {
+        refusal
+    } else {
+        AppError::InvalidGrant
+    }
 }
 
 /// The DPoP side of an upstream refresh: the key of the request's proof (RFC 9449 §4.3 as in
@@ -547,7 +580,13 @@ async fn refresh_response(
 ) -> Result<Response, AppError> {
     let up = upstream(state)?;
     let now = state.now_ms();
-    let (jkt, dpop) = upstream_dpop(state, &up, parts).await?;
+    let (jkt, dpop) = match upstream_dpop(state, &up, parts).await {
+        Ok(found) => found,
+        Err(refusal @ AppError::Dpop { .. }) => {
+            return Err(hold_all(state, &up, candidates, now, refusal).await)
+        }
+        Err(e) => return Err(e),
+    };
     let Rotated {
         family,
         refresh_token,

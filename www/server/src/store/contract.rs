@@ -9,7 +9,7 @@
 
 use std::future::Future;
 
-use super::{Family, RefreshStore, Rejection, Rotation, StoreStats, UpstreamStore};
+use super::{Family, RefreshStore, Rejection, Rotation, Standing, StoreStats, UpstreamStore};
 use crate::tokens::hash_refresh_token as h;
 
 fn family(id: &str, sub: &str, expires_at_ms: i64) -> Family {
@@ -44,6 +44,71 @@ where
     concurrent_presentations_rotate_once(&make().await).await;
     a_family_remembers_its_dpop_key_for_every_token(&make().await).await;
     a_proof_id_is_accepted_once_until_it_expires(&make().await).await;
+    standing_tells_what_rotate_would_do_and_changes_nothing(&make().await).await;
+}
+
+/// `standing` answers what `rotate` would (live, lost response, reuse, refused) and changes
+/// nothing: the token it calls live still rotates, the parent it calls retired revokes
+/// nothing until presented.
+pub async fn standing_tells_what_rotate_would_do_and_changes_nothing(store: &dyn RefreshStore) {
+    let w = 10_000;
+    let fam = family("st", "demo", 100_000);
+    ok(store.create_family(&fam, &h("a"), 10, 0)).await;
+    let at = |token: &'static str, next: &'static str, now: i64, window: i64| async move {
+        ok(store.standing(&h(token), &h(next), now, window)).await
+    };
+    assert_eq!(at("a", "b", 1_000, w).await, Standing::Live);
+    assert_eq!(
+        at("nope", "b", 1_000, w).await,
+        Standing::Rejected(Rejection::Unknown)
+    );
+    assert_eq!(
+        ok(store.rotate(&h("a"), &h("b"), 1_000, w)).await,
+        Rotation::Rotated(fam.clone()),
+        "standing changed nothing"
+    );
+    assert_eq!(at("a", "b", 10_999, w).await, Standing::Repeatable);
+    assert_eq!(
+        at("a", "b", 11_000, w).await,
+        Standing::Retired,
+        "window over"
+    );
+    assert_eq!(
+        at("a", "b", 2_000, 0).await,
+        Standing::Retired,
+        "window off"
+    );
+    assert_eq!(
+        at("a", "x", 2_000, w).await,
+        Standing::Retired,
+        "not its successor"
+    );
+    assert_eq!(at("b", "c", 2_000, w).await, Standing::Live);
+    assert_eq!(
+        ok(store.rotate(&h("b"), &h("c"), 2_000, w)).await,
+        Rotation::Rotated(fam.clone()),
+        "the retired parent's standing revoked nothing"
+    );
+    assert_eq!(
+        at("a", "b", 3_000, w).await,
+        Standing::Retired,
+        "successor used"
+    );
+    assert_eq!(
+        at("c", "d", 100_000, w).await,
+        Standing::Rejected(Rejection::Expired)
+    );
+    assert_eq!(
+        ok(store.revoke_family_of(&h("c"), 4_000)).await,
+        Some("st".into())
+    );
+    for token in ["a", "b", "c"] {
+        assert_eq!(
+            at(token, "z", 5_000, w).await,
+            Standing::Rejected(Rejection::Revoked),
+            "{token}"
+        );
+    }
 }
 
 /// `bind_key` binds the family; `key_of` finds it from any of its tokens, retired or live.

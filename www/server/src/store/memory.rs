@@ -4,8 +4,8 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Mutex, MutexGuard};
 
 use super::{
-    BoundKey, Family, RefreshStore, Rejection, Rotation, StoreError, StoreStats, UpstreamStore,
-    MAX_REMEMBERED_PROOFS,
+    standing_of, BoundKey, Family, RefreshStore, Rejection, Rotation, Standing, StoreError,
+    StoreStats, UpstreamStore, MAX_REMEMBERED_PROOFS,
 };
 use crate::tokens::TokenHash;
 
@@ -161,6 +161,34 @@ impl RefreshStore for MemoryStore {
             },
         );
         Ok(Rotation::Rotated(family))
+    }
+
+    async fn standing(
+        &self,
+        token: &TokenHash,
+        next: &TokenHash,
+        now_ms: i64,
+        window_ms: i64,
+    ) -> Result<Standing, StoreError> {
+        let t = self.lock()?;
+        let Some(row) = t.tokens.get(token) else {
+            return Ok(Standing::Rejected(Rejection::Unknown));
+        };
+        let Some(fam) = t.families.get(&row.family_id) else {
+            return Ok(Standing::Rejected(Rejection::Unknown));
+        };
+        let successor_live = t
+            .tokens
+            .get(next)
+            .is_some_and(|n| n.live && n.family_id == row.family_id);
+        Ok(standing_of(
+            fam.revoked_at_ms.is_some(),
+            fam.expires_at_ms,
+            (!row.live).then_some(row.retired_at_ms),
+            successor_live,
+            now_ms,
+            window_ms,
+        ))
     }
 
     async fn revoke_family_of(

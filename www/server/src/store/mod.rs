@@ -66,6 +66,47 @@ pub enum Rotation {
     Rejected(Rejection),
 }
 
+/// What presenting a refresh token would do now ([`RefreshStore::standing`]): the outcomes
+/// of [`RefreshStore::rotate`], read without changing anything.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Standing {
+    /// Live: presenting it would rotate it.
+    Live,
+    /// Retired less than the window ago with its successor unused: presenting it would hand
+    /// out the same successor again (the lost-response rule).
+    Repeatable,
+    /// Retired otherwise: presenting it is reuse.
+    Retired,
+    /// Refused: presenting it changes nothing.
+    Rejected(Rejection),
+}
+
+/// The [`Standing`] of a known token, decided in the order [`RefreshStore::rotate`] decides:
+/// an ended family first, then a live token, then the lost-response rule. Shared by the
+/// stores so that `standing` cannot drift from `rotate`.
+fn standing_of(
+    family_revoked: bool,
+    expires_at_ms: i64,
+    retired_at_ms: Option<i64>,
+    successor_live: bool,
+    now_ms: i64,
+    window_ms: i64,
+) -> Standing {
+    if family_revoked {
+        return Standing::Rejected(Rejection::Revoked);
+    }
+    if expires_at_ms <= now_ms {
+        return Standing::Rejected(Rejection::Expired);
+    }
+    match retired_at_ms {
+        None => Standing::Live,
+        Some(at) if window_ms > 0 && now_ms - at < window_ms && successor_live => {
+            Standing::Repeatable
+        }
+        Some(_) => Standing::Retired,
+    }
+}
+
 /// Counts for the test-mode counters.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct StoreStats {
@@ -129,6 +170,16 @@ pub trait RefreshStore: Send + Sync + 'static {
         now_ms: i64,
         window_ms: i64,
     ) -> Result<Rotation, StoreError>;
+    /// What presenting `token` (with `next`, as for [`RefreshStore::rotate`]) would do at
+    /// `now_ms`, in one consistent read that changes nothing. For a request that may not
+    /// rotate (see [`crate::session::hold`] for why acting on this read is safe).
+    async fn standing(
+        &self,
+        token: &TokenHash,
+        next: &TokenHash,
+        now_ms: i64,
+        window_ms: i64,
+    ) -> Result<Standing, StoreError>;
     /// Revoke the family `token` belongs to (live or retired). `Some(id)` if it was newly revoked.
     async fn revoke_family_of(
         &self,

@@ -13,8 +13,8 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use tokio_postgres::NoTls;
 
 use super::{
-    BoundKey, Family, RefreshStore, Rejection, Rotation, StoreError, StoreStats, StoredKey,
-    UpstreamStore,
+    standing_of, BoundKey, Family, RefreshStore, Rejection, Rotation, Standing, StoreError,
+    StoreStats, StoredKey, UpstreamStore,
 };
 use crate::tokens::TokenHash;
 
@@ -401,6 +401,33 @@ impl RefreshStore for PgStore {
             },
             other => return Err(StoreError(format!("tw_rotate answered {other:?}"))),
         })
+    }
+
+    async fn standing(
+        &self,
+        token: &TokenHash,
+        next: &TokenHash,
+        now_ms: i64,
+        window_ms: i64,
+    ) -> Result<Standing, StoreError> {
+        let client = self.client().await?;
+        // One statement: one snapshot, no lock (nothing is changed; see `session::hold`).
+        let stmt = client
+            .prepare_cached(
+                "SELECT f.revoked_at_ms IS NOT NULL, f.expires_at_ms, t.retired_at_ms,
+                    EXISTS (SELECT 1 FROM refresh_tokens n WHERE n.hash = $2
+                            AND n.family_id = t.family_id AND n.retired_at_ms IS NULL)
+                 FROM refresh_tokens t JOIN families f ON f.id = t.family_id WHERE t.hash = $1",
+            )
+            .await
+            .map_err(err)?;
+        let row = client
+            .query_opt(&stmt, &[&&token[..], &&next[..]])
+            .await
+            .map_err(err)?;
+        Ok(row.map_or(Standing::Rejected(Rejection::Unknown), |r| {
+            standing_of(r.get(0), r.get(1), r.get(2), r.get(3), now_ms, window_ms)
+        }))
     }
 
     async fn revoke_family_of(

@@ -8,7 +8,8 @@ use std::sync::{Arc, Mutex};
 use rusqlite::{params, Connection, OptionalExtension as _, TransactionBehavior};
 
 use super::{
-    BoundKey, Family, RefreshStore, Rejection, Rotation, StoreError, StoreStats, UpstreamStore,
+    standing_of, BoundKey, Family, RefreshStore, Rejection, Rotation, Standing, StoreError,
+    StoreStats, UpstreamStore,
 };
 use crate::tokens::TokenHash;
 
@@ -234,6 +235,39 @@ impl RefreshStore for SqliteStore {
             };
             tx.commit()?;
             Ok(outcome)
+        })
+        .await
+    }
+
+    async fn standing(
+        &self,
+        token: &TokenHash,
+        next: &TokenHash,
+        now_ms: i64,
+        window_ms: i64,
+    ) -> Result<Standing, StoreError> {
+        let (token, next) = (*token, *next);
+        self.with_conn(move |conn| {
+            // One statement: one consistent snapshot.
+            let row = conn
+                .prepare_cached(
+                    "SELECT f.revoked_at_ms IS NOT NULL, f.expires_at_ms, t.retired_at_ms,
+                        EXISTS (SELECT 1 FROM refresh_tokens n WHERE n.hash = ?2
+                                AND n.family_id = t.family_id AND n.retired_at_ms IS NULL)
+                     FROM refresh_tokens t JOIN families f ON f.id = t.family_id WHERE t.hash = ?1",
+                )?
+                .query_row(params![&token[..], &next[..]], |r| {
+                    Ok(standing_of(
+                        r.get(0)?,
+                        r.get(1)?,
+                        r.get(2)?,
+                        r.get(3)?,
+                        now_ms,
+                        window_ms,
+                    ))
+                })
+                .optional()?;
+            Ok(row.unwrap_or(Standing::Rejected(Rejection::Unknown)))
         })
         .await
     }

@@ -569,3 +569,159 @@ async fn with_nonces_on_a_missing_or_stale_nonce_is_answered_with_use_dpop_nonce
     let res = ts.send(dpop_refresh(&cookie, Some(&proof))).await;
     assert_eq!(res.status(), StatusCode::BAD_REQUEST, "two lifetimes later");
 }
+
+/// A bound family after two rotations: (the login token, retired and its successor used,
+/// so presenting it is reuse; the live token).
+async fn bound_family_with_a_retired_token(ts: &TestServer, key: &Key) -> (String, String) {
+    let (_, retired) = ts.login().await;
+    let res = ts
+        .send(dpop_refresh(&retired, Some(&key.refresh_proof(ts))))
+        .await;
+    assert_eq!(res.status(), StatusCode::OK, "binding refresh");
+    let next = refresh_cookie_of(&res).unwrap();
+    let res = ts
+        .send(dpop_refresh(&next, Some(&key.refresh_proof(ts))))
+        .await;
+    assert_eq!(res.status(), StatusCode::OK, "second refresh");
+    (retired, refresh_cookie_of(&res).unwrap())
+}
+
+/// A refused refresh that ended the session: 401 invalid_grant, the one cookie cleared.
+async fn assert_invalid_grant_and_cleared(res: Response<Body>, what: &str) {
+    assert_eq!(res.status(), StatusCode::UNAUTHORIZED, "{what}");
+    assert!(
+        set_cookie_of(&res).is_some_and(|c| c.contains("Max-Age=0")),
+        "{what}: the cookie is cleared"
+    );
+    assert_eq!(body_json(res).await["error"], "invalid_grant", "{what}");
+}
+
+/// Reuse of a retired token is reuse whatever the proof: the key rule protects a token that
+/// would rotate, not a retired one (SERVER.md: reuse revokes the family and is logged).
+#[tokio::test]
+async fn a_retired_token_of_a_bound_family_without_a_proof_is_reuse_and_revokes_the_family() {
+    let ts = server(false);
+    let key = Key::new();
+    let (retired, live) = bound_family_with_a_retired_token(&ts, &key).await;
+    let counters = &ts.state.metrics.counters;
+    let reuse_before = counters.reuse_detected.get();
+    let res = ts.send(dpop_refresh(&retired, None)).await;
+    assert_invalid_grant_and_cleared(res, "retired token, no proof").await;
+    assert_eq!(counters.reuse_detected.get() - reuse_before, 1);
+    let res = ts
+        .send(dpop_refresh(&live, Some(&key.refresh_proof(&ts))))
+        .await;
+    assert_invalid_grant_and_cleared(res, "the live token after the reuse").await;
+}
+
+#[tokio::test]
+async fn a_retired_token_of_a_bound_family_with_another_keys_proof_is_reuse() {
+    let ts = server(false);
+    let key = Key::new();
+    let (retired, live) = bound_family_with_a_retired_token(&ts, &key).await;
+    let thief = Key::new();
+    let reuse_before = ts.state.metrics.counters.reuse_detected.get();
+    let res = ts
+        .send(dpop_refresh(&retired, Some(&thief.refresh_proof(&ts))))
+        .await;
+    assert_invalid_grant_and_cleared(res, "retired token, another key").await;
+    assert_eq!(
+        ts.state.metrics.counters.reuse_detected.get() - reuse_before,
+        1
+    );
+    let res = ts
+        .send(dpop_refresh(&live, Some(&key.refresh_proof(&ts))))
+        .await;
+    assert_invalid_grant_and_cleared(res, "the live token after the reuse").await;
+}
+
+/// An invalid proof, or none under --dpop-required, does not hide reuse either.
+#[tokio::test]
+async fn a_retired_token_with_an_invalid_proof_or_none_when_required_is_reuse() {
+    let ts = server(false);
+    let key = Key::new();
+    let (retired, live) = bound_family_with_a_retired_token(&ts, &key).await;
+    let bad = key.proof_with(&ts, "POST", ME_URL, None, |_, _| {}); // wrong htu
+    let res = ts.send(dpop_refresh(&retired, Some(&bad))).await;
+    assert_invalid_grant_and_cleared(res, "retired token, invalid proof").await;
+    let res = ts
+        .send(dpop_refresh(&live, Some(&key.refresh_proof(&ts))))
+        .await;
+    assert_invalid_grant_and_cleared(res, "the live token after the reuse").await;
+
+    let ts = memory(Config {
+        dpop_required: true,
+        ..Config::default()
+    });
+    let (retired, live) = bound_family_with_a_retired_token(&ts, &key).await;
+    let res = ts.send(dpop_refresh(&retired, None)).await;
+    assert_invalid_grant_and_cleared(res, "required: retired token, no proof").await;
+    let res = ts
+        .send(dpop_refresh(&live, Some(&key.refresh_proof(&ts))))
+        .await;
+    assert_invalid_grant_and_cleared(res, "required: the live token after the reuse").await;
+}
+
+#[tokio::test]
+async fn after_logout_a_bound_familys_token_without_a_proof_is_invalid_grant() {
+    let ts = server(false);
+    let key = Key::new();
+    let (_, cookie) = bound_session(&ts, &key).await;
+    let res = ts
+        .send(
+            with_cookie(post("/auth/logout"), &cookie)
+                .header("X-Requested-With", "tokenwarden")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    let res = ts.send(dpop_refresh(&cookie, None)).await;
+    assert_invalid_grant_and_cleared(res, "after logout, no proof").await;
+    let res = ts
+        .send(dpop_refresh(&cookie, Some(&Key::new().refresh_proof(&ts))))
+        .await;
+    assert_invalid_grant_and_cleared(res, "after logout, another key").await;
+    let res = ts
+        .send(dpop_refresh(&cookie, Some(&key.refresh_proof(&ts))))
+        .await;
+    assert_invalid_grant_and_cleared(res, "after logout, the family's key").await;
+}
+
+/// The key rule still guards every token that would otherwise be accepted: the live token,
+/// and the parent replayed inside the lost-response window (its successor is handed out
+/// again only to the family's key). Refusing it changes nothing.
+#[tokio::test]
+async fn the_live_token_and_a_lost_response_replay_still_need_the_familys_key() {
+    let ts = server(false);
+    let key = Key::new();
+    let (_, parent) = bound_session(&ts, &key).await;
+    let res = ts
+        .send(dpop_refresh(&parent, Some(&key.refresh_proof(&ts))))
+        .await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let successor = refresh_cookie_of(&res).unwrap();
+    let thief = Key::new();
+    for (what, cookie) in [("replayed parent", &parent), ("live token", &successor)] {
+        let res = ts.send(dpop_refresh(cookie, None)).await;
+        assert_eq!(res.status(), StatusCode::BAD_REQUEST, "{what}, no proof");
+        assert!(set_cookie_of(&res).is_none(), "{what}: cookie kept");
+        assert_eq!(body_json(res).await["error"], "invalid_dpop_proof");
+        let res = ts
+            .send(dpop_refresh(cookie, Some(&thief.refresh_proof(&ts))))
+            .await;
+        assert_eq!(res.status(), StatusCode::BAD_REQUEST, "{what}, another key");
+        assert!(set_cookie_of(&res).is_none(), "{what}: cookie kept");
+    }
+    assert_eq!(ts.state.metrics.counters.reuse_detected.get(), 0);
+    // The parent with the family's key: the same successor again (the lost response).
+    let res = ts
+        .send(dpop_refresh(&parent, Some(&key.refresh_proof(&ts))))
+        .await;
+    assert_eq!(res.status(), StatusCode::OK, "replayed parent, the key");
+    assert_eq!(refresh_cookie_of(&res).as_deref(), Some(successor.as_str()));
+    let res = ts
+        .send(dpop_refresh(&successor, Some(&key.refresh_proof(&ts))))
+        .await;
+    assert_eq!(res.status(), StatusCode::OK, "live token, the key");
+}

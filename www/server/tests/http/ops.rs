@@ -6,7 +6,9 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use tokenwarden_server::clock::SystemClock;
 use tokenwarden_server::keys::KeySet;
-use tokenwarden_server::store::{BoundKey, Family, RefreshStore, Rotation, StoreError, StoreStats};
+use tokenwarden_server::store::{
+    BoundKey, Family, RefreshStore, Rotation, Standing, StoreError, StoreStats,
+};
 use tokenwarden_server::tokens::TokenHash;
 use tokenwarden_server::{app, AppState, Config};
 use tower::ServiceExt as _;
@@ -49,6 +51,15 @@ impl RefreshStore for DownStore {
         _: i64,
         _: i64,
     ) -> Result<Rotation, StoreError> {
+        down()
+    }
+    async fn standing(
+        &self,
+        _: &TokenHash,
+        _: &TokenHash,
+        _: i64,
+        _: i64,
+    ) -> Result<Standing, StoreError> {
         down()
     }
     async fn revoke_family_of(&self, _: &TokenHash, _: i64) -> Result<Option<String>, StoreError> {
