@@ -28,14 +28,14 @@ let loading;
  * case (issue 14: fetch overhead). This gathers facts and performs; the wasm
  * decides: `fastAuth` (attach which header, send as is, or take the full
  * path), `replayNeeded` (refresh and replay after this response?), and
- * `send` is the crate's one call of `fetch`. Requests with a body other than
- * a string, `Request` inputs and invalid URLs or headers take the full path.
+ * `send` is the crate's one call of `fetch`. `Request` inputs, an `init` the fast path
+ * could not pass on or read again as it is (`simpleInit`), and invalid URLs or headers
+ * take the full path.
  */
 function fastFetch({ TokenClient: { prototype: proto }, send, sendError }) {
   const full = proto.fetch;
   proto.fetch = function (input, init) {
-    const body = init == null ? undefined : init.body;
-    if ((typeof input === "string" || input instanceof URL) && (body == null || typeof body === "string")) {
+    if ((typeof input === "string" || input instanceof URL) && simpleInit(init)) {
       let origin, headers;
       try {
         origin = new URL(input, document.baseURI).origin;
@@ -62,6 +62,32 @@ function fastFetch({ TokenClient: { prototype: proto }, send, sendError }) {
     }
     return abortable(full.call(this, input, init), input, init);
   };
+}
+
+/**
+ * Whether the fast path may take `init`: none, or a plain object (its `{ ...init }` copy
+ * keeps every option; a `Request` or an object with inherited options would lose them)
+ * whose body is absent or a string, whose headers can be read twice (for a 401's replay: a
+ * one-shot iterable cannot), and which is not `no-cors` (the browser drops our header from
+ * those; the full path sends them as they are).
+ */
+function simpleInit(init) {
+  if (init == null) return true;
+  const plain = (o) => {
+    const p = Object.getPrototypeOf(o);
+    return p === Object.prototype || p === null;
+  };
+  try {
+    const { body, headers, mode } = init;
+    return (
+      plain(init) &&
+      (body == null || typeof body === "string") &&
+      mode !== "no-cors" &&
+      (headers == null || headers instanceof Headers || Array.isArray(headers) || plain(headers))
+    );
+  } catch {
+    return false; // a getter that throws: the full path turns it into the typed error
+  }
 }
 
 /**

@@ -547,7 +547,13 @@ impl<S: Shell> Driver<S> {
     ) -> Result<S::Response, FetchError<S::SendError>> {
         self.machine.borrow().live()?;
         let sh = &self.shell;
-        if !self.opts.allows(&sh.url(&request)) || sh.has_authorization(&request) {
+        // Sent as the app made it: an origin not allowed, the app's own `Authorization`, or a
+        // `no-cors` request (the browser would drop our header, and its 401 is not about our
+        // token: no refresh, no replay).
+        if !self.opts.allows(&sh.url(&request))
+            || sh.has_authorization(&request)
+            || sh.no_cors(&request)
+        {
             return sh.send(&request).await.map_err(FetchError::Send);
         }
         let Some(token) = self.clone().token().await? else {

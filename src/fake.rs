@@ -487,6 +487,8 @@ pub struct FakeRequest {
     pub one_shot_body: bool,
     /// HTTP method.
     pub method: String,
+    /// `mode: "no-cors"`.
+    pub no_cors: bool,
 }
 
 impl FakeRequest {
@@ -497,6 +499,7 @@ impl FakeRequest {
             headers: Rc::new(RefCell::new(Vec::new())),
             one_shot_body: false,
             method: "GET".into(),
+            no_cors: false,
         }
     }
 
@@ -755,6 +758,10 @@ impl Shell for FakeShell {
         request.authorization().is_some()
     }
 
+    fn no_cors(&self, request: &FakeRequest) -> bool {
+        request.no_cors
+    }
+
     fn set_authorization(&self, request: &FakeRequest, value: &str) {
         let mut h = request.headers.borrow_mut();
         h.retain(|(k, _)| !k.eq_ignore_ascii_case("authorization"));
@@ -770,6 +777,7 @@ impl Shell for FakeShell {
             headers: Rc::new(RefCell::new(request.headers.borrow().clone())),
             one_shot_body: false,
             method: request.method.clone(),
+            no_cors: request.no_cors,
         })
     }
 

@@ -105,6 +105,9 @@ pub trait Shell: 'static {
     fn url(&self, request: &Self::Request) -> String;
     /// Whether the caller set an `Authorization` header itself.
     fn has_authorization(&self, request: &Self::Request) -> bool;
+    /// Whether the request is `mode: "no-cors"`: the browser drops an `Authorization`
+    /// header from it, so it never carries our token.
+    fn no_cors(&self, request: &Self::Request) -> bool;
     /// Sets the `Authorization` header.
     fn set_authorization(&self, request: &Self::Request, value: &str);
     /// Sets the header `name` (replacing it).

@@ -402,6 +402,21 @@ fn a_401_leads_to_one_refresh_and_one_replay_with_the_new_token() {
     });
     assert_eq!(res, Ok(401));
     assert_eq!(refreshes(&world), 1);
+
+    // A `no-cors` request never carries our token (the browser would drop the header), and
+    // its 401 is not about our token: sent as the app made it, no refresh, no replay.
+    let sent_before = world.sent().len();
+    let mut opaque = FakeRequest::get("https://app.example/api");
+    opaque.no_cors = true;
+    let c = a.client.clone();
+    let res = settle(&world, 5_000, async move {
+        c.fetch(opaque).await.map(|r| r.status).map_err(|_| ())
+    });
+    assert_eq!(res, Ok(401));
+    assert_eq!(refreshes(&world), 1, "no refresh");
+    let sent = world.sent();
+    assert_eq!(sent.len(), sent_before + 1, "sent once, not replayed");
+    assert_eq!(sent.last().unwrap().1, None, "without our token");
 }
 
 /// What js/index.js's `client.fetch` fast path does, step by step, on the

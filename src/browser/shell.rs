@@ -195,6 +195,10 @@ impl Shell for BrowserShell {
         request.headers().has("authorization").unwrap_or(true)
     }
 
+    fn no_cors(&self, request: &Request) -> bool {
+        prop(request, "mode").as_string().as_deref() == Some("no-cors")
+    }
+
     fn set_authorization(&self, request: &Request, value: &str) {
         env::set_header(
             &request.headers(),
