@@ -755,11 +755,11 @@ pub fn scheduler(data: &[u8]) {
                 let had = s.is_signed_in();
                 let followed = s.remote_sign_out(v);
                 if v > before && v <= session::MAX_VERSION {
-                    assert_eq!(followed, had);
+                    assert_eq!(followed, Some(had));
                     assert!(!s.is_signed_in());
                     assert_eq!(s.version(), v);
                 } else {
-                    assert!(!followed);
+                    assert_eq!(followed, None);
                     assert_eq!(s.is_signed_in(), had);
                 }
             }
@@ -872,6 +872,12 @@ pub fn tabsync(data: &[u8]) {
             assert_eq!(
                 tabsync::decode(&tabsync::encode_query()),
                 Some(Message::Query)
+            );
+        }
+        Message::Busy => {
+            assert_eq!(
+                tabsync::decode(&tabsync::encode_busy()),
+                Some(Message::Busy)
             );
         }
     }

@@ -268,6 +268,11 @@ impl<S: Shell> Driver<S> {
                     headers.push((String::from("DPoP-Upstream"), proof));
                 }
             }
+            // Tabs waiting for the lock hear that its holder is working, each request.
+            let busy = self.machine.borrow().busy_message();
+            if let (Some(text), Some(c)) = (busy, self.channel.borrow().as_ref()) {
+                self.shell.broadcast(c, &text, None);
+            }
             sent.set(self.shell.now());
             let reply = self
                 .shell
@@ -390,10 +395,12 @@ impl<S: Shell> Driver<S> {
         let mut lock = None;
         let mut asked = None;
         loop {
-            let how = self
-                .machine
-                .borrow()
-                .lock_request(asked, self.opts.request_timeout_ms);
+            let how = self.machine.borrow().lock_request(
+                asked,
+                self.opts.request_timeout_ms,
+                self.shell.now(),
+                self.shell.random(),
+            );
             let Some(how) = how else { break };
             lock = self.shell.lock(&self.opts.channel_name, how).await;
             if lock.is_some() {

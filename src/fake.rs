@@ -115,6 +115,8 @@ struct State {
     jitter: Option<(u64, i64)>,
     /// Tab messages take 0..=this many ms more (see [`World::jitter`]).
     message_jitter_ms: i64,
+    /// When the app request the API handler is answering left its tab.
+    request_left_at: i64,
     /// Every POST to an endpoint: the URL.
     posts: Vec<String>,
     /// The headers of every POST to an endpoint.
@@ -158,6 +160,7 @@ impl World {
                 latency_ms: 10,
                 jitter: None,
                 message_jitter_ms: 0,
+                request_left_at: 0,
                 posts: Vec::new(),
                 post_headers: Vec::new(),
                 keys_made: 0,
@@ -173,6 +176,7 @@ impl World {
             world: self.clone(),
             events: Rc::new(RefCell::new(Vec::new())),
             on_wake: Rc::new(RefCell::new(None)),
+            random: 0.5,
         }
     }
 
@@ -234,6 +238,12 @@ impl World {
         let mut s = self.state.borrow_mut();
         s.jitter = Some((seed, max_ms.max(0)));
         s.message_jitter_ms = message_max_ms.max(0);
+    }
+
+    /// When the app request the API handler is answering now left its tab
+    /// (the handler runs when it arrives, `latency` and jitter later).
+    pub fn request_left_at(&self) -> i64 {
+        self.state.borrow().request_left_at
     }
 
     /// The next jitter delay (0 without [`World::jitter`]).
@@ -538,9 +548,17 @@ pub struct FakeShell {
     world: World,
     events: Rc<RefCell<Vec<Event>>>,
     on_wake: WakeHook,
+    random: f64,
 }
 
 impl FakeShell {
+    /// This tab's `random()` (0.5 unless set): tabs of a page each draw
+    /// their own numbers, which a test of jitter between tabs sets apart.
+    pub fn with_random(mut self, r: f64) -> Self {
+        self.random = r;
+        self
+    }
+
     /// A handle on the events this tab emitted (kept after the shell moves
     /// into a driver).
     pub fn events(&self) -> Rc<RefCell<Vec<Event>>> {
@@ -579,7 +597,7 @@ impl Shell for FakeShell {
     }
 
     fn random(&self) -> f64 {
-        0.5
+        self.random
     }
 
     fn timer(&self, ms: u32, f: Box<dyn FnOnce()>) -> FakeTimer {
@@ -734,9 +752,11 @@ impl Shell for FakeShell {
         Box::pin(async move {
             let base = world.state.borrow().latency_ms;
             let latency = base + world.draw();
+            let left_at = world.now();
             after(world.clone(), latency).await;
             let mut api = {
                 let mut s = world.state.borrow_mut();
+                s.request_left_at = left_at;
                 s.sent.push((request.url.clone(), request.authorization()));
                 std::mem::replace(&mut s.api, Box::new(|_| (500, Vec::new())))
             };

@@ -75,6 +75,8 @@ struct ServerState {
     /// Proofs refused for anything but a nonce, and why (first few).
     refused: Vec<String>,
     api_401: u32,
+    /// API calls whose token expired on the way (valid when the request left).
+    expired_in_transit: u32,
     /// The keys of the proofs the server accepted while signed in.
     keys_used: HashSet<String>,
     /// Every refresh call: when, key, nonce, cookie, answer (for failures).
@@ -219,7 +221,14 @@ fn serve(world: &World) -> Rc<RefCell<ServerState>> {
                 return Err(("unknown or unbound token", "invalid_token"));
             };
             if now >= exp {
-                return Err(("expired token", "invalid_token"));
+                // A token valid when its request left, late on the way (up to 400 ms of
+                // jitter against the 300 ms margin of a 3 s token): refused, refreshed and
+                // replayed like any 401, and not the client's fault.
+                return Err(if w.request_left_at() < exp {
+                    ("expired in transit", "expired_in_transit")
+                } else {
+                    ("expired token", "invalid_token")
+                });
             }
             let Some(p) = r.header("DPoP").as_deref().and_then(|t| proof(t, now)) else {
                 return Err(("a bad proof", "invalid_dpop_proof"));
@@ -246,6 +255,11 @@ fn serve(world: &World) -> Rc<RefCell<ServerState>> {
                 s.api_401 += 1;
                 if error == "use_dpop_nonce" {
                     s.nonce_asks += 1;
+                } else if error == "expired_in_transit" {
+                    s.expired_in_transit += 1;
+                    s.story
+                        .push(format!("{} ms: API call expired in transit", now - T0));
+                    return dpop_denial(&s, "invalid_token");
                 } else {
                     s.refused.push(format!("api at {now}: {why}"));
                 }

@@ -161,6 +161,8 @@ pub struct Machine {
     /// The `state` subscribers last heard of.
     shown: State,
     disposed: bool,
+    /// When (monotonic ms) the refresh lock's holder last said it was busy.
+    busy_at: Option<i64>,
 }
 
 impl Machine {
@@ -172,6 +174,7 @@ impl Machine {
             signouts: 0,
             shown: State::SignedOut,
             disposed: false,
+            busy_at: None,
         }
     }
 
@@ -339,16 +342,29 @@ impl Machine {
     }
 
     /// How to ask for the refresh lock after `previous` failed (`None`
-    /// first): `None` means go on without it (or cross-tab is off).
+    /// first) at `now`: `None` means go on without it (or cross-tab is off).
+    /// `random` ∈ [0, 1) jitters the wait ([`tabsync::lock_wait_ms`]).
     pub fn lock_request(
         &self,
         previous: Option<LockRequest>,
         request_timeout_ms: i64,
+        now: Stamp,
+        random: f64,
     ) -> Option<LockRequest> {
         if !self.cross_tab {
             return None;
         }
-        tabsync::next_lock_request(previous, request_timeout_ms)
+        let heard_busy = match previous {
+            Some(LockRequest::Wait(ms)) => self.busy_at.is_some_and(|at| now.mono - at < ms),
+            _ => false,
+        };
+        tabsync::next_lock_request(previous, request_timeout_ms, heard_busy, random)
+    }
+
+    /// What the lock's holder tells the other tabs before each refresh
+    /// request it sends (`None`: cross-tab is off): it is alive and working.
+    pub fn busy_message(&self) -> Option<String> {
+        self.cross_tab.then(tabsync::encode_busy)
     }
 
     /// Inside the lock: adopt what another tab delivered meanwhile, give up
@@ -483,10 +499,19 @@ impl Machine {
                 }
             }
             Some(Message::SignedOut { version }) => {
-                if self.session.remote_sign_out(version) {
-                    self.end_session(&mut out, Reason::Tab, true);
+                // A logout is versioned ahead of the clock (tabsync::logout_horizon_ms): an
+                // attempt this tab has on its way — also one of a tab that holds no token
+                // yet, like a `start()` waiting for the lock — is for the session the user
+                // left, and its token (versioned after the logout) would sign every tab in
+                // again. Other sign-outs (a rejection, a signed-out tab answering a query)
+                // end only a session held.
+                let logout = version > u64::try_from(now.wall).unwrap_or(0);
+                match self.session.remote_sign_out(version) {
+                    Some(had) if had || logout => self.end_session(&mut out, Reason::Tab, had),
+                    _ => {}
                 }
             }
+            Some(Message::Busy) => self.busy_at = Some(now.mono),
             Some(Message::Query) => {
                 if self.session.fresh(now).is_some() {
                     out.broadcast = self.token_message(now);
@@ -499,7 +524,8 @@ impl Machine {
                     out.broadcast = Some(tabsync::encode_signed_out(self.session.version()));
                 }
             }
-            None => return out,
+            // Ignored; `finish` keeps the timer armed (an empty `Out` would cancel it).
+            None => {}
         }
         self.finish(out, now)
     }

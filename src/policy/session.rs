@@ -376,14 +376,15 @@ impl Session {
         true
     }
 
-    /// Another tab signed out with `version`; returns whether to follow.
-    pub fn remote_sign_out(&mut self, version: u64) -> bool {
+    /// Another tab signed out with `version`: `None` when it is not newer
+    /// (ignored), else whether this tab held a token.
+    pub fn remote_sign_out(&mut self, version: u64) -> Option<bool> {
         if version <= self.version || version > MAX_VERSION {
-            return false;
+            return None;
         }
         self.version = version;
         self.end_phase();
-        self.held.take().is_some()
+        Some(self.held.take().is_some())
     }
 
     /// A session ends: an attempt on its way is detached, anything else ends.
@@ -931,15 +932,15 @@ mod tests {
             !s.adopt(grant(60), Some(60_000), 60_000, v + 5, at(2)),
             "expired in transit: ignored"
         );
-        assert!(!s.remote_sign_out(v));
-        assert!(s.remote_sign_out(v + 2));
+        assert_eq!(s.remote_sign_out(v), None);
+        assert_eq!(s.remote_sign_out(v + 2), Some(true));
         assert_eq!(s.state(), State::SignedOut);
     }
 
     #[test]
     fn versions_beyond_what_json_numbers_carry_exactly_are_ignored() {
         let mut s = signed_in(60);
-        assert!(!s.remote_sign_out(u64::MAX));
+        assert_eq!(s.remote_sign_out(u64::MAX), None);
         assert!(!s.adopt(grant(60), Some(60_000), 0, MAX_VERSION + 1, at(1)));
         assert!(s.adopt(grant(60), Some(60_000), 0, MAX_VERSION, at(1)));
         let v = s.version();

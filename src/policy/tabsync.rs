@@ -38,6 +38,10 @@ pub enum Message {
     },
     /// A tab starting up asks whether anyone holds a live token.
     Query,
+    /// The refresh lock's holder is about to send a refresh request: it is
+    /// alive and working, so a tab whose wait for the lock ran out waits
+    /// again instead of stealing ([`next_lock_request`]).
+    Busy,
 }
 
 fn push_i64(out: &mut String, n: i64) {
@@ -102,6 +106,14 @@ pub fn encode_query() -> String {
     out
 }
 
+/// Encodes the lock holder's "busy" notice.
+pub fn encode_busy() -> String {
+    let mut out = String::new();
+    head(&mut out, "busy");
+    out.push('}');
+    out
+}
+
 fn whole_ms(v: Option<&Value>) -> Option<i64> {
     let n = v?.as_f64()?;
     if json::is_whole(n) && n.abs() < 9.0e15 {
@@ -140,6 +152,7 @@ pub fn decode(text: &str) -> Option<Message> {
             version: version()?,
         }),
         "query" => Some(Message::Query),
+        "busy" => Some(Message::Busy),
         _ => None,
     }
 }
@@ -163,11 +176,16 @@ pub const LOCK_LINGER_MS: i64 = 50;
 /// How long `start()` listens for another tab's token.
 pub const START_QUERY_MS: i64 = 100;
 
-/// How long a tab waits for the refresh lock before it steals it: a holder
-/// that has not finished one request (plus a margin) by then has been
-/// abandoned (a frozen or crashed tab).
-pub fn lock_wait_ms(request_timeout_ms: i64) -> i64 {
-    request_timeout_ms.saturating_add(2_000)
+/// How long a tab waits for the refresh lock before it may steal it: a
+/// holder that has not finished one request (plus a margin) by then, and has
+/// not said it is busy meanwhile, has been abandoned (a frozen or crashed
+/// tab). `random` ∈ [0, 1) adds up to 1 s, so that tabs that began waiting
+/// together do not all time out in the same instant: the first to steal
+/// says it is busy before its request, and the others hear it and wait again
+/// instead of stealing it back (two refreshes with one cookie).
+pub fn lock_wait_ms(request_timeout_ms: i64, random: f64) -> i64 {
+    let jitter = (random.clamp(0.0, 1.0) * 1_000.0) as i64;
+    request_timeout_ms.saturating_add(2_000 + jitter)
 }
 
 /// How the refresh lock is asked for.
@@ -179,15 +197,22 @@ pub enum LockRequest {
     Steal,
 }
 
-/// The lock rule: first wait (`lock_wait_ms`), and after a wait that timed
-/// out, steal once; after a steal that failed too, go on without the lock
+/// The lock rule: first wait (`lock_wait_ms`). After a wait that timed out,
+/// wait again if the holder said it was busy during it (`heard_busy`: a
+/// holder behind a queue, a slow server, a DPoP nonce retry — the wait is
+/// timed from when this tab asked, not from when the holder took the lock),
+/// else steal once; after a steal that failed too, go on without the lock
 /// (`None`): a refresh without the lock beats no refresh.
 pub fn next_lock_request(
     previous: Option<LockRequest>,
     request_timeout_ms: i64,
+    heard_busy: bool,
+    random: f64,
 ) -> Option<LockRequest> {
+    let wait = LockRequest::Wait(lock_wait_ms(request_timeout_ms, random));
     match previous {
-        None => Some(LockRequest::Wait(lock_wait_ms(request_timeout_ms))),
+        None => Some(wait),
+        Some(LockRequest::Wait(_)) if heard_busy => Some(wait),
         Some(LockRequest::Wait(_)) => Some(LockRequest::Steal),
         Some(LockRequest::Steal) => None,
     }
@@ -251,6 +276,29 @@ mod tests {
             Some(Message::SignedOut { version: 42 })
         );
         assert_eq!(decode(&encode_query()), Some(Message::Query));
+        assert_eq!(decode(&encode_busy()), Some(Message::Busy));
+    }
+
+    #[test]
+    fn a_wait_that_ran_out_steals_only_if_the_holder_said_nothing() {
+        let wait = |r| LockRequest::Wait(lock_wait_ms(10_000, r));
+        assert_eq!(wait(0.0), LockRequest::Wait(12_000));
+        assert_eq!(wait(0.999), LockRequest::Wait(12_999));
+        assert_eq!(next_lock_request(None, 10_000, false, 0.5), Some(wait(0.5)));
+        assert_eq!(
+            next_lock_request(Some(wait(0.5)), 10_000, true, 0.25),
+            Some(wait(0.25)),
+            "the holder is busy: wait again"
+        );
+        assert_eq!(
+            next_lock_request(Some(wait(0.5)), 10_000, false, 0.5),
+            Some(LockRequest::Steal),
+            "silent: abandoned"
+        );
+        assert_eq!(
+            next_lock_request(Some(LockRequest::Steal), 10_000, true, 0.5),
+            None
+        );
     }
 
     #[test]

@@ -268,18 +268,27 @@ pub extern "C" fn begin(w: f64, m: f64) {
 }
 
 #[no_mangle]
-pub extern "C" fn lock_request(prev: i64) -> i64 {
+pub extern "C" fn lock_request(prev: i64, w: f64, m: f64, random: f64) -> i64 {
     let s = st();
     let prev = match prev {
         -1 => None,
         -2 => Some(LockRequest::Steal),
         n => Some(LockRequest::Wait(n)),
     };
-    match s.m.lock_request(prev, s.opts.request_timeout_ms) {
+    match s
+        .m
+        .lock_request(prev, s.opts.request_timeout_ms, now(w, m), random)
+    {
         None => -1,
         Some(LockRequest::Steal) => -2,
         Some(LockRequest::Wait(n)) => n,
     }
+}
+
+/// The lock holder's notice before each refresh request.
+#[no_mangle]
+pub extern "C" fn busy_message() {
+    o_str(&st().m.busy_message().unwrap_or_default())
 }
 
 #[no_mangle]
