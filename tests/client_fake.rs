@@ -6,74 +6,16 @@
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 
-use tokenwarden::driver::{Driver, FetchError};
+use tokenwarden::driver::FetchError;
 use tokenwarden::error::Error;
-use tokenwarden::fake::{FakeRequest, FakeShell, WakeHook, World};
+use tokenwarden::fake::{FakeRequest, World};
 use tokenwarden::policy::machine::{Event, Reason, Source};
-use tokenwarden::policy::options;
 use tokenwarden::policy::response::Reply;
 use tokenwarden::policy::session::State;
-use tokenwarden::policy::token::parse_token_response;
 
-const T0: i64 = 1_700_000_000_000;
-const ORIGIN: &str = "https://app.example";
-
-type Client = Rc<Driver<FakeShell>>;
-
-fn opts(extra: &str) -> options::Options {
-    let text = format!(r#"{{"refreshUrl":"/auth/refresh","logoutUrl":"/auth/logout"{extra}}}"#);
-    options::parse(&text, Some(ORIGIN), &|u| {
-        Some(if u.starts_with('/') {
-            format!("{ORIGIN}{u}")
-        } else {
-            u.to_string()
-        })
-    })
-    .expect("valid options")
-}
-
-struct Tab {
-    client: Client,
-    events: Rc<RefCell<Vec<Event>>>,
-    wake: WakeHook,
-}
-
-fn tab(world: &World, extra: &str) -> Tab {
-    let shell = world.tab();
-    let events = shell.events();
-    let wake = shell.waker();
-    Tab {
-        client: Driver::new(shell, opts(extra)),
-        events,
-        wake,
-    }
-}
-
-impl Tab {
-    fn events(&self) -> Vec<Event> {
-        self.events.borrow().clone()
-    }
-    fn kinds(&self) -> Vec<&'static str> {
-        self.events
-            .borrow()
-            .iter()
-            .map(|e| match e {
-                Event::SignedIn { .. } => "signedIn",
-                Event::Refreshed { .. } => "refreshed",
-                Event::RefreshFailed { .. } => "refreshFailed",
-                Event::SignedOut { .. } => "signedOut",
-                Event::StateChanged { .. } => "stateChanged",
-            })
-            .filter(|k| *k != "stateChanged")
-            .collect()
-    }
-    fn sign_in(&self, token: &str, expires_in: u32) {
-        let body = format!(r#"{{"access_token":"{token}","expires_in":{expires_in}}}"#);
-        self.client
-            .set_session(parse_token_response(&body).unwrap())
-            .unwrap();
-    }
-}
+#[path = "support/tabs.rs"]
+mod tabs;
+use tabs::{refreshes, settle, tab, Client, Tab, T0};
 
 fn ok(body: String) -> Result<Reply, Error> {
     Ok(Reply {
@@ -111,14 +53,6 @@ fn minting(world: &World, expires_in: u32) -> Rc<Cell<u32>> {
     n
 }
 
-fn refreshes(world: &World) -> usize {
-    world
-        .posts()
-        .iter()
-        .filter(|u| u.ends_with("/auth/refresh"))
-        .count()
-}
-
 fn token(world: &World, c: &Client) -> Result<Option<String>, Error> {
     let slot = world.call({
         let c = c.clone();
@@ -132,27 +66,6 @@ fn token(world: &World, c: &Client) -> Result<Option<String>, Error> {
     drop(done);
     let out = r.borrow_mut().take();
     out.expect("settled")
-}
-
-/// Runs `f` to completion, letting virtual time pass as needed (at most `max_ms`).
-fn settle<T: Clone + 'static>(
-    world: &World,
-    max_ms: i64,
-    f: impl std::future::Future<Output = T> + 'static,
-) -> T {
-    let out = Rc::new(RefCell::new(None));
-    let o = out.clone();
-    let _ = world.call(async move { *o.borrow_mut() = Some(f.await) });
-    let mut waited = 0;
-    loop {
-        world.run();
-        if let Some(v) = out.borrow_mut().take() {
-            return v;
-        }
-        assert!(waited < max_ms, "did not settle within {max_ms} ms");
-        world.advance(1);
-        waited += 1;
-    }
 }
 
 #[test]

@@ -9,75 +9,16 @@
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 
-use tokenwarden::driver::Driver;
 use tokenwarden::error::Error;
-use tokenwarden::fake::{FakeShell, WakeHook, World};
-use tokenwarden::policy::machine::Event;
-use tokenwarden::policy::options;
+use tokenwarden::fake::World;
 use tokenwarden::policy::response::Reply;
 use tokenwarden::policy::session::State;
 use tokenwarden::policy::tabsync::LockRequest;
-use tokenwarden::policy::token::parse_token_response;
 use tokenwarden::shell::Shell;
 
-const T0: i64 = 1_700_000_000_000;
-const ORIGIN: &str = "https://app.example";
-
-type Client = Rc<Driver<FakeShell>>;
-
-fn opts(extra: &str) -> options::Options {
-    let text = format!(r#"{{"refreshUrl":"/auth/refresh","logoutUrl":"/auth/logout"{extra}}}"#);
-    options::parse(&text, Some(ORIGIN), &|u| {
-        Some(if u.starts_with('/') {
-            format!("{ORIGIN}{u}")
-        } else {
-            u.to_string()
-        })
-    })
-    .expect("valid options")
-}
-
-struct Tab {
-    client: Client,
-    events: Rc<RefCell<Vec<Event>>>,
-    wake: WakeHook,
-}
-
-fn tab(world: &World, extra: &str) -> Tab {
-    tab_drawing(world, extra, 0.5)
-}
-
-/// A tab whose `random()` is `r`.
-fn tab_drawing(world: &World, extra: &str, r: f64) -> Tab {
-    let shell = world.tab().with_random(r);
-    let events = shell.events();
-    let wake = shell.waker();
-    Tab {
-        client: Driver::new(shell, opts(extra)),
-        events,
-        wake,
-    }
-}
-
-impl Tab {
-    fn sign_in_body(&self, body: &str) {
-        self.client
-            .set_session(parse_token_response(body).unwrap())
-            .unwrap();
-    }
-    fn sign_in(&self, token: &str, expires_in: u32) {
-        self.sign_in_body(&format!(
-            r#"{{"access_token":"{token}","expires_in":{expires_in}}}"#
-        ));
-    }
-    fn wake(&self, online: bool) {
-        let w = self.wake.borrow().clone().unwrap();
-        w(online);
-    }
-    fn events(&self) -> Vec<Event> {
-        self.events.borrow().clone()
-    }
-}
+#[path = "support/tabs.rs"]
+mod tabs;
+use tabs::{refreshes, settle, tab, tab_drawing, Client, Tab, T0};
 
 fn reply(status: u16, body: &str, retry_after: Option<String>) -> Result<Reply, Error> {
     Ok(Reply {
@@ -86,34 +27,6 @@ fn reply(status: u16, body: &str, retry_after: Option<String>) -> Result<Reply, 
         retry_after,
         dpop_nonce: None,
     })
-}
-
-fn refreshes(world: &World) -> usize {
-    world
-        .posts()
-        .iter()
-        .filter(|u| u.ends_with("/auth/refresh"))
-        .count()
-}
-
-fn settle<T: Clone + 'static>(
-    world: &World,
-    max_ms: i64,
-    f: impl std::future::Future<Output = T> + 'static,
-) -> T {
-    let out = Rc::new(RefCell::new(None));
-    let o = out.clone();
-    let _ = world.call(async move { *o.borrow_mut() = Some(f.await) });
-    let mut waited = 0;
-    loop {
-        world.run();
-        if let Some(v) = out.borrow_mut().take() {
-            return v;
-        }
-        assert!(waited < max_ms, "did not settle within {max_ms} ms");
-        world.advance(1);
-        waited += 1;
-    }
 }
 
 fn token(world: &World, c: &Client) -> Result<Option<String>, Error> {

@@ -7,8 +7,6 @@
 #[path = "http/common.rs"]
 mod common;
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokenwarden_server::serve::{serve, Limits};
@@ -16,19 +14,6 @@ use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 
 use crate::common::*;
-
-#[derive(Clone, Default)]
-struct Capture(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Capture {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
 
 fn latency_count(ts: &TestServer) -> u64 {
     let text = ts.state.metrics.encode().unwrap();
@@ -44,13 +29,7 @@ fn latency_count(ts: &TestServer) -> u64 {
 #[tokio::test]
 async fn a_request_cut_off_by_the_request_timeout_is_logged_with_its_503_and_latency() {
     let capture = Capture::default();
-    let writer = capture.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::INFO)
-        .with_ansi(false)
-        .with_writer(move || writer.clone())
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let _guard = capture.install(tracing::Level::INFO);
 
     let ts = server(false);
     let limits = Limits {
@@ -92,7 +71,7 @@ async fn a_request_cut_off_by_the_request_timeout_is_logged_with_its_503_and_lat
     assert!(started.elapsed() < Duration::from_secs(5));
 
     assert_eq!(latency_count(&ts) - counted_before, 1, "latency observed");
-    let output = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
+    let output = capture.text();
     let line = output
         .lines()
         .find(|l| l.contains("path=/auth/login"))
