@@ -673,7 +673,7 @@ pub fn scheduler(data: &[u8]) {
                     Error::ServerError { retry_after_ms, .. } => *retry_after_ms,
                     _ => None,
                 };
-                match s.attempt_failed(e, now, *random) {
+                match s.attempt_failed(e, now, *random, true) {
                     Failure::Retry { in_ms } => {
                         assert!(transient);
                         assert!(

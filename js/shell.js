@@ -184,6 +184,11 @@ export function emit(listeners, type, a, b) {
   }
 }
 
+/** `navigator.onLine`; true where there is no navigator (the policy counts failures then). */
+export function online() {
+  return globalThis.navigator?.onLine !== false;
+}
+
 /** `[location.href, location.origin]` in a page with `fetch`; `null` elsewhere. */
 export function page() {
   const l = globalThis.location;

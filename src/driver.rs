@@ -420,10 +420,14 @@ impl<S: Shell> Driver<S> {
         let sent = sent.get();
         let now = self.shell.now();
         let random = self.shell.random();
-        let (result, out, linger) = self
-            .machine
-            .borrow_mut()
-            .outcome(attempt, sent, reply, now, random);
+        let (result, out, linger) = self.machine.borrow_mut().outcome(
+            attempt,
+            sent,
+            reply,
+            now,
+            random,
+            self.shell.online(),
+        );
         self.perform(out);
         if let (Some(guard), true) = (lock, linger) {
             // Let the message reach waiting tabs before they get the lock.

@@ -117,6 +117,8 @@ struct State {
     message_jitter_ms: i64,
     /// When the app request the API handler is answering left its tab.
     request_left_at: i64,
+    /// What `navigator.onLine` says (see [`World::set_online`]).
+    online: bool,
     /// Every POST to an endpoint: the URL.
     posts: Vec<String>,
     /// The headers of every POST to an endpoint.
@@ -161,6 +163,7 @@ impl World {
                 jitter: None,
                 message_jitter_ms: 0,
                 request_left_at: 0,
+                online: true,
                 posts: Vec::new(),
                 post_headers: Vec::new(),
                 keys_made: 0,
@@ -238,6 +241,12 @@ impl World {
         let mut s = self.state.borrow_mut();
         s.jitter = Some((seed, max_ms.max(0)));
         s.message_jitter_ms = message_max_ms.max(0);
+    }
+
+    /// Sets what every tab's `navigator.onLine` says (true at first). The
+    /// endpoints answer as scripted either way: a test makes them fail too.
+    pub fn set_online(&self, online: bool) {
+        self.state.borrow_mut().online = online;
     }
 
     /// When the app request the API handler is answering now left its tab
@@ -598,6 +607,10 @@ impl Shell for FakeShell {
 
     fn random(&self) -> f64 {
         self.random
+    }
+
+    fn online(&self) -> bool {
+        self.world.state.borrow().online
     }
 
     fn timer(&self, ms: u32, f: Box<dyn FnOnce()>) -> FakeTimer {

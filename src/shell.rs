@@ -53,6 +53,9 @@ pub trait Shell: 'static {
     fn now(&self) -> Stamp;
     /// A number in [0, 1) for jitter.
     fn random(&self) -> f64;
+    /// Whether the browser says it has a network (`navigator.onLine`; true
+    /// where it cannot tell).
+    fn online(&self) -> bool;
     /// Calls `f` once after `ms`.
     fn timer(&self, ms: u32, f: Box<dyn FnOnce()>) -> Self::Timer;
     /// Runs `task` to completion in the background.

@@ -451,3 +451,52 @@ fn a_foreign_message_on_the_channel_leaves_the_refresh_timer_armed() {
     assert_eq!(s.minted, 1, "refreshed on time:\n{}", s.log.join("\n"));
     assert_eq!(a.client.state(), State::Active);
 }
+
+/// A laptop sleeps 8 h (past expiry) and wakes before its Wi-Fi: for 20 s
+/// every refresh fails with a network error while `navigator.onLine` is
+/// false, then the network comes back with an `online` event. The refresh
+/// cookie is still good, and the session comes back: attempts made offline
+/// are not counted (five of them used to give up in about 8 s and end the
+/// expired session, which `online` could not bring back), and `online` ends
+/// the wait before the next attempt.
+#[test]
+fn waking_from_sleep_before_the_network_keeps_the_session() {
+    let world = World::new(T0);
+    let up = Rc::new(Cell::new(true));
+    let u = up.clone();
+    world.endpoint(move |_| {
+        if u.get() {
+            reply(200, r#"{"access_token":"back","expires_in":300}"#, None)
+        } else {
+            Err(Error::Network)
+        }
+    });
+    let a = tab(&world, r#","crossTab":false"#);
+    a.sign_in("login", 300);
+    world.advance(60_000);
+    up.set(false);
+    world.set_online(false);
+    world.skew_wall(8 * 3_600_000);
+    a.wake(false);
+    world.advance(20_000);
+    assert_eq!(a.client.state(), State::Refreshing, "{:?}", a.events());
+    up.set(true);
+    world.set_online(true);
+    a.wake(true);
+    world.advance(1_000);
+    assert_eq!(
+        token(&world, &a.client),
+        Ok(Some("back".into())),
+        "events: {:?}",
+        a.events()
+    );
+    let online_refreshes = refreshes(&world);
+    // A network that fails while the browser says it is online still counts:
+    // the documented give-up after `retry.maxAttempts` holds.
+    up.set(false);
+    world.advance(300_000);
+    assert!(
+        refreshes(&world) - online_refreshes <= 5,
+        "at most five attempts"
+    );
+}

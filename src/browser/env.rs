@@ -30,6 +30,11 @@ extern "C" {
     fn js_resolve(input: &str, base: &str) -> Option<String>;
     #[wasm_bindgen(js_name = canon)]
     fn js_canon(input: &str) -> Option<String>;
+    // A JsValue, not a bool: wasm-bindgen imports a `() -> bool` function
+    // directly from the snippet, past the glue, and scripts/short-names.mjs
+    // renames what goes through the glue.
+    #[wasm_bindgen(js_name = online)]
+    fn js_online() -> JsValue;
 }
 
 /// `new Request(input, init)` with the global constructor, exactly as
@@ -79,6 +84,11 @@ pub fn mono_base() -> f64 {
 /// Uniform in [0, 1), for backoff jitter.
 pub fn random() -> f64 {
     math_random()
+}
+
+/// `navigator.onLine` (true where there is no navigator).
+pub fn online() -> bool {
+    js_online().as_bool().unwrap_or(true)
 }
 
 /// The page's `location.href` and `location.origin`, in a window with

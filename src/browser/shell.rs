@@ -115,6 +115,10 @@ impl Shell for BrowserShell {
         env::random()
     }
 
+    fn online(&self) -> bool {
+        env::online()
+    }
+
     fn timer(&self, ms: u32, f: Box<dyn FnOnce()>) -> Timeout {
         Timeout::new(ms, f)
     }

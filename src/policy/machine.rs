@@ -395,8 +395,9 @@ impl Machine {
 
     /// The refresh call ended: `reply` as the shell saw it, `sent` when the
     /// request left (the lifetime counts from there: never overestimated),
-    /// `random` ∈ [0,1) for jitter. Returns the attempt's result, the
-    /// effects, and whether the lock should linger (a token was broadcast).
+    /// `random` ∈ [0,1) for jitter, `online` what the browser says of its
+    /// network ([`Session::attempt_failed`]). Returns the attempt's result,
+    /// the effects, and whether the lock should linger (a token was broadcast).
     pub fn outcome(
         &mut self,
         attempt: Attempt,
@@ -404,6 +405,7 @@ impl Machine {
         reply: Result<Reply, Error>,
         now: Stamp,
         random: f64,
+        online: bool,
     ) -> (Result<(), Error>, Out, bool) {
         if self.disposed {
             return (Err(Error::Disposed), Out::default(), false);
@@ -446,7 +448,7 @@ impl Machine {
                 (Ok(()), self.finish(out, now), linger)
             }
             Err(e) => {
-                match self.session.attempt_failed(e.clone(), now, random) {
+                match self.session.attempt_failed(e.clone(), now, random, online) {
                     Failure::Retry { in_ms } => out.events.push(Event::RefreshFailed {
                         error: e.clone(),
                         retry_in_ms: Some(in_ms),
@@ -746,6 +748,7 @@ mod tests {
             reply(200, r#"{"access_token":"b","expires_in":300}"#),
             now,
             0.5,
+            true,
         );
         assert_eq!(result, Ok(()));
         assert!(
@@ -783,6 +786,7 @@ mod tests {
             reply(200, r#"{"access_token":"b","expires_in":300}"#),
             now,
             0.5,
+            true,
         );
         assert_eq!(result, Err(Error::SignedOut));
         assert!(!m.session().is_signed_in());
@@ -794,7 +798,7 @@ mod tests {
         let now = Stamp::at(T0);
         m.set_session(grant("a", 300), now, false).unwrap();
         let (attempt, _) = m.begin_attempt(now).unwrap().unwrap();
-        let (result, out, _) = m.outcome(attempt, now, reply(401, ""), now, 0.5);
+        let (result, out, _) = m.outcome(attempt, now, reply(401, ""), now, 0.5, true);
         assert!(out.events.contains(&Event::SignedOut {
             reason: Reason::Rejected
         }));
@@ -880,6 +884,7 @@ mod tests {
             reply(200, &body),
             Stamp::at(T0 + now),
             0.5,
+            true,
         );
         assert_eq!(result, Ok(()));
         out.broadcast.unwrap()
@@ -934,6 +939,7 @@ mod tests {
             reply(401, ""),
             Stamp::at(T0 + 3_000),
             0.5,
+            true,
         );
         assert!(matches!(result, Err(Error::RefreshRejected { .. })));
         let signed_out = out.broadcast.expect("the other tabs are told");
@@ -968,7 +974,7 @@ mod tests {
                 State::Refreshing,
                 "A's own call is still on its way"
             );
-            let (result, out, _) = a.outcome(attempt, now, failure, Stamp::at(T0 + 200), 0.5);
+            let (result, out, _) = a.outcome(attempt, now, failure, Stamp::at(T0 + 200), 0.5, true);
             assert_eq!(result, Ok(()), "waiters get the token A holds");
             assert_eq!(out.broadcast, None, "nothing to tell");
             assert!(!out
@@ -1001,7 +1007,8 @@ mod tests {
             .is_none());
         // start()'s call was sent before the login: no session. It is
         // superseded; the login token stays, still due for binding.
-        let (result, out, _) = m.outcome(attempt, now, reply(401, ""), Stamp::at(T0 + 300), 0.5);
+        let (result, out, _) =
+            m.outcome(attempt, now, reply(401, ""), Stamp::at(T0 + 300), 0.5, true);
         assert_eq!(result, Ok(()));
         assert_eq!(m.state(), State::Active);
         let later = Stamp::at(T0 + 1_000);
@@ -1128,6 +1135,7 @@ mod tests {
             reply(200, r#"{"access_token":"x","expires_in":3}"#),
             later,
             0.5,
+            true,
         );
         assert_eq!(result, Err(Error::SignedOut), "its answer is dropped");
         assert_eq!(out.wake_in, Some(0), "then the due token is refreshed");
@@ -1152,6 +1160,7 @@ mod tests {
             Err(Error::Network),
             Stamp::at(T0 + 1_700),
             0.5,
+            true,
         );
         assert_eq!(result, Ok(()), "superseded");
         assert_eq!(
@@ -1234,7 +1243,7 @@ mod tests {
                                     } else {
                                         reply(status, &format!(r#"{{"access_token":"r{n}","expires_in":600}}"#))
                                     };
-                                    m.outcome(attempt, now, r, now, 0.5).1
+                                    m.outcome(attempt, now, r, now, 0.5, true).1
                                 }
                             }
                         }

@@ -452,11 +452,21 @@ impl Session {
     }
 
     /// The attempt in flight finished without a new token (the shell calls
-    /// `accept` on success). `random` ∈ [0,1) for jitter.
-    pub fn attempt_failed(&mut self, err: Error, now: Stamp, random: f64) -> Failure {
-        let failures = match self.phase {
+    /// `accept` on success). `random` ∈ [0,1) for jitter. `online`: the
+    /// browser says it has a network (`navigator.onLine`); a network failure
+    /// while it has none is not counted against `retry.maxAttempts`, so a
+    /// laptop that wakes before its Wi-Fi does keeps retrying (and ends the
+    /// wait on `online`) instead of giving up and ending an expired session
+    /// whose refresh cookie is still good.
+    pub fn attempt_failed(&mut self, err: Error, now: Stamp, random: f64, online: bool) -> Failure {
+        let counted = match self.phase {
             Phase::InFlight { failures } => failures + 1,
             _ => 1,
+        };
+        let failures = if !online && err == Error::Network {
+            counted - 1
+        } else {
+            counted
         };
         if !err.is_transient() {
             // The session of this version is over, not every newer one: the
@@ -481,7 +491,7 @@ impl Session {
             Error::ServerError { retry_after_ms, .. } => retry_after_ms,
             _ => None,
         };
-        let delay = backoff_ms(self.cfg.retry, failures, random, retry_after);
+        let delay = backoff_ms(self.cfg.retry, failures.max(1), random, retry_after);
         self.phase = Phase::Backoff {
             failures,
             since: now,
@@ -499,10 +509,11 @@ impl Session {
         }
     }
 
-    /// The network came back or the user asked: forget an exhausted cycle so
-    /// that the next due check starts a fresh one.
+    /// The network came back or the user asked: forget an exhausted cycle,
+    /// or the wait before the next attempt, so that the next due check starts
+    /// a fresh cycle at once.
     pub fn reset_give_up(&mut self) {
-        if matches!(self.phase, Phase::GaveUp { .. }) {
+        if matches!(self.phase, Phase::GaveUp { .. } | Phase::Backoff { .. }) {
             self.phase = Phase::Idle;
         }
     }
@@ -795,12 +806,40 @@ mod tests {
     }
 
     #[test]
+    fn network_failures_while_offline_are_not_counted_and_online_ends_the_wait() {
+        // Expired (a laptop that slept), offline: ten failures, no give-up.
+        let mut s = signed_in(300);
+        let mut now = 8 * 3_600_000;
+        for n in 0..10 {
+            s.try_begin_attempt(at(now)).unwrap();
+            match s.attempt_failed(Error::Network, at(now), 0.5, false) {
+                Failure::Retry { in_ms } => {
+                    assert_eq!(in_ms, 1_000, "attempt {n}: the first step's backoff");
+                    now += in_ms;
+                }
+                other => panic!("attempt {n}: {other:?}"),
+            }
+        }
+        assert!(s.is_signed_in(), "kept while the device is offline");
+        // Another kind of failure while offline counts, as before.
+        s.try_begin_attempt(at(now)).unwrap();
+        assert!(matches!(
+            s.attempt_failed(Error::Timeout, at(now), 0.5, false),
+            Failure::Retry { in_ms: 1_000 }
+        ));
+        // `online`: the wait ends at once.
+        assert_eq!(s.tick(at(now + 10)), Tick::Idle);
+        s.reset_give_up();
+        assert_eq!(s.tick(at(now + 10)), Tick::Refresh);
+    }
+
+    #[test]
     fn transient_failures_back_off_then_give_up_after_max_attempts() {
         let mut s = signed_in(3600);
         let mut now = 3_570_000;
         for n in 1..5 {
             s.try_begin_attempt(at(now)).unwrap();
-            match s.attempt_failed(Error::Network, at(now), 0.5) {
+            match s.attempt_failed(Error::Network, at(now), 0.5, true) {
                 Failure::Retry { in_ms } => {
                     assert!(in_ms >= 1_000);
                     assert_eq!(s.state(), State::Refreshing);
@@ -815,7 +854,7 @@ mod tests {
         }
         s.try_begin_attempt(at(now)).unwrap();
         assert_eq!(
-            s.attempt_failed(Error::Timeout, at(now), 0.5),
+            s.attempt_failed(Error::Timeout, at(now), 0.5, true),
             Failure::GaveUp
         );
         assert_eq!(s.state(), State::Active, "the still-valid token is kept");
@@ -845,7 +884,7 @@ mod tests {
         s.accept(grant(60), at(0)).unwrap();
         s.try_begin_attempt(at(61_000)).unwrap();
         assert_eq!(
-            s.attempt_failed(Error::Network, at(61_000), 0.0),
+            s.attempt_failed(Error::Network, at(61_000), 0.0, true),
             Failure::Expired {
                 was_signed_in: true
             }
@@ -864,6 +903,7 @@ mod tests {
             },
             at(0),
             0.0,
+            true,
         );
         assert_eq!(f, Failure::Retry { in_ms: 7_000 });
     }
@@ -879,6 +919,7 @@ mod tests {
             },
             at(30_000),
             0.0,
+            true,
         );
         assert_eq!(
             f,
@@ -902,6 +943,7 @@ mod tests {
             },
             at(0),
             0.0,
+            true,
         );
         assert_eq!(
             f,

@@ -333,6 +333,7 @@ pub extern "C" fn outcome(
     w: f64,
     m: f64,
     random: f64,
+    online: u32,
 ) -> u32 {
     let s = st();
     let reply = if status == 0 {
@@ -365,7 +366,8 @@ pub extern "C" fn outcome(
         }
     }
     let Some(a) = s.attempt.take() else { return 3 };
-    let (r, out, linger) = s.m.outcome(a, now(sw, sm), reply, now(w, m), random);
+    let (r, out, linger) =
+        s.m.outcome(a, now(sw, sm), reply, now(w, m), random, online != 0);
     o_result(&r);
     o_out(&out);
     linger as u32
