@@ -64,6 +64,12 @@ function fastFetch({ TokenClient: { prototype: proto }, send, sendError }) {
   };
 }
 
+/** Whether `o` is a plain object (its prototype `Object.prototype` or none). */
+function plain(o) {
+  const p = Object.getPrototypeOf(o);
+  return p === Object.prototype || p === null;
+}
+
 /**
  * Whether the fast path may take `init`: none, or a plain object (its `{ ...init }` copy
  * keeps every option; a `Request` or an object with inherited options would lose them)
@@ -73,10 +79,6 @@ function fastFetch({ TokenClient: { prototype: proto }, send, sendError }) {
  */
 function simpleInit(init) {
   if (init == null) return true;
-  const plain = (o) => {
-    const p = Object.getPrototypeOf(o);
-    return p === Object.prototype || p === null;
-  };
   try {
     const { body, headers, mode } = init;
     return (

@@ -15,7 +15,7 @@ use tokenwarden::policy::session::State;
 
 #[path = "support/tabs.rs"]
 mod tabs;
-use tabs::{refreshes, settle, tab, Client, Tab, T0};
+use tabs::{freeze_lock, refreshes, settle, tab, Client, Tab, T0};
 
 fn ok(body: String) -> Result<Reply, Error> {
     Ok(Reply {
@@ -525,19 +525,10 @@ fn an_expired_token_is_never_sent_fetch_rejects_while_retries_go_on() {
 
 #[test]
 fn an_abandoned_lock_is_stolen_after_the_wait() {
-    use tokenwarden::policy::tabsync::LockRequest;
-    use tokenwarden::shell::Shell;
     let world = World::new(T0);
     minting(&world, 300);
     // A frozen tab holds the lock and never lets go.
-    let frozen = world.tab();
-    let held = settle(&world, 10, async move {
-        let lock = frozen.lock("tokenwarden", LockRequest::Wait(1)).await;
-        let held = lock.is_some();
-        std::mem::forget(lock);
-        held
-    });
-    assert!(held);
+    freeze_lock(&world);
     let a = tab(&world, r#","requestTimeoutMs":1000"#);
     a.sign_in("login", 300);
     let c = a.client.clone();

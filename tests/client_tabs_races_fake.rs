@@ -13,12 +13,11 @@ use tokenwarden::error::Error;
 use tokenwarden::fake::World;
 use tokenwarden::policy::response::Reply;
 use tokenwarden::policy::session::State;
-use tokenwarden::policy::tabsync::LockRequest;
 use tokenwarden::shell::Shell;
 
 #[path = "support/tabs.rs"]
 mod tabs;
-use tabs::{refreshes, settle, tab, tab_drawing, Client, Tab, T0};
+use tabs::{freeze_lock, refreshes, settle, tab, tab_drawing, Client, Tab, T0};
 
 fn reply(status: u16, body: &str, retry_after: Option<String>) -> Result<Reply, Error> {
     Ok(Reply {
@@ -34,6 +33,21 @@ fn token(world: &World, c: &Client) -> Result<Option<String>, Error> {
     settle(world, 60_000, async move {
         c.token().await.map(|t| t.map(|t| t.expose().to_string()))
     })
+}
+
+/// The refresh endpoint mints "back" while the switch is on and fails with a
+/// network error while it is off.
+fn network_switch(world: &World, on: bool) -> Rc<Cell<bool>> {
+    let up = Rc::new(Cell::new(on));
+    let u = up.clone();
+    world.endpoint(move |_| {
+        if u.get() {
+            reply(200, r#"{"access_token":"back","expires_in":300}"#, None)
+        } else {
+            Err(Error::Network)
+        }
+    });
+    up
 }
 
 /// A strict rotating server: each refresh must present the live cookie
@@ -139,14 +153,7 @@ fn a_queued_waiter_hears_the_holder_is_busy_and_waits_instead_of_stealing() {
 fn of_two_waiters_for_a_hung_holder_only_the_first_steals() {
     let world = World::new(T0);
     let server = strict_server(&world, 0, 300);
-    let frozen = world.tab();
-    let held = settle(&world, 10, async move {
-        let lock = frozen.lock("tokenwarden", LockRequest::Wait(1)).await;
-        let held = lock.is_some();
-        std::mem::forget(lock);
-        held
-    });
-    assert!(held);
+    freeze_lock(&world);
     let extra = r#","requestTimeoutMs":1000"#;
     let b = tab_drawing(&world, extra, 0.1);
     let c = tab_drawing(&world, extra, 0.9);
@@ -366,15 +373,7 @@ fn an_old_token_message_from_a_slow_tab_after_logout_is_ignored() {
 #[test]
 fn online_after_give_up_retries_in_one_of_two_tabs() {
     let world = World::new(T0);
-    let up = Rc::new(Cell::new(false));
-    let u = up.clone();
-    world.endpoint(move |_| {
-        if u.get() {
-            reply(200, r#"{"access_token":"back","expires_in":300}"#, None)
-        } else {
-            Err(Error::Network)
-        }
-    });
+    let up = network_switch(&world, false);
     let extra = r#","retry":{"maxAttempts":2}"#;
     let a = tab(&world, extra);
     let b = tab(&world, extra);
@@ -462,15 +461,7 @@ fn a_foreign_message_on_the_channel_leaves_the_refresh_timer_armed() {
 #[test]
 fn waking_from_sleep_before_the_network_keeps_the_session() {
     let world = World::new(T0);
-    let up = Rc::new(Cell::new(true));
-    let u = up.clone();
-    world.endpoint(move |_| {
-        if u.get() {
-            reply(200, r#"{"access_token":"back","expires_in":300}"#, None)
-        } else {
-            Err(Error::Network)
-        }
-    });
+    let up = network_switch(&world, true);
     let a = tab(&world, r#","crossTab":false"#);
     a.sign_in("login", 300);
     world.advance(60_000);

@@ -127,3 +127,17 @@ pub fn settle<T: Clone + 'static>(
         waited += 1;
     }
 }
+
+/// A frozen tab: takes the refresh lock "tokenwarden" and never lets go.
+pub fn freeze_lock(world: &World) {
+    use tokenwarden::policy::tabsync::LockRequest;
+    use tokenwarden::shell::Shell;
+    let frozen = world.tab();
+    let held = settle(world, 10, async move {
+        let lock = frozen.lock("tokenwarden", LockRequest::Wait(1)).await;
+        let held = lock.is_some();
+        std::mem::forget(lock);
+        held
+    });
+    assert!(held, "the frozen tab holds the lock");
+}
