@@ -388,6 +388,8 @@ pub enum Op {
     RetryAfter {
         value: String,
         now_wall: i64,
+        /// The response's `Date` header.
+        date: Option<String>,
     },
     /// `schedule::backoff_ms` on its own, any policy.
     Backoff {
@@ -771,10 +773,20 @@ pub fn scheduler(data: &[u8]) {
                 assert_eq!(s.state(), State::SignedOut);
                 assert_eq!(s.tick(now), Tick::Idle);
             }
-            Op::RetryAfter { value, now_wall } => {
-                if let Some(d) = schedule::parse_retry_after(value, *now_wall) {
+            Op::RetryAfter {
+                value,
+                now_wall,
+                date,
+            } => {
+                let d = schedule::parse_retry_after(value, *now_wall, date.as_deref());
+                if let Some(d) = d {
                     assert!((0..=MAX_RETRY_AFTER_MS).contains(&d), "Retry-After {d}");
                 }
+                // Whether it parses does not depend on the Date header.
+                assert_eq!(
+                    d.is_some(),
+                    schedule::parse_retry_after(value, *now_wall, None).is_some()
+                );
             }
             Op::Backoff {
                 base,

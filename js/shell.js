@@ -18,7 +18,7 @@ export function send(input, init) {
 /**
  * POSTs an empty body with the cookie and `headers` ("name\nvalue\n…"); the
  * whole exchange, body included, is aborted after `ms`. Resolves with
- * `[status, body, Retry-After, DPoP-Nonce]`; rejects with `true` when the
+ * `[status, body, Retry-After, DPoP-Nonce, Date]`; rejects with `true` when the
  * time ran out, `false` for any other failure.
  */
 export async function post(url, headers, ms) {
@@ -34,7 +34,7 @@ export async function post(url, headers, ms) {
     for (let i = 0; i < a.length; i += 2) h.set(a[i], a[i + 1]);
     const r = await send(url, { method: "POST", credentials: "include", cache: "no-store", headers: h, signal: c.signal });
     const get = (n) => r.headers.get(n) ?? undefined;
-    return [r.status, await r.text(), get("retry-after"), get("dpop-nonce")];
+    return [r.status, await r.text(), get("retry-after"), get("dpop-nonce"), get("date")];
   } catch {
     throw late;
   } finally {

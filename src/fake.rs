@@ -156,6 +156,7 @@ impl World {
                         body: String::new(),
                         retry_after: None,
                         dpop_nonce: None,
+                        date: None,
                     })
                 }),
                 api: Box::new(|_| (200, Vec::new())),

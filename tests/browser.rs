@@ -384,6 +384,25 @@ async fn server_errors_are_transient_and_retry_after_is_honoured() {
 }
 
 #[wasm_bindgen_test]
+async fn an_http_date_retry_after_is_read_against_the_responses_date_header() {
+    // The server's clock says 1994 (the page's says now): the date it gives in
+    // `Retry-After` is 3 s after its own `Date`, so the wait is 3 s. Read
+    // against the page's clock it would be in the past: the 1 s minimum.
+    let log = stub_fetch(&js(
+        r#"{"/auth/refresh":[{"status":503,"headers":{"Retry-After":"Sun, 06 Nov 1994 08:49:40 GMT","Date":"Sun, 06 Nov 1994 08:49:37 GMT"}}]}"#,
+    ));
+    let c = client("");
+    let events = collect(&c);
+    c.set_session(js(r#"{"access_token":"tok-0","expires_in":3600}"#))
+        .unwrap();
+    let e = err(c.refresh()).await;
+    assert_eq!(code(&e), "server_error");
+    assert_eq!(get(&events.get(1), "retryInMs").as_f64(), Some(3000.0));
+    assert_eq!(count(&log, "/auth/refresh"), 1);
+    c.dispose();
+}
+
+#[wasm_bindgen_test]
 async fn an_expired_token_is_never_sent_fetch_rejects_while_retries_go_on() {
     let log = stub_fetch(&js(
         r#"{"/auth/refresh":[{"status":503,"delayMs":20}],"/api/data":[{"status":200}]}"#,

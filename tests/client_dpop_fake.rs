@@ -85,6 +85,7 @@ fn server(world: &World) -> Server {
                 body: body.into(),
                 retry_after: None,
                 dpop_nonce: n.borrow().clone(),
+                date: None,
             })
         };
         let Some(proof) = header(&h, "DPoP") else {
@@ -408,6 +409,7 @@ fn upstream_server(
                 body,
                 retry_after: None,
                 dpop_nonce: None,
+                date: None,
             })
         };
         let own = check(&header(&h, "DPoP").expect("a refresh proof"), now_s).unwrap();
@@ -504,6 +506,7 @@ fn a_token_the_backend_returned_as_bearer_goes_as_bearer_without_a_proof() {
             ),
             retry_after: None,
             dpop_nonce: None,
+            date: None,
         })
     });
     let seen = Rc::new(RefCell::new(Vec::new()));
@@ -583,6 +586,7 @@ fn a_jwt_with_cnf_jkt_goes_with_a_proof_whatever_its_token_type_says() {
                 ),
                 retry_after: None,
                 dpop_nonce: None,
+                date: None,
             })
         });
         let seen = Rc::new(RefCell::new(Vec::new()));

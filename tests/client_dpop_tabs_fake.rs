@@ -122,6 +122,7 @@ fn serve(world: &World) -> Rc<RefCell<ServerState>> {
                 body: String::new(),
                 retry_after: None,
                 dpop_nonce: None,
+                date: None,
             });
         }
         if s.logged_out_at.is_some() {
@@ -148,6 +149,7 @@ fn serve(world: &World) -> Rc<RefCell<ServerState>> {
                 body,
                 retry_after: None,
                 dpop_nonce: Some(s.nonce.clone()),
+                date: None,
             })
         };
         let checked = header(sent, "DPoP").as_deref().and_then(|t| proof(t, now));

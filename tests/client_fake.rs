@@ -23,6 +23,7 @@ fn ok(body: String) -> Result<Reply, Error> {
         body,
         retry_after: None,
         dpop_nonce: None,
+        date: None,
     })
 }
 
@@ -32,6 +33,7 @@ fn status(status: u16, retry_after: Option<&str>) -> Result<Reply, Error> {
         body: String::new(),
         retry_after: retry_after.map(Into::into),
         dpop_nonce: None,
+        date: None,
     })
 }
 
@@ -450,6 +452,7 @@ fn a_rejected_refresh_signs_every_tab_out_with_reason_rejected() {
             body: r#"{"error":"invalid_grant"}"#.into(),
             retry_after: None,
             dpop_nonce: None,
+            date: None,
         })
     });
     let a = tab(&world, "");

@@ -25,6 +25,7 @@ fn reply(status: u16, body: &str, retry_after: Option<String>) -> Result<Reply, 
         body: body.into(),
         retry_after,
         dpop_nonce: None,
+        date: None,
     })
 }
 
@@ -209,6 +210,7 @@ fn a_dpop_nonce_retry_longer_than_the_lock_wait_is_not_stolen_from() {
                 body: r#"{"error":"use_dpop_nonce"}"#.into(),
                 retry_after: None,
                 dpop_nonce: Some("n2".into()),
+                date: None,
             });
         }
         let n = cookie
@@ -227,6 +229,7 @@ fn a_dpop_nonce_retry_longer_than_the_lock_wait_is_not_stolen_from() {
                     ),
                     retry_after: None,
                     dpop_nonce: Some("n2".into()),
+                    date: None,
                 })
             }
             _ => {
@@ -321,6 +324,67 @@ fn jwt_iat_exp_schedule_ignores_a_client_clock_three_hours_off() {
         assert_eq!(server.borrow().seen, 0);
         world.advance(200);
         assert_eq!(server.borrow().seen, 1);
+    }
+}
+
+/// An IMF-fixdate (RFC 9110 §5.6.7) of epoch ms, as a server writes it.
+fn http_date(ms: i64) -> String {
+    let secs = ms.div_euclid(1000);
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    let (h, mi, s) = (rem / 3600, rem % 3600 / 60, rem % 60);
+    // civil_from_days (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    let wd = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"][days.rem_euclid(7) as usize];
+    let mo = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ][(m - 1) as usize];
+    format!("{wd}, {d:02} {mo} {y} {h:02}:{mi:02}:{s:02} GMT")
+}
+
+#[test]
+fn an_http_date_retry_after_is_read_against_the_servers_date_not_the_page_clock() {
+    assert_eq!(http_date(784_111_777_000), "Sun, 06 Nov 1994 08:49:37 GMT");
+    // The server's clock is right; the page's is 2 h slow or 2 h fast. It answers
+    // 503 with `Retry-After` 10 s after its own `Date`. Before, a slow page read
+    // 2 h 10 s (capped to one hour) and a fast one retried after 1 s.
+    for skew in [-7_200_000i64, 7_200_000] {
+        let world = World::new(T0);
+        world.skew_wall(skew);
+        let n = Rc::new(Cell::new(0));
+        let (c, w) = (n.clone(), world.clone());
+        world.endpoint(move |_| {
+            c.set(c.get() + 1);
+            if c.get() == 1 {
+                let now = T0 + w.now();
+                Ok(Reply {
+                    status: 503,
+                    body: String::new(),
+                    retry_after: Some(http_date(now + 10_000)),
+                    dpop_nonce: None,
+                    date: Some(http_date(now)),
+                })
+            } else {
+                reply(200, r#"{"access_token":"r2","expires_in":300}"#, None)
+            }
+        });
+        let a = tab(&world, r#","crossTab":false"#);
+        a.sign_in("login", 300);
+        world.advance(270_100);
+        assert_eq!(n.get(), 1, "skew {skew}");
+        world.advance(9_000);
+        assert_eq!(n.get(), 1, "skew {skew}: not before the server's 10 s");
+        world.advance(3_000);
+        assert_eq!(n.get(), 2, "skew {skew}: retried when the server asked");
+        assert_eq!(token(&world, &a.client), Ok(Some("r2".into())));
     }
 }
 

@@ -55,6 +55,7 @@ pub fn post(
             body: reply.get(1).as_string().unwrap_or_default(),
             retry_after: reply.get(2).as_string(),
             dpop_nonce: reply.get(3).as_string(),
+            date: reply.get(4).as_string(),
         })
     }
 }

@@ -703,6 +703,7 @@ mod tests {
             body: body.into(),
             retry_after: None,
             dpop_nonce: None,
+            date: None,
         })
     }
 

@@ -20,6 +20,9 @@ pub struct Reply {
     pub retry_after: Option<String>,
     /// The `DPoP-Nonce` header, if any.
     pub dpop_nonce: Option<String>,
+    /// The `Date` header, if any: the server's clock, which an HTTP-date
+    /// `Retry-After` is read against.
+    pub date: Option<String>,
 }
 
 /// The refresh endpoint's answer: a 2xx carries a token response,
@@ -33,7 +36,7 @@ pub fn refresh_outcome(reply: &Reply, now_wall: i64) -> Result<Grant, Error> {
             retry_after_ms: reply
                 .retry_after
                 .as_deref()
-                .and_then(|v| parse_retry_after(v, now_wall)),
+                .and_then(|v| parse_retry_after(v, now_wall, reply.date.as_deref())),
         }),
     }
 }
@@ -82,6 +85,7 @@ mod tests {
             body: body.into(),
             retry_after: retry_after.map(Into::into),
             dpop_nonce: None,
+            date: None,
         }
     }
 

@@ -79,18 +79,30 @@ pub fn backoff_ms(
 
 /// Parses a `Retry-After` value (RFC 9110 §10.2.3): delta-seconds or an
 /// HTTP-date in any of its three forms (§5.6.7: IMF-fixdate, the obsolete
-/// RFC 850 form and asctime), relative to `now_wall` (epoch ms). Anything
-/// else: `None`.
-pub fn parse_retry_after(value: &str, now_wall: i64) -> Option<i64> {
+/// RFC 850 form and asctime). Anything else: `None`.
+///
+/// An HTTP-date is the server's clock, so it is read against the response's
+/// own `Date` header (`date`, RFC 9110 §6.6.1) when that parses: a page whose
+/// clock is hours off still waits what the server asked. Without one it is
+/// read against `now_wall` (epoch ms).
+pub fn parse_retry_after(value: &str, now_wall: i64, date: Option<&str>) -> Option<i64> {
     let v = value.trim_ascii();
     if !v.is_empty() && v.len() <= 12 && v.bytes().all(|b| b.is_ascii_digit()) {
         let secs = v.bytes().fold(0i64, |a, b| a * 10 + i64::from(b - b'0'));
         return Some(secs.saturating_mul(1000).min(MAX_RETRY_AFTER_MS));
     }
-    let at = parse_imf_fixdate(v)
+    let at = http_date(v, now_wall)?;
+    let base = date
+        .and_then(|d| http_date(d.trim_ascii(), now_wall))
+        .unwrap_or(now_wall);
+    Some(at.saturating_sub(base).clamp(0, MAX_RETRY_AFTER_MS))
+}
+
+/// An HTTP-date in any of its three forms → epoch ms.
+fn http_date(v: &str, now_wall: i64) -> Option<i64> {
+    parse_imf_fixdate(v)
         .or_else(|| parse_rfc850(v, now_wall))
-        .or_else(|| parse_asctime(v))?;
-    Some(at.saturating_sub(now_wall).clamp(0, MAX_RETRY_AFTER_MS))
+        .or_else(|| parse_asctime(v))
 }
 
 const MONTHS: [&[u8]; 12] = [
@@ -287,12 +299,12 @@ mod tests {
             "Sunday, 06-Nov-94 08:49:37 GMT",
             "Sun Nov  6 08:49:37 1994",
         ] {
-            assert_eq!(parse_retry_after(v, now), Some(5_000), "{v}");
+            assert_eq!(parse_retry_after(v, now, None), Some(5_000), "{v}");
         }
         // A two-digit year is read within 50 years of now.
         let in_2026 = 1_780_000_000_000;
         assert_eq!(
-            parse_retry_after("Friday, 01-Jan-27 00:00:00 GMT", in_2026),
+            parse_retry_after("Friday, 01-Jan-27 00:00:00 GMT", in_2026, None),
             Some(MAX_RETRY_AFTER_MS),
             "27 is 2027, in the future: capped"
         );
@@ -303,27 +315,54 @@ mod tests {
             "Xyz Nov  6 08:49:37 1994",
             "Sun Nov  6 08:49:37 19x4",
         ] {
-            assert_eq!(parse_retry_after(bad, now), None, "{bad}");
+            assert_eq!(parse_retry_after(bad, now, None), None, "{bad}");
         }
     }
 
     #[test]
-    fn retry_after_parses_seconds_and_http_dates() {
-        assert_eq!(parse_retry_after("3", 0), Some(3_000));
-        assert_eq!(parse_retry_after(" 120 ", 0), Some(120_000));
-        assert_eq!(parse_retry_after("\t7\t", 0), Some(7_000));
-        assert_eq!(parse_retry_after("\u{a0}7", 0), None);
+    fn an_http_date_is_read_against_the_responses_date_header() {
+        // The server asks for 5 s; the page's clock is 2 h slow, or 2 h fast.
+        let server_now = "Sun, 06 Nov 1994 08:49:32 GMT";
+        let retry = "Sun, 06 Nov 1994 08:49:37 GMT";
+        let true_now = 784_111_772_000;
+        for page in [true_now - 7_200_000, true_now, true_now + 7_200_000] {
+            assert_eq!(
+                parse_retry_after(retry, page, Some(server_now)),
+                Some(5_000),
+                "page clock {page}"
+            );
+        }
+        // Without a usable Date header, the page's clock is all there is.
+        let slow = true_now - 7_200_000;
         assert_eq!(
-            parse_retry_after("99999999999", 0),
+            parse_retry_after(retry, slow, Some("yesterday")),
+            Some(MAX_RETRY_AFTER_MS)
+        );
+        assert_eq!(
+            parse_retry_after(retry, slow, None),
+            Some(MAX_RETRY_AFTER_MS)
+        );
+        // Delta-seconds do not depend on any clock.
+        assert_eq!(parse_retry_after("5", slow, Some(server_now)), Some(5_000));
+    }
+
+    #[test]
+    fn retry_after_parses_seconds_and_http_dates() {
+        assert_eq!(parse_retry_after("3", 0, None), Some(3_000));
+        assert_eq!(parse_retry_after(" 120 ", 0, None), Some(120_000));
+        assert_eq!(parse_retry_after("\t7\t", 0, None), Some(7_000));
+        assert_eq!(parse_retry_after("\u{a0}7", 0, None), None);
+        assert_eq!(
+            parse_retry_after("99999999999", 0, None),
             Some(MAX_RETRY_AFTER_MS)
         );
         let now = 784_111_777_000 - 5_000; // RFC 9110's example date minus 5 s
         assert_eq!(
-            parse_retry_after("Sun, 06 Nov 1994 08:49:37 GMT", now),
+            parse_retry_after("Sun, 06 Nov 1994 08:49:37 GMT", now, None),
             Some(5_000)
         );
         assert_eq!(
-            parse_retry_after("Sun, 06 Nov 1994 08:49:37 GMT", now + 60_000),
+            parse_retry_after("Sun, 06 Nov 1994 08:49:37 GMT", now + 60_000, None),
             Some(0)
         );
         for bad in [
@@ -334,7 +373,7 @@ mod tests {
             "Sun, 06 Foo 1994 08:49:37 GMT",
             "Sun, 06 Nov 1994 08:49:37 UTC",
         ] {
-            assert_eq!(parse_retry_after(bad, now), None, "{bad}");
+            assert_eq!(parse_retry_after(bad, now, None), None, "{bad}");
         }
     }
 
@@ -361,7 +400,7 @@ mod tests {
 
         #[test]
         fn retry_after_never_panics(s in ".{0,40}", now in any::<i64>()) {
-            if let Some(d) = parse_retry_after(&s, now) {
+            if let Some(d) = parse_retry_after(&s, now, None) {
                 prop_assert!((0..=MAX_RETRY_AFTER_MS).contains(&d));
             }
         }

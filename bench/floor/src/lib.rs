@@ -322,7 +322,7 @@ pub extern "C" fn refresh_request() {
 }
 
 /// The refresh answer: 0 body, 1 Retry-After, 2 DPoP-Nonce, 3 the nonce the
-/// proof carried; `status` 0 = no response (`err` code).
+/// proof carried, 4 Date; `status` 0 = no response (`err` code).
 #[no_mangle]
 pub extern "C" fn outcome(
     status: u32,
@@ -348,6 +348,7 @@ pub extern "C" fn outcome(
             body: String::from(field(0)),
             retry_after: opt_field(1).map(String::from),
             dpop_nonce: opt_field(2).map(String::from),
+            date: opt_field(4).map(String::from),
         })
     };
     if let (true, Ok(r)) = (s.opts.dpop, &reply) {
@@ -465,6 +466,7 @@ pub extern "C" fn logout_reply(status: u32) {
         body: String::from(field(0)),
         retry_after: None,
         dpop_nonce: None,
+        date: None,
     };
     let r = logout_outcome(&reply);
     o_result(&r);
