@@ -135,7 +135,7 @@ pub struct Config {
     /// Require a server nonce in DPoP proofs (`DPoP-Nonce`, `use_dpop_nonce`).
     #[arg(long, env = "TW_DPOP_NONCE")]
     pub dpop_nonce: bool,
-    /// Seconds a DPoP nonce lives (the previous one stays valid as long again).
+    /// Seconds each DPoP nonce is handed out (it stays valid as long again; every instance on the store has the same).
     #[arg(long = "dpop-nonce-lifetime", env = "TW_DPOP_NONCE_LIFETIME", default_value_t = 300.0, value_parser = positive_secs)]
     pub dpop_nonce_lifetime_s: f64,
     /// How old a DPoP proof may be (seconds, by its iat); its jti is remembered as long.

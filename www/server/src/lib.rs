@@ -100,6 +100,9 @@ pub async fn build_state(config: &Config) -> Result<AppState, StartupError> {
     {
         tracing::info!("signing keys shared through PostgreSQL");
     }
+    shared::init_nonce_key(&state)
+        .await
+        .map_err(|e| StartupError(format!("cannot load the DPoP nonce key: {e:?}")))?;
     Ok(state)
 }
 

@@ -25,6 +25,9 @@ use crate::store::{StoreError, StoredKey};
 /// Name of the successor key in the store.
 pub const SUCCESSOR_SECRET: &str = "refresh-successor-v1";
 
+/// Name of the DPoP nonce key in the store.
+pub const NONCE_SECRET: &str = "dpop-nonce-v1";
+
 /// Shared signing keys kept in the store (the newest by `not_before`).
 pub const KEEP_KEYS: usize = crate::keys::MAX_PREVIOUS_KEYS + 2;
 
@@ -44,6 +47,22 @@ pub async fn successor_key(state: &AppState) -> Result<&[u8; 32], AppError> {
         })
         .await?;
     Ok(key)
+}
+
+/// With `--dpop-nonce`: derive the DPoP nonces from the key in the store (the first
+/// instance stores it), so that every instance on the store hands out and accepts the same
+/// nonces ([`AppState::dpop_nonces`]). With SQLite the nonce also outlives a restart.
+pub async fn init_nonce_key(state: &AppState) -> Result<(), AppError> {
+    if !state.settings.dpop.nonce {
+        return Ok(());
+    }
+    let mut candidate = [0u8; 32];
+    OsRng.fill_bytes(&mut candidate);
+    let stored = state.store.shared_secret(NONCE_SECRET, &candidate).await?;
+    let key = <[u8; 32]>::try_from(stored.as_slice())
+        .map_err(|_| StoreError("the stored DPoP nonce key is not 32 bytes".into()))?;
+    state.set_dpop_nonce_key(key);
+    Ok(())
 }
 
 fn stored_key(key: &SigningKey, not_before_ms: i64) -> Result<StoredKey, StoreError> {
@@ -318,6 +337,21 @@ mod tests {
             successor_key(&a).await.unwrap(),
             successor_key(&b).await.unwrap()
         );
+
+        // And so are the DPoP nonces.
+        let nonces = crate::Config {
+            dpop_nonce: true,
+            ..crate::Config::default()
+        };
+        let (na, nb) = (
+            AppState::new(&nonces, KeySet::generate(), a.store.clone(), clock.clone()),
+            AppState::new(&nonces, KeySet::generate(), b.store.clone(), clock.clone()),
+        );
+        assert_ne!(na.dpop_nonce(), nb.dpop_nonce(), "each its own before");
+        init_nonce_key(&na).await.unwrap();
+        init_nonce_key(&nb).await.unwrap();
+        assert!(na.dpop_nonce().is_some());
+        assert_eq!(na.dpop_nonces(), nb.dpop_nonces());
     }
 
     #[test]

@@ -66,12 +66,18 @@ pub struct DpopSettings {
     pub max_age_s: i64,
 }
 
-/// The server's DPoP nonces: the current one and the one before it.
+/// What the server's DPoP nonces are derived from ([`crate::tokens::dpop_nonce`]): the
+/// nonce of window `w` (`now / --dpop-nonce-lifetime`) is handed out during it and accepted
+/// during `w - 1 ..= w + 1`, so a nonce lives one to two lifetimes. Instances that share
+/// `key` through the store ([`crate::shared::init_nonce_key`]) agree on every nonce, so a
+/// round-robin proxy can send the next request to another instance; the window one ahead
+/// covers an instance whose clock is a little ahead. A nonce drawn per instance made each
+/// instance refuse the others' with `use_dpop_nonce`.
 #[derive(Debug, Clone)]
 struct Nonces {
-    current: String,
-    previous: Option<String>,
-    made_at_ms: i64,
+    key: [u8; 32],
+    /// Changed (per instance) only by test mode's "change the nonce now".
+    salt: u64,
 }
 
 /// The state behind [`AppState`].
@@ -112,6 +118,12 @@ impl Deref for AppState {
     fn deref(&self) -> &Inner {
         &self.0
     }
+}
+
+fn random_key() -> [u8; 32] {
+    let mut key = [0u8; 32];
+    rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut key);
+    key
 }
 
 fn token_life_ms(t: &Tunables) -> i64 {
@@ -169,9 +181,9 @@ impl AppState {
             shared_keys: std::sync::atomic::AtomicBool::new(false),
             upstream: OnceLock::new(),
             nonces: RwLock::new(Nonces {
-                current: crate::tokens::random_id(16),
-                previous: None,
-                made_at_ms: clock.now_ms(),
+                // This instance's own until the shared one is loaded.
+                key: random_key(),
+                salt: 0,
             }),
         }))
     }
@@ -237,26 +249,19 @@ impl AppState {
             .revoke(family_id, self.now_ms() + self.max_token_life_ms());
     }
 
-    /// The DPoP nonces accepted now (current first), when nonces are on; a nonce older than
-    /// its lifetime is replaced, and the one before stays valid for one more lifetime.
+    /// The DPoP nonces accepted now (the one to hand out first), when nonces are on.
     pub fn dpop_nonces(&self) -> Option<Vec<String>> {
         if !self.settings.dpop.nonce {
             return None;
         }
-        let now = self.now_ms();
-        let stale = {
-            let n = self.nonces.read().unwrap_or_else(PoisonError::into_inner);
-            now - n.made_at_ms >= self.settings.dpop.nonce_lifetime_ms
-        };
-        let mut n = self.nonces.write().unwrap_or_else(PoisonError::into_inner);
-        if stale && now - n.made_at_ms >= self.settings.dpop.nonce_lifetime_ms {
-            let old = std::mem::replace(&mut n.current, crate::tokens::random_id(16));
-            n.previous = Some(old);
-            n.made_at_ms = now;
-        }
+        let n = self.nonces.read().unwrap_or_else(PoisonError::into_inner);
+        let w = self
+            .now_ms()
+            .div_euclid(self.settings.dpop.nonce_lifetime_ms.max(1));
         Some(
-            std::iter::once(n.current.clone())
-                .chain(n.previous.clone())
+            [w, w - 1, w + 1]
+                .iter()
+                .map(|&w| crate::tokens::dpop_nonce(&n.key, n.salt, w))
                 .collect(),
         )
     }
@@ -267,19 +272,68 @@ impl AppState {
             .and_then(|mut n| (!n.is_empty()).then(|| n.swap_remove(0)))
     }
 
+    /// Derive the DPoP nonces from `key` (the one every instance shares).
+    pub fn set_dpop_nonce_key(&self, key: [u8; 32]) {
+        self.nonces
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .key = key;
+    }
+
     /// Replace the DPoP nonce at once, forgetting the old ones (test mode: a nonce changed
-    /// mid-session).
+    /// mid-session). On this instance only.
     pub fn change_dpop_nonce(&self) {
         let mut n = self.nonces.write().unwrap_or_else(PoisonError::into_inner);
-        n.current = crate::tokens::random_id(16);
-        n.previous = None;
-        n.made_at_ms = self.now_ms();
+        n.salt = rand_core::RngCore::next_u64(&mut rand_core::OsRng).max(1);
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn instances_sharing_the_nonce_key_agree_across_a_window_edge_and_a_little_clock_skew() {
+        let config = crate::Config {
+            dpop_nonce: true,
+            ..crate::Config::default()
+        };
+        // 300 s windows; a's clock is 2 s behind b's, at the edge of a window.
+        let edge = 1_800_000_000_000 + 300_000;
+        let state = |at: i64| {
+            let s = AppState::new(
+                &config,
+                KeySet::generate(),
+                Arc::new(crate::store::MemoryStore::new()),
+                Arc::new(crate::clock::ManualClock::new(at)),
+            );
+            s.set_dpop_nonce_key([7; 32]);
+            s
+        };
+        let (a, b) = (state(edge - 1_000), state(edge + 1_000));
+        let (na, nb) = (a.dpop_nonce().unwrap(), b.dpop_nonce().unwrap());
+        assert_ne!(na, nb, "a is still in the window before");
+        assert!(a.dpop_nonces().unwrap().contains(&nb), "b's is a's next");
+        assert!(
+            b.dpop_nonces().unwrap().contains(&na),
+            "a's is b's previous"
+        );
+        // A test-mode change forgets every nonce of that instance.
+        b.change_dpop_nonce();
+        assert!(!b
+            .dpop_nonces()
+            .unwrap()
+            .iter()
+            .any(|n| *n == na || *n == nb));
+        // Nonces off: none.
+        let off = AppState::new(
+            &crate::Config::default(),
+            KeySet::generate(),
+            Arc::new(crate::store::MemoryStore::new()),
+            Arc::new(crate::clock::ManualClock::new(edge)),
+        );
+        assert_eq!(off.dpop_nonces(), None);
+    }
 
     #[test]
     fn a_longer_provider_token_lifetime_extends_the_token_life_and_a_shorter_one_does_not() {

@@ -192,6 +192,20 @@ pub fn successor(key: &[u8; 32], parent: &str) -> String {
     URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes())
 }
 
+/// The DPoP nonce of window `window` (RFC 9449 §8): HMAC-SHA256 keyed with the servers'
+/// shared nonce key over `salt` and the window, truncated to 128 bits, base64url (22 chars).
+/// Derived rather than drawn, so that every instance hands out and accepts the same nonce.
+pub fn dpop_nonce(key: &[u8; 32], salt: u64, window: i64) -> String {
+    use hmac::{Hmac, Mac as _};
+    let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(key) else {
+        unreachable!("HMAC takes keys of any length")
+    };
+    mac.update(b"dpop-nonce\0");
+    mac.update(&salt.to_be_bytes());
+    mac.update(&window.to_be_bytes());
+    URL_SAFE_NO_PAD.encode(&mac.finalize().into_bytes()[..16])
+}
+
 /// SHA-256 of a refresh token; only this is stored.
 pub type TokenHash = [u8; 32];
 

@@ -570,6 +570,69 @@ async fn with_nonces_on_a_missing_or_stale_nonce_is_answered_with_use_dpop_nonce
     assert_eq!(res.status(), StatusCode::BAD_REQUEST, "two lifetimes later");
 }
 
+/// Two instances on one store (as behind a round-robin proxy) hand out and accept the same
+/// nonce: the nonce key is shared through the store. With a nonce drawn per instance, the
+/// second instance answered the first one's nonce with `use_dpop_nonce`, every time.
+#[tokio::test]
+async fn two_instances_on_one_store_accept_each_others_dpop_nonce() {
+    let config = Config {
+        dpop_nonce: true,
+        memory_store: true,
+        ..Config::default()
+    };
+    let a = server_with(config.clone());
+    let state = tokenwarden_server::AppState::new(
+        &config,
+        tokenwarden_server::keys::KeySet::from_signing_key(a.signing_key.clone()),
+        a.state.store.clone(),
+        a.clock.clone(),
+    );
+    let b = TestServer {
+        router: tokenwarden_server::app(state.clone()),
+        state,
+        clock: a.clock.clone(),
+        signing_key: a.signing_key.clone(),
+    };
+    for ts in [&a, &b] {
+        tokenwarden_server::shared::init_nonce_key(&ts.state)
+            .await
+            .unwrap();
+    }
+    let key = Key::new();
+    let (_, cookie) = a.login().await;
+    let res = a
+        .send(dpop_refresh(&cookie, Some(&key.refresh_proof(&a))))
+        .await;
+    assert_eq!(res.status(), StatusCode::BAD_REQUEST);
+    let nonce = nonce_of(&res).expect("DPoP-Nonce");
+    let proof = key.proof_with(&b, "POST", REFRESH_URL, None, |_, c| {
+        c["nonce"] = json!(nonce)
+    });
+    let res = b.send(dpop_refresh(&cookie, Some(&proof))).await;
+    assert_eq!(res.status(), StatusCode::OK, "b takes a's nonce");
+    assert_eq!(
+        nonce_of(&res),
+        Some(nonce.clone()),
+        "and hands out the same"
+    );
+    // A nonce lives one to two lifetimes on every instance alike.
+    let cookie = refresh_cookie_of(&res).unwrap();
+    a.advance_s(2 * 300 + 1);
+    let proof = key.proof_with(&a, "POST", REFRESH_URL, None, |_, c| {
+        c["nonce"] = json!(nonce)
+    });
+    let res = a.send(dpop_refresh(&cookie, Some(&proof))).await;
+    assert_eq!(res.status(), StatusCode::BAD_REQUEST, "stale on a");
+    let fresh = nonce_of(&res).unwrap();
+    assert_ne!(fresh, nonce);
+    let proof = key.proof_with(&b, "POST", REFRESH_URL, None, |_, c| {
+        c["nonce"] = json!(nonce)
+    });
+    let res = b.send(dpop_refresh(&cookie, Some(&proof))).await;
+    assert_eq!(res.status(), StatusCode::BAD_REQUEST, "and on b");
+    assert_eq!(nonce_of(&res), Some(fresh));
+}
+
 /// A bound family after two rotations: (the login token, retired and its successor used,
 /// so presenting it is reuse; the live token).
 async fn bound_family_with_a_retired_token(ts: &TestServer, key: &Key) -> (String, String) {
