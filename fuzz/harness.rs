@@ -892,6 +892,15 @@ pub fn tabsync(data: &[u8]) {
                 Some(Message::Busy)
             );
         }
+        Message::Quiet { ms, status } => {
+            assert_eq!(
+                tabsync::decode(&tabsync::encode_quiet(*ms, *status)),
+                Some(Message::Quiet {
+                    ms: *ms,
+                    status: *status
+                })
+            );
+        }
     }
 }
 

@@ -11,6 +11,7 @@ use std::rc::Rc;
 
 use tokenwarden::error::Error;
 use tokenwarden::fake::World;
+use tokenwarden::policy::machine::Event;
 use tokenwarden::policy::response::Reply;
 use tokenwarden::policy::session::State;
 use tokenwarden::shell::Shell;
@@ -62,6 +63,8 @@ struct Server {
     reuse: u32,
     minted: u32,
     fail_first: u32,
+    /// `Retry-After` of those 503s.
+    retry_after: Option<&'static str>,
     seen: u32,
     log: Vec<String>,
 }
@@ -91,7 +94,7 @@ fn strict_server(world: &World, fail_first: u32, expires_in: u32) -> Rc<RefCell<
             .and_then(|c| c.strip_prefix('c')?.parse::<u32>().ok());
         s.log.push(format!("{now} ms: refresh with {cookie:?}"));
         if s.seen <= s.fail_first {
-            return reply(503, "", None);
+            return reply(503, "", s.retry_after.map(String::from));
         }
         match n {
             _ if s.revoked => reply(401, r#"{"error":"invalid_grant"}"#, None),
@@ -325,6 +328,82 @@ fn jwt_iat_exp_schedule_ignores_a_client_clock_three_hours_off() {
         world.advance(200);
         assert_eq!(server.borrow().seen, 1);
     }
+}
+
+/// Three tabs due together; the server answers the first call 503 with
+/// `Retry-After: 60`. The holder tells the others, which wait the same 60 s
+/// instead of each calling once more as soon as they get the lock (before:
+/// three calls within a second of each other, each tab with its own wait).
+#[test]
+fn a_retry_after_heard_by_one_tab_holds_every_tab_back() {
+    let world = World::new(T0);
+    let server = strict_server(&world, 1, 300);
+    server.borrow_mut().retry_after = Some("60");
+    let tabs: Vec<Tab> = (0..3).map(|_| tab(&world, "")).collect();
+    tabs[0].sign_in("login", 300);
+    world.run();
+    world.advance(270_100);
+    assert_eq!(server.borrow().seen, 1, "{:?}", server.borrow().log);
+    world.advance(59_000);
+    assert_eq!(server.borrow().seen, 1, "{:?}", server.borrow().log);
+    for t in &tabs {
+        assert!(
+            t.events().iter().any(|e| matches!(
+                e,
+                Event::RefreshFailed {
+                    error: Error::ServerError { status: 503, .. },
+                    retry_in_ms: Some(ms),
+                } if (59_000..=60_000).contains(ms)
+            )),
+            "every tab reports the wait: {:?}",
+            t.events()
+        );
+        assert_eq!(t.client.state(), State::Refreshing);
+    }
+    world.advance(3_000);
+    let s = server.borrow();
+    assert_eq!((s.seen, s.minted, s.reuse), (2, 1, 0), "{:?}", s.log);
+    drop(s);
+    for t in &tabs {
+        assert_eq!(token(&world, &t.client), Ok(Some("r1".into())));
+    }
+}
+
+/// A tab whose own refresh is not due within the wait is left alone, and a
+/// `refresh()` the user asks for is not held back.
+#[test]
+fn a_retry_after_does_not_delay_what_is_not_due_or_a_forced_refresh() {
+    let world = World::new(T0);
+    let server = strict_server(&world, 1, 300);
+    server.borrow_mut().retry_after = Some("60");
+    let a = tab(&world, "");
+    let b = tab(&world, "");
+    a.sign_in("login", 300);
+    world.run();
+    // a's refresh (forced) fails; b's token is due in 270 s, after the wait.
+    let c = a.client.clone();
+    let _ = world.call(async move {
+        let _ = c.refresh().await;
+    });
+    world.advance(100);
+    assert_eq!(server.borrow().seen, 1);
+    assert!(
+        !b.events()
+            .iter()
+            .any(|e| matches!(e, Event::RefreshFailed { .. })),
+        "{:?}",
+        b.events()
+    );
+    assert_eq!(b.client.state(), State::Active);
+    // b's user asks: it calls at once (and gets the token).
+    world.advance(2_000);
+    let c = b.client.clone();
+    let _ = world.call(async move {
+        let _ = c.refresh().await;
+    });
+    world.advance(100);
+    assert_eq!(server.borrow().seen, 2, "{:?}", server.borrow().log);
+    assert_eq!(token(&world, &b.client), Ok(Some("r1".into())));
 }
 
 /// An IMF-fixdate (RFC 9110 §5.6.7) of epoch ms, as a server writes it.

@@ -150,6 +150,14 @@ pub enum Use {
     },
 }
 
+/// The error of a wait another tab's refresh call was told to keep.
+fn quiet_error(status: u16, ms: i64) -> Error {
+    Error::ServerError {
+        status,
+        retry_after_ms: Some(ms),
+    }
+}
+
 /// The state machine. See the module docs.
 #[derive(Debug)]
 pub struct Machine {
@@ -163,6 +171,9 @@ pub struct Machine {
     disposed: bool,
     /// When (monotonic ms) the refresh lock's holder last said it was busy.
     busy_at: Option<i64>,
+    /// Until when (monotonic ms) the server asked every tab to wait, as
+    /// another tab heard it, and the status it answered with.
+    quiet: (i64, u16),
 }
 
 impl Machine {
@@ -175,6 +186,7 @@ impl Machine {
             shown: State::SignedOut,
             disposed: false,
             busy_at: None,
+            quiet: (i64::MIN, 0),
         }
     }
 
@@ -284,6 +296,7 @@ impl Machine {
         }
         if online {
             self.session.reset_give_up();
+            self.quiet.0 = i64::MIN;
         }
         match self.session.tick(now) {
             Tick::Refresh => out.refresh = true,
@@ -300,6 +313,7 @@ impl Machine {
     pub fn force(&mut self) -> Result<(), Error> {
         self.live()?;
         self.session.reset_give_up();
+        self.quiet.0 = i64::MIN;
         Ok(())
     }
 
@@ -376,16 +390,35 @@ impl Machine {
             self.session.version(),
             self.session.fresh(now).is_some(),
         );
-        if !signed_out && !adopt {
-            return InLock::Call;
-        }
-        self.session.attempt_settled();
+        let quiet_ms = self.quiet.0.saturating_sub(now.mono);
+        let mut out = Out::default();
         let result = if signed_out {
             Err(Error::SignedOut)
-        } else {
+        } else if adopt {
             Ok(())
+        } else if quiet_ms > 0 {
+            // Another tab's call was just told to wait: wait with it, not call.
+            self.hold_off(&mut out, quiet_ms, now, true);
+            Err(quiet_error(self.quiet.1, quiet_ms))
+        } else {
+            return InLock::Call;
         };
-        InLock::Settled(result, self.finish(Out::default(), now))
+        self.session.attempt_settled();
+        InLock::Settled(result, self.finish(out, now))
+    }
+
+    /// [`Session::hold_off`], and the `refreshFailed` that says so.
+    fn hold_off(&mut self, out: &mut Out, ms: i64, now: Stamp, force: bool) {
+        let status = self.quiet.1;
+        if self
+            .session
+            .hold_off(quiet_error(status, ms), ms, now, force)
+        {
+            out.events.push(Event::RefreshFailed {
+                error: quiet_error(status, ms),
+                retry_in_ms: Some(ms),
+            });
+        }
     }
 
     /// The refresh call leaves now (the storm floor counts from here).
@@ -448,11 +481,27 @@ impl Machine {
                 (Ok(()), self.finish(out, now), linger)
             }
             Err(e) => {
+                let mut linger = false;
                 match self.session.attempt_failed(e.clone(), now, random, online) {
-                    Failure::Retry { in_ms } => out.events.push(Event::RefreshFailed {
-                        error: e.clone(),
-                        retry_in_ms: Some(in_ms),
-                    }),
+                    Failure::Retry { in_ms } => {
+                        if let (
+                            true,
+                            Error::ServerError {
+                                status,
+                                retry_after_ms: Some(_),
+                            },
+                        ) = (self.cross_tab, &e)
+                        {
+                            // The server asked for quiet: the other tabs wait too, and
+                            // hear it before one of them gets the lock (the linger).
+                            out.broadcast = Some(tabsync::encode_quiet(in_ms, *status));
+                            linger = true;
+                        }
+                        out.events.push(Event::RefreshFailed {
+                            error: e.clone(),
+                            retry_in_ms: Some(in_ms),
+                        })
+                    }
                     Failure::GaveUp => out.events.push(Event::RefreshFailed {
                         error: e.clone(),
                         retry_in_ms: None,
@@ -468,7 +517,7 @@ impl Machine {
                         self.end_session(&mut out, Reason::Rejected, was_signed_in)
                     }
                 }
-                (Err(e), self.finish(out, now), false)
+                (Err(e), self.finish(out, now), linger)
             }
         }
     }
@@ -514,6 +563,10 @@ impl Machine {
                 }
             }
             Some(Message::Busy) => self.busy_at = Some(now.mono),
+            Some(Message::Quiet { ms, status }) => {
+                self.quiet = (now.mono.saturating_add(ms), status);
+                self.hold_off(&mut out, ms, now, false);
+            }
             Some(Message::Query) => {
                 if self.session.fresh(now).is_some() {
                     out.broadcast = self.token_message(now);
@@ -1192,6 +1245,7 @@ mod tests {
         TabSignedOut(u64),
         Query,
         Logout,
+        Quiet(u32),
     }
 
     fn op() -> impl Strategy<Value = Op> {
@@ -1203,6 +1257,7 @@ mod tests {
             (0u64..3).prop_map(Op::TabSignedOut),
             Just(Op::Query),
             Just(Op::Logout),
+            (0u32..120_000).prop_map(Op::Quiet),
         ]
     }
 
@@ -1261,6 +1316,7 @@ mod tests {
                     }
                     Op::Query => m.tab_message(&tabsync::encode_query(), now),
                     Op::Logout => m.logout(now, 10_000).unwrap(),
+                    Op::Quiet(ms) => m.tab_message(&tabsync::encode_quiet(i64::from(ms), 503), now),
                 };
                 for e in &out.events {
                     if let Event::StateChanged { state } = e { shown = *state; }

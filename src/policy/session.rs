@@ -501,6 +501,29 @@ impl Session {
         Failure::Retry { in_ms: delay }
     }
 
+    /// The lock's holder in another tab was told by the server to wait `ms`
+    /// ([`super::tabsync::Message::Quiet`]): this tab waits as long, in a
+    /// backoff that ends with `err`, when its own next attempt was due sooner,
+    /// or (`force`) instead of the call its attempt was about to make. Its
+    /// failure count is left as it is: it did not call. `true` when it waits.
+    pub fn hold_off(&mut self, err: Error, ms: i64, now: Stamp, force: bool) -> bool {
+        let failures = match self.phase {
+            Phase::InFlight { failures } | Phase::Backoff { failures, .. } => failures,
+            Phase::Idle => 0,
+            _ => return false,
+        };
+        if !force && self.next_wake(now).is_none_or(|w| w >= ms) {
+            return false;
+        }
+        self.phase = Phase::Backoff {
+            failures,
+            since: now,
+            delay: ms,
+            last: err,
+        };
+        true
+    }
+
     /// An attempt ended without touching the session (another tab's token
     /// was adopted inside the lock, or the attempt was abandoned).
     pub fn attempt_settled(&mut self) {

@@ -9,6 +9,7 @@
 //! strictly newer version changes a tab's session.
 
 use super::json::{self, push_string, Value};
+use super::schedule::MAX_RETRY_AFTER_MS;
 use super::token::{grant_from_value, Grant};
 use crate::error::push_u64;
 #[allow(unused_imports)]
@@ -42,6 +43,15 @@ pub enum Message {
     /// alive and working, so a tab whose wait for the lock ran out waits
     /// again instead of stealing ([`next_lock_request`]).
     Busy,
+    /// The refresh endpoint asked the lock's holder to wait (a 429 or 5xx
+    /// with `Retry-After`): every tab waits `ms` from when it hears this
+    /// before its own next call, instead of each calling once for itself.
+    Quiet {
+        /// How long, ms (at most [`MAX_RETRY_AFTER_MS`]).
+        ms: i64,
+        /// The answer's status, for the error the other tabs report.
+        status: u16,
+    },
 }
 
 fn push_i64(out: &mut String, n: i64) {
@@ -114,6 +124,18 @@ pub fn encode_busy() -> String {
     out
 }
 
+/// Encodes the holder's "the server asked us to wait `ms`" notice.
+pub fn encode_quiet(ms: i64, status: u16) -> String {
+    let mut out = String::new();
+    head(&mut out, "quiet");
+    out.push_str(r#","ms":"#);
+    push_i64(&mut out, ms);
+    out.push_str(r#","s":"#);
+    push_u64(&mut out, u64::from(status));
+    out.push('}');
+    out
+}
+
 fn whole_ms(v: Option<&Value>) -> Option<i64> {
     let n = v?.as_f64()?;
     if json::is_whole(n) && n.abs() < 9.0e15 {
@@ -153,6 +175,12 @@ pub fn decode(text: &str) -> Option<Message> {
         }),
         "query" => Some(Message::Query),
         "busy" => Some(Message::Busy),
+        "quiet" => Some(Message::Quiet {
+            ms: whole_ms(v.get("ms"))?.clamp(0, MAX_RETRY_AFTER_MS),
+            status: u16::try_from(whole_ms(v.get("s"))?)
+                .ok()
+                .filter(|s| (100..600).contains(s))?,
+        }),
         _ => None,
     }
 }
@@ -277,6 +305,45 @@ mod tests {
         );
         assert_eq!(decode(&encode_query()), Some(Message::Query));
         assert_eq!(decode(&encode_busy()), Some(Message::Busy));
+    }
+
+    #[test]
+    fn quiet_round_trips_and_bad_ones_are_ignored() {
+        assert_eq!(
+            decode(&encode_quiet(60_000, 503)),
+            Some(Message::Quiet {
+                ms: 60_000,
+                status: 503
+            })
+        );
+        let q = |rest: &str| decode(&format!(r#"{{"p":"tokenwarden/1","k":"quiet"{rest}}}"#));
+        assert_eq!(
+            q(r#","ms":9e15,"s":429"#),
+            None,
+            "not a whole ms it can hold"
+        );
+        assert_eq!(
+            q(r#","ms":99999999999,"s":429"#),
+            Some(Message::Quiet {
+                ms: MAX_RETRY_AFTER_MS,
+                status: 429
+            }),
+            "capped as Retry-After is"
+        );
+        assert_eq!(
+            q(r#","ms":-5,"s":429"#),
+            Some(Message::Quiet { ms: 0, status: 429 })
+        );
+        for bad in [
+            r#","ms":1000"#,
+            r#","s":503"#,
+            r#","ms":1000,"s":99"#,
+            r#","ms":1000,"s":600"#,
+            r#","ms":1000,"s":503.5"#,
+            r#","ms":"1000","s":503"#,
+        ] {
+            assert_eq!(q(bad), None, "{bad}");
+        }
     }
 
     #[test]
