@@ -189,10 +189,16 @@ export function online() {
   return globalThis.navigator?.onLine !== false;
 }
 
-/** `[location.href, location.origin]` in a page with `fetch`; `null` elsewhere. */
+/**
+ * `[location.href, location.origin, document.baseURI, WebCrypto?]` in a page with `fetch`
+ * (the base is what `fetch` resolves a relative URL against: a `<base>` element moves it;
+ * WebCrypto is there only in a secure context); `null` elsewhere.
+ */
 export function page() {
   const l = globalThis.location;
-  return l && typeof fetch === "function" ? [String(l.href), String(l.origin)] : null;
+  return l && typeof fetch === "function"
+    ? [String(l.href), String(l.origin), String(globalThis.document?.baseURI ?? l.href), !!globalThis.crypto?.subtle]
+    : null;
 }
 
 /** `new URL(input, base).href`, or `null` when it does not parse. */

@@ -120,6 +120,10 @@ impl TokenClient {
             &|u| env::resolve_url(u, &href),
             &env::canonical_origin,
         )?;
+        if opts.dpop && !env::webcrypto() {
+            // Said now, not as a `signedOut: rejected` at the first refresh.
+            return Err(Error::UnsupportedEnvironment.into());
+        }
         Ok(TokenClient {
             driver: Driver::new(BrowserShell::new(), opts),
             strings: Rc::new(RefCell::new(None)),
@@ -244,8 +248,10 @@ impl TokenClient {
             })
             .unwrap_or_default();
         promise(async move {
-            let abs = env::page_location()
-                .and_then(|(href, _)| env::resolve_url(&url, &href))
+            // Against the base `fetch` and XHR resolve it against, not the page's address:
+            // with a `<base>` on another origin they are not the same origin.
+            let abs = env::base_url()
+                .and_then(|base| env::resolve_url(&url, &base))
                 .ok_or(Error::InvalidOptions(alloc::borrow::Cow::Borrowed(
                     "authorize: url is not a valid URL",
                 )))?;

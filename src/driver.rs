@@ -184,7 +184,9 @@ impl<S: Shell> Driver<S> {
             let _ = self.ensure_refresh();
         }
         for e in &out.events {
-            self.shell.emit(e);
+            if self.machine.borrow().current(e) {
+                self.shell.emit(e);
+            }
         }
     }
 

@@ -82,7 +82,7 @@ impl Error {
         match self {
             Error::InvalidOptions(why) => m.push_str(why),
             Error::UnsupportedEnvironment => {
-                m.push_str("tokenwarden needs a browser window (no window/fetch here)")
+                m.push_str("tokenwarden needs a browser window with fetch, and WebCrypto for dpop (a secure context: https or localhost)")
             }
             Error::Network => m.push_str("the request got no HTTP response (network error)"),
             Error::Timeout => m.push_str("the request timed out"),

@@ -3,6 +3,8 @@
 //! timers, AbortController, BroadcastChannel and Web Locks are the real ones.
 #![cfg(target_arch = "wasm32")]
 
+use std::rc::Rc;
+
 use js_sys::{Array, Function, Promise, Reflect, JSON};
 use tokenwarden::client::TokenClient;
 use wasm_bindgen::prelude::*;
@@ -380,6 +382,102 @@ async fn server_errors_are_transient_and_retry_after_is_honoured() {
     assert_eq!(get(&e, "status").as_f64(), Some(429.0));
     assert_eq!(get(&events.get(1), "retryInMs").as_f64(), Some(3000.0));
     assert_eq!(count(&log, "/auth/refresh"), 1);
+    c.dispose();
+}
+
+#[wasm_bindgen_test]
+async fn a_set_session_inside_a_signed_out_listener_leaves_no_stale_state_changed() {
+    let log = stub_fetch(&js(r#"{"/auth/logout":[{"status":204}]}"#));
+    let c = Rc::new(client(""));
+    // Every event as "type" or "stateChanged:state", in order.
+    let seen = Array::new();
+    let all = Function::new_with_args(
+        "arr",
+        "return (e) => arr.push(e.type === 'stateChanged' ? 'stateChanged:' + e.state : e.type);",
+    )
+    .call1(&JsValue::UNDEFINED, &seen)
+    .unwrap();
+    c.subscribe(all).unwrap();
+    let inner = c.clone();
+    // `Fn`, not `FnMut`: the listener is called again from inside its own call.
+    let again = Closure::<dyn Fn(JsValue)>::new(move |e: JsValue| {
+        if get(&e, "type").as_string().as_deref() == Some("signedOut") {
+            inner
+                .set_session(js(r#"{"access_token":"tok-1","expires_in":3600}"#))
+                .unwrap();
+        }
+    });
+    c.subscribe(again.as_ref().clone()).unwrap();
+    c.set_session(js(r#"{"access_token":"tok-0","expires_in":3600}"#))
+        .unwrap();
+    ok(c.logout()).await;
+    assert_eq!(count(&log, "/auth/logout"), 1);
+    assert_eq!(c.state(), "active");
+    let seen: Vec<String> = seen.iter().filter_map(|e| e.as_string()).collect();
+    // Before, a stale "stateChanged:signedOut" came last: the logout's own, emitted after the
+    // events of the session set inside the listener.
+    assert_eq!(
+        seen,
+        [
+            "signedIn",
+            "stateChanged:active",
+            "signedOut",
+            "signedIn",
+            "stateChanged:active"
+        ],
+    );
+    c.dispose();
+    drop(again);
+}
+
+#[wasm_bindgen_test]
+async fn without_broadcast_channel_the_client_works_within_its_tab() {
+    // API.md: where BroadcastChannel is missing, the client still works within its tab.
+    // Before, the constructor threw a TypeError (a null channel closed).
+    let hide = Function::new_no_args(
+        "const bc = globalThis.BroadcastChannel; delete globalThis.BroadcastChannel; \
+         return () => { globalThis.BroadcastChannel = bc; };",
+    )
+    .call0(&JsValue::UNDEFINED)
+    .unwrap()
+    .unchecked_into::<Function>();
+    let made = TokenClient::new(js(r#"{"refreshUrl":"/auth/refresh"}"#));
+    hide.call0(&JsValue::UNDEFINED).unwrap();
+    let c = made.expect("a client without cross-tab");
+    c.set_session(js(r#"{"access_token":"tok-0","expires_in":3600}"#))
+        .unwrap();
+    assert_eq!(
+        ok(c.get_token()).await.as_string().as_deref(),
+        Some("tok-0")
+    );
+    c.dispose();
+}
+
+#[wasm_bindgen_test]
+async fn authorize_resolves_a_relative_url_against_the_document_base_as_fetch_does() {
+    let c = client("");
+    c.set_session(js(r#"{"access_token":"tok-0","expires_in":3600}"#))
+        .unwrap();
+    let h = ok(c.authorize("GET".into(), JsValue::from_str("api/me"))).await;
+    assert_eq!(
+        get(&h, "Authorization").as_string().as_deref(),
+        Some("Bearer tok-0")
+    );
+    // A <base> on another origin: fetch and XHR send "api/me" there, so no header (before,
+    // authorize resolved it against location.href and gave the token for the CDN).
+    let base = Function::new_no_args(
+        "const b = document.createElement('base'); b.href = 'https://cdn.example/app/'; \
+         document.head.append(b); return b;",
+    )
+    .call0(&JsValue::UNDEFINED)
+    .unwrap();
+    let h = ok(c.authorize("GET".into(), JsValue::from_str("api/me"))).await;
+    Reflect::get(&base, &"remove".into())
+        .unwrap()
+        .unchecked_into::<Function>()
+        .call0(&base)
+        .unwrap();
+    assert!(h.is_null(), "no header for https://cdn.example");
     c.dispose();
 }
 

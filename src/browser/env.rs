@@ -99,6 +99,19 @@ pub fn page_location() -> Option<(String, String)> {
     Some((pair.get(0).as_string()?, pair.get(1).as_string()?))
 }
 
+/// The document's base URL (`document.baseURI`: a `<base>` element moves it
+/// off the page's address), which `fetch` resolves a relative URL against.
+pub fn base_url() -> Option<String> {
+    js_page().dyn_ref::<js_sys::Array>()?.get(2).as_string()
+}
+
+/// Whether the page has WebCrypto (`crypto.subtle`: a secure context), which DPoP needs.
+pub fn webcrypto() -> bool {
+    js_page()
+        .dyn_ref::<js_sys::Array>()
+        .is_some_and(|p| p.get(3).is_truthy())
+}
+
 /// `new URL(input, base).href`, or `None` if it does not parse.
 pub fn resolve_url(input: &str, base: &str) -> Option<String> {
     js_resolve(input, base)

@@ -44,7 +44,12 @@ impl Channel {
             }
         });
         let bc = js_join(name, on_message.as_ref());
-        (!bc.is_null()).then_some(Channel {
+        if bc.is_null() {
+            // Not `then_some`: it builds the `Channel` first, and dropping it
+            // leaves a null channel (a TypeError out of the constructor).
+            return None;
+        }
+        Some(Channel {
             bc,
             _on_message: on_message,
         })

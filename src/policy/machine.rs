@@ -221,6 +221,19 @@ impl Machine {
         Some(now.wall.saturating_add(s.next_wake(now)?))
     }
 
+    /// Whether an event of an earlier input is still to be emitted: a
+    /// `stateChanged` is not once `state` has moved on — a listener of an
+    /// event before it in the same batch called in (a `setSession` in a
+    /// `signedOut` handler), and that call emitted its own `stateChanged`.
+    /// Emitted anyway, it left subscribers reading a state the client was
+    /// not in.
+    pub fn current(&self, e: &Event) -> bool {
+        match e {
+            Event::StateChanged { state } => *state == self.state(),
+            _ => true,
+        }
+    }
+
     /// Closes an input: a `stateChanged` when `state` moved, and the timer.
     fn finish(&mut self, mut out: Out, now: Stamp) -> Out {
         let state = self.state();
