@@ -27,7 +27,9 @@ test("sign-in goes through the provider's pages; /api/me, silent refresh and log
   const cookies = await context.cookies();
   const refreshCookie = cookies.find((c) => c.name === "__Secure-tw_refresh");
   assert.ok(refreshCookie && refreshCookie.httpOnly, "our HttpOnly refresh cookie is set");
-  assert.ok(!cookies.some((c) => c.name === "__Secure-tw_login"), "the login-binding cookie is cleared");
+  const binding = cookies.find((c) => c.name === "__Host-tw_login");
+  assert.ok(binding && binding.httpOnly && binding.secure && binding.path === "/" && !binding.domain.startsWith("."),
+    "the login binding is a host-only __Host- cookie (left to expire: another sign-in may be under way)");
   assert.equal(await page.evaluate(() => typeof window.tw.claims()), "undefined", "the provider's token is opaque to the page");
 
   const me = await page.evaluate(() => window.me());
@@ -90,7 +92,37 @@ test("upstream refresh and logout keep the CSRF header and Origin checks; a cros
   assert.equal(res.status, 303, "a sign-in started from the app's own page");
   res = await login({ "sec-fetch-site": "none" });
   assert.equal(res.status, 303, "a sign-in typed into the address bar");
-  assert.match(res.headers.get("set-cookie"), /^__Secure-tw_login=[^;]+; HttpOnly; Secure; SameSite=Lax; Path=\/auth\/callback/);
+  assert.match(res.headers.get("set-cookie"), /^__Host-tw_login=[^;]+; HttpOnly; Secure; SameSite=Lax; Path=\/; Max-Age=600$/);
+});
+
+test("two sign-ins under way in one browser both stay bound to it; a cookie of the old __Secure- name binds nothing", async () => {
+  const { base } = env;
+  const login = (cookie) => fetch(`${base}/auth/login`, { headers: cookie ? { cookie } : {}, redirect: "manual" });
+  const first = await login();
+  assert.equal(first.status, 303);
+  const binding = first.headers.get("set-cookie").split(";")[0];
+  assert.match(binding, /^__Host-tw_login=[A-Za-z0-9_-]{43}$/);
+  const second = await login(binding);
+  assert.equal(second.status, 303);
+  assert.equal(second.headers.get("set-cookie").split(";")[0], binding, "the second sign-in reuses the browser's binding");
+  // Before, the second sign-in replaced the cookie and the first one's callback was a 400.
+  // Here each callback (with a code the provider never issued) passes the binding check and
+  // fails at the code exchange: back to the app with login_error, not a 400.
+  const callback = (res, cookie) => {
+    const state = new URL(res.headers.get("location")).searchParams.get("state");
+    return fetch(`${base}/auth/callback?state=${encodeURIComponent(state)}&code=not-issued`, { headers: { cookie }, redirect: "manual" });
+  };
+  for (const res of [first, second]) {
+    const cb = await callback(res, binding);
+    assert.equal(cb.status, 303, await cb.text());
+    assert.equal(new URL(cb.headers.get("location")).searchParams.get("login_error"), "invalid_grant");
+  }
+  // A planted cookie of the old name (a sibling host can set a __Secure- cookie for the parent
+  // domain; it cannot set a __Host- one) binds nothing.
+  const third = await login();
+  const value = third.headers.get("set-cookie").split(";")[0].split("=")[1];
+  const cb = await callback(third, `__Secure-tw_login=${value}`);
+  assert.equal(cb.status, 400);
 });
 
 test("an off-list returnTo is refused before the provider is involved", async () => {

@@ -47,9 +47,9 @@ test("a refresh through the provider costs a provider round trip more than a bui
   // The browser signs in at the provider; the callback is finished here, so that the refresh
   // cookie never reaches a page whose client would race us for it.
   const held = await holdCallback(context, page, up.server.url, "heidi", up.provider.issuer);
-  const binding = (await context.cookies()).find((c) => c.name === "__Secure-tw_login").value;
+  const binding = (await context.cookies()).find((c) => c.name === "__Host-tw_login").value;
   await context.close();
-  const callback = await fetch(held, { headers: { cookie: `__Secure-tw_login=${binding}` }, redirect: "manual" });
+  const callback = await fetch(held, { headers: { cookie: `__Host-tw_login=${binding}` }, redirect: "manual" });
   assert.equal(callback.status, 303);
   let upCookie = cookieOf(callback);
   assert.ok(upCookie, "the callback set the refresh cookie");

@@ -108,8 +108,8 @@ test("8 concurrent renewals of one family's token make one provider call (the st
   const context = await env.newContext();
   const page = await env.newPage(context);
   const held = await holdCallback(context, page, base, "ivan", provider.issuer);
-  const binding = (await context.cookies()).find((c) => c.name === "__Secure-tw_login").value;
-  const callback = await fetch(held, { headers: { cookie: `__Secure-tw_login=${binding}` }, redirect: "manual" });
+  const binding = (await context.cookies()).find((c) => c.name === "__Host-tw_login").value;
+  const callback = await fetch(held, { headers: { cookie: `__Host-tw_login=${binding}` }, redirect: "manual" });
   assert.equal(callback.status, 303);
   const cookie = /__Secure-tw_refresh=([^;]*)/.exec(callback.headers.get("set-cookie"))[1];
 

@@ -56,9 +56,14 @@ use crate::upstream::{
     self, reusable, CheckError, Grant, Pending, ProviderError, Upstream, UpstreamDpop,
 };
 
-/// Cookie binding a pending login to the browser that started it.
-/// `__Secure-` like the refresh cookie: a plain-HTTP page on a sibling host cannot plant one.
-pub const LOGIN_COOKIE: &str = "__Secure-tw_login";
+/// Cookie binding pending logins to the browser that started them. `__Host-` (no `Domain`,
+/// `Path=/`): no other host can plant one. With `__Secure-`, a sibling host could set one for
+/// the parent domain, so that the victim's browser completed the attacker's sign-in (login
+/// CSRF: the app signed in as the attacker). One value serves every sign-in of the browser
+/// under way: a second one (another tab) reuses it rather than replacing it, which made the
+/// first one's callback fail, and a callback does not clear it (another may still come); it
+/// expires with the last pending login.
+pub const LOGIN_COOKIE: &str = "__Host-tw_login";
 /// How long a pending login lives.
 pub const PENDING_TTL_MS: i64 = 10 * 60 * 1000;
 const PENDING_CONTEXT: &[u8] = b"tokenwarden pending login";
@@ -88,18 +93,12 @@ fn query_param(uri: &Uri, name: &str) -> Option<String> {
         .map(|(_, v)| v.into_owned())
 }
 
-fn login_cookie(value: &str) -> HeaderValue {
+fn login_cookie(value: &str) -> Option<HeaderValue> {
     HeaderValue::from_str(&format!(
-        "{LOGIN_COOKIE}={value}; HttpOnly; Secure; SameSite=Lax; Path=/auth/callback; Max-Age={}",
+        "{LOGIN_COOKIE}={value}; HttpOnly; Secure; SameSite=Lax; Path=/; Max-Age={}",
         PENDING_TTL_MS / 1000
     ))
-    .unwrap_or_else(|_| cleared_login_cookie())
-}
-
-fn cleared_login_cookie() -> HeaderValue {
-    HeaderValue::from_static(
-        "__Secure-tw_login=; HttpOnly; Secure; SameSite=Lax; Path=/auth/callback; Max-Age=0",
-    )
+    .ok()
 }
 
 fn binding_hash(value: &str) -> String {
@@ -135,6 +134,7 @@ pub async fn login(
     State(state): State<AppState>,
     _: SameOrigin,
     uri: Uri,
+    headers: HeaderMap,
 ) -> Result<Response, AppError> {
     let up = upstream(&state)?;
     let Some(return_to) = up
@@ -145,7 +145,11 @@ pub async fn login(
         return Ok(refused("returnTo is not an allowed URL"));
     };
     let (url, csrf, verifier, nonce) = up.authorize();
-    let binding = random_id(32);
+    // The browser's binding if it has one (a sign-in already under way), else a new one.
+    let binding = cookie_candidates(&headers, LOGIN_COOKIE)
+        .into_iter()
+        .find(|v| v.len() == 43)
+        .unwrap_or_else(|| random_id(32));
     let pending = Pending {
         binding: binding_hash(&binding),
         verifier: verifier.secret().clone(),
@@ -160,7 +164,7 @@ pub async fn login(
             state.now_ms() + PENDING_TTL_MS,
         )
         .await?;
-    Ok(see_other(url.as_str(), &[login_cookie(&binding)]))
+    Ok(see_other(url.as_str(), login_cookie(&binding).as_slice()))
 }
 
 fn back_to_app(return_to: &str, error: &str, cookies: &[HeaderValue]) -> Response {
@@ -207,7 +211,6 @@ pub async fn callback(
         tracing::info!("callback refused: the sign-in was started in another browser");
         return Ok(refused("sign-in failed: started in another browser"));
     }
-    let clear = cleared_login_cookie();
     if let Some(error) = query_param(&uri, "error") {
         // Only a plain OAuth error code goes back to the app (never the description).
         let code = if !error.is_empty()
@@ -219,10 +222,10 @@ pub async fn callback(
             "server_error".into()
         };
         tracing::info!(error = %code, "provider returned an error to the callback");
-        return Ok(back_to_app(&pending.return_to, &code, &[clear]));
+        return Ok(back_to_app(&pending.return_to, &code, &[]));
     }
     let Some(code) = query_param(&uri, "code") else {
-        return Ok(back_to_app(&pending.return_to, "invalid_request", &[clear]));
+        return Ok(back_to_app(&pending.return_to, "invalid_request", &[]));
     };
     let nonce = if up.tamper_next_nonce.swap(false, Ordering::SeqCst) {
         random_id(16)
@@ -241,7 +244,7 @@ pub async fn callback(
                 | ProviderError::DpopProofRefused => "server_error",
             };
             tracing::warn!(error = code, detail = ?e, "sign-in failed at the code exchange");
-            return Ok(back_to_app(&pending.return_to, code, &[clear]));
+            return Ok(back_to_app(&pending.return_to, code, &[]));
         }
     };
     let Opened {
@@ -264,7 +267,7 @@ pub async fn callback(
     let max_age = session::family_remaining_s(family.expires_at_ms, now);
     Ok(see_other(
         &pending.return_to,
-        &[clear, refresh_cookie(&refresh_token, max_age)],
+        &[refresh_cookie(&refresh_token, max_age)],
     ))
 }
 
