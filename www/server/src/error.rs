@@ -56,11 +56,19 @@ pub enum AppError {
     },
     /// 500 `server_error`; the detail is logged, not sent.
     Internal(String),
+    /// 503 `temporarily_unavailable` with `Retry-After`: the store failed or timed out (the
+    /// database is down, restarting or stalled). The detail is logged, not sent.
+    Unavailable(String),
 }
+
+/// `Retry-After` of a 503 for store trouble, seconds.
+pub const STORE_RETRY_AFTER_S: u64 = 2;
 
 impl From<crate::store::StoreError> for AppError {
     fn from(e: crate::store::StoreError) -> Self {
-        AppError::Internal(e.to_string())
+        // A client may retry: a store call that failed changed nothing it can see (a
+        // rotation commits whole or not at all, within the store's own timeout).
+        AppError::Unavailable(e.to_string())
     }
 }
 
@@ -154,11 +162,39 @@ impl IntoResponse for AppError {
                 }
                 response
             }
+            AppError::Unavailable(detail) => {
+                tracing::error!(%detail, "store unavailable");
+                (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    [
+                        (header::RETRY_AFTER, HeaderValue::from(STORE_RETRY_AFTER_S)),
+                        (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
+                    ],
+                    Json(json!({ "error": "temporarily_unavailable" })),
+                )
+                    .into_response()
+            }
             AppError::Internal(detail) => {
                 tracing::error!(%detail, "internal error");
                 (StatusCode::INTERNAL_SERVER_ERROR, no_store, Json(json!({ "error": "server_error" })))
                     .into_response()
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_store_failure_is_a_503_to_retry_with_nothing_of_the_detail() {
+        let res = AppError::from(crate::store::StoreError(
+            "postgres: connection refused (db.internal:5432, user secret)".into(),
+        ))
+        .into_response();
+        assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(res.headers()[header::RETRY_AFTER], "2");
+        assert_eq!(res.headers()[header::CACHE_CONTROL], "no-store");
     }
 }

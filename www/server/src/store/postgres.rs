@@ -9,7 +9,9 @@
 //! the same token at the same moment serialise on that row: one rotates, the other sees it
 //! retired. One round trip and one commit per rotation.
 
-use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use std::time::Duration;
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use tokio_postgres::NoTls;
 
 use super::{
@@ -190,6 +192,30 @@ CREATE TABLE dpop_proofs (
 CREATE INDEX dpop_proofs_by_expiry ON dpop_proofs(expires_at_ms);
 ",
     ),
+    (
+        6,
+        "
+-- The per-user cap keeps the newest families by the order the database created them in
+-- (seq), not by the creating instance's clock: a login on an instance whose clock is behind
+-- revoked the family it had just created.
+CREATE OR REPLACE FUNCTION tw_create_family(p_id TEXT, p_sub TEXT, p_expires BIGINT,
+    p_token BYTEA, p_max_live BIGINT, p_now BIGINT)
+RETURNS SETOF TEXT
+LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_advisory_xact_lock(hashtextextended(p_sub, 0));
+    INSERT INTO families (id, sub, created_at_ms, expires_at_ms)
+        VALUES (p_id, p_sub, p_now, p_expires);
+    INSERT INTO refresh_tokens (hash, family_id, issued_at_ms) VALUES (p_token, p_id, p_now);
+    RETURN QUERY
+        UPDATE families SET revoked_at_ms = p_now WHERE id IN (
+            SELECT id FROM families
+            WHERE sub = p_sub AND revoked_at_ms IS NULL AND expires_at_ms > p_now
+            ORDER BY seq DESC OFFSET p_max_live
+        ) RETURNING id;
+END $$;
+",
+    ),
 ];
 
 /// Refresh-token families (and the shared secrets and signing keys) in PostgreSQL.
@@ -209,12 +235,31 @@ fn err(e: impl std::fmt::Display) -> StoreError {
     StoreError(format!("postgres: {e}"))
 }
 
-fn parse_config(url: &str, schema: Option<&str>) -> Result<tokio_postgres::Config, StoreError> {
+/// How long one store call may take by default ([`PgStore::connect_with`]).
+pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The connection settings of `url`: `schema` as the search path, and with `call_timeout`
+/// PostgreSQL's `statement_timeout` (which also bounds waiting for a row lock).
+fn parse_config(
+    url: &str,
+    schema: Option<&str>,
+    call_timeout: Option<Duration>,
+) -> Result<tokio_postgres::Config, StoreError> {
     let mut config: tokio_postgres::Config = url
         .parse()
         .map_err(|e| StoreError(format!("DATABASE_URL is not a PostgreSQL URL: {e}")))?;
+    let mut options = String::new();
     if let Some(schema) = schema {
-        config.options(format!("-c search_path={schema}"));
+        options.push_str(&format!("-c search_path={schema}"));
+    }
+    if let Some(t) = call_timeout {
+        options.push_str(&format!(" -c statement_timeout={}", t.as_millis().max(1)));
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(t);
+        }
+    }
+    if !options.is_empty() {
+        config.options(options.trim_start());
     }
     if config.get_application_name().is_none() {
         config.application_name("tokenwarden-server");
@@ -231,7 +276,23 @@ impl PgStore {
         schema: Option<&str>,
         pool_size: usize,
     ) -> Result<Self, StoreError> {
-        let config = parse_config(url, schema)?;
+        Self::connect_with(url, schema, pool_size, DEFAULT_CALL_TIMEOUT).await
+    }
+
+    /// [`PgStore::connect`], each store call bounded by `call_timeout`: waiting for a pooled
+    /// connection (or making one) and each statement (with its row-lock waits) — the server
+    /// gives it a third of `--request-timeout`. A call cut off is rolled back by PostgreSQL
+    /// and fails (503). Unbounded, a rotation stuck behind a lock was answered 503 by the
+    /// request timeout but still committed later, so the client's retry with the cookie it
+    /// still had was reuse, and the user was signed out everywhere.
+    pub async fn connect_with(
+        url: &str,
+        schema: Option<&str>,
+        pool_size: usize,
+        call_timeout: Duration,
+    ) -> Result<Self, StoreError> {
+        // Migrations wait for each other's advisory lock: no statement timeout there.
+        let config = parse_config(url, schema, None)?;
         {
             // A connection of its own: the session-level advisory lock goes with it.
             let (client, connection) = config.connect(NoTls).await.map_err(err)?;
@@ -241,6 +302,7 @@ impl PgStore {
             let _ = conn_task.await;
             result?;
         }
+        let config = parse_config(url, schema, Some(call_timeout))?;
         let manager = Manager::from_config(
             config,
             NoTls,
@@ -250,6 +312,10 @@ impl PgStore {
         );
         let pool = Pool::builder(manager)
             .max_size(pool_size.max(1))
+            .runtime(Runtime::Tokio1)
+            .wait_timeout(Some(call_timeout))
+            .create_timeout(Some(call_timeout))
+            .recycle_timeout(Some(call_timeout))
             .build()
             .map_err(err)?;
         Ok(Self { pool })
@@ -901,6 +967,96 @@ pub(crate) mod tests {
         assert_eq!(
             b.rotate(&h("m1"), &h("m2"), 1, 0).await.unwrap(),
             Rotation::Rotated(fam)
+        );
+    }
+
+    #[tokio::test]
+    async fn pg_the_family_cap_keeps_the_newest_login_whatever_the_instances_clock() {
+        let Some(url) = database_url("the family cap across instance clocks") else {
+            return;
+        };
+        let (a, b) = fresh_pair(&url).await;
+        let fam = |id: &str| Family {
+            id: id.into(),
+            sub: "demo".into(),
+            expires_at_ms: 10_000_000,
+        };
+        a.create_family(&fam("a1"), &h("a1"), 2, 100_000)
+            .await
+            .unwrap();
+        a.create_family(&fam("a2"), &h("a2"), 2, 101_000)
+            .await
+            .unwrap();
+        // Instance b's clock is a minute behind: its login is still the newest.
+        let capped = b
+            .create_family(&fam("b3"), &h("b3"), 2, 42_000)
+            .await
+            .unwrap();
+        assert_eq!(
+            capped,
+            ["a1"],
+            "the oldest login goes, not the one just made"
+        );
+        assert!(matches!(
+            b.rotate(&h("b3"), &h("b4"), 43_000, 0).await.unwrap(),
+            Rotation::Rotated(_)
+        ));
+    }
+
+    #[tokio::test]
+    async fn pg_a_rotation_stuck_behind_a_lock_times_out_and_leaves_the_token_live() {
+        // Another session holds the token's row lock for longer than a store call may take:
+        // the rotation fails (the server answers 503) and is rolled back, so the client's
+        // retry with the cookie it still has rotates. Before, the call waited without limit,
+        // committed after the request had been answered 503, and the retry was reuse.
+        let Some(url) = database_url("a rotation stuck behind a row lock") else {
+            return;
+        };
+        let one = fresh_store(&url).await;
+        let schema = one
+            .client()
+            .await
+            .unwrap()
+            .query_one("SELECT current_schema()", &[])
+            .await
+            .unwrap()
+            .get::<_, String>(0);
+        let quick = PgStore::connect_with(&url, Some(&schema), 2, Duration::from_millis(300))
+            .await
+            .unwrap();
+        let fam = Family {
+            id: "stuck".into(),
+            sub: "demo".into(),
+            expires_at_ms: 100_000,
+        };
+        one.create_family(&fam, &h("s1"), 10, 0).await.unwrap();
+        let mut holder = one.client().await.unwrap();
+        let tx = holder.transaction().await.unwrap();
+        tx.query(
+            "SELECT 1 FROM refresh_tokens WHERE hash = $1 FOR UPDATE",
+            &[&h("s1").as_slice()],
+        )
+        .await
+        .unwrap();
+        let started = std::time::Instant::now();
+        let stuck = tokio::time::timeout(
+            Duration::from_secs(5),
+            quick.rotate(&h("s1"), &h("s2"), 1_000, 10_000),
+        )
+        .await
+        .expect("cut off by the call timeout, not left waiting for the lock");
+        assert!(stuck.is_err(), "{stuck:?}");
+        assert!(started.elapsed() < Duration::from_secs(2));
+        // The holder lets go after the request would have been answered (60 s later here).
+        tx.rollback().await.unwrap();
+        drop(holder);
+        assert_eq!(
+            quick
+                .rotate(&h("s1"), &h("s2"), 61_000, 10_000)
+                .await
+                .unwrap(),
+            Rotation::Rotated(fam),
+            "the retry rotates: nothing was committed"
         );
     }
 
