@@ -10,6 +10,7 @@
 // the response of a refresh after the instance committed it (a lost response).
 import { createServer, request as httpRequest } from "node:http";
 import { execFileSync } from "node:child_process";
+import { refreshCookieHeader } from "../support/cookies.mjs";
 import { existsSync, readdirSync } from "node:fs";
 import { startServer } from "../e2e/harness.mjs";
 
@@ -162,7 +163,7 @@ export async function loginAt(base, username = "demo", password = "demo") {
 export async function refreshAt(base, token) {
   return fetch(`${base}/auth/refresh`, {
     method: "POST",
-    headers: { "x-requested-with": "tokenwarden", cookie: `${COOKIE}=${token}` },
+    headers: { "x-requested-with": "tokenwarden", cookie: refreshCookieHeader(token) },
   });
 }
 

@@ -7,6 +7,7 @@ import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { launchBrowser, routeTestPages, testPageUrl, watch, waitFor, sleep } from "../e2e/harness.mjs";
 import { sleepWatched } from "../support/timed-run.mjs";
+import { refreshCookieHeader } from "../support/cookies.mjs";
 import { startCluster, loginAt, refreshAt, meAt, cookieOf, kidOf } from "./cluster.mjs";
 
 // Keys reload every 0.5 s (a rotation signs 1 s after it is stored); revocations are
@@ -80,7 +81,7 @@ test("a family revoked on one instance has its access tokens refused on the othe
   assert.equal((await meAt(b, access)).status, 200);
   const out = await fetch(`${a}/auth/logout`, {
     method: "POST",
-    headers: { "x-requested-with": "tokenwarden", cookie: `__Secure-tw_refresh=${cookie}` },
+    headers: { "x-requested-with": "tokenwarden", cookie: refreshCookieHeader(cookie) },
   });
   assert.equal(out.status, 204);
   await waitFor(async () => (await meAt(b, access)).status === 401, { timeoutMs: 3000, what: "instance b to refuse the revoked sid" });

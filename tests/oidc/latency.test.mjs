@@ -5,6 +5,7 @@ import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { startServer, launchBrowser } from "../e2e/harness.mjs";
 import { startUpstream, holdCallback } from "./env.mjs";
+import { refreshCookieHeader } from "../support/cookies.mjs";
 
 const ROUNDS = 60;
 let up, builtin, browser;
@@ -28,7 +29,7 @@ async function timedRefresh(base, cookie) {
   const t0 = performance.now();
   const res = await fetch(`${base}/auth/refresh`, {
     method: "POST",
-    headers: { cookie: `__Secure-tw_refresh=${cookie}`, "x-requested-with": "tokenwarden" },
+    headers: { cookie: refreshCookieHeader(cookie), "x-requested-with": "tokenwarden" },
   });
   await res.arrayBuffer();
   const ms = performance.now() - t0;

@@ -5,6 +5,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { useUpstream, signIn, started, appUrl, holdCallback, waitFor, sleep } from "./env.mjs";
 import { sleepWatched } from "../support/timed-run.mjs";
+import { refreshCookieHeader } from "../support/cookies.mjs";
 
 const env = useUpstream({ accessTokenTtl: 8, timeoutMs: 1500 });
 
@@ -116,7 +117,7 @@ test("8 concurrent renewals of one family's token make one provider call (the st
   const p0 = { ...provider.stats };
   const u0 = await server.upstreamCounters();
   const res = await fetch(`${base}/test/upstream/concurrent-access?n=8`, {
-    method: "POST", headers: { cookie: `__Secure-tw_refresh=${cookie}` },
+    method: "POST", headers: { cookie: refreshCookieHeader(cookie) },
   });
   assert.equal(res.status, 200);
   const out = await res.json();

@@ -328,8 +328,21 @@ fn session_from(reply: &Reply) -> Result<Session, String> {
     if v["token_type"] != "Bearer" {
         return Err("token_type is not Bearer".into());
     }
+    // The server's anchor cookie goes back with the refresh cookie, as a browser's jar sends
+    // it (a refresh cookie without its anchor is ignored); kept beside the token in the
+    // `Cookie` pairs this session sends.
+    let anchor = reply
+        .headers
+        .get_all(header::SET_COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find_map(|v| v.split(';').next()?.trim().strip_prefix("__Host-tw_anchor="));
+    let cookie = match anchor {
+        Some(a) => format!("{cookie}; __Host-tw_anchor={a}"),
+        None => cookie.to_string(),
+    };
     Ok(Session {
-        cookie: cookie.to_string(),
+        cookie,
         access: access.to_string(),
     })
 }

@@ -8,6 +8,7 @@ use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, HeaderValue};
 use serde_json::{Map, Value};
+use subtle::ConstantTimeEq as _;
 
 use crate::dpop;
 use crate::error::{AppError, BearerFailure, DpopAt};
@@ -20,6 +21,15 @@ use crate::tokens::{self, AccessTokenError};
 pub const REFRESH_COOKIE: &str = "__Secure-tw_refresh";
 /// Path the refresh cookie is scoped to: it goes to refresh and logout only.
 pub const REFRESH_COOKIE_PATH: &str = "/auth";
+/// The cookie that ties a refresh cookie to this host: `__Host-` (no `Domain`, `Path=/`), so
+/// no other host can set it, and its value is [`tokens::refresh_anchor`] of the refresh token.
+/// A refresh cookie without its anchor is ignored. A `__Secure-` cookie can be set by a
+/// sibling host for the whole domain: without the anchor, one planted ahead of the real one
+/// was rotated first, and the user's app got the planter's session (and its next cookie in
+/// place of the user's), and one planted in a browser with no session signed it in as the
+/// planter (login CSRF). The refresh cookie itself stays on `/auth` (see the README); the
+/// anchor, sent everywhere, is not a credential. Set by [`anchor_set_cookies`].
+pub const ANCHOR_COOKIE: &str = "__Host-tw_anchor";
 /// The CSRF header required on refresh and logout.
 pub const CSRF_HEADER: &str = "x-requested-with";
 /// At most this many refresh-cookie candidates of one request are tried.
@@ -74,7 +84,54 @@ pub fn cookie_candidates(headers: &HeaderMap, name: &str) -> Vec<String> {
 /// Every refresh-cookie candidate of the request ([`cookie_candidates`] of
 /// [`REFRESH_COOKIE`]).
 pub fn refresh_cookie_candidates(headers: &HeaderMap) -> Vec<String> {
+    let anchors = cookie_candidates(headers, ANCHOR_COOKIE);
+    if anchors.is_empty() {
+        return Vec::new();
+    }
     cookie_candidates(headers, REFRESH_COOKIE)
+        .into_iter()
+        .filter(|t| {
+            let want = tokens::refresh_anchor(t);
+            anchors
+                .iter()
+                .any(|a| a.as_bytes().ct_eq(want.as_bytes()).into())
+        })
+        .collect()
+}
+
+/// Middleware: each `Set-Cookie` of the refresh cookie gets its anchor cookie
+/// ([`ANCHOR_COOKIE`]) beside it, with the same lifetime (cleared with it). Every response
+/// that sets the refresh cookie passes here, whatever made it.
+pub async fn anchor_set_cookies(
+    mut response: axum::response::Response,
+) -> axum::response::Response {
+    let prefix = format!("{REFRESH_COOKIE}=");
+    let anchors: Vec<HeaderValue> = response
+        .headers()
+        .get_all(header::SET_COOKIE)
+        .iter()
+        .filter_map(|v| {
+            let rest = v.to_str().ok()?.strip_prefix(&prefix)?;
+            let mut parts = rest.split(';');
+            let token = parts.next()?.trim();
+            let max_age = parts
+                .find_map(|p| p.trim().strip_prefix("Max-Age="))
+                .unwrap_or("0");
+            let value = if token.is_empty() {
+                String::new()
+            } else {
+                tokens::refresh_anchor(token)
+            };
+            HeaderValue::from_str(&format!(
+                "{ANCHOR_COOKIE}={value}; HttpOnly; Secure; SameSite=Strict; Path=/; Max-Age={max_age}"
+            ))
+            .ok()
+        })
+        .collect();
+    for a in anchors {
+        response.headers_mut().append(header::SET_COOKIE, a);
+    }
+    response
 }
 
 /// Extractor: the refresh-cookie candidates of the request (possibly none).
@@ -416,7 +473,62 @@ mod tests {
             "cookie",
             b"a=\xe9t\xe9; __Secure-tw_refresh=first; junk; __Secure-tw_refresh=\"second\"; __Secure-tw_refresh=; __Secure-tw_refresh=no spaces",
         )]);
-        assert_eq!(refresh_cookie_candidates(&h), ["first", "second"]);
+        assert_eq!(cookie_candidates(&h, REFRESH_COOKIE), ["first", "second"]);
+    }
+
+    #[test]
+    fn a_refresh_cookie_counts_only_with_its_anchor() {
+        let anchor = |t: &str| format!("{ANCHOR_COOKIE}={}", tokens::refresh_anchor(t));
+        let cookie = |v: String| headers(&[("cookie", v.as_bytes())]);
+        let planted = "__Secure-tw_refresh=planted";
+        let own = "__Secure-tw_refresh=own";
+        // The planted one (no anchor: only this host can set a __Host- cookie) is ignored,
+        // ahead of the real one or alone.
+        assert_eq!(
+            refresh_cookie_candidates(&cookie(format!("{planted}; {own}; {}", anchor("own")))),
+            ["own"]
+        );
+        assert!(refresh_cookie_candidates(&cookie(planted.into())).is_empty());
+        assert!(
+            refresh_cookie_candidates(&cookie(format!("{planted}; {}", anchor("own")))).is_empty()
+        );
+        // Two anchored ones (two tabs' worth of a lost response): both count.
+        assert_eq!(
+            refresh_cookie_candidates(&cookie(format!(
+                "{own}; __Secure-tw_refresh=older; {}; {}",
+                anchor("own"),
+                anchor("older")
+            ))),
+            ["own", "older"]
+        );
+    }
+
+    #[tokio::test]
+    async fn every_refresh_set_cookie_gets_its_anchor_with_the_same_lifetime() {
+        let mut res = axum::response::Response::new(axum::body::Body::empty());
+        res.headers_mut()
+            .append(header::SET_COOKIE, refresh_cookie("tok", 600));
+        res.headers_mut()
+            .append(header::SET_COOKIE, HeaderValue::from_static("theme=dark"));
+        let res = anchor_set_cookies(res).await;
+        let set: Vec<_> = res.headers().get_all(header::SET_COOKIE).iter().collect();
+        assert_eq!(set.len(), 3);
+        assert_eq!(
+            set[2].to_str().unwrap(),
+            format!(
+                "__Host-tw_anchor={}; HttpOnly; Secure; SameSite=Strict; Path=/; Max-Age=600",
+                tokens::refresh_anchor("tok")
+            )
+        );
+        let mut res = axum::response::Response::new(axum::body::Body::empty());
+        res.headers_mut()
+            .append(header::SET_COOKIE, cleared_refresh_cookie());
+        let res = anchor_set_cookies(res).await;
+        let set: Vec<_> = res.headers().get_all(header::SET_COOKIE).iter().collect();
+        assert_eq!(
+            set[1].to_str().unwrap(),
+            "__Host-tw_anchor=; HttpOnly; Secure; SameSite=Strict; Path=/; Max-Age=0"
+        );
     }
 
     #[test]

@@ -145,6 +145,7 @@ pub fn app(state: AppState) -> Router {
         .layer(header(header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
         .layer(header(header::REFERRER_POLICY, "no-referrer"))
         .layer(header(header::X_FRAME_OPTIONS, "DENY"))
+        .layer(axum::middleware::map_response(extract::anchor_set_cookies))
         // The request timeout, inside the request log: a request cut off is logged too.
         .layer(axum::middleware::from_fn(serve::enforce_deadline))
         .layer(axum::middleware::from_fn_with_state(

@@ -206,10 +206,32 @@ pub fn dpop_nonce(key: &[u8; 32], salt: u64, window: i64) -> String {
     URL_SAFE_NO_PAD.encode(&mac.finalize().into_bytes()[..16])
 }
 
+/// The value of the anchor cookie of refresh token `token` ([`crate::extract::ANCHOR_COOKIE`]):
+/// base64url of the first 128 bits of SHA-256 over a context string and the token. It goes
+/// with every request to the host, so it is not the token, and the token cannot be worked
+/// back from it; a token planted without it is ignored.
+pub fn refresh_anchor(token: &str) -> String {
+    let mut h = Sha256::new();
+    h.update(b"tokenwarden refresh anchor\0");
+    h.update(token.as_bytes());
+    URL_SAFE_NO_PAD.encode(&h.finalize()[..16])
+}
+
 /// SHA-256 of a refresh token; only this is stored.
 pub type TokenHash = [u8; 32];
 
 /// Hash a refresh token for storage and lookup.
 pub fn hash_refresh_token(token: &str) -> TokenHash {
     Sha256::digest(token.as_bytes()).into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_refresh_anchor_is_pinned_for_clients_that_compute_it() {
+        // tests/support/cookies.mjs computes the same value (plain HTTP test clients).
+        assert_eq!(refresh_anchor("tok"), "-fURxoHHV27PdhSgaa9TDw");
+    }
 }

@@ -12,6 +12,7 @@ use p256::ecdsa::signature::Signer as _;
 use p256::ecdsa::{Signature, SigningKey};
 use serde_json::{json, Value};
 use tokenwarden_server::clock::ManualClock;
+use tokenwarden_server::extract::ANCHOR_COOKIE;
 use tokenwarden_server::keys::KeySet;
 use tokenwarden_server::store::MemoryStore;
 use tokenwarden_server::{app, AppState, Config, REFRESH_COOKIE};
@@ -84,7 +85,10 @@ pub fn with_cookie(
 ) -> axum::http::request::Builder {
     builder.header(
         header::COOKIE,
-        format!("theme=dark; {REFRESH_COOKIE}={token}"),
+        format!(
+            "theme=dark; {REFRESH_COOKIE}={token}; {ANCHOR_COOKIE}={}",
+            tokenwarden_server::tokens::refresh_anchor(token)
+        ),
     )
 }
 

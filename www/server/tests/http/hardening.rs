@@ -240,6 +240,8 @@ async fn a_non_ascii_byte_elsewhere_in_the_cookie_header_does_not_hide_the_refre
         REFRESH_COOKIE_NAME.as_bytes(),
         b"=",
         cookie.as_bytes(),
+        b"; ",
+        anchor(&cookie).as_bytes(),
     ]
     .concat();
     let res = s.send(refresh_with_cookie_header(&header)).await;
@@ -247,19 +249,73 @@ async fn a_non_ascii_byte_elsewhere_in_the_cookie_header_does_not_hide_the_refre
     assert_ne!(refresh_cookie_of(&res).unwrap(), cookie);
 }
 
+fn anchor(token: &str) -> String {
+    format!(
+        "{}={}",
+        tokenwarden_server::extract::ANCHOR_COOKIE,
+        tokenwarden_server::tokens::refresh_anchor(token)
+    )
+}
+
+/// A sibling host can plant a `__Secure-` cookie for the whole domain, ahead of the real
+/// one: a live refresh cookie of the planter's own session. Before the anchor cookie, it was
+/// rotated first: the user's app got the planter's session and, in place of the user's own
+/// cookie, the planter's next one; in a browser with no session, it signed the app in as
+/// the planter (login CSRF).
+#[tokio::test]
+async fn a_planted_live_refresh_cookie_of_another_session_is_ignored() {
+    let s = server(false);
+    let (user_access, user) = s.login().await;
+    let (_, planter) = s.login().await;
+    let header = format!(
+        "{REFRESH_COOKIE_NAME}={planter}; {REFRESH_COOKIE_NAME}={user}; {}",
+        anchor(&user)
+    );
+    let res = s.send(refresh_with_cookie_header(header.as_bytes())).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let body = body_json(res).await;
+    let sid = |t: &str| decode_part(t, 1)["sid"].clone();
+    assert_eq!(
+        sid(body["access_token"].as_str().unwrap()),
+        sid(&user_access),
+        "the user's own session rotated"
+    );
+    // Alone, without its anchor: no session at all.
+    let header = format!("{REFRESH_COOKIE_NAME}={planter}");
+    let res = s.send(refresh_with_cookie_header(header.as_bytes())).await;
+    assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    assert!(
+        set_cookie_of(&res).is_none(),
+        "and nothing of it is cleared"
+    );
+    // The planter's cookie was never rotated: it still works with its anchor.
+    assert_eq!(
+        s.send(refresh_request(&planter)).await.status(),
+        StatusCode::OK
+    );
+}
+
 #[tokio::test]
 async fn a_planted_refresh_cookie_ahead_of_the_real_one_neither_fails_nor_logs_out() {
     let s = server(false);
     let (_, cookie) = s.login().await;
     let planted = "A".repeat(43);
-    let header = format!("{REFRESH_COOKIE_NAME}={planted}; {REFRESH_COOKIE_NAME}={cookie}");
+    let header = format!(
+        "{REFRESH_COOKIE_NAME}={planted}; {REFRESH_COOKIE_NAME}={cookie}; {}; {}",
+        anchor(&planted),
+        anchor(&cookie)
+    );
     let res = s.send(refresh_with_cookie_header(header.as_bytes())).await;
     assert_eq!(res.status(), StatusCode::OK);
     let rotated = refresh_cookie_of(&res).unwrap();
     assert_ne!(rotated, cookie);
 
     // Two candidates, both dead: 401, but the cookie is not cleared (it may not be ours).
-    let header = format!("{REFRESH_COOKIE_NAME}={planted}; {REFRESH_COOKIE_NAME}={planted}B");
+    let header = format!(
+        "{REFRESH_COOKIE_NAME}={planted}; {REFRESH_COOKIE_NAME}={planted}B; {}; {}",
+        anchor(&planted),
+        anchor(&format!("{planted}B"))
+    );
     let res = s.send(refresh_with_cookie_header(header.as_bytes())).await;
     assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
     assert!(set_cookie_of(&res).is_none(), "{:?}", set_cookie_of(&res));
