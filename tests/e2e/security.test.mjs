@@ -409,8 +409,14 @@ test("server, from the browser: a replayed refresh cookie is reuse and revokes t
   const page = await openHostile(context);
   await page.evaluate(() => window.login());
   const url = env.server.url + "/auth/refresh";
-  const old = (await context.cookies(url)).find((c) => c.name === "__Secure-tw_refresh");
-  assert.ok(old);
+  // The refresh cookie and its anchor (a hash of the token: whoever holds the token can
+  // make it, so a stolen cookie replayed from the thief's browser comes with it).
+  const pair = async () => {
+    const jar = await context.cookies(url);
+    return [jar.find((c) => c.name === "__Secure-tw_refresh"), jar.find((c) => c.name === "__Host-tw_anchor")];
+  };
+  const [old, oldAnchor] = await pair();
+  assert.ok(old && oldAnchor);
   await page.evaluate(() => window.tw.refresh());
   const first = (await context.cookies(url)).find((c) => c.name === "__Secure-tw_refresh");
   assert.notEqual(first.value, old.value, "the cookie did not rotate");
@@ -419,12 +425,12 @@ test("server, from the browser: a replayed refresh cookie is reuse and revokes t
   // successor has never been used).
   await sleep(1000); // the client's one-second floor between attempts
   await page.evaluate(() => window.tw.refresh());
-  const rotated = (await context.cookies(url)).find((c) => c.name === "__Secure-tw_refresh");
+  const [rotated, rotatedAnchor] = await pair();
   assert.notEqual(rotated.value, first.value, "the cookie did not rotate again");
   await env.server.reset();
   const liveBefore = (await env.server.counters()).liveFamilies;
   // The attacker's copy of the old cookie comes back.
-  await context.addCookies([{ ...old, expires: rotated.expires }]);
+  await context.addCookies([{ ...old, expires: rotated.expires }, { ...oldAnchor, expires: rotated.expires }]);
   await sleep(1000); // the client's one-second floor between attempts
   const r = await page.evaluate(() => window.tw.refresh().then(() => "ok", (e) => ({ code: e.code, status: e.status })));
   assert.deepEqual(r, { code: "refresh_rejected", status: 401 });
@@ -433,7 +439,7 @@ test("server, from the browser: a replayed refresh cookie is reuse and revokes t
   assert.equal(c.reuseDetected, 1);
   assert.ok(c.familiesRevoked >= 1);
   // The legitimate, newest cookie is dead too: the family is gone.
-  await context.addCookies([rotated]);
+  await context.addCookies([rotated, rotatedAnchor]);
   const status = await page.evaluate(async () => (await fetch("/auth/refresh", {
     method: "POST", credentials: "include", headers: { "X-Requested-With": "tokenwarden" },
   })).status);
