@@ -70,6 +70,9 @@ pub struct Config {
     /// Seconds after which one more failed login is allowed (account and address alike).
     #[arg(long = "login-refill", env = "TW_LOGIN_REFILL", default_value_t = 6.0, value_parser = positive_secs)]
     pub login_refill_s: f64,
+    /// Upstream mode: sign-ins one client address may start in a burst before 429 (then one per second; 0 = no limit, e.g. behind a proxy that limits)
+    #[arg(long, env = "TW_SIGN_IN_START_BURST", default_value_t = 60)]
+    pub sign_in_start_burst: u32,
     /// Origins (scheme://host[:port]) besides the server's own that may call login,
     /// refresh and logout; repeat the flag or separate with commas.
     #[arg(

@@ -33,9 +33,15 @@ pub struct LoginLimits {
     pub account_burst: u32,
     /// Failed logins a client address may have in a burst.
     pub address_burst: u32,
+    /// Upstream sign-ins a client address may start in a burst (0: no limit).
+    pub sign_in_start_burst: u32,
     /// One more failure is allowed after this long.
     pub refill: Duration,
 }
+
+/// One more sign-in start is allowed after this long (upstream mode, `GET /auth/login`;
+/// the burst is `--sign-in-start-burst`).
+pub const SIGN_IN_START_REFILL: Duration = Duration::from_secs(1);
 
 /// Failed-login counting and lockout, per account and per client address.
 #[derive(Debug)]
@@ -43,6 +49,8 @@ pub struct LoginLimiter {
     limits: LoginLimits,
     accounts: Keyed,
     addresses: Keyed,
+    /// Upstream sign-in starts per address: each one stores a pending login for 10 minutes.
+    starts: Keyed,
     clock: DefaultClock,
     locked: Mutex<HashMap<Key, Instant>>,
 }
@@ -90,6 +98,11 @@ impl LoginLimiter {
             ),
             addresses: RateLimiter::new(
                 quota(limits.address_burst, limits.refill),
+                DefaultKeyedStateStore::default(),
+                clock.clone(),
+            ),
+            starts: RateLimiter::new(
+                quota(limits.sign_in_start_burst, SIGN_IN_START_REFILL),
                 DefaultKeyedStateStore::default(),
                 clock.clone(),
             ),
@@ -164,10 +177,23 @@ impl LoginLimiter {
         Err(wait)
     }
 
+    /// An upstream sign-in start from `addr`: `Err(wait)` when the address has started its
+    /// burst (each start stores a pending login for 10 minutes, so an unlimited client could
+    /// fill the store). Per instance: a person never gets near it.
+    pub fn sign_in_started(&self, addr: Option<IpAddr>) -> Result<(), Duration> {
+        let Some(addr) = addr.filter(|_| self.limits.sign_in_start_burst > 0) else {
+            return Ok(());
+        };
+        self.starts
+            .check_key(&address_key(addr))
+            .map_err(|not_until| not_until.wait_time_from(self.clock.now()))
+    }
+
     /// Forget keys that have fully recovered (call now and then).
     pub fn forget_idle(&self) {
         self.accounts.retain_recent();
         self.addresses.retain_recent();
+        self.starts.retain_recent();
         let now = Instant::now();
         self.locked
             .lock()
@@ -178,12 +204,50 @@ impl LoginLimiter {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn sign_in_starts_are_limited_per_address_not_per_server() {
+        let limits = LoginLimits {
+            account_burst: 10,
+            address_burst: 30,
+            sign_in_start_burst: 60,
+            refill: Duration::from_secs(6),
+        };
+        let l = LoginLimiter::new(limits);
+        let a = Some(IpAddr::from([10, 0, 0, 1]));
+        for _ in 0..60 {
+            assert!(l.sign_in_started(a).is_ok());
+        }
+        let wait = l.sign_in_started(a).unwrap_err();
+        assert!(
+            wait > Duration::ZERO && wait <= SIGN_IN_START_REFILL,
+            "{wait:?}"
+        );
+        assert!(l.sign_in_started(Some(IpAddr::from([10, 0, 0, 2]))).is_ok());
+        assert!(
+            l.sign_in_started(None).is_ok(),
+            "no address: not limited here"
+        );
+        assert!(
+            l.check("anyone", a).is_ok(),
+            "password logins are not touched"
+        );
+        let off = LoginLimiter::new(LoginLimits {
+            sign_in_start_burst: 0,
+            ..limits
+        });
+        for _ in 0..1000 {
+            assert!(off.sign_in_started(a).is_ok(), "0: no limit");
+        }
+    }
+
     use super::*;
 
     fn limiter(account_burst: u32, address_burst: u32) -> LoginLimiter {
         LoginLimiter::new(LoginLimits {
             account_burst,
             address_burst,
+            sign_in_start_burst: 60,
             refill: Duration::from_secs(60),
         })
     }

@@ -174,6 +174,7 @@ impl AppState {
             login_limiter: LoginLimiter::new(LoginLimits {
                 account_burst: config.login_account_burst,
                 address_burst: config.login_address_burst,
+                sign_in_start_burst: config.sign_in_start_burst,
                 refill: Duration::from_secs_f64(config.login_refill_s),
             }),
             revoked: RevokedFamilies::default(),

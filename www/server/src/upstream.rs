@@ -495,8 +495,10 @@ impl Upstream {
         let id_token = response
             .id_token()
             .ok_or_else(|| ProviderError::BadIdToken("no ID token".into()))?;
-        // The keys of the cache: a provider that rotated its keys since discovery is followed.
+        // The keys of the cache (fetched again when old, so a withdrawn key is dropped): a
+        // provider that rotated its keys since discovery is followed.
         let nonce = Nonce::new(nonce.to_string());
+        self.jwks.refresh_if_old(now_ms).await;
         let mut verifier = self.id_token_verifier();
         let unknown_key = |e: &openidconnect::ClaimsVerificationError| {
             matches!(

@@ -44,7 +44,7 @@ use url::Url;
 use crate::error::{AppError, BearerFailure, DpopAt};
 use crate::extract::{
     cleared_refresh_cookie, cookie_candidates, dpop_proof, presented_token, refresh_cookie,
-    resource_dpop_error, CsrfChecked, RefreshCookies, SameOrigin, Scheme,
+    resource_dpop_error, ClientAddr, CsrfChecked, RefreshCookies, SameOrigin, Scheme,
 };
 use crate::metrics::bump;
 use crate::routes::auth::RefreshCounted;
@@ -133,10 +133,15 @@ pub async fn config() -> Response {
 pub async fn login(
     State(state): State<AppState>,
     _: SameOrigin,
+    ClientAddr(addr): ClientAddr,
     uri: Uri,
     headers: HeaderMap,
 ) -> Result<Response, AppError> {
     let up = upstream(&state)?;
+    if let Err(wait) = state.login_limiter.sign_in_started(addr) {
+        tracing::info!("sign-in start refused: too many from this address");
+        return Err(AppError::RateLimited(wait));
+    }
     let Some(return_to) = up
         .config
         .return_url(query_param(&uri, "returnTo").as_deref())

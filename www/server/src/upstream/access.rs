@@ -289,13 +289,20 @@ impl Jwks {
         fetched
     }
 
+    /// Fetch the keys again first when they are [`JWKS_MAX_AGE_MS`] old, so that a key the
+    /// provider withdrew is dropped: before every use of the keys (access tokens here, ID
+    /// tokens at sign-in — which used to take the cached keys however old).
+    pub async fn refresh_if_old(&self, now_ms: i64) {
+        if now_ms - self.fetched_at_ms.load(Ordering::SeqCst) >= JWKS_MAX_AGE_MS {
+            self.refetch(now_ms).await;
+        }
+    }
+
     /// [`verify`] with the current keys (fetched again first when [`JWKS_MAX_AGE_MS`] old);
     /// a token naming an unknown key makes the keys be fetched again (see
     /// [`Jwks::refetch`]) and is checked once more.
     pub async fn verify(&self, token: &str, rules: &Rules) -> Result<ProviderClaims, JwtError> {
-        if rules.now_ms - self.fetched_at_ms.load(Ordering::SeqCst) >= JWKS_MAX_AGE_MS {
-            self.refetch(rules.now_ms).await;
-        }
+        self.refresh_if_old(rules.now_ms).await;
         match verify(&self.keys(), token, rules) {
             Err(JwtError::UnknownKey) if self.refetch(rules.now_ms).await => {
                 verify(&self.keys(), token, rules)
@@ -620,6 +627,19 @@ mod tests {
         );
         assert!(jwks.verify(&good, &at(JWKS_MAX_AGE_MS + 1)).await.is_ok());
         assert_eq!(calls.load(Ordering::SeqCst), 1, "one fetch for both");
+
+        // What the ID-token verifier takes at sign-in (`keys()` after `refresh_if_old`): the
+        // withdrawn key is gone there too once the keys are old. Before, sign-in took the
+        // cached keys however old.
+        let jwks = Jwks::new(
+            set(&[&a, &b]),
+            NOW_MS,
+            fetcher(published.clone(), calls.clone()),
+        );
+        jwks.refresh_if_old(NOW_MS + JWKS_MAX_AGE_MS - 1).await;
+        assert_eq!(jwks.keys().keys().len(), 2, "young keys are kept");
+        jwks.refresh_if_old(NOW_MS + JWKS_MAX_AGE_MS).await;
+        assert_eq!(jwks.keys().keys().len(), 1, "old keys are fetched again");
 
         // The provider is down at the next expiry: the keys we have stay in use.
         let down: FetchJwks = Arc::new(|| Box::pin(async { Err(String::from("refused")) }));
