@@ -90,6 +90,10 @@ fn url(v: &Value, name: &str, resolve: &dyn Fn(&str) -> Option<String>) -> Resul
         .ok_or_else(|| bad(name, "must be a non-empty string"))?;
     let abs = resolve(raw).ok_or_else(|| bad(name, "is not a valid URL"))?;
     let o = origin::of_url(&abs).ok_or_else(|| bad(name, "must be an http(s) URL"))?;
+    if o.contains('@') {
+        // `fetch` refuses such a URL; the origin rule's message would speak of a path.
+        return Err(bad(name, "must not carry credentials (user:password@)"));
+    }
     origin::normalize(o).map_err(|why| bad(name, why))?;
     Ok(abs)
 }
@@ -419,6 +423,10 @@ mod tests {
             (r#"{"refreshUrl":""}"#, "refreshUrl"),
             (r#"{"refreshUrl":5}"#, "refreshUrl"),
             (r#"{"refreshUrl":"not a url"}"#, "refreshUrl"),
+            (
+                r#"{"refreshUrl":"https://user:pw@auth.example.com/r"}"#,
+                "refreshUrl must not carry credentials",
+            ),
             (
                 r#"{"refreshUrl":"http://auth.example.com/r"}"#,
                 "refreshUrl",
