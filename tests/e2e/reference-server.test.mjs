@@ -23,6 +23,13 @@ test("the refresh cookie is stored by Chromium on http://127.0.0.1 as HttpOnly, 
   // Path=/auth: the cookie is not sent to the page or the API.
   const forPage = await context.cookies(env.server.url + "/api/me");
   assert.equal(forPage.find((x) => x.name === "__Secure-tw_refresh"), undefined);
+  // Its anchor is host-only (__Host-, Path=/): a sibling host cannot plant a refresh cookie
+  // that counts. It is a hash of the token, not the token, and no script reads it.
+  const a = forPage.find((x) => x.name === "__Host-tw_anchor");
+  assert.ok(a, `no anchor cookie (cookies for /: ${forPage.map((x) => x.name)})`);
+  assert.deepEqual([a.httpOnly, a.secure, a.sameSite, a.path, a.domain], [true, true, "Strict", "/", "127.0.0.1"]);
+  assert.notEqual(a.value, c.value);
+  assert.ok(!(await page.evaluate(() => document.cookie)).includes("tw_"), "HttpOnly");
 });
 
 test("a signed-in page calls the API with a valid Bearer, refreshes silently before expiry, and logout clears the cookie", async () => {
@@ -62,6 +69,7 @@ test("a signed-in page calls the API with a valid Bearer, refreshes silently bef
   assert.equal(c.logouts, 1);
   const cookies = await context.cookies(env.server.url + "/auth/refresh");
   assert.equal(cookies.find((x) => x.name === "__Secure-tw_refresh"), undefined, "cookie still in the jar after logout");
+  assert.equal(cookies.find((x) => x.name === "__Host-tw_anchor"), undefined, "anchor still in the jar after logout");
 
   // A later refresh from the page is refused, and the client sends no Bearer.
   const status = await page.evaluate(async () => (await fetch("/auth/refresh", {
