@@ -610,6 +610,7 @@ pub fn scheduler(data: &[u8]) {
         return;
     };
     let cfg = Config {
+        dpop: true,
         skew_ms: input.skew_ms,
         retry: RetryPolicy {
             max_attempts: input.max_attempts,
@@ -864,6 +865,7 @@ pub fn tabsync(data: &[u8]) {
             let mut session = Session::new(Config {
                 skew_ms: 30_000,
                 retry: RetryPolicy::default(),
+                dpop: true,
             });
             let now = Stamp::at(1_700_000_000_000);
             let took = session.adopt(grant.clone(), *lifetime, *age, *version, now);

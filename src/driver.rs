@@ -60,6 +60,9 @@ pub struct Driver<S: Shell> {
     /// Upstream mode: the provider's token endpoint a `use_upstream_dpop` named; from then
     /// on every refresh also carries a proof for it.
     upstream_htu: RefCell<Option<String>>,
+    /// The server's clock as the last refresh answer's `Date` gave it
+    /// ([`dpop::server_clock`]): what proofs are dated by.
+    server_clock: Cell<Option<(i64, i64)>>,
 }
 
 impl<S: Shell> Driver<S> {
@@ -80,6 +83,7 @@ impl<S: Shell> Driver<S> {
             key: RefCell::new(None),
             nonces: RefCell::new(Nonces::default()),
             upstream_htu: RefCell::new(None),
+            server_clock: Cell::new(None),
         });
         if d.opts.cross_tab {
             let weak = Rc::downgrade(&d);
@@ -200,11 +204,6 @@ impl<S: Shell> Driver<S> {
     /// own login call could not sign) is bound by a refresh right away.
     pub fn set_session(self: &Rc<Self>, grant: Grant) -> Result<(), Error> {
         let bound = grant.bound;
-        if bound && !self.opts.dpop {
-            return Err(Error::InvalidResponse(
-                "the token is bound to a key (DPoP) and dpop is off",
-            ));
-        }
         let bind = dpop::bind_after_set_session(self.opts.dpop, bound);
         let out = self
             .machine
@@ -240,7 +239,7 @@ impl<S: Shell> Driver<S> {
         let claims = ProofClaims {
             htm,
             url,
-            iat: self.shell.now().wall.div_euclid(1000),
+            iat: dpop::proof_iat(self.server_clock.get(), self.shell.now()),
             jti: &jti,
             ath: ath.as_deref(),
             nonce: nonce.as_deref(),
@@ -256,7 +255,7 @@ impl<S: Shell> Driver<S> {
     /// (after its proof was signed): the token's lifetime counts from there.
     async fn post_refresh(&self, sent: &Cell<Stamp>) -> Result<Reply, Error> {
         let url = &self.opts.refresh_url;
-        let mut retries = 0;
+        let mut retries = dpop::Retries::default();
         loop {
             let mut headers = self.opts.refresh_headers.clone();
             let mut signed_with = None;
@@ -283,6 +282,11 @@ impl<S: Shell> Driver<S> {
             if !self.opts.dpop {
                 return Ok(reply);
             }
+            let now = self.shell.now();
+            let clock = self.server_clock.get();
+            if let Some(c) = dpop::server_clock(reply.date.as_deref(), now) {
+                self.server_clock.set(Some(c));
+            }
             self.nonces
                 .borrow_mut()
                 .remember(url, reply.dpop_nonce.as_deref());
@@ -295,10 +299,15 @@ impl<S: Shell> Driver<S> {
                 self.nonces.borrow_mut().remember(&htu, nonce.as_deref());
                 *self.upstream_htu.borrow_mut() = Some(htu);
             }
-            if !dpop::retry_refresh(asked, changed, named, retries) {
+            let answer = dpop::RefreshAnswer {
+                nonce: asked && changed,
+                upstream: named,
+                clock: dpop::proof_refused(reply.status, &reply.body)
+                    && dpop::clock_moved(clock, self.server_clock.get(), now),
+            };
+            if !dpop::retry_refresh(&mut retries, answer) {
                 return Ok(reply);
             }
-            retries += 1;
         }
     }
 
@@ -580,8 +589,11 @@ impl<S: Shell> Driver<S> {
         let nonce_retry = if proof { sh.replayable(&request) } else { None };
         let mut response = sh.send(&request).await.map_err(FetchError::Send)?;
         if proof {
+            // Kept for the origin that answered: after a redirect, not the one asked.
             let nonce = sh.response_header(&response, "dpop-nonce");
-            self.nonces.borrow_mut().remember(&url, nonce.as_deref());
+            let from = sh.response_url(&response);
+            let from = if from.is_empty() { &url } else { &from };
+            self.nonces.borrow_mut().remember(from, nonce.as_deref());
             let changed =
                 dpop::nonce_moved(signed_with.as_deref(), self.nonces.borrow().for_url(&url));
             let challenge = sh.response_header(&response, "www-authenticate");

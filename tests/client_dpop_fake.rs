@@ -700,3 +700,138 @@ fn a_token_got_after_a_nonce_retry_lives_from_the_retry() {
     // The retry left one latency before the answer arrived, now.
     assert_eq!(a.expires_at(), Some(world.now() - 100 + 300_000));
 }
+
+#[path = "support/http_date.rs"]
+mod http_date;
+
+/// The page's clock is 30 s fast (or 90 s slow). The server, like the reference server,
+/// takes a proof's `iat` up to 5 s ahead of its clock and 60 s behind, and sends its clock
+/// in `Date`. Before, every proof was refused (`invalid_dpop_proof`) and the session ended
+/// at its first refresh; now the refused one is made again dated by the server's clock, and
+/// every proof after it is dated so from the start.
+#[test]
+fn proofs_are_dated_by_the_servers_clock_when_the_page_clock_is_off() {
+    for skew in [30_000i64, -90_000] {
+        let world = World::new(T0);
+        world.skew_wall(skew);
+        let w = world.clone();
+        let seen = Rc::new(RefCell::new(Vec::new()));
+        let log = seen.clone();
+        world.endpoint(move |_url| {
+            let h = w.post_headers().last().cloned().unwrap_or_default();
+            let server_ms = w.now();
+            let proof = header(&h, "DPoP").expect("a refresh proof");
+            // (The support check also bounds iat, by ±60 s: read it at either clock.)
+            let iat = check(&proof, server_ms / 1000)
+                .or_else(|_| check(&proof, (server_ms + skew) / 1000))
+                .map(|c| c.iat);
+            let ok = iat.is_ok_and(|i| (server_ms / 1000 - 60..=server_ms / 1000 + 5).contains(&i));
+            log.borrow_mut().push(ok);
+            Ok(Reply {
+                status: if ok { 200 } else { 400 },
+                body: if ok {
+                    r#"{"access_token":"d1","token_type":"DPoP","expires_in":300}"#.into()
+                } else {
+                    r#"{"error":"invalid_dpop_proof"}"#.into()
+                },
+                retry_after: None,
+                dpop_nonce: None,
+                date: Some(http_date::http_date(server_ms)),
+            })
+        });
+        let a = client(&world, "");
+        let c = a.clone();
+        assert_eq!(
+            settle(&world, async move { c.start().await }),
+            Ok(true),
+            "skew {skew}"
+        );
+        assert_eq!(
+            *seen.borrow(),
+            [false, true],
+            "skew {skew}: one refused, one retried"
+        );
+        // The next refresh is dated right at once.
+        let c = a.clone();
+        assert!(settle(&world, async move { c.refresh().await }).is_ok());
+        assert_eq!(*seen.borrow(), [false, true, true], "skew {skew}");
+    }
+}
+
+/// Upstream mode with the backend's own DPoP nonce in front of a provider that wants its
+/// nonce too (RFC 9449 §8 at both): the first refresh needs three retries — our
+/// `use_dpop_nonce`, then `use_upstream_dpop` naming the endpoint, then again with the
+/// provider's nonce. One budget of two retries for both kinds signed the user out.
+/// (Written by the DPoP audit of 2026-12-05.)
+#[test]
+fn a_first_refresh_needing_our_nonce_and_the_providers_completes() {
+    const PROVIDER_TOKEN: &str = "https://id.example/token";
+    let world = World::new(T0);
+    let w = world.clone();
+    let answers = Rc::new(RefCell::new(Vec::<u16>::new()));
+    let log = answers.clone();
+    world.endpoint(move |_url| {
+        let h = w.post_headers().last().cloned().unwrap_or_default();
+        let own = check(&header(&h, "DPoP").expect("a refresh proof"), w.now() / 1000).unwrap();
+        let reply = |status: u16, body: String| {
+            log.borrow_mut().push(status);
+            Ok(Reply {
+                status,
+                body,
+                retry_after: None,
+                dpop_nonce: Some("our-n1".into()),
+                date: None,
+            })
+        };
+        if own.nonce.as_deref() != Some("our-n1") {
+            return reply(400, r#"{"error":"use_dpop_nonce"}"#.into());
+        }
+        let Some(up) = header(&h, "DPoP-Upstream") else {
+            return reply(
+                400,
+                format!(r#"{{"error":"use_upstream_dpop","dpop_upstream_htu":"{PROVIDER_TOKEN}"}}"#),
+            );
+        };
+        if check(&up, w.now() / 1000).unwrap().nonce.as_deref() != Some("pn1") {
+            return reply(400, format!(r#"{{"error":"use_upstream_dpop","dpop_upstream_htu":"{PROVIDER_TOKEN}","dpop_upstream_nonce":"pn1"}}"#));
+        }
+        reply(200, r#"{"access_token":"u1","token_type":"DPoP","expires_in":300}"#.into())
+    });
+    let a = client(&world, "");
+    assert_eq!(settle(&world, async move { a.start().await }), Ok(true));
+    assert_eq!(*answers.borrow(), [400, 400, 400, 200]);
+}
+
+/// `dpop` off, and the refresh endpoint answers `token_type: "DPoP"` (a token bound to a
+/// key this client never had): refused as `setSession` refuses it. Before, it was taken and
+/// `fetch` sent it as `Bearer` (RFC 9449 §7.2: never). (DPoP audit of 2026-12-05.)
+#[test]
+fn a_bound_token_from_the_refresh_endpoint_with_dpop_off_is_refused() {
+    let world = World::new(T0);
+    world.endpoint(move |_url| {
+        Ok(Reply {
+            status: 200,
+            body: r#"{"access_token":"d1","token_type":"DPoP","expires_in":300}"#.into(),
+            retry_after: None,
+            dpop_nonce: None,
+            date: None,
+        })
+    });
+    world.api(|_| 200);
+    let o = options::parse(r#"{"refreshUrl":"/auth/refresh"}"#, Some(ORIGIN), &|u| {
+        Some(format!("{ORIGIN}{u}"))
+    })
+    .unwrap();
+    let a = Driver::new(world.tab(), o);
+    let c = a.clone();
+    let started = settle(&world, async move { c.start().await });
+    assert!(
+        matches!(started, Err(Error::InvalidResponse(_)) | Ok(false)),
+        "{started:?}"
+    );
+    let req = FakeRequest::get("https://app.example/api/me");
+    let sent = req.clone();
+    let c = a.clone();
+    let _ = settle(&world, async move { c.fetch(req).await.is_ok() });
+    assert_eq!(sent.authorization(), None, "never as Bearer");
+}

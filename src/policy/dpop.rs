@@ -7,6 +7,7 @@
 #[allow(unused_imports)]
 use crate::prelude::*;
 
+use super::clock::Stamp;
 use super::json;
 use super::origin;
 use super::token::oauth_error;
@@ -203,16 +204,83 @@ pub fn upstream_challenge(status: u16, body: &str) -> Option<(String, Option<Str
     Some((String::from(htu), nonce.map(String::from)))
 }
 
-/// Whether the refresh call is made again: once for a `use_dpop_nonce` that brought a new
-/// nonce ([`retry_with_nonce`]); for a `use_upstream_dpop` while fewer than two retries were
-/// made (the first answer names the provider's endpoint, a second one may bring the
-/// provider's nonce or refuse a stale proof), never more.
-pub fn retry_refresh(nonce_asked: bool, nonce_changed: bool, upstream: bool, retries: u8) -> bool {
-    if upstream {
-        retries < 2
-    } else {
-        retry_with_nonce(nonce_asked, nonce_changed, retries > 0)
+/// The server's clock, from an answer's `Date` header (RFC 9110 §6.6.1) read at `now`: its
+/// epoch ms and the monotonic ms it was read at. Proofs are dated by it ([`proof_iat`]): the
+/// server accepts an `iat` only a few seconds ahead of its own clock (a minute behind), so a
+/// page clock some seconds fast made every proof `invalid_dpop_proof`, and the session end
+/// (RFC 9449 §11.1: the client's clock cannot be trusted).
+pub fn server_clock(date: Option<&str>, now: Stamp) -> Option<(i64, i64)> {
+    let at = super::schedule::http_date(date?.trim_ascii(), now.wall)?;
+    Some((at, now.mono))
+}
+
+/// The `iat` (seconds) of a proof made at `now`: by the server's clock when an answer gave
+/// it ([`server_clock`], moved on by the monotonic clock since, so a page clock changed
+/// meanwhile does not matter), else by the page's.
+pub fn proof_iat(server: Option<(i64, i64)>, now: Stamp) -> i64 {
+    match server {
+        Some((at, mono)) => at.saturating_add(now.mono - mono),
+        None => now.wall,
     }
+    .div_euclid(1000)
+}
+
+/// Whether what the page knows of the server's clock moved by more than 2 s (`Date` has
+/// whole seconds) between two answers: then a proof the server refused may have been
+/// refused for its `iat`, and one made now would not be.
+pub fn clock_moved(before: Option<(i64, i64)>, after: Option<(i64, i64)>, now: Stamp) -> bool {
+    (proof_iat(before, now) - proof_iat(after, now)).abs() > 2
+}
+
+/// Retries made of one refresh call, by kind ([`retry_refresh`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Retries {
+    nonce: bool,
+    clock: bool,
+    upstream: u8,
+}
+
+/// Why a refresh answer may be retried ([`retry_refresh`]).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RefreshAnswer {
+    /// `use_dpop_nonce`, and the nonce kept now is not the one the proof carried.
+    pub nonce: bool,
+    /// `use_upstream_dpop`: a proof for the provider's token endpoint is wanted.
+    pub upstream: bool,
+    /// `invalid_dpop_proof`, and the server's clock as now known moved ([`clock_moved`]).
+    pub clock: bool,
+}
+
+/// Whether the refresh call is made again, counting in `r`: once for a `use_dpop_nonce`
+/// that brought a new nonce ([`retry_with_nonce`]); twice for `use_upstream_dpop` (the first
+/// answer names the provider's endpoint, a second one may bring the provider's nonce or
+/// refuse a stale proof); once for a proof refused while the page's idea of the server's
+/// clock was off. Counted apart: a first refresh in upstream mode may need our nonce and
+/// then both provider answers (three retries); one budget of two for all of them ended
+/// such a session.
+pub fn retry_refresh(r: &mut Retries, a: RefreshAnswer) -> bool {
+    let retry = if a.upstream {
+        r.upstream < 2
+    } else if a.nonce {
+        !r.nonce
+    } else {
+        a.clock && !r.clock
+    };
+    if retry {
+        if a.upstream {
+            r.upstream += 1;
+        } else if a.nonce {
+            r.nonce = true;
+        } else {
+            r.clock = true;
+        }
+    }
+    retry
+}
+
+/// A refresh answer refused the proof itself (`invalid_dpop_proof`).
+pub fn proof_refused(status: u16, body: &str) -> bool {
+    matches!(status, 400 | 401) && oauth_error(body).as_deref() == Some("invalid_dpop_proof")
 }
 
 /// Whether a request with `token` carries a proof and the `DPoP` scheme:
@@ -391,19 +459,80 @@ mod tests {
 
     #[test]
     fn a_nonce_retry_happens_once_and_only_for_a_new_nonce() {
-        assert!(retry_refresh(true, true, false, 0));
-        assert!(!retry_refresh(true, true, false, 1));
-        assert!(!retry_refresh(true, false, false, 0));
+        let nonce = RefreshAnswer {
+            nonce: true,
+            ..RefreshAnswer::default()
+        };
+        let upstream = RefreshAnswer {
+            upstream: true,
+            ..RefreshAnswer::default()
+        };
+        let clock = RefreshAnswer {
+            clock: true,
+            ..RefreshAnswer::default()
+        };
+        let mut r = Retries::default();
+        assert!(retry_refresh(&mut r, nonce));
+        assert!(!retry_refresh(&mut r, nonce), "once");
+        assert!(!retry_refresh(&mut r, RefreshAnswer::default()));
+        // Our nonce, then both of the provider's answers: three retries, counted apart.
         assert!(
-            retry_refresh(false, false, true, 0),
+            retry_refresh(&mut r, upstream),
             "the provider's endpoint named"
         );
-        assert!(retry_refresh(false, false, true, 1), "then its nonce");
-        assert!(!retry_refresh(false, false, true, 2), "never a third time");
+        assert!(retry_refresh(&mut r, upstream), "then its nonce");
+        assert!(!retry_refresh(&mut r, upstream), "never a third time");
+        assert!(
+            retry_refresh(&mut r, clock),
+            "a proof dated by a clock now corrected"
+        );
+        assert!(!retry_refresh(&mut r, clock), "once");
         assert!(retry_with_nonce(true, true, false));
         assert!(!retry_with_nonce(true, true, true));
         assert!(!retry_with_nonce(true, false, false));
         assert!(!retry_with_nonce(false, true, false));
+    }
+
+    #[test]
+    fn proofs_are_dated_by_the_servers_clock_once_an_answer_gave_it() {
+        // The page's clock is 30 s fast; the server's Date says 08:49:37.
+        let server = 784_111_777_000;
+        let page = Stamp {
+            wall: server + 30_000,
+            mono: 5_000,
+        };
+        assert_eq!(
+            proof_iat(None, page),
+            (server + 30_000) / 1000,
+            "nothing known yet"
+        );
+        let known = server_clock(Some("Sun, 06 Nov 1994 08:49:37 GMT"), page);
+        assert_eq!(known, Some((server, 5_000)));
+        assert_eq!(proof_iat(known, page), server / 1000);
+        // 10 s later, and the user set the page's clock back an hour meanwhile: the
+        // monotonic clock carries the server's on.
+        let later = Stamp {
+            wall: page.wall - 3_600_000 + 10_000,
+            mono: 15_000,
+        };
+        assert_eq!(proof_iat(known, later), server / 1000 + 10);
+        assert!(
+            clock_moved(None, known, page),
+            "30 s off: a refused proof is retried"
+        );
+        let close = Stamp {
+            wall: server + 1_500,
+            mono: 5_000,
+        };
+        assert!(
+            !clock_moved(None, known, close),
+            "1.5 s: Date's own rounding"
+        );
+        assert_eq!(server_clock(Some("soon"), page), None);
+        assert_eq!(server_clock(None, page), None);
+        assert!(proof_refused(400, r#"{"error":"invalid_dpop_proof"}"#));
+        assert!(!proof_refused(400, r#"{"error":"use_dpop_nonce"}"#));
+        assert!(!proof_refused(503, r#"{"error":"invalid_dpop_proof"}"#));
     }
 
     #[test]

@@ -753,6 +753,7 @@ mod tests {
             Config {
                 skew_ms: 30_000,
                 retry: RetryPolicy::default(),
+                dpop: true,
             },
             cross_tab,
         )

@@ -307,7 +307,11 @@ pub fn parse_with(
         cross_tab,
         channel_name,
         request_timeout_ms,
-        session: Config { skew_ms, retry },
+        session: Config {
+            skew_ms,
+            retry,
+            dpop,
+        },
         dpop,
     })
 }

@@ -99,7 +99,7 @@ pub fn parse_retry_after(value: &str, now_wall: i64, date: Option<&str>) -> Opti
 }
 
 /// An HTTP-date in any of its three forms → epoch ms.
-fn http_date(v: &str, now_wall: i64) -> Option<i64> {
+pub fn http_date(v: &str, now_wall: i64) -> Option<i64> {
     parse_imf_fixdate(v)
         .or_else(|| parse_rfc850(v, now_wall))
         .or_else(|| parse_asctime(v))

@@ -99,6 +99,8 @@ pub struct Config {
     pub skew_ms: i64,
     /// `retry`.
     pub retry: RetryPolicy,
+    /// `dpop`: a token bound to a key is refused when off, wherever it comes from.
+    pub dpop: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -298,6 +300,13 @@ impl Session {
     fn store(&mut self, grant: Grant, received: Stamp, lifetime: Option<i64>) -> Result<(), Error> {
         if lifetime == Some(0) {
             return Err(Error::InvalidResponse("the token has already expired"));
+        }
+        if grant.bound && !self.cfg.dpop {
+            // Never sent as Bearer (RFC 9449 §7.2): from `setSession`, from the refresh
+            // endpoint (which took it as Bearer before) or from another tab.
+            return Err(Error::InvalidResponse(
+                "the token is bound to a key (DPoP) and dpop is off",
+            ));
         }
         let usable_for = lifetime.map(|l| l - expiry_margin(l));
         let due_after =
@@ -608,6 +617,7 @@ mod tests {
         Config {
             skew_ms: 30_000,
             retry: RetryPolicy::default(),
+            dpop: true,
         }
     }
 
@@ -899,6 +909,7 @@ mod tests {
     fn giving_up_after_expiry_ends_the_session_as_expired() {
         let mut s = Session::new(Config {
             skew_ms: 30_000,
+            dpop: true,
             retry: RetryPolicy {
                 max_attempts: 1,
                 ..RetryPolicy::default()
@@ -1032,7 +1043,7 @@ mod tests {
     proptest! {
         #[test]
         fn the_scheduler_never_produces_a_negative_wake(expires_in in 0u32..400_000_000, skew in 0i64..10_000_000, t in any::<i64>(), wall_off in -10_000_000_000i64..10_000_000_000) {
-            let mut s = Session::new(Config { skew_ms: skew, retry: RetryPolicy::default() });
+            let mut s = Session::new(Config { skew_ms: skew, retry: RetryPolicy::default(), dpop: true });
             let _ = s.accept(grant(expires_in), at(0));
             let now = Stamp { wall: t.saturating_add(wall_off), mono: t };
             if let Some(w) = s.next_wake(now) { prop_assert!(w >= 0); }
@@ -1045,7 +1056,7 @@ mod tests {
 
         #[test]
         fn a_due_token_is_still_usable_and_an_expired_one_never(expires_in in 1u32..100_000, skew in 0i64..100_000, age in 0i64..200_000_000) {
-            let mut s = Session::new(Config { skew_ms: skew, retry: RetryPolicy::default() });
+            let mut s = Session::new(Config { skew_ms: skew, retry: RetryPolicy::default(), dpop: true });
             s.accept(grant(expires_in), at(0)).unwrap();
             let now = at(age);
             let life = i64::from(expires_in) * 1000;

@@ -9,6 +9,8 @@ use tokenwarden::policy::jwt::base64url_decode;
 /// A proof checked like the reference server checks it; `Err` names the check.
 #[derive(Debug, Clone)]
 pub struct Checked {
+    #[allow(dead_code)] // read by client_dpop_fake only
+    pub iat: i64,
     pub key: String,
     pub htm: String,
     pub htu: String,
@@ -47,6 +49,7 @@ pub fn check(proof: &str, now_s: i64) -> Result<Checked, &'static str> {
         return Err("iat");
     }
     Ok(Checked {
+        iat,
         key: x,
         htm: get(&claims, "htm").ok_or("htm")?,
         htu: get(&claims, "htu").ok_or("htu")?,

@@ -56,6 +56,8 @@ struct St {
     attempt: Option<Attempt>,
     nonces: Nonces,
     upstream: Option<String>,
+    retries: dpop::Retries,
+    server_clock: Option<(i64, i64)>,
 }
 static mut ST: Option<St> = None;
 
@@ -206,6 +208,8 @@ pub unsafe extern "C" fn create() -> i32 {
                 attempt: None,
                 nonces: Nonces::default(),
                 upstream: None,
+                retries: dpop::Retries::default(),
+                server_clock: None,
             });
             0
         }
@@ -261,6 +265,7 @@ pub extern "C" fn begin(w: f64, m: f64) {
         }
         Ok(Ok((a, out))) => {
             s.attempt = Some(a);
+            s.retries = dpop::Retries::default();
             o_num(0);
             o_out(&out)
         }
@@ -362,7 +367,19 @@ pub extern "C" fn outcome(
             s.nonces.remember(&htu, nonce.as_deref());
             s.upstream = Some(htu);
         }
-        if dpop::retry_refresh(asked, changed, named, retries as u8) {
+        let clock = s.server_clock;
+        let at = now(w, m);
+        if let Some(c) = dpop::server_clock(r.date.as_deref(), at) {
+            s.server_clock = Some(c);
+        }
+        let answer = dpop::RefreshAnswer {
+            nonce: asked && changed,
+            upstream: named,
+            clock: dpop::proof_refused(r.status, &r.body)
+                && dpop::clock_moved(clock, s.server_clock, at),
+        };
+        let _ = retries;
+        if dpop::retry_refresh(&mut s.retries, answer) {
             return 2;
         }
     }
@@ -554,7 +571,7 @@ pub extern "C" fn resource_reply(status: u32, retried: u32) -> u32 {
 
 /// A DPoP proof's signing input: 0 htm, 1 url, 2 jti, 3 ath, 4 x, 5 y.
 #[no_mangle]
-pub extern "C" fn proof_input(w: f64) {
+pub extern "C" fn proof_input(w: f64, m: f64) {
     let s = st();
     let url = field(1);
     let nonce = s.nonces.for_url(url).map(String::from);
@@ -565,7 +582,7 @@ pub extern "C" fn proof_input(w: f64) {
     let claims = ProofClaims {
         htm: field(0),
         url,
-        iat: (w as i64).div_euclid(1000),
+        iat: dpop::proof_iat(s.server_clock, now(w, m)),
         jti: field(2),
         ath: opt_field(3),
         nonce: nonce.as_deref(),
