@@ -14,7 +14,7 @@ DEMO_ADDR ?= 127.0.0.1:8080
 ## demo: build the package, start the reference server on $(DEMO_ADDR), print the URL
 demo: setup pkg
 	cargo build --release -p tokenwarden-server
-	@echo "tokenwarden demo: http://$(DEMO_ADDR)/   (user demo / password demo; Ctrl-C stops)"
+	@echo "tokenwarden demo: http://$(DEMO_ADDR)/   (user demo / password demo; Ctrl-C stops; another port: make demo DEMO_ADDR=127.0.0.1:8091)"
 	./target/release/tokenwarden-server --bind $(DEMO_ADDR)
 
 ## demo-oidc: the same page signing in through a local OpenID Provider (upstream mode)

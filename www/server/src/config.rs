@@ -126,7 +126,7 @@ pub struct Config {
     /// Static files served at /.
     #[arg(long, env = "TW_WWW_DIR", default_value = "www/demo")]
     pub www_dir: PathBuf,
-    /// wasm-pack output served at /pkg/.
+    /// The built npm package, served at /pkg/.
     #[arg(long, env = "TW_PKG_DIR", default_value = "pkg")]
     pub pkg_dir: PathBuf,
     /// P-256 private key (PKCS#8 or SEC1 PEM); default: a key generated at start.

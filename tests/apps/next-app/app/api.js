@@ -3,7 +3,10 @@
 import axios from "axios";
 import ky from "ky";
 
-/** axios: ask the client for the headers of each request (none for an origin not allowed). */
+/**
+ * axios: ask the client for the headers of each request (none for an origin not allowed).
+ * @param {import("tokenwarden").TokenClient} client
+ */
 export function createAxios(client) {
   const api = axios.create();
   api.interceptors.request.use(async (config) => {
@@ -15,7 +18,10 @@ export function createAxios(client) {
   return api;
 }
 
-/** ky: a beforeRequest hook does the same. */
+/**
+ * ky: a beforeRequest hook does the same.
+ * @param {import("tokenwarden").TokenClient} client
+ */
 export function createKy(client) {
   return ky.create({
     hooks: {
