@@ -924,6 +924,18 @@ pub(crate) mod tests {
         (one, two)
     }
 
+    /// The schema `store` works in (to open a second pool on it).
+    async fn schema_of(store: &PgStore) -> String {
+        store
+            .client()
+            .await
+            .unwrap()
+            .query_one("SELECT current_schema()", &[])
+            .await
+            .unwrap()
+            .get::<_, String>(0)
+    }
+
     #[tokio::test]
     async fn pg_store_keeps_the_store_contract() {
         let Some(url) = database_url("the PostgreSQL store contract") else {
@@ -1013,14 +1025,7 @@ pub(crate) mod tests {
             return;
         };
         let one = fresh_store(&url).await;
-        let schema = one
-            .client()
-            .await
-            .unwrap()
-            .query_one("SELECT current_schema()", &[])
-            .await
-            .unwrap()
-            .get::<_, String>(0);
+        let schema = schema_of(&one).await;
         let quick = PgStore::connect_with(&url, Some(&schema), 2, Duration::from_millis(300))
             .await
             .unwrap();
@@ -1068,14 +1073,7 @@ pub(crate) mod tests {
             return;
         };
         let one = fresh_store(&url).await;
-        let schema_of_one = one
-            .client()
-            .await
-            .unwrap()
-            .query_one("SELECT current_schema()", &[])
-            .await
-            .unwrap()
-            .get::<_, String>(0);
+        let schema_of_one = schema_of(&one).await;
         let two = PgStore::connect(&url, Some(&schema_of_one), 8)
             .await
             .unwrap();
