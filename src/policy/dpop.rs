@@ -153,14 +153,28 @@ impl Nonces {
 
 /// A resource's answer asks for a (new) nonce: 401 with
 /// `WWW-Authenticate: DPoP error="use_dpop_nonce"` (§8, §9).
+/// The header may hold several challenges (RFC 9110 §11.6.1; a resource that takes both
+/// schemes sends `Bearer …, DPoP error="use_dpop_nonce"`): the `error` counts when the
+/// challenge it is in — the nearest scheme name before it — is `DPoP`.
 pub fn resource_wants_nonce(status: u16, www_authenticate: Option<&str>) -> bool {
-    status == 401
-        && www_authenticate.is_some_and(|h| {
-            h.trim_ascii_start()
-                .get(..4)
-                .is_some_and(|s| s.eq_ignore_ascii_case("dpop"))
-                && super::find_str(h, "use_dpop_nonce").is_some()
-        })
+    let Some(h) = www_authenticate.filter(|_| status == 401) else {
+        return false;
+    };
+    // Comma-separated: a part whose first word has no `=` starts a challenge (its scheme);
+    // the others are its parameters. (A comma inside a quoted value would split it too;
+    // no DPoP parameter has one.)
+    let mut dpop = false;
+    for part in h.as_bytes().split(|&b| b == b',') {
+        let part = part.trim_ascii_start();
+        let word = part.split(|&b| b == b' ').next().unwrap_or_default();
+        if !word.contains(&b'=') {
+            dpop = word.eq_ignore_ascii_case(b"dpop");
+        }
+        if part.windows(14).any(|w| w == b"use_dpop_nonce") {
+            return dpop;
+        }
+    }
+    false
 }
 
 /// The token endpoint's answer asks for a nonce: 400 (or 401) with OAuth
@@ -438,6 +452,19 @@ mod tests {
         assert!(!resource_wants_nonce(
             401,
             Some(r#"Bearer error="use_dpop_nonce""#)
+        ));
+        // Several challenges in one header: the error belongs to the one it is in.
+        assert!(resource_wants_nonce(
+            401,
+            Some(r#"Bearer realm="api", DPoP error="use_dpop_nonce", algs="ES256""#)
+        ));
+        assert!(resource_wants_nonce(
+            401,
+            Some(r#"dpop error="use_dpop_nonce""#)
+        ));
+        assert!(!resource_wants_nonce(
+            401,
+            Some(r#"DPoP algs="ES256", Bearer error="use_dpop_nonce""#)
         ));
         assert!(!resource_wants_nonce(
             403,

@@ -160,6 +160,10 @@ test("a forged state, a replayed callback and a callback in another browser are 
   assert.equal(res.status(), 400, "callback in a browser that did not start the sign-in");
   assert.ok(!(await other.cookies()).some((c) => c.name === "__Secure-tw_refresh"));
   assert.equal(provider.stats.codeGrants, exchanges, "no code exchanged for a refused callback");
+  // The sign-in is still the browser's that started it (it used to be consumed).
+  await page.goto(held);
+  await page.waitForURL((u) => u.pathname === "/app.html");
+  assert.equal(await started(page), true, "the owner's callback still signs in");
 });
 
 test("a callback is single use: the replay is refused", async () => {

@@ -104,7 +104,13 @@ pub enum HttpError {
     Status(u16),
     /// The request could not be built (our bug).
     Build,
+    /// The answer's body is longer than [`MAX_PROVIDER_BODY`].
+    TooLarge,
 }
+
+/// The longest provider answer read (discovery, JWKS, tokens, introspection are a few KB):
+/// a hostile or broken provider cannot make the server hold an unbounded body.
+pub const MAX_PROVIDER_BODY: usize = 1 << 20;
 
 impl std::fmt::Display for HttpError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -112,6 +118,7 @@ impl std::fmt::Display for HttpError {
             HttpError::Unreachable => f.write_str("provider unreachable or timed out"),
             HttpError::Status(s) => write!(f, "provider answered {s}"),
             HttpError::Build => f.write_str("request could not be built"),
+            HttpError::TooLarge => f.write_str("provider answer over 1 MiB"),
         }
     }
 }
@@ -150,12 +157,19 @@ async fn send(http: reqwest::Client, request: HttpRequest) -> Result<HttpRespons
         return Err(HttpError::Status(status.as_u16()));
     }
     let headers = response.headers().clone();
-    let body = response.bytes().await.map_err(|_| HttpError::Unreachable)?;
+    let mut response = response;
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(|_| HttpError::Unreachable)? {
+        if body.len() + chunk.len() > MAX_PROVIDER_BODY {
+            return Err(HttpError::TooLarge);
+        }
+        body.extend_from_slice(&chunk);
+    }
     let mut builder = http::Response::builder().status(status.as_u16());
     for (name, value) in &headers {
         builder = builder.header(name.as_str(), value.as_bytes());
     }
-    builder.body(body.to_vec()).map_err(|_| HttpError::Build)
+    builder.body(body).map_err(|_| HttpError::Build)
 }
 
 fn classify<T: ErrorResponse + 'static>(
@@ -175,8 +189,8 @@ fn classify<T: ErrorResponse + 'static>(
         RequestTokenError::ServerResponse(_) => {
             ProviderError::Malformed("provider refused the request".into())
         }
-        RequestTokenError::Request(HttpError::Build) => {
-            ProviderError::Malformed("request could not be built".into())
+        RequestTokenError::Request(e @ (HttpError::Build | HttpError::TooLarge)) => {
+            ProviderError::Malformed(e.to_string())
         }
         RequestTokenError::Request(_) => ProviderError::Unavailable,
         RequestTokenError::Parse(_, _) => {
@@ -263,6 +277,9 @@ pub struct Pending {
     pub nonce: String,
     /// Allow-listed return URL.
     pub return_to: String,
+    /// When it expires (epoch ms; 0 in rows stored before it was kept).
+    #[serde(default)]
+    pub expires_at_ms: i64,
 }
 
 /// Counters of calls to the provider (exposed in test mode at `/test/upstream/counters`).
@@ -1048,6 +1065,34 @@ mod tests {
         assert!(!text.contains("secret"), "{text}");
     }
 
+    #[tokio::test]
+    async fn a_provider_answer_over_a_mebibyte_is_not_read_whole() {
+        // A provider (hostile or broken) streams 8 MiB: the server stops at 1 MiB.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let mut head = [0u8; 1024];
+            let _ = socket.read(&mut head).await;
+            let _ = socket
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n\r\n")
+                .await;
+            let chunk = vec![b' '; 64 * 1024];
+            for _ in 0..128 {
+                if socket.write_all(&chunk).await.is_err() {
+                    break;
+                }
+            }
+        });
+        let request = http::Request::builder()
+            .uri(format!("http://{addr}/jwks"))
+            .body(Vec::new())
+            .unwrap();
+        let got = send(reqwest::Client::new(), request).await;
+        assert_eq!(got.err(), Some(HttpError::TooLarge));
+    }
+
     #[test]
     fn provider_failures_map_to_our_answers() {
         type E = StandardErrorResponse<CoreErrorResponseType>;
@@ -1067,6 +1112,10 @@ mod tests {
             c(RequestTokenError::Request(HttpError::Status(503))),
             ProviderError::Unavailable
         );
+        assert!(matches!(
+            c(RequestTokenError::Request(HttpError::TooLarge)),
+            ProviderError::Malformed(_)
+        ));
         let grant_error = E::new(CoreErrorResponseType::InvalidGrant, None, None);
         assert_eq!(
             c(RequestTokenError::ServerResponse(grant_error)),

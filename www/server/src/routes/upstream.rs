@@ -155,19 +155,17 @@ pub async fn login(
         .into_iter()
         .find(|v| v.len() == 43)
         .unwrap_or_else(|| random_id(32));
+    let expires_at_ms = state.now_ms() + PENDING_TTL_MS;
     let pending = Pending {
         binding: binding_hash(&binding),
         verifier: verifier.secret().clone(),
         nonce: nonce.secret().clone(),
         return_to: return_to.to_string(),
+        expires_at_ms,
     };
     let sealed = up.key.seal(PENDING_CONTEXT, &serde_json::to_vec(&pending)?);
     up.store
-        .put_pending(
-            &hash_refresh_token(csrf.secret()),
-            &sealed,
-            state.now_ms() + PENDING_TTL_MS,
-        )
+        .put_pending(&hash_refresh_token(csrf.secret()), &sealed, expires_at_ms)
         .await?;
     Ok(see_other(url.as_str(), login_cookie(&binding).as_slice()))
 }
@@ -214,6 +212,17 @@ pub async fn callback(
         .any(|v| bool::from(binding_hash(v).as_bytes().ct_eq(pending.binding.as_bytes())));
     if !bound {
         tracing::info!("callback refused: the sign-in was started in another browser");
+        // Put back: the browser that started it may still come back with it (the callback
+        // URL opened elsewhere, or forged from a leaked one, used to end the owner's sign-in).
+        if pending.expires_at_ms > now {
+            up.store
+                .put_pending(
+                    &hash_refresh_token(&state_param),
+                    &sealed,
+                    pending.expires_at_ms,
+                )
+                .await?;
+        }
         return Ok(refused("sign-in failed: started in another browser"));
     }
     if let Some(error) = query_param(&uri, "error") {
