@@ -227,6 +227,10 @@ impl<S: Shell> Driver<S> {
             Some(k) => k,
             None => {
                 let k = self.shell.make_key().await?;
+                // Not kept by a client disposed meanwhile: dispose forgot the key, so
+                // every proof after it comes here, and a refresh's retry (a new
+                // rotation: nonce, provider, clock) stops here too.
+                self.machine.borrow().live()?;
                 self.key.borrow_mut().get_or_insert(k).clone()
             }
         };

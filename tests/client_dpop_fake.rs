@@ -835,3 +835,49 @@ fn a_bound_token_from_the_refresh_endpoint_with_dpop_off_is_refused() {
     let _ = settle(&world, async move { c.fetch(req).await.is_ok() });
     assert_eq!(sent.authorization(), None, "never as Bearer");
 }
+
+/// A DPoP refresh whose first answer is `use_dpop_nonce`, the client disposed while that
+/// request is on its way: no retry goes out (each would be a rotation whose token is thrown
+/// away), and `refresh()` settles as `disposed`. (Lifecycle audit of 2026-12-05.)
+#[test]
+fn a_client_disposed_during_a_refresh_sends_no_nonce_retry() {
+    let world = World::new(T0);
+    world.latency(1_000);
+    let n = Rc::new(RefCell::new(0u32));
+    let c = n.clone();
+    world.endpoint(move |_| {
+        *c.borrow_mut() += 1;
+        let k = *c.borrow();
+        Ok(Reply {
+            status: if k % 2 == 1 { 400 } else { 200 },
+            body: if k % 2 == 1 {
+                r#"{"error":"use_dpop_nonce"}"#.into()
+            } else {
+                format!(r#"{{"access_token":"d{k}","token_type":"DPoP","expires_in":300}}"#)
+            },
+            retry_after: None,
+            dpop_nonce: Some(format!("n{k}")),
+            date: None,
+        })
+    });
+    let a = client(&world, "");
+    a.set_session(
+        parse_token_response(r#"{"access_token":"a","token_type":"DPoP","expires_in":300}"#)
+            .unwrap(),
+    )
+    .unwrap();
+    world.run();
+    let before = world.posts().len();
+    let out = Rc::new(RefCell::new(None));
+    let (o, c) = (out.clone(), a.clone());
+    let _ = world.call(async move { *o.borrow_mut() = Some(c.refresh().await.map(|_| ())) });
+    world.advance(500);
+    a.dispose();
+    world.advance(5_000);
+    assert_eq!(
+        world.posts().len() - before,
+        1,
+        "only the request sent before dispose"
+    );
+    assert_eq!(*out.borrow(), Some(Err(Error::Disposed)));
+}

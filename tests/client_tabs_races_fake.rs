@@ -151,6 +151,33 @@ fn a_queued_waiter_hears_the_holder_is_busy_and_waits_instead_of_stealing() {
     }
 }
 
+/// B waits for the lock while A's slow call (9 s) is on its way; B's own wait is short
+/// (requestTimeoutMs 1 s: 3.5 s). Live, B hears A's busy notice and waits again. Disposed
+/// during its wait, it heard nothing more, stole the lock when its next wait ran out and
+/// let it go at once — to C, which then called with the cookie A's call had presented:
+/// reuse, and every tab signed out. (Lifecycle audit of 2026-12-05.)
+#[test]
+fn a_disposed_tab_waiting_for_the_lock_never_steals_it_from_a_live_holder() {
+    let world = World::new(T0);
+    world.latency(9_000);
+    let server = strict_server(&world, 0, 300);
+    let a = tab(&world, "");
+    let b = tab(&world, r#","requestTimeoutMs":1000"#);
+    let c = tab(&world, "");
+    a.sign_in("login", 300);
+    world.run();
+    world.advance(270_000 + 1_000);
+    b.client.dispose();
+    world.advance(40_000);
+    let s = server.borrow();
+    let log = s.log.join("\n");
+    assert_eq!(s.reuse, 0, "a refresh cookie was sent twice:\n{log}");
+    assert_eq!(s.minted, 1, "{log}");
+    for t in [&a, &c] {
+        assert_eq!(t.client.state(), State::Active, "{log}");
+    }
+}
+
 /// A frozen tab holds the lock forever; B and C become due at once and wait
 /// for it. Their waits are jittered (tabsync::lock_wait_ms), so one runs out
 /// first and steals; it says it is busy before its request, and the other,

@@ -378,7 +378,9 @@ impl Machine {
         now: Stamp,
         random: f64,
     ) -> Option<LockRequest> {
-        if !self.cross_tab {
+        // Disposed: no lock move at all. It no longer hears the holder's busy notices, and
+        // a wait that ran out stole the lock from a live holder.
+        if !self.cross_tab || self.disposed {
             return None;
         }
         let heard_busy = match previous {
