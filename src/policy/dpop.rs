@@ -116,6 +116,9 @@ pub fn authorization(token: &str, dpop: bool) -> String {
     out
 }
 
+/// How many origins' nonces are kept (then they are forgotten and kept anew).
+pub const MAX_NONCE_ORIGINS: usize = 16;
+
 /// The last `DPoP-Nonce` each origin gave.
 #[derive(Debug, Default)]
 pub struct Nonces(Vec<(String, String)>);
@@ -144,6 +147,11 @@ impl Nonces {
                 true
             }
             None => {
+                // Bounded: redirects may bring nonces of any number of origins.
+                // Forgetting them all costs at most one `use_dpop_nonce` retry each.
+                if self.0.len() >= MAX_NONCE_ORIGINS {
+                    self.0.clear();
+                }
                 self.0.push((String::from(o), String::from(n)));
                 true
             }
@@ -425,6 +433,13 @@ mod tests {
         assert_eq!(n.for_url("https://a.example/q"), Some("3"));
         assert_eq!(n.for_url("https://b.example/q"), Some("2"));
         assert_eq!(n.for_url("https://c.example/q"), None);
+        // Bounded: past the limit, forgotten and kept anew.
+        for i in 0..MAX_NONCE_ORIGINS {
+            n.remember(&format!("https://o{i}.example/"), Some("x"));
+        }
+        assert_eq!(n.for_url("https://a.example/q"), None, "forgotten");
+        assert_eq!(n.for_url("https://o15.example/q"), Some("x"));
+        assert!(n.0.len() <= MAX_NONCE_ORIGINS);
     }
 
     #[test]
