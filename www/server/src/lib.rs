@@ -79,11 +79,11 @@ pub async fn build_state(config: &Config) -> Result<AppState, StartupError> {
         }
         None => keys::KeySet::generate(),
     };
+    // A third of the request's time for each store call, so that a call cut off ends
+    // (rolled back) before the request does: 1–10 s.
+    let call_timeout =
+        std::time::Duration::from_secs_f64((config.request_timeout_s / 3.0).clamp(1.0, 10.0));
     let store: Arc<dyn store::RefreshStore> = if let Some(url) = &config.database_url {
-        // A third of the request's time for each store call, so that a call cut off ends
-        // (rolled back) before the request does: 1–10 s.
-        let call_timeout =
-            std::time::Duration::from_secs_f64((config.request_timeout_s / 3.0).clamp(1.0, 10.0));
         let store =
             store::PgStore::connect_with(url, None, config.db_pool_size as usize, call_timeout)
                 .await
@@ -93,8 +93,8 @@ pub async fn build_state(config: &Config) -> Result<AppState, StartupError> {
     } else if config.memory_store {
         Arc::new(store::MemoryStore::new())
     } else {
-        let store =
-            store::SqliteStore::open(&config.data_dir).map_err(|e| StartupError(e.to_string()))?;
+        let store = store::SqliteStore::open_with(&config.data_dir, call_timeout)
+            .map_err(|e| StartupError(e.to_string()))?;
         tracing::info!(path = %store.path().display(), "refresh tokens stored in SQLite");
         Arc::new(store)
     };

@@ -42,9 +42,26 @@ fn init_logging(format: LogFormat) {
     }
 }
 
+/// SIGINT (Ctrl-C) or SIGTERM (what systemd, Docker, Kubernetes and `kill` send): both
+/// drain open connections (`serve`). SIGTERM used to kill the process at once, cutting off
+/// a refresh that had committed its rotation (a lost response).
 async fn shutdown_signal() {
-    if tokio::signal::ctrl_c().await.is_err() {
-        std::future::pending::<()>().await;
+    let int = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        () = int => {}
+        () = term => {}
     }
 }
 

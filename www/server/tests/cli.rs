@@ -110,3 +110,49 @@ fn help_lists_every_flag_with_its_variable() {
     }
     assert!(help.contains("TW_MAX_FAMILIES_PER_USER"));
 }
+
+fn post(addr: &str, path: &str, body: &str) -> String {
+    let mut s = TcpStream::connect(addr).unwrap();
+    write!(
+        s,
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out
+}
+
+/// SIGTERM (systemd, Docker, Kubernetes, `kill`) drains like Ctrl-C: a request in flight is
+/// answered, then the process exits. Before, SIGTERM killed it at once and the request's
+/// connection was cut (a refresh that had committed its rotation became a lost response).
+#[test]
+fn sigterm_lets_a_request_in_flight_finish() {
+    let (mut server, addr) = start(
+        &["--port", "0"],
+        &[("TW_TEST_MODE", "1"), ("TW_MEMORY_STORE", "1")],
+    );
+    assert!(post(
+        &addr,
+        "/test/faults",
+        r#"{"faults":[{"kind":"delay","ms":1500}]}"#
+    )
+    .starts_with("HTTP/1.1 204"));
+    let a = addr.clone();
+    let in_flight = std::thread::spawn(move || post(&a, "/auth/refresh", ""));
+    // The fault counts the request before its delay: it is in flight once counted.
+    while !get(&addr, "/test/counters").contains("\"refreshRequests\":1") {
+        std::thread::yield_now();
+    }
+    let pid = server.0.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let answer = in_flight.join().unwrap();
+    assert!(answer.starts_with("HTTP/1.1 "), "cut off: {answer:?}");
+    let status = server.0.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+}

@@ -39,6 +39,8 @@ where
     a_store_that_answers_is_ready(&make().await).await;
     a_lost_response_gets_the_same_successor_until_it_is_used(&make().await).await;
     a_lost_response_is_reuse_after_the_window(&make().await).await;
+    a_clock_stepped_back_does_not_stretch_the_window(&make().await).await;
+    a_login_stays_live_when_the_clock_stepped_back(&make().await).await;
     a_lost_response_is_reuse_when_the_window_is_off(&make().await).await;
     the_shared_secret_is_the_first_one_stored(&make().await).await;
     concurrent_presentations_rotate_once(&make().await).await;
@@ -262,6 +264,45 @@ pub async fn purge_deletes_ended_families_and_keeps_live_ones(store: &dyn Refres
 /// `ping` succeeds on a working store.
 pub async fn a_store_that_answers_is_ready(store: &dyn RefreshStore) {
     ok(store.ping()).await;
+}
+
+/// The window is `[0, window)` after the parent was retired: presented "before" it was
+/// retired (the server's clock stepped back an hour), it is reuse, not a lost response.
+/// Before, any negative difference was inside the window.
+pub async fn a_clock_stepped_back_does_not_stretch_the_window(store: &dyn RefreshStore) {
+    let fam = family("back", "demo", 10_000_000);
+    ok(store.create_family(&fam, &h("bp"), 10, 3_600_000)).await;
+    assert!(matches!(
+        ok(store.rotate(&h("bp"), &h("bs"), 3_700_000, 10_000)).await,
+        Rotation::Rotated(_)
+    ));
+    assert_eq!(
+        ok(store.standing(&h("bp"), &h("bs"), 112_000, 10_000)).await,
+        Standing::Retired
+    );
+    assert_eq!(
+        ok(store.rotate(&h("bp"), &h("bs"), 112_000, 10_000)).await,
+        Rotation::Reused {
+            family_id: "back".into()
+        }
+    );
+}
+
+/// The per-user cap keeps the families made last, whatever the clock said when they were
+/// made: a login after the server's clock stepped back an hour is kept, the oldest goes.
+/// Before (SQLite), it was ordered by the creation time and revoked itself.
+pub async fn a_login_stays_live_when_the_clock_stepped_back(store: &dyn RefreshStore) {
+    for (i, at) in [(1, 7_200_000), (2, 7_201_000)] {
+        let f = family(&format!("cb{i}"), "capped", 100_000_000);
+        ok(store.create_family(&f, &h(&format!("cb{i}")), 2, at)).await;
+    }
+    let late = family("cb3", "capped", 100_000_000);
+    let capped = ok(store.create_family(&late, &h("cb3"), 2, 3_600_000)).await;
+    assert_eq!(capped, ["cb1"]);
+    assert!(matches!(
+        ok(store.rotate(&h("cb3"), &h("cb4"), 3_601_000, 0)).await,
+        Rotation::Rotated(_)
+    ));
 }
 
 /// The lost-response rule: within the window, the parent of a never-used successor gets

@@ -100,7 +100,8 @@ fn standing_of(
     }
     match retired_at_ms {
         None => Standing::Live,
-        Some(at) if window_ms > 0 && now_ms - at < window_ms && successor_live => {
+        // A clock stepped back does not stretch the window: a negative difference is out.
+        Some(at) if (0..window_ms).contains(&(now_ms - at)) && successor_live => {
             Standing::Repeatable
         }
         Some(_) => Standing::Retired,

@@ -216,6 +216,49 @@ BEGIN
 END $$;
 ",
     ),
+    (
+        7,
+        "
+-- The lost-response window is [0, window): a clock stepped back (a negative difference) no
+-- longer stretches it without bound.
+CREATE OR REPLACE FUNCTION tw_rotate(p_token BYTEA, p_next BYTEA, p_now BIGINT, p_window BIGINT,
+    OUT o_outcome TEXT, OUT o_family TEXT, OUT o_sub TEXT, OUT o_expires BIGINT)
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_retired BIGINT;
+    v_revoked BIGINT;
+BEGIN
+    -- The row lock serialises every presentation of this token, on any instance.
+    SELECT t.family_id, t.retired_at_ms INTO o_family, v_retired
+        FROM refresh_tokens t WHERE t.hash = p_token FOR UPDATE;
+    IF NOT FOUND THEN
+        o_outcome := 'unknown';
+        RETURN;
+    END IF;
+    SELECT f.sub, f.expires_at_ms, f.revoked_at_ms INTO o_sub, o_expires, v_revoked
+        FROM families f WHERE f.id = o_family;
+    IF v_revoked IS NOT NULL THEN
+        o_outcome := 'revoked';
+    ELSIF o_expires <= p_now THEN
+        o_outcome := 'expired';
+    ELSIF v_retired IS NULL THEN
+        UPDATE refresh_tokens SET retired_at_ms = p_now WHERE hash = p_token;
+        INSERT INTO refresh_tokens (hash, family_id, issued_at_ms) VALUES (p_next, o_family, p_now);
+        o_outcome := 'rotated';
+    ELSIF p_now - v_retired >= 0 AND p_now - v_retired < p_window AND EXISTS (
+        -- Locks the successor too: a concurrent rotation of it is seen, not raced.
+        SELECT 1 FROM refresh_tokens n
+        WHERE n.hash = p_next AND n.family_id = o_family AND n.retired_at_ms IS NULL
+        FOR UPDATE
+    ) THEN
+        o_outcome := 'repeated';
+    ELSE
+        UPDATE families SET revoked_at_ms = p_now WHERE id = o_family AND revoked_at_ms IS NULL;
+        o_outcome := 'reused';
+    END IF;
+END $$;
+",
+    ),
 ];
 
 /// Refresh-token families (and the shared secrets and signing keys) in PostgreSQL.

@@ -4,6 +4,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use rusqlite::{params, Connection, OptionalExtension as _, TransactionBehavior};
 
@@ -78,25 +79,84 @@ CREATE INDEX IF NOT EXISTS dpop_proofs_by_expiry ON dpop_proofs(expires_at_ms);
 pub struct SqliteStore {
     conn: Arc<Mutex<Connection>>,
     path: PathBuf,
+    call_timeout: Duration,
 }
 
 fn err(e: rusqlite::Error) -> StoreError {
     StoreError(e.to_string())
 }
 
+/// How long one store call may take by default ([`SqliteStore::open_with`]).
+pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Owner-only (0600) for the database and its `-wal` / `-shm` files: they hold the refresh
+/// tokens' hashes and the successor secret, from which anyone holding an old cookie could
+/// compute the live one. Files left group- or world-readable by an earlier version are
+/// tightened, and said so.
+#[cfg(unix)]
+fn owner_only(path: &Path) -> Result<(), StoreError> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let Ok(meta) = std::fs::metadata(path) else {
+        return Ok(()); // not there (yet)
+    };
+    if meta.permissions().mode() & 0o077 != 0 {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+            .map_err(|e| StoreError(format!("cannot make {} owner-only: {e}", path.display())))?;
+        tracing::warn!(path = %path.display(), "database file was readable by others: now 0600");
+    }
+    Ok(())
+}
+
+#[cfg(not(unix))]
+fn owner_only(_: &Path) -> Result<(), StoreError> {
+    Ok(())
+}
+
 impl SqliteStore {
     /// Open (creating the directory and schema if needed) `dir/tokenwarden.sqlite3`.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
-        std::fs::create_dir_all(dir)
+        Self::open_with(dir, DEFAULT_CALL_TIMEOUT)
+    }
+
+    /// [`SqliteStore::open`], each store call bounded by `call_timeout` (waiting for the
+    /// connection, then for SQLite's lock): a call cut off changes nothing, so a refresh
+    /// answered 503 has not rotated and its retry works. The server gives it a third of
+    /// `--request-timeout`. A directory it creates is owner-only (0700), the database files
+    /// 0600; a database it cannot write is an error at start, not a server that answers 503
+    /// to every login while `/readyz` says ready.
+    pub fn open_with(dir: &Path, call_timeout: Duration) -> Result<Self, StoreError> {
+        let mut builder = std::fs::DirBuilder::new();
+        builder.recursive(true);
+        #[cfg(unix)]
+        std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+        builder
+            .create(dir)
             .map_err(|e| StoreError(format!("cannot create data dir {}: {e}", dir.display())))?;
         let path = dir.join(DB_FILE);
+        let mut file = std::fs::OpenOptions::new();
+        file.create(true).append(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut file, 0o600);
+        file.open(&path)
+            .map_err(|e| StoreError(format!("cannot open {} for writing: {e}", path.display())))?;
+        for suffix in ["", "-wal", "-shm"] {
+            let mut p = path.clone().into_os_string();
+            p.push(suffix);
+            owner_only(Path::new(&p))?;
+        }
         let conn = Connection::open(&path).map_err(err)?;
-        conn.busy_timeout(std::time::Duration::from_secs(5))
-            .map_err(err)?;
+        if conn.is_readonly(rusqlite::MAIN_DB).map_err(err)? {
+            return Err(StoreError(format!(
+                "{} can only be read: the refresh store must be writable",
+                path.display()
+            )));
+        }
+        conn.busy_timeout(call_timeout).map_err(err)?;
         conn.execute_batch(SCHEMA).map_err(err)?;
         Ok(Self {
             conn: Arc::new(Mutex::new(conn)),
             path,
+            call_timeout,
         })
     }
 
@@ -112,10 +172,18 @@ impl SqliteStore {
         F: FnOnce(&mut Connection) -> Result<R, rusqlite::Error> + Send + 'static,
     {
         let conn = self.conn.clone();
+        let (start, limit) = (std::time::Instant::now(), self.call_timeout);
         tokio::task::spawn_blocking(move || {
             let mut conn = conn
                 .lock()
-                .map_err(|_| StoreError("sqlite mutex poisoned".into()))?;
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            // What is left of the call's time, for SQLite's own lock wait; none left: not
+            // begun (a call that waited its time out behind others changes nothing).
+            let left = limit.saturating_sub(start.elapsed());
+            if left.is_zero() {
+                return Err(StoreError("the store was busy for too long".into()));
+            }
+            conn.busy_timeout(left).map_err(err)?;
             f(&mut conn).map_err(err)
         })
         .await
@@ -149,7 +217,7 @@ impl RefreshStore for SqliteStore {
                 let mut stmt = tx.prepare_cached(
                     "SELECT id FROM families
                      WHERE sub = ?1 AND revoked_at_ms IS NULL AND expires_at_ms > ?2
-                     ORDER BY created_at_ms DESC, rowid DESC LIMIT -1 OFFSET ?3",
+                     ORDER BY rowid DESC LIMIT -1 OFFSET ?3",
                 )?;
                 let rows = stmt.query_map(params![family.sub, now_ms, keep], |r| r.get(0))?;
                 rows.collect::<Result<_, _>>()?
@@ -200,7 +268,7 @@ impl RefreshStore for SqliteStore {
                 Rotation::Rejected(Rejection::Expired)
             } else if let Some(retired_at_ms) = retired_at_ms {
                 let successor_live = window_ms > 0
-                    && now_ms - retired_at_ms < window_ms
+                    && (0..window_ms).contains(&(now_ms - retired_at_ms))
                     && tx
                         .prepare_cached(
                             "SELECT 1 FROM refresh_tokens
@@ -623,6 +691,91 @@ mod tests {
         assert_eq!(
             reopened.revoked_since(3).await.unwrap(),
             vec!["f".to_string()]
+        );
+    }
+
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn the_data_dir_and_the_database_are_owner_only() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("new/data");
+        let store = SqliteStore::open(&data).unwrap();
+        store
+            .create_family(
+                &Family {
+                    id: "p".into(),
+                    sub: "s".into(),
+                    expires_at_ms: 9,
+                },
+                &h("p1"),
+                1,
+                0,
+            )
+            .await
+            .unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&data), 0o700);
+        assert_eq!(mode(store.path()), 0o600);
+        let wal = data.join(format!("{DB_FILE}-wal"));
+        assert!(!wal.exists() || mode(&wal) == 0o600, "{:o}", mode(&wal));
+        drop(store);
+        // A database an earlier version left world-readable is tightened at start.
+        std::fs::set_permissions(data.join(DB_FILE), std::fs::Permissions::from_mode(0o644))
+            .unwrap();
+        let reopened = SqliteStore::open(&data).unwrap();
+        assert_eq!(mode(reopened.path()), 0o600);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_database_that_can_only_be_read_is_an_error_at_start() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        drop(SqliteStore::open(dir.path()).unwrap());
+        let db = dir.path().join(DB_FILE);
+        std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o400)).unwrap();
+        // (As root the file stays writable: nothing to check then.)
+        if std::fs::OpenOptions::new().append(true).open(&db).is_ok() {
+            return;
+        }
+        let e = SqliteStore::open(dir.path()).unwrap_err();
+        assert!(e.0.contains("for writing"), "{e:?}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_rotation_stuck_behind_the_lock_ends_within_its_time_and_changes_nothing() {
+        // Another process holds SQLite's write lock longer than a store call may take: the
+        // rotation fails in about its call time and is not committed later, so the retry
+        // with the same cookie rotates. Before, it waited and committed after its request
+        // had been answered 503, and the retry was reuse.
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open_with(dir.path(), Duration::from_millis(300)).unwrap();
+        let fam = Family {
+            id: "l".into(),
+            sub: "s".into(),
+            expires_at_ms: 100_000,
+        };
+        store.create_family(&fam, &h("l1"), 10, 0).await.unwrap();
+        let other = Connection::open(store.path()).unwrap();
+        other.execute_batch("BEGIN IMMEDIATE").unwrap();
+        let started = std::time::Instant::now();
+        assert!(store
+            .rotate(&h("l1"), &h("l2"), 1_000, 10_000)
+            .await
+            .is_err());
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "{:?}",
+            started.elapsed()
+        );
+        other.execute_batch("ROLLBACK").unwrap();
+        assert_eq!(
+            store
+                .rotate(&h("l1"), &h("l2"), 61_000, 10_000)
+                .await
+                .unwrap(),
+            Rotation::Rotated(fam)
         );
     }
 
