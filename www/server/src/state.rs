@@ -267,10 +267,17 @@ impl AppState {
         )
     }
 
-    /// The nonce to hand out in `DPoP-Nonce`, when nonces are on.
+    /// The nonce to hand out in `DPoP-Nonce`, when nonces are on (the first of
+    /// [`AppState::dpop_nonces`], alone: it goes on every answer).
     pub fn dpop_nonce(&self) -> Option<String> {
-        self.dpop_nonces()
-            .and_then(|mut n| (!n.is_empty()).then(|| n.swap_remove(0)))
+        if !self.settings.dpop.nonce {
+            return None;
+        }
+        let n = self.nonces.read().unwrap_or_else(PoisonError::into_inner);
+        let w = self
+            .now_ms()
+            .div_euclid(self.settings.dpop.nonce_lifetime_ms.max(1));
+        Some(crate::tokens::dpop_nonce(&n.key, n.salt, w))
     }
 
     /// Derive the DPoP nonces from `key` (the one every instance shares).
