@@ -266,9 +266,10 @@ pub async fn a_store_that_answers_is_ready(store: &dyn RefreshStore) {
     ok(store.ping()).await;
 }
 
-/// The window is `[0, window)` after the parent was retired: presented "before" it was
-/// retired (the server's clock stepped back an hour), it is reuse, not a lost response.
-/// Before, any negative difference was inside the window.
+/// The window is less than its length either way ([`super::within_window`]): presented an
+/// hour "before" it was retired (the server's clock stepped back), the parent is reuse, not
+/// a lost response (any negative difference used to be inside); presented a few ms before
+/// (a concurrent request stamped earlier), it is the lost response.
 pub async fn a_clock_stepped_back_does_not_stretch_the_window(store: &dyn RefreshStore) {
     let fam = family("back", "demo", 10_000_000);
     ok(store.create_family(&fam, &h("bp"), 10, 3_600_000)).await;
@@ -285,6 +286,18 @@ pub async fn a_clock_stepped_back_does_not_stretch_the_window(store: &dyn Refres
         Rotation::Reused {
             family_id: "back".into()
         }
+    );
+    // Two presentations at once, the later-stamped one committed first: the other's
+    // stamp is a little before the retirement, and it is the lost response, not reuse.
+    let fam2 = family("both", "demo", 10_000_000);
+    ok(store.create_family(&fam2, &h("cp"), 10, 0)).await;
+    assert!(matches!(
+        ok(store.rotate(&h("cp"), &h("cs"), 5_000, 10_000)).await,
+        Rotation::Rotated(_)
+    ));
+    assert_eq!(
+        ok(store.rotate(&h("cp"), &h("cs"), 4_990, 10_000)).await,
+        Rotation::Repeated(fam2)
     );
 }
 

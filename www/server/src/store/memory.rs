@@ -142,7 +142,7 @@ impl RefreshStore for MemoryStore {
             expires_at_ms: fam.expires_at_ms,
         };
         if !row.live {
-            let in_window = (0..window_ms).contains(&(now_ms - row.retired_at_ms));
+            let in_window = super::within_window(now_ms - row.retired_at_ms, window_ms);
             if in_window && successor_live.as_deref() == Some(family_id.as_str()) {
                 return Ok(Rotation::Repeated(family));
             }

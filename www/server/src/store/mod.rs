@@ -100,12 +100,18 @@ fn standing_of(
     }
     match retired_at_ms {
         None => Standing::Live,
-        // A clock stepped back does not stretch the window: a negative difference is out.
-        Some(at) if (0..window_ms).contains(&(now_ms - at)) && successor_live => {
-            Standing::Repeatable
-        }
+        Some(at) if within_window(now_ms - at, window_ms) && successor_live => Standing::Repeatable,
         Some(_) => Standing::Retired,
     }
+}
+
+/// Whether a token retired `since_retired` ms ago is inside the lost-response window. Less
+/// than the window either way: a request stamped before another committed the rotation (two
+/// presentations at once; each is stamped when it arrives) sees a small negative difference
+/// and is inside, while a server clock stepped back (a large negative one) no longer stretches
+/// the window without bound (every negative difference used to count).
+pub fn within_window(since_retired: i64, window_ms: i64) -> bool {
+    since_retired > -window_ms && since_retired < window_ms
 }
 
 /// Counts for the test-mode counters.

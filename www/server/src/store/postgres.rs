@@ -219,7 +219,8 @@ END $$;
     (
         7,
         "
--- The lost-response window is [0, window): a clock stepped back (a negative difference) no
+-- The lost-response window is less than the window either way (store::within_window): a
+-- presentation stamped before a concurrent one committed is inside; a clock stepped back no
 -- longer stretches it without bound.
 CREATE OR REPLACE FUNCTION tw_rotate(p_token BYTEA, p_next BYTEA, p_now BIGINT, p_window BIGINT,
     OUT o_outcome TEXT, OUT o_family TEXT, OUT o_sub TEXT, OUT o_expires BIGINT)
@@ -245,7 +246,7 @@ BEGIN
         UPDATE refresh_tokens SET retired_at_ms = p_now WHERE hash = p_token;
         INSERT INTO refresh_tokens (hash, family_id, issued_at_ms) VALUES (p_next, o_family, p_now);
         o_outcome := 'rotated';
-    ELSIF p_now - v_retired >= 0 AND p_now - v_retired < p_window AND EXISTS (
+    ELSIF p_now - v_retired > -p_window AND p_now - v_retired < p_window AND EXISTS (
         -- Locks the successor too: a concurrent rotation of it is seen, not raced.
         SELECT 1 FROM refresh_tokens n
         WHERE n.hash = p_next AND n.family_id = o_family AND n.retired_at_ms IS NULL

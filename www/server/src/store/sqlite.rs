@@ -268,7 +268,7 @@ impl RefreshStore for SqliteStore {
                 Rotation::Rejected(Rejection::Expired)
             } else if let Some(retired_at_ms) = retired_at_ms {
                 let successor_live = window_ms > 0
-                    && (0..window_ms).contains(&(now_ms - retired_at_ms))
+                    && super::within_window(now_ms - retired_at_ms, window_ms)
                     && tx
                         .prepare_cached(
                             "SELECT 1 FROM refresh_tokens
