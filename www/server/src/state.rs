@@ -250,8 +250,8 @@ impl AppState {
             .revoke(family_id, self.now_ms() + self.max_token_life_ms());
     }
 
-    /// The DPoP nonces accepted now (the one to hand out first), when nonces are on.
-    pub fn dpop_nonces(&self) -> Option<Vec<String>> {
+    /// The DPoP nonces of the windows `offsets` away from now's, when nonces are on.
+    fn dpop_nonces_at<const N: usize>(&self, offsets: [i64; N]) -> Option<[String; N]> {
         if !self.settings.dpop.nonce {
             return None;
         }
@@ -259,25 +259,18 @@ impl AppState {
         let w = self
             .now_ms()
             .div_euclid(self.settings.dpop.nonce_lifetime_ms.max(1));
-        Some(
-            [w, w - 1, w + 1]
-                .iter()
-                .map(|&w| crate::tokens::dpop_nonce(&n.key, n.salt, w))
-                .collect(),
-        )
+        Some(offsets.map(|o| crate::tokens::dpop_nonce(&n.key, n.salt, w + o)))
+    }
+
+    /// The DPoP nonces accepted now (the one to hand out first), when nonces are on.
+    pub fn dpop_nonces(&self) -> Option<Vec<String>> {
+        self.dpop_nonces_at([0, -1, 1]).map(Vec::from)
     }
 
     /// The nonce to hand out in `DPoP-Nonce`, when nonces are on (the first of
     /// [`AppState::dpop_nonces`], alone: it goes on every answer).
     pub fn dpop_nonce(&self) -> Option<String> {
-        if !self.settings.dpop.nonce {
-            return None;
-        }
-        let n = self.nonces.read().unwrap_or_else(PoisonError::into_inner);
-        let w = self
-            .now_ms()
-            .div_euclid(self.settings.dpop.nonce_lifetime_ms.max(1));
-        Some(crate::tokens::dpop_nonce(&n.key, n.salt, w))
+        self.dpop_nonces_at([0]).map(|[n]| n)
     }
 
     /// Derive the DPoP nonces from `key` (the one every instance shares).
