@@ -454,6 +454,35 @@ async fn without_broadcast_channel_the_client_works_within_its_tab() {
 }
 
 #[wasm_bindgen_test]
+fn dpop_without_webcrypto_is_unsupported_environment_at_construction() {
+    // An insecure context has no `crypto.subtle`. Before, construction succeeded and the
+    // first refresh ended as `signedOut: rejected` ("needs a browser window").
+    let opts = r#"{"refreshUrl":"/auth/refresh","dpop":true,"crossTab":false}"#;
+    let hide = Function::new_no_args(
+        "Object.defineProperty(globalThis.crypto, 'subtle', \
+           { value: undefined, configurable: true }); \
+         return () => { delete globalThis.crypto.subtle; };",
+    )
+    .call0(&JsValue::UNDEFINED)
+    .unwrap()
+    .unchecked_into::<Function>();
+    let hidden = Function::new_no_args("return globalThis.crypto.subtle === undefined;")
+        .call0(&JsValue::UNDEFINED)
+        .unwrap();
+    let made = TokenClient::new(js(opts));
+    hide.call0(&JsValue::UNDEFINED).unwrap();
+    assert_eq!(hidden.as_bool(), Some(true), "crypto.subtle was hidden");
+    let e = made.err().expect("no client without WebCrypto");
+    assert_eq!(code(&e), "unsupported_environment");
+    let message = get(&e, "message").as_string().unwrap_or_default();
+    assert!(message.contains("WebCrypto"), "{message}");
+    // With it back (this page is a secure context), the same options make a client.
+    TokenClient::new(js(opts))
+        .expect("a DPoP client with WebCrypto")
+        .dispose();
+}
+
+#[wasm_bindgen_test]
 async fn authorize_resolves_a_relative_url_against_the_document_base_as_fetch_does() {
     let c = client("");
     c.set_session(js(r#"{"access_token":"tok-0","expires_in":3600}"#))
