@@ -688,7 +688,7 @@ impl<S: Shell> Driver<S> {
     }
 
     /// `dispose()`: forgets the token and the DPoP key, stops timers, leaves
-    /// the channel, removes listeners.
+    /// the channel, removes listeners, settles the callers waiting on a refresh.
     pub fn dispose(&self) {
         self.machine.borrow_mut().dispose();
         *self.timer.borrow_mut() = None;
@@ -698,6 +698,11 @@ impl<S: Shell> Driver<S> {
         *self.key.borrow_mut() = None;
         if let Some(w) = self.start_waiter.borrow_mut().take() {
             w.set(());
+        }
+        // Callers waiting on a refresh on its way settle now, not at its answer (the
+        // attempt still ends with it, its own later result ignored: the first set wins).
+        if let Some(s) = self.inflight.borrow_mut().take() {
+            s.set(Err(Error::Disposed));
         }
     }
 }

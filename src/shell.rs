@@ -171,6 +171,11 @@ impl<T: Clone> Slot<T> {
         }
     }
 
+    /// The value, if set (tests look without waiting).
+    pub fn peek(&self) -> Option<T> {
+        self.0.borrow().value.clone()
+    }
+
     /// Resolves with the value once set.
     pub fn wait(&self) -> SlotWait<T> {
         SlotWait(self.clone())

@@ -593,6 +593,39 @@ fn a_page_coming_back_online_retries_a_given_up_refresh() {
 }
 
 #[test]
+fn callers_waiting_on_a_refresh_settle_disposed_at_dispose_not_at_its_answer() {
+    let world = World::new(T0);
+    minting(&world, 300);
+    world.latency(5_000);
+    let a = tab(&world, r#","crossTab":false"#);
+    a.sign_in("login", 300);
+    let c = a.client.clone();
+    let forced = world.call(async move { c.refresh().await.map(|t| t.expose().to_string()) });
+    let c = a.client.clone();
+    let waiting = world.call(async move { c.token().await.map(|t| t.is_some()) });
+    // A tab with no session yet, whose start() is waiting on its own refresh.
+    let b = tab(&world, r#","crossTab":false"#);
+    let c = b.client.clone();
+    let started = world.call(async move { c.start().await });
+    world.advance(1_000);
+    assert_eq!(world.post_headers().len(), 2, "both refreshes are on their way");
+    assert_eq!(refreshes(&world), 0, "not answered yet");
+    assert_eq!((forced.peek(), waiting.peek(), started.peek()), (None, None, None));
+    a.client.dispose();
+    b.client.dispose();
+    world.run();
+    // Settled now, 4 s before the answer comes (no virtual time passed).
+    assert_eq!(forced.peek(), Some(Err(Error::Disposed)));
+    assert_eq!(waiting.peek(), Some(Err(Error::Disposed)));
+    assert_eq!(started.peek(), Some(Err(Error::Disposed)));
+    // The answer still comes (the browser stores the rotated cookie); nothing follows it.
+    world.advance(20_000);
+    assert_eq!(refreshes(&world), 2);
+    assert_eq!(a.client.state(), State::SignedOut);
+    assert_eq!(b.client.state(), State::SignedOut);
+}
+
+#[test]
 fn a_disposed_client_rejects_with_disposed_and_stops_its_timer() {
     let world = World::new(T0);
     minting(&world, 60);
