@@ -608,9 +608,16 @@ fn callers_waiting_on_a_refresh_settle_disposed_at_dispose_not_at_its_answer() {
     let c = b.client.clone();
     let started = world.call(async move { c.start().await });
     world.advance(1_000);
-    assert_eq!(world.post_headers().len(), 2, "both refreshes are on their way");
+    assert_eq!(
+        world.post_headers().len(),
+        2,
+        "both refreshes are on their way"
+    );
     assert_eq!(refreshes(&world), 0, "not answered yet");
-    assert_eq!((forced.peek(), waiting.peek(), started.peek()), (None, None, None));
+    assert_eq!(
+        (forced.peek(), waiting.peek(), started.peek()),
+        (None, None, None)
+    );
     a.client.dispose();
     b.client.dispose();
     world.run();
