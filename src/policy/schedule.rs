@@ -377,6 +377,39 @@ mod tests {
         }
     }
 
+    /// `secs` (epoch seconds, years 1900–9999) as an IMF-fixdate, written here
+    /// independently of the parser (Howard Hinnant's civil-from-days).
+    fn imf_fixdate(secs: i64) -> String {
+        let days = secs.div_euclid(86_400);
+        let t = secs.rem_euclid(86_400);
+        let z = days + 719_468;
+        let era = z.div_euclid(146_097);
+        let doe = z - era * 146_097;
+        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+        let mp = (5 * doy + 2) / 153;
+        let day = doy - (153 * mp + 2) / 5 + 1;
+        let month = if mp < 10 { mp + 3 } else { mp - 9 };
+        let year = yoe + era * 400 + i64::from(month <= 2);
+        let weekday =
+            ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"][days.rem_euclid(7) as usize];
+        let months = [
+            "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+        ];
+        format!(
+            "{weekday}, {day:02} {} {year:04} {:02}:{:02}:{:02} GMT",
+            months[(month - 1) as usize],
+            t / 3600,
+            t / 60 % 60,
+            t % 60
+        )
+    }
+
+    #[test]
+    fn the_test_formatter_agrees_with_rfc_9110s_example() {
+        assert_eq!(imf_fixdate(784_111_777), "Sun, 06 Nov 1994 08:49:37 GMT");
+    }
+
     proptest! {
         #[test]
         fn refresh_point_is_within_the_lifetime(lifetime in any::<i64>(), skew in any::<i64>()) {
@@ -400,9 +433,29 @@ mod tests {
 
         #[test]
         fn retry_after_never_panics(s in ".{0,40}", now in any::<i64>()) {
-            if let Some(d) = parse_retry_after(&s, now, None) {
-                prop_assert!((0..=MAX_RETRY_AFTER_MS).contains(&d));
-            }
+            // Any text: almost never digits or a date, so only that it answers.
+            let _ = parse_retry_after(&s, now, None);
+        }
+
+        #[test]
+        fn retry_after_seconds_are_read_and_bounded(s in "[0-9]{1,12}", now in any::<i64>()) {
+            let d = parse_retry_after(&s, now, None);
+            prop_assert!(d.is_some(), "{} was not read", s);
+            prop_assert!(d.is_some_and(|d| (0..=MAX_RETRY_AFTER_MS).contains(&d)));
+        }
+
+        #[test]
+        fn imf_fixdates_are_read_exactly_and_bounded_whatever_the_clocks(
+            secs in -2_208_988_800i64..253_402_300_800,
+            server in -2_208_988_800i64..253_402_300_800,
+            now in any::<i64>(),
+        ) {
+            let text = imf_fixdate(secs);
+            prop_assert_eq!(http_date(&text, now), Some(secs * 1000), "{}", text);
+            let date = imf_fixdate(server);
+            let d = parse_retry_after(&text, now, Some(&date));
+            let expected = (secs - server).saturating_mul(1000).clamp(0, MAX_RETRY_AFTER_MS);
+            prop_assert_eq!(d, Some(expected), "{} against {}", text, date);
         }
     }
 }
