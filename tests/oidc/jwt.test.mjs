@@ -3,7 +3,8 @@
 // /api/me checks them against the provider's JWKS (src/upstream/access.rs).
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { useUpstream, signIn, waitFor, sleep } from "./env.mjs";
+import { useUpstream, signIn, waitFor, sleep, holdCallback } from "./env.mjs";
+import { refreshCookieHeader } from "../support/cookies.mjs";
 
 const RESOURCE = "https://api.tokenwarden.test";
 const env = useUpstream({
@@ -83,4 +84,66 @@ test("the provider's JWT access tokens are checked against its JWKS (no introspe
   assert.ok(idToken);
   assert.equal((await me(base, `Bearer ${idToken}`)).status, 401, "an ID token is refused");
   assert.equal(provider.stats.refreshReuse, 0);
+});
+
+/** A session held at its callback (a browser through the provider), then completed from Node: its refresh cookie. */
+async function heldSession(login) {
+  const { provider, base } = env;
+  const context = await env.newContext();
+  const page = await env.newPage(context);
+  const held = await holdCallback(context, page, base, login, provider.issuer);
+  const binding = (await context.cookies()).find((c) => c.name === "__Host-tw_login").value;
+  return async () => {
+    const res = await fetch(held, { headers: { cookie: `__Host-tw_login=${binding}` }, redirect: "manual" });
+    assert.equal(res.status, 303);
+    return /__Secure-tw_refresh=([^;]*)/.exec(res.headers.get("set-cookie"))[1];
+  };
+}
+
+const post = (path, cookie) => fetch(`${env.base}${path}`, {
+  method: "POST",
+  headers: { cookie: refreshCookieHeader(cookie), "x-requested-with": "tokenwarden", origin: env.base },
+});
+const cookieOf = (res) => /__Secure-tw_refresh=([^;]*)/.exec(res.headers.get("set-cookie") || "")?.[1];
+async function refresh(cookie) {
+  const res = await post("/auth/refresh", cookie);
+  if (res.status !== 200) return { status: res.status };
+  return { status: 200, token: (await res.json()).access_token, cookie: cookieOf(res) };
+}
+
+test("after logout, and after refresh-token reuse, /api/me refuses every JWT handed out for the family (the current one and older ones) before their exp; other families' tokens still pass", async () => {
+  const { server, base } = env;
+  // The browser part (the provider's pages) first: the tokens below then all live 8 s.
+  const [kim, lou, mia] = [await heldSession("kim"), await heldSession("lou"), await heldSession("mia")];
+  const c0 = await kim();
+  const r1 = await refresh(c0);
+  assert.equal(r1.status, 200);
+  // Renew the family's provider token (the cached one marked used up), so that it has two.
+  const renewed = await post("/test/upstream/concurrent-access?n=1", r1.cookie);
+  assert.equal(renewed.status, 200);
+  const r2 = await refresh(cookieOf(renewed));
+  assert.equal(r2.status, 200);
+  assert.notEqual(r2.token, r1.token, "a second, newer token of the family");
+  const other = await refresh(await lou());
+  for (const t of [r1.token, r2.token, other.token]) assert.equal((await me(base, `Bearer ${t}`)).status, 200);
+
+  const c0stats = await server.counters();
+  assert.ok([200, 204].includes((await post("/auth/logout", r2.cookie)).status), "logout");
+  for (const [t, what] of [[r1.token, "the older token"], [r2.token, "the current token"]]) {
+    const res = await me(base, `Bearer ${t}`);
+    assert.equal(res.status, 401, `${what} after logout`);
+    assert.equal(res.headers.get("www-authenticate"), 'Bearer error="invalid_token"');
+  }
+  assert.equal((await me(base, `Bearer ${other.token}`)).status, 200, "another family's token");
+  const c1stats = await server.counters();
+  assert.equal(c1stats.apiRevokedTokens - c0stats.apiRevokedTokens, 2, "counted as revoked tokens");
+
+  // Reuse: the first cookie presented again after its successor was used ends the family.
+  const m0 = await mia();
+  const m1 = await refresh(m0);
+  assert.equal((await me(base, `Bearer ${m1.token}`)).status, 200);
+  assert.equal((await refresh(m1.cookie)).status, 200, "the successor is used");
+  assert.equal((await refresh(m0)).status, 401, "reuse");
+  assert.equal((await me(base, `Bearer ${m1.token}`)).status, 401, "a token of the family revoked for reuse");
+  assert.equal((await me(base, `Bearer ${other.token}`)).status, 200);
 });

@@ -206,6 +206,13 @@ fn token_error_code(e: &StandardErrorResponse<CoreErrorResponseType>) -> &str {
     e.error().as_ref()
 }
 
+/// The SHA-256 of a provider access token: what the store keeps of the tokens handed out
+/// ([`crate::store::UpstreamStore::note_access_token`]), never the token.
+pub fn access_token_hash(token: &str) -> crate::tokens::TokenHash {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(token.as_bytes()).into()
+}
+
 /// What the server keeps of a family's grant (sealed at rest).
 #[derive(Clone, Serialize, Deserialize)]
 pub struct Grant {

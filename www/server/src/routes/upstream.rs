@@ -266,6 +266,7 @@ pub async fn callback(
         refresh_token,
         capped,
     } = session::open_family(&state, &grant.sub, now).await?;
+    note_access_token(&up, &family.id, &grant).await?;
     up.store
         .put_grant(
             &family.id,
@@ -274,7 +275,7 @@ pub async fn callback(
         )
         .await?;
     for id in &capped {
-        end_grant(&up, id).await?;
+        end_grant(&up, id, now).await?;
     }
     bump(&state.metrics.counters.logins_served);
     tracing::info!(family = %family.id, "upstream session started");
@@ -415,8 +416,17 @@ pub async fn access_for(
                 let result = up2.refresh(&grant, now, dpop.as_ref()).await;
                 let stored = match &result {
                     Ok(renewed) => {
-                        let sealed = up2.seal_grant(&family, renewed);
-                        up2.store.put_grant(&family, &sealed, expires_at_ms).await
+                        let noted = note_access_token(&up2, &family, renewed).await;
+                        // Kept whatever happens (the provider may have rotated its refresh
+                        // token); an access token that could not be noted is never handed out
+                        // from the cache.
+                        let mut kept = renewed.clone();
+                        if noted.is_err() {
+                            kept.access_expires_at_ms = 0;
+                        }
+                        let sealed = up2.seal_grant(&family, &kept);
+                        let put = up2.store.put_grant(&family, &sealed, expires_at_ms).await;
+                        noted.and(put)
                     }
                     Err(ProviderError::InvalidGrant) => up2.store.delete_grant(&family).await,
                     Err(_) => Ok(()),
@@ -494,7 +504,7 @@ async fn rotate_any(
         match session::rotate_family(state, token, now, jkt).await? {
             Ok(rotated) => return Ok(rotated),
             Err(NotRotated::Reused { family_id }) => {
-                end_grant(up, &family_id).await?;
+                end_grant(up, &family_id, now).await?;
             }
             Err(NotRotated::ProofRefused) => wrong_key = true,
             Err(NotRotated::Refused(_)) => {}
@@ -529,7 +539,7 @@ async fn hold_all(
         match settled {
             NotRotated::ProofRefused => held = true,
             NotRotated::Reused { family_id } => {
-                if let Err(e) = end_grant(up, &family_id).await {
+                if let Err(e) = end_grant(up, &family_id, now).await {
                     return e;
                 }
             }
@@ -624,7 +634,7 @@ async fn refresh_response(
         Err(ProviderError::InvalidGrant) => {
             tracing::info!(family = %family.id, "provider refused the grant; family ends");
             session::end_family_of(state, &refresh_token, "provider refused the grant").await?;
-            up.store.delete_grant(&family.id).await?;
+            forget_grant(&up, &family.id, state.now_ms()).await?;
             // The cookie just rotated is ours: clearing it is safe.
             Ok(invalid_grant())
         }
@@ -647,15 +657,42 @@ async fn refresh_response(
     }
 }
 
-/// Revoke a family's grant at the provider (best effort) and forget it.
-async fn end_grant(up: &Upstream, family_id: &str) -> Result<Option<Grant>, AppError> {
+/// Remember the hash of the grant's access token (a JWT; an opaque one is introspected at
+/// each use), before the grant that hands it out is stored: once the family ends, `/api/me`
+/// refuses it ([`me_claims`]), whichever instance handed it out or is asked.
+async fn note_access_token(
+    up: &Upstream,
+    family_id: &str,
+    grant: &Grant,
+) -> Result<(), crate::store::StoreError> {
+    if !upstream::access::looks_like_jwt(&grant.access_token) {
+        return Ok(());
+    }
+    let hash = upstream::access_token_hash(&grant.access_token);
+    up.store
+        .note_access_token(family_id, &hash, grant.access_expires_at_ms)
+        .await
+}
+
+/// The family ended: its provider access tokens are refused from now on (every one handed
+/// out, [`note_access_token`]) and its grant is forgotten. Every path that ends an upstream
+/// family comes through here: logout, reuse, the per-user cap ([`end_grant`]) and the
+/// provider refusing the grant.
+async fn forget_grant(up: &Upstream, family_id: &str, now_ms: i64) -> Result<(), AppError> {
+    up.store.end_access_tokens(family_id, now_ms).await?;
+    up.store.delete_grant(family_id).await?;
+    Ok(())
+}
+
+/// Revoke a family's grant at the provider (best effort) and forget it ([`forget_grant`]).
+async fn end_grant(up: &Upstream, family_id: &str, now_ms: i64) -> Result<Option<Grant>, AppError> {
     let grant = load_grant(up, family_id).await?;
     if let Some(g) = &grant {
         if let Err(e) = up.revoke(g).await {
             tracing::warn!(family = %family_id, detail = ?e, "provider revocation failed");
         }
     }
-    up.store.delete_grant(family_id).await?;
+    forget_grant(up, family_id, now_ms).await?;
     Ok(grant)
 }
 
@@ -670,7 +707,7 @@ pub async fn logout(
     let mut end_session = None;
     for token in &candidates {
         if let Some(family_id) = session::end(&state, token).await? {
-            let grant = end_grant(&up, &family_id).await?;
+            let grant = end_grant(&up, &family_id, state.now_ms()).await?;
             end_session = up.end_session_url(grant.as_ref()).or(end_session);
             tracing::info!(family = %family_id, "upstream session ended");
         }
@@ -763,6 +800,22 @@ async fn me_claims(
         Ok(None) => return Err(dpop_error("invalid_token")),
         Err(e) => return Ok(Err(e)),
     };
+    // A JWT stays valid at the provider until its exp: one this server handed out for a
+    // family that has ended since (logout, reuse, …) is refused here. (An opaque token is
+    // introspected: the provider answers inactive once the grant was revoked.)
+    if claims.checked_by == "jwt"
+        && up
+            .store
+            .access_token_ended(&upstream::access_token_hash(token))
+            .await?
+    {
+        bump(&state.metrics.counters.api_revoked_tokens);
+        tracing::info!("provider access token refused: its family has ended");
+        return Err(match scheme {
+            Scheme::Bearer => AppError::Unauthorized(BearerFailure::Revoked),
+            Scheme::Dpop => dpop_error("invalid_token"),
+        });
+    }
     match (scheme, claims.jkt.as_deref()) {
         (Scheme::Bearer, None) if !required => Ok(Ok(claims)),
         (Scheme::Bearer, None) => Err(dpop_error("")),

@@ -454,6 +454,7 @@ pub async fn upstream_run_all(a: &dyn UpstreamStore, b: &dyn UpstreamStore) {
     a_pending_login_is_single_use_and_never_outlives_its_expiry(a, b).await;
     grants_are_replaced_and_leases_are_held_by_one_holder_at_a_time(a, b).await;
     purge_drops_ended_upstream_rows_and_keeps_the_others(a, b).await;
+    access_tokens_of_an_ended_family_are_known_whenever_they_were_noted(a, b).await;
 }
 
 /// A pending login is taken once, by either handle, and never after it expired.
@@ -542,4 +543,66 @@ pub async fn purge_drops_ended_upstream_rows_and_keeps_the_others(
         "a live lease stays"
     );
     assert_eq!(ok(b.purge_upstream(2_000)).await, 0);
+}
+
+/// Every access token noted for a family (the current one and older ones) counts as ended
+/// once the family ended, by either handle, and so does one noted after the end (a renewal in
+/// flight); tokens of other families, and unknown ones, do not. Noting or ending again
+/// changes nothing. Purge drops a token's row once it expired before the cut-off, and an end
+/// once it is older than the cut-off and no token of its family is left.
+pub async fn access_tokens_of_an_ended_family_are_known_whenever_they_were_noted(
+    a: &dyn UpstreamStore,
+    b: &dyn UpstreamStore,
+) {
+    ok(a.note_access_token("fam-a", &h("a-old"), 5_000)).await;
+    ok(a.note_access_token("fam-a", &h("a-new"), 9_000)).await;
+    ok(b.note_access_token("fam-b", &h("b-1"), 9_000)).await;
+    assert!(
+        !ok(b.access_token_ended(&h("a-new"))).await,
+        "a live family"
+    );
+    ok(b.end_access_tokens("fam-a", 200)).await;
+    ok(a.end_access_tokens("fam-a", 300)).await;
+    for t in ["a-old", "a-new"] {
+        assert!(ok(a.access_token_ended(&h(t))).await, "{t}");
+        assert!(
+            ok(b.access_token_ended(&h(t))).await,
+            "{t}, the other handle"
+        );
+    }
+    assert!(!ok(a.access_token_ended(&h("b-1"))).await, "another family");
+    assert!(!ok(a.access_token_ended(&h("never noted"))).await);
+    ok(b.note_access_token("fam-a", &h("a-late"), 9_000)).await;
+    assert!(
+        ok(a.access_token_ended(&h("a-late"))).await,
+        "noted after the end"
+    );
+    ok(a.note_access_token("fam-b", &h("a-new"), 9_000)).await;
+    assert!(
+        ok(a.access_token_ended(&h("a-new"))).await,
+        "noting again does not move a token to another family"
+    );
+    ok(b.purge_upstream(6_000)).await;
+    assert!(
+        !ok(a.access_token_ended(&h("a-old"))).await,
+        "expired, purged"
+    );
+    assert!(
+        ok(a.access_token_ended(&h("a-new"))).await,
+        "an unexpired one stays"
+    );
+    ok(b.purge_upstream(10_000)).await;
+    assert!(!ok(a.access_token_ended(&h("a-new"))).await, "purged");
+    ok(a.note_access_token("fam-a", &h("a-after-purge"), 20_000)).await;
+    assert!(
+        !ok(b.access_token_ended(&h("a-after-purge"))).await,
+        "the end went once its family's tokens had"
+    );
+    ok(a.end_access_tokens("fam-b", 10_000)).await;
+    ok(b.purge_upstream(10_000)).await;
+    ok(a.note_access_token("fam-b", &h("b-2"), 20_000)).await;
+    assert!(
+        ok(a.access_token_ended(&h("b-2"))).await,
+        "an end not older than the cut-off stays"
+    );
 }

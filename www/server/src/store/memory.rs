@@ -43,6 +43,10 @@ struct Tables {
     grants: HashMap<String, (Vec<u8>, i64)>,
     /// Upstream mode: leases (holder, until).
     leases: HashMap<String, (String, i64)>,
+    /// Upstream mode: hashes of the access tokens handed out (family, expiry).
+    access_tokens: HashMap<TokenHash, (String, i64)>,
+    /// Upstream mode: families whose access tokens are refused (when each ended).
+    ended: HashMap<String, i64>,
     /// DPoP key of each bound family: (thumbprint, last use).
     keys: HashMap<String, (String, i64)>,
     /// Remembered DPoP proof ids and when each may be forgotten.
@@ -396,13 +400,53 @@ impl UpstreamStore for MemoryStore {
         Ok(())
     }
 
+    async fn note_access_token(
+        &self,
+        family_id: &str,
+        hash: &TokenHash,
+        expires_at_ms: i64,
+    ) -> Result<(), StoreError> {
+        self.lock()?
+            .access_tokens
+            .entry(*hash)
+            .or_insert_with(|| (family_id.to_string(), expires_at_ms));
+        Ok(())
+    }
+
+    async fn end_access_tokens(&self, family_id: &str, now_ms: i64) -> Result<(), StoreError> {
+        self.lock()?
+            .ended
+            .entry(family_id.to_string())
+            .or_insert(now_ms);
+        Ok(())
+    }
+
+    async fn access_token_ended(&self, hash: &TokenHash) -> Result<bool, StoreError> {
+        let t = self.lock()?;
+        Ok(t.access_tokens
+            .get(hash)
+            .is_some_and(|(family, _)| t.ended.contains_key(family)))
+    }
+
     async fn purge_upstream(&self, before_ms: i64) -> Result<u64, StoreError> {
         let mut t = self.lock()?;
-        let before = t.pending.len() + t.grants.len() + t.leases.len();
+        let count = |t: &Tables| {
+            t.pending.len()
+                + t.grants.len()
+                + t.leases.len()
+                + t.access_tokens.len()
+                + t.ended.len()
+        };
+        let before = count(&t);
         t.pending.retain(|_, (_, exp)| *exp >= before_ms);
         t.grants.retain(|_, (_, exp)| *exp >= before_ms);
         t.leases.retain(|_, (_, until)| *until >= before_ms);
-        Ok((before - t.pending.len() - t.grants.len() - t.leases.len()) as u64)
+        t.access_tokens.retain(|_, (_, exp)| *exp >= before_ms);
+        let noted: std::collections::HashSet<String> =
+            t.access_tokens.values().map(|(f, _)| f.clone()).collect();
+        t.ended
+            .retain(|family, at| *at >= before_ms || noted.contains(family));
+        Ok((before - count(&t)) as u64)
     }
 }
 

@@ -326,7 +326,25 @@ pub trait UpstreamStore: Send + Sync + 'static {
     ) -> Result<bool, StoreError>;
     /// Give the lease back (only if `holder` still holds it).
     async fn release_lease(&self, family_id: &str, holder: &str) -> Result<(), StoreError>;
-    /// Delete pending logins, grants and leases that ended before `before_ms`. Returns how
-    /// many rows went.
+    /// Remember that the provider access token whose SHA-256 is `hash` (never the token) was
+    /// handed out for `family_id`; it expires at `expires_at_ms`. Noting it again changes
+    /// nothing.
+    async fn note_access_token(
+        &self,
+        family_id: &str,
+        hash: &TokenHash,
+        expires_at_ms: i64,
+    ) -> Result<(), StoreError>;
+    /// The family ended at `now_ms` (logout, reuse, the per-user cap, the provider refusing
+    /// the grant): every access token noted for it, before or after this call, now counts as
+    /// ended. Ending it again changes nothing.
+    async fn end_access_tokens(&self, family_id: &str, now_ms: i64) -> Result<(), StoreError>;
+    /// Whether `hash` is the hash of an access token noted for a family that ended. An
+    /// unknown hash (a token not handed out through this server, or purged) is not. The
+    /// token's own `exp` is checked by whoever asks, not here.
+    async fn access_token_ended(&self, hash: &TokenHash) -> Result<bool, StoreError>;
+    /// Delete pending logins, grants and leases that ended before `before_ms`, noted access
+    /// tokens that expired before it, and ends older than it with no noted token left.
+    /// Returns how many rows went.
     async fn purge_upstream(&self, before_ms: i64) -> Result<u64, StoreError>;
 }

@@ -260,6 +260,24 @@ BEGIN
 END $$;
 ",
     ),
+    (
+        8,
+        "
+-- Upstream mode: SHA-256 of every provider access token handed out, and the families that
+-- ended; /api/me refuses a JWT of an ended family until it expires, on every instance.
+CREATE TABLE upstream_access_tokens (
+    hash BYTEA PRIMARY KEY,
+    family_id TEXT NOT NULL,
+    expires_at_ms BIGINT NOT NULL
+);
+CREATE INDEX upstream_access_tokens_by_family ON upstream_access_tokens(family_id);
+CREATE INDEX upstream_access_tokens_by_expiry ON upstream_access_tokens(expires_at_ms);
+CREATE TABLE upstream_ended (
+    family_id TEXT PRIMARY KEY,
+    ended_at_ms BIGINT NOT NULL
+);
+",
+    ),
 ];
 
 /// Refresh-token families (and the shared secrets and signing keys) in PostgreSQL.
@@ -910,15 +928,70 @@ impl UpstreamStore for PgStore {
         Ok(())
     }
 
+    async fn note_access_token(
+        &self,
+        family_id: &str,
+        hash: &TokenHash,
+        expires_at_ms: i64,
+    ) -> Result<(), StoreError> {
+        self.client()
+            .await?
+            .execute(
+                "INSERT INTO upstream_access_tokens (hash, family_id, expires_at_ms) VALUES ($1, $2, $3)
+                 ON CONFLICT (hash) DO NOTHING",
+                &[&&hash[..], &family_id, &expires_at_ms],
+            )
+            .await
+            .map_err(err)?;
+        Ok(())
+    }
+
+    async fn end_access_tokens(&self, family_id: &str, now_ms: i64) -> Result<(), StoreError> {
+        self.client()
+            .await?
+            .execute(
+                "INSERT INTO upstream_ended (family_id, ended_at_ms) VALUES ($1, $2)
+                 ON CONFLICT (family_id) DO NOTHING",
+                &[&family_id, &now_ms],
+            )
+            .await
+            .map_err(err)?;
+        Ok(())
+    }
+
+    async fn access_token_ended(&self, hash: &TokenHash) -> Result<bool, StoreError> {
+        // A join, not a flag on the token's row: a token noted by a renewal still in flight
+        // when the family ended (another instance) is covered as well as the earlier ones.
+        let row = self
+            .client()
+            .await?
+            .query_one(
+                "SELECT EXISTS (SELECT 1 FROM upstream_access_tokens t
+                     JOIN upstream_ended e ON e.family_id = t.family_id WHERE t.hash = $1)",
+                &[&&hash[..]],
+            )
+            .await
+            .map_err(err)?;
+        Ok(row.get(0))
+    }
+
     async fn purge_upstream(&self, before_ms: i64) -> Result<u64, StoreError> {
+        // Every part of one statement sees the same snapshot: an end is kept while a token of
+        // its family is kept (unexpired at the cut-off).
         let row = self
             .client()
             .await?
             .query_one(
                 "WITH p AS (DELETE FROM upstream_pending WHERE expires_at_ms < $1 RETURNING 1),
                       g AS (DELETE FROM upstream_grants WHERE expires_at_ms < $1 RETURNING 1),
-                      l AS (DELETE FROM upstream_leases WHERE until_ms < $1 RETURNING 1)
-                 SELECT (SELECT count(*) FROM p) + (SELECT count(*) FROM g) + (SELECT count(*) FROM l)",
+                      l AS (DELETE FROM upstream_leases WHERE until_ms < $1 RETURNING 1),
+                      t AS (DELETE FROM upstream_access_tokens WHERE expires_at_ms < $1 RETURNING 1),
+                      e AS (DELETE FROM upstream_ended x WHERE x.ended_at_ms < $1 AND NOT EXISTS (
+                              SELECT 1 FROM upstream_access_tokens k
+                              WHERE k.family_id = x.family_id AND k.expires_at_ms >= $1)
+                            RETURNING 1)
+                 SELECT (SELECT count(*) FROM p) + (SELECT count(*) FROM g) + (SELECT count(*) FROM l)
+                      + (SELECT count(*) FROM t) + (SELECT count(*) FROM e)",
                 &[&before_ms],
             )
             .await

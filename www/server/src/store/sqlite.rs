@@ -61,6 +61,19 @@ CREATE TABLE IF NOT EXISTS upstream_leases (
     holder TEXT NOT NULL,
     until_ms INTEGER NOT NULL
 );
+-- Upstream mode: SHA-256 of every provider access token handed out, and the families that
+-- ended; /api/me refuses a JWT of an ended family until it expires.
+CREATE TABLE IF NOT EXISTS upstream_access_tokens (
+    hash BLOB PRIMARY KEY,
+    family_id TEXT NOT NULL,
+    expires_at_ms INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS upstream_access_tokens_by_family ON upstream_access_tokens(family_id);
+CREATE INDEX IF NOT EXISTS upstream_access_tokens_by_expiry ON upstream_access_tokens(expires_at_ms);
+CREATE TABLE IF NOT EXISTS upstream_ended (
+    family_id TEXT PRIMARY KEY,
+    ended_at_ms INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS dpop_keys (
     family_id TEXT PRIMARY KEY REFERENCES families(id) ON DELETE CASCADE,
     jkt TEXT NOT NULL,
@@ -612,10 +625,61 @@ impl UpstreamStore for SqliteStore {
         .await
     }
 
+    async fn note_access_token(
+        &self,
+        family_id: &str,
+        hash: &TokenHash,
+        expires_at_ms: i64,
+    ) -> Result<(), StoreError> {
+        let (family_id, hash) = (family_id.to_string(), *hash);
+        self.with_conn(move |conn| {
+            conn.execute(
+                "INSERT OR IGNORE INTO upstream_access_tokens (hash, family_id, expires_at_ms) VALUES (?1, ?2, ?3)",
+                params![&hash[..], family_id, expires_at_ms],
+            )
+            .map(|_| ())
+        })
+        .await
+    }
+
+    async fn end_access_tokens(&self, family_id: &str, now_ms: i64) -> Result<(), StoreError> {
+        let family_id = family_id.to_string();
+        self.with_conn(move |conn| {
+            conn.execute(
+                "INSERT OR IGNORE INTO upstream_ended (family_id, ended_at_ms) VALUES (?1, ?2)",
+                params![family_id, now_ms],
+            )
+            .map(|_| ())
+        })
+        .await
+    }
+
+    async fn access_token_ended(&self, hash: &TokenHash) -> Result<bool, StoreError> {
+        let hash = *hash;
+        self.with_conn(move |conn| {
+            conn.query_row(
+                "SELECT EXISTS (SELECT 1 FROM upstream_access_tokens t
+                     JOIN upstream_ended e ON e.family_id = t.family_id WHERE t.hash = ?1)",
+                params![&hash[..]],
+                |r| r.get(0),
+            )
+        })
+        .await
+    }
+
     async fn purge_upstream(&self, before_ms: i64) -> Result<u64, StoreError> {
         self.with_conn(move |conn| {
             let tx = conn.transaction()?;
             let mut n = tx.execute(
+                "DELETE FROM upstream_access_tokens WHERE expires_at_ms < ?1",
+                params![before_ms],
+            )?;
+            n += tx.execute(
+                "DELETE FROM upstream_ended WHERE ended_at_ms < ?1 AND NOT EXISTS (
+                     SELECT 1 FROM upstream_access_tokens t WHERE t.family_id = upstream_ended.family_id)",
+                params![before_ms],
+            )?;
+            n += tx.execute(
                 "DELETE FROM upstream_pending WHERE expires_at_ms < ?1",
                 params![before_ms],
             )?;
