@@ -91,7 +91,7 @@ browser-webkit:
 ## and the round trip of the .wasm embedded in the entry (scripts/embed-wasm.mjs)
 size: pkg
 	node scripts/size-budget.mjs
-	node --test scripts/check-low-memory.test.mjs scripts/embed-wasm.test.mjs
+	node --test scripts/check-low-memory.test.mjs scripts/embed-wasm.test.mjs scripts/size-budget.test.mjs
 
 ## e2e: the product against the reference server, several tabs, real Chromium
 e2e: pkg
