@@ -1028,16 +1028,21 @@ async fn garbage_through_every_entry_point_gets_typed_errors_and_leaves_the_clie
     .unwrap()
     .unchecked_into();
     let c = client("");
-    for g in garbage.iter() {
-        if let Err(e) = TokenClient::new(g.clone()) {
-            assert_eq!(code(&e), "invalid_options");
-        }
-        if let Err(e) = c.set_session(g.clone()) {
-            assert_eq!(code(&e), "invalid_response");
+    let last = garbage.length() - 1;
+    for (i, g) in garbage.iter().enumerate() {
+        let what = format!("garbage #{i}");
+        // None of them is a set of options, nor (but the last, a long token string) a token
+        // response, nor (but the arrow function) a listener: each must be refused, typed.
+        let e = TokenClient::new(g.clone()).err().expect(&what);
+        assert_eq!(code(&e), "invalid_options", "{what}");
+        match c.set_session(g.clone()) {
+            Err(e) => assert_eq!(code(&e), "invalid_response", "{what}"),
+            Ok(()) => assert_eq!(i as u32, last, "{what} was taken for a session"),
         }
         assert!(!c.has_scope(g.clone()));
-        if let Err(e) = c.subscribe(g.clone()) {
-            assert_eq!(code(&e), "invalid_options");
+        match c.subscribe(g.clone()) {
+            Err(e) => assert_eq!(code(&e), "invalid_options", "{what}"),
+            Ok(_) => assert!(g.is_function(), "{what} was taken for a listener"),
         }
         // fetch with garbage input or init: a TokenClientError, never a panic.
         for (input, init) in [
