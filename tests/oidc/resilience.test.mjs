@@ -1,6 +1,7 @@
 // Upstream mode under stress, against the real provider: the provider stopped for 10 s
 // (transient refresh failures, then recovery), and 5 tabs for 20 s (one provider refresh per
-// cycle, no refresh-token reuse at the provider or at our server).
+// cycle, no refresh-token reuse at the provider or at our server); a logout while the
+// provider is down (its refresh token revoked by maintenance once it is back).
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { useUpstream, signIn, started, appUrl, holdCallback, waitFor, sleep } from "./env.mjs";
@@ -128,4 +129,42 @@ test("8 concurrent renewals of one family's token make one provider call (the st
   assert.ok(u1.leaseWaits - u0.leaseWaits >= 1, "the others waited for the lease holder");
   assert.equal(provider.stats.refreshReuse - p0.refreshReuse, 0);
   assert.equal(provider.liveRefreshTokens("ivan"), 1);
+});
+
+test("logout while the provider is down: the provider's refresh token is revoked by maintenance once it is back", async () => {
+  const { provider, server, base } = env;
+  const context = await env.newContext();
+  const page = await env.newPage(context);
+  const held = await holdCallback(context, page, base, "kate", provider.issuer);
+  const binding = (await context.cookies()).find((c) => c.name === "__Host-tw_login").value;
+  const callback = await fetch(held, { headers: { cookie: `__Host-tw_login=${binding}` }, redirect: "manual" });
+  assert.equal(callback.status, 303);
+  const cookie = /__Secure-tw_refresh=([^;]*)/.exec(callback.headers.get("set-cookie"))[1];
+  assert.equal(provider.liveRefreshTokens("kate"), 1);
+  const retry = async (inS) => {
+    const res = await fetch(`${base}/test/upstream/retry-revocations?in_s=${inS}`, { method: "POST" });
+    assert.equal(res.status, 200);
+    return res.json();
+  };
+
+  const r0 = provider.stats.revocations;
+  await provider.stop();
+  try {
+    const res = await fetch(`${base}/auth/logout`, {
+      method: "POST",
+      headers: { cookie: refreshCookieHeader(cookie), "x-requested-with": "tokenwarden", origin: base },
+    });
+    assert.equal(res.status, 200, "logout answers while the provider is down");
+    assert.deepEqual(await retry(60), { done: 0, failed: 1, unreadable: 0 }, "still down a minute later: tried, kept");
+  } finally {
+    await provider.start();
+  }
+  assert.equal(provider.liveRefreshTokens("kate"), 1, "the provider's refresh token outlived the logout so far");
+  assert.deepEqual(await retry(0), { done: 0, failed: 0, unreadable: 0 }, "not due again yet (backoff)");
+  assert.deepEqual(await retry(60 + 120), { done: 1, failed: 0, unreadable: 0 });
+  assert.equal(provider.stats.revocations - r0, 1, "revoked at the provider (RFC 7009)");
+  assert.equal(provider.liveRefreshTokens("kate"), 0, "the provider's refresh token no longer works");
+  assert.deepEqual(await retry(24 * 3600), { done: 0, failed: 0, unreadable: 0 }, "off the queue");
+  const log = server.stderr.join("\n");
+  assert.match(log, /provider revocation failed; it stays queued/);
 });

@@ -379,8 +379,18 @@ pub async fn maintain(state: &AppState, grace_ms: i64) -> Result<u64, AppError> 
         .purge(now_ms - grace_ms.max(state.max_token_life_ms()))
         .await?;
     if let Some(up) = state.upstream.get() {
-        // Pending logins, grants of ended families and leases that ran out.
+        // Pending logins, grants of ended families (queued for revocation at the provider),
+        // leases that ran out, access tokens past their expiry.
         up.store.purge_upstream(now_ms - grace_ms).await?;
+        let pass = up.retry_revocations(now_ms).await?;
+        if pass != Default::default() {
+            tracing::info!(
+                done = pass.done,
+                failed = pass.failed,
+                unreadable = pass.unreadable,
+                "queued provider revocations tried"
+            );
+        }
     }
     state.revoked.forget_expired(now_ms);
     state.login_limiter.forget_idle();

@@ -379,6 +379,30 @@ async fn upstream_tamper_nonce(State(Ctx { app, .. }): State<Ctx>) -> StatusCode
     }
 }
 
+/// Upstream mode: one pass over the revocation queue, as maintenance would run it `in_s`
+/// seconds from now (the query parameter; 0 by default): proves that a revocation the
+/// provider did not take is retried, and when. Answers what the pass did.
+async fn upstream_retry_revocations(
+    State(Ctx { app, .. }): State<Ctx>,
+    uri: axum::http::Uri,
+) -> Result<Response, AppError> {
+    let Some(up) = app.upstream.get() else {
+        return Ok(StatusCode::NOT_FOUND.into_response());
+    };
+    let in_s = url::form_urlencoded::parse(uri.query().unwrap_or("").as_bytes())
+        .find(|(k, _)| k == "in_s")
+        .and_then(|(_, v)| v.parse::<i64>().ok())
+        .unwrap_or(0)
+        .clamp(0, 30 * 24 * 3600);
+    let pass = up.retry_revocations(app.now_ms() + in_s * 1000).await?;
+    Ok(Json(json!({
+        "done": pass.done,
+        "failed": pass.failed,
+        "unreadable": pass.unreadable,
+    }))
+    .into_response())
+}
+
 /// Upstream mode: rotate the presented cookie like a refresh, mark the family's cached
 /// provider token as used up, then ask for the family's access token `n` times at once (as
 /// `n` instances sharing the store would). Answers how many distinct tokens came back (never
@@ -588,6 +612,10 @@ pub fn install(router: Router<AppState>, state: &AppState) -> Router<AppState> {
         .route(
             "/upstream/concurrent-access",
             post(upstream_concurrent_access),
+        )
+        .route(
+            "/upstream/retry-revocations",
+            post(upstream_retry_revocations),
         )
         .route("/dpop-nonce", post(change_dpop_nonce))
         .route("/panic", post(panic_now))

@@ -19,6 +19,7 @@
 
 pub mod access;
 pub mod config;
+pub mod revocation;
 pub mod seal;
 
 use std::future::Future;
@@ -814,6 +815,54 @@ impl Upstream {
     /// How long a refresh lease is held at most (then another request may take over).
     pub fn lease_ttl(&self) -> Duration {
         self.config.timeout * 2 + Duration::from_secs(1)
+    }
+
+    /// The family ended (logout, reuse, the per-user cap): its grant moves to the revocation
+    /// queue ([`revocation`]) and is revoked at the provider at once; if the provider does not
+    /// take it, maintenance tries again with backoff. The grant, when there was one (for the
+    /// logout URL's `id_token_hint`).
+    pub async fn revoke_grant(
+        &self,
+        family_id: &str,
+        now_ms: i64,
+    ) -> Result<Option<Grant>, crate::store::StoreError> {
+        // Claimed by this call for a lease: no maintenance loop tries it meanwhile.
+        let claimed_until = now_ms.saturating_add(self.revocation_lease_ms());
+        let Some(sealed) = self
+            .store
+            .queue_revocation(family_id, claimed_until)
+            .await?
+        else {
+            return Ok(None);
+        };
+        // One that cannot be opened stays queued: maintenance drops it with a warning.
+        let Some(grant) = self.open_grant(family_id, &sealed) else {
+            return Ok(None);
+        };
+        let attempt = revocation::attempt_of(&self.revoke(&grant).await);
+        revocation::settle(&*self.store, family_id, 1, attempt, now_ms).await?;
+        Ok(Some(grant))
+    }
+
+    /// Maintenance: try the queued revocations that are due ([`revocation::run_due`]).
+    pub async fn retry_revocations(
+        &self,
+        now_ms: i64,
+    ) -> Result<revocation::Pass, crate::store::StoreError> {
+        revocation::run_due(
+            &*self.store,
+            |family_id, sealed| self.open_grant(family_id, sealed),
+            |grant| async move { self.revoke(&grant).await },
+            now_ms,
+            self.revocation_lease_ms(),
+        )
+        .await
+    }
+
+    /// How long a revocation is claimed by the instance trying it (its call's timeout and a
+    /// margin, as the refresh lease).
+    fn revocation_lease_ms(&self) -> i64 {
+        i64::try_from(self.lease_ttl().as_millis()).unwrap_or(i64::MAX)
     }
 }
 

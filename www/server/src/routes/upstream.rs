@@ -674,26 +674,21 @@ async fn note_access_token(
         .await
 }
 
-/// The family ended: its provider access tokens are refused from now on (every one handed
-/// out, [`note_access_token`]) and its grant is forgotten. Every path that ends an upstream
-/// family comes through here: logout, reuse, the per-user cap ([`end_grant`]) and the
-/// provider refusing the grant.
+/// The family ended because the provider refused its grant: its provider access tokens are
+/// refused from now on (every one handed out, [`note_access_token`]) and its grant is
+/// forgotten (nothing to revoke).
 async fn forget_grant(up: &Upstream, family_id: &str, now_ms: i64) -> Result<(), AppError> {
     up.store.end_access_tokens(family_id, now_ms).await?;
     up.store.delete_grant(family_id).await?;
     Ok(())
 }
 
-/// Revoke a family's grant at the provider (best effort) and forget it ([`forget_grant`]).
+/// The family ended (logout, reuse, the per-user cap): its provider access tokens are
+/// refused from now on, and its grant is revoked at the provider — at once, or by maintenance
+/// once the provider answers again ([`Upstream::revoke_grant`]).
 async fn end_grant(up: &Upstream, family_id: &str, now_ms: i64) -> Result<Option<Grant>, AppError> {
-    let grant = load_grant(up, family_id).await?;
-    if let Some(g) = &grant {
-        if let Err(e) = up.revoke(g).await {
-            tracing::warn!(family = %family_id, detail = ?e, "provider revocation failed");
-        }
-    }
-    forget_grant(up, family_id, now_ms).await?;
-    Ok(grant)
+    up.store.end_access_tokens(family_id, now_ms).await?;
+    Ok(up.revoke_grant(family_id, now_ms).await?)
 }
 
 /// `POST /auth/logout` in upstream mode: the family of every candidate cookie ends, at the

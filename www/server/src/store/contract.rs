@@ -455,6 +455,8 @@ pub async fn upstream_run_all(a: &dyn UpstreamStore, b: &dyn UpstreamStore) {
     grants_are_replaced_and_leases_are_held_by_one_holder_at_a_time(a, b).await;
     purge_drops_ended_upstream_rows_and_keeps_the_others(a, b).await;
     access_tokens_of_an_ended_family_are_known_whenever_they_were_noted(a, b).await;
+    a_queued_revocation_is_claimed_by_one_handle_at_a_time_until_dropped(a, b).await;
+    purge_queues_the_revocation_of_an_expired_grant(a, b).await;
 }
 
 /// A pending login is taken once, by either handle, and never after it expired.
@@ -519,8 +521,8 @@ pub async fn grants_are_replaced_and_leases_are_held_by_one_holder_at_a_time(
     );
 }
 
-/// Purge deletes pending logins, grants (by their family's end) and leases that ended
-/// before the cut-off, and nothing else.
+/// Purge deletes pending logins, grants (by their family's end; queued for revocation) and
+/// leases that ended before the cut-off, and nothing else.
 pub async fn purge_drops_ended_upstream_rows_and_keeps_the_others(
     a: &dyn UpstreamStore,
     b: &dyn UpstreamStore,
@@ -543,6 +545,11 @@ pub async fn purge_drops_ended_upstream_rows_and_keeps_the_others(
         "a live lease stays"
     );
     assert_eq!(ok(b.purge_upstream(2_000)).await, 0);
+    let queued = ok(a.claim_revocations(2_000, 100, 10)).await;
+    let ids: Vec<&str> = queued.iter().map(|q| q.family_id.as_str()).collect();
+    assert_eq!(ids, ["ended"], "the ended grant waits for its revocation");
+    ok(a.drop_revocation("ended")).await;
+    ok(a.delete_grant("live")).await;
 }
 
 /// Every access token noted for a family (the current one and older ones) counts as ended
@@ -605,4 +612,95 @@ pub async fn access_tokens_of_an_ended_family_are_known_whenever_they_were_noted
         ok(a.access_token_ended(&h("b-2"))).await,
         "an end not older than the cut-off stays"
     );
+}
+
+/// Queueing a revocation moves the family's sealed grant (and drops its lease); a family
+/// without a grant queues nothing. A due revocation is claimed by one handle: the other
+/// sees it again only when the claim's lease ran out, or at the time a retry set; a
+/// revocation queued again takes the newer grant and starts over; a dropped one is gone.
+pub async fn a_queued_revocation_is_claimed_by_one_handle_at_a_time_until_dropped(
+    a: &dyn UpstreamStore,
+    b: &dyn UpstreamStore,
+) {
+    ok(a.put_grant("rev-1", b"sealed-1", 50_000)).await;
+    assert!(ok(a.try_lease("rev-1", "x", 0, 100_000)).await);
+    assert_eq!(
+        ok(b.queue_revocation("rev-1", 1_000)).await.as_deref(),
+        Some(&b"sealed-1"[..]),
+        "the grant it moved"
+    );
+    assert_eq!(ok(a.grant("rev-1")).await, None, "the grant moved");
+    assert!(
+        ok(b.try_lease("rev-1", "y", 1, 100)).await,
+        "its lease went with it"
+    );
+    assert_eq!(ok(a.queue_revocation("no grant", 1_000)).await, None);
+    assert!(
+        ok(a.claim_revocations(999, 5_000, 10)).await.is_empty(),
+        "not due yet"
+    );
+    let claimed = ok(a.claim_revocations(1_000, 5_000, 10)).await;
+    assert_eq!(claimed.len(), 1);
+    assert_eq!(claimed[0].family_id, "rev-1");
+    assert_eq!(claimed[0].sealed, b"sealed-1");
+    assert_eq!(claimed[0].attempts, 0);
+    assert!(
+        ok(b.claim_revocations(1_000, 5_000, 10)).await.is_empty(),
+        "claimed by the other handle"
+    );
+    assert!(ok(b.claim_revocations(5_999, 5_000, 10)).await.is_empty());
+    let again = ok(b.claim_revocations(6_000, 5_000, 10)).await;
+    assert_eq!(
+        again.len(),
+        1,
+        "the claim's lease ran out (its holder died)"
+    );
+    ok(b.retry_revocation("rev-1", 1, 20_000)).await;
+    assert!(ok(a.claim_revocations(19_999, 5_000, 10)).await.is_empty());
+    let retried = ok(a.claim_revocations(20_000, 5_000, 10)).await;
+    assert_eq!(retried.len(), 1);
+    assert_eq!(retried[0].attempts, 1);
+    // Queued again (a grant renewed while the family ended): the newer grant, from the start.
+    ok(a.put_grant("rev-1", b"sealed-2", 50_000)).await;
+    assert!(ok(a.queue_revocation("rev-1", 21_000)).await.is_some());
+    let newer = ok(b.claim_revocations(21_000, 5_000, 10)).await;
+    assert_eq!(newer.len(), 1);
+    assert_eq!(newer[0].sealed, b"sealed-2");
+    assert_eq!(newer[0].attempts, 0);
+    ok(a.drop_revocation("rev-1")).await;
+    assert!(ok(b.claim_revocations(i64::MAX / 2, 5_000, 10))
+        .await
+        .is_empty());
+    // At most `limit`, the longest due first.
+    for (i, due) in [(1, 300), (2, 100), (3, 200)] {
+        ok(a.put_grant(&format!("rev-l{i}"), b"s", 50_000)).await;
+        assert!(ok(a.queue_revocation(&format!("rev-l{i}"), due))
+            .await
+            .is_some());
+    }
+    let two = ok(b.claim_revocations(1_000, 5_000, 2)).await;
+    let ids: Vec<&str> = two.iter().map(|q| q.family_id.as_str()).collect();
+    assert_eq!(ids, ["rev-l2", "rev-l3"]);
+    for i in 1..=3 {
+        ok(a.drop_revocation(&format!("rev-l{i}"))).await;
+    }
+}
+
+/// Purge does not just delete the grant of a family that ended before the cut-off: it queues
+/// its revocation (due at once); a live family's grant stays.
+pub async fn purge_queues_the_revocation_of_an_expired_grant(
+    a: &dyn UpstreamStore,
+    b: &dyn UpstreamStore,
+) {
+    ok(a.put_grant("exp-old", b"sealed-old", 30_000)).await;
+    ok(a.put_grant("exp-live", b"sealed-live", 90_000)).await;
+    ok(b.purge_upstream(40_000)).await;
+    assert_eq!(ok(a.grant("exp-old")).await, None);
+    assert!(ok(a.grant("exp-live")).await.is_some());
+    let due = ok(a.claim_revocations(40_000, 5_000, 10)).await;
+    assert_eq!(due.len(), 1);
+    assert_eq!(due[0].family_id, "exp-old");
+    assert_eq!(due[0].sealed, b"sealed-old");
+    ok(b.drop_revocation("exp-old")).await;
+    ok(a.delete_grant("exp-live")).await;
 }

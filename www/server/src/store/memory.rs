@@ -4,8 +4,8 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Mutex, MutexGuard};
 
 use super::{
-    standing_of, BoundKey, Family, RefreshStore, Rejection, Rotation, Standing, StoreError,
-    StoreStats, UpstreamStore, MAX_REMEMBERED_PROOFS,
+    standing_of, BoundKey, Family, QueuedRevocation, RefreshStore, Rejection, Rotation, Standing,
+    StoreError, StoreStats, UpstreamStore, MAX_REMEMBERED_PROOFS,
 };
 use crate::tokens::TokenHash;
 
@@ -47,6 +47,8 @@ struct Tables {
     access_tokens: HashMap<TokenHash, (String, i64)>,
     /// Upstream mode: families whose access tokens are refused (when each ended).
     ended: HashMap<String, i64>,
+    /// Upstream mode: grants to revoke at the provider (sealed, attempts, next due).
+    revocations: HashMap<String, (Vec<u8>, u32, i64)>,
     /// DPoP key of each bound family: (thumbprint, last use).
     keys: HashMap<String, (String, i64)>,
     /// Remembered DPoP proof ids and when each may be forgotten.
@@ -428,6 +430,68 @@ impl UpstreamStore for MemoryStore {
             .is_some_and(|(family, _)| t.ended.contains_key(family)))
     }
 
+    async fn queue_revocation(
+        &self,
+        family_id: &str,
+        next_at_ms: i64,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        let mut t = self.lock()?;
+        t.leases.remove(family_id);
+        let Some((sealed, _)) = t.grants.remove(family_id) else {
+            return Ok(None);
+        };
+        t.revocations
+            .insert(family_id.to_string(), (sealed.clone(), 0, next_at_ms));
+        Ok(Some(sealed))
+    }
+
+    async fn claim_revocations(
+        &self,
+        now_ms: i64,
+        lease_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<QueuedRevocation>, StoreError> {
+        let mut t = self.lock()?;
+        let mut due: Vec<(i64, String)> = t
+            .revocations
+            .iter()
+            .filter(|(_, (_, _, next))| *next <= now_ms)
+            .map(|(id, (_, _, next))| (*next, id.clone()))
+            .collect();
+        due.sort();
+        due.truncate(limit);
+        let mut claimed = Vec::with_capacity(due.len());
+        for (_, id) in due {
+            if let Some((sealed, attempts, next)) = t.revocations.get_mut(&id) {
+                *next = now_ms.saturating_add(lease_ms);
+                claimed.push(QueuedRevocation {
+                    family_id: id,
+                    sealed: sealed.clone(),
+                    attempts: *attempts,
+                });
+            }
+        }
+        Ok(claimed)
+    }
+
+    async fn retry_revocation(
+        &self,
+        family_id: &str,
+        attempts: u32,
+        next_at_ms: i64,
+    ) -> Result<(), StoreError> {
+        if let Some(row) = self.lock()?.revocations.get_mut(family_id) {
+            row.1 = attempts;
+            row.2 = next_at_ms;
+        }
+        Ok(())
+    }
+
+    async fn drop_revocation(&self, family_id: &str) -> Result<(), StoreError> {
+        self.lock()?.revocations.remove(family_id);
+        Ok(())
+    }
+
     async fn purge_upstream(&self, before_ms: i64) -> Result<u64, StoreError> {
         let mut t = self.lock()?;
         let count = |t: &Tables| {
@@ -438,8 +502,18 @@ impl UpstreamStore for MemoryStore {
                 + t.ended.len()
         };
         let before = count(&t);
+        let expired: Vec<String> = t
+            .grants
+            .iter()
+            .filter(|(_, (_, exp))| *exp < before_ms)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in expired {
+            if let Some((sealed, _)) = t.grants.remove(&id) {
+                t.revocations.insert(id, (sealed, 0, before_ms));
+            }
+        }
         t.pending.retain(|_, (_, exp)| *exp >= before_ms);
-        t.grants.retain(|_, (_, exp)| *exp >= before_ms);
         t.leases.retain(|_, (_, until)| *until >= before_ms);
         t.access_tokens.retain(|_, (_, exp)| *exp >= before_ms);
         let noted: std::collections::HashSet<String> =

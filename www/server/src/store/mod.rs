@@ -343,8 +343,55 @@ pub trait UpstreamStore: Send + Sync + 'static {
     /// unknown hash (a token not handed out through this server, or purged) is not. The
     /// token's own `exp` is checked by whoever asks, not here.
     async fn access_token_ended(&self, hash: &TokenHash) -> Result<bool, StoreError>;
+    /// Move the family's sealed grant, as stored, to the revocation queue (its lease goes
+    /// with it), first due at `next_at_ms`; a revocation already queued for the family takes
+    /// the newer grant and starts over. The grant moved (sealed), `None` when there was none.
+    async fn queue_revocation(
+        &self,
+        family_id: &str,
+        next_at_ms: i64,
+    ) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Claim up to `limit` queued revocations due at `now_ms` (oldest due first): each is not
+    /// due again before `now_ms + lease_ms`, so that another instance's maintenance does not
+    /// try it meanwhile.
+    async fn claim_revocations(
+        &self,
+        now_ms: i64,
+        lease_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<QueuedRevocation>, StoreError>;
+    /// After a failed attempt: `attempts` so far, due again at `next_at_ms`.
+    async fn retry_revocation(
+        &self,
+        family_id: &str,
+        attempts: u32,
+        next_at_ms: i64,
+    ) -> Result<(), StoreError>;
+    /// Take a revocation off the queue (done, or given up).
+    async fn drop_revocation(&self, family_id: &str) -> Result<(), StoreError>;
     /// Delete pending logins, grants and leases that ended before `before_ms`, noted access
-    /// tokens that expired before it, and ends older than it with no noted token left.
-    /// Returns how many rows went.
+    /// tokens that expired before it, and ends older than it with no noted token left. A
+    /// grant is not deleted but moved to the revocation queue (due at once): an expired
+    /// family's provider refresh token is revoked too. Returns how many rows went.
     async fn purge_upstream(&self, before_ms: i64) -> Result<u64, StoreError>;
+}
+
+/// A provider grant waiting to be revoked at the provider ([`UpstreamStore::claim_revocations`]).
+#[derive(Clone, PartialEq, Eq)]
+pub struct QueuedRevocation {
+    /// The family it was the grant of (the associated data of its seal).
+    pub family_id: String,
+    /// The grant, sealed as it was stored.
+    pub sealed: Vec<u8>,
+    /// Failed attempts so far.
+    pub attempts: u32,
+}
+
+impl fmt::Debug for QueuedRevocation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("QueuedRevocation")
+            .field("family_id", &self.family_id)
+            .field("attempts", &self.attempts)
+            .finish_non_exhaustive()
+    }
 }

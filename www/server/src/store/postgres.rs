@@ -15,8 +15,8 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use tokio_postgres::NoTls;
 
 use super::{
-    standing_of, BoundKey, Family, RefreshStore, Rejection, Rotation, Standing, StoreError,
-    StoreStats, StoredKey, UpstreamStore,
+    standing_of, BoundKey, Family, QueuedRevocation, RefreshStore, Rejection, Rotation, Standing,
+    StoreError, StoreStats, StoredKey, UpstreamStore,
 };
 use crate::tokens::TokenHash;
 
@@ -276,6 +276,21 @@ CREATE TABLE upstream_ended (
     family_id TEXT PRIMARY KEY,
     ended_at_ms BIGINT NOT NULL
 );
+",
+    ),
+    (
+        9,
+        "
+-- Upstream mode: provider grants to revoke (RFC 7009), retried by maintenance until the
+-- provider accepts; the grant stays sealed as it was stored. Claimed with FOR UPDATE SKIP
+-- LOCKED and a lease (next_at_ms), so two instances never try the same one at once.
+CREATE TABLE upstream_revocations (
+    family_id TEXT PRIMARY KEY,
+    sealed BYTEA NOT NULL,
+    attempts INTEGER NOT NULL,
+    next_at_ms BIGINT NOT NULL
+);
+CREATE INDEX upstream_revocations_by_due ON upstream_revocations(next_at_ms);
 ",
     ),
 ];
@@ -975,15 +990,107 @@ impl UpstreamStore for PgStore {
         Ok(row.get(0))
     }
 
+    async fn queue_revocation(
+        &self,
+        family_id: &str,
+        next_at_ms: i64,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        // One statement: the grant moves to the queue, its lease goes.
+        let row = self
+            .client()
+            .await?
+            .query_opt(
+                "WITH g AS (DELETE FROM upstream_grants WHERE family_id = $1 RETURNING family_id, sealed),
+                      l AS (DELETE FROM upstream_leases WHERE family_id = $1)
+                 INSERT INTO upstream_revocations (family_id, sealed, attempts, next_at_ms)
+                 SELECT family_id, sealed, 0, $2 FROM g
+                 ON CONFLICT (family_id) DO UPDATE SET sealed = excluded.sealed, attempts = 0,
+                     next_at_ms = excluded.next_at_ms
+                 RETURNING sealed",
+                &[&family_id, &next_at_ms],
+            )
+            .await
+            .map_err(err)?;
+        Ok(row.map(|r| r.get(0)))
+    }
+
+    async fn claim_revocations(
+        &self,
+        now_ms: i64,
+        lease_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<QueuedRevocation>, StoreError> {
+        // SKIP LOCKED: an instance claiming at the same moment takes other rows; one that
+        // comes after the commit finds these not due (their lease).
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = self
+            .client()
+            .await?
+            .query(
+                "UPDATE upstream_revocations r SET next_at_ms = $2
+                 FROM (SELECT family_id FROM upstream_revocations WHERE next_at_ms <= $1
+                       ORDER BY next_at_ms LIMIT $3 FOR UPDATE SKIP LOCKED) d
+                 WHERE r.family_id = d.family_id
+                 RETURNING r.family_id, r.sealed, r.attempts",
+                &[&now_ms, &now_ms.saturating_add(lease_ms), &limit],
+            )
+            .await
+            .map_err(err)?;
+        Ok(rows
+            .iter()
+            .map(|r| QueuedRevocation {
+                family_id: r.get(0),
+                sealed: r.get(1),
+                attempts: u32::try_from(r.get::<_, i32>(2)).unwrap_or(0),
+            })
+            .collect())
+    }
+
+    async fn retry_revocation(
+        &self,
+        family_id: &str,
+        attempts: u32,
+        next_at_ms: i64,
+    ) -> Result<(), StoreError> {
+        let attempts = i32::try_from(attempts).unwrap_or(i32::MAX);
+        self.client()
+            .await?
+            .execute(
+                "UPDATE upstream_revocations SET attempts = $2, next_at_ms = $3 WHERE family_id = $1",
+                &[&family_id, &attempts, &next_at_ms],
+            )
+            .await
+            .map_err(err)?;
+        Ok(())
+    }
+
+    async fn drop_revocation(&self, family_id: &str) -> Result<(), StoreError> {
+        self.client()
+            .await?
+            .execute(
+                "DELETE FROM upstream_revocations WHERE family_id = $1",
+                &[&family_id],
+            )
+            .await
+            .map_err(err)?;
+        Ok(())
+    }
+
     async fn purge_upstream(&self, before_ms: i64) -> Result<u64, StoreError> {
-        // Every part of one statement sees the same snapshot: an end is kept while a token of
+        // Expired grants move to the revocation queue (revoked at the provider before they
+        // go). Every part of one statement sees the same snapshot: an end is kept while a token of
         // its family is kept (unexpired at the cut-off).
         let row = self
             .client()
             .await?
             .query_one(
                 "WITH p AS (DELETE FROM upstream_pending WHERE expires_at_ms < $1 RETURNING 1),
-                      g AS (DELETE FROM upstream_grants WHERE expires_at_ms < $1 RETURNING 1),
+                      g AS (DELETE FROM upstream_grants WHERE expires_at_ms < $1
+                            RETURNING family_id, sealed),
+                      q AS (INSERT INTO upstream_revocations (family_id, sealed, attempts, next_at_ms)
+                            SELECT family_id, sealed, 0, $1 FROM g
+                            ON CONFLICT (family_id) DO UPDATE SET sealed = excluded.sealed,
+                                attempts = 0, next_at_ms = excluded.next_at_ms),
                       l AS (DELETE FROM upstream_leases WHERE until_ms < $1 RETURNING 1),
                       t AS (DELETE FROM upstream_access_tokens WHERE expires_at_ms < $1 RETURNING 1),
                       e AS (DELETE FROM upstream_ended x WHERE x.ended_at_ms < $1 AND NOT EXISTS (

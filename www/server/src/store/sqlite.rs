@@ -9,8 +9,8 @@ use std::time::Duration;
 use rusqlite::{params, Connection, OptionalExtension as _, TransactionBehavior};
 
 use super::{
-    standing_of, BoundKey, Family, RefreshStore, Rejection, Rotation, Standing, StoreError,
-    StoreStats, UpstreamStore,
+    standing_of, BoundKey, Family, QueuedRevocation, RefreshStore, Rejection, Rotation, Standing,
+    StoreError, StoreStats, UpstreamStore,
 };
 use crate::tokens::TokenHash;
 
@@ -74,6 +74,15 @@ CREATE TABLE IF NOT EXISTS upstream_ended (
     family_id TEXT PRIMARY KEY,
     ended_at_ms INTEGER NOT NULL
 );
+-- Upstream mode: provider grants to revoke (RFC 7009), retried by maintenance until the
+-- provider accepts; the grant stays sealed as it was stored.
+CREATE TABLE IF NOT EXISTS upstream_revocations (
+    family_id TEXT PRIMARY KEY,
+    sealed BLOB NOT NULL,
+    attempts INTEGER NOT NULL,
+    next_at_ms INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS upstream_revocations_by_due ON upstream_revocations(next_at_ms);
 CREATE TABLE IF NOT EXISTS dpop_keys (
     family_id TEXT PRIMARY KEY REFERENCES families(id) ON DELETE CASCADE,
     jkt TEXT NOT NULL,
@@ -667,9 +676,119 @@ impl UpstreamStore for SqliteStore {
         .await
     }
 
+    async fn queue_revocation(
+        &self,
+        family_id: &str,
+        next_at_ms: i64,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        let family_id = family_id.to_string();
+        self.with_conn(move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let sealed: Option<Vec<u8>> = tx
+                .query_row(
+                    "SELECT sealed FROM upstream_grants WHERE family_id = ?1",
+                    params![family_id],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            if let Some(sealed) = &sealed {
+                tx.execute(
+                    "INSERT INTO upstream_revocations (family_id, sealed, attempts, next_at_ms)
+                     VALUES (?1, ?2, 0, ?3)
+                     ON CONFLICT (family_id) DO UPDATE SET sealed = excluded.sealed, attempts = 0,
+                         next_at_ms = excluded.next_at_ms",
+                    params![family_id, sealed, next_at_ms],
+                )?;
+            }
+            tx.execute(
+                "DELETE FROM upstream_grants WHERE family_id = ?1",
+                params![family_id],
+            )?;
+            tx.execute(
+                "DELETE FROM upstream_leases WHERE family_id = ?1",
+                params![family_id],
+            )?;
+            tx.commit()?;
+            Ok(sealed)
+        })
+        .await
+    }
+
+    async fn claim_revocations(
+        &self,
+        now_ms: i64,
+        lease_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<QueuedRevocation>, StoreError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.with_conn(move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let due = {
+                let mut stmt = tx.prepare(
+                    "SELECT family_id, sealed, attempts FROM upstream_revocations
+                     WHERE next_at_ms <= ?1 ORDER BY next_at_ms LIMIT ?2",
+                )?;
+                let rows = stmt.query_map(params![now_ms, limit], |r| {
+                    Ok(QueuedRevocation {
+                        family_id: r.get(0)?,
+                        sealed: r.get(1)?,
+                        attempts: r.get(2)?,
+                    })
+                })?;
+                rows.collect::<Result<Vec<_>, _>>()?
+            };
+            for q in &due {
+                tx.execute(
+                    "UPDATE upstream_revocations SET next_at_ms = ?2 WHERE family_id = ?1",
+                    params![q.family_id, now_ms.saturating_add(lease_ms)],
+                )?;
+            }
+            tx.commit()?;
+            Ok(due)
+        })
+        .await
+    }
+
+    async fn retry_revocation(
+        &self,
+        family_id: &str,
+        attempts: u32,
+        next_at_ms: i64,
+    ) -> Result<(), StoreError> {
+        let family_id = family_id.to_string();
+        self.with_conn(move |conn| {
+            conn.execute(
+                "UPDATE upstream_revocations SET attempts = ?2, next_at_ms = ?3 WHERE family_id = ?1",
+                params![family_id, attempts, next_at_ms],
+            )
+            .map(|_| ())
+        })
+        .await
+    }
+
+    async fn drop_revocation(&self, family_id: &str) -> Result<(), StoreError> {
+        let family_id = family_id.to_string();
+        self.with_conn(move |conn| {
+            conn.execute(
+                "DELETE FROM upstream_revocations WHERE family_id = ?1",
+                params![family_id],
+            )
+            .map(|_| ())
+        })
+        .await
+    }
+
     async fn purge_upstream(&self, before_ms: i64) -> Result<u64, StoreError> {
         self.with_conn(move |conn| {
             let tx = conn.transaction()?;
+            // Expired grants are revoked at the provider before they go.
+            tx.execute(
+                "INSERT INTO upstream_revocations (family_id, sealed, attempts, next_at_ms)
+                 SELECT family_id, sealed, 0, ?1 FROM upstream_grants WHERE expires_at_ms < ?1
+                 ON CONFLICT (family_id) DO UPDATE SET sealed = excluded.sealed, attempts = 0,
+                     next_at_ms = excluded.next_at_ms",
+                params![before_ms],
+            )?;
             let mut n = tx.execute(
                 "DELETE FROM upstream_access_tokens WHERE expires_at_ms < ?1",
                 params![before_ms],

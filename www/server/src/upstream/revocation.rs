@@ -1,0 +1,360 @@
+//! The revocation queue: a family's provider grant is revoked at the provider (RFC 7009) when
+//! the family ends (logout, refresh-token reuse, the per-user cap) and when it expired, even
+//! if the provider is down at that moment. The grant moves, sealed as it was stored, to the
+//! store's queue ([`crate::store::UpstreamStore::queue_revocation`]); logout tries it at once,
+//! and the maintenance task ([`crate::session::maintain`]) tries what is due again with
+//! backoff ([`retry_in_ms`]) until the provider takes it, or gives up after [`MAX_ATTEMPTS`]
+//! with a warning. A claim in the store (a lease; `FOR UPDATE SKIP LOCKED` on PostgreSQL) keeps
+//! two instances' maintenance from trying the same revocation at once.
+//!
+//! The decisions (what an answer means, when to try again) are plain functions; the provider
+//! call is passed in, so the queue is tested with a fake provider and the injected clock.
+
+use std::future::Future;
+
+use super::{Grant, ProviderError};
+use crate::store::{StoreError, UpstreamStore};
+
+/// Attempts before a revocation is given up: with [`retry_in_ms`], about 14 hours of trying,
+/// so that a provider gone for good (or a revocation it always refuses) does not keep rows
+/// in the queue forever.
+pub const MAX_ATTEMPTS: u32 = 20;
+/// The wait after the first failed attempt (doubled after each further one).
+pub const FIRST_RETRY_MS: i64 = 60_000;
+/// The longest wait between two attempts.
+pub const LONGEST_RETRY_MS: i64 = 60 * 60_000;
+/// Revocations tried in one maintenance pass at most.
+pub const PER_PASS: usize = 100;
+
+/// After `attempts` failed attempts: how long until the next one (1 min, 2, 4, … 1 h), or
+/// `None` to give up.
+pub fn retry_in_ms(attempts: u32) -> Option<i64> {
+    if attempts >= MAX_ATTEMPTS {
+        return None;
+    }
+    let doublings = attempts.saturating_sub(1).min(6);
+    Some((FIRST_RETRY_MS << doublings).min(LONGEST_RETRY_MS))
+}
+
+/// What one attempt's answer means for the queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Attempt {
+    /// Revoked; or nothing to revoke (no refresh token, no revocation endpoint), or the
+    /// provider says the token is no grant (`invalid_grant`: dead already).
+    Done,
+    /// No answer (unreachable, timed out, 5xx): try again later, and the rest of the pass
+    /// waits for the next one.
+    Unavailable,
+    /// Refused otherwise (a 4xx besides `invalid_grant`): try again later.
+    Refused,
+}
+
+/// The meaning of [`super::Upstream::revoke`]'s answer.
+pub fn attempt_of(answer: &Result<bool, ProviderError>) -> Attempt {
+    match answer {
+        Ok(_) | Err(ProviderError::InvalidGrant) => Attempt::Done,
+        Err(ProviderError::Unavailable) => Attempt::Unavailable,
+        Err(_) => Attempt::Refused,
+    }
+}
+
+/// Record attempt number `attempts` (1 = the first) of the family's revocation: done → off
+/// the queue; failed → due again after [`retry_in_ms`], or off the queue with a warning
+/// once it gives up.
+pub async fn settle(
+    store: &dyn UpstreamStore,
+    family_id: &str,
+    attempts: u32,
+    attempt: Attempt,
+    now_ms: i64,
+) -> Result<(), StoreError> {
+    if attempt == Attempt::Done {
+        return store.drop_revocation(family_id).await;
+    }
+    match retry_in_ms(attempts) {
+        Some(wait_ms) => {
+            tracing::warn!(family = %family_id, attempts, retry_in_s = wait_ms / 1000, ?attempt,
+                "provider revocation failed; it stays queued");
+            store
+                .retry_revocation(family_id, attempts, now_ms.saturating_add(wait_ms))
+                .await
+        }
+        None => {
+            tracing::warn!(family = %family_id, attempts, ?attempt,
+                "provider revocation given up: the provider's refresh token may still be live");
+            store.drop_revocation(family_id).await
+        }
+    }
+}
+
+/// What one maintenance pass did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Pass {
+    /// Revoked (or found dead) at the provider: off the queue.
+    pub done: u64,
+    /// Failed: due again later (or given up).
+    pub failed: u64,
+    /// Could not be opened (sealed with another key, e.g. a random key of an earlier start):
+    /// dropped.
+    pub unreadable: u64,
+}
+
+/// One pass over the queue at `now_ms`: claim what is due (for `lease_ms`, so no other
+/// instance tries it meanwhile), open each grant with `open` and revoke it with `revoke`. A
+/// provider that does not answer ends the pass: the revocations claimed but not tried are due
+/// again when their lease runs out, without an attempt counted.
+pub async fn run_due<O, R, Fut>(
+    store: &dyn UpstreamStore,
+    open: O,
+    revoke: R,
+    now_ms: i64,
+    lease_ms: i64,
+) -> Result<Pass, StoreError>
+where
+    O: Fn(&str, &[u8]) -> Option<Grant>,
+    R: Fn(Grant) -> Fut,
+    Fut: Future<Output = Result<bool, ProviderError>>,
+{
+    let mut pass = Pass::default();
+    for queued in store.claim_revocations(now_ms, lease_ms, PER_PASS).await? {
+        let family_id = queued.family_id.as_str();
+        let Some(grant) = open(family_id, &queued.sealed) else {
+            tracing::warn!(family = %family_id,
+                "a queued provider revocation cannot be opened (sealed with another key): dropped");
+            store.drop_revocation(family_id).await?;
+            pass.unreadable += 1;
+            continue;
+        };
+        let attempt = attempt_of(&revoke(grant).await);
+        settle(store, family_id, queued.attempts + 1, attempt, now_ms).await?;
+        match attempt {
+            Attempt::Done => pass.done += 1,
+            Attempt::Unavailable => {
+                pass.failed += 1;
+                break;
+            }
+            Attempt::Refused => pass.failed += 1,
+        }
+    }
+    Ok(pass)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::store::MemoryStore;
+    use crate::upstream::seal::SealKey;
+
+    fn grant(refresh_token: &str) -> Grant {
+        Grant {
+            sub: "u".into(),
+            refresh_token: Some(refresh_token.into()),
+            access_token: "at".into(),
+            access_expires_at_ms: 0,
+            access_lifetime_ms: 0,
+            id_token: None,
+            dpop_key: None,
+            dpop_bound: false,
+        }
+    }
+
+    /// A provider that is up or down, and remembers the refresh tokens it revoked and how
+    /// often it was asked.
+    #[derive(Default)]
+    struct FakeProvider {
+        down: AtomicBool,
+        asked: Mutex<Vec<String>>,
+        revoked: Mutex<Vec<String>>,
+    }
+
+    impl FakeProvider {
+        async fn revoke(&self, g: Grant) -> Result<bool, ProviderError> {
+            let rt = g.refresh_token.unwrap_or_default();
+            self.asked.lock().unwrap().push(rt.clone());
+            if self.down.load(Ordering::SeqCst) {
+                return Err(ProviderError::Unavailable);
+            }
+            self.revoked.lock().unwrap().push(rt);
+            Ok(true)
+        }
+        fn asked(&self) -> usize {
+            self.asked.lock().unwrap().len()
+        }
+    }
+
+    struct Fixture {
+        store: MemoryStore,
+        key: SealKey,
+        provider: FakeProvider,
+    }
+
+    const LEASE_MS: i64 = 11_000;
+
+    impl Fixture {
+        fn new() -> Self {
+            Self {
+                store: MemoryStore::new(),
+                key: SealKey::generate(),
+                provider: FakeProvider::default(),
+            }
+        }
+        async fn put_grant(&self, family_id: &str, rt: &str, expires_at_ms: i64) {
+            let sealed = self.key.seal(
+                family_id.as_bytes(),
+                &serde_json::to_vec(&grant(rt)).unwrap(),
+            );
+            self.store
+                .put_grant(family_id, &sealed, expires_at_ms)
+                .await
+                .unwrap();
+        }
+        async fn maintain(&self, now_ms: i64) -> Pass {
+            let open = |family_id: &str, sealed: &[u8]| {
+                let plain = self.key.open(family_id.as_bytes(), sealed).ok()?;
+                serde_json::from_slice(&plain).ok()
+            };
+            run_due(
+                &self.store,
+                open,
+                |g| self.provider.revoke(g),
+                now_ms,
+                LEASE_MS,
+            )
+            .await
+            .unwrap()
+        }
+    }
+
+    #[test]
+    fn retries_back_off_from_a_minute_to_an_hour_and_give_up_after_max_attempts() {
+        let waits: Vec<_> = (1..=8).map(|n| retry_in_ms(n).unwrap() / 60_000).collect();
+        assert_eq!(waits, [1, 2, 4, 8, 16, 32, 60, 60]);
+        assert_eq!(retry_in_ms(MAX_ATTEMPTS - 1), Some(LONGEST_RETRY_MS));
+        assert_eq!(retry_in_ms(MAX_ATTEMPTS), None);
+        let total_h: i64 = (1..MAX_ATTEMPTS)
+            .map(|n| retry_in_ms(n).unwrap())
+            .sum::<i64>()
+            / 3_600_000;
+        assert_eq!(total_h, 14, "about 14 hours of trying");
+        assert!(
+            retry_in_ms(1).unwrap() > LEASE_MS,
+            "a retry never comes within a claim's lease"
+        );
+    }
+
+    #[test]
+    fn answers_that_end_a_revocation_and_answers_that_keep_it() {
+        assert_eq!(attempt_of(&Ok(true)), Attempt::Done);
+        assert_eq!(attempt_of(&Ok(false)), Attempt::Done, "nothing to revoke");
+        assert_eq!(attempt_of(&Err(ProviderError::InvalidGrant)), Attempt::Done);
+        assert_eq!(
+            attempt_of(&Err(ProviderError::Unavailable)),
+            Attempt::Unavailable
+        );
+        assert_eq!(
+            attempt_of(&Err(ProviderError::Malformed("401".into()))),
+            Attempt::Refused
+        );
+    }
+
+    #[tokio::test]
+    async fn a_revocation_that_failed_while_the_provider_was_down_is_retried_with_backoff_until_it_is_taken(
+    ) {
+        let f = Fixture::new();
+        let now = 1_000_000;
+        f.put_grant("fam", "rt-fam", now + 3_600_000).await;
+        // Logout with the provider down: queued, tried once at once, failed.
+        f.provider.down.store(true, Ordering::SeqCst);
+        let sealed = f
+            .store
+            .queue_revocation("fam", now + LEASE_MS)
+            .await
+            .unwrap();
+        assert!(sealed.is_some());
+        assert_eq!(
+            f.store.grant("fam").await.unwrap(),
+            None,
+            "the grant left the store"
+        );
+        let answer = f.provider.revoke(grant("rt-fam")).await;
+        settle(&f.store, "fam", 1, attempt_of(&answer), now)
+            .await
+            .unwrap();
+        assert_eq!(f.provider.asked(), 1);
+        // Not due before a minute; then tried again, still down: two minutes more.
+        assert_eq!(f.maintain(now + 59_999).await, Pass::default());
+        assert_eq!(f.provider.asked(), 1);
+        assert_eq!(f.maintain(now + 60_000).await.failed, 1);
+        assert_eq!(f.provider.asked(), 2);
+        assert_eq!(f.maintain(now + 60_000 + 119_999).await, Pass::default());
+        // The provider is back: the next due pass revokes the family's refresh token.
+        f.provider.down.store(false, Ordering::SeqCst);
+        let pass = f.maintain(now + 180_000).await;
+        assert_eq!(pass.done, 1);
+        assert_eq!(*f.provider.revoked.lock().unwrap(), ["rt-fam"]);
+        assert_eq!(
+            f.maintain(now + 10 * 3_600_000).await,
+            Pass::default(),
+            "off the queue"
+        );
+        assert_eq!(f.provider.asked(), 3);
+    }
+
+    #[tokio::test]
+    async fn an_expired_familys_grant_is_revoked_at_the_provider_before_it_is_purged() {
+        let f = Fixture::new();
+        f.put_grant("old", "rt-old", 5_000).await;
+        f.put_grant("live", "rt-live", 50_000).await;
+        f.store.purge_upstream(10_000).await.unwrap();
+        assert_eq!(f.maintain(10_000).await.done, 1);
+        assert_eq!(*f.provider.revoked.lock().unwrap(), ["rt-old"]);
+        assert!(f.store.grant("live").await.unwrap().is_some());
+    }
+
+    #[tokio::test]
+    async fn a_provider_down_for_good_is_given_up_after_max_attempts_and_ends_each_pass() {
+        let f = Fixture::new();
+        f.provider.down.store(true, Ordering::SeqCst);
+        f.put_grant("a", "rt-a", 0).await;
+        f.put_grant("b", "rt-b", 0).await;
+        f.store.purge_upstream(1).await.unwrap();
+        let mut now = 1;
+        let first = f.maintain(now).await;
+        assert_eq!(
+            first.failed, 1,
+            "the first that gets no answer ends the pass"
+        );
+        assert_eq!(f.provider.asked(), 1);
+        // The other one, claimed but not tried, is due again after its lease, uncounted.
+        for _ in 0..200 {
+            now += LONGEST_RETRY_MS;
+            f.maintain(now).await;
+        }
+        assert_eq!(
+            f.provider.asked(),
+            2 * MAX_ATTEMPTS as usize,
+            "each tried MAX_ATTEMPTS times"
+        );
+        assert_eq!(
+            f.maintain(now + LONGEST_RETRY_MS).await,
+            Pass::default(),
+            "given up"
+        );
+        assert!(f.provider.revoked.lock().unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_grant_sealed_with_another_key_is_dropped() {
+        let f = Fixture::new();
+        let other = SealKey::generate();
+        let sealed = other.seal(b"x", &serde_json::to_vec(&grant("rt-x")).unwrap());
+        f.store.put_grant("x", &sealed, 0).await.unwrap();
+        f.store.purge_upstream(1).await.unwrap();
+        assert_eq!(f.maintain(1).await.unreadable, 1);
+        assert_eq!(f.provider.asked(), 0);
+        assert_eq!(f.maintain(i64::MAX / 2).await, Pass::default());
+    }
+}
