@@ -251,6 +251,23 @@ test(`chaos: ${CYCLES}+ refresh cycles of a 2 s token while 30 % of refreshes fa
 
   // ---- assertions -------------------------------------------------------------------
   assert.ok(figures.faultsInjected >= Math.floor(used * 0.2), "the plan injected too few faults");
+  // The faults reached the page: each injected one is one refreshFailed, with the code its
+  // kind means (the plan says what was queued; the page's events are what the client saw,
+  // so this fails if the server ignored the queue or the client swallowed a failure). A
+  // refresh that arrived between clearFaults and the counters read is counted in `used`
+  // without a fault: one either way.
+  const expectedCodes = { invalid_response: 0, server_error: 0, timeout: 0 };
+  for (const [kind, n] of Object.entries(figures.faultsByKind)) {
+    const code = kind === "hang" ? "timeout"
+      : ["500", "503+Retry-After", "429", "html"].includes(kind) ? "server_error" : "invalid_response";
+    expectedCodes[code] += n;
+  }
+  for (const [code, n] of Object.entries(expectedCodes)) {
+    const seen = failedByCode[code] || 0;
+    assert.ok(seen <= n && seen >= n - 1, `refreshFailed ${code}: ${seen} events for ${n} injected faults`);
+  }
+  assert.ok(Object.keys(failedByCode).every((c) => c in expectedCodes), `unexpected codes: ${JSON.stringify(failedByCode)}`);
+  assert.ok(outages.length > 0, "no outage: the faults did not reach the page");
   // The session never ended: no signedOut, and each outage was closed by a refresh.
   assert.equal(evCount("signedOut"), 0, `the session ended: ${JSON.stringify(page_.events.filter((e) => e.type === "signedOut"))}`);
   assert.equal(open, null, "the last outage was not followed by a successful refresh");
