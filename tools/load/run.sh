@@ -184,7 +184,14 @@ for setup in $setups; do
   warns=$(cat "$tmp"/*.log | grep -c ' WARN ' || true)
   errors=$(cat "$tmp"/*.log | grep -c ' ERROR ' || true)
   echo "load: $desc: server logs $warns WARN, $errors ERROR" >&2
-  if [ "$errors" != 0 ]; then cat "$tmp"/*.log | grep ' ERROR ' | head -n 5 >&2; fi
+  if [ "$errors" != 0 ]; then
+    # An ERROR line is a failure of the run, whatever the client's checks said.
+    echo "load: $desc: FAILED: the server logged $errors ERROR line(s):" >&2
+    grep -H ' ERROR ' "$tmp"/*.log | sed "s|^$tmp/||" | head -n 50 >&2
+    [ "$errors" -le 50 ] || echo "load: … and $((errors - 50)) more" >&2
+    echo "$errors" >"$tmp/$setup.errors"
+    status=1
+  fi
   rm -f "$tmp"/*.log "$tmp"/*.stdout
   rows+=("$setup|$desc")
 done
@@ -221,10 +228,14 @@ for row in sys.argv[3:]:
         except OSError:
             return "—"
     pgc, wait, pgwait = read("pgcores"), read("wait"), read("pgwait")
+    errors = read("errors")
+    verdict = "ok" if s["checks_ok"] else "**FAILED**"
+    if errors != "—":
+        verdict = f"**FAILED** ({errors} ERROR log lines)"
 
     out.append(f'| {desc} | {s["rotations"]} | {s["rotations_per_s"]:.0f} | {s["refresh_p50_ms"]:.2f} | '
                f'{s["refresh_p99_ms"]:.2f} | {s["refresh_401"]} | {dup} | {s["dup_pairs"]} ({s["dup_same_successor"]}) | '
-               f'{cores} | {wait} | {pgc} | {pgwait} | {"ok" if s["checks_ok"] else "**FAILED**"} |')
+               f'{cores} | {wait} | {pgc} | {pgwait} | {verdict} |')
 if pgbench:
     out.append(f"| pgbench -N (simple update), 16 clients, same PostgreSQL | | {pgbench} tps | | | | | | | | | | |")
 out.append("")
