@@ -127,15 +127,45 @@ run_wait() {
   for pid in "$@"; do cat /proc/"$pid"/task/*/schedstat 2>/dev/null; done |
     awk '{ s += $2 } END { printf "%.2f", s / 1e9 }'
 }
-# CPU seconds used so far by every process of the postgres user (the cluster's backends).
+# This run's PostgreSQL only: its postmaster (first line of the data dir's postmaster.pid)
+# and the postmaster's children (backends, checkpointer, walwriter, autovacuum, ...). Other
+# clusters of the postgres user on the machine (other people's `make pg-test`) are not ours.
+pg_postmaster() { head -n 1 "$pg_dir/data/postmaster.pid"; }
+pg_pids() {
+  local pm
+  pm=$(pg_postmaster)
+  echo "$pm"
+  pgrep -P "$pm" 2>/dev/null || true
+}
+# CPU seconds used so far by this run's cluster, a counter that only grows: the postmaster's
+# own utime+stime, plus its cutime+cstime (every child it has reaped: a backend that exited
+# during the run is counted in full there, having been counted as far as it had got in an
+# earlier sample), plus utime+stime+cutime+cstime of each child alive now. The difference
+# of two samples is the CPU of the processes present at both, plus those that exited, plus
+# those that started, between them. (A child reaped in the instant between reading its stat
+# and the postmaster's would count twice; backends here live as long as a pool's connection.)
 pg_cpu() {
-  local hz total=0 pid f
-  hz=$(getconf CLK_TCK)
-  for pid in $(pgrep -u postgres 2>/dev/null); do
-    f=$(cut -d')' -f2- "/proc/$pid/stat" 2>/dev/null) || continue
-    total=$(( total + $(echo "$f" | awk '{print $12 + $13}') ))
+  local pm hz
+  pm=$(pg_postmaster); hz=$(getconf CLK_TCK)
+  { cut -d')' -f2- "/proc/$pm/stat"
+    for pid in $(pgrep -P "$pm" 2>/dev/null); do cut -d')' -f2- "/proc/$pid/stat" 2>/dev/null || true; done
+  } | awk -v hz="$hz" '{ t += $12 + $13 + $14 + $15 } END { printf "%.2f", t / hz }'
+}
+# Run-queue wait has no reaped-children counter: per pid, ns waited (summed over its threads).
+pg_wait_sample() {
+  local pid
+  for pid in $(pg_pids); do
+    awk -v p="$pid" '{ s += $2 } END { if (NR) printf "%s %d\n", p, s }' /proc/"$pid"/task/*/schedstat 2>/dev/null || true
   done
-  awk -v t="$total" -v hz="$hz" 'BEGIN { printf "%.2f", t / hz }'
+}
+# Seconds per second of run-queue wait between two samples (files), over T seconds: each pid
+# of the second sample counts from its first value (0 if it started in between); a pid gone
+# by the second sample is left out (its last stretch unknown) and counted in the note.
+pg_wait_between() {
+  awk -v t="$3" 'FNR == NR { a[$1] = $2; next }
+                 { s += $2 - ($1 in a ? a[$1] : 0); seen[$1] = 1 }
+                 END { for (p in a) if (!(p in seen)) gone++
+                       printf "%.2f%s\n", s / 1e9 / t, gone ? " (" gone " exited, not counted)" : "" }' "$1" "$2"
 }
 load_before=$(loadavg)
 rows=()
@@ -161,8 +191,9 @@ for setup in $setups; do
   esac
   echo "load: $desc (server pids ${pids[*]})" >&2
   s=0
-  cpu0=$(pg_cpu); t0=$(date +%s.%N)
-  wait0=$(run_wait "${pids[@]}"); pgwait0=$(run_wait $(pgrep -u postgres 2>/dev/null))
+  cpu0=""; [ -z "$database_url" ] || cpu0=$(pg_cpu); t0=$(date +%s.%N)
+  wait0=$(run_wait "${pids[@]}")
+  [ -z "$database_url" ] || pg_wait_sample >"$tmp/pgwait0"
   "$client" "${addrs[@]}" --users "$users" --seconds "$seconds" \
     --dup-seconds "$dup_seconds" --dup-workers "$dup_workers" \
     --server-pid "$(IFS=,; echo "${pids[*]}")" \
@@ -174,8 +205,9 @@ for setup in $setups; do
   awk -v a="$wait0" -v b="$(run_wait "${pids[@]}")" -v t0="$t0" -v t1="$(date +%s.%N)" \
     'BEGIN { printf "%.2f\n", (b - a) / (t1 - t0) }' >"$tmp/$setup.wait"
   if [ -n "$database_url" ]; then
-    awk -v a="$pgwait0" -v b="$(run_wait $(pgrep -u postgres 2>/dev/null))" -v t0="$t0" -v t1="$(date +%s.%N)" \
-      'BEGIN { printf "%.2f\n", (b - a) / (t1 - t0) }' >"$tmp/$setup.pgwait"
+    pg_wait_sample >"$tmp/pgwait1"
+    pg_wait_between "$tmp/pgwait0" "$tmp/pgwait1" \
+      "$(awk -v t0="$t0" -v t1="$(date +%s.%N)" 'BEGIN { print t1 - t0 }')" >"$tmp/$setup.pgwait"
     # Over the whole client run (logins, phase 1, phase 2, logouts).
     awk -v a="$cpu0" -v b="$(pg_cpu)" -v t0="$t0" -v t1="$(date +%s.%N)" \
       'BEGIN { printf "%.2f\n", (b - a) / (t1 - t0) }' >"$tmp/$setup.pgcores"
@@ -255,8 +287,8 @@ Written by \`make load\` (\`tools/load/run.sh\`), one run, the set-ups one after
 Client, servers and PostgreSQL share the machine; figures are for comparison between runs
 on the same machine, not absolute. \"lost\": refreshes answered 401 in phase 1 (a lost
 rotation); \"duplicated\": refresh tokens handed out twice. \"server cores\": CPU of the
-server process(es) in phase 1; \"PostgreSQL cores\": CPU of all PostgreSQL processes over the
-whole client run (logins to logouts); \"run-queue wait\": seconds per second that their threads
+server process(es) in phase 1; \"PostgreSQL cores\": CPU of this run's PostgreSQL (its postmaster
+and the postmaster's children, exited ones included) over the whole client run (logins to logouts); \"run-queue wait\": seconds per second that their threads
 were runnable but waiting for a CPU (/proc schedstat) — on a crowded machine, where the time goes.
 
 | | |
