@@ -8,7 +8,9 @@
 //! Checks (a failure makes the exit code non-zero; timing never does):
 //! - no 5xx, no transport error or timeout;
 //! - no 401 from `/auth/refresh` (a lost or double-issued rotation would show as one);
-//! - every refresh token handed out is new (no token issued twice);
+//! - every refresh token handed out in phase 1 is new. Phase 1 drives each family strictly
+//!   sequentially, so this catches an echo (the presented token back) or a token repeated
+//!   across families, never a double-issued rotation: only phase 2 can;
 //! - `/test/counters`: `liveFamilies == familiesWithOneLiveToken == users`, `reuseDetected`
 //!   unchanged, and the server's counts agree with the client's;
 //! - phase 2 (duplicates): for a few fresh families, two connections (to two instances when
@@ -38,6 +40,8 @@ use hyper_util::rt::TokioIo;
 use serde_json::Value;
 use tokio::net::TcpStream;
 
+mod oidc;
+
 /// The refresh cookie's name: `LOAD_COOKIE`, by default the reference server's
 /// `__Secure-tw_refresh` (set `LOAD_COOKIE=tw_refresh` to measure a server from before the rename).
 fn cookie_name() -> &'static str {
@@ -65,10 +69,13 @@ struct Options {
     results: Option<String>,
     server_pid: Vec<u32>,
     meta: Vec<(String, String)>,
+    /// `ID:SECRET`: drive oidc-provider (`oidc-provider.mjs`) instead of tokenwarden.
+    oidc_client: Option<String>,
 }
 
 const USAGE: &str = "usage: tokenwarden-load --addr 127.0.0.1:PORT [--addr ...] [--users N] [--seconds S] \
-[--dup-seconds S] [--dup-workers N] [--results FILE] [--summary FILE] [--server-pid PID[,PID]] [--meta KEY=VALUE]...";
+[--dup-seconds S] [--dup-workers N] [--results FILE] [--summary FILE] [--server-pid PID[,PID]] [--meta KEY=VALUE]... \
+[--oidc-client ID:SECRET (the addr is oidc-provider.mjs: its refresh_token grant instead)]";
 
 fn parse_options() -> Result<Options, String> {
     let mut o = Options {
@@ -81,6 +88,7 @@ fn parse_options() -> Result<Options, String> {
         results: None,
         server_pid: Vec::new(),
         meta: Vec::new(),
+        oidc_client: None,
     };
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
@@ -99,6 +107,7 @@ fn parse_options() -> Result<Options, String> {
             "--dup-seconds" => o.dup_seconds = value.parse().map_err(|e| bad(&e))?,
             "--dup-workers" => o.dup_workers = value.parse().map_err(|e| bad(&e))?,
             "--results" => o.results = Some(value),
+            "--oidc-client" => o.oidc_client = Some(value),
             "--server-pid" => {
                 for pid in value.split(',') {
                     o.server_pid.push(pid.parse().map_err(|e| bad(&e))?);
@@ -183,6 +192,21 @@ impl Conn {
         headers: &[(&str, &str)],
         body: Option<&'static str>,
     ) -> Result<Reply, String> {
+        let content_type = body.map(|_| "application/json");
+        let body = Bytes::from_static(body.unwrap_or_default().as_bytes());
+        self.send_body(method, path, headers, content_type, body)
+            .await
+    }
+
+    /// [`Conn::send`] with any body and content type.
+    async fn send_body(
+        &mut self,
+        method: Method,
+        path: &str,
+        headers: &[(&str, &str)],
+        content_type: Option<&str>,
+        body: Bytes,
+    ) -> Result<Reply, String> {
         let mut req = Request::builder()
             .method(method)
             .uri(path)
@@ -190,14 +214,10 @@ impl Conn {
         for (k, v) in headers {
             req = req.header(*k, *v);
         }
-        if body.is_some() {
-            req = req.header(header::CONTENT_TYPE, "application/json");
+        if let Some(ct) = content_type {
+            req = req.header(header::CONTENT_TYPE, ct);
         }
-        let req = req
-            .body(Full::new(Bytes::from_static(
-                body.unwrap_or_default().as_bytes(),
-            )))
-            .map_err(|e| e.to_string())?;
+        let req = req.body(Full::new(body)).map_err(|e| e.to_string())?;
         let exchange = async {
             if self.sender.is_closed() || self.sender.ready().await.is_err() {
                 self.sender = Self::handshake(self.addr).await?;
@@ -698,6 +718,32 @@ async fn dup_worker(
     r
 }
 
+/// One row of the endpoint table: requests, rate over `secs` (if timed), percentiles, statuses.
+fn endpoint_row(md: &mut String, name: &str, e: &Endpoint, secs: Option<f64>) {
+    let mut statuses: Vec<String> = e
+        .statuses
+        .iter()
+        .map(|(s, n)| format!("{s}: {n}"))
+        .collect();
+    if e.transport_errors > 0 {
+        statuses.push(format!("errors: {}", e.transport_errors));
+    }
+    let rate = secs
+        .map(|s| format!("{:.0}", e.requests() as f64 / s))
+        .unwrap_or_else(|| "—".into());
+    let l = &e.latencies_us;
+    let _ = writeln!(
+        md,
+        "| {name} | {} | {rate} | {:.2} | {:.2} | {:.2} | {:.2} | {} |",
+        e.requests(),
+        pct(l, 50.0),
+        pct(l, 90.0),
+        pct(l, 99.0),
+        l.last().map(|m| *m as f64 / 1000.0).unwrap_or(f64::NAN),
+        statuses.join(", ")
+    );
+}
+
 // ---------------------------------------------------------------------------------------
 // CPU time of a process, from /proc (Linux); None elsewhere.
 
@@ -752,7 +798,13 @@ fn main() -> std::process::ExitCode {
         .build()
         .expect("tokio runtime");
     let hard_limit = Duration::from_secs_f64(options.seconds + 120.0);
-    match runtime.block_on(async { tokio::time::timeout(hard_limit, run(&options)).await }) {
+    let work = async {
+        match &options.oidc_client {
+            Some(credentials) => oidc::run(&options, credentials).await,
+            None => run(&options).await,
+        }
+    };
+    match runtime.block_on(async { tokio::time::timeout(hard_limit, work).await }) {
         Ok(Ok(true)) => std::process::ExitCode::SUCCESS,
         Ok(Ok(false)) => std::process::ExitCode::FAILURE,
         Ok(Err(e)) => {
@@ -914,7 +966,8 @@ async fn run(o: &Options) -> Result<bool, String> {
     );
     check(
         &mut checks,
-        "no refresh token issued twice",
+        "phase 1 (sequential per family): every refresh token handed out new, none repeated \
+         (catches an echo, not a double-issued rotation: phase 2 does)",
         issued.len() as u64 == issued_total,
         format!("{} distinct of {issued_total} issued", issued.len()),
     );
@@ -1113,30 +1166,7 @@ async fn run(o: &Options) -> Result<bool, String> {
         "\n| endpoint | requests | req/s | p50 ms | p90 ms | p99 ms | max ms | statuses |\n\
          | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |"
     );
-    let row = |md: &mut String, name: &str, e: &Endpoint, secs: Option<f64>| {
-        let mut statuses: Vec<String> = e
-            .statuses
-            .iter()
-            .map(|(s, n)| format!("{s}: {n}"))
-            .collect();
-        if e.transport_errors > 0 {
-            statuses.push(format!("errors: {}", e.transport_errors));
-        }
-        let rate = secs
-            .map(|s| format!("{:.0}", e.requests() as f64 / s))
-            .unwrap_or_else(|| "—".into());
-        let l = &e.latencies_us;
-        let _ = writeln!(
-            md,
-            "| {name} | {} | {rate} | {:.2} | {:.2} | {:.2} | {:.2} | {} |",
-            e.requests(),
-            pct(l, 50.0),
-            pct(l, 90.0),
-            pct(l, 99.0),
-            l.last().map(|m| *m as f64 / 1000.0).unwrap_or(f64::NAN),
-            statuses.join(", ")
-        );
-    };
+    let row = endpoint_row;
     row(&mut md, "`POST /auth/refresh`", &refresh, Some(elapsed));
     row(&mut md, "`GET /api/me`", &me, Some(elapsed));
     let total = Endpoint {
@@ -1227,6 +1257,7 @@ async fn run(o: &Options) -> Result<bool, String> {
             "refresh_401": refresh.count(401),
             "dup_pairs": dup.pairs,
             "dup_same_successor": dup.same_successor,
+            "dup_diverged": dup.diverged,
             "server_cores": server_cpu.map(|c| c / elapsed),
             "client_cores": client_cpu.map(|c| c / elapsed),
             "checks_ok": ok,
