@@ -250,6 +250,13 @@ export async function startDriver(engine = ENGINE) {
 
 /** The in-page recorder every test page installs first (www/rec.js; the Vite app's probe.js). */
 const readRecorder = () => (window.__rec ? { console: window.__rec.console, errors: window.__rec.errors, visibility: window.__rec.visibility } : null);
+/** Pages that carry no recorder on purpose: blank tabs, and the strict-CSP page (its
+ *  violation is what is tested). Any other page without one is reported as an error, so a
+ *  recorder that failed to load cannot hide the page's uncaught errors. */
+const withoutRecorder = (url) => !url || url.startsWith("about:") || new URL(url).pathname === "/csp.html";
+const recorderOf = (url, r) => r ? { url, ...r }
+  : withoutRecorder(url) ? null
+  : { url, console: [], errors: ["no recorder on the page (rec.js or probe.js did not run)"], visibility: [] };
 
 /**
  * One browser (a WebDriver session: its own profile, cookie jar, locks and channels) and
@@ -323,8 +330,8 @@ export class Browser {
     const out = [...this.closedRecords];
     for (const t of this.tabs) {
       try {
-        const r = await t.eval(readRecorder);
-        if (r) out.push({ url: t.url, ...r });
+        const r = recorderOf(t.url, await t.eval(readRecorder));
+        if (r) out.push(r);
       } catch (e) {
         out.push({ url: t.url, console: [], errors: [`could not read the page: ${e.message}`], visibility: [] });
       }
@@ -425,8 +432,8 @@ export class Tab {
   /** Closes the tab (its recorder is read first, so afterEach still checks it). */
   async close() {
     try {
-      const r = await this.eval(readRecorder);
-      if (r) this.browser.closedRecords.push({ url: this.url, ...r });
+      const r = recorderOf(this.url, await this.eval(readRecorder));
+      if (r) this.browser.closedRecords.push(r);
     } catch { /* page gone */ }
     await this.focus();
     await this.browser.wd.closeWindow();
