@@ -32,10 +32,32 @@ function miniFetch(input, init) {
   return fetch(input, init);
 }
 
-// The minimal claims decoder: atob + JSON.parse of the middle part.
+// The minimal claims decoder: atob + JSON.parse of the middle part, every call.
 function miniClaims(t) {
   const p = t.split(".")[1].replace(/-/g, "+").replace(/_/g, "/");
   return JSON.parse(atob(p));
+}
+// The same, memoised: returns the last result while the token is unchanged. The anchor for
+// tokenwarden's cached claims() (a per-token cache, compared with a per-token cache).
+let memoToken, memoClaims;
+function miniClaimsMemo(t) {
+  if (t !== memoToken) {
+    memoClaims = miniClaims(t);
+    memoToken = t;
+  }
+  return memoClaims;
+}
+
+/** The step of performance.now() in this page (ms): the smallest non-zero difference seen. */
+function clockStep() {
+  let step = Infinity;
+  for (let k = 0, last = performance.now(); k < 200; k++) {
+    let t;
+    while ((t = performance.now()) === last);
+    step = Math.min(step, t - last);
+    last = t;
+  }
+  return step;
 }
 
 export async function setup(c) {
@@ -45,7 +67,8 @@ export async function setup(c) {
   ({ axios, createAuthRefreshInterceptor } = await import("/lib/axios.js"));
   ({ default: ky } = await import("/lib/ky.js"));
   const { createTokenClient } = await import("/pkg/index.js");
-  tw = await createTokenClient({ refreshUrl: "/auth/refresh", crossTab: false });
+  // The default options (crossTab on: the client joins its BroadcastChannel), as an app gets them.
+  tw = await createTokenClient({ refreshUrl: "/auth/refresh" });
   tw.setSession(c.tokenResponse);
 
   // axios as people use it for this job: an instance, a request interceptor
@@ -83,7 +106,55 @@ export async function setup(c) {
   // A variant that does not add the header (or never reaches fetch) would be timed doing
   // less than the others: the run stops instead of reporting it.
   if (wrong.length) throw new Error(`fetch variants without the Bearer header: ${wrong.join(", ")}`);
-  return { crossOriginIsolated: self.crossOriginIsolated, headerCheck: check };
+  const tokenRead = await setupTokenReaders();
+  return { crossOriginIsolated: self.crossOriginIsolated, clockStepMs: clockStep(), headerCheck: check, tokenRead };
+}
+
+// ---------------------------------------------------------------------------
+// The token-read anchors: what an app awaits for "the current access token" with the
+// libraries people use instead, each holding a valid token already.
+let a0Reader; // auth0-spa-js Auth0Client, in-memory cache (its default) holding a token
+let oidcReader; // oidc-client-ts UserManager, its default user store (sessionStorage) holding a user
+
+async function setupTokenReaders() {
+  const out = {};
+  try {
+    // oidc-client-ts: the user a sign-in stores (User.toStorageString()'s fields), written
+    // as UserManager.storeUser() writes it (its userStore, its key: the bundle does not
+    // export User); getUser() reads the store, JSON.parses it into a User and loads the
+    // access-token timers, every call.
+    const { UserManager } = await import("/lib/oidc-client-ts.js");
+    const settings = { authority: location.origin, client_id: "bench", redirect_uri: location.origin + "/", automaticSilentRenew: false };
+    const claims = JSON.parse(atob(token.split(".")[1].replace(/-/g, "+").replace(/_/g, "/")));
+    oidcReader = new UserManager(settings);
+    await oidcReader.settings.userStore.set(
+      oidcReader._userStoreKey,
+      JSON.stringify({ access_token: token, token_type: "Bearer", scope: "openid profile email", profile: claims, expires_at: claims.exp }),
+    );
+    const u = await oidcReader.getUser();
+    out["oidc-client-ts getUser"] = !!u && u.access_token === token;
+  } catch (e) {
+    out["oidc-client-ts getUser"] = String(e && e.message);
+  }
+  try {
+    // auth0-spa-js: the entry a login stores (Auth0Client._saveEntryInCache: the id token,
+    // then the access token under the client's default scope), written through the client's
+    // own cache manager into its default in-memory cache; getTokenSilently() then answers
+    // from the cache.
+    const { Auth0Client } = await import("/lib/auth0-spa-js-dpop.js");
+    const a0 = new Auth0Client({ domain: location.host, clientId: "bench", cacheLocation: "memory" });
+    const claims = JSON.parse(atob(token.split(".")[1].replace(/-/g, "+").replace(/_/g, "/")));
+    const decodedToken = { claims: { __raw: token, ...claims }, user: { sub: claims.sub, name: claims.name, email: claims.email } };
+    const scope = a0.scope.default;
+    await a0.cacheManager.setIdToken("bench", token, decodedToken);
+    await a0.cacheManager.set({ client_id: "bench", audience: "default", scope, access_token: token, id_token: token, token_type: "Bearer", expires_in: 3600, decodedToken });
+    a0Reader = a0;
+    // cache-only: would answer undefined (never a network call) if the seeding missed
+    out["auth0-spa-js getTokenSilently"] = (await a0.getTokenSilently({ cacheMode: "cache-only" })) === token;
+  } catch (e) {
+    out["auth0-spa-js getTokenSilently"] = String(e && e.message);
+  }
+  return out;
 }
 
 // Each fetcher sends one GET to `url` and resolves once the response is in
@@ -171,16 +242,28 @@ export async function runFetch(variant, n, stubbed, url = "/204") {
 }
 
 const floorGet = async () => token;
-/** n sequential awaited getToken() calls on a fresh token. */
+/** n sequential awaited token reads on a token that is not due. */
 export async function runGetToken(variant, n) {
   let t0;
-  if (variant === "tokenwarden") {
-    t0 = performance.now();
-    for (let i = 0; i < n; i++) sink ^= (await tw.getToken()).length;
-  } else {
-    // the floor: awaiting an async function that returns the token
-    t0 = performance.now();
-    for (let i = 0; i < n; i++) sink ^= (await floorGet()).length;
+  switch (variant) {
+    case "tokenwarden":
+      t0 = performance.now();
+      for (let i = 0; i < n; i++) sink ^= (await tw.getToken()).length;
+      break;
+    case "auth0-spa-js getTokenSilently":
+      t0 = performance.now();
+      for (let i = 0; i < n; i++) sink ^= (await a0Reader.getTokenSilently()).length;
+      break;
+    case "oidc-client-ts getUser":
+      t0 = performance.now();
+      for (let i = 0; i < n; i++) sink ^= (await oidcReader.getUser()).access_token.length;
+      break;
+    case "floor": // awaiting an async function that returns the token
+      t0 = performance.now();
+      for (let i = 0; i < n; i++) sink ^= (await floorGet()).length;
+      break;
+    default:
+      throw new Error("unknown variant " + variant);
   }
   return performance.now() - t0;
 }
@@ -210,9 +293,14 @@ export function runClaims(variant, n) {
       t0 = performance.now();
       for (let i = 0; i < n; i++) sink ^= jwtDecode(t).iat;
       break;
-    case "minimal":
+    case "minimal": // a full decode every call
       t0 = performance.now();
       for (let i = 0; i < n; i++) sink ^= miniClaims(t).iat;
+      break;
+    case "minimal-memo": // the same, memoised per token (the anchor of tw-cached)
+      memoToken = undefined; // the batch's first call decodes, as tw-cached's first claims() parses
+      t0 = performance.now();
+      for (let i = 0; i < n; i++) sink ^= miniClaimsMemo(t).iat;
       break;
     default:
       throw new Error("unknown variant " + variant);
