@@ -81,6 +81,7 @@ stop_servers() {
   pids=()
 }
 cleanup() {
+  [ -z "${pg_watcher:-}" ] || kill "$pg_watcher" 2>/dev/null || true
   stop_servers
   [ -z "$pg_dir" ] || scripts/pg.sh stop "$pg_dir"
   rm -rf "$tmp"
@@ -173,21 +174,37 @@ pg_cpu() {
     for pid in $(pgrep -P "$pm" 2>/dev/null); do cut -d')' -f2- "/proc/$pid/stat" 2>/dev/null || true; done
   } | awk -v hz="$hz" '{ t += $12 + $13 + $14 + $15 } END { printf "%.2f", t / hz }'
 }
-# Run-queue wait has no reaped-children counter: per pid, ns waited (summed over its threads).
+# Run-queue wait has no reaped-children counter: per pid, ns waited (summed over its threads),
+# read with builtins only (it runs every half second while a set-up runs).
 pg_wait_sample() {
-  local pid
+  local pid f w sum
   for pid in $(pg_pids); do
-    awk -v p="$pid" '{ s += $2 } END { if (NR) printf "%s %d\n", p, s }' /proc/"$pid"/task/*/schedstat 2>/dev/null || true
+    sum=0
+    for f in /proc/"$pid"/task/*/schedstat; do
+      read -r _ w _ 2>/dev/null <"$f" && sum=$((sum + w))
+    done
+    echo "$pid $sum"
   done
 }
-# Seconds per second of run-queue wait between two samples (files), over T seconds: each pid
-# of the second sample counts from its first value (0 if it started in between); a pid gone
-# by the second sample is left out (its last stretch unknown) and counted in the note.
-pg_wait_between() {
-  awk -v t="$3" 'FNR == NR { a[$1] = $2; next }
-                 { s += $2 - ($1 in a ? a[$1] : 0); seen[$1] = 1 }
-                 END { for (p in a) if (!(p in seen)) gone++
-                       printf "%.2f%s\n", s / 1e9 / t, gone ? " (" gone " exited, not counted)" : "" }' "$1" "$2"
+# pg_wait_start / pg_wait_stop KEY T: a sample now, then one every 0.5 s until stopped; KEY.pgwait
+# gets seconds per second of run-queue wait over T seconds. Each pid counts from its value in
+# the first sample (0 if it started later: a pgbench client's backend) to the largest seen, so
+# a backend that exits in between counts up to its last sample (at most 0.5 s is missed).
+pg_watcher=""
+pg_wait_start() {
+  pg_wait_sample >"$tmp/pgwait0"
+  ( while sleep 0.5; do pg_wait_sample; done ) >"$tmp/pgwait.samples" 2>/dev/null &
+  pg_watcher=$!
+}
+pg_wait_stop() {
+  kill "$pg_watcher" 2>/dev/null || true
+  wait "$pg_watcher" 2>/dev/null || true
+  pg_watcher=""
+  pg_wait_sample >>"$tmp/pgwait.samples"
+  awk -v t="$2" 'FNR == NR { a[$1] = $2; next }
+                 { if (!($1 in m) || $2 > m[$1]) m[$1] = $2 }
+                 END { for (p in m) s += m[p] - (p in a ? a[p] : 0)
+                       printf "%.2f\n", s / 1e9 / t }' "$tmp/pgwait0" "$tmp/pgwait.samples" >"$tmp/$1.pgwait"
 }
 load_before=$(loadavg)
 # The window every row is measured over: tokenwarden's phase 1 (LOAD_SECONDS - phase 2); the
@@ -210,11 +227,10 @@ for setup in $setups; do
       t=$(awk -v w="$window" 'BEGIN { t = int(w); if (t < w) t++; print t }')
       desc="pgbench -N (simple update, scale 10), $users clients, ${t} s — database only, no HTTP, no token work"
       echo "load: $desc" >&2
-      cpu0=$(pg_cpu); pg_wait_sample >"$tmp/pgwait0"; t0=$(date +%s.%N)
+      cpu0=$(pg_cpu); pg_wait_start; t0=$(date +%s.%N)
       "$(pgbin pgbench)" -N -c "$users" -j 2 -T "$t" "$pgbench_db" >"$tmp/$key.pgbench" 2>&1 || status=1
       t1=$(date +%s.%N)
-      pg_wait_sample >"$tmp/pgwait1"
-      pg_wait_between "$tmp/pgwait0" "$tmp/pgwait1" "$(awk -v a="$t0" -v b="$t1" 'BEGIN { print b - a }')" >"$tmp/$key.pgwait"
+      pg_wait_stop "$key" "$(awk -v a="$t0" -v b="$t1" 'BEGIN { print b - a }')"
       awk -v a="$cpu0" -v b="$(pg_cpu)" -v t0="$t0" -v t1="$t1" 'BEGIN { printf "%.2f\n", (b - a) / (t1 - t0) }' >"$tmp/$key.pgcores"
       rows+=("$key|$desc")
       continue ;;
@@ -242,9 +258,10 @@ for setup in $setups; do
   esac
   echo "load: $desc (server pids ${pids[*]})" >&2
   s=0
-  cpu0=""; [ -z "$database_url" ] || cpu0=$(pg_cpu); t0=$(date +%s.%N)
+  on_pg=0; case "$setup" in pg1|pg2) on_pg=1 ;; esac
+  cpu0=""; [ "$on_pg" = 0 ] || { cpu0=$(pg_cpu); pg_wait_start; }
+  t0=$(date +%s.%N)
   wait0=$(run_wait "${pids[@]}")
-  [ -z "$database_url" ] || pg_wait_sample >"$tmp/pgwait0"
   if [ "$setup" = oidc ]; then
     server_meta="server=node tools/load/oidc-provider.mjs (tests/oidc/node_modules/oidc-provider $oidc_version)"
   else
@@ -260,10 +277,8 @@ for setup in $setups; do
   [ "$s" = 0 ] || status=$s
   awk -v a="$wait0" -v b="$(run_wait "${pids[@]}")" -v t0="$t0" -v t1="$(date +%s.%N)" \
     'BEGIN { printf "%.2f\n", (b - a) / (t1 - t0) }' >"$tmp/$key.wait"
-  if [ -n "$database_url" ] && [ "$setup" != oidc ] && [ "$setup" != memory ] && [ "$setup" != sqlite ]; then
-    pg_wait_sample >"$tmp/pgwait1"
-    pg_wait_between "$tmp/pgwait0" "$tmp/pgwait1" \
-      "$(awk -v t0="$t0" -v t1="$(date +%s.%N)" 'BEGIN { print t1 - t0 }')" >"$tmp/$key.pgwait"
+  if [ "$on_pg" = 1 ]; then
+    pg_wait_stop "$key" "$(awk -v t0="$t0" -v t1="$(date +%s.%N)" 'BEGIN { print t1 - t0 }')"
     # Over the whole client run (logins, phase 1, phase 2, logouts).
     awk -v a="$cpu0" -v b="$(pg_cpu)" -v t0="$t0" -v t1="$(date +%s.%N)" \
       'BEGIN { printf "%.2f\n", (b - a) / (t1 - t0) }' >"$tmp/$key.pgcores"
