@@ -47,6 +47,7 @@ oidc_version=""
 case " $setups " in
   *" oidc "*)
     command -v node >/dev/null || { echo "load: the oidc set-up needs node" >&2; exit 2; }
+    scripts/setup.sh npm tests/oidc # installs what is missing (as make oidc does), idempotently
     oidc_version=$(node -p 'require("./tests/oidc/node_modules/oidc-provider/package.json").version' 2>/dev/null) \
       || { echo "load: no oidc-provider in tests/oidc/node_modules (cd tests/oidc && npm ci)" >&2; exit 2; } ;;
 esac
