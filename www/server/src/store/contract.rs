@@ -457,6 +457,7 @@ pub async fn upstream_run_all(a: &dyn UpstreamStore, b: &dyn UpstreamStore) {
     access_tokens_of_an_ended_family_are_known_whenever_they_were_noted(a, b).await;
     a_queued_revocation_is_claimed_by_one_handle_at_a_time_until_dropped(a, b).await;
     purge_queues_the_revocation_of_an_expired_grant(a, b).await;
+    a_familys_end_is_known_to_every_handle_without_any_noted_token(a, b).await;
 }
 
 /// A pending login is taken once, by either handle, and never after it expired.
@@ -703,4 +704,30 @@ pub async fn purge_queues_the_revocation_of_an_expired_grant(
     assert_eq!(due[0].sealed, b"sealed-old");
     ok(b.drop_revocation("exp-old")).await;
     ok(a.delete_grant("exp-live")).await;
+}
+
+/// A family's end, recorded by one handle, is known to the other at once, for a family that
+/// never had an access token noted (a provider with opaque tokens); other families are not
+/// ended; ending again changes nothing; the end is forgotten only once purged (older than the
+/// cut-off, no token of its family left).
+pub async fn a_familys_end_is_known_to_every_handle_without_any_noted_token(
+    a: &dyn UpstreamStore,
+    b: &dyn UpstreamStore,
+) {
+    assert!(!ok(a.family_ended("fam-opaque")).await, "not ended yet");
+    ok(b.end_access_tokens("fam-opaque", 50_000)).await;
+    assert!(ok(a.family_ended("fam-opaque")).await, "the other handle");
+    assert!(ok(b.family_ended("fam-opaque")).await);
+    assert!(
+        !ok(a.family_ended("fam-opaque-other")).await,
+        "another family"
+    );
+    ok(a.end_access_tokens("fam-opaque", 60_000)).await;
+    ok(b.purge_upstream(50_000)).await;
+    assert!(
+        ok(a.family_ended("fam-opaque")).await,
+        "ending again does not move the end; not older than the cut-off, it stays"
+    );
+    ok(b.purge_upstream(50_001)).await;
+    assert!(!ok(a.family_ended("fam-opaque")).await, "purged");
 }

@@ -430,6 +430,10 @@ impl UpstreamStore for MemoryStore {
             .is_some_and(|(family, _)| t.ended.contains_key(family)))
     }
 
+    async fn family_ended(&self, family_id: &str) -> Result<bool, StoreError> {
+        Ok(self.lock()?.ended.contains_key(family_id))
+    }
+
     async fn queue_revocation(
         &self,
         family_id: &str,

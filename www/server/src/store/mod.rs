@@ -343,6 +343,12 @@ pub trait UpstreamStore: Send + Sync + 'static {
     /// unknown hash (a token not handed out through this server, or purged) is not. The
     /// token's own `exp` is checked by whoever asks, not here.
     async fn access_token_ended(&self, hash: &TokenHash) -> Result<bool, StoreError>;
+    /// Whether the family's end was recorded ([`Self::end_access_tokens`]), by any handle on
+    /// the same data; asked by a renewal after it stored the provider's new grant (the end may
+    /// have come while the provider answered). Answered from the ends alone, so it holds for
+    /// families whose provider tokens are opaque (never noted) too. An end purged
+    /// ([`Self::purge_upstream`]) is forgotten.
+    async fn family_ended(&self, family_id: &str) -> Result<bool, StoreError>;
     /// Move the family's sealed grant, as stored, to the revocation queue (its lease goes
     /// with it), first due at `next_at_ms`; a revocation already queued for the family takes
     /// the newer grant and starts over. The grant moved (sealed), `None` when there was none.

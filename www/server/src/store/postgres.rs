@@ -990,6 +990,19 @@ impl UpstreamStore for PgStore {
         Ok(row.get(0))
     }
 
+    async fn family_ended(&self, family_id: &str) -> Result<bool, StoreError> {
+        let row = self
+            .client()
+            .await?
+            .query_one(
+                "SELECT EXISTS (SELECT 1 FROM upstream_ended WHERE family_id = $1)",
+                &[&family_id],
+            )
+            .await
+            .map_err(err)?;
+        Ok(row.get(0))
+    }
+
     async fn queue_revocation(
         &self,
         family_id: &str,

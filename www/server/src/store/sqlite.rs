@@ -676,6 +676,18 @@ impl UpstreamStore for SqliteStore {
         .await
     }
 
+    async fn family_ended(&self, family_id: &str) -> Result<bool, StoreError> {
+        let family_id = family_id.to_string();
+        self.with_conn(move |conn| {
+            conn.query_row(
+                "SELECT EXISTS (SELECT 1 FROM upstream_ended WHERE family_id = ?1)",
+                params![family_id],
+                |r| r.get(0),
+            )
+        })
+        .await
+    }
+
     async fn queue_revocation(
         &self,
         family_id: &str,
