@@ -143,6 +143,10 @@ pub enum ProviderError {
     /// The provider refused the forwarded DPoP proof: it wants a nonce (`use_dpop_nonce`) or
     /// found the proof invalid (`invalid_dpop_proof`). Ask the browser for a new proof.
     DpopProofRefused,
+    /// The family ended (logout, reuse, the per-user cap; maybe on another instance) while
+    /// the provider renewed its grant: the renewed grant was revoked and its access token is
+    /// not handed out (401, as [`Self::InvalidGrant`]).
+    FamilyEnded,
 }
 
 /// Sends one provider request with reqwest (timeouts set on the client; no redirects).

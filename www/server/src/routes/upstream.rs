@@ -255,7 +255,8 @@ pub async fn callback(
                 ProviderError::BadIdToken(_) => "invalid_id_token",
                 ProviderError::Malformed(_)
                 | ProviderError::NeedDpopProof
-                | ProviderError::DpopProofRefused => "server_error",
+                | ProviderError::DpopProofRefused
+                | ProviderError::FamilyEnded => "server_error",
             };
             tracing::warn!(error = code, detail = ?e, "sign-in failed at the code exchange");
             return Ok(back_to_app(&pending.return_to, code, &[]));
@@ -409,31 +410,15 @@ pub async fn access_for(
             };
             // The provider call and the write of its answer run to the end even when our
             // caller goes away: a rotated provider refresh token must never be lost.
-            let (up2, family, expires_at_ms) =
-                (up.clone(), family_id.to_string(), family.expires_at_ms);
-            let dpop = dpop.cloned();
-            let task = tokio::spawn(async move {
-                let result = up2.refresh(&grant, now, dpop.as_ref()).await;
-                let stored = match &result {
-                    Ok(renewed) => {
-                        let noted = note_access_token(&up2, &family, renewed).await;
-                        // Kept whatever happens (the provider may have rotated its refresh
-                        // token); an access token that could not be noted is never handed out
-                        // from the cache.
-                        let mut kept = renewed.clone();
-                        if noted.is_err() {
-                            kept.access_expires_at_ms = 0;
-                        }
-                        let sealed = up2.seal_grant(&family, &kept);
-                        let put = up2.store.put_grant(&family, &sealed, expires_at_ms).await;
-                        noted.and(put)
-                    }
-                    Err(ProviderError::InvalidGrant) => up2.store.delete_grant(&family).await,
-                    Err(_) => Ok(()),
-                };
-                let released = up2.store.release_lease(&family, &holder).await;
-                stored.and(released).map(|()| result)
-            });
+            let task = tokio::spawn(renew(
+                up.clone(),
+                family_id.to_string(),
+                grant,
+                family.expires_at_ms,
+                holder,
+                now,
+                dpop.cloned(),
+            ));
             return match task.await {
                 Ok(Ok(result)) => Ok(result),
                 Ok(Err(store_error)) => Err(store_error.into()),
@@ -449,6 +434,75 @@ pub async fn access_for(
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
+}
+
+/// Renew the family's grant at the provider and store the answer, by `holder` of the
+/// family's lease (given back at the end). A renewed grant is stored whatever happens (the
+/// provider may have rotated its refresh token), then revoked if the family ended meanwhile
+/// ([`store_renewed`]): its access token is then not handed out ([`ProviderError::FamilyEnded`]).
+async fn renew(
+    up: Arc<Upstream>,
+    family_id: String,
+    grant: Grant,
+    expires_at_ms: i64,
+    holder: String,
+    now: i64,
+    dpop: Option<UpstreamDpop>,
+) -> Result<Result<Grant, ProviderError>, crate::store::StoreError> {
+    let result = up.refresh(&grant, now, dpop.as_ref()).await;
+    let stored = match &result {
+        Ok(renewed) => store_renewed(&up, &family_id, renewed, expires_at_ms, now).await,
+        Err(ProviderError::InvalidGrant) => up.store.delete_grant(&family_id).await.map(|()| false),
+        Err(_) => Ok(false),
+    };
+    let released = up.store.release_lease(&family_id, &holder).await;
+    let ended = stored?;
+    released?;
+    if ended {
+        return Ok(Err(ProviderError::FamilyEnded));
+    }
+    Ok(result)
+}
+
+/// Store a grant the provider just renewed; `true` when the family had ended meanwhile, in
+/// which case the renewed grant has gone to the revocation queue ([`Upstream::revoke_grant`]).
+///
+/// Why no interleaving leaves the renewed grant live: an end ([`end_grant`]) is E1 =
+/// `end_access_tokens`, then E2 = `queue_revocation` (which moves whatever grant is stored);
+/// this is R1 = `put_grant`, then R2 = `family_ended`, then (if ended) R3 =
+/// `queue_revocation`. Each is one store operation (one statement or transaction on
+/// PostgreSQL and SQLite, under the lock in memory) and each side starts its second only once
+/// its first has completed. If R2 sees the end, R3 comes after R1 and moves the renewed grant
+/// (or finds it moved by E2 already, which also came after R1). If R2 does not see the end, E1
+/// completed after R2 began, so E2 began after R1 had completed and moves the renewed grant.
+/// Either way a `queue_revocation` comes after `put_grant`. The end stays recorded in the store
+/// far longer than a renewal takes (purged only after the maintenance grace, once no token of
+/// the family is left).
+async fn store_renewed(
+    up: &Upstream,
+    family_id: &str,
+    renewed: &Grant,
+    expires_at_ms: i64,
+    now: i64,
+) -> Result<bool, crate::store::StoreError> {
+    let noted = note_access_token(up, family_id, renewed).await;
+    // An access token that could not be noted is never handed out from the cache.
+    let mut kept = renewed.clone();
+    if noted.is_err() {
+        kept.access_expires_at_ms = 0;
+    }
+    let sealed = up.seal_grant(family_id, &kept);
+    up.store
+        .put_grant(family_id, &sealed, expires_at_ms)
+        .await?;
+    if up.store.family_ended(family_id).await? {
+        tracing::info!(family = %family_id, "the family ended during a provider renewal: the renewed grant is revoked");
+        // `now` is when the renewal began: the revocation's claim (a lease longer than the
+        // provider call's timeout) still holds, and a retry a little early is harmless.
+        up.revoke_grant(family_id, now).await?;
+        return Ok(true);
+    }
+    noted.map(|()| false)
 }
 
 /// `POST /auth/refresh` in upstream mode. Every candidate cookie is tried in order; the
@@ -630,6 +684,14 @@ async fn refresh_response(
         Err(ProviderError::NeedDpopProof | ProviderError::DpopProofRefused) => {
             tracing::info!(family = %family.id, "a proof for the provider's token endpoint is needed");
             Ok(upstream_dpop_challenge(state, &up, cookie))
+        }
+        Err(ProviderError::FamilyEnded) => {
+            // Ended by another request while the provider answered (the renewed grant is
+            // revoked): nothing to hand out. Ending our side again is harmless.
+            tracing::info!(family = %family.id, "the family ended during its renewal");
+            session::end_family_of(state, &refresh_token, "ended during a provider renewal")
+                .await?;
+            Ok(invalid_grant())
         }
         Err(ProviderError::InvalidGrant) => {
             tracing::info!(family = %family.id, "provider refused the grant; family ends");
@@ -827,5 +889,215 @@ async fn me_claims(
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use tokio::sync::Notify;
+
+    use super::*;
+    use crate::store::{MemoryStore, UpstreamStore};
+    use crate::upstream::config::{Secret, UpstreamConfig};
+
+    const NOW: i64 = 1_000_000;
+    const FAMILY_END: i64 = NOW + 86_400_000;
+
+    /// A provider on a local port whose token endpoint answers a refresh only once the test
+    /// releases it (after telling the test that the request arrived), and whose revocation
+    /// endpoint is down (so that what is revoked stays in the queue to be looked at); it
+    /// remembers the refresh tokens it was asked to revoke.
+    struct FakeProvider {
+        issuer: String,
+        arrived: Arc<Notify>,
+        release: Arc<Notify>,
+        asked_to_revoke: Arc<Mutex<Vec<String>>>,
+    }
+
+    fn form_value(body: &str, name: &str) -> String {
+        url::form_urlencoded::parse(body.as_bytes())
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.into_owned())
+            .unwrap_or_default()
+    }
+
+    impl FakeProvider {
+        async fn start() -> Self {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let issuer = format!("http://{}", listener.local_addr().unwrap());
+            let (arrived, release) = (Arc::new(Notify::new()), Arc::new(Notify::new()));
+            let asked_to_revoke = Arc::new(Mutex::new(Vec::new()));
+            let metadata = json!({
+                "issuer": issuer,
+                "authorization_endpoint": format!("{issuer}/auth"),
+                "token_endpoint": format!("{issuer}/token"),
+                "revocation_endpoint": format!("{issuer}/revoke"),
+                "jwks_uri": format!("{issuer}/jwks"),
+                "response_types_supported": ["code"],
+                "subject_types_supported": ["public"],
+                "id_token_signing_alg_values_supported": ["ES256"],
+            });
+            let (a, r, asked) = (arrived.clone(), release.clone(), asked_to_revoke.clone());
+            let router = Router::new()
+                .route(
+                    "/.well-known/openid-configuration",
+                    get(move || async move { Json(metadata) }),
+                )
+                .route("/jwks", get(|| async { Json(json!({ "keys": [] })) }))
+                .route(
+                    "/token",
+                    post(move |body: String| async move {
+                        let old = form_value(&body, "refresh_token");
+                        a.notify_one();
+                        r.notified().await;
+                        Json(json!({
+                            "access_token": format!("at-after-{old}"),
+                            "token_type": "Bearer",
+                            "expires_in": 60,
+                            "refresh_token": format!("{old}-rotated"),
+                        }))
+                    }),
+                )
+                .route(
+                    "/revoke",
+                    post(move |body: String| async move {
+                        asked.lock().unwrap().push(form_value(&body, "token"));
+                        StatusCode::SERVICE_UNAVAILABLE
+                    }),
+                );
+            tokio::spawn(async move { axum::serve(listener, router).await });
+            Self {
+                issuer,
+                arrived,
+                release,
+                asked_to_revoke,
+            }
+        }
+
+        fn asked_to_revoke(&self) -> Vec<String> {
+            self.asked_to_revoke.lock().unwrap().clone()
+        }
+    }
+
+    async fn upstream(provider: &FakeProvider) -> (Arc<Upstream>, Arc<MemoryStore>) {
+        let store = Arc::new(MemoryStore::new());
+        let config = UpstreamConfig {
+            issuer: provider.issuer.clone(),
+            client_id: "client".into(),
+            client_secret: Secret("secret".into()),
+            redirect_uri: Url::parse("http://127.0.0.1/auth/upstream/callback").unwrap(),
+            scopes: Vec::new(),
+            allowed_return: Vec::new(),
+            post_logout_uri: None,
+            audience: "api".into(),
+            timeout: Duration::from_secs(5),
+            token_key: None,
+        };
+        let up = Upstream::connect(config, store.clone(), NOW).await.unwrap();
+        (up, store)
+    }
+
+    fn grant(refresh_token: &str) -> Grant {
+        Grant {
+            sub: "u".into(),
+            refresh_token: Some(refresh_token.into()),
+            access_token: "at-old".into(),
+            access_expires_at_ms: NOW,
+            access_lifetime_ms: 60_000,
+            id_token: None,
+            dpop_key: None,
+            dpop_bound: false,
+        }
+    }
+
+    /// The family's grant stored, its lease held and its renewal started; returns once the
+    /// provider has the refresh request (and holds its answer).
+    async fn renewal_waiting_at_the_provider(
+        provider: &FakeProvider,
+        up: &Arc<Upstream>,
+    ) -> tokio::task::JoinHandle<Result<Result<Grant, ProviderError>, crate::store::StoreError>>
+    {
+        let sealed = up.seal_grant("fam", &grant("rt-1"));
+        up.store
+            .put_grant("fam", &sealed, FAMILY_END)
+            .await
+            .unwrap();
+        assert!(up
+            .store
+            .try_lease("fam", "holder", NOW, 11_000)
+            .await
+            .unwrap());
+        let task = tokio::spawn(renew(
+            up.clone(),
+            "fam".into(),
+            grant("rt-1"),
+            FAMILY_END,
+            "holder".into(),
+            NOW,
+            None,
+        ));
+        provider.arrived.notified().await;
+        task
+    }
+
+    /// The refresh tokens of the grants waiting in the revocation queue.
+    async fn queued_refresh_tokens(up: &Upstream, store: &MemoryStore) -> Vec<String> {
+        let queued = store
+            .claim_revocations(FAMILY_END * 2, 0, 10)
+            .await
+            .unwrap();
+        queued
+            .iter()
+            .map(|q| {
+                let g = up.open_grant(&q.family_id, &q.sealed).unwrap();
+                g.refresh_token.unwrap_or_default()
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_family_ended_while_the_provider_renews_its_grant_has_the_renewed_grant_revoked_and_nothing_handed_out(
+    ) {
+        let provider = FakeProvider::start().await;
+        let (up, store) = upstream(&provider).await;
+        let renewal = renewal_waiting_at_the_provider(&provider, &up).await;
+        // Logout (on another instance, say) while the provider is answering: the old grant
+        // goes to the revocation queue.
+        end_grant(&up, "fam", NOW).await.unwrap();
+        assert_eq!(store.grant("fam").await.unwrap(), None);
+        // The provider answers the renewal with a new refresh token.
+        provider.release.notify_one();
+        let answer = renewal.await.unwrap().unwrap();
+        assert_eq!(
+            answer.err(),
+            Some(ProviderError::FamilyEnded),
+            "the renewed access token is not handed out"
+        );
+        assert_eq!(
+            store.grant("fam").await.unwrap(),
+            None,
+            "no live grant is left for the ended family"
+        );
+        assert_eq!(
+            queued_refresh_tokens(&up, &store).await,
+            ["rt-1-rotated"],
+            "the renewed grant waits for revocation"
+        );
+        assert_eq!(provider.asked_to_revoke(), ["rt-1", "rt-1-rotated"]);
+    }
+
+    #[tokio::test]
+    async fn a_family_ended_after_its_renewal_was_stored_has_the_renewed_grant_revoked() {
+        let provider = FakeProvider::start().await;
+        let (up, store) = upstream(&provider).await;
+        let renewal = renewal_waiting_at_the_provider(&provider, &up).await;
+        provider.release.notify_one();
+        let renewed = renewal.await.unwrap().unwrap().unwrap();
+        assert_eq!(renewed.refresh_token.as_deref(), Some("rt-1-rotated"));
+        end_grant(&up, "fam", NOW).await.unwrap();
+        assert_eq!(store.grant("fam").await.unwrap(), None);
+        assert_eq!(queued_refresh_tokens(&up, &store).await, ["rt-1-rotated"]);
     }
 }
