@@ -407,7 +407,14 @@ impl Upstream {
             })
         });
         let jwks = Jwks::new(metadata.jwks().clone(), now_ms, fetch);
-        let id_token_algs = metadata.id_token_signing_alg_values_supported().clone();
+        let id_token_algs = id_token_algs(metadata.id_token_signing_alg_values_supported());
+        if id_token_algs.is_empty() {
+            return Err(format!(
+                "the provider signs ID tokens with no algorithm this server verifies \
+                 (id_token_signing_alg_values_supported: {:?}; asymmetric ones are verified)",
+                metadata.id_token_signing_alg_values_supported()
+            ));
+        }
         let token_endpoint = metadata.token_endpoint().map(|u| u.url().clone());
         let extra = metadata.additional_metadata().clone();
         let parse = |u: Option<String>, what: &str| -> Result<Option<Url>, String> {
@@ -463,16 +470,19 @@ impl Upstream {
         }))
     }
 
-    /// The ID-token verifier of the client (its algorithms from the provider's metadata) over
-    /// the cached keys.
-    fn id_token_verifier(&self) -> openidconnect::IdTokenVerifier<'static, CoreJsonWebKey> {
-        openidconnect::IdTokenVerifier::new_confidential_client(
-            ClientId::new(self.config.client_id.clone()),
-            ClientSecret::new(self.config.client_secret.0.clone()),
+    /// The ID-token verifier of the client over the cached keys ([`id_token_verifier`]).
+    fn id_token_verifier(
+        &self,
+        issued: IssueWindow,
+    ) -> openidconnect::IdTokenVerifier<'static, CoreJsonWebKey> {
+        id_token_verifier(
+            &self.config.client_id,
+            &self.config.client_secret.0,
             self.issuer.clone(),
             self.jwks.keys(),
+            self.id_token_algs.clone(),
+            issued,
         )
-        .set_allowed_algs(self.id_token_algs.clone())
     }
 
     fn client(
@@ -503,13 +513,15 @@ impl Upstream {
         (url, state, verifier, nonce)
     }
 
-    /// Exchange `code` (with the PKCE verifier) and validate the ID token against `nonce`.
+    /// Exchange `code` (with the PKCE verifier) and validate the ID token against `nonce`,
+    /// its `iat` against `issued` ([`IssueWindow`]).
     pub async fn exchange(
         &self,
         code: String,
         verifier: String,
         nonce: &str,
         now_ms: i64,
+        issued: IssueWindow,
     ) -> Result<Grant, ProviderError> {
         bump(&self.counters.code_exchanges);
         let client = self.client();
@@ -528,7 +540,7 @@ impl Upstream {
         // provider that rotated its keys since discovery is followed.
         let nonce = Nonce::new(nonce.to_string());
         self.jwks.refresh_if_old(now_ms).await;
-        let mut verifier = self.id_token_verifier();
+        let mut verifier = self.id_token_verifier(issued);
         let unknown_key = |e: &openidconnect::ClaimsVerificationError| {
             matches!(
                 e,
@@ -542,7 +554,7 @@ impl Upstream {
             .is_err_and(|e| unknown_key(&e))
             && self.jwks.refetch(now_ms).await
         {
-            verifier = self.id_token_verifier();
+            verifier = self.id_token_verifier(issued);
         }
         let claims = id_token
             .claims(&verifier, &nonce)
@@ -939,6 +951,78 @@ pub async fn start(config: &crate::Config, state: &crate::AppState) -> Result<()
         .map_err(|_| "upstream mode started twice".to_string())
 }
 
+/// The algorithms an ID token may be signed with (OpenID Connect Core §3.1.3.7 item 7): those
+/// the provider's metadata lists in `id_token_signing_alg_values_supported` that this server
+/// verifies against the provider's JWKS ([`access::ALLOWED_ALGS`]). `none` and the HS* ones
+/// never, even when listed: `none` is no signature, and an HS* token is keyed with our own
+/// client secret, so whoever learns the secret could mint ID tokens the provider never issued.
+/// Empty when the provider offers nothing else (then [`Upstream::connect`] fails).
+pub fn id_token_algs(
+    advertised: &[openidconnect::core::CoreJwsSigningAlgorithm],
+) -> Vec<openidconnect::core::CoreJwsSigningAlgorithm> {
+    let mut algs: Vec<_> = advertised
+        .iter()
+        .filter(|a| access::ALLOWED_ALGS.contains(a))
+        .cloned()
+        .collect();
+    algs.dedup();
+    algs
+}
+
+/// When an ID token of one sign-in may have been issued (its `iat`, OpenID Connect Core
+/// §3.1.3.7 item 10, "the acceptable range is Client specific"), on the server's clock (the
+/// one that dated the sign-in's start; ms).
+///
+/// - Not later than `now_ms` + the leeway: a token from the future is refused (a provider
+///   clock far off, or a token minted ahead to be replayed later).
+/// - Not earlier than the sign-in's start − the leeway: the ID token carries the nonce made
+///   when this sign-in started, so an honest provider cannot have issued it before then. A
+///   pending sign-in lives [`crate::routes::upstream::PENDING_TTL_MS`] at most (the callback
+///   refuses it after), so this also refuses anything older than that lifetime plus the
+///   leeway; the leeway covers the provider's clock being behind ours.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IssueWindow {
+    /// When the sign-in started.
+    pub started_ms: i64,
+    /// Now.
+    pub now_ms: i64,
+    /// The clock leeway (`--leeway-s`).
+    pub leeway_ms: i64,
+}
+
+impl IssueWindow {
+    /// Whether an ID token issued at `iat_ms` belongs to this sign-in's time.
+    pub fn check(&self, iat_ms: i64) -> Result<(), String> {
+        if iat_ms > self.now_ms.saturating_add(self.leeway_ms) {
+            return Err("the ID token's iat is in the future".into());
+        }
+        if iat_ms < self.started_ms.saturating_sub(self.leeway_ms) {
+            return Err("the ID token's iat is older than its sign-in".into());
+        }
+        Ok(())
+    }
+}
+
+/// The ID-token verifier of a confidential client: `openidconnect`'s checks (signature by a
+/// key of `keys` with one of `algs`, `iss`, `aud`, `exp`, `nonce`) and `iat` within `issued`.
+fn id_token_verifier(
+    client_id: &str,
+    client_secret: &str,
+    issuer: IssuerUrl,
+    keys: openidconnect::core::CoreJsonWebKeySet,
+    algs: Vec<openidconnect::core::CoreJwsSigningAlgorithm>,
+    issued: IssueWindow,
+) -> openidconnect::IdTokenVerifier<'static, CoreJsonWebKey> {
+    openidconnect::IdTokenVerifier::new_confidential_client(
+        ClientId::new(client_id.to_string()),
+        ClientSecret::new(client_secret.to_string()),
+        issuer,
+        keys,
+    )
+    .set_allowed_algs(algs)
+    .set_issue_time_verifier_fn(move |iat| issued.check(iat.timestamp_millis()))
+}
+
 /// OpenID Connect Core §3.1.3.7, items 4 and 5: an ID token with several audiences must name
 /// its authorized party (`azp`), and an `azp` must be this client. `openidconnect` 4 leaves
 /// this check out (commented out in its verifier), so it is made here, after its checks.
@@ -1151,6 +1235,170 @@ mod tests {
             .unwrap();
         let got = send(reqwest::Client::new(), request).await;
         assert_eq!(got.err(), Some(HttpError::TooLarge));
+    }
+
+    mod id_tokens {
+        use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        use base64::Engine as _;
+        use hmac::Mac as _;
+        use openidconnect::core::{CoreJsonWebKeySet, CoreJwsSigningAlgorithm as Alg};
+        use openidconnect::{IssuerUrl, Nonce};
+        use p256::ecdsa::signature::Signer as _;
+        use serde_json::{json, Value};
+
+        use super::super::{id_token_algs, id_token_verifier, IssueWindow};
+
+        const ISSUER: &str = "https://id.example.com";
+        const CLIENT: &str = "client";
+        const SECRET: &str = "client-secret-of-32-bytes-or-more!!";
+        const NOW_MS: i64 = 1_700_000_000_000;
+        const LEEWAY_MS: i64 = 5_000;
+        /// The sign-in started two minutes ago.
+        const STARTED_MS: i64 = NOW_MS - 120_000;
+
+        fn b(v: &[u8]) -> String {
+            URL_SAFE_NO_PAD.encode(v)
+        }
+
+        fn key() -> p256::ecdsa::SigningKey {
+            p256::ecdsa::SigningKey::from_slice(&[7; 32]).unwrap()
+        }
+
+        fn keys() -> CoreJsonWebKeySet {
+            let point = key().verifying_key().to_encoded_point(false);
+            let jwk = json!({"kty": "EC", "crv": "P-256", "use": "sig", "alg": "ES256",
+                "kid": "k1", "x": b(point.x().unwrap()), "y": b(point.y().unwrap())});
+            serde_json::from_value(json!({ "keys": [jwk] })).unwrap()
+        }
+
+        fn claims(iat_ms: i64) -> Value {
+            json!({"iss": ISSUER, "aud": CLIENT, "sub": "alice", "nonce": "n-1",
+                "iat": iat_ms / 1000, "exp": 4_000_000_000_i64})
+        }
+
+        fn input(alg: &str, claims: &Value) -> String {
+            let header = json!({"alg": alg, "typ": "JWT", "kid": "k1"});
+            format!(
+                "{}.{}",
+                b(&serde_json::to_vec(&header).unwrap()),
+                b(&serde_json::to_vec(claims).unwrap())
+            )
+        }
+
+        fn es256(claims: &Value) -> String {
+            let input = input("ES256", claims);
+            let sig: p256::ecdsa::Signature = key().sign(input.as_bytes());
+            format!("{input}.{}", b(&sig.to_bytes()))
+        }
+
+        /// Signed with the client secret, as HS256 ID tokens are (OpenID Connect Core §10.1).
+        fn hs256(claims: &Value) -> String {
+            let input = input("HS256", claims);
+            let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(SECRET.as_bytes()).unwrap();
+            mac.update(input.as_bytes());
+            format!("{input}.{}", b(&mac.finalize().into_bytes()))
+        }
+
+        fn window() -> IssueWindow {
+            IssueWindow {
+                started_ms: STARTED_MS,
+                now_ms: NOW_MS,
+                leeway_ms: LEEWAY_MS,
+            }
+        }
+
+        /// Verified as a sign-in does, the provider advertising `advertised`.
+        fn verify(token: &str, advertised: &[Alg]) -> Result<String, String> {
+            let verifier = id_token_verifier(
+                CLIENT,
+                SECRET,
+                IssuerUrl::new(ISSUER.into()).unwrap(),
+                keys(),
+                id_token_algs(advertised),
+                window(),
+            );
+            let id_token: openidconnect::core::CoreIdToken =
+                serde_json::from_value(Value::String(token.into())).unwrap();
+            id_token
+                .claims(&verifier, &Nonce::new("n-1".into()))
+                .map(|c| c.subject().as_str().to_string())
+                .map_err(|e| e.to_string())
+        }
+
+        #[test]
+        fn the_id_token_algorithms_are_the_advertised_ones_this_server_verifies_never_none_or_hs() {
+            let advertised = [
+                Alg::HmacSha256,
+                Alg::RsaSsaPkcs1V15Sha256,
+                Alg::None,
+                Alg::EcdsaP256Sha256,
+                Alg::HmacSha512,
+                Alg::RsaSsaPssSha256,
+                Alg::EcdsaP521Sha512,
+                Alg::EdDsa,
+            ];
+            assert_eq!(
+                id_token_algs(&advertised),
+                [
+                    Alg::RsaSsaPkcs1V15Sha256,
+                    Alg::EcdsaP256Sha256,
+                    Alg::RsaSsaPssSha256,
+                    Alg::EdDsa
+                ]
+            );
+            assert_eq!(
+                id_token_algs(&[Alg::EcdsaP256Sha256]),
+                [Alg::EcdsaP256Sha256],
+                "only what the provider lists"
+            );
+            assert!(id_token_algs(&[Alg::HmacSha256, Alg::None]).is_empty());
+        }
+
+        #[test]
+        fn an_id_token_keyed_with_the_client_secret_is_refused_even_when_the_provider_lists_hs256()
+        {
+            let advertised = [Alg::HmacSha256, Alg::EcdsaP256Sha256];
+            let c = claims(NOW_MS);
+            assert!(verify(&hs256(&c), &advertised).is_err(), "HS256");
+            assert_eq!(verify(&es256(&c), &advertised).as_deref(), Ok("alice"));
+            assert!(
+                verify(&es256(&c), &[Alg::RsaSsaPkcs1V15Sha256]).is_err(),
+                "an algorithm the provider does not list"
+            );
+        }
+
+        #[test]
+        fn an_id_token_issued_in_the_future_or_before_its_sign_in_began_is_refused() {
+            let ok = [Alg::EcdsaP256Sha256];
+            for (iat_ms, accepted, what) in [
+                (NOW_MS, true, "now"),
+                (NOW_MS + LEEWAY_MS, true, "ahead by the leeway"),
+                (
+                    NOW_MS + LEEWAY_MS + 1_000,
+                    false,
+                    "ahead by more than the leeway",
+                ),
+                (NOW_MS + 3_600_000, false, "an hour ahead"),
+                (STARTED_MS, true, "when the sign-in began"),
+                (STARTED_MS - LEEWAY_MS, true, "before it by the leeway"),
+                (STARTED_MS - LEEWAY_MS - 1_000, false, "before it by more"),
+                (NOW_MS - 86_400_000, false, "a day old"),
+            ] {
+                let got = verify(&es256(&claims(iat_ms)), &ok);
+                assert_eq!(got.is_ok(), accepted, "{what}: {got:?}");
+            }
+        }
+
+        #[test]
+        fn the_issue_window_is_the_sign_ins_start_to_now_widened_by_the_leeway() {
+            let w = window();
+            assert_eq!(w.check(NOW_MS + LEEWAY_MS), Ok(()));
+            assert!(w.check(NOW_MS + LEEWAY_MS + 1).is_err());
+            assert_eq!(w.check(STARTED_MS - LEEWAY_MS), Ok(()));
+            assert!(w.check(STARTED_MS - LEEWAY_MS - 1).is_err());
+            assert!(w.check(i64::MIN).is_err());
+            assert!(w.check(i64::MAX).is_err());
+        }
     }
 
     #[test]

@@ -246,7 +246,15 @@ pub async fn callback(
     } else {
         pending.nonce
     };
-    let grant = match up.exchange(code, pending.verifier, &nonce, now).await {
+    let issued = upstream::IssueWindow {
+        started_ms: pending.expires_at_ms.saturating_sub(PENDING_TTL_MS),
+        now_ms: now,
+        leeway_ms: state.tunables().leeway_s.max(0).saturating_mul(1000),
+    };
+    let grant = match up
+        .exchange(code, pending.verifier, &nonce, now, issued)
+        .await
+    {
         Ok(grant) => grant,
         Err(e) => {
             let code = match &e {
