@@ -220,6 +220,11 @@ fn parse_asctime(v: &str) -> Option<i64> {
     )
 }
 
+/// HTTP dates as a server writes them (the native tests' formatter), for the tests below.
+#[cfg(all(test, not(target_arch = "wasm32")))]
+#[path = "../../tests/support/http_date.rs"]
+mod written;
+
 #[cfg(all(test, not(target_arch = "wasm32")))]
 mod tests {
     use super::*;
@@ -377,32 +382,10 @@ mod tests {
         }
     }
 
-    /// `secs` (epoch seconds, years 1900–9999) as an IMF-fixdate, written here
-    /// independently of the parser (Howard Hinnant's civil-from-days).
+    /// An IMF-fixdate of epoch seconds, written independently of the parser (the native
+    /// tests' fake servers use the same formatter).
     fn imf_fixdate(secs: i64) -> String {
-        let days = secs.div_euclid(86_400);
-        let t = secs.rem_euclid(86_400);
-        let z = days + 719_468;
-        let era = z.div_euclid(146_097);
-        let doe = z - era * 146_097;
-        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-        let mp = (5 * doy + 2) / 153;
-        let day = doy - (153 * mp + 2) / 5 + 1;
-        let month = if mp < 10 { mp + 3 } else { mp - 9 };
-        let year = yoe + era * 400 + i64::from(month <= 2);
-        let weekday =
-            ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"][days.rem_euclid(7) as usize];
-        let months = [
-            "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-        ];
-        format!(
-            "{weekday}, {day:02} {} {year:04} {:02}:{:02}:{:02} GMT",
-            months[(month - 1) as usize],
-            t / 3600,
-            t / 60 % 60,
-            t % 60
-        )
+        super::written::http_date(secs * 1000)
     }
 
     #[test]
