@@ -785,6 +785,49 @@ fn check(checks: &mut Vec<Check>, name: &str, ok: bool, detail: String) {
     });
 }
 
+/// The check that no virtual user met a failure (each stopped at its first).
+fn check_failures(checks: &mut Vec<Check>, failures: &BTreeMap<String, u64>) {
+    check(
+        checks,
+        "no failure seen by a virtual user",
+        failures.is_empty(),
+        if failures.is_empty() {
+            String::from("none")
+        } else {
+            format!("{} kinds, listed below", failures.len())
+        },
+    );
+}
+
+/// The checks table, the failures the virtual users saw, and the verdict.
+fn write_checks(md: &mut String, checks: &[Check], failures: &BTreeMap<String, u64>, ok: bool) {
+    let _ = writeln!(md, "\n| check | result | detail |\n| --- | --- | --- |");
+    for c in checks {
+        let _ = writeln!(
+            md,
+            "| {} | {} | {} |",
+            c.name,
+            if c.ok { "ok" } else { "**FAILED**" },
+            c.detail
+        );
+    }
+    if !failures.is_empty() {
+        let _ = writeln!(md, "\nFailures seen by the virtual users:\n");
+        for (f, n) in failures {
+            let _ = writeln!(md, "- {n} × {f}");
+        }
+    }
+    let _ = writeln!(
+        md,
+        "\n{}",
+        if ok {
+            "All correctness checks passed."
+        } else {
+            "CORRECTNESS CHECKS FAILED."
+        }
+    );
+}
+
 fn main() -> std::process::ExitCode {
     let options = match parse_options() {
         Ok(o) => o,
@@ -1109,16 +1152,7 @@ async fn run(o: &Options) -> Result<bool, String> {
 
     // A virtual user that met anything unexpected (a 200 without the cookie's attributes or
     // a Bearer JWT, say) stopped there; the checks above need not see it.
-    check(
-        &mut checks,
-        "no failure seen by a virtual user",
-        failures.is_empty(),
-        if failures.is_empty() {
-            String::from("none")
-        } else {
-            format!("{} kinds, listed below", failures.len())
-        },
-    );
+    check_failures(&mut checks, &failures);
 
     // ---- Report ------------------------------------------------------------------------
     let ok = checks.iter().all(|c| c.ok);
@@ -1213,31 +1247,7 @@ async fn run(o: &Options) -> Result<bool, String> {
             pct(l, 99.0)
         );
     }
-    let _ = writeln!(md, "\n| check | result | detail |\n| --- | --- | --- |");
-    for c in &checks {
-        let _ = writeln!(
-            md,
-            "| {} | {} | {} |",
-            c.name,
-            if c.ok { "ok" } else { "**FAILED**" },
-            c.detail
-        );
-    }
-    if !failures.is_empty() {
-        let _ = writeln!(md, "\nFailures seen by the virtual users:\n");
-        for (f, n) in &failures {
-            let _ = writeln!(md, "- {n} × {f}");
-        }
-    }
-    let _ = writeln!(
-        md,
-        "\n{}",
-        if ok {
-            "All correctness checks passed."
-        } else {
-            "CORRECTNESS CHECKS FAILED."
-        }
-    );
+    write_checks(&mut md, &checks, &failures, ok);
     print!("{md}");
     if let Some(path) = &o.results {
         std::fs::write(path, &md).map_err(|e| format!("cannot write {path}: {e}"))?;

@@ -25,8 +25,8 @@ use hyper::{Method, StatusCode};
 use serde_json::Value;
 
 use crate::{
-    check, cpu_model, cpu_of, cpu_seconds, endpoint_row, pct, Conn, Endpoint, Options, Reply,
-    UserReport,
+    check, check_failures, cpu_model, cpu_of, cpu_seconds, endpoint_row, pct, write_checks, Conn,
+    Endpoint, Options, Reply, UserReport,
 };
 
 /// How to reach the provider and authenticate as its client.
@@ -429,16 +429,7 @@ pub async fn run(o: &Options, client_credentials: &str) -> Result<bool, String> 
             d("serverErrors")
         ),
     );
-    check(
-        &mut checks,
-        "no failure seen by a virtual user",
-        failures.is_empty(),
-        if failures.is_empty() {
-            String::from("none")
-        } else {
-            format!("{} kinds, listed below", failures.len())
-        },
-    );
+    check_failures(&mut checks, &failures);
 
     let ok = checks.iter().all(|c| c.ok);
     let mut md = String::new();
@@ -494,31 +485,7 @@ pub async fn run(o: &Options, client_credentials: &str) -> Result<bool, String> 
         &login,
         None,
     );
-    let _ = writeln!(md, "\n| check | result | detail |\n| --- | --- | --- |");
-    for c in &checks {
-        let _ = writeln!(
-            md,
-            "| {} | {} | {} |",
-            c.name,
-            if c.ok { "ok" } else { "**FAILED**" },
-            c.detail
-        );
-    }
-    if !failures.is_empty() {
-        let _ = writeln!(md, "\nFailures seen by the virtual users:\n");
-        for (f, n) in &failures {
-            let _ = writeln!(md, "- {n} × {f}");
-        }
-    }
-    let _ = writeln!(
-        md,
-        "\n{}",
-        if ok {
-            "All correctness checks passed."
-        } else {
-            "CORRECTNESS CHECKS FAILED."
-        }
-    );
+    write_checks(&mut md, &checks, &failures, ok);
     print!("{md}");
     if let Some(path) = &o.results {
         std::fs::write(path, &md).map_err(|e| format!("cannot write {path}: {e}"))?;
