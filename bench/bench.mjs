@@ -19,7 +19,7 @@ import { randomBytes } from "node:crypto";
 import { once } from "node:events";
 import * as esbuild from "esbuild";
 import { chromium } from "playwright-core";
-import { brotli, compress, measure as measurePayload } from "../scripts/size-budget.mjs";
+import { brotli, bundledRow, compress, measure as measurePayload } from "../scripts/size-budget.mjs";
 
 /** Compressed served bodies, by path (q11, as `make size` counts them). */
 const brCache = new Map();
@@ -244,21 +244,8 @@ async function bundleAnchors() {
   }
   // tokenwarden through an app's bundler: the entry (glue and .wasm inside) bundled and
   // minified by esbuild with its defaults (ASCII output: the .wasm's characters above
-  // U+007F become escapes).
-  const twOut = join(out, "tw-min");
-  await esbuild.build({
-    entryPoints: [join(pkgDir, "index.js")],
-    bundle: true,
-    splitting: true,
-    minify: true,
-    format: "esm",
-    platform: "browser",
-    target: "es2020",
-    outdir: twOut,
-    logLevel: "error",
-  });
-  let minJs = 0;
-  for (const fn of readdirSync(twOut)) minJs += brotli(readFileSync(join(twOut, fn)));
+  // U+007F become escapes), exactly as `make size` counts it.
+  const minJs = bundledRow(pkgDir).brotli;
   return { anchors: sizes, twMinified: { js: minJs, total: minJs } };
 }
 
