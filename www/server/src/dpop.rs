@@ -217,15 +217,22 @@ pub struct Expected<'a> {
     pub nonces: Option<&'a [String]>,
 }
 
-/// Whether `htu` names the request: `http` or `https`, the request's authority (default
-/// ports dropped, case-insensitive) and exactly its path; query and fragment are ignored
-/// (RFC 9449 §4.3 step 9).
+/// Whether `htu` names the request: `http` or `https` in any case, the request's authority
+/// (default ports dropped, case-insensitive) and its path; query and fragment are ignored
+/// (RFC 9449 §4.3 step 9). Both paths are compared after RFC 3986's syntax-based
+/// normalisation (§6.2.2: percent-encoding hex in upper case, unreserved characters decoded,
+/// dot segments removed) and scheme-based normalisation (§6.2.3: an empty path is `/`), as
+/// RFC 9449 §4.3 says servers SHOULD, so a client that writes `%7e` or `%2F` differently from
+/// the browser is not refused.
 fn htu_matches(htu: &str, authority: &str, path: &str) -> bool {
     let without = htu.split(['?', '#']).next().unwrap_or("");
-    let (default_port, rest) = if let Some(rest) = without.strip_prefix("https://") {
-        (":443", rest)
-    } else if let Some(rest) = without.strip_prefix("http://") {
-        (":80", rest)
+    let Some((scheme, rest)) = without.split_once("://") else {
+        return false;
+    };
+    let default_port = if scheme.eq_ignore_ascii_case("https") {
+        ":443"
+    } else if scheme.eq_ignore_ascii_case("http") {
+        ":80"
     } else {
         return false;
     };
@@ -236,7 +243,66 @@ fn htu_matches(htu: &str, authority: &str, path: &str) -> bool {
     let host = host.strip_suffix(default_port).unwrap_or(host);
     let authority = authority.trim();
     let authority = authority.strip_suffix(default_port).unwrap_or(authority);
-    host.eq_ignore_ascii_case(authority) && htu_path == path
+    host.eq_ignore_ascii_case(authority) && normalized_path(htu_path) == normalized_path(path)
+}
+
+/// A URI path after RFC 3986 §6.2.2.1–3 and §6.2.3 (see [`htu_matches`]). Hand-written:
+/// twenty lines, where a URL crate would also reinterpret what the request line carried.
+fn normalized_path(path: &str) -> String {
+    let b = path.as_bytes();
+    let mut decoded = String::with_capacity(path.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = |c: u8| char::from(c).to_digit(16);
+        match (
+            b[i],
+            b.get(i + 1).copied().and_then(hex),
+            b.get(i + 2).copied().and_then(hex),
+        ) {
+            (b'%', Some(hi), Some(lo)) => {
+                let c = (hi * 16 + lo) as u8;
+                if c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.' | b'_' | b'~') {
+                    decoded.push(char::from(c));
+                } else {
+                    decoded.push('%');
+                    decoded.push_str(&path[i + 1..i + 3].to_ascii_uppercase());
+                }
+                i += 3;
+            }
+            _ => {
+                // Whole UTF-8 characters: `i` only stops at ASCII or at a character's start.
+                let ch = path[i..].chars().next().unwrap_or('\u{fffd}');
+                decoded.push(ch);
+                i += ch.len_utf8();
+            }
+        }
+    }
+    // Dot segments (RFC 3986 §5.2.4), on the decoded path ("%2E%2E" is ".." too).
+    let mut out: Vec<&str> = Vec::new();
+    let segments: Vec<&str> = decoded.split('/').collect();
+    let last = segments.len() - 1;
+    for (n, seg) in segments.iter().enumerate().skip(1) {
+        match *seg {
+            "." | ".." => {
+                if *seg == ".." {
+                    out.pop();
+                }
+                if n == last {
+                    out.push("");
+                }
+            }
+            s => out.push(s),
+        }
+    }
+    let mut normalized = String::with_capacity(decoded.len() + 1);
+    for seg in &out {
+        normalized.push('/');
+        normalized.push_str(seg);
+    }
+    if normalized.is_empty() {
+        normalized.push('/');
+    }
+    normalized
 }
 
 /// Check a parsed proof's claims against the request (everything but `jti` replay).
@@ -317,6 +383,45 @@ mod tests {
             "127.0.0.1:8080",
             "/auth/refresh"
         ));
+    }
+
+    #[test]
+    fn htu_is_compared_after_rfc_3986_normalisation() {
+        let (auth, path) = ("a.example", "/api/~me/x%2Fy");
+        // RFC 3986 §6.2.2.1: scheme and host case, percent-encoding hex case.
+        assert!(htu_matches("HTTPS://A.example/api/~me/x%2fy", auth, path));
+        // §6.2.2.2: unreserved characters percent-encoded.
+        assert!(htu_matches(
+            "https://a.example/%61pi/%7Eme/x%2Fy",
+            auth,
+            path
+        ));
+        // §6.2.2.3: dot segments.
+        assert!(htu_matches(
+            "https://a.example/api/v1/../~me/./x%2Fy",
+            auth,
+            path
+        ));
+        assert!(htu_matches(
+            "https://a.example/api/%2E%2E/api/~me/x%2Fy",
+            auth,
+            path
+        ));
+        // §6.2.3: an empty path is "/".
+        assert!(htu_matches("https://a.example", auth, "/"));
+        assert!(htu_matches("https://a.example?q", auth, "/"));
+        // Still refused: a reserved character decoded changes the path, another path, another
+        // host, a trailing slash.
+        assert!(!htu_matches("https://a.example/api/~me/x/y", auth, path));
+        assert!(!htu_matches("https://a.example/api/me/x%2Fy", auth, path));
+        assert!(!htu_matches("https://b.example/api/~me/x%2Fy", auth, path));
+        assert!(!htu_matches("https://a.example/api/~me/x%2Fy/", auth, path));
+        // Malformed escapes are compared as they are, and non-ASCII paths do not panic.
+        assert!(htu_matches("https://a.example/a%zz%4", auth, "/a%zz%4"));
+        assert!(htu_matches("https://a.example/é/%C3%A9", auth, "/é/%c3%a9"));
+        assert_eq!(normalized_path("/a/b/.."), "/a/");
+        assert_eq!(normalized_path("/a/./b/."), "/a/b/");
+        assert_eq!(normalized_path("/../.."), "/");
     }
 
     #[test]
