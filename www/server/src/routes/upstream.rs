@@ -740,8 +740,56 @@ async fn note_access_token(
     }
     let hash = upstream::access_token_hash(&grant.access_token);
     up.store
-        .note_access_token(family_id, &hash, grant.access_expires_at_ms)
+        .note_access_token(family_id, &hash, noted_until(grant))
         .await
+}
+
+/// How long a noted access token is kept: until the later of what `expires_in` said and the
+/// JWT's own `exp`. A provider may omit `expires_in` (it is only RECOMMENDED; the grant then
+/// assumes 60 s) or state less than the token lives, and once its row is purged an ended
+/// family's token would be accepted again until its `exp`.
+fn noted_until(grant: &Grant) -> i64 {
+    upstream::access::unverified_exp_ms(&grant.access_token)
+        .map_or(grant.access_expires_at_ms, |exp| {
+            exp.max(grant.access_expires_at_ms)
+        })
+}
+
+#[cfg(test)]
+mod noted_until_tests {
+    use super::*;
+
+    fn grant(access_token: &str, access_expires_at_ms: i64) -> Grant {
+        Grant {
+            sub: "u".into(),
+            refresh_token: None,
+            access_token: access_token.into(),
+            access_expires_at_ms,
+            access_lifetime_ms: 60_000,
+            id_token: None,
+            dpop_key: None,
+            dpop_bound: false,
+        }
+    }
+
+    fn jwt(exp_s: i64) -> String {
+        let b = |v: serde_json::Value| URL_SAFE_NO_PAD.encode(v.to_string());
+        format!(
+            "{}.{}.sig",
+            b(json!({"alg": "ES256"})),
+            b(json!({"exp": exp_s}))
+        )
+    }
+
+    #[test]
+    fn a_noted_token_is_kept_until_the_later_of_expires_in_and_its_exp() {
+        // expires_in absent (the grant assumed 60 s) for a token living 2 h: kept 2 h.
+        assert_eq!(noted_until(&grant(&jwt(7_200), 60_000)), 7_200_000);
+        // expires_in longer than exp: kept as long as expires_in said.
+        assert_eq!(noted_until(&grant(&jwt(60), 120_000)), 120_000);
+        // No exp (or not a JWT): expires_in.
+        assert_eq!(noted_until(&grant("opaque", 60_000)), 60_000);
+    }
 }
 
 /// The family ended because the provider refused its grant: its provider access tokens are

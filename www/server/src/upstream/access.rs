@@ -159,6 +159,20 @@ pub fn looks_like_jwt(token: &str) -> bool {
     )
 }
 
+/// The `exp` of a JWT the provider just handed us (epoch ms), read without checking its
+/// signature: only to remember the token for as long as `/api/me` could accept it (a provider
+/// may omit `expires_in`, or state less than the token lives). `None` when it has none.
+pub fn unverified_exp_ms(token: &str) -> Option<i64> {
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine as _;
+    let payload = token.split('.').nth(1)?;
+    let claims: serde_json::Value =
+        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).ok()?).ok()?;
+    let exp = claims.get("exp")?;
+    let secs = exp.as_i64().or_else(|| exp.as_f64().map(|f| f as i64))?;
+    Some(secs.saturating_mul(1000))
+}
+
 /// Check a JWT access token against `keys` and `rules`.
 pub fn verify(
     keys: &CoreJsonWebKeySet,
@@ -395,6 +409,33 @@ mod tests {
 
     fn invalid(r: Result<ProviderClaims, JwtError>) -> bool {
         matches!(r, Err(JwtError::Invalid(_)))
+    }
+
+    #[test]
+    fn the_unverified_exp_is_read_in_ms_and_absent_or_garbage_is_none() {
+        let k = Key::new("k1");
+        assert_eq!(
+            unverified_exp_ms(&k.token(&claims())),
+            Some((NOW + 50) * 1000)
+        );
+        assert_eq!(
+            unverified_exp_ms(&k.token(&with(json!({"exp": null})))),
+            None
+        );
+        assert_eq!(
+            unverified_exp_ms(&k.token(&with(json!({"exp": "soon"})))),
+            None
+        );
+        assert_eq!(
+            unverified_exp_ms(&k.token(&with(json!({"exp": 1.5e9})))),
+            Some(1_500_000_000_000)
+        );
+        assert_eq!(
+            unverified_exp_ms(&k.token(&with(json!({"exp": i64::MAX})))),
+            Some(i64::MAX)
+        );
+        assert_eq!(unverified_exp_ms("opaque"), None);
+        assert_eq!(unverified_exp_ms("a.!!!.c"), None);
     }
 
     #[test]
