@@ -523,6 +523,7 @@ impl Upstream {
         now_ms: i64,
         issued: IssueWindow,
     ) -> Result<Grant, ProviderError> {
+        let began = std::time::Instant::now();
         bump(&self.counters.code_exchanges);
         let client = self.client();
         let response: CoreTokenResponse = self
@@ -540,7 +541,7 @@ impl Upstream {
         // provider that rotated its keys since discovery is followed.
         let nonce = Nonce::new(nonce.to_string());
         self.jwks.refresh_if_old(now_ms).await;
-        let mut verifier = self.id_token_verifier(issued);
+        let mut verifier = self.id_token_verifier(issued.at_check(began));
         let unknown_key = |e: &openidconnect::ClaimsVerificationError| {
             matches!(
                 e,
@@ -554,7 +555,7 @@ impl Upstream {
             .is_err_and(|e| unknown_key(&e))
             && self.jwks.refetch(now_ms).await
         {
-            verifier = self.id_token_verifier(issued);
+            verifier = self.id_token_verifier(issued.at_check(began));
         }
         let claims = id_token
             .claims(&verifier, &nonce)
@@ -991,15 +992,29 @@ pub struct IssueWindow {
 }
 
 impl IssueWindow {
-    /// Whether an ID token issued at `iat_ms` belongs to this sign-in's time.
+    /// Whether an ID token issued at `iat_ms` belongs to this sign-in's time. `iat` is whole
+    /// seconds (the provider's time rounded down), so the start is too: with no leeway, a
+    /// token issued in the second the sign-in started is not "older" than it.
     pub fn check(&self, iat_ms: i64) -> Result<(), String> {
         if iat_ms > self.now_ms.saturating_add(self.leeway_ms) {
             return Err("the ID token's iat is in the future".into());
         }
-        if iat_ms < self.started_ms.saturating_sub(self.leeway_ms) {
+        let started_s_ms = self.started_ms.div_euclid(1000).saturating_mul(1000);
+        if iat_ms < started_s_ms.saturating_sub(self.leeway_ms) {
             return Err("the ID token's iat is older than its sign-in".into());
         }
         Ok(())
+    }
+
+    /// The window with `now` moved on by the time since `since`: the ID token is minted
+    /// during the code exchange, so "now" is when it is checked, not when the callback began
+    /// (a slow exchange, or a provider a little ahead, would otherwise read as the future).
+    fn at_check(self, since: std::time::Instant) -> Self {
+        let elapsed = i64::try_from(since.elapsed().as_millis()).unwrap_or(i64::MAX);
+        IssueWindow {
+            now_ms: self.now_ms.saturating_add(elapsed),
+            ..self
+        }
     }
 }
 
@@ -1398,6 +1413,31 @@ mod tests {
             assert!(w.check(STARTED_MS - LEEWAY_MS - 1).is_err());
             assert!(w.check(i64::MIN).is_err());
             assert!(w.check(i64::MAX).is_err());
+        }
+
+        #[test]
+        fn iat_in_the_second_the_sign_in_began_is_not_older_than_it_even_without_leeway() {
+            // iat is whole seconds: a start at 10.5 s and a token issued at 10.9 s carry 10 s.
+            let w = IssueWindow {
+                started_ms: 10_500,
+                now_ms: 11_000,
+                leeway_ms: 0,
+            };
+            assert_eq!(w.check(10_000), Ok(()));
+            assert!(w.check(9_000).is_err());
+        }
+
+        #[test]
+        fn now_is_when_the_id_token_is_checked_not_when_the_callback_began() {
+            let w = IssueWindow {
+                started_ms: 0,
+                now_ms: 10_000,
+                leeway_ms: 0,
+            };
+            // As if the exchange had taken 2 s: a token issued 1.5 s after the callback began.
+            let began = std::time::Instant::now() - std::time::Duration::from_millis(2_000);
+            assert!(w.check(11_000).is_err());
+            assert_eq!(w.at_check(began).check(11_000), Ok(()));
         }
     }
 
