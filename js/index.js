@@ -202,5 +202,13 @@ export async function createTokenClient(options) {
     );
   }
   const glue = await init();
-  return new glue.TokenClient(options);
+  try {
+    return new glue.TokenClient(options);
+  } catch (e) {
+    // The wasm reads the options through JS (keys, prototypes, items): a Proxy whose trap
+    // throws, or a revoked one, throws from inside that walk. Named as what it is; a wasm
+    // trap is not an options problem and goes as it is.
+    if (e instanceof TokenClientError || e instanceof WebAssembly.RuntimeError) throw e;
+    throw loadError("invalid_options", "options could not be read", e);
+  }
 }

@@ -550,3 +550,34 @@ test("server, from the browser: forged access tokens (alg none, HS256 with the p
   assert.equal(c.refreshRequests, 0);
   assert.equal(c.apiCalls, Object.keys(forged).length + Object.keys(controls).length);
 });
+
+test("options whose Proxy traps throw (ownKeys, getPrototypeOf, a revoked Proxy, a nested one) reject with TokenClientError invalid_options, and the next client works", async () => {
+  const context = await env.newContext();
+  const page = await openHostile(context);
+  const got = await page.evaluate(async () => {
+    const trap = () => { throw new Error("trap"); };
+    const revoked = () => { const r = Proxy.revocable({}, {}); r.revoke(); return r.proxy; };
+    const cases = [
+      new Proxy({}, { ownKeys: trap }),
+      new Proxy({}, { getPrototypeOf: trap }),
+      revoked(),
+      { refreshUrl: "/auth/refresh", retry: new Proxy({}, { ownKeys: trap }) },
+      { refreshUrl: "/auth/refresh", allowedOrigins: new Proxy([], { get: trap }) },
+    ];
+    const out = [];
+    for (const c of cases) {
+      try {
+        (await window.createTokenClient(c)).dispose();
+        out.push("created");
+      } catch (e) {
+        out.push(`${e.name}:${e.code}`);
+      }
+    }
+    const next = await window.createTokenClient({ refreshUrl: "/auth/refresh", crossTab: false });
+    out.push(next.state);
+    next.dispose();
+    return out;
+  });
+  assert.deepEqual(got, [...Array(5).fill("TokenClientError:invalid_options"), "signedOut"]);
+  await context.close();
+});
