@@ -67,6 +67,12 @@ function signingKeys() {
  * Starts the provider. `port` 0 = any free port. Resolves to
  * `{ issuer, clientId, clientSecret, stats, liveRefreshTokens(), tokenValues(), stop(), start(), close() }`.
  */
+/** Whether a `grant.error` is a refresh token presented again (oidc-provider's InvalidGrant
+ *  carries the reason in `error_detail`; `error_description` is "grant request is invalid"). */
+export function isRefreshReuse(err) {
+  return err?.error_detail === "refresh token already used";
+}
+
 export async function startProvider({
   port = 0,
   redirectUris,
@@ -151,7 +157,7 @@ export async function startProvider({
   });
   provider.on("grant.error", (_ctx, err) => {
     stats.grantErrors++;
-    if (err?.error_description === "refresh token already used") stats.refreshReuse++;
+    if (isRefreshReuse(err)) stats.refreshReuse++;
     if (/dpop/i.test(err?.error || "")) stats.dpopErrors++;
   });
   provider.on("grant.revoked", () => { stats.revokedGrants++; });

@@ -124,7 +124,9 @@ provider.on("grant.success", (ctx) => {
 });
 provider.on("grant.error", (_ctx, err) => {
   stats.grantErrors++;
-  if (err?.error_description === "refresh token already used") stats.refreshReuse++;
+  // oidc-provider's InvalidGrant carries the reason in error_detail (error_description is
+  // "grant request is invalid"; tests/oidc/provider.mjs isRefreshReuse, tested there).
+  if (err?.error_detail === "refresh token already used") stats.refreshReuse++;
 });
 provider.on("server_error", (_ctx, err) => {
   stats.serverErrors++;
