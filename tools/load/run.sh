@@ -166,8 +166,9 @@ pg_pids() {
 # during the run is counted in full there, having been counted as far as it had got in an
 # earlier sample), plus utime+stime+cutime+cstime of each child alive now. The difference
 # of two samples is the CPU of the processes present at both, plus those that exited, plus
-# those that started, between them. (A child reaped in the instant between reading its stat
-# and the postmaster's would count twice; backends here live as long as a pool's connection.)
+# those that started, between them. (The postmaster is read first: a child that exits and is
+# reaped between that read and its own is counted zero times in that sample; backends here
+# live as long as a pool's connection.)
 pg_cpu() {
   local pm hz
   pm=$(pg_postmaster); hz=$(getconf CLK_TCK)
