@@ -844,7 +844,7 @@ impl Upstream {
     ) -> Result<Option<Grant>, crate::store::StoreError> {
         // Claimed by this call for a lease: no maintenance loop tries it meanwhile.
         let claimed_until = now_ms.saturating_add(self.revocation_lease_ms());
-        let Some(sealed) = self
+        let Some(queued) = self
             .store
             .queue_revocation(family_id, claimed_until)
             .await?
@@ -852,11 +852,11 @@ impl Upstream {
             return Ok(None);
         };
         // One that cannot be opened stays queued: maintenance drops it with a warning.
-        let Some(grant) = self.open_grant(family_id, &sealed) else {
+        let Some(grant) = self.open_grant(family_id, &queued.sealed) else {
             return Ok(None);
         };
         let attempt = revocation::attempt_of(&self.revoke(&grant).await);
-        revocation::settle(&*self.store, family_id, 1, attempt, now_ms).await?;
+        revocation::settle(&*self.store, &queued, 1, attempt, now_ms).await?;
         Ok(Some(grant))
     }
 

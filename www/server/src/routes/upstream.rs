@@ -922,6 +922,10 @@ mod tests {
         arrived: Arc<Notify>,
         release: Arc<Notify>,
         asked_to_revoke: Arc<Mutex<Vec<String>>>,
+        /// When set, a revocation of rt-1 waits for `revoke_release`, then answers 200.
+        hold_rt1: Arc<std::sync::atomic::AtomicBool>,
+        revoke_arrived: Arc<Notify>,
+        revoke_release: Arc<Notify>,
     }
 
     fn form_value(body: &str, name: &str) -> String {
@@ -948,6 +952,14 @@ mod tests {
                 "id_token_signing_alg_values_supported": ["ES256"],
             });
             let (a, r, asked) = (arrived.clone(), release.clone(), asked_to_revoke.clone());
+            let hold_rt1 = Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let (revoke_arrived, revoke_release) =
+                (Arc::new(Notify::new()), Arc::new(Notify::new()));
+            let (h1, ra, rr) = (
+                hold_rt1.clone(),
+                revoke_arrived.clone(),
+                revoke_release.clone(),
+            );
             let router = Router::new()
                 .route(
                     "/.well-known/openid-configuration",
@@ -971,7 +983,13 @@ mod tests {
                 .route(
                     "/revoke",
                     post(move |body: String| async move {
-                        asked.lock().unwrap().push(form_value(&body, "token"));
+                        let token = form_value(&body, "token");
+                        asked.lock().unwrap().push(token.clone());
+                        if token == "rt-1" && h1.load(std::sync::atomic::Ordering::SeqCst) {
+                            ra.notify_one();
+                            rr.notified().await;
+                            return StatusCode::OK;
+                        }
                         StatusCode::SERVICE_UNAVAILABLE
                     }),
                 );
@@ -981,6 +999,9 @@ mod tests {
                 arrived,
                 release,
                 asked_to_revoke,
+                hold_rt1,
+                revoke_arrived,
+                revoke_release,
             }
         }
 
@@ -1090,8 +1111,8 @@ mod tests {
         );
         assert_eq!(
             queued_refresh_tokens(&up, &store).await,
-            ["rt-1-rotated"],
-            "the renewed grant waits for revocation"
+            ["rt-1", "rt-1-rotated"],
+            "the renewed grant waits for revocation (beside the old one, a row of its own)"
         );
         assert_eq!(provider.asked_to_revoke(), ["rt-1", "rt-1-rotated"]);
     }
@@ -1107,5 +1128,38 @@ mod tests {
         end_grant(&up, "fam", NOW).await.unwrap();
         assert_eq!(store.grant("fam").await.unwrap(), None);
         assert_eq!(queued_refresh_tokens(&up, &store).await, ["rt-1-rotated"]);
+    }
+
+    /// Logout's immediate revocation of the old grant is in flight when a racing renewal
+    /// queues the renewed grant (whose own immediate attempt fails): the old grant's attempt,
+    /// taken by the provider, settles its own queue row only; the renewed refresh token stays
+    /// queued for maintenance.
+    #[tokio::test]
+    async fn a_logouts_attempt_on_the_old_grant_leaves_the_renewed_grant_queued_by_a_racing_renewal(
+    ) {
+        let provider = FakeProvider::start().await;
+        provider
+            .hold_rt1
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        let (up, store) = upstream(&provider).await;
+        let renewal = renewal_waiting_at_the_provider(&provider, &up).await;
+        // Logout: the old grant is queued and its revocation is in flight at the provider.
+        let up2 = up.clone();
+        let logout = tokio::spawn(async move { end_grant(&up2, "fam", NOW).await.map(|_| ()) });
+        provider.revoke_arrived.notified().await;
+        // The renewal finishes: it sees the end and queues the renewed grant (a row of its
+        // own); its own immediate attempt fails (503): it stays queued for maintenance.
+        provider.release.notify_one();
+        let answer = renewal.await.unwrap().unwrap();
+        assert_eq!(answer.err(), Some(ProviderError::FamilyEnded));
+        // The logout's attempt on rt-1 now succeeds: it drops its own row, not the renewal's.
+        provider.revoke_release.notify_one();
+        logout.await.unwrap().unwrap();
+        assert_eq!(provider.asked_to_revoke(), ["rt-1", "rt-1-rotated"]);
+        assert_eq!(
+            queued_refresh_tokens(&up, &store).await,
+            ["rt-1-rotated"],
+            "the renewed grant must still wait for its revocation"
+        );
     }
 }

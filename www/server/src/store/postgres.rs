@@ -283,9 +283,11 @@ CREATE TABLE upstream_ended (
         "
 -- Upstream mode: provider grants to revoke (RFC 7009), retried by maintenance until the
 -- provider accepts; the grant stays sealed as it was stored. Claimed with FOR UPDATE SKIP
--- LOCKED and a lease (next_at_ms), so two instances never try the same one at once.
+-- LOCKED and a lease (next_at_ms), so two instances never try the same one at once. One row
+-- per grant queued (a family may have several): an attempt is settled on its own row only.
 CREATE TABLE upstream_revocations (
-    family_id TEXT PRIMARY KEY,
+    id BIGSERIAL PRIMARY KEY,
+    family_id TEXT NOT NULL,
     sealed BYTEA NOT NULL,
     attempts INTEGER NOT NULL,
     next_at_ms BIGINT NOT NULL
@@ -1007,7 +1009,7 @@ impl UpstreamStore for PgStore {
         &self,
         family_id: &str,
         next_at_ms: i64,
-    ) -> Result<Option<Vec<u8>>, StoreError> {
+    ) -> Result<Option<QueuedRevocation>, StoreError> {
         // One statement: the grant moves to the queue, its lease goes.
         let row = self
             .client()
@@ -1017,14 +1019,17 @@ impl UpstreamStore for PgStore {
                       l AS (DELETE FROM upstream_leases WHERE family_id = $1)
                  INSERT INTO upstream_revocations (family_id, sealed, attempts, next_at_ms)
                  SELECT family_id, sealed, 0, $2 FROM g
-                 ON CONFLICT (family_id) DO UPDATE SET sealed = excluded.sealed, attempts = 0,
-                     next_at_ms = excluded.next_at_ms
-                 RETURNING sealed",
+                 RETURNING id, sealed",
                 &[&family_id, &next_at_ms],
             )
             .await
             .map_err(err)?;
-        Ok(row.map(|r| r.get(0)))
+        Ok(row.map(|r| QueuedRevocation {
+            id: r.get(0),
+            family_id: family_id.to_string(),
+            sealed: r.get(1),
+            attempts: 0,
+        }))
     }
 
     async fn claim_revocations(
@@ -1041,10 +1046,10 @@ impl UpstreamStore for PgStore {
             .await?
             .query(
                 "UPDATE upstream_revocations r SET next_at_ms = $2
-                 FROM (SELECT family_id FROM upstream_revocations WHERE next_at_ms <= $1
-                       ORDER BY next_at_ms LIMIT $3 FOR UPDATE SKIP LOCKED) d
-                 WHERE r.family_id = d.family_id
-                 RETURNING r.family_id, r.sealed, r.attempts",
+                 FROM (SELECT id FROM upstream_revocations WHERE next_at_ms <= $1
+                       ORDER BY next_at_ms, id LIMIT $3 FOR UPDATE SKIP LOCKED) d
+                 WHERE r.id = d.id
+                 RETURNING r.id, r.family_id, r.sealed, r.attempts",
                 &[&now_ms, &now_ms.saturating_add(lease_ms), &limit],
             )
             .await
@@ -1052,16 +1057,17 @@ impl UpstreamStore for PgStore {
         Ok(rows
             .iter()
             .map(|r| QueuedRevocation {
-                family_id: r.get(0),
-                sealed: r.get(1),
-                attempts: u32::try_from(r.get::<_, i32>(2)).unwrap_or(0),
+                id: r.get(0),
+                family_id: r.get(1),
+                sealed: r.get(2),
+                attempts: u32::try_from(r.get::<_, i32>(3)).unwrap_or(0),
             })
             .collect())
     }
 
     async fn retry_revocation(
         &self,
-        family_id: &str,
+        id: i64,
         attempts: u32,
         next_at_ms: i64,
     ) -> Result<(), StoreError> {
@@ -1069,21 +1075,18 @@ impl UpstreamStore for PgStore {
         self.client()
             .await?
             .execute(
-                "UPDATE upstream_revocations SET attempts = $2, next_at_ms = $3 WHERE family_id = $1",
-                &[&family_id, &attempts, &next_at_ms],
+                "UPDATE upstream_revocations SET attempts = $2, next_at_ms = $3 WHERE id = $1",
+                &[&id, &attempts, &next_at_ms],
             )
             .await
             .map_err(err)?;
         Ok(())
     }
 
-    async fn drop_revocation(&self, family_id: &str) -> Result<(), StoreError> {
+    async fn drop_revocation(&self, id: i64) -> Result<(), StoreError> {
         self.client()
             .await?
-            .execute(
-                "DELETE FROM upstream_revocations WHERE family_id = $1",
-                &[&family_id],
-            )
+            .execute("DELETE FROM upstream_revocations WHERE id = $1", &[&id])
             .await
             .map_err(err)?;
         Ok(())
@@ -1101,9 +1104,7 @@ impl UpstreamStore for PgStore {
                       g AS (DELETE FROM upstream_grants WHERE expires_at_ms < $1
                             RETURNING family_id, sealed),
                       q AS (INSERT INTO upstream_revocations (family_id, sealed, attempts, next_at_ms)
-                            SELECT family_id, sealed, 0, $1 FROM g
-                            ON CONFLICT (family_id) DO UPDATE SET sealed = excluded.sealed,
-                                attempts = 0, next_at_ms = excluded.next_at_ms),
+                            SELECT family_id, sealed, 0, $1 FROM g),
                       l AS (DELETE FROM upstream_leases WHERE until_ms < $1 RETURNING 1),
                       t AS (DELETE FROM upstream_access_tokens WHERE expires_at_ms < $1 RETURNING 1),
                       e AS (DELETE FROM upstream_ended x WHERE x.ended_at_ms < $1 AND NOT EXISTS (

@@ -13,7 +13,7 @@
 use std::future::Future;
 
 use super::{Grant, ProviderError};
-use crate::store::{StoreError, UpstreamStore};
+use crate::store::{QueuedRevocation, StoreError, UpstreamStore};
 
 /// Attempts before a revocation is given up: with [`retry_in_ms`], about 14 hours of trying,
 /// so that a provider gone for good (or a revocation it always refuses) does not keep rows
@@ -58,31 +58,33 @@ pub fn attempt_of(answer: &Result<bool, ProviderError>) -> Attempt {
     }
 }
 
-/// Record attempt number `attempts` (1 = the first) of the family's revocation: done → off
-/// the queue; failed → due again after [`retry_in_ms`], or off the queue with a warning
-/// once it gives up.
+/// Record attempt number `attempts` (1 = the first) of the queued revocation `queued` (its
+/// own row: another grant of the family queued meanwhile is not touched): done → off the
+/// queue; failed → due again after [`retry_in_ms`], or off the queue with a warning once it
+/// gives up.
 pub async fn settle(
     store: &dyn UpstreamStore,
-    family_id: &str,
+    queued: &QueuedRevocation,
     attempts: u32,
     attempt: Attempt,
     now_ms: i64,
 ) -> Result<(), StoreError> {
+    let family_id = queued.family_id.as_str();
     if attempt == Attempt::Done {
-        return store.drop_revocation(family_id).await;
+        return store.drop_revocation(queued.id).await;
     }
     match retry_in_ms(attempts) {
         Some(wait_ms) => {
             tracing::warn!(family = %family_id, attempts, retry_in_s = wait_ms / 1000, ?attempt,
                 "provider revocation failed; it stays queued");
             store
-                .retry_revocation(family_id, attempts, now_ms.saturating_add(wait_ms))
+                .retry_revocation(queued.id, attempts, now_ms.saturating_add(wait_ms))
                 .await
         }
         None => {
             tracing::warn!(family = %family_id, attempts, ?attempt,
                 "provider revocation given up: the provider's refresh token may still be live");
-            store.drop_revocation(family_id).await
+            store.drop_revocation(queued.id).await
         }
     }
 }
@@ -121,12 +123,12 @@ where
         let Some(grant) = open(family_id, &queued.sealed) else {
             tracing::warn!(family = %family_id,
                 "a queued provider revocation cannot be opened (sealed with another key): dropped");
-            store.drop_revocation(family_id).await?;
+            store.drop_revocation(queued.id).await?;
             pass.unreadable += 1;
             continue;
         };
         let attempt = attempt_of(&revoke(grant).await);
-        settle(store, family_id, queued.attempts + 1, attempt, now_ms).await?;
+        settle(store, &queued, queued.attempts + 1, attempt, now_ms).await?;
         match attempt {
             Attempt::Done => pass.done += 1,
             Attempt::Unavailable => {
@@ -268,19 +270,19 @@ mod tests {
         f.put_grant("fam", "rt-fam", now + 3_600_000).await;
         // Logout with the provider down: queued, tried once at once, failed.
         f.provider.down.store(true, Ordering::SeqCst);
-        let sealed = f
+        let queued = f
             .store
             .queue_revocation("fam", now + LEASE_MS)
             .await
+            .unwrap()
             .unwrap();
-        assert!(sealed.is_some());
         assert_eq!(
             f.store.grant("fam").await.unwrap(),
             None,
             "the grant left the store"
         );
         let answer = f.provider.revoke(grant("rt-fam")).await;
-        settle(&f.store, "fam", 1, attempt_of(&answer), now)
+        settle(&f.store, &queued, 1, attempt_of(&answer), now)
             .await
             .unwrap();
         assert_eq!(f.provider.asked(), 1);
