@@ -460,7 +460,6 @@ impl UpstreamStore for MemoryStore {
         next_at_ms: i64,
     ) -> Result<Option<QueuedRevocation>, StoreError> {
         let mut t = self.lock()?;
-        t.leases.remove(family_id);
         let Some((sealed, _)) = t.grants.remove(family_id) else {
             return Ok(None);
         };

@@ -349,10 +349,11 @@ pub trait UpstreamStore: Send + Sync + 'static {
     /// families whose provider tokens are opaque (never noted) too. An end purged
     /// ([`Self::purge_upstream`]) is forgotten.
     async fn family_ended(&self, family_id: &str) -> Result<bool, StoreError>;
-    /// Move the family's sealed grant, as stored, to the revocation queue (its lease goes
-    /// with it), first due at `next_at_ms`, as a row of its own: a revocation already queued
+    /// Move the family's sealed grant, as stored, to the revocation queue, first due at
+    /// `next_at_ms`, as a row of its own: a revocation already queued
     /// for the family (an older grant of it) stays as it is. The row queued, `None` when there
-    /// was no grant.
+    /// was no grant. The family's lease stays with its holder (released by it, or run out): a
+    /// renewal still in flight keeps it, so that no other request renews the family meanwhile.
     async fn queue_revocation(
         &self,
         family_id: &str,

@@ -1010,13 +1010,12 @@ impl UpstreamStore for PgStore {
         family_id: &str,
         next_at_ms: i64,
     ) -> Result<Option<QueuedRevocation>, StoreError> {
-        // One statement: the grant moves to the queue, its lease goes.
+        // One statement: the grant moves to the queue (its lease stays with its holder).
         let row = self
             .client()
             .await?
             .query_opt(
-                "WITH g AS (DELETE FROM upstream_grants WHERE family_id = $1 RETURNING family_id, sealed),
-                      l AS (DELETE FROM upstream_leases WHERE family_id = $1)
+                "WITH g AS (DELETE FROM upstream_grants WHERE family_id = $1 RETURNING family_id, sealed)
                  INSERT INTO upstream_revocations (family_id, sealed, attempts, next_at_ms)
                  SELECT family_id, sealed, 0, $2 FROM g
                  RETURNING id, sealed",

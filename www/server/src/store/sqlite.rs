@@ -723,10 +723,6 @@ impl UpstreamStore for SqliteStore {
                 "DELETE FROM upstream_grants WHERE family_id = ?1",
                 params![family_id],
             )?;
-            tx.execute(
-                "DELETE FROM upstream_leases WHERE family_id = ?1",
-                params![family_id],
-            )?;
             tx.commit()?;
             Ok(queued)
         })
