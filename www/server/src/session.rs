@@ -388,6 +388,7 @@ pub async fn maintain(state: &AppState, grace_ms: i64) -> Result<u64, AppError> 
                 done = pass.done,
                 failed = pass.failed,
                 unreadable = pass.unreadable,
+                given_up = pass.given_up,
                 "queued provider revocations tried"
             );
         }

@@ -399,6 +399,7 @@ async fn upstream_retry_revocations(
         "done": pass.done,
         "failed": pass.failed,
         "unreadable": pass.unreadable,
+        "givenUp": pass.given_up,
     }))
     .into_response())
 }

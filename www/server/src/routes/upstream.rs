@@ -1295,6 +1295,9 @@ mod tests {
         async fn drop_revocation(&self, id: i64) -> Result<(), crate::store::StoreError> {
             self.inner.drop_revocation(id).await
         }
+        async fn give_up_revocations(&self, b: i64) -> Result<u64, crate::store::StoreError> {
+            self.inner.give_up_revocations(b).await
+        }
         async fn purge_upstream(&self, b: i64) -> Result<u64, crate::store::StoreError> {
             self.inner.purge_upstream(b).await
         }

@@ -457,6 +457,7 @@ pub async fn upstream_run_all(a: &dyn UpstreamStore, b: &dyn UpstreamStore) {
     access_tokens_of_an_ended_family_are_known_whenever_they_were_noted(a, b).await;
     a_queued_revocation_is_claimed_by_one_handle_at_a_time_until_dropped(a, b).await;
     purge_queues_the_revocation_of_an_expired_grant(a, b).await;
+    revocations_queued_before_a_cut_off_are_given_up_tried_or_not(a, b).await;
     a_familys_end_is_known_to_every_handle_without_any_noted_token(a, b).await;
 }
 
@@ -715,6 +716,30 @@ pub async fn purge_queues_the_revocation_of_an_expired_grant(
     assert_eq!(due[0].sealed, b"sealed-old");
     ok(b.drop_revocation(due[0].id)).await;
     ok(a.delete_grant("exp-live")).await;
+}
+
+/// Giving up by age takes every revocation queued before the cut-off off the queue, whether
+/// it was tried (and is due later) or never claimed; younger ones stay.
+pub async fn revocations_queued_before_a_cut_off_are_given_up_tried_or_not(
+    a: &dyn UpstreamStore,
+    b: &dyn UpstreamStore,
+) {
+    for (id, due) in [
+        ("age-tried", 1_000),
+        ("age-untried", 2_000),
+        ("age-young", 3_000),
+    ] {
+        ok(a.put_grant(id, b"s", 50_000)).await;
+        assert!(ok(a.queue_revocation(id, due)).await.is_some());
+    }
+    let tried = ok(b.claim_revocations(1_000, 5_000, 1)).await;
+    assert_eq!(tried.len(), 1);
+    ok(b.retry_revocation(tried[0].id, 1, 90_000)).await;
+    assert_eq!(ok(b.give_up_revocations(3_000)).await, 2);
+    let left = ok(a.claim_revocations(i64::MAX / 2, 5_000, 10)).await;
+    let ids: Vec<&str> = left.iter().map(|q| q.family_id.as_str()).collect();
+    assert_eq!(ids, ["age-young"]);
+    ok(a.drop_revocation(left[0].id)).await;
 }
 
 /// A family's end, recorded by one handle, is known to the other at once, for a family that

@@ -57,15 +57,17 @@ struct Tables {
     proofs: HashMap<[u8; 32], i64>,
 }
 
-/// A queued revocation: the family, its sealed grant, attempts, next due.
-type QueuedRow = (String, Vec<u8>, u32, i64);
+/// A queued revocation: the family, its sealed grant, attempts, next due, when queued.
+type QueuedRow = (String, Vec<u8>, u32, i64, i64);
 
 impl Tables {
     fn queue(&mut self, family_id: String, sealed: Vec<u8>, next_at_ms: i64) -> QueuedRevocation {
         self.last_revocation_id += 1;
         let id = self.last_revocation_id;
-        self.revocations
-            .insert(id, (family_id.clone(), sealed.clone(), 0, next_at_ms));
+        self.revocations.insert(
+            id,
+            (family_id.clone(), sealed.clone(), 0, next_at_ms, next_at_ms),
+        );
         QueuedRevocation {
             id,
             family_id,
@@ -476,14 +478,14 @@ impl UpstreamStore for MemoryStore {
         let mut due: Vec<(i64, i64)> = t
             .revocations
             .iter()
-            .filter(|(_, (_, _, _, next))| *next <= now_ms)
-            .map(|(id, (_, _, _, next))| (*next, *id))
+            .filter(|(_, (_, _, _, next, _))| *next <= now_ms)
+            .map(|(id, (_, _, _, next, _))| (*next, *id))
             .collect();
         due.sort();
         due.truncate(limit);
         let mut claimed = Vec::with_capacity(due.len());
         for (_, id) in due {
-            if let Some((family_id, sealed, attempts, next)) = t.revocations.get_mut(&id) {
+            if let Some((family_id, sealed, attempts, next, _)) = t.revocations.get_mut(&id) {
                 *next = now_ms.saturating_add(lease_ms);
                 claimed.push(QueuedRevocation {
                     id,
@@ -512,6 +514,14 @@ impl UpstreamStore for MemoryStore {
     async fn drop_revocation(&self, id: i64) -> Result<(), StoreError> {
         self.lock()?.revocations.remove(&id);
         Ok(())
+    }
+
+    async fn give_up_revocations(&self, queued_before_ms: i64) -> Result<u64, StoreError> {
+        let mut t = self.lock()?;
+        let before = t.revocations.len();
+        t.revocations
+            .retain(|_, (_, _, _, _, queued_at)| *queued_at >= queued_before_ms);
+        Ok((before - t.revocations.len()) as u64)
     }
 
     async fn purge_upstream(&self, before_ms: i64) -> Result<u64, StoreError> {

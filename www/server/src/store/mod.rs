@@ -379,6 +379,10 @@ pub trait UpstreamStore: Send + Sync + 'static {
     /// Take the queued revocation `id` off the queue (done, or given up); other revocations
     /// of its family stay.
     async fn drop_revocation(&self, id: i64) -> Result<(), StoreError>;
+    /// Give up every revocation queued (first due, [`Self::queue_revocation`] /
+    /// [`Self::purge_upstream`]) before `queued_before_ms`, tried or not, whatever its next
+    /// due time: off the queue. Returns how many went.
+    async fn give_up_revocations(&self, queued_before_ms: i64) -> Result<u64, StoreError>;
     /// Delete pending logins, grants and leases that ended before `before_ms`, noted access
     /// tokens that expired before it, and ends older than it with no noted token left. A
     /// grant is not deleted but moved to the revocation queue (due at once): an expired

@@ -290,9 +290,11 @@ CREATE TABLE upstream_revocations (
     family_id TEXT NOT NULL,
     sealed BYTEA NOT NULL,
     attempts INTEGER NOT NULL,
-    next_at_ms BIGINT NOT NULL
+    next_at_ms BIGINT NOT NULL,
+    queued_at_ms BIGINT NOT NULL
 );
 CREATE INDEX upstream_revocations_by_due ON upstream_revocations(next_at_ms);
+CREATE INDEX upstream_revocations_by_age ON upstream_revocations(queued_at_ms);
 ",
     ),
 ];
@@ -1016,8 +1018,8 @@ impl UpstreamStore for PgStore {
             .await?
             .query_opt(
                 "WITH g AS (DELETE FROM upstream_grants WHERE family_id = $1 RETURNING family_id, sealed)
-                 INSERT INTO upstream_revocations (family_id, sealed, attempts, next_at_ms)
-                 SELECT family_id, sealed, 0, $2 FROM g
+                 INSERT INTO upstream_revocations (family_id, sealed, attempts, next_at_ms, queued_at_ms)
+                 SELECT family_id, sealed, 0, $2, $2 FROM g
                  RETURNING id, sealed",
                 &[&family_id, &next_at_ms],
             )
@@ -1082,6 +1084,17 @@ impl UpstreamStore for PgStore {
         Ok(())
     }
 
+    async fn give_up_revocations(&self, queued_before_ms: i64) -> Result<u64, StoreError> {
+        self.client()
+            .await?
+            .execute(
+                "DELETE FROM upstream_revocations WHERE queued_at_ms < $1",
+                &[&queued_before_ms],
+            )
+            .await
+            .map_err(err)
+    }
+
     async fn drop_revocation(&self, id: i64) -> Result<(), StoreError> {
         self.client()
             .await?
@@ -1102,8 +1115,9 @@ impl UpstreamStore for PgStore {
                 "WITH p AS (DELETE FROM upstream_pending WHERE expires_at_ms < $1 RETURNING 1),
                       g AS (DELETE FROM upstream_grants WHERE expires_at_ms < $1
                             RETURNING family_id, sealed),
-                      q AS (INSERT INTO upstream_revocations (family_id, sealed, attempts, next_at_ms)
-                            SELECT family_id, sealed, 0, $1 FROM g),
+                      q AS (INSERT INTO upstream_revocations
+                                (family_id, sealed, attempts, next_at_ms, queued_at_ms)
+                            SELECT family_id, sealed, 0, $1, $1 FROM g),
                       l AS (DELETE FROM upstream_leases WHERE until_ms < $1 RETURNING 1),
                       t AS (DELETE FROM upstream_access_tokens WHERE expires_at_ms < $1 RETURNING 1),
                       e AS (DELETE FROM upstream_ended x WHERE x.ended_at_ms < $1 AND NOT EXISTS (

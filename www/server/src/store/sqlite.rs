@@ -82,9 +82,11 @@ CREATE TABLE IF NOT EXISTS upstream_revocations (
     family_id TEXT NOT NULL,
     sealed BLOB NOT NULL,
     attempts INTEGER NOT NULL,
-    next_at_ms INTEGER NOT NULL
+    next_at_ms INTEGER NOT NULL,
+    queued_at_ms INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS upstream_revocations_by_due ON upstream_revocations(next_at_ms);
+CREATE INDEX IF NOT EXISTS upstream_revocations_by_age ON upstream_revocations(queued_at_ms);
 CREATE TABLE IF NOT EXISTS dpop_keys (
     family_id TEXT PRIMARY KEY REFERENCES families(id) ON DELETE CASCADE,
     jkt TEXT NOT NULL,
@@ -708,8 +710,8 @@ impl UpstreamStore for SqliteStore {
             let mut queued = None;
             if let Some(sealed) = sealed {
                 tx.execute(
-                    "INSERT INTO upstream_revocations (family_id, sealed, attempts, next_at_ms)
-                     VALUES (?1, ?2, 0, ?3)",
+                    "INSERT INTO upstream_revocations (family_id, sealed, attempts, next_at_ms, queued_at_ms)
+                     VALUES (?1, ?2, 0, ?3, ?3)",
                     params![family_id, sealed, next_at_ms],
                 )?;
                 queued = Some(QueuedRevocation {
@@ -781,6 +783,17 @@ impl UpstreamStore for SqliteStore {
         .await
     }
 
+    async fn give_up_revocations(&self, queued_before_ms: i64) -> Result<u64, StoreError> {
+        self.with_conn(move |conn| {
+            conn.execute(
+                "DELETE FROM upstream_revocations WHERE queued_at_ms < ?1",
+                params![queued_before_ms],
+            )
+            .map(|n| n as u64)
+        })
+        .await
+    }
+
     async fn drop_revocation(&self, id: i64) -> Result<(), StoreError> {
         self.with_conn(move |conn| {
             conn.execute(
@@ -797,8 +810,8 @@ impl UpstreamStore for SqliteStore {
             let tx = conn.transaction()?;
             // Expired grants are revoked at the provider before they go.
             tx.execute(
-                "INSERT INTO upstream_revocations (family_id, sealed, attempts, next_at_ms)
-                 SELECT family_id, sealed, 0, ?1 FROM upstream_grants WHERE expires_at_ms < ?1",
+                "INSERT INTO upstream_revocations (family_id, sealed, attempts, next_at_ms, queued_at_ms)
+                 SELECT family_id, sealed, 0, ?1, ?1 FROM upstream_grants WHERE expires_at_ms < ?1",
                 params![before_ms],
             )?;
             let mut n = tx.execute(

@@ -4,7 +4,9 @@
 //! store's queue ([`crate::store::UpstreamStore::queue_revocation`]); logout tries it at once,
 //! and the maintenance task ([`crate::session::maintain`]) tries what is due again with
 //! backoff ([`retry_in_ms`]) until the provider takes it, or gives up after [`MAX_ATTEMPTS`]
-//! with a warning. A claim in the store (a lease; `FOR UPDATE SKIP LOCKED` on PostgreSQL) keeps
+//! or [`GIVE_UP_AFTER_MS`] in the queue, whichever comes first, with a warning. The age bound
+//! holds whatever the queue's length: a pass stops at the first revocation the provider does
+//! not answer, so with the provider down most rows are not tried at all, and they go by age. A claim in the store (a lease; `FOR UPDATE SKIP LOCKED` on PostgreSQL) keeps
 //! two instances' maintenance from trying the same revocation at once.
 //!
 //! The decisions (what an answer means, when to try again) are plain functions; the provider
@@ -19,6 +21,10 @@ use crate::store::{QueuedRevocation, StoreError, UpstreamStore};
 /// so that a provider gone for good (or a revocation it always refuses) does not keep rows
 /// in the queue forever.
 pub const MAX_ATTEMPTS: u32 = 20;
+/// How long a revocation stays queued at most (from when it was queued), tried or not: a
+/// little more than [`MAX_ATTEMPTS`] take. Rows behind a provider that is down are not tried
+/// (each pass stops at the first that gets no answer), so they are given up by age.
+pub const GIVE_UP_AFTER_MS: i64 = 15 * 3_600_000;
 /// The wait after the first failed attempt (doubled after each further one).
 pub const FIRST_RETRY_MS: i64 = 60_000;
 /// The longest wait between two attempts.
@@ -99,12 +105,15 @@ pub struct Pass {
     /// Could not be opened (sealed with another key, e.g. a random key of an earlier start):
     /// dropped.
     pub unreadable: u64,
+    /// Queued longer than [`GIVE_UP_AFTER_MS`]: given up, tried or not.
+    pub given_up: u64,
 }
 
-/// One pass over the queue at `now_ms`: claim what is due (for `lease_ms`, so no other
-/// instance tries it meanwhile), open each grant with `open` and revoke it with `revoke`. A
-/// provider that does not answer ends the pass: the revocations claimed but not tried are due
-/// again when their lease runs out, without an attempt counted.
+/// One pass over the queue at `now_ms`: give up what was queued more than
+/// [`GIVE_UP_AFTER_MS`] ago, claim what is due (for `lease_ms`, so no other instance tries it
+/// meanwhile), open each grant with `open` and revoke it with `revoke`. A provider that does
+/// not answer ends the pass: the revocations claimed but not tried are due again when their
+/// lease runs out, without an attempt counted (the age bound covers them).
 pub async fn run_due<O, R, Fut>(
     store: &dyn UpstreamStore,
     open: O,
@@ -118,6 +127,16 @@ where
     Fut: Future<Output = Result<bool, ProviderError>>,
 {
     let mut pass = Pass::default();
+    pass.given_up = store
+        .give_up_revocations(now_ms.saturating_sub(GIVE_UP_AFTER_MS))
+        .await?;
+    if pass.given_up > 0 {
+        tracing::warn!(
+            given_up = pass.given_up,
+            queued_for_h = GIVE_UP_AFTER_MS / 3_600_000,
+            "provider revocations given up by age: those provider refresh tokens may still be live"
+        );
+    }
     for queued in store.claim_revocations(now_ms, lease_ms, PER_PASS).await? {
         let family_id = queued.family_id.as_str();
         let Some(grant) = open(family_id, &queued.sealed) else {
@@ -331,8 +350,9 @@ mod tests {
         );
         assert_eq!(f.provider.asked(), 1);
         // The other one, claimed but not tried, is due again after its lease, uncounted.
-        for _ in 0..200 {
-            now += LONGEST_RETRY_MS;
+        // Maintenance every minute: both reach MAX_ATTEMPTS before the age bound.
+        while now < GIVE_UP_AFTER_MS - 60_000 {
+            now += 60_000;
             f.maintain(now).await;
         }
         assert_eq!(
@@ -358,5 +378,44 @@ mod tests {
         assert_eq!(f.maintain(1).await.unreadable, 1);
         assert_eq!(f.provider.asked(), 0);
         assert_eq!(f.maintain(i64::MAX / 2).await, Pass::default());
+    }
+
+    /// With the provider's revocation endpoint not answering, a pass makes one attempt (the
+    /// first Unavailable ends it), so 100 queued rows would need 2000 passes to reach
+    /// MAX_ATTEMPTS each: they are given up by age instead, all of them within
+    /// GIVE_UP_AFTER_MS (and one pass) of being queued.
+    #[tokio::test]
+    async fn a_queue_behind_a_provider_down_for_good_is_given_up_within_the_age_bound_whatever_its_length(
+    ) {
+        let f = Fixture::new();
+        f.provider.down.store(true, Ordering::SeqCst);
+        for i in 0..100 {
+            f.put_grant(&format!("f{i}"), &format!("rt-{i}"), 0).await;
+        }
+        f.store.purge_upstream(1).await.unwrap();
+        let mut now = 1;
+        // Maintenance runs every minute, until the age bound and one more pass.
+        let mut given_up = 0;
+        while now <= 1 + GIVE_UP_AFTER_MS {
+            now += 60_000;
+            given_up += f.maintain(now).await.given_up;
+        }
+        let left = f
+            .store
+            .claim_revocations(i64::MAX / 2, 0, 1000)
+            .await
+            .unwrap()
+            .len();
+        assert_eq!(
+            left,
+            0,
+            "after {} h of passes, {left} rows still queued; attempts made: {}",
+            GIVE_UP_AFTER_MS / 3_600_000,
+            f.provider.asked()
+        );
+        assert!(
+            given_up > 0,
+            "most rows were never tried often enough: given up by age"
+        );
     }
 }
