@@ -698,20 +698,11 @@ impl Upstream {
             .await
             .map_err(|_| ProviderError::Unavailable)?;
         let status = response.status();
-        if status.is_server_error() {
-            return Err(ProviderError::Unavailable);
-        }
-        if status.is_success() {
-            return Ok(true);
+        if let Some(answer) = revocation::answer_of_status(status) {
+            return answer;
         }
         let body: serde_json::Value = response.json().await.unwrap_or_default();
-        if body.get("error").and_then(|e| e.as_str()) == Some("invalid_grant") {
-            return Err(ProviderError::InvalidGrant);
-        }
-        Err(ProviderError::Malformed(format!(
-            "revocation answered {}",
-            status.as_u16()
-        )))
+        revocation::answer_of_refusal(status, body.get("error").and_then(|e| e.as_str()))
     }
 
     /// Check a provider access token: a JWT against the provider's JWKS ([`access`]), an

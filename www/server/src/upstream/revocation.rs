@@ -42,16 +42,46 @@ pub fn retry_in_ms(attempts: u32) -> Option<i64> {
     Some((FIRST_RETRY_MS << doublings).min(LONGEST_RETRY_MS))
 }
 
+/// What the revocation endpoint's status alone says (RFC 7009 §2.2): 2xx revoked; 429 (the
+/// provider rate-limits us, RFC 6585) and 5xx (RFC 7009 §2.2.1: 503, try later) no answer for
+/// now ([`ProviderError::Unavailable`]: backed off, and the pass ends); `None` for another 4xx,
+/// whose body says more ([`answer_of_refusal`]). `Retry-After` is not read: the backoff's
+/// first wait is already a minute.
+pub fn answer_of_status(status: reqwest::StatusCode) -> Option<Result<bool, ProviderError>> {
+    if status.is_success() {
+        Some(Ok(true))
+    } else if status.is_server_error() || status == reqwest::StatusCode::TOO_MANY_REQUESTS {
+        Some(Err(ProviderError::Unavailable))
+    } else {
+        None
+    }
+}
+
+/// A 4xx besides 429 with the body's `error`: `invalid_grant` (the token is dead already),
+/// else refused.
+pub fn answer_of_refusal(
+    status: reqwest::StatusCode,
+    error: Option<&str>,
+) -> Result<bool, ProviderError> {
+    if error == Some("invalid_grant") {
+        return Err(ProviderError::InvalidGrant);
+    }
+    Err(ProviderError::Malformed(format!(
+        "revocation answered {}",
+        status.as_u16()
+    )))
+}
+
 /// What one attempt's answer means for the queue.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Attempt {
     /// Revoked; or nothing to revoke (no refresh token, no revocation endpoint), or the
     /// provider says the token is no grant (`invalid_grant`: dead already).
     Done,
-    /// No answer (unreachable, timed out, 5xx): try again later, and the rest of the pass
-    /// waits for the next one.
+    /// No answer (unreachable, timed out, 5xx, 429): try again later, and the rest of the
+    /// pass waits for the next one.
     Unavailable,
-    /// Refused otherwise (a 4xx besides `invalid_grant`): try again later.
+    /// Refused otherwise (a 4xx besides 429 and `invalid_grant`): try again later.
     Refused,
 }
 
@@ -279,6 +309,35 @@ mod tests {
             attempt_of(&Err(ProviderError::Malformed("401".into()))),
             Attempt::Refused
         );
+    }
+
+    #[test]
+    fn a_rate_limit_or_a_server_error_from_the_revocation_endpoint_is_unavailable_not_refused() {
+        use reqwest::StatusCode as S;
+        let of = |status: S, error: Option<&str>| {
+            attempt_of(
+                &answer_of_status(status).unwrap_or_else(|| answer_of_refusal(status, error)),
+            )
+        };
+        assert_eq!(of(S::OK, None), Attempt::Done);
+        assert_eq!(of(S::TOO_MANY_REQUESTS, None), Attempt::Unavailable);
+        assert_eq!(
+            of(S::TOO_MANY_REQUESTS, Some("invalid_grant")),
+            Attempt::Unavailable,
+            "a 429's body is not read"
+        );
+        assert_eq!(of(S::SERVICE_UNAVAILABLE, None), Attempt::Unavailable);
+        assert_eq!(of(S::INTERNAL_SERVER_ERROR, None), Attempt::Unavailable);
+        assert_eq!(of(S::BAD_REQUEST, Some("invalid_grant")), Attempt::Done);
+        assert_eq!(
+            of(S::BAD_REQUEST, Some("invalid_request")),
+            Attempt::Refused
+        );
+        assert_eq!(
+            of(S::UNAUTHORIZED, Some("invalid_client")),
+            Attempt::Refused
+        );
+        assert_eq!(of(S::FORBIDDEN, None), Attempt::Refused);
     }
 
     #[tokio::test]
