@@ -851,16 +851,17 @@ impl Upstream {
         Ok(Some(grant))
     }
 
-    /// Maintenance: try the queued revocations that are due ([`revocation::run_due`]).
+    /// Maintenance: try the queued revocations that are due ([`revocation::run_due`]), reading
+    /// the clock with `now` (before each claim and after each provider call).
     pub async fn retry_revocations(
         &self,
-        now_ms: i64,
+        now: impl Fn() -> i64,
     ) -> Result<revocation::Pass, crate::store::StoreError> {
         revocation::run_due(
             &*self.store,
+            now,
             |family_id, sealed| self.open_grant(family_id, sealed),
             |grant| async move { self.revoke(&grant).await },
-            now_ms,
             self.revocation_lease_ms(),
         )
         .await

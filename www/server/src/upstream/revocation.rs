@@ -139,26 +139,29 @@ pub struct Pass {
     pub given_up: u64,
 }
 
-/// One pass over the queue at `now_ms`: give up what was queued more than
-/// [`GIVE_UP_AFTER_MS`] ago, claim what is due (for `lease_ms`, so no other instance tries it
-/// meanwhile), open each grant with `open` and revoke it with `revoke`. A provider that does
-/// not answer ends the pass: the revocations claimed but not tried are due again when their
-/// lease runs out, without an attempt counted (the age bound covers them).
-pub async fn run_due<O, R, Fut>(
+/// One pass over the queue, reading the clock with `now`: give up what was queued more than
+/// [`GIVE_UP_AFTER_MS`] ago, then, up to [`PER_PASS`] times, claim the revocation due the
+/// longest (for `lease_ms`, one provider call's timeout and a margin, so no other instance
+/// tries it meanwhile), open its grant with `open`, revoke it with `revoke` and settle it at
+/// the time the answer came. One at a time: a lease covers the one call it was taken for, and
+/// what this pass has not reached yet is left to other instances. A provider that does not
+/// answer ends the pass; what it did not reach waits for the next one (the age bound covers it).
+pub async fn run_due<N, O, R, Fut>(
     store: &dyn UpstreamStore,
+    now: N,
     open: O,
     revoke: R,
-    now_ms: i64,
     lease_ms: i64,
 ) -> Result<Pass, StoreError>
 where
+    N: Fn() -> i64,
     O: Fn(&str, &[u8]) -> Option<Grant>,
     R: Fn(Grant) -> Fut,
     Fut: Future<Output = Result<bool, ProviderError>>,
 {
     let mut pass = Pass::default();
     pass.given_up = store
-        .give_up_revocations(now_ms.saturating_sub(GIVE_UP_AFTER_MS))
+        .give_up_revocations(now().saturating_sub(GIVE_UP_AFTER_MS))
         .await?;
     if pass.given_up > 0 {
         tracing::warn!(
@@ -167,7 +170,10 @@ where
             "provider revocations given up by age: those provider refresh tokens may still be live"
         );
     }
-    for queued in store.claim_revocations(now_ms, lease_ms, PER_PASS).await? {
+    for _ in 0..PER_PASS {
+        let Some(queued) = store.claim_revocations(now(), lease_ms, 1).await?.pop() else {
+            break;
+        };
         let family_id = queued.family_id.as_str();
         let Some(grant) = open(family_id, &queued.sealed) else {
             tracing::warn!(family = %family_id,
@@ -177,7 +183,7 @@ where
             continue;
         };
         let attempt = attempt_of(&revoke(grant).await);
-        settle(store, &queued, queued.attempts + 1, attempt, now_ms).await?;
+        settle(store, &queued, queued.attempts + 1, attempt, now()).await?;
         match attempt {
             Attempt::Done => pass.done += 1,
             Attempt::Unavailable => {
@@ -192,7 +198,7 @@ where
 
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
     use std::sync::Mutex;
 
     use super::*;
@@ -269,9 +275,9 @@ mod tests {
             };
             run_due(
                 &self.store,
+                || now_ms,
                 open,
                 |g| self.provider.revoke(g),
-                now_ms,
                 LEASE_MS,
             )
             .await
@@ -383,6 +389,73 @@ mod tests {
         assert_eq!(f.provider.asked(), 3);
     }
 
+    /// A pass claims one revocation at a time, so a row it has not reached yet is never
+    /// leased by it while its provider calls take their time: another instance may take it,
+    /// and no row is tried by both. A failed attempt is due again a minute after its answer
+    /// came, not after the pass began.
+    #[tokio::test]
+    async fn a_pass_claims_one_revocation_at_a_time_and_settles_it_at_the_time_of_its_answer() {
+        let f = Fixture::new();
+        for i in 0..3 {
+            f.put_grant(&format!("f{i}"), &format!("rt-f{i}"), 0).await;
+        }
+        f.store.purge_upstream(1).await.unwrap();
+        let clock = AtomicI64::new(1);
+        let tried = Mutex::new(Vec::new());
+        let claimed_by_other = Mutex::new(Vec::new());
+        let (clock_r, tried_r, other_r, store) = (&clock, &tried, &claimed_by_other, &f.store);
+        let open = |family_id: &str, sealed: &[u8]| {
+            let plain = f.key.open(family_id.as_bytes(), sealed).ok()?;
+            serde_json::from_slice::<Grant>(&plain).ok()
+        };
+        // Each call takes 6 s and is refused; meanwhile another instance runs its pass.
+        let revoke = move |g: Grant| async move {
+            tried_r
+                .lock()
+                .unwrap()
+                .push(g.refresh_token.unwrap_or_default());
+            let after = clock_r.fetch_add(6_000, Ordering::SeqCst) + 6_000;
+            for q in store.claim_revocations(after, LEASE_MS, 100).await.unwrap() {
+                other_r.lock().unwrap().push(format!("rt-{}", q.family_id));
+            }
+            Err(ProviderError::Malformed("400".into()))
+        };
+        let pass = run_due(
+            store,
+            || clock.load(Ordering::SeqCst),
+            open,
+            revoke,
+            LEASE_MS,
+        )
+        .await
+        .unwrap();
+        let (tried, other) = (
+            tried.into_inner().unwrap(),
+            claimed_by_other.into_inner().unwrap(),
+        );
+        assert!(
+            tried.iter().all(|rt| !other.contains(rt)),
+            "no row tried by this pass and claimed by another; tried {tried:?}, other {other:?}"
+        );
+        assert_eq!(
+            tried.len() + other.len(),
+            3,
+            "each row taken by one instance"
+        );
+        assert_eq!(pass.failed, tried.len() as u64);
+        // The first row tried failed at 6_001 (its answer), not at 1 (the pass's start): due
+        // at 66_001. (The rows the other instance claimed are due again at 17_001.)
+        let first = tried[0].trim_start_matches("rt-").to_string();
+        let first = first.as_str();
+        let due = |at: i64| async move {
+            let q = store.claim_revocations(at, 1, 10).await.unwrap();
+            q.iter().any(|q| q.family_id == first)
+        };
+        assert!(!due(60_001).await, "not a minute after the pass began");
+        assert!(!due(66_000).await);
+        assert!(due(66_001).await, "a minute after the answer came");
+    }
+
     #[tokio::test]
     async fn an_expired_familys_grant_is_revoked_at_the_provider_before_it_is_purged() {
         let f = Fixture::new();
@@ -408,7 +481,7 @@ mod tests {
             "the first that gets no answer ends the pass"
         );
         assert_eq!(f.provider.asked(), 1);
-        // The other one, claimed but not tried, is due again after its lease, uncounted.
+        // The other one, not reached, waits for the next pass, uncounted.
         // Maintenance every minute: both reach MAX_ATTEMPTS before the age bound.
         while now < GIVE_UP_AFTER_MS - 60_000 {
             now += 60_000;
