@@ -1047,23 +1047,30 @@ impl UpstreamStore for PgStore {
             .await?
             .query(
                 "UPDATE upstream_revocations r SET next_at_ms = $2
-                 FROM (SELECT id FROM upstream_revocations WHERE next_at_ms <= $1
+                 FROM (SELECT id, next_at_ms AS due FROM upstream_revocations WHERE next_at_ms <= $1
                        ORDER BY next_at_ms, id LIMIT $3 FOR UPDATE SKIP LOCKED) d
                  WHERE r.id = d.id
-                 RETURNING r.id, r.family_id, r.sealed, r.attempts",
+                 RETURNING r.id, r.family_id, r.sealed, r.attempts, d.due",
                 &[&now_ms, &now_ms.saturating_add(lease_ms), &limit],
             )
             .await
             .map_err(err)?;
-        Ok(rows
+        // UPDATE … RETURNING keeps no order (the subquery's ORDER BY only chose the rows):
+        // the longest due first, sorted here.
+        let mut claimed: Vec<(i64, QueuedRevocation)> = rows
             .iter()
-            .map(|r| QueuedRevocation {
-                id: r.get(0),
-                family_id: r.get(1),
-                sealed: r.get(2),
-                attempts: u32::try_from(r.get::<_, i32>(3)).unwrap_or(0),
+            .map(|r| {
+                let queued = QueuedRevocation {
+                    id: r.get(0),
+                    family_id: r.get(1),
+                    sealed: r.get(2),
+                    attempts: u32::try_from(r.get::<_, i32>(3)).unwrap_or(0),
+                };
+                (r.get(4), queued)
             })
-            .collect())
+            .collect();
+        claimed.sort_by_key(|(due, q)| (*due, q.id));
+        Ok(claimed.into_iter().map(|(_, q)| q).collect())
     }
 
     async fn retry_revocation(
@@ -1357,5 +1364,21 @@ pub(crate) mod tests {
         let stats = two.stats(2).await.unwrap();
         assert_eq!(stats.live_families, 20);
         assert_eq!(stats.families_with_one_live_token, 20);
+    }
+
+    /// UPDATE … RETURNING keeps no order: the claimed rows come back sorted by due time.
+    #[tokio::test]
+    async fn pg_claim_returns_the_revocations_it_took_longest_due_first() {
+        let Some(url) = database_url("the claim order") else {
+            return;
+        };
+        let a = fresh_store(&url).await;
+        for (id, due) in [("rev-a", 300), ("rev-b", 100), ("rev-c", 200)] {
+            a.put_grant(id, b"s", 50_000).await.unwrap();
+            assert!(a.queue_revocation(id, due).await.unwrap().is_some());
+        }
+        let got = a.claim_revocations(1_000, 5_000, 3).await.unwrap();
+        let ids: Vec<&str> = got.iter().map(|q| q.family_id.as_str()).collect();
+        assert_eq!(ids, ["rev-b", "rev-c", "rev-a"], "oldest due first");
     }
 }
