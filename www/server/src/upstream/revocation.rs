@@ -159,10 +159,13 @@ where
     R: Fn(Grant) -> Fut,
     Fut: Future<Output = Result<bool, ProviderError>>,
 {
-    let mut pass = Pass::default();
-    pass.given_up = store
+    let given_up = store
         .give_up_revocations(now().saturating_sub(GIVE_UP_AFTER_MS))
         .await?;
+    let mut pass = Pass {
+        given_up,
+        ..Pass::default()
+    };
     if pass.given_up > 0 {
         tracing::warn!(
             given_up = pass.given_up,
