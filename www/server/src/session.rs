@@ -382,12 +382,13 @@ pub async fn maintain(state: &AppState, grace_ms: i64) -> Result<u64, AppError> 
         // Pending logins, grants of ended families (queued for revocation at the provider),
         // leases that ran out, access tokens past their expiry.
         up.store.purge_upstream(now_ms - grace_ms).await?;
-        let pass = up.retry_revocations(now_ms).await?;
+        let pass = up.retry_revocations(|| state.now_ms()).await?;
         if pass != Default::default() {
             tracing::info!(
                 done = pass.done,
                 failed = pass.failed,
                 unreadable = pass.unreadable,
+                given_up = pass.given_up,
                 "queued provider revocations tried"
             );
         }

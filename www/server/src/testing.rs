@@ -394,11 +394,12 @@ async fn upstream_retry_revocations(
         .and_then(|(_, v)| v.parse::<i64>().ok())
         .unwrap_or(0)
         .clamp(0, 30 * 24 * 3600);
-    let pass = up.retry_revocations(app.now_ms() + in_s * 1000).await?;
+    let pass = up.retry_revocations(|| app.now_ms() + in_s * 1000).await?;
     Ok(Json(json!({
         "done": pass.done,
         "failed": pass.failed,
         "unreadable": pass.unreadable,
+        "givenUp": pass.given_up,
     }))
     .into_response())
 }

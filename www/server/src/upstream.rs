@@ -699,20 +699,11 @@ impl Upstream {
             .await
             .map_err(|_| ProviderError::Unavailable)?;
         let status = response.status();
-        if status.is_server_error() {
-            return Err(ProviderError::Unavailable);
-        }
-        if status.is_success() {
-            return Ok(true);
+        if let Some(answer) = revocation::answer_of_status(status) {
+            return answer;
         }
         let body: serde_json::Value = response.json().await.unwrap_or_default();
-        if body.get("error").and_then(|e| e.as_str()) == Some("invalid_grant") {
-            return Err(ProviderError::InvalidGrant);
-        }
-        Err(ProviderError::Malformed(format!(
-            "revocation answered {}",
-            status.as_u16()
-        )))
+        revocation::answer_of_refusal(status, body.get("error").and_then(|e| e.as_str()))
     }
 
     /// Check a provider access token: a JWT against the provider's JWKS ([`access`]), an
@@ -845,7 +836,7 @@ impl Upstream {
     ) -> Result<Option<Grant>, crate::store::StoreError> {
         // Claimed by this call for a lease: no maintenance loop tries it meanwhile.
         let claimed_until = now_ms.saturating_add(self.revocation_lease_ms());
-        let Some(sealed) = self
+        let Some(queued) = self
             .store
             .queue_revocation(family_id, claimed_until)
             .await?
@@ -853,24 +844,25 @@ impl Upstream {
             return Ok(None);
         };
         // One that cannot be opened stays queued: maintenance drops it with a warning.
-        let Some(grant) = self.open_grant(family_id, &sealed) else {
+        let Some(grant) = self.open_grant(family_id, &queued.sealed) else {
             return Ok(None);
         };
         let attempt = revocation::attempt_of(&self.revoke(&grant).await);
-        revocation::settle(&*self.store, family_id, 1, attempt, now_ms).await?;
+        revocation::settle(&*self.store, &queued, 1, attempt, now_ms).await?;
         Ok(Some(grant))
     }
 
-    /// Maintenance: try the queued revocations that are due ([`revocation::run_due`]).
+    /// Maintenance: try the queued revocations that are due ([`revocation::run_due`]), reading
+    /// the clock with `now` (before each claim and after each provider call).
     pub async fn retry_revocations(
         &self,
-        now_ms: i64,
+        now: impl Fn() -> i64,
     ) -> Result<revocation::Pass, crate::store::StoreError> {
         revocation::run_due(
             &*self.store,
+            now,
             |family_id, sealed| self.open_grant(family_id, sealed),
             |grant| async move { self.revoke(&grant).await },
-            now_ms,
             self.revocation_lease_ms(),
         )
         .await

@@ -375,7 +375,10 @@ pub async fn load_grant(up: &Upstream, family_id: &str) -> Result<Option<Grant>,
 /// The family's provider access token: the cached one while [`reusable`] (for this DPoP key),
 /// else renewed at the provider by whoever holds the family's lease; the others wait for its
 /// result. A renewal for a DPoP key needs the browser's proof for the provider
-/// ([`ProviderError::NeedDpopProof`] without one).
+/// ([`ProviderError::NeedDpopProof`] without one). A family that ended meanwhile (logout,
+/// reuse, the cap, on any instance) gets [`ProviderError::FamilyEnded`]: no grant is handed
+/// out (a renewal racing the end may have stored one that is about to be revoked), and no
+/// grant gone because of the end is mistaken for one the provider refused.
 pub async fn access_for(
     state: &AppState,
     up: &Arc<Upstream>,
@@ -391,9 +394,12 @@ pub async fn access_for(
     loop {
         let now = state.now_ms();
         let Some(grant) = load_grant(up, family_id).await? else {
-            return Ok(Err(ProviderError::InvalidGrant));
+            return Ok(Err(no_grant(up, family_id).await?));
         };
         if reusable(&grant, now, key) {
+            if up.store.family_ended(family_id).await? {
+                return Ok(Err(ProviderError::FamilyEnded));
+            }
             if !waited {
                 upstream::bump(&up.counters.cached_served);
             }
@@ -404,6 +410,9 @@ pub async fn access_for(
             let grant = match load_grant(up, family_id).await? {
                 Some(g) if reusable(&g, now, key) => {
                     up.store.release_lease(family_id, &holder).await?;
+                    if up.store.family_ended(family_id).await? {
+                        return Ok(Err(ProviderError::FamilyEnded));
+                    }
                     return Ok(Ok(g));
                 }
                 Some(_) if dpop.is_some_and(|d| d.proof.is_none()) => {
@@ -413,7 +422,7 @@ pub async fn access_for(
                 Some(g) => g,
                 None => {
                     up.store.release_lease(family_id, &holder).await?;
-                    return Ok(Err(ProviderError::InvalidGrant));
+                    return Ok(Err(no_grant(up, family_id).await?));
                 }
             };
             // The provider call and the write of its answer run to the end even when our
@@ -442,6 +451,16 @@ pub async fn access_for(
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
+}
+
+/// Why the family has no grant: it ended (its grant went to the revocation queue; a racing
+/// renewal's grant goes there too), or the provider refused it earlier (deleted).
+async fn no_grant(up: &Upstream, family_id: &str) -> Result<ProviderError, AppError> {
+    Ok(if up.store.family_ended(family_id).await? {
+        ProviderError::FamilyEnded
+    } else {
+        ProviderError::InvalidGrant
+    })
 }
 
 /// Renew the family's grant at the provider and store the answer, by `holder` of the
@@ -483,8 +502,20 @@ async fn renew(
 /// its first has completed. If R2 sees the end, R3 comes after R1 and moves the renewed grant
 /// (or finds it moved by E2 already, which also came after R1). If R2 does not see the end, E1
 /// completed after R2 began, so E2 began after R1 had completed and moves the renewed grant.
-/// Either way a `queue_revocation` comes after `put_grant`. The end stays recorded in the store
-/// far longer than a renewal takes (purged only after the maintenance grace, once no token of
+/// Either way a `queue_revocation` comes after `put_grant`, and each queued grant is a row of
+/// its own, settled by the attempt on it alone.
+///
+/// That argument needs every other way out of `upstream_grants` between R1 and R3 to be a
+/// move to the queue too. Those ways are: another end (E2 again: a move); [`forget_grant`]
+/// (the provider refused the grant; it queues rather than deletes, so a grant it did not see
+/// is revoked, not lost); purge (moves expired grants); and the renewal's own `delete_grant`
+/// after the provider refused the grant it holds the lease for. Nothing else writes a grant
+/// meanwhile: the renewal keeps the family's lease until it returns (`queue_revocation` does
+/// not drop it), so no other request renews the family. A request waiting on the lease that
+/// finds no grant asks `family_ended` and answers [`ProviderError::FamilyEnded`] (not
+/// `InvalidGrant`, which would send it to `forget_grant`); one that finds the renewed grant
+/// asks too before handing it out ([`access_for`]). The end stays recorded in the store far
+/// longer than a renewal takes (purged only after the maintenance grace, once no token of
 /// the family is left).
 async fn store_renewed(
     up: &Upstream,
@@ -793,11 +824,14 @@ mod noted_until_tests {
 }
 
 /// The family ended because the provider refused its grant: its provider access tokens are
-/// refused from now on (every one handed out, [`note_access_token`]) and its grant is
-/// forgotten (nothing to revoke).
+/// refused from now on (every one handed out, [`note_access_token`]). The refused grant is
+/// gone already (the renewal that was refused deleted it); a grant still stored is one this
+/// request did not see (a renewal racing an end stored it), so it is not deleted but queued
+/// for revocation (due at once, for maintenance): a rotated provider refresh token is never
+/// dropped unrevoked.
 async fn forget_grant(up: &Upstream, family_id: &str, now_ms: i64) -> Result<(), AppError> {
     up.store.end_access_tokens(family_id, now_ms).await?;
-    up.store.delete_grant(family_id).await?;
+    up.store.queue_revocation(family_id, now_ms).await?;
     Ok(())
 }
 
@@ -970,6 +1004,10 @@ mod tests {
         arrived: Arc<Notify>,
         release: Arc<Notify>,
         asked_to_revoke: Arc<Mutex<Vec<String>>>,
+        /// When set, a revocation of rt-1 waits for `revoke_release`, then answers 200.
+        hold_rt1: Arc<std::sync::atomic::AtomicBool>,
+        revoke_arrived: Arc<Notify>,
+        revoke_release: Arc<Notify>,
     }
 
     fn form_value(body: &str, name: &str) -> String {
@@ -996,6 +1034,14 @@ mod tests {
                 "id_token_signing_alg_values_supported": ["ES256"],
             });
             let (a, r, asked) = (arrived.clone(), release.clone(), asked_to_revoke.clone());
+            let hold_rt1 = Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let (revoke_arrived, revoke_release) =
+                (Arc::new(Notify::new()), Arc::new(Notify::new()));
+            let (h1, ra, rr) = (
+                hold_rt1.clone(),
+                revoke_arrived.clone(),
+                revoke_release.clone(),
+            );
             let router = Router::new()
                 .route(
                     "/.well-known/openid-configuration",
@@ -1019,7 +1065,13 @@ mod tests {
                 .route(
                     "/revoke",
                     post(move |body: String| async move {
-                        asked.lock().unwrap().push(form_value(&body, "token"));
+                        let token = form_value(&body, "token");
+                        asked.lock().unwrap().push(token.clone());
+                        if token == "rt-1" && h1.load(std::sync::atomic::Ordering::SeqCst) {
+                            ra.notify_one();
+                            rr.notified().await;
+                            return StatusCode::OK;
+                        }
                         StatusCode::SERVICE_UNAVAILABLE
                     }),
                 );
@@ -1029,6 +1081,9 @@ mod tests {
                 arrived,
                 release,
                 asked_to_revoke,
+                hold_rt1,
+                revoke_arrived,
+                revoke_release,
             }
         }
 
@@ -1138,8 +1193,8 @@ mod tests {
         );
         assert_eq!(
             queued_refresh_tokens(&up, &store).await,
-            ["rt-1-rotated"],
-            "the renewed grant waits for revocation"
+            ["rt-1", "rt-1-rotated"],
+            "the renewed grant waits for revocation (beside the old one, a row of its own)"
         );
         assert_eq!(provider.asked_to_revoke(), ["rt-1", "rt-1-rotated"]);
     }
@@ -1155,5 +1210,238 @@ mod tests {
         end_grant(&up, "fam", NOW).await.unwrap();
         assert_eq!(store.grant("fam").await.unwrap(), None);
         assert_eq!(queued_refresh_tokens(&up, &store).await, ["rt-1-rotated"]);
+    }
+
+    /// Logout's immediate revocation of the old grant is in flight when a racing renewal
+    /// queues the renewed grant (whose own immediate attempt fails): the old grant's attempt,
+    /// taken by the provider, settles its own queue row only; the renewed refresh token stays
+    /// queued for maintenance.
+    #[tokio::test]
+    async fn a_logouts_attempt_on_the_old_grant_leaves_the_renewed_grant_queued_by_a_racing_renewal(
+    ) {
+        let provider = FakeProvider::start().await;
+        provider
+            .hold_rt1
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        let (up, store) = upstream(&provider).await;
+        let renewal = renewal_waiting_at_the_provider(&provider, &up).await;
+        // Logout: the old grant is queued and its revocation is in flight at the provider.
+        let up2 = up.clone();
+        let logout = tokio::spawn(async move { end_grant(&up2, "fam", NOW).await.map(|_| ()) });
+        provider.revoke_arrived.notified().await;
+        // The renewal finishes: it sees the end and queues the renewed grant (a row of its
+        // own); its own immediate attempt fails (503): it stays queued for maintenance.
+        provider.release.notify_one();
+        let answer = renewal.await.unwrap().unwrap();
+        assert_eq!(answer.err(), Some(ProviderError::FamilyEnded));
+        // The logout's attempt on rt-1 now succeeds: it drops its own row, not the renewal's.
+        provider.revoke_release.notify_one();
+        logout.await.unwrap().unwrap();
+        assert_eq!(provider.asked_to_revoke(), ["rt-1", "rt-1-rotated"]);
+        assert_eq!(
+            queued_refresh_tokens(&up, &store).await,
+            ["rt-1-rotated"],
+            "the renewed grant must still wait for its revocation"
+        );
+    }
+
+    /// A store that stops before answering `family_ended` until the test says go.
+    struct PausingStore {
+        inner: Arc<MemoryStore>,
+        reached: Arc<Notify>,
+        go: Arc<Notify>,
+    }
+
+    #[async_trait::async_trait]
+    impl UpstreamStore for PausingStore {
+        async fn put_pending(
+            &self,
+            key: &crate::tokens::TokenHash,
+            sealed: &[u8],
+            e: i64,
+        ) -> Result<(), crate::store::StoreError> {
+            self.inner.put_pending(key, sealed, e).await
+        }
+        async fn take_pending(
+            &self,
+            key: &crate::tokens::TokenHash,
+            now: i64,
+        ) -> Result<Option<Vec<u8>>, crate::store::StoreError> {
+            self.inner.take_pending(key, now).await
+        }
+        async fn put_grant(
+            &self,
+            f: &str,
+            s: &[u8],
+            e: i64,
+        ) -> Result<(), crate::store::StoreError> {
+            self.inner.put_grant(f, s, e).await
+        }
+        async fn grant(&self, f: &str) -> Result<Option<Vec<u8>>, crate::store::StoreError> {
+            self.inner.grant(f).await
+        }
+        async fn delete_grant(&self, f: &str) -> Result<(), crate::store::StoreError> {
+            self.inner.delete_grant(f).await
+        }
+        async fn try_lease(
+            &self,
+            f: &str,
+            h: &str,
+            n: i64,
+            t: i64,
+        ) -> Result<bool, crate::store::StoreError> {
+            self.inner.try_lease(f, h, n, t).await
+        }
+        async fn release_lease(&self, f: &str, h: &str) -> Result<(), crate::store::StoreError> {
+            self.inner.release_lease(f, h).await
+        }
+        async fn note_access_token(
+            &self,
+            f: &str,
+            h: &crate::tokens::TokenHash,
+            e: i64,
+        ) -> Result<(), crate::store::StoreError> {
+            self.inner.note_access_token(f, h, e).await
+        }
+        async fn end_access_tokens(&self, f: &str, n: i64) -> Result<(), crate::store::StoreError> {
+            self.inner.end_access_tokens(f, n).await
+        }
+        async fn access_token_ended(
+            &self,
+            h: &crate::tokens::TokenHash,
+        ) -> Result<bool, crate::store::StoreError> {
+            self.inner.access_token_ended(h).await
+        }
+        async fn family_ended(&self, f: &str) -> Result<bool, crate::store::StoreError> {
+            self.reached.notify_one();
+            self.go.notified().await;
+            self.inner.family_ended(f).await
+        }
+        async fn queue_revocation(
+            &self,
+            f: &str,
+            n: i64,
+        ) -> Result<Option<crate::store::QueuedRevocation>, crate::store::StoreError> {
+            self.inner.queue_revocation(f, n).await
+        }
+        async fn claim_revocations(
+            &self,
+            n: i64,
+            l: i64,
+            lim: usize,
+        ) -> Result<Vec<crate::store::QueuedRevocation>, crate::store::StoreError> {
+            self.inner.claim_revocations(n, l, lim).await
+        }
+        async fn retry_revocation(
+            &self,
+            id: i64,
+            a: u32,
+            n: i64,
+        ) -> Result<(), crate::store::StoreError> {
+            self.inner.retry_revocation(id, a, n).await
+        }
+        async fn drop_revocation(&self, id: i64) -> Result<(), crate::store::StoreError> {
+            self.inner.drop_revocation(id).await
+        }
+        async fn give_up_revocations(&self, b: i64) -> Result<u64, crate::store::StoreError> {
+            self.inner.give_up_revocations(b).await
+        }
+        async fn purge_upstream(&self, b: i64) -> Result<u64, crate::store::StoreError> {
+            self.inner.purge_upstream(b).await
+        }
+    }
+
+    /// A `forget_grant` (the provider-refused path) that runs between a racing renewal's
+    /// `put_grant` (R1) and its `queue_revocation` (R3) does not delete the renewed grant it
+    /// never saw: it queues it, so the rotated refresh token is still revoked.
+    #[tokio::test]
+    async fn a_forget_grant_between_a_renewals_put_and_queue_queues_the_renewed_grant_for_revocation(
+    ) {
+        let provider = FakeProvider::start().await;
+        let inner = Arc::new(MemoryStore::new());
+        let (reached, go) = (Arc::new(Notify::new()), Arc::new(Notify::new()));
+        let store = Arc::new(PausingStore {
+            inner: inner.clone(),
+            reached: reached.clone(),
+            go: go.clone(),
+        });
+        let config = UpstreamConfig {
+            issuer: provider.issuer.clone(),
+            client_id: "client".into(),
+            client_secret: Secret("secret".into()),
+            redirect_uri: Url::parse("http://127.0.0.1/auth/upstream/callback").unwrap(),
+            scopes: Vec::new(),
+            allowed_return: Vec::new(),
+            post_logout_uri: None,
+            audience: "api".into(),
+            timeout: Duration::from_secs(5),
+            token_key: None,
+        };
+        let up = Upstream::connect(config, store, NOW).await.unwrap();
+        let renewal = renewal_waiting_at_the_provider(&provider, &up).await;
+        // A: logout ends the family; the old grant is queued (its revocation 503: stays).
+        end_grant(&up, "fam", NOW).await.unwrap();
+        // C: its access_for poll finds no grant -> InvalidGrant.
+        assert!(load_grant(&up, "fam").await.unwrap().is_none());
+        // B: the provider answers; put_grant(G2) done, B stops at family_ended.
+        provider.release.notify_one();
+        reached.notified().await;
+        assert!(
+            inner.grant("fam").await.unwrap().is_some(),
+            "R1 done: the renewed grant is stored"
+        );
+        // C: refresh_response's InvalidGrant branch: forget_grant.
+        forget_grant(&up, "fam", NOW).await.unwrap();
+        go.notify_one();
+        let answer = renewal.await.unwrap().unwrap();
+        assert_eq!(answer.err(), Some(ProviderError::FamilyEnded));
+        let queued = queued_refresh_tokens(&up, &inner).await;
+        assert!(
+            queued.contains(&"rt-1-rotated".to_string()),
+            "the renewed refresh token must wait for revocation; queued: {queued:?}, asked: {:?}",
+            provider.asked_to_revoke()
+        );
+    }
+
+    /// A request asking for the family's access token after the family ended gets
+    /// `FamilyEnded`: not the grant a racing renewal stored (about to be revoked), and not
+    /// `InvalidGrant` (which would send it to `forget_grant`) when the end moved the grant.
+    /// A family that did not end and has no grant (the provider refused it) is `InvalidGrant`.
+    #[tokio::test]
+    async fn a_request_for_an_ended_familys_token_gets_family_ended_not_its_grant_nor_invalid_grant(
+    ) {
+        let provider = FakeProvider::start().await;
+        let (up, store) = upstream(&provider).await;
+        let state = AppState::new(
+            &crate::Config::default(),
+            crate::keys::KeySet::generate(),
+            store.clone(),
+            Arc::new(crate::clock::ManualClock::new(NOW)),
+        );
+        let family = Family {
+            id: "fam".into(),
+            sub: "u".into(),
+            expires_at_ms: FAMILY_END,
+        };
+        let mut fresh = grant("rt-1");
+        fresh.access_expires_at_ms = NOW + 60_000;
+        let sealed = up.seal_grant("fam", &fresh);
+        store.put_grant("fam", &sealed, FAMILY_END).await.unwrap();
+        let served = access_for(&state, &up, &family, None).await.unwrap();
+        assert!(served.is_ok(), "a live family's reusable grant is served");
+        // The family ends; a renewal racing the end has stored its grant, not yet queued.
+        store.end_access_tokens("fam", NOW).await.unwrap();
+        let answer = access_for(&state, &up, &family, None).await.unwrap();
+        assert_eq!(answer.err(), Some(ProviderError::FamilyEnded));
+        // The end moved the grant: still the end, not a refusal by the provider.
+        assert!(store.queue_revocation("fam", NOW).await.unwrap().is_some());
+        let answer = access_for(&state, &up, &family, None).await.unwrap();
+        assert_eq!(answer.err(), Some(ProviderError::FamilyEnded));
+        let other = Family {
+            id: "refused".into(),
+            ..family
+        };
+        let answer = access_for(&state, &up, &other, None).await.unwrap();
+        assert_eq!(answer.err(), Some(ProviderError::InvalidGrant));
     }
 }

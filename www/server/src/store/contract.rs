@@ -457,6 +457,7 @@ pub async fn upstream_run_all(a: &dyn UpstreamStore, b: &dyn UpstreamStore) {
     access_tokens_of_an_ended_family_are_known_whenever_they_were_noted(a, b).await;
     a_queued_revocation_is_claimed_by_one_handle_at_a_time_until_dropped(a, b).await;
     purge_queues_the_revocation_of_an_expired_grant(a, b).await;
+    revocations_queued_before_a_cut_off_are_given_up_tried_or_not(a, b).await;
     a_familys_end_is_known_to_every_handle_without_any_noted_token(a, b).await;
 }
 
@@ -549,7 +550,7 @@ pub async fn purge_drops_ended_upstream_rows_and_keeps_the_others(
     let queued = ok(a.claim_revocations(2_000, 100, 10)).await;
     let ids: Vec<&str> = queued.iter().map(|q| q.family_id.as_str()).collect();
     assert_eq!(ids, ["ended"], "the ended grant waits for its revocation");
-    ok(a.drop_revocation("ended")).await;
+    ok(a.drop_revocation(queued[0].id)).await;
     ok(a.delete_grant("live")).await;
 }
 
@@ -615,26 +616,30 @@ pub async fn access_tokens_of_an_ended_family_are_known_whenever_they_were_noted
     );
 }
 
-/// Queueing a revocation moves the family's sealed grant (and drops its lease); a family
+/// Queueing a revocation moves the family's sealed grant (its lease stays); a family
 /// without a grant queues nothing. A due revocation is claimed by one handle: the other
-/// sees it again only when the claim's lease ran out, or at the time a retry set; a
-/// revocation queued again takes the newer grant and starts over; a dropped one is gone.
+/// sees it again only when the claim's lease ran out, or at the time a retry set; a family's
+/// grant queued again (renewed while the family ended) is a row of its own, from the start,
+/// which settling the older row's attempt (retry or drop) does not touch; a dropped one is gone.
 pub async fn a_queued_revocation_is_claimed_by_one_handle_at_a_time_until_dropped(
     a: &dyn UpstreamStore,
     b: &dyn UpstreamStore,
 ) {
     ok(a.put_grant("rev-1", b"sealed-1", 50_000)).await;
     assert!(ok(a.try_lease("rev-1", "x", 0, 100_000)).await);
+    let first = ok(b.queue_revocation("rev-1", 1_000)).await;
     assert_eq!(
-        ok(b.queue_revocation("rev-1", 1_000)).await.as_deref(),
+        first.as_ref().map(|q| q.sealed.as_slice()),
         Some(&b"sealed-1"[..]),
         "the grant it moved"
     );
+    let first_id = first.map(|q| q.id).unwrap_or_default();
     assert_eq!(ok(a.grant("rev-1")).await, None, "the grant moved");
     assert!(
-        ok(b.try_lease("rev-1", "y", 1, 100)).await,
-        "its lease went with it"
+        !ok(b.try_lease("rev-1", "y", 1, 100)).await,
+        "its lease stays with its holder (a renewal in flight)"
     );
+    ok(a.release_lease("rev-1", "x")).await;
     assert_eq!(ok(a.queue_revocation("no grant", 1_000)).await, None);
     assert!(
         ok(a.claim_revocations(999, 5_000, 10)).await.is_empty(),
@@ -642,6 +647,7 @@ pub async fn a_queued_revocation_is_claimed_by_one_handle_at_a_time_until_droppe
     );
     let claimed = ok(a.claim_revocations(1_000, 5_000, 10)).await;
     assert_eq!(claimed.len(), 1);
+    assert_eq!(claimed[0].id, first_id);
     assert_eq!(claimed[0].family_id, "rev-1");
     assert_eq!(claimed[0].sealed, b"sealed-1");
     assert_eq!(claimed[0].attempts, 0);
@@ -656,19 +662,24 @@ pub async fn a_queued_revocation_is_claimed_by_one_handle_at_a_time_until_droppe
         1,
         "the claim's lease ran out (its holder died)"
     );
-    ok(b.retry_revocation("rev-1", 1, 20_000)).await;
+    ok(b.retry_revocation(first_id, 1, 20_000)).await;
     assert!(ok(a.claim_revocations(19_999, 5_000, 10)).await.is_empty());
     let retried = ok(a.claim_revocations(20_000, 5_000, 10)).await;
     assert_eq!(retried.len(), 1);
     assert_eq!(retried[0].attempts, 1);
-    // Queued again (a grant renewed while the family ended): the newer grant, from the start.
+    // Queued again (a grant renewed while the family ended): a row of its own, from the
+    // start; the older row's attempt, settled afterwards, leaves it queued.
     ok(a.put_grant("rev-1", b"sealed-2", 50_000)).await;
-    assert!(ok(a.queue_revocation("rev-1", 21_000)).await.is_some());
-    let newer = ok(b.claim_revocations(21_000, 5_000, 10)).await;
-    assert_eq!(newer.len(), 1);
+    let second = ok(a.queue_revocation("rev-1", 21_000)).await;
+    let second_id = second.map(|q| q.id).unwrap_or_default();
+    assert_ne!(second_id, first_id, "a row of its own");
+    ok(b.drop_revocation(first_id)).await;
+    let newer = ok(b.claim_revocations(i64::MAX / 2, 5_000, 10)).await;
+    assert_eq!(newer.len(), 1, "the older row's drop left the newer one");
+    assert_eq!(newer[0].id, second_id);
     assert_eq!(newer[0].sealed, b"sealed-2");
     assert_eq!(newer[0].attempts, 0);
-    ok(a.drop_revocation("rev-1")).await;
+    ok(a.drop_revocation(second_id)).await;
     assert!(ok(b.claim_revocations(i64::MAX / 2, 5_000, 10))
         .await
         .is_empty());
@@ -682,8 +693,9 @@ pub async fn a_queued_revocation_is_claimed_by_one_handle_at_a_time_until_droppe
     let two = ok(b.claim_revocations(1_000, 5_000, 2)).await;
     let ids: Vec<&str> = two.iter().map(|q| q.family_id.as_str()).collect();
     assert_eq!(ids, ["rev-l2", "rev-l3"]);
-    for i in 1..=3 {
-        ok(a.drop_revocation(&format!("rev-l{i}"))).await;
+    let last = ok(b.claim_revocations(1_000, 5_000, 2)).await;
+    for q in two.iter().chain(&last) {
+        ok(a.drop_revocation(q.id)).await;
     }
 }
 
@@ -702,8 +714,32 @@ pub async fn purge_queues_the_revocation_of_an_expired_grant(
     assert_eq!(due.len(), 1);
     assert_eq!(due[0].family_id, "exp-old");
     assert_eq!(due[0].sealed, b"sealed-old");
-    ok(b.drop_revocation("exp-old")).await;
+    ok(b.drop_revocation(due[0].id)).await;
     ok(a.delete_grant("exp-live")).await;
+}
+
+/// Giving up by age takes every revocation queued before the cut-off off the queue, whether
+/// it was tried (and is due later) or never claimed; younger ones stay.
+pub async fn revocations_queued_before_a_cut_off_are_given_up_tried_or_not(
+    a: &dyn UpstreamStore,
+    b: &dyn UpstreamStore,
+) {
+    for (id, due) in [
+        ("age-tried", 1_000),
+        ("age-untried", 2_000),
+        ("age-young", 3_000),
+    ] {
+        ok(a.put_grant(id, b"s", 50_000)).await;
+        assert!(ok(a.queue_revocation(id, due)).await.is_some());
+    }
+    let tried = ok(b.claim_revocations(1_000, 5_000, 1)).await;
+    assert_eq!(tried.len(), 1);
+    ok(b.retry_revocation(tried[0].id, 1, 90_000)).await;
+    assert_eq!(ok(b.give_up_revocations(3_000)).await, 2);
+    let left = ok(a.claim_revocations(i64::MAX / 2, 5_000, 10)).await;
+    let ids: Vec<&str> = left.iter().map(|q| q.family_id.as_str()).collect();
+    assert_eq!(ids, ["age-young"]);
+    ok(a.drop_revocation(left[0].id)).await;
 }
 
 /// A family's end, recorded by one handle, is known to the other at once, for a family that

@@ -47,12 +47,34 @@ struct Tables {
     access_tokens: HashMap<TokenHash, (String, i64)>,
     /// Upstream mode: families whose access tokens are refused (when each ended).
     ended: HashMap<String, i64>,
-    /// Upstream mode: grants to revoke at the provider (sealed, attempts, next due).
-    revocations: HashMap<String, (Vec<u8>, u32, i64)>,
+    /// Upstream mode: grants to revoke at the provider, by row id.
+    revocations: HashMap<i64, QueuedRow>,
+    /// The id of the last revocation queued.
+    last_revocation_id: i64,
     /// DPoP key of each bound family: (thumbprint, last use).
     keys: HashMap<String, (String, i64)>,
     /// Remembered DPoP proof ids and when each may be forgotten.
     proofs: HashMap<[u8; 32], i64>,
+}
+
+/// A queued revocation: the family, its sealed grant, attempts, next due, when queued.
+type QueuedRow = (String, Vec<u8>, u32, i64, i64);
+
+impl Tables {
+    fn queue(&mut self, family_id: String, sealed: Vec<u8>, next_at_ms: i64) -> QueuedRevocation {
+        self.last_revocation_id += 1;
+        let id = self.last_revocation_id;
+        self.revocations.insert(
+            id,
+            (family_id.clone(), sealed.clone(), 0, next_at_ms, next_at_ms),
+        );
+        QueuedRevocation {
+            id,
+            family_id,
+            sealed,
+            attempts: 0,
+        }
+    }
 }
 
 /// An in-memory store (lost on restart).
@@ -438,15 +460,12 @@ impl UpstreamStore for MemoryStore {
         &self,
         family_id: &str,
         next_at_ms: i64,
-    ) -> Result<Option<Vec<u8>>, StoreError> {
+    ) -> Result<Option<QueuedRevocation>, StoreError> {
         let mut t = self.lock()?;
-        t.leases.remove(family_id);
         let Some((sealed, _)) = t.grants.remove(family_id) else {
             return Ok(None);
         };
-        t.revocations
-            .insert(family_id.to_string(), (sealed.clone(), 0, next_at_ms));
-        Ok(Some(sealed))
+        Ok(Some(t.queue(family_id.to_string(), sealed, next_at_ms)))
     }
 
     async fn claim_revocations(
@@ -456,20 +475,21 @@ impl UpstreamStore for MemoryStore {
         limit: usize,
     ) -> Result<Vec<QueuedRevocation>, StoreError> {
         let mut t = self.lock()?;
-        let mut due: Vec<(i64, String)> = t
+        let mut due: Vec<(i64, i64)> = t
             .revocations
             .iter()
-            .filter(|(_, (_, _, next))| *next <= now_ms)
-            .map(|(id, (_, _, next))| (*next, id.clone()))
+            .filter(|(_, (_, _, _, next, _))| *next <= now_ms)
+            .map(|(id, (_, _, _, next, _))| (*next, *id))
             .collect();
         due.sort();
         due.truncate(limit);
         let mut claimed = Vec::with_capacity(due.len());
         for (_, id) in due {
-            if let Some((sealed, attempts, next)) = t.revocations.get_mut(&id) {
+            if let Some((family_id, sealed, attempts, next, _)) = t.revocations.get_mut(&id) {
                 *next = now_ms.saturating_add(lease_ms);
                 claimed.push(QueuedRevocation {
-                    family_id: id,
+                    id,
+                    family_id: family_id.clone(),
                     sealed: sealed.clone(),
                     attempts: *attempts,
                 });
@@ -480,20 +500,28 @@ impl UpstreamStore for MemoryStore {
 
     async fn retry_revocation(
         &self,
-        family_id: &str,
+        id: i64,
         attempts: u32,
         next_at_ms: i64,
     ) -> Result<(), StoreError> {
-        if let Some(row) = self.lock()?.revocations.get_mut(family_id) {
-            row.1 = attempts;
-            row.2 = next_at_ms;
+        if let Some(row) = self.lock()?.revocations.get_mut(&id) {
+            row.2 = attempts;
+            row.3 = next_at_ms;
         }
         Ok(())
     }
 
-    async fn drop_revocation(&self, family_id: &str) -> Result<(), StoreError> {
-        self.lock()?.revocations.remove(family_id);
+    async fn drop_revocation(&self, id: i64) -> Result<(), StoreError> {
+        self.lock()?.revocations.remove(&id);
         Ok(())
+    }
+
+    async fn give_up_revocations(&self, queued_before_ms: i64) -> Result<u64, StoreError> {
+        let mut t = self.lock()?;
+        let before = t.revocations.len();
+        t.revocations
+            .retain(|_, (_, _, _, _, queued_at)| *queued_at >= queued_before_ms);
+        Ok((before - t.revocations.len()) as u64)
     }
 
     async fn purge_upstream(&self, before_ms: i64) -> Result<u64, StoreError> {
@@ -514,7 +542,7 @@ impl UpstreamStore for MemoryStore {
             .collect();
         for id in expired {
             if let Some((sealed, _)) = t.grants.remove(&id) {
-                t.revocations.insert(id, (sealed, 0, before_ms));
+                t.queue(id, sealed, before_ms);
             }
         }
         t.pending.retain(|_, (_, exp)| *exp >= before_ms);

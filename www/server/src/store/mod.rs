@@ -349,14 +349,16 @@ pub trait UpstreamStore: Send + Sync + 'static {
     /// families whose provider tokens are opaque (never noted) too. An end purged
     /// ([`Self::purge_upstream`]) is forgotten.
     async fn family_ended(&self, family_id: &str) -> Result<bool, StoreError>;
-    /// Move the family's sealed grant, as stored, to the revocation queue (its lease goes
-    /// with it), first due at `next_at_ms`; a revocation already queued for the family takes
-    /// the newer grant and starts over. The grant moved (sealed), `None` when there was none.
+    /// Move the family's sealed grant, as stored, to the revocation queue, first due at
+    /// `next_at_ms`, as a row of its own: a revocation already queued
+    /// for the family (an older grant of it) stays as it is. The row queued, `None` when there
+    /// was no grant. The family's lease stays with its holder (released by it, or run out): a
+    /// renewal still in flight keeps it, so that no other request renews the family meanwhile.
     async fn queue_revocation(
         &self,
         family_id: &str,
         next_at_ms: i64,
-    ) -> Result<Option<Vec<u8>>, StoreError>;
+    ) -> Result<Option<QueuedRevocation>, StoreError>;
     /// Claim up to `limit` queued revocations due at `now_ms` (oldest due first): each is not
     /// due again before `now_ms + lease_ms`, so that another instance's maintenance does not
     /// try it meanwhile.
@@ -366,15 +368,21 @@ pub trait UpstreamStore: Send + Sync + 'static {
         lease_ms: i64,
         limit: usize,
     ) -> Result<Vec<QueuedRevocation>, StoreError>;
-    /// After a failed attempt: `attempts` so far, due again at `next_at_ms`.
+    /// After a failed attempt on the queued revocation `id`: `attempts` so far, due again at
+    /// `next_at_ms`.
     async fn retry_revocation(
         &self,
-        family_id: &str,
+        id: i64,
         attempts: u32,
         next_at_ms: i64,
     ) -> Result<(), StoreError>;
-    /// Take a revocation off the queue (done, or given up).
-    async fn drop_revocation(&self, family_id: &str) -> Result<(), StoreError>;
+    /// Take the queued revocation `id` off the queue (done, or given up); other revocations
+    /// of its family stay.
+    async fn drop_revocation(&self, id: i64) -> Result<(), StoreError>;
+    /// Give up every revocation queued (first due, [`Self::queue_revocation`] /
+    /// [`Self::purge_upstream`]) before `queued_before_ms`, tried or not, whatever its next
+    /// due time: off the queue. Returns how many went.
+    async fn give_up_revocations(&self, queued_before_ms: i64) -> Result<u64, StoreError>;
     /// Delete pending logins, grants and leases that ended before `before_ms`, noted access
     /// tokens that expired before it, and ends older than it with no noted token left. A
     /// grant is not deleted but moved to the revocation queue (due at once): an expired
@@ -385,6 +393,9 @@ pub trait UpstreamStore: Send + Sync + 'static {
 /// A provider grant waiting to be revoked at the provider ([`UpstreamStore::claim_revocations`]).
 #[derive(Clone, PartialEq, Eq)]
 pub struct QueuedRevocation {
+    /// The queued row: one per grant queued (a family may have several, e.g. its grant and
+    /// the one a racing renewal stored), so that settling one attempt touches only its own.
+    pub id: i64,
     /// The family it was the grant of (the associated data of its seal).
     pub family_id: String,
     /// The grant, sealed as it was stored.
@@ -396,6 +407,7 @@ pub struct QueuedRevocation {
 impl fmt::Debug for QueuedRevocation {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("QueuedRevocation")
+            .field("id", &self.id)
             .field("family_id", &self.family_id)
             .field("attempts", &self.attempts)
             .finish_non_exhaustive()

@@ -283,14 +283,18 @@ CREATE TABLE upstream_ended (
         "
 -- Upstream mode: provider grants to revoke (RFC 7009), retried by maintenance until the
 -- provider accepts; the grant stays sealed as it was stored. Claimed with FOR UPDATE SKIP
--- LOCKED and a lease (next_at_ms), so two instances never try the same one at once.
+-- LOCKED and a lease (next_at_ms), so two instances never try the same one at once. One row
+-- per grant queued (a family may have several): an attempt is settled on its own row only.
 CREATE TABLE upstream_revocations (
-    family_id TEXT PRIMARY KEY,
+    id BIGSERIAL PRIMARY KEY,
+    family_id TEXT NOT NULL,
     sealed BYTEA NOT NULL,
     attempts INTEGER NOT NULL,
-    next_at_ms BIGINT NOT NULL
+    next_at_ms BIGINT NOT NULL,
+    queued_at_ms BIGINT NOT NULL
 );
 CREATE INDEX upstream_revocations_by_due ON upstream_revocations(next_at_ms);
+CREATE INDEX upstream_revocations_by_age ON upstream_revocations(queued_at_ms);
 ",
     ),
 ];
@@ -1007,24 +1011,26 @@ impl UpstreamStore for PgStore {
         &self,
         family_id: &str,
         next_at_ms: i64,
-    ) -> Result<Option<Vec<u8>>, StoreError> {
-        // One statement: the grant moves to the queue, its lease goes.
+    ) -> Result<Option<QueuedRevocation>, StoreError> {
+        // One statement: the grant moves to the queue (its lease stays with its holder).
         let row = self
             .client()
             .await?
             .query_opt(
-                "WITH g AS (DELETE FROM upstream_grants WHERE family_id = $1 RETURNING family_id, sealed),
-                      l AS (DELETE FROM upstream_leases WHERE family_id = $1)
-                 INSERT INTO upstream_revocations (family_id, sealed, attempts, next_at_ms)
-                 SELECT family_id, sealed, 0, $2 FROM g
-                 ON CONFLICT (family_id) DO UPDATE SET sealed = excluded.sealed, attempts = 0,
-                     next_at_ms = excluded.next_at_ms
-                 RETURNING sealed",
+                "WITH g AS (DELETE FROM upstream_grants WHERE family_id = $1 RETURNING family_id, sealed)
+                 INSERT INTO upstream_revocations (family_id, sealed, attempts, next_at_ms, queued_at_ms)
+                 SELECT family_id, sealed, 0, $2, $2 FROM g
+                 RETURNING id, sealed",
                 &[&family_id, &next_at_ms],
             )
             .await
             .map_err(err)?;
-        Ok(row.map(|r| r.get(0)))
+        Ok(row.map(|r| QueuedRevocation {
+            id: r.get(0),
+            family_id: family_id.to_string(),
+            sealed: r.get(1),
+            attempts: 0,
+        }))
     }
 
     async fn claim_revocations(
@@ -1041,27 +1047,35 @@ impl UpstreamStore for PgStore {
             .await?
             .query(
                 "UPDATE upstream_revocations r SET next_at_ms = $2
-                 FROM (SELECT family_id FROM upstream_revocations WHERE next_at_ms <= $1
-                       ORDER BY next_at_ms LIMIT $3 FOR UPDATE SKIP LOCKED) d
-                 WHERE r.family_id = d.family_id
-                 RETURNING r.family_id, r.sealed, r.attempts",
+                 FROM (SELECT id, next_at_ms AS due FROM upstream_revocations WHERE next_at_ms <= $1
+                       ORDER BY next_at_ms, id LIMIT $3 FOR UPDATE SKIP LOCKED) d
+                 WHERE r.id = d.id
+                 RETURNING r.id, r.family_id, r.sealed, r.attempts, d.due",
                 &[&now_ms, &now_ms.saturating_add(lease_ms), &limit],
             )
             .await
             .map_err(err)?;
-        Ok(rows
+        // UPDATE … RETURNING keeps no order (the subquery's ORDER BY only chose the rows):
+        // the longest due first, sorted here.
+        let mut claimed: Vec<(i64, QueuedRevocation)> = rows
             .iter()
-            .map(|r| QueuedRevocation {
-                family_id: r.get(0),
-                sealed: r.get(1),
-                attempts: u32::try_from(r.get::<_, i32>(2)).unwrap_or(0),
+            .map(|r| {
+                let queued = QueuedRevocation {
+                    id: r.get(0),
+                    family_id: r.get(1),
+                    sealed: r.get(2),
+                    attempts: u32::try_from(r.get::<_, i32>(3)).unwrap_or(0),
+                };
+                (r.get(4), queued)
             })
-            .collect())
+            .collect();
+        claimed.sort_by_key(|(due, q)| (*due, q.id));
+        Ok(claimed.into_iter().map(|(_, q)| q).collect())
     }
 
     async fn retry_revocation(
         &self,
-        family_id: &str,
+        id: i64,
         attempts: u32,
         next_at_ms: i64,
     ) -> Result<(), StoreError> {
@@ -1069,21 +1083,29 @@ impl UpstreamStore for PgStore {
         self.client()
             .await?
             .execute(
-                "UPDATE upstream_revocations SET attempts = $2, next_at_ms = $3 WHERE family_id = $1",
-                &[&family_id, &attempts, &next_at_ms],
+                "UPDATE upstream_revocations SET attempts = $2, next_at_ms = $3 WHERE id = $1",
+                &[&id, &attempts, &next_at_ms],
             )
             .await
             .map_err(err)?;
         Ok(())
     }
 
-    async fn drop_revocation(&self, family_id: &str) -> Result<(), StoreError> {
+    async fn give_up_revocations(&self, queued_before_ms: i64) -> Result<u64, StoreError> {
         self.client()
             .await?
             .execute(
-                "DELETE FROM upstream_revocations WHERE family_id = $1",
-                &[&family_id],
+                "DELETE FROM upstream_revocations WHERE queued_at_ms < $1",
+                &[&queued_before_ms],
             )
+            .await
+            .map_err(err)
+    }
+
+    async fn drop_revocation(&self, id: i64) -> Result<(), StoreError> {
+        self.client()
+            .await?
+            .execute("DELETE FROM upstream_revocations WHERE id = $1", &[&id])
             .await
             .map_err(err)?;
         Ok(())
@@ -1100,10 +1122,9 @@ impl UpstreamStore for PgStore {
                 "WITH p AS (DELETE FROM upstream_pending WHERE expires_at_ms < $1 RETURNING 1),
                       g AS (DELETE FROM upstream_grants WHERE expires_at_ms < $1
                             RETURNING family_id, sealed),
-                      q AS (INSERT INTO upstream_revocations (family_id, sealed, attempts, next_at_ms)
-                            SELECT family_id, sealed, 0, $1 FROM g
-                            ON CONFLICT (family_id) DO UPDATE SET sealed = excluded.sealed,
-                                attempts = 0, next_at_ms = excluded.next_at_ms),
+                      q AS (INSERT INTO upstream_revocations
+                                (family_id, sealed, attempts, next_at_ms, queued_at_ms)
+                            SELECT family_id, sealed, 0, $1, $1 FROM g),
                       l AS (DELETE FROM upstream_leases WHERE until_ms < $1 RETURNING 1),
                       t AS (DELETE FROM upstream_access_tokens WHERE expires_at_ms < $1 RETURNING 1),
                       e AS (DELETE FROM upstream_ended x WHERE x.ended_at_ms < $1 AND NOT EXISTS (
@@ -1343,5 +1364,21 @@ pub(crate) mod tests {
         let stats = two.stats(2).await.unwrap();
         assert_eq!(stats.live_families, 20);
         assert_eq!(stats.families_with_one_live_token, 20);
+    }
+
+    /// UPDATE … RETURNING keeps no order: the claimed rows come back sorted by due time.
+    #[tokio::test]
+    async fn pg_claim_returns_the_revocations_it_took_longest_due_first() {
+        let Some(url) = database_url("the claim order") else {
+            return;
+        };
+        let a = fresh_store(&url).await;
+        for (id, due) in [("rev-a", 300), ("rev-b", 100), ("rev-c", 200)] {
+            a.put_grant(id, b"s", 50_000).await.unwrap();
+            assert!(a.queue_revocation(id, due).await.unwrap().is_some());
+        }
+        let got = a.claim_revocations(1_000, 5_000, 3).await.unwrap();
+        let ids: Vec<&str> = got.iter().map(|q| q.family_id.as_str()).collect();
+        assert_eq!(ids, ["rev-b", "rev-c", "rev-a"], "oldest due first");
     }
 }

@@ -75,14 +75,18 @@ CREATE TABLE IF NOT EXISTS upstream_ended (
     ended_at_ms INTEGER NOT NULL
 );
 -- Upstream mode: provider grants to revoke (RFC 7009), retried by maintenance until the
--- provider accepts; the grant stays sealed as it was stored.
+-- provider accepts; the grant stays sealed as it was stored. One row per grant queued (a
+-- family may have several): an attempt is settled on its own row only.
 CREATE TABLE IF NOT EXISTS upstream_revocations (
-    family_id TEXT PRIMARY KEY,
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    family_id TEXT NOT NULL,
     sealed BLOB NOT NULL,
     attempts INTEGER NOT NULL,
-    next_at_ms INTEGER NOT NULL
+    next_at_ms INTEGER NOT NULL,
+    queued_at_ms INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS upstream_revocations_by_due ON upstream_revocations(next_at_ms);
+CREATE INDEX IF NOT EXISTS upstream_revocations_by_age ON upstream_revocations(queued_at_ms);
 CREATE TABLE IF NOT EXISTS dpop_keys (
     family_id TEXT PRIMARY KEY REFERENCES families(id) ON DELETE CASCADE,
     jkt TEXT NOT NULL,
@@ -692,7 +696,7 @@ impl UpstreamStore for SqliteStore {
         &self,
         family_id: &str,
         next_at_ms: i64,
-    ) -> Result<Option<Vec<u8>>, StoreError> {
+    ) -> Result<Option<QueuedRevocation>, StoreError> {
         let family_id = family_id.to_string();
         self.with_conn(move |conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -703,25 +707,26 @@ impl UpstreamStore for SqliteStore {
                     |r| r.get(0),
                 )
                 .optional()?;
-            if let Some(sealed) = &sealed {
+            let mut queued = None;
+            if let Some(sealed) = sealed {
                 tx.execute(
-                    "INSERT INTO upstream_revocations (family_id, sealed, attempts, next_at_ms)
-                     VALUES (?1, ?2, 0, ?3)
-                     ON CONFLICT (family_id) DO UPDATE SET sealed = excluded.sealed, attempts = 0,
-                         next_at_ms = excluded.next_at_ms",
+                    "INSERT INTO upstream_revocations (family_id, sealed, attempts, next_at_ms, queued_at_ms)
+                     VALUES (?1, ?2, 0, ?3, ?3)",
                     params![family_id, sealed, next_at_ms],
                 )?;
+                queued = Some(QueuedRevocation {
+                    id: tx.last_insert_rowid(),
+                    family_id: family_id.clone(),
+                    sealed,
+                    attempts: 0,
+                });
             }
             tx.execute(
                 "DELETE FROM upstream_grants WHERE family_id = ?1",
                 params![family_id],
             )?;
-            tx.execute(
-                "DELETE FROM upstream_leases WHERE family_id = ?1",
-                params![family_id],
-            )?;
             tx.commit()?;
-            Ok(sealed)
+            Ok(queued)
         })
         .await
     }
@@ -737,22 +742,23 @@ impl UpstreamStore for SqliteStore {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let due = {
                 let mut stmt = tx.prepare(
-                    "SELECT family_id, sealed, attempts FROM upstream_revocations
-                     WHERE next_at_ms <= ?1 ORDER BY next_at_ms LIMIT ?2",
+                    "SELECT id, family_id, sealed, attempts FROM upstream_revocations
+                     WHERE next_at_ms <= ?1 ORDER BY next_at_ms, id LIMIT ?2",
                 )?;
                 let rows = stmt.query_map(params![now_ms, limit], |r| {
                     Ok(QueuedRevocation {
-                        family_id: r.get(0)?,
-                        sealed: r.get(1)?,
-                        attempts: r.get(2)?,
+                        id: r.get(0)?,
+                        family_id: r.get(1)?,
+                        sealed: r.get(2)?,
+                        attempts: r.get(3)?,
                     })
                 })?;
                 rows.collect::<Result<Vec<_>, _>>()?
             };
             for q in &due {
                 tx.execute(
-                    "UPDATE upstream_revocations SET next_at_ms = ?2 WHERE family_id = ?1",
-                    params![q.family_id, now_ms.saturating_add(lease_ms)],
+                    "UPDATE upstream_revocations SET next_at_ms = ?2 WHERE id = ?1",
+                    params![q.id, now_ms.saturating_add(lease_ms)],
                 )?;
             }
             tx.commit()?;
@@ -763,27 +769,36 @@ impl UpstreamStore for SqliteStore {
 
     async fn retry_revocation(
         &self,
-        family_id: &str,
+        id: i64,
         attempts: u32,
         next_at_ms: i64,
     ) -> Result<(), StoreError> {
-        let family_id = family_id.to_string();
         self.with_conn(move |conn| {
             conn.execute(
-                "UPDATE upstream_revocations SET attempts = ?2, next_at_ms = ?3 WHERE family_id = ?1",
-                params![family_id, attempts, next_at_ms],
+                "UPDATE upstream_revocations SET attempts = ?2, next_at_ms = ?3 WHERE id = ?1",
+                params![id, attempts, next_at_ms],
             )
             .map(|_| ())
         })
         .await
     }
 
-    async fn drop_revocation(&self, family_id: &str) -> Result<(), StoreError> {
-        let family_id = family_id.to_string();
+    async fn give_up_revocations(&self, queued_before_ms: i64) -> Result<u64, StoreError> {
         self.with_conn(move |conn| {
             conn.execute(
-                "DELETE FROM upstream_revocations WHERE family_id = ?1",
-                params![family_id],
+                "DELETE FROM upstream_revocations WHERE queued_at_ms < ?1",
+                params![queued_before_ms],
+            )
+            .map(|n| n as u64)
+        })
+        .await
+    }
+
+    async fn drop_revocation(&self, id: i64) -> Result<(), StoreError> {
+        self.with_conn(move |conn| {
+            conn.execute(
+                "DELETE FROM upstream_revocations WHERE id = ?1",
+                params![id],
             )
             .map(|_| ())
         })
@@ -795,10 +810,8 @@ impl UpstreamStore for SqliteStore {
             let tx = conn.transaction()?;
             // Expired grants are revoked at the provider before they go.
             tx.execute(
-                "INSERT INTO upstream_revocations (family_id, sealed, attempts, next_at_ms)
-                 SELECT family_id, sealed, 0, ?1 FROM upstream_grants WHERE expires_at_ms < ?1
-                 ON CONFLICT (family_id) DO UPDATE SET sealed = excluded.sealed, attempts = 0,
-                     next_at_ms = excluded.next_at_ms",
+                "INSERT INTO upstream_revocations (family_id, sealed, attempts, next_at_ms, queued_at_ms)
+                 SELECT family_id, sealed, 0, ?1, ?1 FROM upstream_grants WHERE expires_at_ms < ?1",
                 params![before_ms],
             )?;
             let mut n = tx.execute(

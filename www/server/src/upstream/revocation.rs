@@ -4,7 +4,9 @@
 //! store's queue ([`crate::store::UpstreamStore::queue_revocation`]); logout tries it at once,
 //! and the maintenance task ([`crate::session::maintain`]) tries what is due again with
 //! backoff ([`retry_in_ms`]) until the provider takes it, or gives up after [`MAX_ATTEMPTS`]
-//! with a warning. A claim in the store (a lease; `FOR UPDATE SKIP LOCKED` on PostgreSQL) keeps
+//! or [`GIVE_UP_AFTER_MS`] in the queue, whichever comes first, with a warning. The age bound
+//! holds whatever the queue's length: a pass stops at the first revocation the provider does
+//! not answer, so with the provider down most rows are not tried at all, and they go by age. A claim in the store (a lease; `FOR UPDATE SKIP LOCKED` on PostgreSQL) keeps
 //! two instances' maintenance from trying the same revocation at once.
 //!
 //! The decisions (what an answer means, when to try again) are plain functions; the provider
@@ -13,12 +15,16 @@
 use std::future::Future;
 
 use super::{Grant, ProviderError};
-use crate::store::{StoreError, UpstreamStore};
+use crate::store::{QueuedRevocation, StoreError, UpstreamStore};
 
 /// Attempts before a revocation is given up: with [`retry_in_ms`], about 14 hours of trying,
 /// so that a provider gone for good (or a revocation it always refuses) does not keep rows
 /// in the queue forever.
 pub const MAX_ATTEMPTS: u32 = 20;
+/// How long a revocation stays queued at most (from when it was queued), tried or not: a
+/// little more than [`MAX_ATTEMPTS`] take. Rows behind a provider that is down are not tried
+/// (each pass stops at the first that gets no answer), so they are given up by age.
+pub const GIVE_UP_AFTER_MS: i64 = 15 * 3_600_000;
 /// The wait after the first failed attempt (doubled after each further one).
 pub const FIRST_RETRY_MS: i64 = 60_000;
 /// The longest wait between two attempts.
@@ -36,16 +42,46 @@ pub fn retry_in_ms(attempts: u32) -> Option<i64> {
     Some((FIRST_RETRY_MS << doublings).min(LONGEST_RETRY_MS))
 }
 
+/// What the revocation endpoint's status alone says (RFC 7009 §2.2): 2xx revoked; 429 (the
+/// provider rate-limits us, RFC 6585) and 5xx (RFC 7009 §2.2.1: 503, try later) no answer for
+/// now ([`ProviderError::Unavailable`]: backed off, and the pass ends); `None` for another 4xx,
+/// whose body says more ([`answer_of_refusal`]). `Retry-After` is not read: the backoff's
+/// first wait is already a minute.
+pub fn answer_of_status(status: reqwest::StatusCode) -> Option<Result<bool, ProviderError>> {
+    if status.is_success() {
+        Some(Ok(true))
+    } else if status.is_server_error() || status == reqwest::StatusCode::TOO_MANY_REQUESTS {
+        Some(Err(ProviderError::Unavailable))
+    } else {
+        None
+    }
+}
+
+/// A 4xx besides 429 with the body's `error`: `invalid_grant` (the token is dead already),
+/// else refused.
+pub fn answer_of_refusal(
+    status: reqwest::StatusCode,
+    error: Option<&str>,
+) -> Result<bool, ProviderError> {
+    if error == Some("invalid_grant") {
+        return Err(ProviderError::InvalidGrant);
+    }
+    Err(ProviderError::Malformed(format!(
+        "revocation answered {}",
+        status.as_u16()
+    )))
+}
+
 /// What one attempt's answer means for the queue.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Attempt {
     /// Revoked; or nothing to revoke (no refresh token, no revocation endpoint), or the
     /// provider says the token is no grant (`invalid_grant`: dead already).
     Done,
-    /// No answer (unreachable, timed out, 5xx): try again later, and the rest of the pass
-    /// waits for the next one.
+    /// No answer (unreachable, timed out, 5xx, 429): try again later, and the rest of the
+    /// pass waits for the next one.
     Unavailable,
-    /// Refused otherwise (a 4xx besides `invalid_grant`): try again later.
+    /// Refused otherwise (a 4xx besides 429 and `invalid_grant`): try again later.
     Refused,
 }
 
@@ -58,31 +94,33 @@ pub fn attempt_of(answer: &Result<bool, ProviderError>) -> Attempt {
     }
 }
 
-/// Record attempt number `attempts` (1 = the first) of the family's revocation: done → off
-/// the queue; failed → due again after [`retry_in_ms`], or off the queue with a warning
-/// once it gives up.
+/// Record attempt number `attempts` (1 = the first) of the queued revocation `queued` (its
+/// own row: another grant of the family queued meanwhile is not touched): done → off the
+/// queue; failed → due again after [`retry_in_ms`], or off the queue with a warning once it
+/// gives up.
 pub async fn settle(
     store: &dyn UpstreamStore,
-    family_id: &str,
+    queued: &QueuedRevocation,
     attempts: u32,
     attempt: Attempt,
     now_ms: i64,
 ) -> Result<(), StoreError> {
+    let family_id = queued.family_id.as_str();
     if attempt == Attempt::Done {
-        return store.drop_revocation(family_id).await;
+        return store.drop_revocation(queued.id).await;
     }
     match retry_in_ms(attempts) {
         Some(wait_ms) => {
             tracing::warn!(family = %family_id, attempts, retry_in_s = wait_ms / 1000, ?attempt,
                 "provider revocation failed; it stays queued");
             store
-                .retry_revocation(family_id, attempts, now_ms.saturating_add(wait_ms))
+                .retry_revocation(queued.id, attempts, now_ms.saturating_add(wait_ms))
                 .await
         }
         None => {
             tracing::warn!(family = %family_id, attempts, ?attempt,
                 "provider revocation given up: the provider's refresh token may still be live");
-            store.drop_revocation(family_id).await
+            store.drop_revocation(queued.id).await
         }
     }
 }
@@ -97,36 +135,58 @@ pub struct Pass {
     /// Could not be opened (sealed with another key, e.g. a random key of an earlier start):
     /// dropped.
     pub unreadable: u64,
+    /// Queued longer than [`GIVE_UP_AFTER_MS`]: given up, tried or not.
+    pub given_up: u64,
 }
 
-/// One pass over the queue at `now_ms`: claim what is due (for `lease_ms`, so no other
-/// instance tries it meanwhile), open each grant with `open` and revoke it with `revoke`. A
-/// provider that does not answer ends the pass: the revocations claimed but not tried are due
-/// again when their lease runs out, without an attempt counted.
-pub async fn run_due<O, R, Fut>(
+/// One pass over the queue, reading the clock with `now`: give up what was queued more than
+/// [`GIVE_UP_AFTER_MS`] ago, then, up to [`PER_PASS`] times, claim the revocation due the
+/// longest (for `lease_ms`, one provider call's timeout and a margin, so no other instance
+/// tries it meanwhile), open its grant with `open`, revoke it with `revoke` and settle it at
+/// the time the answer came. One at a time: a lease covers the one call it was taken for, and
+/// what this pass has not reached yet is left to other instances. A provider that does not
+/// answer ends the pass; what it did not reach waits for the next one (the age bound covers it).
+pub async fn run_due<N, O, R, Fut>(
     store: &dyn UpstreamStore,
+    now: N,
     open: O,
     revoke: R,
-    now_ms: i64,
     lease_ms: i64,
 ) -> Result<Pass, StoreError>
 where
+    N: Fn() -> i64,
     O: Fn(&str, &[u8]) -> Option<Grant>,
     R: Fn(Grant) -> Fut,
     Fut: Future<Output = Result<bool, ProviderError>>,
 {
-    let mut pass = Pass::default();
-    for queued in store.claim_revocations(now_ms, lease_ms, PER_PASS).await? {
+    let given_up = store
+        .give_up_revocations(now().saturating_sub(GIVE_UP_AFTER_MS))
+        .await?;
+    let mut pass = Pass {
+        given_up,
+        ..Pass::default()
+    };
+    if pass.given_up > 0 {
+        tracing::warn!(
+            given_up = pass.given_up,
+            queued_for_h = GIVE_UP_AFTER_MS / 3_600_000,
+            "provider revocations given up by age: those provider refresh tokens may still be live"
+        );
+    }
+    for _ in 0..PER_PASS {
+        let Some(queued) = store.claim_revocations(now(), lease_ms, 1).await?.pop() else {
+            break;
+        };
         let family_id = queued.family_id.as_str();
         let Some(grant) = open(family_id, &queued.sealed) else {
             tracing::warn!(family = %family_id,
                 "a queued provider revocation cannot be opened (sealed with another key): dropped");
-            store.drop_revocation(family_id).await?;
+            store.drop_revocation(queued.id).await?;
             pass.unreadable += 1;
             continue;
         };
         let attempt = attempt_of(&revoke(grant).await);
-        settle(store, family_id, queued.attempts + 1, attempt, now_ms).await?;
+        settle(store, &queued, queued.attempts + 1, attempt, now()).await?;
         match attempt {
             Attempt::Done => pass.done += 1,
             Attempt::Unavailable => {
@@ -141,7 +201,7 @@ where
 
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
     use std::sync::Mutex;
 
     use super::*;
@@ -218,9 +278,9 @@ mod tests {
             };
             run_due(
                 &self.store,
+                || now_ms,
                 open,
                 |g| self.provider.revoke(g),
-                now_ms,
                 LEASE_MS,
             )
             .await
@@ -260,6 +320,35 @@ mod tests {
         );
     }
 
+    #[test]
+    fn a_rate_limit_or_a_server_error_from_the_revocation_endpoint_is_unavailable_not_refused() {
+        use reqwest::StatusCode as S;
+        let of = |status: S, error: Option<&str>| {
+            attempt_of(
+                &answer_of_status(status).unwrap_or_else(|| answer_of_refusal(status, error)),
+            )
+        };
+        assert_eq!(of(S::OK, None), Attempt::Done);
+        assert_eq!(of(S::TOO_MANY_REQUESTS, None), Attempt::Unavailable);
+        assert_eq!(
+            of(S::TOO_MANY_REQUESTS, Some("invalid_grant")),
+            Attempt::Unavailable,
+            "a 429's body is not read"
+        );
+        assert_eq!(of(S::SERVICE_UNAVAILABLE, None), Attempt::Unavailable);
+        assert_eq!(of(S::INTERNAL_SERVER_ERROR, None), Attempt::Unavailable);
+        assert_eq!(of(S::BAD_REQUEST, Some("invalid_grant")), Attempt::Done);
+        assert_eq!(
+            of(S::BAD_REQUEST, Some("invalid_request")),
+            Attempt::Refused
+        );
+        assert_eq!(
+            of(S::UNAUTHORIZED, Some("invalid_client")),
+            Attempt::Refused
+        );
+        assert_eq!(of(S::FORBIDDEN, None), Attempt::Refused);
+    }
+
     #[tokio::test]
     async fn a_revocation_that_failed_while_the_provider_was_down_is_retried_with_backoff_until_it_is_taken(
     ) {
@@ -268,19 +357,19 @@ mod tests {
         f.put_grant("fam", "rt-fam", now + 3_600_000).await;
         // Logout with the provider down: queued, tried once at once, failed.
         f.provider.down.store(true, Ordering::SeqCst);
-        let sealed = f
+        let queued = f
             .store
             .queue_revocation("fam", now + LEASE_MS)
             .await
+            .unwrap()
             .unwrap();
-        assert!(sealed.is_some());
         assert_eq!(
             f.store.grant("fam").await.unwrap(),
             None,
             "the grant left the store"
         );
         let answer = f.provider.revoke(grant("rt-fam")).await;
-        settle(&f.store, "fam", 1, attempt_of(&answer), now)
+        settle(&f.store, &queued, 1, attempt_of(&answer), now)
             .await
             .unwrap();
         assert_eq!(f.provider.asked(), 1);
@@ -301,6 +390,73 @@ mod tests {
             "off the queue"
         );
         assert_eq!(f.provider.asked(), 3);
+    }
+
+    /// A pass claims one revocation at a time, so a row it has not reached yet is never
+    /// leased by it while its provider calls take their time: another instance may take it,
+    /// and no row is tried by both. A failed attempt is due again a minute after its answer
+    /// came, not after the pass began.
+    #[tokio::test]
+    async fn a_pass_claims_one_revocation_at_a_time_and_settles_it_at_the_time_of_its_answer() {
+        let f = Fixture::new();
+        for i in 0..3 {
+            f.put_grant(&format!("f{i}"), &format!("rt-f{i}"), 0).await;
+        }
+        f.store.purge_upstream(1).await.unwrap();
+        let clock = AtomicI64::new(1);
+        let tried = Mutex::new(Vec::new());
+        let claimed_by_other = Mutex::new(Vec::new());
+        let (clock_r, tried_r, other_r, store) = (&clock, &tried, &claimed_by_other, &f.store);
+        let open = |family_id: &str, sealed: &[u8]| {
+            let plain = f.key.open(family_id.as_bytes(), sealed).ok()?;
+            serde_json::from_slice::<Grant>(&plain).ok()
+        };
+        // Each call takes 6 s and is refused; meanwhile another instance runs its pass.
+        let revoke = move |g: Grant| async move {
+            tried_r
+                .lock()
+                .unwrap()
+                .push(g.refresh_token.unwrap_or_default());
+            let after = clock_r.fetch_add(6_000, Ordering::SeqCst) + 6_000;
+            for q in store.claim_revocations(after, LEASE_MS, 100).await.unwrap() {
+                other_r.lock().unwrap().push(format!("rt-{}", q.family_id));
+            }
+            Err(ProviderError::Malformed("400".into()))
+        };
+        let pass = run_due(
+            store,
+            || clock.load(Ordering::SeqCst),
+            open,
+            revoke,
+            LEASE_MS,
+        )
+        .await
+        .unwrap();
+        let (tried, other) = (
+            tried.into_inner().unwrap(),
+            claimed_by_other.into_inner().unwrap(),
+        );
+        assert!(
+            tried.iter().all(|rt| !other.contains(rt)),
+            "no row tried by this pass and claimed by another; tried {tried:?}, other {other:?}"
+        );
+        assert_eq!(
+            tried.len() + other.len(),
+            3,
+            "each row taken by one instance"
+        );
+        assert_eq!(pass.failed, tried.len() as u64);
+        // The first row tried failed at 6_001 (its answer), not at 1 (the pass's start): due
+        // at 66_001. (The rows the other instance claimed are due again at 17_001.)
+        let first = tried[0].trim_start_matches("rt-").to_string();
+        let first = first.as_str();
+        let due = |at: i64| async move {
+            let q = store.claim_revocations(at, 1, 10).await.unwrap();
+            q.iter().any(|q| q.family_id == first)
+        };
+        assert!(!due(60_001).await, "not a minute after the pass began");
+        assert!(!due(66_000).await);
+        assert!(due(66_001).await, "a minute after the answer came");
     }
 
     #[tokio::test]
@@ -328,9 +484,10 @@ mod tests {
             "the first that gets no answer ends the pass"
         );
         assert_eq!(f.provider.asked(), 1);
-        // The other one, claimed but not tried, is due again after its lease, uncounted.
-        for _ in 0..200 {
-            now += LONGEST_RETRY_MS;
+        // The other one, not reached, waits for the next pass, uncounted.
+        // Maintenance every minute: both reach MAX_ATTEMPTS before the age bound.
+        while now < GIVE_UP_AFTER_MS - 60_000 {
+            now += 60_000;
             f.maintain(now).await;
         }
         assert_eq!(
@@ -356,5 +513,44 @@ mod tests {
         assert_eq!(f.maintain(1).await.unreadable, 1);
         assert_eq!(f.provider.asked(), 0);
         assert_eq!(f.maintain(i64::MAX / 2).await, Pass::default());
+    }
+
+    /// With the provider's revocation endpoint not answering, a pass makes one attempt (the
+    /// first Unavailable ends it), so 100 queued rows would need 2000 passes to reach
+    /// MAX_ATTEMPTS each: they are given up by age instead, all of them within
+    /// GIVE_UP_AFTER_MS (and one pass) of being queued.
+    #[tokio::test]
+    async fn a_queue_behind_a_provider_down_for_good_is_given_up_within_the_age_bound_whatever_its_length(
+    ) {
+        let f = Fixture::new();
+        f.provider.down.store(true, Ordering::SeqCst);
+        for i in 0..100 {
+            f.put_grant(&format!("f{i}"), &format!("rt-{i}"), 0).await;
+        }
+        f.store.purge_upstream(1).await.unwrap();
+        let mut now = 1;
+        // Maintenance runs every minute, until the age bound and one more pass.
+        let mut given_up = 0;
+        while now <= 1 + GIVE_UP_AFTER_MS {
+            now += 60_000;
+            given_up += f.maintain(now).await.given_up;
+        }
+        let left = f
+            .store
+            .claim_revocations(i64::MAX / 2, 0, 1000)
+            .await
+            .unwrap()
+            .len();
+        assert_eq!(
+            left,
+            0,
+            "after {} h of passes, {left} rows still queued; attempts made: {}",
+            GIVE_UP_AFTER_MS / 3_600_000,
+            f.provider.asked()
+        );
+        assert!(
+            given_up > 0,
+            "most rows were never tried often enough: given up by age"
+        );
     }
 }
