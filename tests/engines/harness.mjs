@@ -253,7 +253,7 @@ const readRecorder = () => (window.__rec ? { console: window.__rec.console, erro
 /** Pages that carry no recorder on purpose: blank tabs, and the strict-CSP page (its
  *  violation is what is tested). Any other page without one is reported as an error, so a
  *  recorder that failed to load cannot hide the page's uncaught errors. */
-const withoutRecorder = (url) => !url || url.startsWith("about:") || new URL(url).pathname === "/csp.html";
+const withoutRecorder = (url) => url.startsWith("about:") || new URL(url).pathname === "/csp.html";
 const recorderOf = (url, r) => r ? { url, ...r }
   : withoutRecorder(url) ? null
   : { url, console: [], errors: ["no recorder on the page (rec.js or probe.js did not run)"], visibility: [] };
@@ -308,6 +308,7 @@ export class Browser {
     this.tabs.push(tab);
     await tab.focus();
     await this.wd.navigateTo(url);
+    tab.url = url; // what the recorder check goes by until waitReady() reads location.href
     await tab.mark();
     return tab;
   }
