@@ -155,16 +155,16 @@ test("logout while the provider is down: the provider's refresh token is revoked
       headers: { cookie: refreshCookieHeader(cookie), "x-requested-with": "tokenwarden", origin: base },
     });
     assert.equal(res.status, 200, "logout answers while the provider is down");
-    assert.deepEqual(await retry(60), { done: 0, failed: 1, unreadable: 0 }, "still down a minute later: tried, kept");
+    assert.deepEqual(await retry(60), { done: 0, failed: 1, unreadable: 0, givenUp: 0 }, "still down a minute later: tried, kept");
   } finally {
     await provider.start();
   }
   assert.equal(provider.liveRefreshTokens("kate"), 1, "the provider's refresh token outlived the logout so far");
-  assert.deepEqual(await retry(0), { done: 0, failed: 0, unreadable: 0 }, "not due again yet (backoff)");
-  assert.deepEqual(await retry(60 + 120), { done: 1, failed: 0, unreadable: 0 });
+  assert.deepEqual(await retry(0), { done: 0, failed: 0, unreadable: 0, givenUp: 0 }, "not due again yet (backoff)");
+  assert.deepEqual(await retry(60 + 120), { done: 1, failed: 0, unreadable: 0, givenUp: 0 });
   assert.equal(provider.stats.revocations - r0, 1, "revoked at the provider (RFC 7009)");
   assert.equal(provider.liveRefreshTokens("kate"), 0, "the provider's refresh token no longer works");
-  assert.deepEqual(await retry(24 * 3600), { done: 0, failed: 0, unreadable: 0 }, "off the queue");
+  assert.deepEqual(await retry(24 * 3600), { done: 0, failed: 0, unreadable: 0, givenUp: 0 }, "off the queue");
   const log = server.stderr.join("\n");
   assert.match(log, /provider revocation failed; it stays queued/);
 });
