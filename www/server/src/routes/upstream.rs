@@ -1092,9 +1092,9 @@ mod tests {
         }
     }
 
-    async fn upstream(provider: &FakeProvider) -> (Arc<Upstream>, Arc<MemoryStore>) {
-        let store = Arc::new(MemoryStore::new());
-        let config = UpstreamConfig {
+    /// The upstream configuration of a client of `provider`.
+    fn config_for(provider: &FakeProvider) -> UpstreamConfig {
+        UpstreamConfig {
             issuer: provider.issuer.clone(),
             client_id: "client".into(),
             client_secret: Secret("secret".into()),
@@ -1105,7 +1105,12 @@ mod tests {
             audience: "api".into(),
             timeout: Duration::from_secs(5),
             token_key: None,
-        };
+        }
+    }
+
+    async fn upstream(provider: &FakeProvider) -> (Arc<Upstream>, Arc<MemoryStore>) {
+        let store = Arc::new(MemoryStore::new());
+        let config = config_for(provider);
         let up = Upstream::connect(config, store.clone(), NOW).await.unwrap();
         (up, store)
     }
@@ -1365,18 +1370,7 @@ mod tests {
             reached: reached.clone(),
             go: go.clone(),
         });
-        let config = UpstreamConfig {
-            issuer: provider.issuer.clone(),
-            client_id: "client".into(),
-            client_secret: Secret("secret".into()),
-            redirect_uri: Url::parse("http://127.0.0.1/auth/upstream/callback").unwrap(),
-            scopes: Vec::new(),
-            allowed_return: Vec::new(),
-            post_logout_uri: None,
-            audience: "api".into(),
-            timeout: Duration::from_secs(5),
-            token_key: None,
-        };
+        let config = config_for(&provider);
         let up = Upstream::connect(config, store, NOW).await.unwrap();
         let renewal = renewal_waiting_at_the_provider(&provider, &up).await;
         // A: logout ends the family; the old grant is queued (its revocation 503: stays).
