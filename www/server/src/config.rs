@@ -133,10 +133,10 @@ pub struct Config {
     #[arg(long, env = "TW_SIGNING_KEY_FILE")]
     pub signing_key_file: Option<PathBuf>,
     /// Require DPoP (RFC 9449) proofs on refresh and /api/me (login may still come without).
-    #[arg(long, env = "TW_DPOP_REQUIRED")]
+    #[arg(long, env = "TW_DPOP_REQUIRED", value_parser = BoolishValueParser::new())]
     pub dpop_required: bool,
     /// Require a server nonce in DPoP proofs (`DPoP-Nonce`, `use_dpop_nonce`).
-    #[arg(long, env = "TW_DPOP_NONCE")]
+    #[arg(long, env = "TW_DPOP_NONCE", value_parser = BoolishValueParser::new())]
     pub dpop_nonce: bool,
     /// Seconds each DPoP nonce is handed out (it stays valid as long again; every instance on the store has the same).
     #[arg(long = "dpop-nonce-lifetime", env = "TW_DPOP_NONCE_LIFETIME", default_value_t = 300.0, value_parser = positive_secs)]

@@ -60,6 +60,16 @@ fn test_mode_and_the_memory_store_switch_on_with_1_in_the_environment() {
 }
 
 #[test]
+fn every_boolean_variable_takes_the_same_spellings() {
+    // TW_DPOP_REQUIRED and TW_DPOP_NONCE took only true/false: "1" stopped the server.
+    let (_server, addr) = start(
+        &["--port", "0", "--memory-store"],
+        &[("TW_DPOP_REQUIRED", "1"), ("TW_DPOP_NONCE", "yes"), ("TW_TLS", "off")],
+    );
+    assert!(get(&addr, "/healthz").starts_with("HTTP/1.1 200"));
+}
+
+#[test]
 fn without_test_mode_the_test_routes_are_404_and_ops_endpoints_answer() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().to_str().unwrap();
