@@ -829,17 +829,31 @@ mod noted_until_tests {
 /// request did not see (a renewal racing an end stored it), so it is not deleted but queued
 /// for revocation (due at once, for maintenance): a rotated provider refresh token is never
 /// dropped unrevoked.
+///
+/// If the store fails to record the end or to queue the grant, the grant still stored is
+/// revoked at the provider directly ([`Upstream::revoke_stored_now`]).
 async fn forget_grant(up: &Upstream, family_id: &str, now_ms: i64) -> Result<(), AppError> {
-    up.store.end_access_tokens(family_id, now_ms).await?;
-    up.store.queue_revocation(family_id, now_ms).await?;
+    let queued = match up.store.end_access_tokens(family_id, now_ms).await {
+        Ok(()) => up.store.queue_revocation(family_id, now_ms).await,
+        Err(e) => Err(e),
+    };
+    if let Err(e) = queued {
+        up.revoke_stored_now(family_id).await;
+        return Err(e.into());
+    }
     Ok(())
 }
 
 /// The family ended (logout, reuse, the per-user cap): its provider access tokens are
 /// refused from now on, and its grant is revoked at the provider — at once, or by maintenance
-/// once the provider answers again ([`Upstream::revoke_grant`]).
+/// once the provider answers again ([`Upstream::revoke_grant`]). If the store fails to record
+/// the end or to queue the grant, the grant still stored is revoked at the provider directly
+/// ([`Upstream::revoke_stored_now`]).
 async fn end_grant(up: &Upstream, family_id: &str, now_ms: i64) -> Result<Option<Grant>, AppError> {
-    up.store.end_access_tokens(family_id, now_ms).await?;
+    if let Err(e) = up.store.end_access_tokens(family_id, now_ms).await {
+        up.revoke_stored_now(family_id).await;
+        return Err(e.into());
+    }
     Ok(up.revoke_grant(family_id, now_ms).await?)
 }
 
@@ -996,9 +1010,11 @@ mod tests {
     const FAMILY_END: i64 = NOW + 86_400_000;
 
     /// A provider on a local port whose token endpoint answers a refresh only once the test
-    /// releases it (after telling the test that the request arrived), and whose revocation
-    /// endpoint is down (so that what is revoked stays in the queue to be looked at); it
-    /// remembers the refresh tokens it was asked to revoke.
+    /// releases it (after telling the test that the request arrived), and a code exchange at
+    /// once (refresh token `rt-signin`, an ID token for `alice` whose nonce is the code: the
+    /// test chooses both), and whose revocation endpoint is down (so that what is revoked
+    /// stays in the queue to be looked at); it remembers the refresh tokens it was asked to
+    /// revoke.
     struct FakeProvider {
         issuer: String,
         arrived: Arc<Notify>,
@@ -1008,6 +1024,30 @@ mod tests {
         hold_rt1: Arc<std::sync::atomic::AtomicBool>,
         revoke_arrived: Arc<Notify>,
         revoke_release: Arc<Notify>,
+    }
+
+    /// The provider's ID-token signing key.
+    fn id_token_key() -> p256::ecdsa::SigningKey {
+        p256::ecdsa::SigningKey::from_slice(&[7; 32]).unwrap()
+    }
+
+    fn id_token_jwks() -> serde_json::Value {
+        let point = id_token_key().verifying_key().to_encoded_point(false);
+        let b = |v: &[u8]| URL_SAFE_NO_PAD.encode(v);
+        json!({ "keys": [{"kty": "EC", "crv": "P-256", "use": "sig", "alg": "ES256",
+            "kid": "k1", "x": b(point.x().unwrap()), "y": b(point.y().unwrap())}] })
+    }
+
+    /// An ID token for `alice`, issued at `NOW` to `client`.
+    fn id_token(issuer: &str, nonce: &str) -> String {
+        use p256::ecdsa::signature::Signer as _;
+        let b = |v: serde_json::Value| URL_SAFE_NO_PAD.encode(v.to_string());
+        let claims = json!({"iss": issuer, "aud": "client", "sub": "alice", "nonce": nonce,
+            "iat": NOW / 1000, "exp": 4_000_000_000_i64});
+        let header = json!({"alg": "ES256", "typ": "JWT", "kid": "k1"});
+        let input = format!("{}.{}", b(header), b(claims));
+        let sig: p256::ecdsa::Signature = id_token_key().sign(input.as_bytes());
+        format!("{input}.{}", URL_SAFE_NO_PAD.encode(sig.to_bytes()))
     }
 
     fn form_value(body: &str, name: &str) -> String {
@@ -1034,6 +1074,7 @@ mod tests {
                 "id_token_signing_alg_values_supported": ["ES256"],
             });
             let (a, r, asked) = (arrived.clone(), release.clone(), asked_to_revoke.clone());
+            let iss = issuer.clone();
             let hold_rt1 = Arc::new(std::sync::atomic::AtomicBool::new(false));
             let (revoke_arrived, revoke_release) =
                 (Arc::new(Notify::new()), Arc::new(Notify::new()));
@@ -1047,10 +1088,19 @@ mod tests {
                     "/.well-known/openid-configuration",
                     get(move || async move { Json(metadata) }),
                 )
-                .route("/jwks", get(|| async { Json(json!({ "keys": [] })) }))
+                .route("/jwks", get(|| async { Json(id_token_jwks()) }))
                 .route(
                     "/token",
                     post(move |body: String| async move {
+                        if form_value(&body, "grant_type") == "authorization_code" {
+                            return Json(json!({
+                                "access_token": "at-signin",
+                                "token_type": "Bearer",
+                                "expires_in": 60,
+                                "refresh_token": "rt-signin",
+                                "id_token": id_token(&iss, &form_value(&body, "code")),
+                            }));
+                        }
                         let old = form_value(&body, "refresh_token");
                         a.notify_one();
                         r.notified().await;
@@ -1437,5 +1487,181 @@ mod tests {
         };
         let answer = access_for(&state, &up, &other, None).await.unwrap();
         assert_eq!(answer.err(), Some(ProviderError::InvalidGrant));
+    }
+
+    /// A store whose call named `fail` fails (the database went away at that moment); every
+    /// other call reaches `inner`.
+    struct FailingStore {
+        inner: Arc<MemoryStore>,
+        fail: &'static str,
+    }
+
+    impl FailingStore {
+        fn call(&self, name: &str) -> Result<(), crate::store::StoreError> {
+            if name == self.fail {
+                return Err(crate::store::StoreError(format!("{name}: connection lost")));
+            }
+            Ok(())
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl UpstreamStore for FailingStore {
+        async fn put_pending(
+            &self,
+            key: &crate::tokens::TokenHash,
+            sealed: &[u8],
+            e: i64,
+        ) -> Result<(), crate::store::StoreError> {
+            self.call("put_pending")?;
+            self.inner.put_pending(key, sealed, e).await
+        }
+        async fn take_pending(
+            &self,
+            key: &crate::tokens::TokenHash,
+            now: i64,
+        ) -> Result<Option<Vec<u8>>, crate::store::StoreError> {
+            self.call("take_pending")?;
+            self.inner.take_pending(key, now).await
+        }
+        async fn put_grant(
+            &self,
+            f: &str,
+            s: &[u8],
+            e: i64,
+        ) -> Result<(), crate::store::StoreError> {
+            self.call("put_grant")?;
+            self.inner.put_grant(f, s, e).await
+        }
+        async fn grant(&self, f: &str) -> Result<Option<Vec<u8>>, crate::store::StoreError> {
+            self.call("grant")?;
+            self.inner.grant(f).await
+        }
+        async fn delete_grant(&self, f: &str) -> Result<(), crate::store::StoreError> {
+            self.call("delete_grant")?;
+            self.inner.delete_grant(f).await
+        }
+        async fn try_lease(
+            &self,
+            f: &str,
+            h: &str,
+            n: i64,
+            t: i64,
+        ) -> Result<bool, crate::store::StoreError> {
+            self.call("try_lease")?;
+            self.inner.try_lease(f, h, n, t).await
+        }
+        async fn release_lease(&self, f: &str, h: &str) -> Result<(), crate::store::StoreError> {
+            self.call("release_lease")?;
+            self.inner.release_lease(f, h).await
+        }
+        async fn note_access_token(
+            &self,
+            f: &str,
+            h: &crate::tokens::TokenHash,
+            e: i64,
+        ) -> Result<(), crate::store::StoreError> {
+            self.call("note_access_token")?;
+            self.inner.note_access_token(f, h, e).await
+        }
+        async fn end_access_tokens(&self, f: &str, n: i64) -> Result<(), crate::store::StoreError> {
+            self.call("end_access_tokens")?;
+            self.inner.end_access_tokens(f, n).await
+        }
+        async fn access_token_ended(
+            &self,
+            h: &crate::tokens::TokenHash,
+        ) -> Result<bool, crate::store::StoreError> {
+            self.call("access_token_ended")?;
+            self.inner.access_token_ended(h).await
+        }
+        async fn family_ended(&self, f: &str) -> Result<bool, crate::store::StoreError> {
+            self.call("family_ended")?;
+            self.inner.family_ended(f).await
+        }
+        async fn queue_revocation(
+            &self,
+            f: &str,
+            n: i64,
+        ) -> Result<Option<crate::store::QueuedRevocation>, crate::store::StoreError> {
+            self.call("queue_revocation")?;
+            self.inner.queue_revocation(f, n).await
+        }
+        async fn claim_revocations(
+            &self,
+            n: i64,
+            l: i64,
+            lim: usize,
+        ) -> Result<Vec<crate::store::QueuedRevocation>, crate::store::StoreError> {
+            self.call("claim_revocations")?;
+            self.inner.claim_revocations(n, l, lim).await
+        }
+        async fn retry_revocation(
+            &self,
+            id: i64,
+            a: u32,
+            n: i64,
+        ) -> Result<(), crate::store::StoreError> {
+            self.call("retry_revocation")?;
+            self.inner.retry_revocation(id, a, n).await
+        }
+        async fn drop_revocation(&self, id: i64) -> Result<(), crate::store::StoreError> {
+            self.call("drop_revocation")?;
+            self.inner.drop_revocation(id).await
+        }
+        async fn give_up_revocations(&self, b: i64) -> Result<u64, crate::store::StoreError> {
+            self.call("give_up_revocations")?;
+            self.inner.give_up_revocations(b).await
+        }
+        async fn purge_upstream(&self, b: i64) -> Result<u64, crate::store::StoreError> {
+            self.call("purge_upstream")?;
+            self.inner.purge_upstream(b).await
+        }
+    }
+
+    /// A server in upstream mode whose upstream store fails `fail`, one family per user at
+    /// most (the cap); the families are kept in the same memory store.
+    async fn failing_at(
+        provider: &FakeProvider,
+        fail: &'static str,
+    ) -> (AppState, Arc<Upstream>, Arc<MemoryStore>) {
+        let inner = Arc::new(MemoryStore::new());
+        let store = Arc::new(FailingStore {
+            inner: inner.clone(),
+            fail,
+        });
+        let up = Upstream::connect(config_for(provider), store, NOW)
+            .await
+            .unwrap();
+        let config = crate::Config {
+            max_families_per_user: 1,
+            ..crate::Config::default()
+        };
+        let state = AppState::new(
+            &config,
+            crate::keys::KeySet::generate(),
+            inner.clone(),
+            Arc::new(crate::clock::ManualClock::new(NOW)),
+        );
+        assert!(state.upstream.set(up.clone()).is_ok());
+        (state, up, inner)
+    }
+
+    /// A family ends (logout, reuse, the cap; or the provider refused its grant:
+    /// `forget_grant`) and the store fails to queue its grant, or to record the end: the
+    /// grant, still stored, is revoked at the provider directly.
+    #[tokio::test]
+    async fn a_grant_that_cannot_be_queued_when_its_family_ends_is_revoked_at_the_provider() {
+        for fail in ["queue_revocation", "end_access_tokens"] {
+            let provider = FakeProvider::start().await;
+            let (_, up, inner) = failing_at(&provider, fail).await;
+            for (family, rt) in [("ended", "rt-1"), ("refused", "rt-2")] {
+                let sealed = up.seal_grant(family, &grant(rt));
+                inner.put_grant(family, &sealed, FAMILY_END).await.unwrap();
+            }
+            assert!(end_grant(&up, "ended", NOW).await.is_err(), "{fail}");
+            assert!(forget_grant(&up, "refused", NOW).await.is_err(), "{fail}");
+            assert_eq!(provider.asked_to_revoke(), ["rt-1", "rt-2"], "{fail}");
+        }
     }
 }
