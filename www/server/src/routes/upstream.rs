@@ -270,22 +270,33 @@ pub async fn callback(
             return Ok(back_to_app(&pending.return_to, code, &[]));
         }
     };
+    // The provider has issued a grant: if the store cannot keep it, no queue row will ever
+    // cover it, so it is revoked there and then, and the sign-in fails.
     let Opened {
         family,
         refresh_token,
         capped,
-    } = session::open_family(&state, &grant.sub, now).await?;
-    note_access_token(&up, &family.id, &grant).await?;
-    up.store
-        .put_grant(
-            &family.id,
-            &up.seal_grant(&family.id, &grant),
-            family.expires_at_ms,
-        )
-        .await?;
-    for id in &capped {
-        end_grant(&up, id, now).await?;
+    } = match session::open_family(&state, &grant.sub, now).await {
+        Ok(opened) => opened,
+        Err(e) => {
+            up.revoke_unqueued(&grant).await;
+            return Err(e);
+        }
+    };
+    let stored = store_grant(&up, &family, &grant).await;
+    if stored.is_err() {
+        up.revoke_unqueued(&grant).await;
     }
+    // The families over the cap are ended on our side already. Ending their grants may fail
+    // (each then falls back to a direct revocation): that is logged, not made this sign-in's
+    // failure, which would strand its new grant under a family whose cookie is never sent.
+    for id in &capped {
+        if let Err(e) = end_grant(&up, id, now).await {
+            tracing::warn!(family = %id, error = ?e,
+                "the grant of a family ended by the per-user cap could not be queued for revocation");
+        }
+    }
+    stored?;
     bump(&state.metrics.counters.logins_served);
     tracing::info!(family = %family.id, "upstream session started");
     let max_age = session::family_remaining_s(family.expires_at_ms, now);
@@ -293,6 +304,19 @@ pub async fn callback(
         &pending.return_to,
         &[refresh_cookie(&refresh_token, max_age)],
     ))
+}
+
+/// Keep a new family's grant: its access token noted ([`note_access_token`]), then the grant.
+async fn store_grant(
+    up: &Upstream,
+    family: &Family,
+    grant: &Grant,
+) -> Result<(), crate::store::StoreError> {
+    note_access_token(up, &family.id, grant).await?;
+    let sealed = up.seal_grant(&family.id, grant);
+    up.store
+        .put_grant(&family.id, &sealed, family.expires_at_ms)
+        .await
 }
 
 fn token_response(state: &AppState, grant: &Grant, now_ms: i64, cookie: HeaderValue) -> Response {
@@ -1645,6 +1669,90 @@ mod tests {
         );
         assert!(state.upstream.set(up.clone()).is_ok());
         (state, up, inner)
+    }
+
+    /// The provider's redirect back to `/auth/callback` with a code, in the browser that
+    /// started the sign-in (its pending login stored, its binding cookie sent).
+    async fn callback_with_a_code(state: &AppState, up: &Upstream) -> Result<Response, AppError> {
+        let binding = random_id(32);
+        let pending = Pending {
+            binding: binding_hash(&binding),
+            verifier: "v".repeat(43),
+            nonce: "n-1".into(),
+            return_to: "http://127.0.0.1/app".into(),
+            expires_at_ms: NOW + PENDING_TTL_MS,
+        };
+        let sealed = up
+            .key
+            .seal(PENDING_CONTEXT, &serde_json::to_vec(&pending).unwrap());
+        up.store
+            .put_pending(
+                &hash_refresh_token("state-1"),
+                &sealed,
+                pending.expires_at_ms,
+            )
+            .await
+            .unwrap();
+        let mut headers = HeaderMap::new();
+        let cookie = format!("{LOGIN_COOKIE}={binding}");
+        headers.insert(header::COOKIE, HeaderValue::from_str(&cookie).unwrap());
+        // The fake provider's ID token carries the code as its nonce.
+        let uri: Uri = "/auth/callback?state=state-1&code=n-1".parse().unwrap();
+        callback(State(state.clone()), uri, headers).await
+    }
+
+    /// The refresh tokens of every grant still stored (purged into the queue to be read).
+    async fn stored_refresh_tokens(up: &Upstream, store: &MemoryStore) -> Vec<String> {
+        store.purge_upstream(FAMILY_END * 2).await.unwrap();
+        let mut tokens = queued_refresh_tokens(up, store).await;
+        tokens.sort();
+        tokens
+    }
+
+    /// The provider has issued a grant, and the store fails to keep it: the sign-in fails,
+    /// and the grant's refresh token is revoked at the provider there and then (no queue row
+    /// would ever cover it).
+    #[tokio::test]
+    async fn a_sign_in_whose_grant_cannot_be_stored_has_it_revoked_at_the_provider() {
+        let provider = FakeProvider::start().await;
+        let (state, up, _) = failing_at(&provider, "put_grant").await;
+        let answer = callback_with_a_code(&state, &up).await;
+        assert!(answer.is_err(), "the sign-in fails");
+        assert_eq!(provider.asked_to_revoke(), ["rt-signin"]);
+    }
+
+    /// A sign-in over the per-user cap ends the user's oldest family, whose grant the store
+    /// then fails to queue: the sign-in still succeeds (failing it stranded its new grant,
+    /// stored under a family whose cookie never reached the browser), and the capped
+    /// family's grant is revoked at the provider directly.
+    #[tokio::test]
+    async fn a_sign_in_over_the_cap_succeeds_when_the_oldest_familys_grant_cannot_be_queued() {
+        let provider = FakeProvider::start().await;
+        let (state, up, inner) = failing_at(&provider, "queue_revocation").await;
+        let oldest = session::open_family(&state, "alice", NOW - 1_000)
+            .await
+            .unwrap()
+            .family;
+        let sealed = up.seal_grant(&oldest.id, &grant("rt-old"));
+        inner
+            .put_grant(&oldest.id, &sealed, oldest.expires_at_ms)
+            .await
+            .unwrap();
+        let answer = callback_with_a_code(&state, &up)
+            .await
+            .expect("the sign-in succeeds");
+        assert_eq!(answer.status(), StatusCode::SEE_OTHER);
+        assert!(answer.headers().contains_key(header::SET_COOKIE));
+        assert_eq!(
+            provider.asked_to_revoke(),
+            ["rt-old"],
+            "the capped family's grant, not the new one"
+        );
+        assert_eq!(
+            stored_refresh_tokens(&up, &inner).await,
+            ["rt-old", "rt-signin"],
+            "the new grant is kept (and the old one until its family expires)"
+        );
     }
 
     /// A family ends (logout, reuse, the cap; or the provider refused its grant:
