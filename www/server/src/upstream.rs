@@ -131,6 +131,9 @@ impl std::error::Error for HttpError {}
 pub enum ProviderError {
     /// Unreachable, timed out or 5xx: 503, try again.
     Unavailable,
+    /// Unavailable (429 or 503), and the provider said when to ask again (`Retry-After`; read
+    /// from the revocation endpoint only, [`revocation::answer_of_status`]).
+    RetryAfter(revocation::RetryAfter),
     /// `invalid_grant`: the grant is gone; the family ends (401).
     InvalidGrant,
     /// Unparsable or unexpected answer, or an OAuth error other than `invalid_grant`: 502.
@@ -699,7 +702,12 @@ impl Upstream {
             .await
             .map_err(|_| ProviderError::Unavailable)?;
         let status = response.status();
-        if let Some(answer) = revocation::answer_of_status(status) {
+        let retry_after = response
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(revocation::RetryAfter::parse);
+        if let Some(answer) = revocation::answer_of_status(status, retry_after) {
             return answer;
         }
         let body: serde_json::Value = response.json().await.unwrap_or_default();

@@ -258,7 +258,9 @@ pub async fn callback(
         Ok(grant) => grant,
         Err(e) => {
             let code = match &e {
-                ProviderError::Unavailable => "temporarily_unavailable",
+                ProviderError::Unavailable | ProviderError::RetryAfter(_) => {
+                    "temporarily_unavailable"
+                }
                 ProviderError::InvalidGrant => "invalid_grant",
                 ProviderError::BadIdToken(_) => "invalid_id_token",
                 ProviderError::Malformed(_)
@@ -763,7 +765,7 @@ async fn refresh_response(
             // The cookie just rotated is ours: clearing it is safe.
             Ok(invalid_grant())
         }
-        Err(ProviderError::Unavailable) => {
+        Err(ProviderError::Unavailable | ProviderError::RetryAfter(_)) => {
             tracing::warn!(family = %family.id, "provider unavailable during refresh");
             Ok(provider_failure(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -1048,6 +1050,8 @@ mod tests {
         hold_rt1: Arc<std::sync::atomic::AtomicBool>,
         revoke_arrived: Arc<Notify>,
         revoke_release: Arc<Notify>,
+        /// When set, a revocation is answered with this status and `Retry-After` value.
+        revoke_busy: Arc<Mutex<Option<(StatusCode, String)>>>,
     }
 
     /// The provider's ID-token signing key.
@@ -1107,6 +1111,8 @@ mod tests {
                 revoke_arrived.clone(),
                 revoke_release.clone(),
             );
+            let revoke_busy = Arc::new(Mutex::new(None::<(StatusCode, String)>));
+            let busy = revoke_busy.clone();
             let router = Router::new()
                 .route(
                     "/.well-known/openid-configuration",
@@ -1144,9 +1150,12 @@ mod tests {
                         if token == "rt-1" && h1.load(std::sync::atomic::Ordering::SeqCst) {
                             ra.notify_one();
                             rr.notified().await;
-                            return StatusCode::OK;
+                            return StatusCode::OK.into_response();
                         }
-                        StatusCode::SERVICE_UNAVAILABLE
+                        if let Some((status, retry_after)) = busy.lock().unwrap().clone() {
+                            return (status, [(header::RETRY_AFTER, retry_after)]).into_response();
+                        }
+                        StatusCode::SERVICE_UNAVAILABLE.into_response()
                     }),
                 );
             tokio::spawn(async move { axum::serve(listener, router).await });
@@ -1158,6 +1167,7 @@ mod tests {
                 hold_rt1,
                 revoke_arrived,
                 revoke_release,
+                revoke_busy,
             }
         }
 
@@ -1770,6 +1780,43 @@ mod tests {
             assert!(end_grant(&up, "ended", NOW).await.is_err(), "{fail}");
             assert!(forget_grant(&up, "refused", NOW).await.is_err(), "{fail}");
             assert_eq!(provider.asked_to_revoke(), ["rt-1", "rt-2"], "{fail}");
+        }
+    }
+
+    /// The revocation endpoint answers 503 or 429 with `Retry-After`, in seconds or as an
+    /// HTTP-date: the queued revocation is not due again before then (ten minutes here,
+    /// where the backoff alone says one); a value that is neither leaves the backoff's minute.
+    #[tokio::test]
+    async fn a_revocation_answered_with_retry_after_is_not_tried_again_before_then() {
+        // NOW is 1970-01-01 00:16:40 GMT.
+        for (status, retry_after, due_in_ms) in [
+            (StatusCode::SERVICE_UNAVAILABLE, "600", 600_000),
+            (StatusCode::TOO_MANY_REQUESTS, "600", 600_000),
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Thu, 01 Jan 1970 00:26:40 GMT",
+                600_000,
+            ),
+            (StatusCode::TOO_MANY_REQUESTS, "soon", 60_000),
+        ] {
+            let provider = FakeProvider::start().await;
+            *provider.revoke_busy.lock().unwrap() = Some((status, retry_after.into()));
+            let (up, store) = upstream(&provider).await;
+            let sealed = up.seal_grant("fam", &grant("rt-1"));
+            store.put_grant("fam", &sealed, FAMILY_END).await.unwrap();
+            end_grant(&up, "fam", NOW).await.unwrap();
+            assert_eq!(provider.asked_to_revoke(), ["rt-1"]);
+            let due_at = |at: i64| {
+                let store = store.clone();
+                async move { store.claim_revocations(at, 0, 10).await.unwrap().len() }
+            };
+            let what = format!("{status} with Retry-After: {retry_after}");
+            assert_eq!(
+                due_at(NOW + due_in_ms - 1).await,
+                0,
+                "{what}: due too early"
+            );
+            assert_eq!(due_at(NOW + due_in_ms).await, 1, "{what}: due then");
         }
     }
 }
