@@ -131,6 +131,9 @@ impl std::error::Error for HttpError {}
 pub enum ProviderError {
     /// Unreachable, timed out or 5xx: 503, try again.
     Unavailable,
+    /// Unavailable (429 or 503), and the provider said when to ask again (`Retry-After`; read
+    /// from the revocation endpoint only, [`revocation::answer_of_status`]).
+    RetryAfter(revocation::RetryAfter),
     /// `invalid_grant`: the grant is gone; the family ends (401).
     InvalidGrant,
     /// Unparsable or unexpected answer, or an OAuth error other than `invalid_grant`: 502.
@@ -699,7 +702,12 @@ impl Upstream {
             .await
             .map_err(|_| ProviderError::Unavailable)?;
         let status = response.status();
-        if let Some(answer) = revocation::answer_of_status(status) {
+        let retry_after = response
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(revocation::RetryAfter::parse);
+        if let Some(answer) = revocation::answer_of_status(status, retry_after) {
             return answer;
         }
         let body: serde_json::Value = response.json().await.unwrap_or_default();
@@ -836,11 +844,14 @@ impl Upstream {
     ) -> Result<Option<Grant>, crate::store::StoreError> {
         // Claimed by this call for a lease: no maintenance loop tries it meanwhile.
         let claimed_until = now_ms.saturating_add(self.revocation_lease_ms());
-        let Some(queued) = self
-            .store
-            .queue_revocation(family_id, claimed_until)
-            .await?
-        else {
+        let queued = match self.store.queue_revocation(family_id, claimed_until).await {
+            Ok(queued) => queued,
+            Err(e) => {
+                self.revoke_stored_now(family_id).await;
+                return Err(e);
+            }
+        };
+        let Some(queued) = queued else {
             return Ok(None);
         };
         // One that cannot be opened stays queued: maintenance drops it with a warning.
@@ -850,6 +861,50 @@ impl Upstream {
         let attempt = revocation::attempt_of(&self.revoke(&grant).await);
         revocation::settle(&*self.store, &queued, 1, attempt, now_ms).await?;
         Ok(Some(grant))
+    }
+
+    /// Best effort, for a grant that no queue row covers because the store failed to keep or
+    /// queue it: one attempt at the provider, now, logged (never the token). A grant the
+    /// provider does not take here stays live there until it expires.
+    pub async fn revoke_unqueued(&self, grant: &Grant) {
+        let attempt = revocation::attempt_of(&self.revoke(grant).await);
+        if attempt == revocation::Attempt::Done {
+            tracing::info!("a provider grant the store could not keep was revoked directly");
+        } else {
+            tracing::warn!(
+                ?attempt,
+                "a provider grant the store could not keep was not revoked: \
+                its refresh token may stay live at the provider"
+            );
+        }
+    }
+
+    /// The store failed to queue the family's grant for revocation (or to record the end
+    /// that comes first): best effort, the grant still stored is revoked at the provider
+    /// directly ([`Self::revoke_unqueued`]). It is left stored, not deleted: a delete could
+    /// drop a grant a racing renewal stored meanwhile, unrevoked. Whatever queues it later
+    /// (purge, once the family expires) revokes it again, which a provider answers as done
+    /// (RFC 7009 §2.2).
+    pub async fn revoke_stored_now(&self, family_id: &str) {
+        let sealed = match self.store.grant(family_id).await {
+            Ok(Some(sealed)) => sealed,
+            // Nothing stored: queued (or revoked) already, or there was none.
+            Ok(None) => return,
+            Err(_) => {
+                tracing::warn!(family = %family_id, "a grant that could not be queued for \
+                    revocation cannot be read either: it stays stored until its family expires");
+                return;
+            }
+        };
+        match self.open_grant(family_id, &sealed) {
+            Some(grant) => {
+                tracing::warn!(family = %family_id,
+                    "a grant could not be queued for revocation: revoking it directly");
+                self.revoke_unqueued(&grant).await;
+            }
+            None => tracing::warn!(family = %family_id,
+                "a grant that could not be queued for revocation cannot be opened"),
+        }
     }
 
     /// Maintenance: try the queued revocations that are due ([`revocation::run_due`]), reading

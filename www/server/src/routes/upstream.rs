@@ -258,7 +258,9 @@ pub async fn callback(
         Ok(grant) => grant,
         Err(e) => {
             let code = match &e {
-                ProviderError::Unavailable => "temporarily_unavailable",
+                ProviderError::Unavailable | ProviderError::RetryAfter(_) => {
+                    "temporarily_unavailable"
+                }
                 ProviderError::InvalidGrant => "invalid_grant",
                 ProviderError::BadIdToken(_) => "invalid_id_token",
                 ProviderError::Malformed(_)
@@ -270,22 +272,33 @@ pub async fn callback(
             return Ok(back_to_app(&pending.return_to, code, &[]));
         }
     };
+    // The provider has issued a grant: if the store cannot keep it, no queue row will ever
+    // cover it, so it is revoked there and then, and the sign-in fails.
     let Opened {
         family,
         refresh_token,
         capped,
-    } = session::open_family(&state, &grant.sub, now).await?;
-    note_access_token(&up, &family.id, &grant).await?;
-    up.store
-        .put_grant(
-            &family.id,
-            &up.seal_grant(&family.id, &grant),
-            family.expires_at_ms,
-        )
-        .await?;
-    for id in &capped {
-        end_grant(&up, id, now).await?;
+    } = match session::open_family(&state, &grant.sub, now).await {
+        Ok(opened) => opened,
+        Err(e) => {
+            up.revoke_unqueued(&grant).await;
+            return Err(e);
+        }
+    };
+    let stored = store_grant(&up, &family, &grant).await;
+    if stored.is_err() {
+        up.revoke_unqueued(&grant).await;
     }
+    // The families over the cap are ended on our side already. Ending their grants may fail
+    // (each then falls back to a direct revocation): that is logged, not made this sign-in's
+    // failure, which would strand its new grant under a family whose cookie is never sent.
+    for id in &capped {
+        if let Err(e) = end_grant(&up, id, now).await {
+            tracing::warn!(family = %id, error = ?e,
+                "the grant of a family ended by the per-user cap could not be queued for revocation");
+        }
+    }
+    stored?;
     bump(&state.metrics.counters.logins_served);
     tracing::info!(family = %family.id, "upstream session started");
     let max_age = session::family_remaining_s(family.expires_at_ms, now);
@@ -293,6 +306,19 @@ pub async fn callback(
         &pending.return_to,
         &[refresh_cookie(&refresh_token, max_age)],
     ))
+}
+
+/// Keep a new family's grant: its access token noted ([`note_access_token`]), then the grant.
+async fn store_grant(
+    up: &Upstream,
+    family: &Family,
+    grant: &Grant,
+) -> Result<(), crate::store::StoreError> {
+    note_access_token(up, &family.id, grant).await?;
+    let sealed = up.seal_grant(&family.id, grant);
+    up.store
+        .put_grant(&family.id, &sealed, family.expires_at_ms)
+        .await
 }
 
 fn token_response(state: &AppState, grant: &Grant, now_ms: i64, cookie: HeaderValue) -> Response {
@@ -739,7 +765,7 @@ async fn refresh_response(
             // The cookie just rotated is ours: clearing it is safe.
             Ok(invalid_grant())
         }
-        Err(ProviderError::Unavailable) => {
+        Err(ProviderError::Unavailable | ProviderError::RetryAfter(_)) => {
             tracing::warn!(family = %family.id, "provider unavailable during refresh");
             Ok(provider_failure(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -829,17 +855,31 @@ mod noted_until_tests {
 /// request did not see (a renewal racing an end stored it), so it is not deleted but queued
 /// for revocation (due at once, for maintenance): a rotated provider refresh token is never
 /// dropped unrevoked.
+///
+/// If the store fails to record the end or to queue the grant, the grant still stored is
+/// revoked at the provider directly ([`Upstream::revoke_stored_now`]).
 async fn forget_grant(up: &Upstream, family_id: &str, now_ms: i64) -> Result<(), AppError> {
-    up.store.end_access_tokens(family_id, now_ms).await?;
-    up.store.queue_revocation(family_id, now_ms).await?;
+    let queued = match up.store.end_access_tokens(family_id, now_ms).await {
+        Ok(()) => up.store.queue_revocation(family_id, now_ms).await,
+        Err(e) => Err(e),
+    };
+    if let Err(e) = queued {
+        up.revoke_stored_now(family_id).await;
+        return Err(e.into());
+    }
     Ok(())
 }
 
 /// The family ended (logout, reuse, the per-user cap): its provider access tokens are
 /// refused from now on, and its grant is revoked at the provider — at once, or by maintenance
-/// once the provider answers again ([`Upstream::revoke_grant`]).
+/// once the provider answers again ([`Upstream::revoke_grant`]). If the store fails to record
+/// the end or to queue the grant, the grant still stored is revoked at the provider directly
+/// ([`Upstream::revoke_stored_now`]).
 async fn end_grant(up: &Upstream, family_id: &str, now_ms: i64) -> Result<Option<Grant>, AppError> {
-    up.store.end_access_tokens(family_id, now_ms).await?;
+    if let Err(e) = up.store.end_access_tokens(family_id, now_ms).await {
+        up.revoke_stored_now(family_id).await;
+        return Err(e.into());
+    }
     Ok(up.revoke_grant(family_id, now_ms).await?)
 }
 
@@ -996,9 +1036,11 @@ mod tests {
     const FAMILY_END: i64 = NOW + 86_400_000;
 
     /// A provider on a local port whose token endpoint answers a refresh only once the test
-    /// releases it (after telling the test that the request arrived), and whose revocation
-    /// endpoint is down (so that what is revoked stays in the queue to be looked at); it
-    /// remembers the refresh tokens it was asked to revoke.
+    /// releases it (after telling the test that the request arrived), and a code exchange at
+    /// once (refresh token `rt-signin`, an ID token for `alice` whose nonce is the code: the
+    /// test chooses both), and whose revocation endpoint is down (so that what is revoked
+    /// stays in the queue to be looked at); it remembers the refresh tokens it was asked to
+    /// revoke.
     struct FakeProvider {
         issuer: String,
         arrived: Arc<Notify>,
@@ -1008,6 +1050,32 @@ mod tests {
         hold_rt1: Arc<std::sync::atomic::AtomicBool>,
         revoke_arrived: Arc<Notify>,
         revoke_release: Arc<Notify>,
+        /// When set, a revocation is answered with this status and `Retry-After` value.
+        revoke_busy: Arc<Mutex<Option<(StatusCode, String)>>>,
+    }
+
+    /// The provider's ID-token signing key.
+    fn id_token_key() -> p256::ecdsa::SigningKey {
+        p256::ecdsa::SigningKey::from_slice(&[7; 32]).unwrap()
+    }
+
+    fn id_token_jwks() -> serde_json::Value {
+        let point = id_token_key().verifying_key().to_encoded_point(false);
+        let b = |v: &[u8]| URL_SAFE_NO_PAD.encode(v);
+        json!({ "keys": [{"kty": "EC", "crv": "P-256", "use": "sig", "alg": "ES256",
+            "kid": "k1", "x": b(point.x().unwrap()), "y": b(point.y().unwrap())}] })
+    }
+
+    /// An ID token for `alice`, issued at `NOW` to `client`.
+    fn id_token(issuer: &str, nonce: &str) -> String {
+        use p256::ecdsa::signature::Signer as _;
+        let b = |v: serde_json::Value| URL_SAFE_NO_PAD.encode(v.to_string());
+        let claims = json!({"iss": issuer, "aud": "client", "sub": "alice", "nonce": nonce,
+            "iat": NOW / 1000, "exp": 4_000_000_000_i64});
+        let header = json!({"alg": "ES256", "typ": "JWT", "kid": "k1"});
+        let input = format!("{}.{}", b(header), b(claims));
+        let sig: p256::ecdsa::Signature = id_token_key().sign(input.as_bytes());
+        format!("{input}.{}", URL_SAFE_NO_PAD.encode(sig.to_bytes()))
     }
 
     fn form_value(body: &str, name: &str) -> String {
@@ -1034,6 +1102,7 @@ mod tests {
                 "id_token_signing_alg_values_supported": ["ES256"],
             });
             let (a, r, asked) = (arrived.clone(), release.clone(), asked_to_revoke.clone());
+            let iss = issuer.clone();
             let hold_rt1 = Arc::new(std::sync::atomic::AtomicBool::new(false));
             let (revoke_arrived, revoke_release) =
                 (Arc::new(Notify::new()), Arc::new(Notify::new()));
@@ -1042,15 +1111,26 @@ mod tests {
                 revoke_arrived.clone(),
                 revoke_release.clone(),
             );
+            let revoke_busy = Arc::new(Mutex::new(None::<(StatusCode, String)>));
+            let busy = revoke_busy.clone();
             let router = Router::new()
                 .route(
                     "/.well-known/openid-configuration",
                     get(move || async move { Json(metadata) }),
                 )
-                .route("/jwks", get(|| async { Json(json!({ "keys": [] })) }))
+                .route("/jwks", get(|| async { Json(id_token_jwks()) }))
                 .route(
                     "/token",
                     post(move |body: String| async move {
+                        if form_value(&body, "grant_type") == "authorization_code" {
+                            return Json(json!({
+                                "access_token": "at-signin",
+                                "token_type": "Bearer",
+                                "expires_in": 60,
+                                "refresh_token": "rt-signin",
+                                "id_token": id_token(&iss, &form_value(&body, "code")),
+                            }));
+                        }
                         let old = form_value(&body, "refresh_token");
                         a.notify_one();
                         r.notified().await;
@@ -1070,9 +1150,12 @@ mod tests {
                         if token == "rt-1" && h1.load(std::sync::atomic::Ordering::SeqCst) {
                             ra.notify_one();
                             rr.notified().await;
-                            return StatusCode::OK;
+                            return StatusCode::OK.into_response();
                         }
-                        StatusCode::SERVICE_UNAVAILABLE
+                        if let Some((status, retry_after)) = busy.lock().unwrap().clone() {
+                            return (status, [(header::RETRY_AFTER, retry_after)]).into_response();
+                        }
+                        StatusCode::SERVICE_UNAVAILABLE.into_response()
                     }),
                 );
             tokio::spawn(async move { axum::serve(listener, router).await });
@@ -1084,6 +1167,7 @@ mod tests {
                 hold_rt1,
                 revoke_arrived,
                 revoke_release,
+                revoke_busy,
             }
         }
 
@@ -1437,5 +1521,302 @@ mod tests {
         };
         let answer = access_for(&state, &up, &other, None).await.unwrap();
         assert_eq!(answer.err(), Some(ProviderError::InvalidGrant));
+    }
+
+    /// A store whose call named `fail` fails (the database went away at that moment); every
+    /// other call reaches `inner`.
+    struct FailingStore {
+        inner: Arc<MemoryStore>,
+        fail: &'static str,
+    }
+
+    impl FailingStore {
+        fn call(&self, name: &str) -> Result<(), crate::store::StoreError> {
+            if name == self.fail {
+                return Err(crate::store::StoreError(format!("{name}: connection lost")));
+            }
+            Ok(())
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl UpstreamStore for FailingStore {
+        async fn put_pending(
+            &self,
+            key: &crate::tokens::TokenHash,
+            sealed: &[u8],
+            e: i64,
+        ) -> Result<(), crate::store::StoreError> {
+            self.call("put_pending")?;
+            self.inner.put_pending(key, sealed, e).await
+        }
+        async fn take_pending(
+            &self,
+            key: &crate::tokens::TokenHash,
+            now: i64,
+        ) -> Result<Option<Vec<u8>>, crate::store::StoreError> {
+            self.call("take_pending")?;
+            self.inner.take_pending(key, now).await
+        }
+        async fn put_grant(
+            &self,
+            f: &str,
+            s: &[u8],
+            e: i64,
+        ) -> Result<(), crate::store::StoreError> {
+            self.call("put_grant")?;
+            self.inner.put_grant(f, s, e).await
+        }
+        async fn grant(&self, f: &str) -> Result<Option<Vec<u8>>, crate::store::StoreError> {
+            self.call("grant")?;
+            self.inner.grant(f).await
+        }
+        async fn delete_grant(&self, f: &str) -> Result<(), crate::store::StoreError> {
+            self.call("delete_grant")?;
+            self.inner.delete_grant(f).await
+        }
+        async fn try_lease(
+            &self,
+            f: &str,
+            h: &str,
+            n: i64,
+            t: i64,
+        ) -> Result<bool, crate::store::StoreError> {
+            self.call("try_lease")?;
+            self.inner.try_lease(f, h, n, t).await
+        }
+        async fn release_lease(&self, f: &str, h: &str) -> Result<(), crate::store::StoreError> {
+            self.call("release_lease")?;
+            self.inner.release_lease(f, h).await
+        }
+        async fn note_access_token(
+            &self,
+            f: &str,
+            h: &crate::tokens::TokenHash,
+            e: i64,
+        ) -> Result<(), crate::store::StoreError> {
+            self.call("note_access_token")?;
+            self.inner.note_access_token(f, h, e).await
+        }
+        async fn end_access_tokens(&self, f: &str, n: i64) -> Result<(), crate::store::StoreError> {
+            self.call("end_access_tokens")?;
+            self.inner.end_access_tokens(f, n).await
+        }
+        async fn access_token_ended(
+            &self,
+            h: &crate::tokens::TokenHash,
+        ) -> Result<bool, crate::store::StoreError> {
+            self.call("access_token_ended")?;
+            self.inner.access_token_ended(h).await
+        }
+        async fn family_ended(&self, f: &str) -> Result<bool, crate::store::StoreError> {
+            self.call("family_ended")?;
+            self.inner.family_ended(f).await
+        }
+        async fn queue_revocation(
+            &self,
+            f: &str,
+            n: i64,
+        ) -> Result<Option<crate::store::QueuedRevocation>, crate::store::StoreError> {
+            self.call("queue_revocation")?;
+            self.inner.queue_revocation(f, n).await
+        }
+        async fn claim_revocations(
+            &self,
+            n: i64,
+            l: i64,
+            lim: usize,
+        ) -> Result<Vec<crate::store::QueuedRevocation>, crate::store::StoreError> {
+            self.call("claim_revocations")?;
+            self.inner.claim_revocations(n, l, lim).await
+        }
+        async fn retry_revocation(
+            &self,
+            id: i64,
+            a: u32,
+            n: i64,
+        ) -> Result<(), crate::store::StoreError> {
+            self.call("retry_revocation")?;
+            self.inner.retry_revocation(id, a, n).await
+        }
+        async fn drop_revocation(&self, id: i64) -> Result<(), crate::store::StoreError> {
+            self.call("drop_revocation")?;
+            self.inner.drop_revocation(id).await
+        }
+        async fn give_up_revocations(&self, b: i64) -> Result<u64, crate::store::StoreError> {
+            self.call("give_up_revocations")?;
+            self.inner.give_up_revocations(b).await
+        }
+        async fn purge_upstream(&self, b: i64) -> Result<u64, crate::store::StoreError> {
+            self.call("purge_upstream")?;
+            self.inner.purge_upstream(b).await
+        }
+    }
+
+    /// A server in upstream mode whose upstream store fails `fail`, one family per user at
+    /// most (the cap); the families are kept in the same memory store.
+    async fn failing_at(
+        provider: &FakeProvider,
+        fail: &'static str,
+    ) -> (AppState, Arc<Upstream>, Arc<MemoryStore>) {
+        let inner = Arc::new(MemoryStore::new());
+        let store = Arc::new(FailingStore {
+            inner: inner.clone(),
+            fail,
+        });
+        let up = Upstream::connect(config_for(provider), store, NOW)
+            .await
+            .unwrap();
+        let config = crate::Config {
+            max_families_per_user: 1,
+            ..crate::Config::default()
+        };
+        let state = AppState::new(
+            &config,
+            crate::keys::KeySet::generate(),
+            inner.clone(),
+            Arc::new(crate::clock::ManualClock::new(NOW)),
+        );
+        assert!(state.upstream.set(up.clone()).is_ok());
+        (state, up, inner)
+    }
+
+    /// The provider's redirect back to `/auth/callback` with a code, in the browser that
+    /// started the sign-in (its pending login stored, its binding cookie sent).
+    async fn callback_with_a_code(state: &AppState, up: &Upstream) -> Result<Response, AppError> {
+        let binding = random_id(32);
+        let pending = Pending {
+            binding: binding_hash(&binding),
+            verifier: "v".repeat(43),
+            nonce: "n-1".into(),
+            return_to: "http://127.0.0.1/app".into(),
+            expires_at_ms: NOW + PENDING_TTL_MS,
+        };
+        let sealed = up
+            .key
+            .seal(PENDING_CONTEXT, &serde_json::to_vec(&pending).unwrap());
+        up.store
+            .put_pending(
+                &hash_refresh_token("state-1"),
+                &sealed,
+                pending.expires_at_ms,
+            )
+            .await
+            .unwrap();
+        let mut headers = HeaderMap::new();
+        let cookie = format!("{LOGIN_COOKIE}={binding}");
+        headers.insert(header::COOKIE, HeaderValue::from_str(&cookie).unwrap());
+        // The fake provider's ID token carries the code as its nonce.
+        let uri: Uri = "/auth/callback?state=state-1&code=n-1".parse().unwrap();
+        callback(State(state.clone()), uri, headers).await
+    }
+
+    /// The refresh tokens of every grant still stored (purged into the queue to be read).
+    async fn stored_refresh_tokens(up: &Upstream, store: &MemoryStore) -> Vec<String> {
+        store.purge_upstream(FAMILY_END * 2).await.unwrap();
+        let mut tokens = queued_refresh_tokens(up, store).await;
+        tokens.sort();
+        tokens
+    }
+
+    /// The provider has issued a grant, and the store fails to keep it: the sign-in fails,
+    /// and the grant's refresh token is revoked at the provider there and then (no queue row
+    /// would ever cover it).
+    #[tokio::test]
+    async fn a_sign_in_whose_grant_cannot_be_stored_has_it_revoked_at_the_provider() {
+        let provider = FakeProvider::start().await;
+        let (state, up, _) = failing_at(&provider, "put_grant").await;
+        let answer = callback_with_a_code(&state, &up).await;
+        assert!(answer.is_err(), "the sign-in fails");
+        assert_eq!(provider.asked_to_revoke(), ["rt-signin"]);
+    }
+
+    /// A sign-in over the per-user cap ends the user's oldest family, whose grant the store
+    /// then fails to queue: the sign-in still succeeds (failing it stranded its new grant,
+    /// stored under a family whose cookie never reached the browser), and the capped
+    /// family's grant is revoked at the provider directly.
+    #[tokio::test]
+    async fn a_sign_in_over_the_cap_succeeds_when_the_oldest_familys_grant_cannot_be_queued() {
+        let provider = FakeProvider::start().await;
+        let (state, up, inner) = failing_at(&provider, "queue_revocation").await;
+        let oldest = session::open_family(&state, "alice", NOW - 1_000)
+            .await
+            .unwrap()
+            .family;
+        let sealed = up.seal_grant(&oldest.id, &grant("rt-old"));
+        inner
+            .put_grant(&oldest.id, &sealed, oldest.expires_at_ms)
+            .await
+            .unwrap();
+        let answer = callback_with_a_code(&state, &up)
+            .await
+            .expect("the sign-in succeeds");
+        assert_eq!(answer.status(), StatusCode::SEE_OTHER);
+        assert!(answer.headers().contains_key(header::SET_COOKIE));
+        assert_eq!(
+            provider.asked_to_revoke(),
+            ["rt-old"],
+            "the capped family's grant, not the new one"
+        );
+        assert_eq!(
+            stored_refresh_tokens(&up, &inner).await,
+            ["rt-old", "rt-signin"],
+            "the new grant is kept (and the old one until its family expires)"
+        );
+    }
+
+    /// A family ends (logout, reuse, the cap; or the provider refused its grant:
+    /// `forget_grant`) and the store fails to queue its grant, or to record the end: the
+    /// grant, still stored, is revoked at the provider directly.
+    #[tokio::test]
+    async fn a_grant_that_cannot_be_queued_when_its_family_ends_is_revoked_at_the_provider() {
+        for fail in ["queue_revocation", "end_access_tokens"] {
+            let provider = FakeProvider::start().await;
+            let (_, up, inner) = failing_at(&provider, fail).await;
+            for (family, rt) in [("ended", "rt-1"), ("refused", "rt-2")] {
+                let sealed = up.seal_grant(family, &grant(rt));
+                inner.put_grant(family, &sealed, FAMILY_END).await.unwrap();
+            }
+            assert!(end_grant(&up, "ended", NOW).await.is_err(), "{fail}");
+            assert!(forget_grant(&up, "refused", NOW).await.is_err(), "{fail}");
+            assert_eq!(provider.asked_to_revoke(), ["rt-1", "rt-2"], "{fail}");
+        }
+    }
+
+    /// The revocation endpoint answers 503 or 429 with `Retry-After`, in seconds or as an
+    /// HTTP-date: the queued revocation is not due again before then (ten minutes here,
+    /// where the backoff alone says one); a value that is neither leaves the backoff's minute.
+    #[tokio::test]
+    async fn a_revocation_answered_with_retry_after_is_not_tried_again_before_then() {
+        // NOW is 1970-01-01 00:16:40 GMT.
+        for (status, retry_after, due_in_ms) in [
+            (StatusCode::SERVICE_UNAVAILABLE, "600", 600_000),
+            (StatusCode::TOO_MANY_REQUESTS, "600", 600_000),
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Thu, 01 Jan 1970 00:26:40 GMT",
+                600_000,
+            ),
+            (StatusCode::TOO_MANY_REQUESTS, "soon", 60_000),
+        ] {
+            let provider = FakeProvider::start().await;
+            *provider.revoke_busy.lock().unwrap() = Some((status, retry_after.into()));
+            let (up, store) = upstream(&provider).await;
+            let sealed = up.seal_grant("fam", &grant("rt-1"));
+            store.put_grant("fam", &sealed, FAMILY_END).await.unwrap();
+            end_grant(&up, "fam", NOW).await.unwrap();
+            assert_eq!(provider.asked_to_revoke(), ["rt-1"]);
+            let due_at = |at: i64| {
+                let store = store.clone();
+                async move { store.claim_revocations(at, 0, 10).await.unwrap().len() }
+            };
+            let what = format!("{status} with Retry-After: {retry_after}");
+            assert_eq!(
+                due_at(NOW + due_in_ms - 1).await,
+                0,
+                "{what}: due too early"
+            );
+            assert_eq!(due_at(NOW + due_in_ms).await, 1, "{what}: due then");
+        }
     }
 }

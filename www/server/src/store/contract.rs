@@ -459,6 +459,7 @@ pub async fn upstream_run_all(a: &dyn UpstreamStore, b: &dyn UpstreamStore) {
     purge_queues_the_revocation_of_an_expired_grant(a, b).await;
     revocations_queued_before_a_cut_off_are_given_up_tried_or_not(a, b).await;
     a_familys_end_is_known_to_every_handle_without_any_noted_token(a, b).await;
+    two_handles_claiming_at_the_same_moment_take_each_revocation_once(a, b).await;
 }
 
 /// A pending login is taken once, by either handle, and never after it expired.
@@ -766,4 +767,49 @@ pub async fn a_familys_end_is_known_to_every_handle_without_any_noted_token(
     );
     ok(b.purge_upstream(50_001)).await;
     assert!(!ok(a.family_ended("fam-opaque")).await, "purged");
+}
+
+/// Two handles (two instances' maintenance) claim the queue at the same moment, again and
+/// again, until it is empty: every queued revocation is claimed exactly once. The claims'
+/// lease outlasts the test, so a row claimed twice was taken by both while the other's
+/// lease held, and a row never claimed was lost.
+pub async fn two_handles_claiming_at_the_same_moment_take_each_revocation_once(
+    a: &dyn UpstreamStore,
+    b: &dyn UpstreamStore,
+) {
+    use std::collections::BTreeSet;
+    const ROWS: usize = 50;
+    const LEASE_MS: i64 = 1_000_000;
+    let mut queued = BTreeSet::new();
+    for i in 0..ROWS {
+        let family_id = format!("race-{i}");
+        ok(a.put_grant(&family_id, b"s", 50_000)).await;
+        let row = ok(a.queue_revocation(&family_id, 1_000)).await;
+        queued.insert(row.map(|q| q.id).expect("a grant to queue"));
+    }
+    let mut claimed = Vec::new();
+    // Small batches: many rounds, each a race; one handle may come back empty while the
+    // other's claim has the last rows.
+    for round in 0.. {
+        assert!(round <= ROWS, "the queue never emptied: {claimed:?}");
+        let (x, y) = tokio::join!(
+            a.claim_revocations(2_000, LEASE_MS, 2),
+            b.claim_revocations(2_000, LEASE_MS, 2)
+        );
+        let (x, y) = (x.expect("claim by a"), y.expect("claim by b"));
+        if x.is_empty() && y.is_empty() {
+            break;
+        }
+        claimed.extend(x.iter().chain(&y).map(|q| q.id));
+    }
+    let once: BTreeSet<i64> = claimed.iter().copied().collect();
+    assert_eq!(
+        once.len(),
+        claimed.len(),
+        "a row claimed by both handles: {claimed:?}"
+    );
+    assert_eq!(once, queued, "every queued row claimed, none lost");
+    for id in queued {
+        ok(a.drop_revocation(id)).await;
+    }
 }

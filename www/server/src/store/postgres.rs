@@ -1366,6 +1366,21 @@ pub(crate) mod tests {
         assert_eq!(stats.families_with_one_live_token, 20);
     }
 
+    /// Two instances' maintenance claiming the revocation queue at the same moment (the two
+    /// pools' connections driven on threads of their own), several times over: each row is
+    /// claimed once.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn pg_two_pools_claiming_revocations_at_once_take_each_row_once() {
+        use crate::store::contract::two_handles_claiming_at_the_same_moment_take_each_revocation_once as race;
+        let Some(url) = database_url("two pools claiming the revocation queue at once") else {
+            return;
+        };
+        let (a, b) = fresh_pair(&url).await;
+        for _ in 0..5 {
+            race(&a, &b).await;
+        }
+    }
+
     /// UPDATE … RETURNING keeps no order: the claimed rows come back sorted by due time.
     #[tokio::test]
     async fn pg_claim_returns_the_revocations_it_took_longest_due_first() {

@@ -3,7 +3,8 @@
 //! if the provider is down at that moment. The grant moves, sealed as it was stored, to the
 //! store's queue ([`crate::store::UpstreamStore::queue_revocation`]); logout tries it at once,
 //! and the maintenance task ([`crate::session::maintain`]) tries what is due again with
-//! backoff ([`retry_in_ms`]) until the provider takes it, or gives up after [`MAX_ATTEMPTS`]
+//! backoff ([`retry_in_ms`]; later if the provider asks so with `Retry-After`,
+//! [`next_attempt_at`]) until the provider takes it, or gives up after [`MAX_ATTEMPTS`]
 //! or [`GIVE_UP_AFTER_MS`] in the queue, whichever comes first, with a warning. The age bound
 //! holds whatever the queue's length: a pass stops at the first revocation the provider does
 //! not answer, so with the provider down most rows are not tried at all, and they go by age. A claim in the store (a lease; `FOR UPDATE SKIP LOCKED` on PostgreSQL) keeps
@@ -13,6 +14,7 @@
 //! call is passed in, so the queue is tested with a fake provider and the injected clock.
 
 use std::future::Future;
+use std::time::UNIX_EPOCH;
 
 use super::{Grant, ProviderError};
 use crate::store::{QueuedRevocation, StoreError, UpstreamStore};
@@ -42,16 +44,74 @@ pub fn retry_in_ms(attempts: u32) -> Option<i64> {
     Some((FIRST_RETRY_MS << doublings).min(LONGEST_RETRY_MS))
 }
 
+/// When the provider asked to be tried again (`Retry-After`, RFC 9110 §10.2.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RetryAfter {
+    /// `delay-seconds`.
+    Seconds(u64),
+    /// An `HTTP-date`, as epoch ms.
+    At(i64),
+}
+
+impl RetryAfter {
+    /// A `Retry-After` value: delay-seconds or an HTTP-date (any of its three forms);
+    /// `None` for anything else.
+    pub fn parse(value: &str) -> Option<Self> {
+        let value = value.trim();
+        if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
+            // More digits than a u64 holds is "very long" (capped by the caller anyway).
+            return Some(Self::Seconds(value.parse().unwrap_or(u64::MAX)));
+        }
+        let at = httpdate::parse_http_date(value).ok()?;
+        let ms = at
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+        Some(Self::At(ms))
+    }
+
+    /// How long from `now_ms` it asks to wait (0 for a date that has passed).
+    pub fn wait_ms(self, now_ms: i64) -> i64 {
+        match self {
+            Self::Seconds(s) => i64::try_from(s).unwrap_or(i64::MAX).saturating_mul(1000),
+            Self::At(at_ms) => at_ms.saturating_sub(now_ms).max(0),
+        }
+    }
+}
+
+// The cap on what `Retry-After` may ask stays below the age bound.
+const _: () = assert!(LONGEST_RETRY_MS < GIVE_UP_AFTER_MS);
+
+/// When to try again after attempt number `attempts` failed at `now_ms`, or `None` to give
+/// up: after the backoff ([`retry_in_ms`]), or later if the provider asked so
+/// (`retry_after`), but never more than [`LONGEST_RETRY_MS`] away, the backoff's own longest
+/// wait: a provider asking for days is still tried within the hour, so a row is given up by
+/// [`MAX_ATTEMPTS`] or [`GIVE_UP_AFTER_MS`] as before, never kept waiting past them.
+pub fn next_attempt_at(attempts: u32, retry_after: Option<RetryAfter>, now_ms: i64) -> Option<i64> {
+    let backoff = retry_in_ms(attempts)?;
+    let asked = retry_after.map_or(0, |r| r.wait_ms(now_ms).min(LONGEST_RETRY_MS));
+    Some(now_ms.saturating_add(backoff.max(asked)))
+}
+
 /// What the revocation endpoint's status alone says (RFC 7009 §2.2): 2xx revoked; 429 (the
 /// provider rate-limits us, RFC 6585) and 5xx (RFC 7009 §2.2.1: 503, try later) no answer for
-/// now ([`ProviderError::Unavailable`]: backed off, and the pass ends); `None` for another 4xx,
-/// whose body says more ([`answer_of_refusal`]). `Retry-After` is not read: the backoff's
-/// first wait is already a minute.
-pub fn answer_of_status(status: reqwest::StatusCode) -> Option<Result<bool, ProviderError>> {
+/// now ([`ProviderError::Unavailable`]: backed off, and the pass ends), with the answer's
+/// `Retry-After` for a 429 or a 503 ([`ProviderError::RetryAfter`], [`next_attempt_at`]);
+/// `None` for another 4xx, whose body says more ([`answer_of_refusal`]).
+pub fn answer_of_status(
+    status: reqwest::StatusCode,
+    retry_after: Option<RetryAfter>,
+) -> Option<Result<bool, ProviderError>> {
+    use reqwest::StatusCode as S;
     if status.is_success() {
         Some(Ok(true))
-    } else if status.is_server_error() || status == reqwest::StatusCode::TOO_MANY_REQUESTS {
-        Some(Err(ProviderError::Unavailable))
+    } else if status.is_server_error() || status == S::TOO_MANY_REQUESTS {
+        // `Retry-After` means "come back then" on a 429 (RFC 6585 §4) and a 503 (RFC 9110
+        // §15.6.4); on another 5xx it is not defined, and the backoff alone decides.
+        let defined = matches!(status, S::TOO_MANY_REQUESTS | S::SERVICE_UNAVAILABLE);
+        Some(Err(match retry_after.filter(|_| defined) {
+            Some(asked) => ProviderError::RetryAfter(asked),
+            None => ProviderError::Unavailable,
+        }))
     } else {
         None
     }
@@ -78,9 +138,10 @@ pub enum Attempt {
     /// Revoked; or nothing to revoke (no refresh token, no revocation endpoint), or the
     /// provider says the token is no grant (`invalid_grant`: dead already).
     Done,
-    /// No answer (unreachable, timed out, 5xx, 429): try again later, and the rest of the
-    /// pass waits for the next one.
-    Unavailable,
+    /// No answer (unreachable, timed out, 5xx, 429): try again later (not before the
+    /// provider's `Retry-After`, if it gave one), and the rest of the pass waits for the
+    /// next one.
+    Unavailable(Option<RetryAfter>),
     /// Refused otherwise (a 4xx besides 429 and `invalid_grant`): try again later.
     Refused,
 }
@@ -89,14 +150,15 @@ pub enum Attempt {
 pub fn attempt_of(answer: &Result<bool, ProviderError>) -> Attempt {
     match answer {
         Ok(_) | Err(ProviderError::InvalidGrant) => Attempt::Done,
-        Err(ProviderError::Unavailable) => Attempt::Unavailable,
+        Err(ProviderError::Unavailable) => Attempt::Unavailable(None),
+        Err(ProviderError::RetryAfter(asked)) => Attempt::Unavailable(Some(*asked)),
         Err(_) => Attempt::Refused,
     }
 }
 
 /// Record attempt number `attempts` (1 = the first) of the queued revocation `queued` (its
 /// own row: another grant of the family queued meanwhile is not touched): done → off the
-/// queue; failed → due again after [`retry_in_ms`], or off the queue with a warning once it
+/// queue; failed → due again at [`next_attempt_at`], or off the queue with a warning once it
 /// gives up.
 pub async fn settle(
     store: &dyn UpstreamStore,
@@ -109,12 +171,17 @@ pub async fn settle(
     if attempt == Attempt::Done {
         return store.drop_revocation(queued.id).await;
     }
-    match retry_in_ms(attempts) {
-        Some(wait_ms) => {
-            tracing::warn!(family = %family_id, attempts, retry_in_s = wait_ms / 1000, ?attempt,
+    let retry_after = match attempt {
+        Attempt::Unavailable(asked) => asked,
+        Attempt::Done | Attempt::Refused => None,
+    };
+    match next_attempt_at(attempts, retry_after, now_ms) {
+        Some(next_at_ms) => {
+            let retry_in_s = next_at_ms.saturating_sub(now_ms) / 1000;
+            tracing::warn!(family = %family_id, attempts, retry_in_s, ?attempt,
                 "provider revocation failed; it stays queued");
             store
-                .retry_revocation(queued.id, attempts, now_ms.saturating_add(wait_ms))
+                .retry_revocation(queued.id, attempts, next_at_ms)
                 .await
         }
         None => {
@@ -189,7 +256,7 @@ where
         settle(store, &queued, queued.attempts + 1, attempt, now()).await?;
         match attempt {
             Attempt::Done => pass.done += 1,
-            Attempt::Unavailable => {
+            Attempt::Unavailable(_) => {
                 pass.failed += 1;
                 break;
             }
@@ -312,7 +379,7 @@ mod tests {
         assert_eq!(attempt_of(&Err(ProviderError::InvalidGrant)), Attempt::Done);
         assert_eq!(
             attempt_of(&Err(ProviderError::Unavailable)),
-            Attempt::Unavailable
+            Attempt::Unavailable(None)
         );
         assert_eq!(
             attempt_of(&Err(ProviderError::Malformed("401".into()))),
@@ -325,18 +392,21 @@ mod tests {
         use reqwest::StatusCode as S;
         let of = |status: S, error: Option<&str>| {
             attempt_of(
-                &answer_of_status(status).unwrap_or_else(|| answer_of_refusal(status, error)),
+                &answer_of_status(status, None).unwrap_or_else(|| answer_of_refusal(status, error)),
             )
         };
         assert_eq!(of(S::OK, None), Attempt::Done);
-        assert_eq!(of(S::TOO_MANY_REQUESTS, None), Attempt::Unavailable);
+        assert_eq!(of(S::TOO_MANY_REQUESTS, None), Attempt::Unavailable(None));
         assert_eq!(
             of(S::TOO_MANY_REQUESTS, Some("invalid_grant")),
-            Attempt::Unavailable,
+            Attempt::Unavailable(None),
             "a 429's body is not read"
         );
-        assert_eq!(of(S::SERVICE_UNAVAILABLE, None), Attempt::Unavailable);
-        assert_eq!(of(S::INTERNAL_SERVER_ERROR, None), Attempt::Unavailable);
+        assert_eq!(of(S::SERVICE_UNAVAILABLE, None), Attempt::Unavailable(None));
+        assert_eq!(
+            of(S::INTERNAL_SERVER_ERROR, None),
+            Attempt::Unavailable(None)
+        );
         assert_eq!(of(S::BAD_REQUEST, Some("invalid_grant")), Attempt::Done);
         assert_eq!(
             of(S::BAD_REQUEST, Some("invalid_request")),
@@ -347,6 +417,83 @@ mod tests {
             Attempt::Refused
         );
         assert_eq!(of(S::FORBIDDEN, None), Attempt::Refused);
+    }
+
+    #[test]
+    fn retry_after_is_read_in_seconds_or_as_an_http_date_and_nothing_else() {
+        assert_eq!(RetryAfter::parse("120"), Some(RetryAfter::Seconds(120)));
+        assert_eq!(RetryAfter::parse(" 0 "), Some(RetryAfter::Seconds(0)));
+        assert_eq!(
+            RetryAfter::parse("99999999999999999999999"),
+            Some(RetryAfter::Seconds(u64::MAX))
+        );
+        // IMF-fixdate and the two obsolete forms a recipient accepts (RFC 9110 §5.6.7).
+        for date in [
+            "Sun, 06 Nov 1994 08:49:37 GMT",
+            "Sunday, 06-Nov-94 08:49:37 GMT",
+            "Sun Nov  6 08:49:37 1994",
+        ] {
+            assert_eq!(
+                RetryAfter::parse(date),
+                Some(RetryAfter::At(784_111_777_000)),
+                "{date}"
+            );
+        }
+        for garbage in ["", "soon", "-5", "1.5", "120s", "Sun, 06 Nov 1994", "0x10"] {
+            assert_eq!(RetryAfter::parse(garbage), None, "{garbage:?}");
+        }
+    }
+
+    #[test]
+    fn the_next_attempt_waits_for_retry_after_but_never_longer_than_the_longest_backoff() {
+        let now = 1_000_000; // 1970-01-01 00:16:40 GMT
+        let wait = |attempts, asked: &str| {
+            next_attempt_at(attempts, RetryAfter::parse(asked), now).map(|at| at - now)
+        };
+        assert_eq!(wait(1, ""), Some(FIRST_RETRY_MS), "none: the backoff");
+        assert_eq!(
+            wait(1, "600"),
+            Some(600_000),
+            "later than the backoff: as asked"
+        );
+        assert_eq!(
+            wait(1, "Thu, 01 Jan 1970 00:26:40 GMT"),
+            Some(600_000),
+            "a date ten minutes on"
+        );
+        assert_eq!(
+            wait(1, "soon"),
+            Some(FIRST_RETRY_MS),
+            "garbage: the backoff"
+        );
+        assert_eq!(
+            wait(3, "10"),
+            Some(240_000),
+            "sooner than the backoff: the backoff"
+        );
+        assert_eq!(
+            wait(1, "Thu, 01 Jan 1970 00:00:00 GMT"),
+            Some(FIRST_RETRY_MS),
+            "a date gone by: the backoff"
+        );
+        assert_eq!(wait(1, "86400"), Some(LONGEST_RETRY_MS), "a day: capped");
+        assert_eq!(
+            wait(1, "Fri, 01 Jan 2100 00:00:00 GMT"),
+            Some(LONGEST_RETRY_MS)
+        );
+        assert_eq!(wait(MAX_ATTEMPTS, "600"), None, "given up whatever it asks");
+    }
+
+    #[test]
+    fn retry_after_is_kept_from_a_429_or_a_503_only() {
+        use reqwest::StatusCode as S;
+        let asked = RetryAfter::parse("600");
+        let of = |status| attempt_of(&answer_of_status(status, asked).unwrap());
+        assert_eq!(of(S::TOO_MANY_REQUESTS), Attempt::Unavailable(asked));
+        assert_eq!(of(S::SERVICE_UNAVAILABLE), Attempt::Unavailable(asked));
+        assert_eq!(of(S::INTERNAL_SERVER_ERROR), Attempt::Unavailable(None));
+        assert_eq!(of(S::OK), Attempt::Done);
+        assert_eq!(answer_of_status(S::BAD_REQUEST, asked), None);
     }
 
     #[tokio::test]
