@@ -64,7 +64,11 @@ fn every_boolean_variable_takes_the_same_spellings() {
     // TW_DPOP_REQUIRED and TW_DPOP_NONCE took only true/false: "1" stopped the server.
     let (_server, addr) = start(
         &["--port", "0", "--memory-store"],
-        &[("TW_DPOP_REQUIRED", "1"), ("TW_DPOP_NONCE", "yes"), ("TW_TLS", "off")],
+        &[
+            ("TW_DPOP_REQUIRED", "1"),
+            ("TW_DPOP_NONCE", "yes"),
+            ("TW_TLS", "off"),
+        ],
     );
     assert!(get(&addr, "/healthz").starts_with("HTTP/1.1 200"));
 }
