@@ -101,8 +101,8 @@ type Oidc = CoreClient<
 pub enum HttpError {
     /// Connection refused, reset, DNS, TLS, or no answer within the timeout.
     Unreachable,
-    /// The provider answered 5xx.
-    Status(u16),
+    /// The provider answered 5xx or 429, with its `Retry-After` when a 429 or a 503 had one.
+    Status(u16, Option<revocation::RetryAfter>),
     /// The request could not be built (our bug).
     Build,
     /// The answer's body is longer than [`MAX_PROVIDER_BODY`].
@@ -117,7 +117,7 @@ impl std::fmt::Display for HttpError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             HttpError::Unreachable => f.write_str("provider unreachable or timed out"),
-            HttpError::Status(s) => write!(f, "provider answered {s}"),
+            HttpError::Status(s, _) => write!(f, "provider answered {s}"),
             HttpError::Build => f.write_str("request could not be built"),
             HttpError::TooLarge => f.write_str("provider answer over 1 MiB"),
         }
@@ -131,8 +131,9 @@ impl std::error::Error for HttpError {}
 pub enum ProviderError {
     /// Unreachable, timed out or 5xx: 503, try again.
     Unavailable,
-    /// Unavailable (429 or 503), and the provider said when to ask again (`Retry-After`; read
-    /// from the revocation endpoint only, [`revocation::answer_of_status`]).
+    /// Unavailable (429 or 503), and the provider said when to ask again (`Retry-After`):
+    /// the revocation queue waits that long ([`revocation::answer_of_status`]); a refresh
+    /// passes it on to the browser.
     RetryAfter(revocation::RetryAfter),
     /// `invalid_grant`: the grant is gone; the family ends (401).
     InvalidGrant,
@@ -153,7 +154,8 @@ pub enum ProviderError {
 }
 
 /// Sends one provider request with reqwest (timeouts set on the client; no redirects).
-/// A 5xx becomes [`HttpError::Status`], so it is told apart from a malformed answer.
+/// A 5xx or a 429 (RFC 6585: the provider rate-limits us) becomes [`HttpError::Status`], so
+/// it is told apart from a malformed answer, with the `Retry-After` of a 429 or a 503.
 async fn send(http: reqwest::Client, request: HttpRequest) -> Result<HttpResponse, HttpError> {
     let request = reqwest::Request::try_from(request).map_err(|_| HttpError::Build)?;
     let response = http
@@ -161,8 +163,15 @@ async fn send(http: reqwest::Client, request: HttpRequest) -> Result<HttpRespons
         .await
         .map_err(|_| HttpError::Unreachable)?;
     let status = response.status();
-    if status.is_server_error() {
-        return Err(HttpError::Status(status.as_u16()));
+    if status.is_server_error() || status == reqwest::StatusCode::TOO_MANY_REQUESTS {
+        let retry_after = response
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(revocation::RetryAfter::parse)
+            // Defined on a 429 (RFC 6585 §4) and a 503 (RFC 9110 §15.6.4) only.
+            .filter(|_| matches!(status.as_u16(), 429 | 503));
+        return Err(HttpError::Status(status.as_u16(), retry_after));
     }
     let headers = response.headers().clone();
     let mut response = response;
@@ -199,6 +208,9 @@ fn classify<T: ErrorResponse + 'static>(
         }
         RequestTokenError::Request(e @ (HttpError::Build | HttpError::TooLarge)) => {
             ProviderError::Malformed(e.to_string())
+        }
+        RequestTokenError::Request(HttpError::Status(_, Some(asked))) => {
+            ProviderError::RetryAfter(asked)
         }
         RequestTokenError::Request(_) => ProviderError::Unavailable,
         RequestTokenError::Parse(_, _) => {
@@ -1504,8 +1516,16 @@ mod tests {
             ProviderError::Unavailable
         );
         assert_eq!(
-            c(RequestTokenError::Request(HttpError::Status(503))),
+            c(RequestTokenError::Request(HttpError::Status(503, None))),
             ProviderError::Unavailable
+        );
+        let asked = revocation::RetryAfter::Seconds(30);
+        assert_eq!(
+            c(RequestTokenError::Request(HttpError::Status(
+                429,
+                Some(asked)
+            ))),
+            ProviderError::RetryAfter(asked)
         );
         assert!(matches!(
             c(RequestTokenError::Request(HttpError::TooLarge)),

@@ -389,6 +389,30 @@ fn provider_failure(status: StatusCode, error: &str, cookie: HeaderValue) -> Res
         .into_response()
 }
 
+/// A refresh the provider's token endpoint answered 429 or 503 with `Retry-After`: 503
+/// with the provider's wait passed on to the browser (whole seconds, rounded up; at least
+/// 1 s, at most an hour, as the revocation queue caps it), so the client's next attempt
+/// waits as the provider asked instead of its own backoff.
+fn provider_busy(
+    asked: upstream::revocation::RetryAfter,
+    now_ms: i64,
+    cookie: HeaderValue,
+) -> Response {
+    let wait_ms = asked
+        .wait_ms(now_ms)
+        .min(upstream::revocation::LONGEST_RETRY_MS);
+    let secs = (wait_ms.saturating_add(999) / 1000).max(1);
+    let mut response = provider_failure(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "temporarily_unavailable",
+        cookie,
+    );
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    response
+}
+
 /// The family's grant, opened (`None` if there is none or it does not open).
 pub async fn load_grant(up: &Upstream, family_id: &str) -> Result<Option<Grant>, AppError> {
     Ok(up
@@ -765,13 +789,17 @@ async fn refresh_response(
             // The cookie just rotated is ours: clearing it is safe.
             Ok(invalid_grant())
         }
-        Err(ProviderError::Unavailable | ProviderError::RetryAfter(_)) => {
+        Err(ProviderError::Unavailable) => {
             tracing::warn!(family = %family.id, "provider unavailable during refresh");
             Ok(provider_failure(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "temporarily_unavailable",
                 cookie,
             ))
+        }
+        Err(ProviderError::RetryAfter(asked)) => {
+            tracing::warn!(family = %family.id, "provider busy during refresh (Retry-After)");
+            Ok(provider_busy(asked, state.now_ms(), cookie))
         }
         Err(e) => {
             tracing::warn!(family = %family.id, detail = ?e, "malformed provider answer during refresh");
@@ -1052,6 +1080,8 @@ mod tests {
         revoke_release: Arc<Notify>,
         /// When set, a revocation is answered with this status and `Retry-After` value.
         revoke_busy: Arc<Mutex<Option<(StatusCode, String)>>>,
+        /// When set, a refresh at the token endpoint is answered so (status, `Retry-After`).
+        token_busy: Arc<Mutex<Option<(StatusCode, String)>>>,
     }
 
     /// The provider's ID-token signing key.
@@ -1113,6 +1143,8 @@ mod tests {
             );
             let revoke_busy = Arc::new(Mutex::new(None::<(StatusCode, String)>));
             let busy = revoke_busy.clone();
+            let token_busy = Arc::new(Mutex::new(None::<(StatusCode, String)>));
+            let tbusy = token_busy.clone();
             let router = Router::new()
                 .route(
                     "/.well-known/openid-configuration",
@@ -1129,7 +1161,11 @@ mod tests {
                                 "expires_in": 60,
                                 "refresh_token": "rt-signin",
                                 "id_token": id_token(&iss, &form_value(&body, "code")),
-                            }));
+                            }))
+                            .into_response();
+                        }
+                        if let Some((status, retry_after)) = tbusy.lock().unwrap().clone() {
+                            return (status, [(header::RETRY_AFTER, retry_after)]).into_response();
                         }
                         let old = form_value(&body, "refresh_token");
                         a.notify_one();
@@ -1140,6 +1176,7 @@ mod tests {
                             "expires_in": 60,
                             "refresh_token": format!("{old}-rotated"),
                         }))
+                        .into_response()
                     }),
                 )
                 .route(
@@ -1168,6 +1205,7 @@ mod tests {
                 revoke_arrived,
                 revoke_release,
                 revoke_busy,
+                token_busy,
             }
         }
 
@@ -1785,6 +1823,73 @@ mod tests {
 
     /// The revocation endpoint answers 503 or 429 with `Retry-After`, in seconds or as an
     /// HTTP-date: the queued revocation is not due again before then (ten minutes here,
+    /// The token endpoint answering a refresh with 429 or 503 and `Retry-After` is
+    /// `RetryAfter` (the browser gets the wait, [`provider_busy`]); a 429 without one, or a
+    /// 500 with one, is `Unavailable` (a 429 was read as an OAuth error body: 502 before).
+    #[tokio::test]
+    async fn a_refresh_the_provider_answers_busy_carries_its_retry_after() {
+        use crate::upstream::revocation::RetryAfter;
+        let provider = FakeProvider::start().await;
+        let (up, _store) = upstream(&provider).await;
+        for (status, retry_after, expected) in [
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "30",
+                ProviderError::RetryAfter(RetryAfter::Seconds(30)),
+            ),
+            (
+                StatusCode::TOO_MANY_REQUESTS,
+                "7",
+                ProviderError::RetryAfter(RetryAfter::Seconds(7)),
+            ),
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Sun, 06 Nov 1994 08:49:37 GMT",
+                ProviderError::RetryAfter(RetryAfter::At(784_111_777_000)),
+            ),
+            (
+                StatusCode::TOO_MANY_REQUESTS,
+                "soon",
+                ProviderError::Unavailable,
+            ),
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "30",
+                ProviderError::Unavailable,
+            ),
+        ] {
+            *provider.token_busy.lock().unwrap() = Some((status, retry_after.into()));
+            let got = up.refresh(&grant("rt-1"), NOW, None).await;
+            assert_eq!(
+                got.err(),
+                Some(expected),
+                "{status} with Retry-After: {retry_after}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_busy_provider_s_wait_reaches_the_browser_in_whole_seconds_within_an_hour() {
+        use crate::upstream::revocation::RetryAfter;
+        let cookie = HeaderValue::from_static("tw=1");
+        for (asked, expected) in [
+            (RetryAfter::Seconds(30), "30"),
+            (RetryAfter::Seconds(0), "1"),
+            (RetryAfter::At(NOW + 1_500), "2"),
+            (RetryAfter::At(NOW - 5_000), "1"),
+            (RetryAfter::Seconds(u64::MAX), "3600"),
+        ] {
+            let res = provider_busy(asked, NOW, cookie.clone());
+            assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+            assert_eq!(res.headers()[header::RETRY_AFTER], expected, "{asked:?}");
+            assert_eq!(
+                res.headers()[header::SET_COOKIE],
+                "tw=1",
+                "the rotated cookie is kept"
+            );
+        }
+    }
+
     /// where the backoff alone says one); a value that is neither leaves the backoff's minute.
     #[tokio::test]
     async fn a_revocation_answered_with_retry_after_is_not_tried_again_before_then() {
