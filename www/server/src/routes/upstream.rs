@@ -1451,6 +1451,13 @@ mod tests {
         ) -> Result<Option<crate::store::QueuedRevocation>, crate::store::StoreError> {
             self.inner.queue_revocation(f, n).await
         }
+        async fn queue_ended_grants(
+            &self,
+            n: i64,
+            lim: usize,
+        ) -> Result<u64, crate::store::StoreError> {
+            self.inner.queue_ended_grants(n, lim).await
+        }
         async fn claim_revocations(
             &self,
             n: i64,
@@ -1658,6 +1665,14 @@ mod tests {
         ) -> Result<Option<crate::store::QueuedRevocation>, crate::store::StoreError> {
             self.call("queue_revocation")?;
             self.inner.queue_revocation(f, n).await
+        }
+        async fn queue_ended_grants(
+            &self,
+            n: i64,
+            lim: usize,
+        ) -> Result<u64, crate::store::StoreError> {
+            self.call("queue_ended_grants")?;
+            self.inner.queue_ended_grants(n, lim).await
         }
         async fn claim_revocations(
             &self,

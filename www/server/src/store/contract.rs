@@ -460,6 +460,8 @@ pub async fn upstream_run_all(a: &dyn UpstreamStore, b: &dyn UpstreamStore) {
     revocations_queued_before_a_cut_off_are_given_up_tried_or_not(a, b).await;
     a_familys_end_is_known_to_every_handle_without_any_noted_token(a, b).await;
     two_handles_claiming_at_the_same_moment_take_each_revocation_once(a, b).await;
+    a_sweep_queues_the_grants_left_stored_for_ended_families_and_no_other(a, b).await;
+    sweeps_and_ends_racing_queue_each_grant_once(a, b).await;
 }
 
 /// A pending login is taken once, by either handle, and never after it expired.
@@ -811,5 +813,138 @@ pub async fn two_handles_claiming_at_the_same_moment_take_each_revocation_once(
     assert_eq!(once, queued, "every queued row claimed, none lost");
     for id in queued {
         ok(a.drop_revocation(id)).await;
+    }
+}
+
+/// The sweep ([`UpstreamStore::queue_ended_grants`]) moves the grant still stored for a
+/// family whose end is recorded (a failed store call left it there) to the revocation queue,
+/// as `queue_revocation` moves it: sealed as stored, a row of its own, due (and queued) at
+/// the time given, its lease left with its holder. A live family's grant stays; an ended
+/// family without a grant queues nothing; a second sweep moves nothing; at most `limit` a
+/// sweep.
+pub async fn a_sweep_queues_the_grants_left_stored_for_ended_families_and_no_other(
+    a: &dyn UpstreamStore,
+    b: &dyn UpstreamStore,
+) {
+    ok(a.put_grant("sweep-ended", b"sealed-ended", 90_000)).await;
+    ok(a.put_grant("sweep-live", b"sealed-live", 90_000)).await;
+    assert!(ok(a.try_lease("sweep-ended", "x", 0, 100_000)).await);
+    ok(b.end_access_tokens("sweep-ended", 10_000)).await;
+    ok(b.end_access_tokens("sweep-no-grant", 10_000)).await;
+    assert_eq!(ok(b.queue_ended_grants(20_000, 100)).await, 1, "one moved");
+    assert_eq!(
+        ok(a.grant("sweep-ended")).await,
+        None,
+        "the ended family's grant moved"
+    );
+    assert_eq!(
+        ok(a.grant("sweep-live")).await.as_deref(),
+        Some(&b"sealed-live"[..]),
+        "a live family keeps its grant"
+    );
+    assert!(
+        !ok(b.try_lease("sweep-ended", "y", 1, 100)).await,
+        "its lease stays with its holder"
+    );
+    assert_eq!(
+        ok(a.queue_ended_grants(20_000, 100)).await,
+        0,
+        "nothing left"
+    );
+    assert_eq!(
+        ok(b.queue_ended_grants(30_000, 100)).await,
+        0,
+        "nothing left"
+    );
+    assert!(
+        ok(a.claim_revocations(19_999, 5_000, 10)).await.is_empty(),
+        "not due before the time given"
+    );
+    let queued = ok(a.claim_revocations(20_000, 5_000, 10)).await;
+    assert_eq!(queued.len(), 1, "one row: {queued:?}");
+    assert_eq!(queued[0].family_id, "sweep-ended");
+    assert_eq!(queued[0].sealed, b"sealed-ended", "the grant as stored");
+    assert_eq!(queued[0].attempts, 0);
+    assert_eq!(
+        ok(b.give_up_revocations(20_000)).await,
+        0,
+        "queued at the time given, not earlier"
+    );
+    assert_eq!(
+        ok(b.give_up_revocations(20_001)).await,
+        1,
+        "and then given up"
+    );
+    ok(a.release_lease("sweep-ended", "x")).await;
+    // At most `limit` a sweep; the rest the next one.
+    for i in 0..3 {
+        let family_id = format!("sweep-limit-{i}");
+        ok(a.put_grant(&family_id, b"s", 90_000)).await;
+        ok(a.end_access_tokens(&family_id, 10_000)).await;
+    }
+    assert_eq!(ok(b.queue_ended_grants(20_000, 2)).await, 2);
+    assert_eq!(ok(a.queue_ended_grants(20_000, 2)).await, 1);
+    assert_eq!(ok(b.queue_ended_grants(20_000, 2)).await, 0);
+    let queued = ok(a.claim_revocations(20_000, 5_000, 10)).await;
+    let mut ids: Vec<&str> = queued.iter().map(|q| q.family_id.as_str()).collect();
+    ids.sort_unstable();
+    assert_eq!(ids, ["sweep-limit-0", "sweep-limit-1", "sweep-limit-2"]);
+    for q in &queued {
+        ok(a.drop_revocation(q.id)).await;
+    }
+    assert_eq!(
+        ok(a.grant("sweep-live")).await.as_deref(),
+        Some(&b"sealed-live"[..]),
+        "still"
+    );
+    ok(a.delete_grant("sweep-live")).await;
+}
+
+/// Two handles (two instances' maintenance) sweep at the same moment, again and again, while
+/// ends queue the same grants one by one (`queue_revocation`): every grant of an ended family
+/// is queued exactly once, as one row, none lost and none twice.
+pub async fn sweeps_and_ends_racing_queue_each_grant_once(
+    a: &dyn UpstreamStore,
+    b: &dyn UpstreamStore,
+) {
+    use std::collections::BTreeMap;
+    const GRANTS: usize = 30;
+    let family = |i: usize| format!("sweep-race-{i}");
+    for i in 0..GRANTS {
+        ok(a.put_grant(&family(i), format!("sealed-{i}").as_bytes(), 90_000)).await;
+        ok(a.end_access_tokens(&family(i), 10_000)).await;
+    }
+    for round in 0.. {
+        assert!(round <= GRANTS, "the sweeps never ended");
+        let end = family(round % GRANTS);
+        let (x, y, z) = tokio::join!(
+            a.queue_ended_grants(20_000, 2),
+            b.queue_ended_grants(20_000, 2),
+            a.queue_revocation(&end, 20_000)
+        );
+        let (x, y) = (x.expect("sweep by a"), y.expect("sweep by b"));
+        z.expect("queue_revocation");
+        if x == 0 && y == 0 {
+            break;
+        }
+    }
+    let queued = ok(b.claim_revocations(20_000, 5_000, 1_000)).await;
+    let mut rows: BTreeMap<String, Vec<Vec<u8>>> = BTreeMap::new();
+    for q in &queued {
+        rows.entry(q.family_id.clone())
+            .or_default()
+            .push(q.sealed.clone());
+    }
+    assert_eq!(rows.len(), GRANTS, "every grant queued: {queued:?}");
+    for i in 0..GRANTS {
+        assert_eq!(
+            rows.get(&family(i)),
+            Some(&vec![format!("sealed-{i}").into_bytes()]),
+            "{}: one row, its grant",
+            family(i)
+        );
+    }
+    for q in &queued {
+        ok(a.drop_revocation(q.id)).await;
     }
 }

@@ -468,6 +468,24 @@ impl UpstreamStore for MemoryStore {
         Ok(Some(t.queue(family_id.to_string(), sealed, next_at_ms)))
     }
 
+    async fn queue_ended_grants(&self, next_at_ms: i64, limit: usize) -> Result<u64, StoreError> {
+        let mut t = self.lock()?;
+        let mut ended: Vec<String> = t
+            .grants
+            .keys()
+            .filter(|family_id| t.ended.contains_key(*family_id))
+            .cloned()
+            .collect();
+        ended.sort_unstable();
+        ended.truncate(limit);
+        for family_id in &ended {
+            if let Some((sealed, _)) = t.grants.remove(family_id) {
+                t.queue(family_id.clone(), sealed, next_at_ms);
+            }
+        }
+        Ok(ended.len() as u64)
+    }
+
     async fn claim_revocations(
         &self,
         now_ms: i64,

@@ -359,6 +359,15 @@ pub trait UpstreamStore: Send + Sync + 'static {
         family_id: &str,
         next_at_ms: i64,
     ) -> Result<Option<QueuedRevocation>, StoreError>;
+    /// Move to the revocation queue every grant still stored for a family whose end is
+    /// recorded ([`Self::end_access_tokens`]), at most `limit` of them, in one atomic
+    /// operation: each as [`Self::queue_revocation`] moves it (sealed as stored, a row of its
+    /// own, first due at `next_at_ms`, its lease left with its holder). A grant is moved once:
+    /// this and every other move take it out of `upstream_grants` as they queue it. A family
+    /// whose end is not recorded keeps its grant. For maintenance: a grant left stored after
+    /// its family ended because a store call failed (the end's own queueing, or a racing
+    /// renewal's `family_ended` check). Returns how many moved.
+    async fn queue_ended_grants(&self, next_at_ms: i64, limit: usize) -> Result<u64, StoreError>;
     /// Claim up to `limit` queued revocations due at `now_ms` (oldest due first): each is not
     /// due again before `now_ms + lease_ms`, so that another instance's maintenance does not
     /// try it meanwhile.

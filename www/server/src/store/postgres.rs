@@ -1033,6 +1033,30 @@ impl UpstreamStore for PgStore {
         }))
     }
 
+    async fn queue_ended_grants(&self, next_at_ms: i64, limit: usize) -> Result<u64, StoreError> {
+        // One statement, as queue_revocation: each grant chosen is locked (SKIP LOCKED: one
+        // that another statement is moving or replacing is left to the next sweep), deleted
+        // and queued as it is at the delete. A grant another statement deleted meanwhile is
+        // not deleted again, so not queued twice.
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.client()
+            .await?
+            .execute(
+                "WITH moved AS (
+                     DELETE FROM upstream_grants g
+                     USING (SELECT x.family_id FROM upstream_grants x
+                            WHERE EXISTS (SELECT 1 FROM upstream_ended e WHERE e.family_id = x.family_id)
+                            LIMIT $2 FOR UPDATE SKIP LOCKED) d
+                     WHERE g.family_id = d.family_id
+                     RETURNING g.family_id, g.sealed)
+                 INSERT INTO upstream_revocations (family_id, sealed, attempts, next_at_ms, queued_at_ms)
+                 SELECT family_id, sealed, 0, $1, $1 FROM moved",
+                &[&next_at_ms, &limit],
+            )
+            .await
+            .map_err(err)
+    }
+
     async fn claim_revocations(
         &self,
         now_ms: i64,
@@ -1395,5 +1419,66 @@ pub(crate) mod tests {
         let got = a.claim_revocations(1_000, 5_000, 3).await.unwrap();
         let ids: Vec<&str> = got.iter().map(|q| q.family_id.as_str()).collect();
         assert_eq!(ids, ["rev-b", "rev-c", "rev-a"], "oldest due first");
+    }
+
+    /// Two instances' maintenance sweeping ended families' grants at the same moment while
+    /// ends queue the same grants (the pools' connections driven on threads of their own),
+    /// several times over: each grant is queued once.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn pg_two_pools_sweeping_while_ends_queue_take_each_grant_once() {
+        use crate::store::contract::sweeps_and_ends_racing_queue_each_grant_once as race;
+        let Some(url) = database_url("two pools sweeping ended families' grants at once") else {
+            return;
+        };
+        let (a, b) = fresh_pair(&url).await;
+        for _ in 0..5 {
+            race(&a, &b).await;
+        }
+    }
+
+    /// A grant another transaction is writing (a renewal's `put_grant`, or an end's move, not
+    /// committed yet) is skipped by the sweep, which neither waits for it nor moves the version
+    /// being replaced; the next sweep moves the grant as committed.
+    #[tokio::test]
+    async fn pg_a_sweep_skips_a_grant_being_written_and_moves_it_as_committed_next_time() {
+        let Some(url) = database_url("a sweep beside a grant being written") else {
+            return;
+        };
+        let (a, b) = fresh_pair(&url).await;
+        for family_id in ["held", "free"] {
+            a.put_grant(family_id, b"old", 90_000).await.unwrap();
+            a.end_access_tokens(family_id, 10_000).await.unwrap();
+        }
+        let mut writer = a.client().await.unwrap();
+        let tx = writer.transaction().await.unwrap();
+        tx.execute(
+            "UPDATE upstream_grants SET sealed = $1 WHERE family_id = 'held'",
+            &[&&b"renewed"[..]],
+        )
+        .await
+        .unwrap();
+        let moved = tokio::time::timeout(Duration::from_secs(5), b.queue_ended_grants(20_000, 100))
+            .await
+            .expect("the sweep does not wait for the writer");
+        assert_eq!(moved.unwrap(), 1, "the free grant only");
+        tx.commit().await.unwrap();
+        drop(writer);
+        assert_eq!(b.queue_ended_grants(20_000, 100).await.unwrap(), 1);
+        assert_eq!(b.queue_ended_grants(20_000, 100).await.unwrap(), 0);
+        let mut queued: Vec<(String, Vec<u8>)> = a
+            .claim_revocations(20_000, 5_000, 10)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|q| (q.family_id, q.sealed))
+            .collect();
+        queued.sort();
+        assert_eq!(
+            queued,
+            [
+                ("free".to_string(), b"old".to_vec()),
+                ("held".to_string(), b"renewed".to_vec())
+            ]
+        );
     }
 }

@@ -731,6 +731,38 @@ impl UpstreamStore for SqliteStore {
         .await
     }
 
+    async fn queue_ended_grants(&self, next_at_ms: i64, limit: usize) -> Result<u64, StoreError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.with_conn(move |conn| {
+            // One write transaction, as queue_revocation: no other handle moves or replaces
+            // these grants between the read and the move.
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let ended = {
+                let mut stmt = tx.prepare(
+                    "SELECT g.family_id FROM upstream_grants g
+                     JOIN upstream_ended e ON e.family_id = g.family_id
+                     ORDER BY g.family_id LIMIT ?1",
+                )?;
+                let rows = stmt.query_map(params![limit], |r| r.get::<_, String>(0))?;
+                rows.collect::<Result<Vec<_>, _>>()?
+            };
+            for family_id in &ended {
+                tx.execute(
+                    "INSERT INTO upstream_revocations (family_id, sealed, attempts, next_at_ms, queued_at_ms)
+                     SELECT family_id, sealed, 0, ?2, ?2 FROM upstream_grants WHERE family_id = ?1",
+                    params![family_id, next_at_ms],
+                )?;
+                tx.execute(
+                    "DELETE FROM upstream_grants WHERE family_id = ?1",
+                    params![family_id],
+                )?;
+            }
+            tx.commit()?;
+            Ok(ended.len() as u64)
+        })
+        .await
+    }
+
     async fn claim_revocations(
         &self,
         now_ms: i64,
