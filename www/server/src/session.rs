@@ -379,7 +379,10 @@ pub async fn maintain(state: &AppState, grace_ms: i64) -> Result<u64, AppError> 
         .purge(now_ms - grace_ms.max(state.max_token_life_ms()))
         .await?;
     if let Some(up) = state.upstream.get() {
-        // Pending logins, grants of ended families (queued for revocation at the provider),
+        // Grants a failed store call left stored after their family ended: queued, due now
+        // (tried below).
+        up.queue_ended_grants(now_ms).await?;
+        // Pending logins, grants of expired families (queued for revocation at the provider),
         // leases that ran out, access tokens past their expiry.
         up.store.purge_upstream(now_ms - grace_ms).await?;
         let pass = up.retry_revocations(|| state.now_ms()).await?;

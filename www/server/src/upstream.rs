@@ -895,8 +895,9 @@ impl Upstream {
     /// that comes first): best effort, the grant still stored is revoked at the provider
     /// directly ([`Self::revoke_unqueued`]). It is left stored, not deleted: a delete could
     /// drop a grant a racing renewal stored meanwhile, unrevoked. Whatever queues it later
-    /// (purge, once the family expires) revokes it again, which a provider answers as done
-    /// (RFC 7009 §2.2).
+    /// (the next maintenance pass, [`Self::queue_ended_grants`], when the end was recorded;
+    /// else the purge, once the family expires) revokes it again, which a provider answers as
+    /// done (RFC 7009 §2.2).
     pub async fn revoke_stored_now(&self, family_id: &str) {
         let sealed = match self.store.grant(family_id).await {
             Ok(Some(sealed)) => sealed,
@@ -917,6 +918,28 @@ impl Upstream {
             None => tracing::warn!(family = %family_id,
                 "a grant that could not be queued for revocation cannot be opened"),
         }
+    }
+
+    /// Maintenance: move to the revocation queue, due at `now_ms` (so the pass's
+    /// [`Self::retry_revocations`] that follows tries them), the grants still stored for
+    /// families whose end is recorded, at most [`revocation::SWEPT_PER_PASS`]
+    /// ([`UpstreamStore::queue_ended_grants`]). Such a grant is one a failed store call left
+    /// behind: the end could not queue it (and the direct revocation, [`Self::revoke_stored_now`],
+    /// found the provider down), or a renewal that wrote it back after the end had queued the
+    /// family's grant could not ask whether the family had ended. Returns how many moved.
+    pub async fn queue_ended_grants(&self, now_ms: i64) -> Result<u64, crate::store::StoreError> {
+        let moved = self
+            .store
+            .queue_ended_grants(now_ms, revocation::SWEPT_PER_PASS)
+            .await?;
+        if moved > 0 {
+            tracing::warn!(
+                moved,
+                "grants of ended families were still stored (a store call failed as they \
+                ended or as a renewal wrote them back): queued for revocation"
+            );
+        }
+        Ok(moved)
     }
 
     /// Maintenance: try the queued revocations that are due ([`revocation::run_due`]), reading

@@ -567,6 +567,22 @@ async fn renew(
 /// asks too before handing it out ([`access_for`]). The end stays recorded in the store far
 /// longer than a renewal takes (purged only after the maintenance grace, once no token of
 /// the family is left).
+///
+/// The maintenance sweep ([`Upstream::queue_ended_grants`], S) is one more way out, and a
+/// move too: one store operation that moves the stored grants (at most a bound per pass)
+/// whose family's end is recorded. It never takes a live family's grant: it moves only grants
+/// of ended families, and an end is never undone (only purged, long after). It never queues
+/// a grant twice: it takes the grant out of `upstream_grants` as it queues it, like E2 and
+/// R3, so whichever of them comes second finds nothing (on PostgreSQL a row another
+/// statement is writing is skipped, left to the next pass). Run between R1 and R2 it moves
+/// the renewed grant, and R2 sees the end (recorded before S moved anything of the family),
+/// so R3 finds none and the renewal answers `FamilyEnded`. It closes what the argument above
+/// leaves open when a store call fails: R2 failing after R1 (the renewal cannot tell whether
+/// E2 came before R1), or E2 failing while the provider is down (the direct revocation fails
+/// too). Either way the grant stays in `upstream_grants` with its family's end recorded, and
+/// the next pass, within a minute, moves it to the queue and tries it. Not covered: an E1
+/// that fails (no end is recorded; the grant stays until its family expires and the purge
+/// queues it).
 async fn store_renewed(
     up: &Upstream,
     family_id: &str,
@@ -1834,6 +1850,70 @@ mod tests {
             assert!(forget_grant(&up, "refused", NOW).await.is_err(), "{fail}");
             assert_eq!(provider.asked_to_revoke(), ["rt-1", "rt-2"], "{fail}");
         }
+    }
+
+    /// A logout ends the family and queues its grant while a renewal is at the provider; the
+    /// renewal then writes the renewed grant back (after the end's queueing: nothing else
+    /// moves it) and the store fails its `family_ended` check. The renewed refresh token, live
+    /// at the provider, stayed in `upstream_grants` until the family expired (a day here) and
+    /// the purge queued it. The next maintenance pass queues it (the sweep of ended families'
+    /// grants) and tries it at once.
+    #[tokio::test]
+    async fn a_renewed_grant_left_stored_by_a_failed_family_ended_check_is_queued_by_the_next_maintenance_pass(
+    ) {
+        let provider = FakeProvider::start().await;
+        let (state, up, inner) = failing_at(&provider, "family_ended").await;
+        let renewal = renewal_waiting_at_the_provider(&provider, &up).await;
+        end_grant(&up, "fam", NOW).await.unwrap();
+        assert_eq!(
+            inner.grant("fam").await.unwrap(),
+            None,
+            "the old grant queued"
+        );
+        provider.release.notify_one();
+        assert!(
+            renewal.await.unwrap().is_err(),
+            "the renewal's family_ended check failed"
+        );
+        let stored = inner.grant("fam").await.unwrap().expect("left stored");
+        let left = up.open_grant("fam", &stored).unwrap().refresh_token;
+        assert_eq!(left.as_deref(), Some("rt-1-rotated"));
+        assert_eq!(provider.asked_to_revoke(), ["rt-1"], "not tried");
+        // One maintenance pass, on the state's clock (still NOW: the old grant's retry is
+        // not due yet).
+        session::maintain(&state, 3_600_000).await.unwrap();
+        assert!(
+            inner.grant("fam").await.unwrap().is_none(),
+            "the renewed grant left upstream_grants"
+        );
+        assert_eq!(
+            provider.asked_to_revoke(),
+            ["rt-1", "rt-1-rotated"],
+            "queued and tried in the same pass"
+        );
+        assert_eq!(
+            queued_refresh_tokens(&up, &inner).await,
+            ["rt-1", "rt-1-rotated"],
+            "each waits for its revocation (the provider is down), once"
+        );
+    }
+
+    /// A family ends, the store fails to queue its grant and the provider is down, so the
+    /// direct revocation fails too: the grant stayed stored (its refresh token live at the
+    /// provider) until the family expired. The next maintenance pass queues it and tries it.
+    #[tokio::test]
+    async fn a_grant_an_end_could_not_queue_or_revoke_is_queued_by_the_next_maintenance_pass() {
+        let provider = FakeProvider::start().await;
+        let (state, up, inner) = failing_at(&provider, "queue_revocation").await;
+        let sealed = up.seal_grant("fam", &grant("rt-1"));
+        inner.put_grant("fam", &sealed, FAMILY_END).await.unwrap();
+        assert!(end_grant(&up, "fam", NOW).await.is_err());
+        assert_eq!(provider.asked_to_revoke(), ["rt-1"], "tried directly, down");
+        assert!(inner.grant("fam").await.unwrap().is_some(), "left stored");
+        session::maintain(&state, 3_600_000).await.unwrap();
+        assert!(inner.grant("fam").await.unwrap().is_none(), "moved");
+        assert_eq!(provider.asked_to_revoke(), ["rt-1", "rt-1"], "tried again");
+        assert_eq!(queued_refresh_tokens(&up, &inner).await, ["rt-1"]);
     }
 
     /// The revocation endpoint answers 503 or 429 with `Retry-After`, in seconds or as an

@@ -5,10 +5,14 @@
 //! and the maintenance task ([`crate::session::maintain`]) tries what is due again with
 //! backoff ([`retry_in_ms`]; later if the provider asks so with `Retry-After`,
 //! [`next_attempt_at`]) until the provider takes it, or gives up after [`MAX_ATTEMPTS`]
-//! or [`GIVE_UP_AFTER_MS`] in the queue, whichever comes first, with a warning. The age bound
-//! holds whatever the queue's length: a pass stops at the first revocation the provider does
-//! not answer, so with the provider down most rows are not tried at all, and they go by age. A claim in the store (a lease; `FOR UPDATE SKIP LOCKED` on PostgreSQL) keeps
-//! two instances' maintenance from trying the same revocation at once.
+//! or [`GIVE_UP_AFTER_MS`] in the queue, whichever comes first, with a warning. Each
+//! maintenance pass first moves to the queue, due at once, the grants still stored for
+//! families whose end is recorded ([`super::Upstream::queue_ended_grants`], at most
+//! [`SWEPT_PER_PASS`]): those a failed store call left behind. The age bound holds whatever
+//! the queue's length: a pass stops at the first revocation the provider does not answer, so
+//! with the provider down most rows are not tried at all, and they go by age. A claim in the
+//! store (a lease; `FOR UPDATE SKIP LOCKED` on PostgreSQL) keeps two instances' maintenance
+//! from trying the same revocation at once.
 //!
 //! The decisions (what an answer means, when to try again) are plain functions; the provider
 //! call is passed in, so the queue is tested with a fake provider and the injected clock.
@@ -33,6 +37,9 @@ pub const FIRST_RETRY_MS: i64 = 60_000;
 pub const LONGEST_RETRY_MS: i64 = 60 * 60_000;
 /// Revocations tried in one maintenance pass at most.
 pub const PER_PASS: usize = 100;
+/// Grants of ended families moved to the queue in one maintenance pass at most
+/// ([`super::Upstream::queue_ended_grants`]).
+pub const SWEPT_PER_PASS: usize = 100;
 
 /// After `attempts` failed attempts: how long until the next one (1 min, 2, 4, … 1 h), or
 /// `None` to give up.
