@@ -1916,8 +1916,6 @@ mod tests {
         assert_eq!(queued_refresh_tokens(&up, &inner).await, ["rt-1"]);
     }
 
-    /// The revocation endpoint answers 503 or 429 with `Retry-After`, in seconds or as an
-    /// HTTP-date: the queued revocation is not due again before then (ten minutes here,
     /// The token endpoint answering a refresh with 429 or 503 and `Retry-After` is
     /// `RetryAfter` (the browser gets the wait, [`provider_busy`]); a 429 without one, or a
     /// 500 with one, is `Unavailable` (a 429 was read as an OAuth error body: 502 before).
@@ -1985,6 +1983,8 @@ mod tests {
         }
     }
 
+    /// The revocation endpoint answers 503 or 429 with `Retry-After`, in seconds or as an
+    /// HTTP-date: the queued revocation is not due again before then (ten minutes here,
     /// where the backoff alone says one); a value that is neither leaves the backoff's minute.
     #[tokio::test]
     async fn a_revocation_answered_with_retry_after_is_not_tried_again_before_then() {
