@@ -12,6 +12,7 @@
 //! whichever instances they reach.
 
 pub mod contract;
+mod flaky;
 mod memory;
 mod postgres;
 #[cfg(test)]
@@ -20,6 +21,7 @@ mod sqlite;
 
 use std::fmt;
 
+pub use flaky::{Failing, Flaky};
 pub use memory::MemoryStore;
 pub use postgres::{PgStore, MIGRATIONS};
 pub use sqlite::{SqliteStore, DB_FILE};
