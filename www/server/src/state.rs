@@ -12,7 +12,7 @@ use crate::config::Config;
 use crate::keys::KeySet;
 use crate::limiter::{LoginLimiter, LoginLimits};
 use crate::metrics::Metrics;
-use crate::revoked::RevokedFamilies;
+use crate::revoked::{NotedEnds, RevokedFamilies};
 use crate::store::RefreshStore;
 use crate::tokens::Validation;
 use crate::upstream::Upstream;
@@ -99,6 +99,8 @@ pub struct Inner {
     pub login_limiter: LoginLimiter,
     /// Families whose access tokens are refused.
     pub revoked: RevokedFamilies,
+    /// Logouts the store failed to record, ended later by maintenance.
+    pub noted_ends: NotedEnds,
     /// HMAC key deriving a refresh token's successor from it (shared through the store).
     pub successor_key: tokio::sync::OnceCell<[u8; 32]>,
     /// Whether the signing keys come from the store (shared by every instance).
@@ -178,6 +180,7 @@ impl AppState {
                 refill: Duration::from_secs_f64(config.login_refill_s),
             }),
             revoked: RevokedFamilies::default(),
+            noted_ends: NotedEnds::default(),
             successor_key: tokio::sync::OnceCell::new(),
             shared_keys: std::sync::atomic::AtomicBool::new(false),
             upstream: OnceLock::new(),
