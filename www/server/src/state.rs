@@ -13,7 +13,7 @@ use crate::keys::KeySet;
 use crate::limiter::{LoginLimiter, LoginLimits};
 use crate::metrics::Metrics;
 use crate::revoked::{NotedEnds, RevokedFamilies};
-use crate::store::RefreshStore;
+use crate::store::{RefreshStore, StoreHealth, Tracked};
 use crate::tokens::Validation;
 use crate::upstream::Upstream;
 
@@ -51,6 +51,9 @@ pub struct Settings {
     pub key_reload: Duration,
     /// DPoP rules.
     pub dpop: DpopSettings,
+    /// How long one store call may take ([`Config::store_call_timeout`]); `/readyz` waits
+    /// no longer for the store.
+    pub store_call_timeout: Duration,
 }
 
 /// How the server treats DPoP proofs.
@@ -89,8 +92,10 @@ pub struct Inner {
     max_token_life_ms: AtomicI64,
     /// Signing and verification keys.
     pub keys: RwLock<KeySet>,
-    /// Refresh-token families.
+    /// Refresh-token families ([`Tracked`]: every write's outcome noted in `store_health`).
     pub store: Arc<dyn RefreshStore>,
+    /// Whether the store's writes go through (for `/readyz`).
+    pub store_health: Arc<StoreHealth>,
     /// Wall clock.
     pub clock: Arc<dyn Clock>,
     /// Counters and histograms.
@@ -145,6 +150,7 @@ impl AppState {
             family_lifetime_s: config.family_lifetime_s,
             leeway_s: config.leeway_s,
         };
+        let store_health = Arc::new(StoreHealth::default());
         Self(Arc::new(Inner {
             settings: Settings {
                 test_mode: config.test_mode,
@@ -166,11 +172,13 @@ impl AppState {
                     nonce_lifetime_ms: (config.dpop_nonce_lifetime_s * 1000.0).ceil() as i64,
                     max_age_s: config.dpop_max_age_s,
                 },
+                store_call_timeout: config.store_call_timeout(),
             },
             max_token_life_ms: AtomicI64::new(token_life_ms(&tunables)),
             tunables: RwLock::new(tunables),
             keys: RwLock::new(keys),
-            store,
+            store: Arc::new(Tracked::new(store, store_health.clone())),
+            store_health,
             clock: clock.clone(),
             metrics: Metrics::default(),
             login_limiter: LoginLimiter::new(LoginLimits {

@@ -1,7 +1,7 @@
 //! [`Flaky`]: a [`RefreshStore`] that fails on demand, for tests of how the server behaves
-//! while its store fails — the database down or stalled ([`Failing::All`]), or a full disk,
-//! where reads still work and every write fails ([`Failing::Writes`]). The server itself
-//! never uses it.
+//! while its store fails — the database down ([`Failing::All`]), a full disk, where reads
+//! still work and every write fails ([`Failing::Writes`]), or a host that never answers
+//! ([`Failing::Hang`]). The server itself never uses it.
 
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
@@ -21,6 +21,8 @@ pub enum Failing {
     Writes = 1,
     /// Every call (the database down).
     All = 2,
+    /// Every call waits, never answering (a black-holed database host).
+    Hang = 3,
 }
 
 /// A store wrapper whose calls fail while told to ([`Flaky::fail`]); otherwise the inner
@@ -44,8 +46,9 @@ impl Flaky {
         self.failing.store(failing as u8, Ordering::SeqCst);
     }
 
-    fn check(&self, write: bool) -> Result<(), StoreError> {
+    async fn check(&self, write: bool) -> Result<(), StoreError> {
         match self.failing.load(Ordering::SeqCst) {
+            f if f == Failing::Hang as u8 => std::future::pending().await,
             f if f == Failing::All as u8 => Err(StoreError("injected: the store is down".into())),
             f if f == Failing::Writes as u8 && write => {
                 Err(StoreError("injected: database or disk is full".into()))
@@ -54,12 +57,12 @@ impl Flaky {
         }
     }
 
-    fn read(&self) -> Result<(), StoreError> {
-        self.check(false)
+    async fn read(&self) -> Result<(), StoreError> {
+        self.check(false).await
     }
 
-    fn write(&self) -> Result<(), StoreError> {
-        self.check(true)
+    async fn write(&self) -> Result<(), StoreError> {
+        self.check(true).await
     }
 }
 
@@ -72,7 +75,7 @@ impl RefreshStore for Flaky {
         max_live: usize,
         now_ms: i64,
     ) -> Result<Vec<String>, StoreError> {
-        self.write()?;
+        self.write().await?;
         self.inner
             .create_family(family, token, max_live, now_ms)
             .await
@@ -84,7 +87,7 @@ impl RefreshStore for Flaky {
         now_ms: i64,
         window_ms: i64,
     ) -> Result<Rotation, StoreError> {
-        self.write()?;
+        self.write().await?;
         self.inner.rotate(token, next, now_ms, window_ms).await
     }
     async fn standing(
@@ -94,7 +97,7 @@ impl RefreshStore for Flaky {
         now_ms: i64,
         window_ms: i64,
     ) -> Result<Standing, StoreError> {
-        self.read()?;
+        self.read().await?;
         self.inner.standing(token, next, now_ms, window_ms).await
     }
     async fn revoke_family_of(
@@ -102,23 +105,23 @@ impl RefreshStore for Flaky {
         token: &TokenHash,
         now_ms: i64,
     ) -> Result<Option<String>, StoreError> {
-        self.write()?;
+        self.write().await?;
         self.inner.revoke_family_of(token, now_ms).await
     }
     async fn revoked_since(&self, since_ms: i64) -> Result<Vec<String>, StoreError> {
-        self.read()?;
+        self.read().await?;
         self.inner.revoked_since(since_ms).await
     }
     async fn purge(&self, before_ms: i64) -> Result<u64, StoreError> {
-        self.write()?;
+        self.write().await?;
         self.inner.purge(before_ms).await
     }
     async fn key_of(&self, token: &TokenHash) -> Result<Option<BoundKey>, StoreError> {
-        self.read()?;
+        self.read().await?;
         self.inner.key_of(token).await
     }
     async fn bind_key(&self, family_id: &str, jkt: &str, now_ms: i64) -> Result<(), StoreError> {
-        self.write()?;
+        self.write().await?;
         self.inner.bind_key(family_id, jkt, now_ms).await
     }
     async fn first_use_of_proof(
@@ -127,29 +130,29 @@ impl RefreshStore for Flaky {
         expires_at_ms: i64,
         now_ms: i64,
     ) -> Result<bool, StoreError> {
-        self.write()?;
+        self.write().await?;
         self.inner
             .first_use_of_proof(proof, expires_at_ms, now_ms)
             .await
     }
     async fn ping(&self) -> Result<(), StoreError> {
-        self.read()?;
+        self.read().await?;
         self.inner.ping().await
     }
     async fn stats(&self, now_ms: i64) -> Result<StoreStats, StoreError> {
-        self.read()?;
+        self.read().await?;
         self.inner.stats(now_ms).await
     }
     async fn shared_secret(&self, name: &str, candidate: &[u8]) -> Result<Vec<u8>, StoreError> {
         // A write only the first time; a read of the stored secret afterwards.
-        self.read()?;
+        self.read().await?;
         self.inner.shared_secret(name, candidate).await
     }
     fn shares_login_limits(&self) -> bool {
         self.inner.shares_login_limits()
     }
     async fn login_locked(&self, keys: &[String], now_ms: i64) -> Result<i64, StoreError> {
-        self.read()?;
+        self.read().await?;
         self.inner.login_locked(keys, now_ms).await
     }
     async fn login_failed(
@@ -158,19 +161,19 @@ impl RefreshStore for Flaky {
         refill_ms: i64,
         now_ms: i64,
     ) -> Result<i64, StoreError> {
-        self.write()?;
+        self.write().await?;
         self.inner.login_failed(keys, refill_ms, now_ms).await
     }
     async fn signing_keys(&self) -> Result<Option<Vec<StoredKey>>, StoreError> {
-        self.read()?;
+        self.read().await?;
         self.inner.signing_keys().await
     }
     async fn add_signing_key(&self, key: &StoredKey, keep: usize) -> Result<(), StoreError> {
-        self.write()?;
+        self.write().await?;
         self.inner.add_signing_key(key, keep).await
     }
     async fn add_first_signing_key(&self, key: &StoredKey) -> Result<(), StoreError> {
-        self.write()?;
+        self.write().await?;
         self.inner.add_first_signing_key(key).await
     }
 }

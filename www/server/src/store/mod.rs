@@ -18,6 +18,7 @@ mod postgres;
 #[cfg(test)]
 pub(crate) use postgres::tests as postgres_tests;
 mod sqlite;
+mod tracked;
 
 use std::fmt;
 
@@ -25,6 +26,7 @@ pub use flaky::{Failing, Flaky};
 pub use memory::MemoryStore;
 pub use postgres::{PgStore, MIGRATIONS};
 pub use sqlite::{SqliteStore, DB_FILE};
+pub use tracked::{StoreHealth, Tracked};
 
 use crate::tokens::TokenHash;
 

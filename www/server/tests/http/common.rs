@@ -48,11 +48,15 @@ pub fn server_with(config: Config) -> TestServer {
 
 /// A test server whose store fails on demand ([`Flaky`] around a memory store).
 pub fn flaky_server(test_mode: bool) -> (TestServer, Arc<Flaky>) {
-    let config = Config {
+    flaky_server_with(Config {
         test_mode,
         memory_store: true,
         ..Config::default()
-    };
+    })
+}
+
+/// [`flaky_server`] with `config`.
+pub fn flaky_server_with(config: Config) -> (TestServer, Arc<Flaky>) {
     let clock = Arc::new(ManualClock::new(START_MS));
     let signing_key = SigningKey::random(&mut rand_core::OsRng);
     let store = Arc::new(Flaky::new(Arc::new(MemoryStore::new())));
