@@ -84,7 +84,7 @@ pub async fn build_state(config: &Config) -> Result<AppState, StartupError> {
         let store =
             store::PgStore::connect_with(url, None, config.db_pool_size as usize, call_timeout)
                 .await
-                .map_err(|e| StartupError(e.to_string()))?;
+                .map_err(|e| StartupError(store::with_pg_target(&e, url)))?;
         tracing::info!("refresh tokens stored in PostgreSQL");
         Arc::new(store)
     } else if config.memory_store {

@@ -1020,7 +1020,7 @@ pub async fn start(config: &crate::Config, state: &crate::AppState) -> Result<()
         Arc::new(
             crate::store::PgStore::connect(url, None, 4)
                 .await
-                .map_err(|e| e.to_string())?,
+                .map_err(|e| crate::store::with_pg_target(&e, url))?,
         )
     } else if config.memory_store {
         Arc::new(crate::store::MemoryStore::new())
