@@ -568,6 +568,7 @@ impl Upstream {
         // The keys of the cache (fetched again when old, so a withdrawn key is dropped): a
         // provider that rotated its keys since discovery is followed.
         let nonce = Nonce::new(nonce.to_string());
+        let seen = self.jwks.generation();
         self.jwks.refresh_if_old(now_ms).await;
         let mut verifier = self.id_token_verifier(issued.at_check(began));
         let unknown_key = |e: &openidconnect::ClaimsVerificationError| {
@@ -581,7 +582,7 @@ impl Upstream {
         if id_token
             .claims(&verifier, &nonce)
             .is_err_and(|e| unknown_key(&e))
-            && self.jwks.refetch(now_ms).await
+            && self.jwks.refetch(seen, now_ms).await
         {
             verifier = self.id_token_verifier(issued.at_check(began));
         }
