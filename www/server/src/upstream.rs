@@ -566,7 +566,9 @@ impl Upstream {
             .id_token()
             .ok_or_else(|| ProviderError::BadIdToken("no ID token".into()))?;
         // The keys of the cache (fetched again when old, so a withdrawn key is dropped): a
-        // provider that rotated its keys since discovery is followed.
+        // provider that rotated its keys since discovery is followed. This token comes from
+        // the provider's token endpoint, not from a client: a key we do not have fetches the
+        // keys at once, however recently they were fetched.
         let nonce = Nonce::new(nonce.to_string());
         let seen = self.jwks.generation();
         self.jwks.refresh_if_old(now_ms).await;
@@ -582,7 +584,7 @@ impl Upstream {
         if id_token
             .claims(&verifier, &nonce)
             .is_err_and(|e| unknown_key(&e))
-            && self.jwks.refetch(seen, now_ms).await
+            && self.jwks.refetch_for_provider_token(seen, now_ms).await
         {
             verifier = self.id_token_verifier(issued.at_check(began));
         }

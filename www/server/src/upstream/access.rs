@@ -299,12 +299,26 @@ impl Jwks {
     /// the caller is told to check again instead (a withdrawn key's token right after an age
     /// refresh fetched twice).
     pub async fn refetch(&self, seen: u64, now_ms: i64) -> bool {
+        self.refetch_limited(seen, now_ms, true).await
+    }
+
+    /// [`Self::refetch`] for a token the provider itself just handed us — the ID token of a
+    /// code exchange, over our authenticated back channel — without the once-per-interval
+    /// limit: its `kid` cannot be forged by a client (and each such token costs a sign-in at
+    /// the provider), so a key rotation right after another fetch does not fail the sign-in
+    /// with `invalid_id_token`. Still single-flight, and it counts toward the limit of
+    /// [`Self::refetch`].
+    pub async fn refetch_for_provider_token(&self, seen: u64, now_ms: i64) -> bool {
+        self.refetch_limited(seen, now_ms, false).await
+    }
+
+    async fn refetch_limited(&self, seen: u64, now_ms: i64, limited: bool) -> bool {
         let _one_at_a_time = self.refetch.lock().await;
         if self.generation.load(Ordering::SeqCst) != seen {
             return true;
         }
         let last = self.unknown_key_at_ms.load(Ordering::SeqCst);
-        if now_ms.saturating_sub(last) < JWKS_MIN_REFETCH_MS {
+        if limited && now_ms.saturating_sub(last) < JWKS_MIN_REFETCH_MS {
             return false;
         }
         // An attempt counts even when it fails: a provider that is down is not hammered.
@@ -723,6 +737,19 @@ mod tests {
             )
             .await;
         assert_eq!(calls.load(Ordering::SeqCst), 4, "one after the interval");
+
+        // A second rotation right after that fetch: a client's token with the newest key
+        // waits for the interval, an ID token straight from the provider does not.
+        let newest = Key::new("newest");
+        *published.lock().unwrap() = set(&[&newer, &newest]);
+        let now = at(JWKS_MAX_AGE_MS + 2_000 + JWKS_MIN_REFETCH_MS + 1_000);
+        let r = jwks.verify(&newest.token(&claims()), &now).await;
+        assert_eq!(r.unwrap_err(), JwtError::UnknownKey, "limited");
+        assert_eq!(calls.load(Ordering::SeqCst), 4);
+        let seen = jwks.generation();
+        assert!(jwks.refetch_for_provider_token(seen, now.now_ms).await);
+        assert_eq!(calls.load(Ordering::SeqCst), 5);
+        assert!(jwks.verify(&newest.token(&claims()), &now).await.is_ok());
     }
 
     #[tokio::test]
