@@ -221,6 +221,12 @@ impl Config {
         }
     }
 
+    /// How long one store call may take: a third of the request timeout, so that a call cut
+    /// off ends (rolled back) before the request does; 1–10 s.
+    pub fn store_call_timeout(&self) -> Duration {
+        Duration::from_secs_f64((self.request_timeout_s / 3.0).clamp(1.0, 10.0))
+    }
+
     /// Connection limits for [`crate::serve`].
     pub fn limits(&self) -> crate::serve::Limits {
         crate::serve::Limits {

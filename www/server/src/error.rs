@@ -64,6 +64,37 @@ pub enum AppError {
 /// `Retry-After` of a 503 for store trouble, seconds.
 pub const STORE_RETRY_AFTER_S: u64 = 2;
 
+/// `e` and its sources, `: `-separated, on one line: the cause a wrapper's own text hides
+/// (tokio-postgres says "error connecting to server" and "db error", reqwest "error sending
+/// request"; the reason — `Connection refused (os error 111)`, `database "x" does not
+/// exist`, `operation timed out` — is a source). A source whose text the chain already ends
+/// with (a wrapper that prints its cause) is not repeated. A PostgreSQL error is its severity,
+/// message and SQLSTATE, without its DETAIL and HINT (a DETAIL can quote row values).
+pub fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = String::new();
+    let mut next = Some(e);
+    while let Some(e) = next {
+        let text = match e.downcast_ref::<tokio_postgres::error::DbError>() {
+            Some(db) => format!(
+                "{}: {} (SQLSTATE {})",
+                db.severity(),
+                db.message(),
+                db.code().code()
+            ),
+            None => e.to_string(),
+        };
+        let text = text.split_whitespace().collect::<Vec<_>>().join(" ");
+        if !text.is_empty() && !out.ends_with(&text) {
+            if !out.is_empty() {
+                out.push_str(": ");
+            }
+            out.push_str(&text);
+        }
+        next = e.source();
+    }
+    out
+}
+
 impl From<crate::store::StoreError> for AppError {
     fn from(e: crate::store::StoreError) -> Self {
         // A client may retry: a store call that failed changed nothing it can see (a
@@ -186,6 +217,41 @@ impl IntoResponse for AppError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[derive(Debug)]
+    struct Wrapper(&'static str, Option<Box<dyn std::error::Error + 'static>>);
+    impl std::fmt::Display for Wrapper {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str(self.0)
+        }
+    }
+    impl std::error::Error for Wrapper {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            self.1.as_deref()
+        }
+    }
+
+    #[test]
+    fn the_chain_names_every_cause_once_on_one_line() {
+        let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        let e = Wrapper(
+            "error connecting to server",
+            Some(Box::new(Wrapper(
+                "tcp connect error:\n  refused",
+                Some(Box::new(refused)),
+            ))),
+        );
+        assert_eq!(
+            chain(&e),
+            "error connecting to server: tcp connect error: refused: connection refused"
+        );
+        // A wrapper that prints its cause already: not twice.
+        let e = Wrapper(
+            "pool: timed out",
+            Some(Box::new(Wrapper("timed out", None))),
+        );
+        assert_eq!(chain(&e), "pool: timed out");
+    }
 
     #[test]
     fn a_store_failure_is_a_503_to_retry_with_nothing_of_the_detail() {

@@ -79,15 +79,12 @@ pub async fn build_state(config: &Config) -> Result<AppState, StartupError> {
         }
         None => keys::KeySet::generate(),
     };
-    // A third of the request's time for each store call, so that a call cut off ends
-    // (rolled back) before the request does: 1–10 s.
-    let call_timeout =
-        std::time::Duration::from_secs_f64((config.request_timeout_s / 3.0).clamp(1.0, 10.0));
+    let call_timeout = config.store_call_timeout();
     let store: Arc<dyn store::RefreshStore> = if let Some(url) = &config.database_url {
         let store =
             store::PgStore::connect_with(url, None, config.db_pool_size as usize, call_timeout)
                 .await
-                .map_err(|e| StartupError(e.to_string()))?;
+                .map_err(|e| StartupError(store::with_pg_target(&e, url)))?;
         tracing::info!("refresh tokens stored in PostgreSQL");
         Arc::new(store)
     } else if config.memory_store {

@@ -41,3 +41,62 @@ impl RevokedFamilies {
         self.len() == 0
     }
 }
+
+/// At most this many logouts are noted in [`NotedEnds`]; beyond, the oldest is forgotten.
+pub const MAX_NOTED_ENDS: usize = 10_000;
+
+/// Logouts whose family the store could not end (it failed): the hash of each refresh token
+/// presented, kept until maintenance ends its family ([`crate::session::end_noted`]). In
+/// memory only: an instance that restarts, or one never asked again, forgets them (the
+/// family then stays live until it expires or its user signs in again — its cookie was
+/// cleared in the browser all the same).
+#[derive(Debug, Default)]
+pub struct NotedEnds(std::sync::Mutex<std::collections::VecDeque<crate::tokens::TokenHash>>);
+
+impl NotedEnds {
+    /// Note `token` (its hash); `false` when the oldest noted had to be forgotten for it.
+    pub fn note(&self, token: crate::tokens::TokenHash) -> bool {
+        let mut noted = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        if noted.contains(&token) {
+            return true;
+        }
+        let room = noted.len() < MAX_NOTED_ENDS;
+        if !room {
+            noted.pop_front();
+        }
+        noted.push_back(token);
+        room
+    }
+
+    /// Take every one noted, oldest first.
+    pub fn take(&self) -> Vec<crate::tokens::TokenHash> {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .drain(..)
+            .collect()
+    }
+
+    /// Put back `tokens` (taken and not ended), before any noted since.
+    pub fn put_back(&self, tokens: Vec<crate::tokens::TokenHash>) {
+        let mut noted = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        for token in tokens.into_iter().rev() {
+            if !noted.contains(&token) {
+                noted.push_front(token);
+            }
+        }
+        while noted.len() > MAX_NOTED_ENDS {
+            noted.pop_front();
+        }
+    }
+
+    /// How many are noted.
+    pub fn len(&self) -> usize {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).len()
+    }
+
+    /// Whether none is.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}

@@ -238,10 +238,18 @@ pub async fn serve_connection<IO>(
     }
 }
 
+/// The 503 of a request cut off by the request timeout: `temporarily_unavailable`, with the
+/// `Retry-After` of a store failure ([`crate::error::STORE_RETRY_AFTER_S`]: a request runs
+/// out of time mostly on a stalled store or provider, and a client that retried at once
+/// would only add to the load), `no-store`, and the connection closed.
 fn request_timed_out() -> Response<Body> {
     let mut response = Response::new(Body::from(r#"{"error":"temporarily_unavailable"}"#));
     *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
     let headers = response.headers_mut();
+    headers.insert(
+        header::RETRY_AFTER,
+        HeaderValue::from(crate::error::STORE_RETRY_AFTER_S),
+    );
     headers.insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),

@@ -343,10 +343,15 @@ pub async fn end_family_of(
     token: &str,
     why: &'static str,
 ) -> Result<Option<String>, AppError> {
-    let id = state
-        .store
-        .revoke_family_of(&hash_refresh_token(token), state.now_ms())
-        .await?;
+    end_family_by_hash(state, &hash_refresh_token(token), why).await
+}
+
+async fn end_family_by_hash(
+    state: &AppState,
+    token: &TokenHash,
+    why: &'static str,
+) -> Result<Option<String>, AppError> {
+    let id = state.store.revoke_family_of(token, state.now_ms()).await?;
     if let Some(id) = &id {
         revoked(state, id, why);
     }
@@ -357,6 +362,47 @@ pub async fn end_family_of(
 /// family if it was newly revoked.
 pub async fn end(state: &AppState, presented: &str) -> Result<Option<String>, AppError> {
     end_family_of(state, presented, "logout").await
+}
+
+/// A logout could not end the family of `presented` (the store failed): note it, so that
+/// maintenance ends it once the store answers again ([`end_noted`]). The browser's cookie is
+/// cleared all the same; this covers a copy of the cookie kept elsewhere, and a browser that
+/// never got the answer.
+pub fn note_failed_end(state: &AppState, presented: &str) {
+    let room = state.noted_ends.note(hash_refresh_token(presented));
+    tracing::warn!(
+        noted = state.noted_ends.len(),
+        forgot_oldest = !room,
+        "logout: the store could not end the family; the cookie is cleared, and maintenance \
+        ends the family once the store answers"
+    );
+}
+
+/// Maintenance: end the families of the logouts noted while the store failed
+/// ([`note_failed_end`]); in upstream mode their provider grants too. Stops at the first
+/// store failure, keeping that one and the rest for the next pass. How many were ended.
+pub async fn end_noted(state: &AppState) -> Result<usize, AppError> {
+    let noted = state.noted_ends.take();
+    let mut ended = 0;
+    for (i, token) in noted.iter().enumerate() {
+        let id =
+            match end_family_by_hash(state, token, "logout (noted while the store failed)").await {
+                Ok(id) => id,
+                Err(e) => {
+                    state.noted_ends.put_back(noted[i..].to_vec());
+                    return Err(e);
+                }
+            };
+        let Some(id) = id else { continue };
+        ended += 1;
+        if let Some(up) = state.upstream.get() {
+            if let Err(e) = crate::routes::upstream::end_grant(up, &id, state.now_ms()).await {
+                tracing::warn!(family = %id, error = ?e,
+                    "the grant of a family ended after a failed logout could not be queued for revocation");
+            }
+        }
+    }
+    Ok(ended)
 }
 
 /// At start: refuse the access tokens of families revoked recently enough that some of
@@ -370,10 +416,18 @@ pub async fn restore_revocations(state: &AppState) -> Result<usize, AppError> {
     Ok(ids.len())
 }
 
-/// Housekeeping, run now and then: purge families that ended more than `grace_ms` ago,
-/// forget revocations whose tokens have expired and idle limiter keys.
+/// Housekeeping, run now and then: end the families of logouts noted while the store failed
+/// ([`end_noted`]), purge families that ended more than `grace_ms` ago, forget revocations
+/// whose tokens have expired and idle limiter keys.
 pub async fn maintain(state: &AppState, grace_ms: i64) -> Result<u64, AppError> {
     let now_ms = state.now_ms();
+    let ended = end_noted(state).await?;
+    if ended > 0 {
+        tracing::info!(
+            families = ended,
+            "families of logouts noted while the store failed ended"
+        );
+    }
     let purged = state
         .store
         .purge(now_ms - grace_ms.max(state.max_token_life_ms()))

@@ -12,8 +12,8 @@ use crate::config::Config;
 use crate::keys::KeySet;
 use crate::limiter::{LoginLimiter, LoginLimits};
 use crate::metrics::Metrics;
-use crate::revoked::RevokedFamilies;
-use crate::store::RefreshStore;
+use crate::revoked::{NotedEnds, RevokedFamilies};
+use crate::store::{RefreshStore, StoreHealth, Tracked};
 use crate::tokens::Validation;
 use crate::upstream::Upstream;
 
@@ -51,6 +51,9 @@ pub struct Settings {
     pub key_reload: Duration,
     /// DPoP rules.
     pub dpop: DpopSettings,
+    /// How long one store call may take ([`Config::store_call_timeout`]); `/readyz` waits
+    /// no longer for the store.
+    pub store_call_timeout: Duration,
 }
 
 /// How the server treats DPoP proofs.
@@ -89,8 +92,10 @@ pub struct Inner {
     max_token_life_ms: AtomicI64,
     /// Signing and verification keys.
     pub keys: RwLock<KeySet>,
-    /// Refresh-token families.
+    /// Refresh-token families ([`Tracked`]: every write's outcome noted in `store_health`).
     pub store: Arc<dyn RefreshStore>,
+    /// Whether the store's writes go through (for `/readyz`).
+    pub store_health: Arc<StoreHealth>,
     /// Wall clock.
     pub clock: Arc<dyn Clock>,
     /// Counters and histograms.
@@ -99,6 +104,8 @@ pub struct Inner {
     pub login_limiter: LoginLimiter,
     /// Families whose access tokens are refused.
     pub revoked: RevokedFamilies,
+    /// Logouts the store failed to record, ended later by maintenance.
+    pub noted_ends: NotedEnds,
     /// HMAC key deriving a refresh token's successor from it (shared through the store).
     pub successor_key: tokio::sync::OnceCell<[u8; 32]>,
     /// Whether the signing keys come from the store (shared by every instance).
@@ -143,6 +150,7 @@ impl AppState {
             family_lifetime_s: config.family_lifetime_s,
             leeway_s: config.leeway_s,
         };
+        let store_health = Arc::new(StoreHealth::default());
         Self(Arc::new(Inner {
             settings: Settings {
                 test_mode: config.test_mode,
@@ -164,11 +172,13 @@ impl AppState {
                     nonce_lifetime_ms: (config.dpop_nonce_lifetime_s * 1000.0).ceil() as i64,
                     max_age_s: config.dpop_max_age_s,
                 },
+                store_call_timeout: config.store_call_timeout(),
             },
             max_token_life_ms: AtomicI64::new(token_life_ms(&tunables)),
             tunables: RwLock::new(tunables),
             keys: RwLock::new(keys),
-            store,
+            store: Arc::new(Tracked::new(store, store_health.clone())),
+            store_health,
             clock: clock.clone(),
             metrics: Metrics::default(),
             login_limiter: LoginLimiter::new(LoginLimits {
@@ -178,6 +188,7 @@ impl AppState {
                 refill: Duration::from_secs_f64(config.login_refill_s),
             }),
             revoked: RevokedFamilies::default(),
+            noted_ends: NotedEnds::default(),
             successor_key: tokio::sync::OnceCell::new(),
             shared_keys: std::sync::atomic::AtomicBool::new(false),
             upstream: OnceLock::new(),

@@ -99,8 +99,9 @@ type Oidc = CoreClient<
 /// Why a call to the provider's HTTP endpoint failed before a usable answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HttpError {
-    /// Connection refused, reset, DNS, TLS, or no answer within the timeout.
-    Unreachable,
+    /// Connection refused, reset, DNS, TLS, or no answer within the timeout; why, for the
+    /// log ([`crate::error::chain`] of the client's error, without the URL).
+    Unreachable(String),
     /// The provider answered 5xx or 429, with its `Retry-After` when a 429 or a 503 had one.
     Status(u16, Option<revocation::RetryAfter>),
     /// The request could not be built (our bug).
@@ -116,7 +117,10 @@ pub const MAX_PROVIDER_BODY: usize = 1 << 20;
 impl std::fmt::Display for HttpError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            HttpError::Unreachable => f.write_str("provider unreachable or timed out"),
+            HttpError::Unreachable(why) if why.is_empty() => {
+                f.write_str("provider unreachable or timed out")
+            }
+            HttpError::Unreachable(why) => write!(f, "provider unreachable or timed out: {why}"),
             HttpError::Status(s, _) => write!(f, "provider answered {s}"),
             HttpError::Build => f.write_str("request could not be built"),
             HttpError::TooLarge => f.write_str("provider answer over 1 MiB"),
@@ -158,10 +162,7 @@ pub enum ProviderError {
 /// it is told apart from a malformed answer, with the `Retry-After` of a 429 or a 503.
 async fn send(http: reqwest::Client, request: HttpRequest) -> Result<HttpResponse, HttpError> {
     let request = reqwest::Request::try_from(request).map_err(|_| HttpError::Build)?;
-    let response = http
-        .execute(request)
-        .await
-        .map_err(|_| HttpError::Unreachable)?;
+    let response = http.execute(request).await.map_err(unreachable)?;
     let status = response.status();
     if status.is_server_error() || status == reqwest::StatusCode::TOO_MANY_REQUESTS {
         let retry_after = response
@@ -176,7 +177,7 @@ async fn send(http: reqwest::Client, request: HttpRequest) -> Result<HttpRespons
     let headers = response.headers().clone();
     let mut response = response;
     let mut body = Vec::new();
-    while let Some(chunk) = response.chunk().await.map_err(|_| HttpError::Unreachable)? {
+    while let Some(chunk) = response.chunk().await.map_err(unreachable)? {
         if body.len() + chunk.len() > MAX_PROVIDER_BODY {
             return Err(HttpError::TooLarge);
         }
@@ -187,6 +188,12 @@ async fn send(http: reqwest::Client, request: HttpRequest) -> Result<HttpRespons
         builder = builder.header(name.as_str(), value.as_bytes());
     }
     builder.body(body).map_err(|_| HttpError::Build)
+}
+
+/// The provider could not be reached, or its answer not read: why, without the URL (the
+/// caller's message names the provider).
+fn unreachable(e: reqwest::Error) -> HttpError {
+    HttpError::Unreachable(crate::error::chain(&e.without_url()))
 }
 
 fn classify<T: ErrorResponse + 'static>(
@@ -409,7 +416,13 @@ impl Upstream {
         let client = move |r: HttpRequest| send(send_with.clone(), r);
         let metadata = Metadata::discover_async(issuer.clone(), &client)
             .await
-            .map_err(|e| format!("OpenID Provider discovery at {} failed: {e}", config.issuer))?;
+            .map_err(|e| {
+                format!(
+                    "OpenID Provider discovery at {} failed: {}",
+                    config.issuer,
+                    crate::error::chain(&e)
+                )
+            })?;
         let jwks_uri = metadata.jwks_uri().clone();
         let fetch_with = http.clone();
         let fetch: FetchJwks = Arc::new(move || {
@@ -418,7 +431,7 @@ impl Upstream {
                 let client = move |r: HttpRequest| send(http.clone(), r);
                 JsonWebKeySet::fetch_async(&url, &client)
                     .await
-                    .map_err(|e| e.to_string())
+                    .map_err(|e| crate::error::chain(&e))
             })
         });
         let jwks = Jwks::new(metadata.jwks().clone(), now_ms, fetch);
@@ -553,8 +566,11 @@ impl Upstream {
             .id_token()
             .ok_or_else(|| ProviderError::BadIdToken("no ID token".into()))?;
         // The keys of the cache (fetched again when old, so a withdrawn key is dropped): a
-        // provider that rotated its keys since discovery is followed.
+        // provider that rotated its keys since discovery is followed. This token comes from
+        // the provider's token endpoint, not from a client: a key we do not have fetches the
+        // keys at once, however recently they were fetched.
         let nonce = Nonce::new(nonce.to_string());
+        let seen = self.jwks.generation();
         self.jwks.refresh_if_old(now_ms).await;
         let mut verifier = self.id_token_verifier(issued.at_check(began));
         let unknown_key = |e: &openidconnect::ClaimsVerificationError| {
@@ -568,7 +584,7 @@ impl Upstream {
         if id_token
             .claims(&verifier, &nonce)
             .is_err_and(|e| unknown_key(&e))
-            && self.jwks.refetch(now_ms).await
+            && self.jwks.refetch_for_provider_token(seen, now_ms).await
         {
             verifier = self.id_token_verifier(issued.at_check(began));
         }
@@ -1020,7 +1036,7 @@ pub async fn start(config: &crate::Config, state: &crate::AppState) -> Result<()
         Arc::new(
             crate::store::PgStore::connect(url, None, 4)
                 .await
-                .map_err(|e| e.to_string())?,
+                .map_err(|e| crate::store::with_pg_target(&e, url))?,
         )
     } else if config.memory_store {
         Arc::new(crate::store::MemoryStore::new())
@@ -1334,6 +1350,60 @@ mod tests {
         assert_eq!(got.err(), Some(HttpError::TooLarge));
     }
 
+    /// Discovery that fails says why: it said `discovery … failed: Request failed`, with the
+    /// refusal or the timeout hidden in the error's sources.
+    #[tokio::test]
+    async fn a_failed_discovery_names_the_refusal_or_the_timeout() {
+        let connect = |issuer: String| {
+            let config = config::UpstreamConfig {
+                issuer,
+                client_id: "client".into(),
+                client_secret: config::Secret("secret".into()),
+                redirect_uri: Url::parse("http://127.0.0.1/auth/upstream/callback").unwrap(),
+                scopes: Vec::new(),
+                allowed_return: Vec::new(),
+                post_logout_uri: None,
+                audience: "api".into(),
+                timeout: Duration::from_millis(300),
+                token_key: None,
+            };
+            async move {
+                Upstream::connect(
+                    config,
+                    Arc::new(crate::store::MemoryStore::new()),
+                    1_000_000,
+                )
+                .await
+                .err()
+                .expect("discovery fails")
+            }
+        };
+        // Nothing listens.
+        let closed = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let refused = connect(format!("http://{closed}")).await;
+        assert!(
+            refused.starts_with(&format!(
+                "OpenID Provider discovery at http://{closed} failed: "
+            )) && refused.to_lowercase().contains("connection refused"),
+            "{refused}"
+        );
+        // Accepts, never answers.
+        let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = silent.local_addr().unwrap();
+        let held = tokio::spawn(async move {
+            let mut sockets = Vec::new();
+            while let Ok((socket, _)) = silent.accept().await {
+                sockets.push(socket);
+            }
+        });
+        let timed_out = connect(format!("http://{addr}")).await;
+        held.abort();
+        assert!(timed_out.contains("timed out"), "{timed_out}");
+    }
+
     mod id_tokens {
         use base64::engine::general_purpose::URL_SAFE_NO_PAD;
         use base64::Engine as _;
@@ -1535,7 +1605,9 @@ mod tests {
             );
         }
         assert_eq!(
-            c(RequestTokenError::Request(HttpError::Unreachable)),
+            c(RequestTokenError::Request(HttpError::Unreachable(
+                String::new()
+            ))),
             ProviderError::Unavailable
         );
         assert_eq!(

@@ -170,3 +170,40 @@ fn sigterm_lets_a_request_in_flight_finish() {
     let status = server.0.wait().unwrap();
     assert!(status.success(), "{status:?}");
 }
+
+/// Started with its database refusing connections, the server exits 1 and says why and
+/// where: it printed `refresh store: postgres: error connecting to server`, without the
+/// refusal (a source of that error) or the address. The URL's password is never printed.
+#[test]
+fn a_database_refusing_connections_stops_the_start_naming_the_refusal_and_the_address_not_the_password(
+) {
+    // A port nothing listens on (bound, then closed).
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let out = Command::new(env!("CARGO_BIN_EXE_tokenwarden-server"))
+        .args(["--port", "0"])
+        .env_remove("TW_TEST_MODE")
+        .env(
+            "DATABASE_URL",
+            format!("postgres://tw:s3cret-pw@127.0.0.1:{port}/twdb"),
+        )
+        .env("TW_LOG", "warn")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(out.stdout.is_empty(), "never listened");
+    assert!(
+        stderr.to_lowercase().contains("connection refused"),
+        "the refusal: {stderr}"
+    );
+    assert!(
+        stderr.contains(&format!("127.0.0.1:{port}")) && stderr.contains("database twdb"),
+        "where: {stderr}"
+    );
+    assert!(!stderr.contains("s3cret-pw"), "the password: {stderr}");
+}

@@ -69,6 +69,14 @@ async fn a_request_cut_off_by_the_request_timeout_is_logged_with_its_503_and_lat
     let text = String::from_utf8_lossy(&got);
     assert!(text.starts_with("HTTP/1.1 503"), "{text}");
     assert!(started.elapsed() < Duration::from_secs(5));
+    // Like a store failure's 503: when to retry, not cached, the typed body.
+    let lower = text.to_ascii_lowercase();
+    assert!(lower.contains("\r\nretry-after: 2\r\n"), "{text}");
+    assert!(lower.contains("\r\ncache-control: no-store\r\n"), "{text}");
+    assert!(
+        text.ends_with("{\"error\":\"temporarily_unavailable\"}"),
+        "{text}"
+    );
 
     assert_eq!(latency_count(&ts) - counted_before, 1, "latency observed");
     let output = capture.text();

@@ -129,6 +129,30 @@ async fn a_request_that_takes_too_long_gets_503() {
     assert!(took < Duration::from_secs(5));
 }
 
+/// The request-timeout 503 says when to come back, as a store failure's does: without
+/// `Retry-After` a client retried at once, adding load to a server already too slow.
+#[tokio::test]
+async fn the_request_timeout_503_carries_retry_after_no_store_and_the_typed_body() {
+    let (addr, _stop) = start(limits()).await;
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let (_, got) = closed_within(&mut s, Duration::from_secs(5)).await;
+    let text = String::from_utf8_lossy(&got).to_ascii_lowercase();
+    assert!(text.starts_with("http/1.1 503"), "{text}");
+    assert!(text.contains("\r\nretry-after: 2\r\n"), "{text}");
+    assert!(text.contains("\r\ncache-control: no-store\r\n"), "{text}");
+    assert!(
+        text.contains("\r\ncontent-type: application/json\r\n"),
+        "{text}"
+    );
+    assert!(
+        text.ends_with("\r\n\r\n{\"error\":\"temporarily_unavailable\"}"),
+        "{text}"
+    );
+}
+
 #[tokio::test]
 async fn connections_beyond_the_cap_wait_until_one_closes() {
     let (addr, _stop) = start(Limits {

@@ -222,22 +222,41 @@ async fn hold_all(state: &AppState, candidates: &[String], refusal: AppError) ->
 }
 
 /// `POST /auth/logout`: revoke the family of every candidate cookie, clear the cookie; 204
-/// even without a session.
+/// even without a session. When the store fails to end a family the answer is its 503
+/// (`Retry-After`: the client reports that the server could not be told), and it clears the
+/// cookie all the same, as a 204 does: kept, the browser signed the user back in with it on
+/// the next page load once the store was back. The families not ended are noted for
+/// maintenance to end ([`session::note_failed_end`]).
 pub async fn logout(
     State(state): State<AppState>,
     _: CsrfChecked,
     RefreshCookies(candidates): RefreshCookies,
-) -> Result<Response, AppError> {
-    for token in &candidates {
-        session::end(&state, token).await?;
+) -> Response {
+    for (i, token) in candidates.iter().enumerate() {
+        if let Err(e) = session::end(&state, token).await {
+            // The others would wait on the failing store too (a call may take a third of
+            // the request timeout): noted with it, not tried.
+            for token in &candidates[i..] {
+                session::note_failed_end(&state, token);
+            }
+            return clearing_cookie(e.into_response());
+        }
     }
     bump(&state.metrics.counters.logouts);
-    Ok((
-        StatusCode::NO_CONTENT,
-        [
-            (header::SET_COOKIE, cleared_refresh_cookie()),
-            (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
-        ],
+    clearing_cookie(
+        (
+            StatusCode::NO_CONTENT,
+            [(header::CACHE_CONTROL, HeaderValue::from_static("no-store"))],
+        )
+            .into_response(),
     )
-        .into_response())
+}
+
+/// `response` clearing the refresh cookie (and, through [`crate::extract::anchor_set_cookies`],
+/// its anchor): what every logout answer carries, the failed ones too.
+pub(crate) fn clearing_cookie(mut response: Response) -> Response {
+    response
+        .headers_mut()
+        .insert(header::SET_COOKIE, cleared_refresh_cookie());
+    response
 }

@@ -919,7 +919,11 @@ async fn forget_grant(up: &Upstream, family_id: &str, now_ms: i64) -> Result<(),
 /// once the provider answers again ([`Upstream::revoke_grant`]). If the store fails to record
 /// the end or to queue the grant, the grant still stored is revoked at the provider directly
 /// ([`Upstream::revoke_stored_now`]).
-async fn end_grant(up: &Upstream, family_id: &str, now_ms: i64) -> Result<Option<Grant>, AppError> {
+pub(crate) async fn end_grant(
+    up: &Upstream,
+    family_id: &str,
+    now_ms: i64,
+) -> Result<Option<Grant>, AppError> {
     if let Err(e) = up.store.end_access_tokens(family_id, now_ms).await {
         up.revoke_stored_now(family_id).await;
         return Err(e.into());
@@ -928,7 +932,9 @@ async fn end_grant(up: &Upstream, family_id: &str, now_ms: i64) -> Result<Option
 }
 
 /// `POST /auth/logout` in upstream mode: the family of every candidate cookie ends, at the
-/// provider too.
+/// provider too. A store failure is answered as in the built-in mode
+/// ([`super::auth::logout`]): its 503, the cookie cleared all the same, the families not
+/// ended noted for maintenance.
 pub async fn logout(
     State(state): State<AppState>,
     _: CsrfChecked,
@@ -936,12 +942,33 @@ pub async fn logout(
 ) -> Result<Response, AppError> {
     let up = upstream(&state)?;
     let mut end_session = None;
-    for token in &candidates {
-        if let Some(family_id) = session::end(&state, token).await? {
-            let grant = end_grant(&up, &family_id, state.now_ms()).await?;
-            end_session = up.end_session_url(grant.as_ref()).or(end_session);
-            tracing::info!(family = %family_id, "upstream session ended");
+    let mut failed = None;
+    for (i, token) in candidates.iter().enumerate() {
+        let family_id = match session::end(&state, token).await {
+            Ok(Some(family_id)) => family_id,
+            Ok(None) => continue,
+            Err(e) => {
+                // As in the built-in mode: noted for maintenance (with the candidates not
+                // tried yet), and the cookie cleared all the same.
+                for token in &candidates[i..] {
+                    session::note_failed_end(&state, token);
+                }
+                failed = Some(e);
+                break;
+            }
+        };
+        match end_grant(&up, &family_id, state.now_ms()).await {
+            Ok(grant) => end_session = up.end_session_url(grant.as_ref()).or(end_session),
+            // The family has ended here (its cookie cannot refresh); its grant was revoked
+            // at the provider directly if it could be, else it waits for maintenance.
+            Err(e) => {
+                failed.get_or_insert(e);
+            }
         }
+        tracing::info!(family = %family_id, "upstream session ended");
+    }
+    if let Some(e) = failed {
+        return Ok(super::auth::clearing_cookie(e.into_response()));
     }
     bump(&state.metrics.counters.logouts);
     let headers = [
@@ -1914,6 +1941,67 @@ mod tests {
         assert!(inner.grant("fam").await.unwrap().is_none(), "moved");
         assert_eq!(provider.asked_to_revoke(), ["rt-1", "rt-1"], "tried again");
         assert_eq!(queued_refresh_tokens(&up, &inner).await, ["rt-1"]);
+    }
+
+    /// A logout while the store holding the families fails: 503 (`Retry-After`), and the
+    /// cookie cleared all the same (it was not: the browser kept it and signed the user back
+    /// in once the store was back). The family is noted, and the next maintenance pass that
+    /// finds the store answering ends it, and queues and revokes its provider grant.
+    #[tokio::test]
+    async fn a_logout_the_store_fails_clears_the_cookie_and_maintenance_ends_the_family_later() {
+        let provider = FakeProvider::start().await;
+        let inner = Arc::new(MemoryStore::new());
+        let up = Upstream::connect(config_for(&provider), inner.clone(), NOW)
+            .await
+            .unwrap();
+        let families = Arc::new(crate::store::Flaky::new(inner.clone()));
+        let state = AppState::new(
+            &crate::Config::default(),
+            crate::keys::KeySet::generate(),
+            families.clone(),
+            Arc::new(crate::clock::ManualClock::new(NOW)),
+        );
+        assert!(state.upstream.set(up.clone()).is_ok());
+        let opened = session::open_family(&state, "alice", NOW).await.unwrap();
+        let family = opened.family.id.clone();
+        let sealed = up.seal_grant(&family, &grant("rt-1"));
+        inner.put_grant(&family, &sealed, FAMILY_END).await.unwrap();
+
+        families.fail(crate::store::Failing::All);
+        let res = logout(
+            State(state.clone()),
+            CsrfChecked,
+            RefreshCookies(vec![opened.refresh_token.clone()]),
+        )
+        .await
+        .unwrap();
+        assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(res.headers()[header::RETRY_AFTER], "2");
+        assert_eq!(
+            res.headers()[header::SET_COOKIE],
+            cleared_refresh_cookie(),
+            "the cookie is cleared as a 204 clears it"
+        );
+        assert!(provider.asked_to_revoke().is_empty(), "nothing ended yet");
+
+        families.fail(crate::store::Failing::No);
+        session::maintain(&state, 3_600_000).await.unwrap();
+        assert_eq!(
+            session::rotate(
+                &state,
+                &opened.refresh_token,
+                crate::tokens::AccessLifetime::Normal,
+                None
+            )
+            .await
+            .unwrap()
+            .err(),
+            Some(session::NotRotated::Refused(
+                crate::store::Rejection::Revoked
+            )),
+            "the family ended"
+        );
+        assert_eq!(provider.asked_to_revoke(), ["rt-1"], "its grant revoked");
     }
 
     /// The token endpoint answering a refresh with 429 or 503 and `Retry-After` is

@@ -12,17 +12,21 @@
 //! whichever instances they reach.
 
 pub mod contract;
+mod flaky;
 mod memory;
 mod postgres;
 #[cfg(test)]
 pub(crate) use postgres::tests as postgres_tests;
 mod sqlite;
+mod tracked;
 
 use std::fmt;
 
+pub use flaky::{Failing, Flaky};
 pub use memory::MemoryStore;
 pub use postgres::{PgStore, MIGRATIONS};
 pub use sqlite::{SqliteStore, DB_FILE};
+pub use tracked::{StoreHealth, Tracked};
 
 use crate::tokens::TokenHash;
 
@@ -138,6 +142,47 @@ pub struct BoundKey {
 /// At most this many proof ids are remembered at once by a store that keeps them in memory;
 /// beyond it (every entry still inside its window) proofs are refused, never forgotten early.
 pub const MAX_REMEMBERED_PROOFS: usize = 1_000_000;
+
+/// Where the PostgreSQL URL `url` points, for error messages: `PostgreSQL at HOST:PORT,
+/// database DB, user USER` (as far as the URL names them). Never the password. `None` when
+/// `url` does not parse (that error says so itself).
+pub fn pg_target(url: &str) -> Option<String> {
+    use tokio_postgres::config::Host;
+    let config: tokio_postgres::Config = url.parse().ok()?;
+    let ports = config.get_ports();
+    let hosts: Vec<String> = config
+        .get_hosts()
+        .iter()
+        .enumerate()
+        .map(|(i, host)| {
+            let port = ports.get(i).or(ports.first()).copied().unwrap_or(5432);
+            match host {
+                Host::Tcp(name) if name.contains(':') => format!("[{name}]:{port}"),
+                Host::Tcp(name) => format!("{name}:{port}"),
+                Host::Unix(dir) => format!("{}/.s.PGSQL.{port}", dir.display()),
+            }
+        })
+        .collect();
+    let mut out = format!("PostgreSQL at {}", hosts.join(", "));
+    if hosts.is_empty() {
+        out.push_str("the default host");
+    }
+    if let Some(db) = config.get_dbname() {
+        out.push_str(&format!(", database {db}"));
+    }
+    if let Some(user) = config.get_user() {
+        out.push_str(&format!(", user {user}"));
+    }
+    Some(out)
+}
+
+/// `e`, from connecting to the PostgreSQL URL `url`, with where that points ([`pg_target`]).
+pub fn with_pg_target(e: &StoreError, url: &str) -> String {
+    match pg_target(url) {
+        Some(target) => format!("{e} ({target})"),
+        None => e.to_string(),
+    }
+}
 
 /// A storage failure; its text is logged, never sent to clients.
 #[derive(Debug)]
@@ -420,5 +465,34 @@ impl fmt::Debug for QueuedRevocation {
             .field("family_id", &self.family_id)
             .field("attempts", &self.attempts)
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod target_tests {
+    use super::*;
+
+    #[test]
+    fn the_target_of_a_url_names_host_port_database_and_user_never_the_password() {
+        assert_eq!(
+            pg_target("postgres://tw:s3cret-pw@db.internal:6432/tokens").as_deref(),
+            Some("PostgreSQL at db.internal:6432, database tokens, user tw")
+        );
+        assert_eq!(
+            pg_target("postgresql://tw:s3cret-pw@[::1]/tokens?sslmode=disable").as_deref(),
+            Some("PostgreSQL at [::1]:5432, database tokens, user tw")
+        );
+        assert_eq!(
+            pg_target("host=a,b port=5433 dbname=x user=u password=s3cret-pw").as_deref(),
+            Some("PostgreSQL at a:5433, b:5433, database x, user u")
+        );
+        assert_eq!(pg_target("not a url at all"), None);
+        let e = StoreError("postgres: error connecting to server: Connection refused".into());
+        let text = with_pg_target(&e, "postgres://tw:s3cret-pw@127.0.0.1:9/tokens");
+        assert!(
+            text.ends_with("(PostgreSQL at 127.0.0.1:9, database tokens, user tw)"),
+            "{text}"
+        );
+        assert!(!text.contains("s3cret-pw"));
     }
 }

@@ -312,8 +312,8 @@ impl std::fmt::Debug for PgStore {
     }
 }
 
-fn err(e: impl std::fmt::Display) -> StoreError {
-    StoreError(format!("postgres: {e}"))
+fn err(e: impl std::error::Error + 'static) -> StoreError {
+    StoreError(format!("postgres: {}", crate::error::chain(&e)))
 }
 
 /// How long one store call may take by default ([`PgStore::connect_with`]).

@@ -19,8 +19,9 @@
 //!
 //! Keys come from the provider's `jwks_uri` ([`Jwks`]): loaded at discovery, fetched again
 //! when a token names a key we do not have (the provider rotated), at most once per
-//! [`JWKS_MIN_REFETCH_MS`] however many such tokens arrive, so forged `kid`s cannot turn
-//! the server into a JWKS-fetching amplifier; and fetched again before use once they are
+//! [`JWKS_MIN_REFETCH_MS`] however many such tokens arrive (only these fetches count: the
+//! first unknown key after discovery or an age refresh fetches at once), so forged `kid`s
+//! cannot turn the server into a JWKS-fetching amplifier; and fetched again before use once they are
 //! [`JWKS_MAX_AGE_MS`] old, so a key the provider withdrew (compromised, retired) stops
 //! being trusted within that time, without a restart.
 
@@ -243,8 +244,13 @@ pub type FetchJwks = Arc<
 /// names one we do not have.
 pub struct Jwks {
     keys: RwLock<CoreJsonWebKeySet>,
-    /// When a fetch last started (the rate limit counts attempts).
+    /// When a fetch of any kind last started (discovery, old keys, an unknown key): the keys'
+    /// age, for [`JWKS_MAX_AGE_MS`] (an attempt counts even when it fails).
     fetched_at_ms: AtomicI64,
+    /// When a fetch for an unknown key last started, for [`JWKS_MIN_REFETCH_MS`]; `i64::MIN`
+    /// before the first. Only these count toward that limit: the keys of discovery, or of a
+    /// fetch because they were old, may predate a rotation just as well.
+    unknown_key_at_ms: AtomicI64,
     /// Fetches finished; a caller that waited for another's fetch sees it changed.
     generation: AtomicU64,
     refetch: tokio::sync::Mutex<()>,
@@ -259,11 +265,17 @@ impl Jwks {
         Self {
             keys: RwLock::new(keys),
             fetched_at_ms: AtomicI64::new(now_ms),
+            unknown_key_at_ms: AtomicI64::new(i64::MIN),
             generation: AtomicU64::new(0),
             refetch: tokio::sync::Mutex::new(()),
             fetch,
             refetches: AtomicU64::new(0),
         }
+    }
+
+    /// How many fetches have finished: taken before using the keys, for [`Self::refetch`].
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::SeqCst)
     }
 
     /// The current keys.
@@ -274,19 +286,63 @@ impl Jwks {
             .clone()
     }
 
-    /// Fetch the keys again, unless that was done less than [`JWKS_MIN_REFETCH_MS`] ago.
-    /// Concurrent callers share one fetch. `true` when keys newer than the caller's were
-    /// loaded (by this call or by the one it waited for).
-    pub async fn refetch(&self, now_ms: i64) -> bool {
-        let seen = self.generation.load(Ordering::SeqCst);
+    /// A token names a key we do not have: fetch the keys again, unless a fetch for an
+    /// unknown key started less than [`JWKS_MIN_REFETCH_MS`] ago (forged `kid`s cannot make
+    /// the server fetch more often). A fetch at discovery or because the keys were old does
+    /// not count: the first unknown key after them fetches at once (it counted, and after a
+    /// provider's key rotation its new key's tokens — ID tokens at sign-in too — were refused
+    /// for up to 10 s). Concurrent callers share one fetch. `true` when keys newer than the
+    /// caller's were loaded (by this call or by the one it waited for).
+    ///
+    /// `seen`: [`Self::generation`] when the caller began with the keys (before its
+    /// [`Self::refresh_if_old`]): keys loaded since are as fresh as a fetch now would be, so
+    /// the caller is told to check again instead (a withdrawn key's token right after an age
+    /// refresh fetched twice).
+    pub async fn refetch(&self, seen: u64, now_ms: i64) -> bool {
+        self.refetch_limited(seen, now_ms, true).await
+    }
+
+    /// [`Self::refetch`] for a token the provider itself just handed us — the ID token of a
+    /// code exchange, over our authenticated back channel — without the once-per-interval
+    /// limit: its `kid` cannot be forged by a client (and each such token costs a sign-in at
+    /// the provider), so a key rotation right after another fetch does not fail the sign-in
+    /// with `invalid_id_token`. Still single-flight, and it counts toward the limit of
+    /// [`Self::refetch`].
+    pub async fn refetch_for_provider_token(&self, seen: u64, now_ms: i64) -> bool {
+        self.refetch_limited(seen, now_ms, false).await
+    }
+
+    async fn refetch_limited(&self, seen: u64, now_ms: i64, limited: bool) -> bool {
         let _one_at_a_time = self.refetch.lock().await;
         if self.generation.load(Ordering::SeqCst) != seen {
             return true;
         }
-        if now_ms - self.fetched_at_ms.load(Ordering::SeqCst) < JWKS_MIN_REFETCH_MS {
+        let last = self.unknown_key_at_ms.load(Ordering::SeqCst);
+        if limited && now_ms.saturating_sub(last) < JWKS_MIN_REFETCH_MS {
             return false;
         }
         // An attempt counts even when it fails: a provider that is down is not hammered.
+        self.unknown_key_at_ms.store(now_ms, Ordering::SeqCst);
+        self.fetch_now(now_ms).await
+    }
+
+    /// Fetch the keys again first when they are [`JWKS_MAX_AGE_MS`] old, so that a key the
+    /// provider withdrew is dropped: before every use of the keys (access tokens here, ID
+    /// tokens at sign-in — which used to take the cached keys however old).
+    pub async fn refresh_if_old(&self, now_ms: i64) {
+        let old = || now_ms - self.fetched_at_ms.load(Ordering::SeqCst) >= JWKS_MAX_AGE_MS;
+        if !old() {
+            return;
+        }
+        let seen = self.generation.load(Ordering::SeqCst);
+        let _one_at_a_time = self.refetch.lock().await;
+        if self.generation.load(Ordering::SeqCst) == seen && old() {
+            self.fetch_now(now_ms).await;
+        }
+    }
+
+    /// One fetch (the caller holds `refetch`); `true` when it loaded keys.
+    async fn fetch_now(&self, now_ms: i64) -> bool {
         self.fetched_at_ms.store(now_ms, Ordering::SeqCst);
         self.refetches.fetch_add(1, Ordering::Relaxed);
         let fetched = match (self.fetch)().await {
@@ -303,22 +359,14 @@ impl Jwks {
         fetched
     }
 
-    /// Fetch the keys again first when they are [`JWKS_MAX_AGE_MS`] old, so that a key the
-    /// provider withdrew is dropped: before every use of the keys (access tokens here, ID
-    /// tokens at sign-in — which used to take the cached keys however old).
-    pub async fn refresh_if_old(&self, now_ms: i64) {
-        if now_ms - self.fetched_at_ms.load(Ordering::SeqCst) >= JWKS_MAX_AGE_MS {
-            self.refetch(now_ms).await;
-        }
-    }
-
     /// [`verify`] with the current keys (fetched again first when [`JWKS_MAX_AGE_MS`] old);
     /// a token naming an unknown key makes the keys be fetched again (see
     /// [`Jwks::refetch`]) and is checked once more.
     pub async fn verify(&self, token: &str, rules: &Rules) -> Result<ProviderClaims, JwtError> {
+        let seen = self.generation();
         self.refresh_if_old(rules.now_ms).await;
         match verify(&self.keys(), token, rules) {
-            Err(JwtError::UnknownKey) if self.refetch(rules.now_ms).await => {
+            Err(JwtError::UnknownKey) if self.refetch(seen, rules.now_ms).await => {
                 verify(&self.keys(), token, rules)
             }
             other => other,
@@ -632,6 +680,76 @@ mod tests {
             "one more after the interval"
         );
         assert_eq!(jwks.refetches.load(Ordering::SeqCst), 2);
+    }
+
+    /// The audit's s6d: the provider rotates its keys right after discovery (or right after
+    /// a fetch because the keys were old); a token with the new key was refused for up to
+    /// 10 s (a sign-in failed with `invalid_id_token`), because those fetches counted toward
+    /// the unknown-key limit. Now only unknown-key fetches count, and forged kids still fetch
+    /// at most once per interval.
+    #[tokio::test]
+    async fn the_first_unknown_kid_after_discovery_or_an_age_refresh_fetches_at_once() {
+        let (old, new, newer) = (Key::new("old"), Key::new("new"), Key::new("newer"));
+        let published = Arc::new(Mutex::new(set(&[&old, &new])));
+        let calls = Arc::new(AtomicU64::new(0));
+        // Discovered just now, with the keys from before the rotation.
+        let jwks = Jwks::new(
+            set(&[&old]),
+            NOW_MS,
+            fetcher(published.clone(), calls.clone()),
+        );
+        let at = |ms: i64| Rules {
+            now_ms: NOW_MS + ms,
+            ..rules()
+        };
+        let claims = || with(json!({ "exp": NOW + 3600 }));
+        let r = jwks.verify(&new.token(&claims()), &at(1_000)).await;
+        assert!(r.is_ok(), "1 s after discovery: {r:?}");
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+
+        // The keys grow old: fetched again before a token is checked (no unknown key).
+        assert!(jwks
+            .verify(&old.token(&claims()), &at(JWKS_MAX_AGE_MS + 1_000))
+            .await
+            .is_ok());
+        assert_eq!(calls.load(Ordering::SeqCst), 2, "the age refresh");
+        // The provider rotates right after it.
+        *published.lock().unwrap() = set(&[&new, &newer]);
+        let r = jwks
+            .verify(&newer.token(&claims()), &at(JWKS_MAX_AGE_MS + 2_000))
+            .await;
+        assert!(r.is_ok(), "1 s after the age refresh: {r:?}");
+        assert_eq!(calls.load(Ordering::SeqCst), 3);
+
+        // Forged kids right after that unknown-key fetch: none within the interval.
+        let forged = Key::new("forged");
+        for ms in [3_000, 5_000, JWKS_MIN_REFETCH_MS + 1_999] {
+            let r = jwks
+                .verify(&forged.token(&claims()), &at(JWKS_MAX_AGE_MS + ms))
+                .await;
+            assert_eq!(r.unwrap_err(), JwtError::UnknownKey);
+        }
+        assert_eq!(calls.load(Ordering::SeqCst), 3);
+        let _ = jwks
+            .verify(
+                &forged.token(&claims()),
+                &at(JWKS_MAX_AGE_MS + 2_000 + JWKS_MIN_REFETCH_MS),
+            )
+            .await;
+        assert_eq!(calls.load(Ordering::SeqCst), 4, "one after the interval");
+
+        // A second rotation right after that fetch: a client's token with the newest key
+        // waits for the interval, an ID token straight from the provider does not.
+        let newest = Key::new("newest");
+        *published.lock().unwrap() = set(&[&newer, &newest]);
+        let now = at(JWKS_MAX_AGE_MS + 2_000 + JWKS_MIN_REFETCH_MS + 1_000);
+        let r = jwks.verify(&newest.token(&claims()), &now).await;
+        assert_eq!(r.unwrap_err(), JwtError::UnknownKey, "limited");
+        assert_eq!(calls.load(Ordering::SeqCst), 4);
+        let seen = jwks.generation();
+        assert!(jwks.refetch_for_provider_token(seen, now.now_ms).await);
+        assert_eq!(calls.load(Ordering::SeqCst), 5);
+        assert!(jwks.verify(&newest.token(&claims()), &now).await.is_ok());
     }
 
     #[tokio::test]

@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 use tokenwarden_server::clock::ManualClock;
 use tokenwarden_server::extract::ANCHOR_COOKIE;
 use tokenwarden_server::keys::KeySet;
-use tokenwarden_server::store::MemoryStore;
+use tokenwarden_server::store::{Flaky, MemoryStore};
 use tokenwarden_server::{app, AppState, Config, REFRESH_COOKIE};
 use tower::ServiceExt as _;
 
@@ -44,6 +44,35 @@ pub fn server_with(config: Config) -> TestServer {
         clock,
         signing_key,
     }
+}
+
+/// A test server whose store fails on demand ([`Flaky`] around a memory store).
+pub fn flaky_server(test_mode: bool) -> (TestServer, Arc<Flaky>) {
+    flaky_server_with(Config {
+        test_mode,
+        memory_store: true,
+        ..Config::default()
+    })
+}
+
+/// [`flaky_server`] with `config`.
+pub fn flaky_server_with(config: Config) -> (TestServer, Arc<Flaky>) {
+    let clock = Arc::new(ManualClock::new(START_MS));
+    let signing_key = SigningKey::random(&mut rand_core::OsRng);
+    let store = Arc::new(Flaky::new(Arc::new(MemoryStore::new())));
+    let state = AppState::new(
+        &config,
+        KeySet::from_signing_key(signing_key.clone()),
+        store.clone(),
+        clock.clone(),
+    );
+    let server = TestServer {
+        router: app(state.clone()),
+        state,
+        clock,
+        signing_key,
+    };
+    (server, store)
 }
 
 /// The refresh cookie's name.

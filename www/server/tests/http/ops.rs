@@ -7,7 +7,7 @@ use axum::http::{Request, StatusCode};
 use tokenwarden_server::clock::SystemClock;
 use tokenwarden_server::keys::KeySet;
 use tokenwarden_server::store::{
-    BoundKey, Family, RefreshStore, Rotation, Standing, StoreError, StoreStats,
+    BoundKey, Failing, Family, RefreshStore, Rotation, Standing, StoreError, StoreStats,
 };
 use tokenwarden_server::tokens::TokenHash;
 use tokenwarden_server::{app, AppState, Config};
@@ -106,6 +106,98 @@ async fn readyz_is_503_while_healthz_stays_200_when_the_store_is_down() {
     };
     assert_eq!(status("/readyz").await, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(status("/healthz").await, StatusCode::OK);
+}
+
+async fn readiness(s: &TestServer) -> (StatusCode, String) {
+    let res = s.send(get("/readyz")).await;
+    let status = res.status();
+    (status, String::from_utf8(body_bytes(res).await).unwrap())
+}
+
+/// The audit's SQLite disk full: `/readyz` answered 200 (the store answers `SELECT 1`)
+/// while every refresh and login got 503. It now says not ready while the latest write
+/// failed with none gone through since, and ready again once a write goes through — its
+/// own, with no traffic (a balancer sends none to an instance it took out).
+#[tokio::test]
+async fn readyz_is_503_while_the_stores_writes_fail_and_200_once_they_go_through() {
+    let (s, store) = flaky_server(true);
+    let (_, cookie) = s.login().await;
+    assert_eq!(readiness(&s).await, (StatusCode::OK, "ready\n".into()));
+
+    store.fail(Failing::Writes);
+    assert_eq!(readiness(&s).await.0, StatusCode::OK, "no write tried yet");
+    assert_eq!(
+        s.send(refresh_request(&cookie)).await.status(),
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    assert_eq!(
+        readiness(&s).await,
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "store writes failing\n".into()
+        )
+    );
+    assert_eq!(
+        s.send(get("/healthz")).await.status(),
+        StatusCode::OK,
+        "the process is alive"
+    );
+    assert_eq!(
+        readiness(&s).await.0,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "still: its own write failed too"
+    );
+
+    store.fail(Failing::No);
+    assert_eq!(readiness(&s).await, (StatusCode::OK, "ready\n".into()));
+    assert_eq!(
+        s.send(refresh_request(&cookie)).await.status(),
+        StatusCode::OK,
+        "the failed rotation changed nothing"
+    );
+    assert_eq!(readiness(&s).await.0, StatusCode::OK);
+
+    // Recovery through traffic: a failed login, then a refresh that goes through.
+    store.fail(Failing::Writes);
+    assert_eq!(
+        s.send(json_request(
+            "POST",
+            "/auth/login",
+            serde_json::json!({"username": "demo", "password": "demo"}),
+        ))
+        .await
+        .status(),
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    store.fail(Failing::No);
+    s.login().await;
+    assert!(!s.state.store_health.writes_failing());
+    assert_eq!(readiness(&s).await.0, StatusCode::OK);
+}
+
+/// A store host that never answers (the audit's black-holed PostgreSQL): `/readyz` waited
+/// as long as the store did. It answers 503 after one store call's time (a third of
+/// `--request-timeout`, at least 1 s).
+#[tokio::test]
+async fn readyz_is_503_within_a_store_calls_time_when_the_store_never_answers() {
+    let (s, store) = flaky_server_with(Config {
+        memory_store: true,
+        request_timeout_s: 3.0,
+        ..Config::default()
+    });
+    store.fail(Failing::Hang);
+    let started = std::time::Instant::now();
+    let answered = tokio::time::timeout(std::time::Duration::from_secs(5), readiness(&s))
+        .await
+        .expect("/readyz answered within 5 s");
+    assert_eq!(
+        answered,
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "store unavailable\n".into()
+        )
+    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(3));
 }
 
 #[tokio::test]

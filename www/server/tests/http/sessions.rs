@@ -5,6 +5,7 @@ use axum::http::{header, StatusCode};
 use serde_json::json;
 
 use crate::common::*;
+use tokenwarden_server::store::Failing;
 use tokenwarden_server::Config;
 
 #[tokio::test]
@@ -312,6 +313,98 @@ async fn logout_revokes_the_family_and_clears_the_cookie() {
     assert_eq!(c["logouts"], 1);
     assert_eq!(c["familiesRevoked"], 1);
     assert_eq!(c["reuseDetected"], 0);
+}
+
+fn logout_request(cookie: &str) -> axum::http::Request<Body> {
+    with_cookie(post("/auth/logout"), cookie)
+        .header("X-Requested-With", "tokenwarden")
+        .body(Body::empty())
+        .unwrap()
+}
+
+/// The audit's s1g-logout: a logout while the store was down answered 503 without
+/// `Set-Cookie`, so the browser kept the cookie and signed the user back in on the next page
+/// load once the store was back. The 503 (with `Retry-After`, so the client reports that the
+/// server could not be told) now clears the cookie and its anchor as the 204 does.
+#[tokio::test]
+async fn a_logout_the_store_fails_is_503_with_retry_after_and_still_clears_the_cookie() {
+    let (s, store) = flaky_server(true);
+    let (_, cookie) = s.login().await;
+    store.fail(Failing::All);
+    let res = s.send(logout_request(&cookie)).await;
+    assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(res.headers()[header::RETRY_AFTER], "2");
+    assert_eq!(res.headers()[header::CACHE_CONTROL], "no-store");
+    let set: Vec<_> = res
+        .headers()
+        .get_all(header::SET_COOKIE)
+        .iter()
+        .map(|v| v.to_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        set,
+        [
+            "__Secure-tw_refresh=; HttpOnly; Secure; SameSite=Strict; Path=/auth; Max-Age=0",
+            "__Host-tw_anchor=; HttpOnly; Secure; SameSite=Strict; Path=/; Max-Age=0",
+        ],
+        "the cookie is cleared as a 204 clears it"
+    );
+    assert_eq!(
+        body_json(res).await,
+        json!({"error": "temporarily_unavailable"})
+    );
+    store.fail(Failing::No);
+    assert_eq!(s.counters().await["logouts"], 0, "not counted as served");
+}
+
+/// The family of a logout the store failed is noted and ended by the next maintenance pass
+/// once the store answers: a copy of the cookie kept elsewhere (or a browser that never got
+/// the 503) cannot refresh with it afterwards. Every candidate of the request is noted.
+#[tokio::test]
+async fn a_logout_the_store_failed_ends_the_family_at_the_next_maintenance_pass() {
+    let (s, store) = flaky_server(true);
+    let (_, first) = s.login().await;
+    let (_, second) = s.login().await;
+    store.fail(Failing::Writes);
+    let both = format!(
+        "{}={first}; {}={second}; {}={}; {}={}",
+        REFRESH_COOKIE_NAME,
+        REFRESH_COOKIE_NAME,
+        tokenwarden_server::extract::ANCHOR_COOKIE,
+        tokenwarden_server::tokens::refresh_anchor(&first),
+        tokenwarden_server::extract::ANCHOR_COOKIE,
+        tokenwarden_server::tokens::refresh_anchor(&second),
+    );
+    let res = s
+        .send(
+            post("/auth/logout")
+                .header(header::COOKIE, both)
+                .header("X-Requested-With", "tokenwarden")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(set_cookie_of(&res).unwrap().contains("Max-Age=0"));
+    assert_eq!(s.state.noted_ends.len(), 2);
+    // Still down: the pass fails and keeps them.
+    assert!(tokenwarden_server::session::maintain(&s.state, 0)
+        .await
+        .is_err());
+    assert_eq!(s.state.noted_ends.len(), 2);
+    store.fail(Failing::No);
+    tokenwarden_server::session::maintain(&s.state, 3_600_000)
+        .await
+        .unwrap();
+    assert!(s.state.noted_ends.is_empty());
+    for cookie in [&first, &second] {
+        assert_eq!(
+            s.send(refresh_request(cookie)).await.status(),
+            StatusCode::UNAUTHORIZED,
+            "the family ended"
+        );
+    }
+    assert_eq!(s.counters().await["familiesRevoked"], 2);
 }
 
 #[tokio::test]
