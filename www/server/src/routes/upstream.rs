@@ -807,9 +807,10 @@ async fn refresh_response(
         }
         Err(ProviderError::Unavailable) => {
             tracing::warn!(family = %family.id, "provider unavailable during refresh");
-            Ok(provider_failure(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "temporarily_unavailable",
+            // Like a store failure's 503: the client waits 2 s, not its own shorter backoff.
+            Ok(provider_busy(
+                upstream::revocation::RetryAfter::Seconds(crate::error::STORE_RETRY_AFTER_S),
+                state.now_ms(),
                 cookie,
             ))
         }
@@ -1004,6 +1005,13 @@ pub async fn me(State(state): State<AppState>, parts: Parts) -> Result<Response,
         Err(CheckError::Unavailable) => {
             return Ok((
                 StatusCode::SERVICE_UNAVAILABLE,
+                [
+                    (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
+                    (
+                        header::RETRY_AFTER,
+                        HeaderValue::from(crate::error::STORE_RETRY_AFTER_S),
+                    ),
+                ],
                 Json(json!({ "error": "temporarily_unavailable" })),
             )
                 .into_response())
