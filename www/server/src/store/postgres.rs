@@ -321,6 +321,12 @@ fn err(e: impl std::fmt::Display) -> StoreError {
 /// How long one store call may take by default ([`PgStore::connect_with`]).
 pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How long the migration at start may take, waiting for another instance's migration lock
+/// included ([`PgStore::connect_with`]): generous, since instances starting together wait
+/// for each other's migrations, and a migration may build an index; a database that stops
+/// answering half-way fails the start instead of hanging it.
+pub const MIGRATION_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// How much shorter PostgreSQL's `statement_timeout` is than the call timeout (a tenth,
 /// at most a second): a statement that runs too long is cancelled by PostgreSQL itself,
 /// which reports it and leaves the connection usable, a little before the client-side
@@ -434,24 +440,68 @@ impl PgStore {
     /// stuck behind a lock, or held on its way to the database, was answered 503 by the
     /// request timeout but still committed later, so the client's retry with the cookie it
     /// still had was reuse, and the user was signed out everywhere.
+    ///
+    /// The migration first runs on a connection of its own: made within `call_timeout`
+    /// (start-up exchange included), then bounded by [`MIGRATION_TIMEOUT`]. A database that
+    /// is down, refuses, or accepts and never answers fails this with the reason; the server
+    /// then exits 1 (it does not retry: its supervisor restarts it).
     pub async fn connect_with(
         url: &str,
         schema: Option<&str>,
         pool_size: usize,
         call_timeout: Duration,
     ) -> Result<Self, StoreError> {
+        Self::connect_bounded(url, schema, pool_size, call_timeout, MIGRATION_TIMEOUT).await
+    }
+
+    async fn connect_bounded(
+        url: &str,
+        schema: Option<&str>,
+        pool_size: usize,
+        call_timeout: Duration,
+        migration_timeout: Duration,
+    ) -> Result<Self, StoreError> {
         let config = parse_config(url, schema, call_timeout)?;
-        // Migrations wait for each other's advisory lock: no statement timeout there.
+        // Migrations wait for each other's advisory lock: no statement timeout there, the
+        // whole migration bounded instead.
         let check_interval = {
             // A connection of its own: the session-level advisory lock goes with it.
-            let (client, connection) = config.connect(NoTls).await.map_err(err)?;
+            // tokio-postgres' connect_timeout only covers the TCP connection, not the
+            // start-up exchange after it: bounded here as a whole.
+            let (client, connection) = tokio::time::timeout(call_timeout, config.connect(NoTls))
+                .await
+                .map_err(|_| {
+                    StoreError(format!(
+                        "postgres: connecting: no answer within {} ms (the database accepts \
+                         connections but does not answer)",
+                        call_timeout.as_millis()
+                    ))
+                })?
+                .map_err(|e| err(format_args!("connecting: {e}")))?;
             let conn_task = tokio::spawn(connection);
-            let check_interval = client_check_interval(&client, call_timeout).await;
-            let result = migrate(&client, schema).await;
+            let outcome = tokio::time::timeout(migration_timeout, async {
+                let check_interval = client_check_interval(&client, call_timeout).await;
+                migrate(&client, schema).await.map(|()| check_interval)
+            })
+            .await;
             drop(client);
-            let _ = conn_task.await;
-            result?;
-            check_interval
+            match outcome {
+                Ok(result) => {
+                    // The connection ends by itself once the client is gone.
+                    let _ = conn_task.await;
+                    result?
+                }
+                Err(_) => {
+                    // A statement may be in flight on a dead connection: no goodbye.
+                    conn_task.abort();
+                    return Err(StoreError(format!(
+                        "postgres: the migration did not finish within {} s (another \
+                         instance's migration holding the lock that long, or the database \
+                         stopped answering)",
+                        migration_timeout.as_secs()
+                    )));
+                }
+            }
         };
         let mut config = config;
         add_option(
@@ -1785,6 +1835,80 @@ pub(crate) mod tests {
                 .unwrap(),
             Rotation::Rotated(fam),
         );
+    }
+
+    #[tokio::test]
+    async fn pg_connect_fails_within_its_bound_when_the_database_accepts_and_never_answers() {
+        // No database needed: a host that accepts the TCP connection and never answers (a
+        // hung or black-holed database). Before, the migration connection had no timeout at
+        // all and the server hung at start for ever.
+        let silent = Proxy::start(None).await;
+        let url = format!("postgres://tw@127.0.0.1:{}/tw", silent.port);
+        let started = std::time::Instant::now();
+        let res = tokio::time::timeout(
+            Duration::from_secs(10),
+            PgStore::connect_with(&url, None, 2, Duration::from_millis(300)),
+        )
+        .await
+        .expect("gave up within its bound, not hung");
+        let e = res.expect_err("no database there");
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "{:?}",
+            started.elapsed()
+        );
+        assert!(e.0.contains("connect"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn pg_a_migration_kept_waiting_past_its_bound_fails_the_start() {
+        // Another instance holds the migration lock (or the database stopped answering
+        // half-way): the start fails with the reason once the migration's bound has passed.
+        let Some(url) = database_url("the migration's bound") else {
+            return;
+        };
+        let (holder, conn) = tokio_postgres::connect(&url, NoTls).await.unwrap();
+        let conn_task = tokio::spawn(conn);
+        holder
+            .query("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
+            .await
+            .unwrap();
+        let schema =
+            format!("tw_test_{}", crate::tokens::random_id(9).to_lowercase()).replace('-', "_");
+        let started = std::time::Instant::now();
+        let res = tokio::time::timeout(
+            Duration::from_secs(5),
+            PgStore::connect_bounded(
+                &url,
+                Some(&schema),
+                2,
+                Duration::from_millis(300),
+                Duration::from_millis(400),
+            ),
+        )
+        .await
+        .expect("bounded");
+        holder
+            .query("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK])
+            .await
+            .unwrap();
+        drop(holder);
+        let _ = conn_task.await;
+        let e = res.expect_err("the lock was never free");
+        assert!(e.0.contains("migration did not finish within"), "{e}");
+        assert!(started.elapsed() < Duration::from_secs(2));
+        // The lock free, the same start succeeds.
+        let store = PgStore::connect_bounded(
+            &url,
+            Some(&schema),
+            2,
+            Duration::from_millis(300),
+            Duration::from_millis(400),
+        )
+        .await
+        .unwrap();
+        let want: Vec<i32> = MIGRATIONS.iter().map(|(v, _)| *v).collect();
+        assert_eq!(store.applied_migrations().await.unwrap(), want);
     }
 
     #[tokio::test]
