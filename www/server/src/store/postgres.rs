@@ -314,8 +314,28 @@ impl std::fmt::Debug for PgStore {
     }
 }
 
-fn err(e: impl std::fmt::Display) -> StoreError {
-    StoreError(format!("postgres: {e}"))
+fn err(e: impl std::error::Error) -> StoreError {
+    StoreError(format!("postgres: {}", reasons(&e)))
+}
+
+/// `e` with the reasons under it: tokio-postgres' own text is only "db error" or "error
+/// connecting to server". Of a database error its severity, code and message, never its
+/// detail (which may quote a row's values).
+fn reasons(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let part = match s.downcast_ref::<tokio_postgres::error::DbError>() {
+            Some(db) => format!("{} {}: {}", db.severity(), db.code().code(), db.message()),
+            None => s.to_string(),
+        };
+        // deadpool's errors repeat their source's text.
+        if !text.ends_with(&part) {
+            text = format!("{text}: {part}");
+        }
+        source = s.source();
+    }
+    text
 }
 
 /// How long one store call may take by default ([`PgStore::connect_with`]).
@@ -477,7 +497,7 @@ impl PgStore {
                         call_timeout.as_millis()
                     ))
                 })?
-                .map_err(|e| err(format_args!("connecting: {e}")))?;
+                .map_err(|e| StoreError(format!("postgres: connecting: {}", reasons(&e))))?;
             let conn_task = tokio::spawn(connection);
             let outcome = tokio::time::timeout(migration_timeout, async {
                 let check_interval = client_check_interval(&client, call_timeout).await;
@@ -1858,6 +1878,63 @@ pub(crate) mod tests {
             started.elapsed()
         );
         assert!(e.0.contains("connect"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn pg_connect_says_why_it_failed() {
+        // No database needed. Before, the reason was left out: "error connecting to server",
+        // "db error" (a database that does not exist, a wrong password).
+        let gone = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = gone.local_addr().unwrap().port();
+        drop(gone);
+        let url = format!("postgres://tw:S3cret@127.0.0.1:{port}/tw");
+        let e = PgStore::connect_with(&url, None, 2, Duration::from_millis(300))
+            .await
+            .expect_err("nothing listens there");
+        assert!(e.0.contains("error connecting to server: "), "{e}");
+        assert!(e.0.to_lowercase().contains("refused"), "{e}");
+        assert!(!e.0.contains("S3cret"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn pg_a_statement_too_slow_is_cancelled_by_postgres_first_and_its_connection_kept() {
+        // statement_timeout is a little shorter than the call's deadline: PostgreSQL cancels
+        // and says so, and the connection, still good, goes back to the pool.
+        let Some(url) = database_url("a statement cancelled by its statement_timeout") else {
+            return;
+        };
+        let store = PgStore::connect_with(&url, None, 1, Duration::from_secs(2))
+            .await
+            .unwrap();
+        store.ping().await.unwrap();
+        let pid = |store: &PgStore| {
+            let store = store.clone();
+            async move {
+                store
+                    .call(async |c| {
+                        let row = c
+                            .query_one("SELECT pg_backend_pid()", &[])
+                            .await
+                            .map_err(err)?;
+                        Ok(row.get::<_, i32>(0))
+                    })
+                    .await
+                    .unwrap()
+            }
+        };
+        let before = pid(&store).await;
+        let slow = store
+            .call(async |c| {
+                c.query("SELECT pg_sleep(5)", &[]).await.map_err(err)?;
+                Ok(())
+            })
+            .await
+            .expect_err("longer than the call timeout");
+        assert!(
+            slow.0.contains("57014"),
+            "PostgreSQL's cancel, not the deadline: {slow}"
+        );
+        assert_eq!(pid(&store).await, before, "the same connection, kept");
     }
 
     #[tokio::test]
