@@ -303,6 +303,8 @@ CREATE INDEX upstream_revocations_by_age ON upstream_revocations(queued_at_ms);
 #[derive(Clone)]
 pub struct PgStore {
     pool: Pool,
+    /// The client-side bound of each store call ([`PgStore::call`]).
+    call_timeout: Duration,
 }
 
 impl std::fmt::Debug for PgStore {
@@ -319,33 +321,102 @@ fn err(e: impl std::error::Error + 'static) -> StoreError {
 /// How long one store call may take by default ([`PgStore::connect_with`]).
 pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The connection settings of `url`: `schema` as the search path, and with `call_timeout`
-/// PostgreSQL's `statement_timeout` (which also bounds waiting for a row lock).
+/// How long the migration at start may take, waiting for another instance's migration lock
+/// included ([`PgStore::connect_with`]): generous, since instances starting together wait
+/// for each other's migrations, and a migration may build an index; a database that stops
+/// answering half-way fails the start instead of hanging it.
+pub const MIGRATION_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How much shorter PostgreSQL's `statement_timeout` is than the call timeout (a tenth,
+/// at most a second): a statement that runs too long is cancelled by PostgreSQL itself,
+/// which reports it and leaves the connection usable, a little before the client-side
+/// deadline of [`PgStore::call`] would cut it off and close the connection.
+fn statement_margin(call_timeout: Duration) -> Duration {
+    (call_timeout / 10).min(Duration::from_secs(1))
+}
+
+/// The connection settings of `url` for both the migration connection and the pool:
+/// `schema` as the search path, and bounds on the network side (each only where the URL
+/// sets none of its own):
+///
+/// - `connect_timeout` = `call_timeout`: the TCP connection. (tokio-postgres does not
+///   bound the start-up exchange after it: see [`PgStore::connect_with`] and the pool's
+///   create timeout.)
+/// - TCP keepalives after `call_timeout` idle (at least 1 s), every second, and
+///   `tcp_user_timeout` = `call_timeout` (Linux): the kernel closes a connection whose peer
+///   has vanished without a reset (a black-holed host) — an idle one within about twice the
+///   call timeout, one with data unacknowledged after the call timeout — so the pool's
+///   recycling (`RecyclingMethod::Fast`, which checks that the socket is open) drops it
+///   instead of handing it out. (Against a middlebox that still acknowledges, such as a
+///   stalled proxy, only the client-side deadline of [`PgStore::call`] helps.)
 fn parse_config(
     url: &str,
     schema: Option<&str>,
-    call_timeout: Option<Duration>,
+    call_timeout: Duration,
 ) -> Result<tokio_postgres::Config, StoreError> {
     let mut config: tokio_postgres::Config = url
         .parse()
         .map_err(|e| StoreError(format!("DATABASE_URL is not a PostgreSQL URL: {e}")))?;
-    let mut options = String::new();
     if let Some(schema) = schema {
-        options.push_str(&format!("-c search_path={schema}"));
+        add_option(&mut config, &format!("-c search_path={schema}"));
     }
-    if let Some(t) = call_timeout {
-        options.push_str(&format!(" -c statement_timeout={}", t.as_millis().max(1)));
-        if config.get_connect_timeout().is_none() {
-            config.connect_timeout(t);
-        }
+    if config.get_connect_timeout().is_none() {
+        config.connect_timeout(call_timeout);
     }
-    if !options.is_empty() {
-        config.options(options.trim_start());
+    let whole_seconds = Duration::from_secs(call_timeout.as_secs_f64().ceil().max(1.0) as u64);
+    // tokio-postgres' default idle time is 2 hours: changed unless the URL set another.
+    if config.get_keepalives_idle() == Duration::from_secs(2 * 60 * 60) {
+        config.keepalives_idle(whole_seconds);
+    }
+    if config.get_keepalives_interval().is_none() {
+        config.keepalives_interval(Duration::from_secs(1));
+    }
+    if config.get_keepalives_retries().is_none() {
+        config.keepalives_retries(3);
+    }
+    if config.get_tcp_user_timeout().is_none() {
+        config.tcp_user_timeout(whole_seconds);
     }
     if config.get_application_name().is_none() {
         config.application_name("tokenwarden-server");
     }
     Ok(config)
+}
+
+/// Appends `option` to the `options` the connection sends (keeping the URL's own).
+fn add_option(config: &mut tokio_postgres::Config, option: &str) {
+    let options = match config.get_options() {
+        Some(given) if !given.trim().is_empty() => format!("{given} {option}"),
+        _ => option.to_string(),
+    };
+    config.options(&options);
+}
+
+/// The millisecond value of a setting (at least 1: 0 would mean no limit).
+fn ms(d: Duration) -> u128 {
+    d.as_millis().max(1)
+}
+
+/// A pooled connection in use by one store call ([`PgStore::call`]): back to the pool only
+/// through [`Held::give_back`], once the call's statements have all been answered. Dropped
+/// before that (the call cut off by its deadline, or dropped by its caller: the request
+/// timeout, the browser going away) it is taken out of the pool and closed, with its socket.
+struct Held(Option<deadpool_postgres::Object>);
+
+impl Held {
+    fn give_back(mut self) {
+        drop(self.0.take());
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        if let Some(conn) = self.0.take() {
+            // Out of the pool; dropping the client aborts its connection task, which closes
+            // the socket.
+            drop(deadpool_postgres::Object::take(conn));
+        }
+    }
 }
 
 impl PgStore {
@@ -360,37 +431,109 @@ impl PgStore {
         Self::connect_with(url, schema, pool_size, DEFAULT_CALL_TIMEOUT).await
     }
 
-    /// [`PgStore::connect`], each store call bounded by `call_timeout`: waiting for a pooled
-    /// connection (or making one) and each statement (with its row-lock waits) — the server
-    /// gives it a third of `--request-timeout`. A call cut off is rolled back by PostgreSQL
-    /// and fails (503). Unbounded, a rotation stuck behind a lock was answered 503 by the
+    /// [`PgStore::connect`], each store call bounded by `call_timeout` (the server gives it
+    /// a third of `--request-timeout`), on the client side ([`PgStore::call`]): waiting for
+    /// a pooled connection or making one, and every statement of the call. PostgreSQL's
+    /// `statement_timeout` (which also bounds waiting for a row lock) is set a little shorter
+    /// ([`statement_margin`]), so that PostgreSQL normally cancels first. A call cut off
+    /// fails (503) and is rolled back or never reaches PostgreSQL. Unbounded, a rotation
+    /// stuck behind a lock, or held on its way to the database, was answered 503 by the
     /// request timeout but still committed later, so the client's retry with the cookie it
     /// still had was reuse, and the user was signed out everywhere.
+    ///
+    /// The migration first runs on a connection of its own: made within `call_timeout`
+    /// (start-up exchange included), then bounded by [`MIGRATION_TIMEOUT`]. A database that
+    /// is down, refuses, or accepts and never answers fails this with the reason; the server
+    /// then exits 1 (it does not retry: its supervisor restarts it).
     pub async fn connect_with(
         url: &str,
         schema: Option<&str>,
         pool_size: usize,
         call_timeout: Duration,
     ) -> Result<Self, StoreError> {
-        // Migrations wait for each other's advisory lock: no statement timeout there.
-        let config = parse_config(url, schema, None)?;
-        {
+        Self::connect_bounded(url, schema, pool_size, call_timeout, MIGRATION_TIMEOUT).await
+    }
+
+    async fn connect_bounded(
+        url: &str,
+        schema: Option<&str>,
+        pool_size: usize,
+        call_timeout: Duration,
+        migration_timeout: Duration,
+    ) -> Result<Self, StoreError> {
+        let config = parse_config(url, schema, call_timeout)?;
+        // Migrations wait for each other's advisory lock: no statement timeout there, the
+        // whole migration bounded instead.
+        let check_interval = {
             // A connection of its own: the session-level advisory lock goes with it.
-            let (client, connection) = config.connect(NoTls).await.map_err(err)?;
+            // tokio-postgres' connect_timeout only covers the TCP connection, not the
+            // start-up exchange after it: bounded here as a whole.
+            let (client, connection) = tokio::time::timeout(call_timeout, config.connect(NoTls))
+                .await
+                .map_err(|_| {
+                    StoreError(format!(
+                        "postgres: connecting: no answer within {} ms (the database accepts \
+                         connections but does not answer)",
+                        call_timeout.as_millis()
+                    ))
+                })?
+                .map_err(|e| {
+                    StoreError(format!("postgres: connecting: {}", crate::error::chain(&e)))
+                })?;
             let conn_task = tokio::spawn(connection);
-            let result = migrate(&client, schema).await;
+            let outcome = tokio::time::timeout(migration_timeout, async {
+                let check_interval = client_check_interval(&client, call_timeout).await;
+                migrate(&client, schema).await.map(|()| check_interval)
+            })
+            .await;
             drop(client);
-            let _ = conn_task.await;
-            result?;
+            match outcome {
+                Ok(result) => {
+                    // The connection ends by itself once the client is gone.
+                    let _ = conn_task.await;
+                    result?
+                }
+                Err(_) => {
+                    // A statement may be in flight on a dead connection: no goodbye.
+                    conn_task.abort();
+                    return Err(StoreError(format!(
+                        "postgres: the migration did not finish within {} s (another \
+                         instance's migration holding the lock that long, or the database \
+                         stopped answering)",
+                        migration_timeout.as_secs()
+                    )));
+                }
+            }
+        };
+        let mut config = config;
+        add_option(
+            &mut config,
+            &format!(
+                "-c statement_timeout={}",
+                ms(call_timeout - statement_margin(call_timeout))
+            ),
+        );
+        if let Some(every) = check_interval {
+            add_option(
+                &mut config,
+                &format!("-c client_connection_check_interval={}", ms(every)),
+            );
         }
-        let config = parse_config(url, schema, Some(call_timeout))?;
         let manager = Manager::from_config(
             config,
             NoTls,
             ManagerConfig {
+                // Fast: a connection is handed out again if its socket is open. Verified
+                // would run a statement on each checkout (one more round trip per store call,
+                // a rotation's two instead of one), and on a dead connection that statement
+                // hangs like any other, so it would not find it any sooner: a call cut off by
+                // its deadline closes its connection and the idle ones (`call`), and the TCP
+                // settings of `parse_config` close the rest.
                 recycling_method: RecyclingMethod::Fast,
             },
         );
+        // The pool's own timeouts give the clearer error when the pool is what ran out of
+        // time; the call's deadline (`call`) bounds the whole.
         let pool = Pool::builder(manager)
             .max_size(pool_size.max(1))
             .runtime(Runtime::Tokio1)
@@ -399,24 +542,106 @@ impl PgStore {
             .recycle_timeout(Some(call_timeout))
             .build()
             .map_err(err)?;
-        Ok(Self { pool })
+        Ok(Self { pool, call_timeout })
     }
 
-    async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
-        self.pool.get().await.map_err(err)
+    /// Runs `work`, one store call's statements, on a pooled connection, all within the call
+    /// timeout, getting the connection included.
+    ///
+    /// Why a deadline here besides PostgreSQL's `statement_timeout`: the statement timeout
+    /// only runs once a statement has reached PostgreSQL and only PostgreSQL can report it.
+    /// A connection whose peer stops answering without a reset (a black-holed host, a paused
+    /// PgBouncer, TCP retransmissions) left the call waiting for as long as the socket lived,
+    /// and a statement held on its way committed whenever it arrived.
+    ///
+    /// A call cut off by this deadline (or dropped by its caller) while it holds a connection
+    /// does not give it back: the connection is closed ([`Held`]), so that a statement still
+    /// on its way with it (queued in PgBouncer, say) is dropped rather than run later, and no
+    /// later call inherits a dead or busy connection. A deadline also closes the pool's idle
+    /// connections: they went the same way as the one that did not answer, and
+    /// `RecyclingMethod::Fast` would hand them out until the kernel gave up on them. The cost
+    /// when the database was merely slow: new connections for the next calls.
+    async fn call<T>(
+        &self,
+        work: impl AsyncFnOnce(&mut deadpool_postgres::Object) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let deadline = tokio::time::Instant::now() + self.call_timeout;
+        let conn = match tokio::time::timeout_at(deadline, self.pool.get()).await {
+            Ok(conn) => conn.map_err(err)?,
+            Err(_) => {
+                return Err(StoreError(format!(
+                    "postgres: no connection within {} ms",
+                    self.call_timeout.as_millis()
+                )))
+            }
+        };
+        let mut held = Held(Some(conn));
+        let outcome = match held.0.as_mut() {
+            Some(conn) => tokio::time::timeout_at(deadline, work(conn)).await,
+            None => unreachable!("held until given back"),
+        };
+        match outcome {
+            Ok(result) => {
+                held.give_back();
+                result
+            }
+            Err(_) => {
+                drop(held);
+                let idle = self.pool.retain(|_, _| false).removed.len();
+                tracing::warn!(
+                    timeout_ms = self.call_timeout.as_millis() as u64,
+                    idle_closed = idle,
+                    "PostgreSQL did not answer a store call in time: its connection and the idle ones closed"
+                );
+                Err(StoreError(format!(
+                    "postgres: no answer within {} ms (connection closed)",
+                    self.call_timeout.as_millis()
+                )))
+            }
+        }
     }
 
     /// The versions recorded in `schema_migrations`, in order.
     pub async fn applied_migrations(&self) -> Result<Vec<i32>, StoreError> {
-        let client = self.client().await?;
-        let rows = client
-            .query(
-                "SELECT version FROM schema_migrations ORDER BY version",
-                &[],
-            )
-            .await
-            .map_err(err)?;
-        Ok(rows.iter().map(|r| r.get(0)).collect())
+        self.call(async |client| {
+            let rows = client
+                .query(
+                    "SELECT version FROM schema_migrations ORDER BY version",
+                    &[],
+                )
+                .await
+                .map_err(err)?;
+            Ok(rows.iter().map(|r| r.get(0)).collect())
+        })
+        .await
+    }
+}
+
+/// The `client_connection_check_interval` the pool's connections ask for, `None` where the
+/// server does not take it (PostgreSQL before 14, or a platform without the kernel support:
+/// setting it there fails, and would fail every connection if sent at start-up). While a
+/// statement runs, PostgreSQL checks this often whether its client is still there and, if
+/// it has gone (a call cut off by its deadline closes its connection), aborts it instead of
+/// committing later. The statement margin: a cut-off call's statement stops within about
+/// the time PostgreSQL's own statement timeout would have taken.
+async fn client_check_interval(
+    client: &tokio_postgres::Client,
+    call_timeout: Duration,
+) -> Option<Duration> {
+    let every = statement_margin(call_timeout).max(Duration::from_millis(100));
+    let value = ms(every).to_string();
+    match client
+        .query(
+            "SELECT set_config('client_connection_check_interval', $1, false)",
+            &[&value],
+        )
+        .await
+    {
+        Ok(_) => Some(every),
+        Err(e) => {
+            tracing::info!(error = %e, "client_connection_check_interval not available: not set");
+            None
+        }
     }
 }
 
@@ -488,27 +713,29 @@ impl RefreshStore for PgStore {
         max_live: usize,
         now_ms: i64,
     ) -> Result<Vec<String>, StoreError> {
-        let client = self.client().await?;
-        let stmt = client
-            .prepare_cached("SELECT * FROM tw_create_family($1, $2, $3, $4, $5, $6)")
-            .await
-            .map_err(err)?;
-        let keep = i64::try_from(max_live).unwrap_or(i64::MAX);
-        let rows = client
-            .query(
-                &stmt,
-                &[
-                    &family.id,
-                    &family.sub,
-                    &family.expires_at_ms,
-                    &&token[..],
-                    &keep,
-                    &now_ms,
-                ],
-            )
-            .await
-            .map_err(err)?;
-        Ok(rows.iter().map(|r| r.get(0)).collect())
+        self.call(async |client| {
+            let stmt = client
+                .prepare_cached("SELECT * FROM tw_create_family($1, $2, $3, $4, $5, $6)")
+                .await
+                .map_err(err)?;
+            let keep = i64::try_from(max_live).unwrap_or(i64::MAX);
+            let rows = client
+                .query(
+                    &stmt,
+                    &[
+                        &family.id,
+                        &family.sub,
+                        &family.expires_at_ms,
+                        &&token[..],
+                        &keep,
+                        &now_ms,
+                    ],
+                )
+                .await
+                .map_err(err)?;
+            Ok(rows.iter().map(|r| r.get(0)).collect())
+        })
+        .await
     }
 
     async fn rotate(
@@ -518,36 +745,38 @@ impl RefreshStore for PgStore {
         now_ms: i64,
         window_ms: i64,
     ) -> Result<Rotation, StoreError> {
-        let client = self.client().await?;
-        let stmt = client
-            .prepare_cached(
-                "SELECT o_outcome, o_family, o_sub, o_expires FROM tw_rotate($1, $2, $3, $4)",
-            )
-            .await
-            .map_err(err)?;
-        let row = client
-            .query_one(&stmt, &[&&token[..], &&next[..], &now_ms, &window_ms])
-            .await
-            .map_err(err)?;
-        let outcome: &str = row.get(0);
-        let family = || -> Family {
-            Family {
-                id: row.get(1),
-                sub: row.get(2),
-                expires_at_ms: row.get(3),
-            }
-        };
-        Ok(match outcome {
-            "unknown" => Rotation::Rejected(Rejection::Unknown),
-            "revoked" => Rotation::Rejected(Rejection::Revoked),
-            "expired" => Rotation::Rejected(Rejection::Expired),
-            "rotated" => Rotation::Rotated(family()),
-            "repeated" => Rotation::Repeated(family()),
-            "reused" => Rotation::Reused {
-                family_id: row.get(1),
-            },
-            other => return Err(StoreError(format!("tw_rotate answered {other:?}"))),
+        self.call(async |client| {
+            let stmt = client
+                .prepare_cached(
+                    "SELECT o_outcome, o_family, o_sub, o_expires FROM tw_rotate($1, $2, $3, $4)",
+                )
+                .await
+                .map_err(err)?;
+            let row = client
+                .query_one(&stmt, &[&&token[..], &&next[..], &now_ms, &window_ms])
+                .await
+                .map_err(err)?;
+            let outcome: &str = row.get(0);
+            let family = || -> Family {
+                Family {
+                    id: row.get(1),
+                    sub: row.get(2),
+                    expires_at_ms: row.get(3),
+                }
+            };
+            Ok(match outcome {
+                "unknown" => Rotation::Rejected(Rejection::Unknown),
+                "revoked" => Rotation::Rejected(Rejection::Revoked),
+                "expired" => Rotation::Rejected(Rejection::Expired),
+                "rotated" => Rotation::Rotated(family()),
+                "repeated" => Rotation::Repeated(family()),
+                "reused" => Rotation::Reused {
+                    family_id: row.get(1),
+                },
+                other => return Err(StoreError(format!("tw_rotate answered {other:?}"))),
+            })
         })
+        .await
     }
 
     async fn standing(
@@ -557,24 +786,26 @@ impl RefreshStore for PgStore {
         now_ms: i64,
         window_ms: i64,
     ) -> Result<Standing, StoreError> {
-        let client = self.client().await?;
-        // One statement: one snapshot, no lock (nothing is changed; see `session::hold`).
-        let stmt = client
-            .prepare_cached(
-                "SELECT f.revoked_at_ms IS NOT NULL, f.expires_at_ms, t.retired_at_ms,
-                    EXISTS (SELECT 1 FROM refresh_tokens n WHERE n.hash = $2
-                            AND n.family_id = t.family_id AND n.retired_at_ms IS NULL)
-                 FROM refresh_tokens t JOIN families f ON f.id = t.family_id WHERE t.hash = $1",
-            )
-            .await
-            .map_err(err)?;
-        let row = client
-            .query_opt(&stmt, &[&&token[..], &&next[..]])
-            .await
-            .map_err(err)?;
-        Ok(row.map_or(Standing::Rejected(Rejection::Unknown), |r| {
-            standing_of(r.get(0), r.get(1), r.get(2), r.get(3), now_ms, window_ms)
-        }))
+        self.call(async |client| {
+            // One statement: one snapshot, no lock (nothing is changed; see `session::hold`).
+            let stmt = client
+                .prepare_cached(
+                    "SELECT f.revoked_at_ms IS NOT NULL, f.expires_at_ms, t.retired_at_ms,
+                        EXISTS (SELECT 1 FROM refresh_tokens n WHERE n.hash = $2
+                                AND n.family_id = t.family_id AND n.retired_at_ms IS NULL)
+                     FROM refresh_tokens t JOIN families f ON f.id = t.family_id WHERE t.hash = $1",
+                )
+                .await
+                .map_err(err)?;
+            let row = client
+                .query_opt(&stmt, &[&&token[..], &&next[..]])
+                .await
+                .map_err(err)?;
+            Ok(row.map_or(Standing::Rejected(Rejection::Unknown), |r| {
+                standing_of(r.get(0), r.get(1), r.get(2), r.get(3), now_ms, window_ms)
+            }))
+        })
+        .await
     }
 
     async fn revoke_family_of(
@@ -582,77 +813,86 @@ impl RefreshStore for PgStore {
         token: &TokenHash,
         now_ms: i64,
     ) -> Result<Option<String>, StoreError> {
-        let client = self.client().await?;
-        let row = client
-            .query_opt(
-                "UPDATE families f SET revoked_at_ms = $2 FROM refresh_tokens t
-                 WHERE t.hash = $1 AND f.id = t.family_id AND f.revoked_at_ms IS NULL
-                 RETURNING f.id",
-                &[&&token[..], &now_ms],
-            )
-            .await
-            .map_err(err)?;
-        Ok(row.map(|r| r.get(0)))
+        self.call(async |client| {
+            let row = client
+                .query_opt(
+                    "UPDATE families f SET revoked_at_ms = $2 FROM refresh_tokens t
+                     WHERE t.hash = $1 AND f.id = t.family_id AND f.revoked_at_ms IS NULL
+                     RETURNING f.id",
+                    &[&&token[..], &now_ms],
+                )
+                .await
+                .map_err(err)?;
+            Ok(row.map(|r| r.get(0)))
+        })
+        .await
     }
 
     async fn revoked_since(&self, since_ms: i64) -> Result<Vec<String>, StoreError> {
-        let client = self.client().await?;
-        let stmt = client
-            .prepare_cached("SELECT id FROM families WHERE revoked_at_ms >= $1")
-            .await
-            .map_err(err)?;
-        let rows = client.query(&stmt, &[&since_ms]).await.map_err(err)?;
-        Ok(rows.iter().map(|r| r.get(0)).collect())
+        self.call(async |client| {
+            let stmt = client
+                .prepare_cached("SELECT id FROM families WHERE revoked_at_ms >= $1")
+                .await
+                .map_err(err)?;
+            let rows = client.query(&stmt, &[&since_ms]).await.map_err(err)?;
+            Ok(rows.iter().map(|r| r.get(0)).collect())
+        })
+        .await
     }
 
     async fn purge(&self, before_ms: i64) -> Result<u64, StoreError> {
-        let client = self.client().await?;
-        // Login budgets that refilled long ago hold nothing.
-        client
-            .execute(
-                "DELETE FROM login_limits WHERE tat_ms < $1 AND locked_until_ms < $1",
-                &[&before_ms],
-            )
-            .await
-            .map_err(err)?;
-        client
-            .execute(
-                "DELETE FROM families WHERE expires_at_ms < $1 OR revoked_at_ms < $1",
-                &[&before_ms],
-            )
-            .await
-            .map_err(err)
+        self.call(async |client| {
+            // Login budgets that refilled long ago hold nothing.
+            client
+                .execute(
+                    "DELETE FROM login_limits WHERE tat_ms < $1 AND locked_until_ms < $1",
+                    &[&before_ms],
+                )
+                .await
+                .map_err(err)?;
+            client
+                .execute(
+                    "DELETE FROM families WHERE expires_at_ms < $1 OR revoked_at_ms < $1",
+                    &[&before_ms],
+                )
+                .await
+                .map_err(err)
+        })
+        .await
     }
 
     async fn key_of(&self, token: &TokenHash) -> Result<Option<BoundKey>, StoreError> {
-        let row = self
-            .client()
-            .await?
-            .query_opt(
-                "SELECT k.family_id, k.jkt, k.used_at_ms FROM refresh_tokens t
-                 JOIN dpop_keys k ON k.family_id = t.family_id WHERE t.hash = $1",
-                &[&&token[..]],
-            )
-            .await
-            .map_err(err)?;
-        Ok(row.map(|r| BoundKey {
-            family_id: r.get(0),
-            jkt: r.get(1),
-            used_at_ms: r.get(2),
-        }))
+        self.call(async |client| {
+            let row = client
+                .query_opt(
+                    "SELECT k.family_id, k.jkt, k.used_at_ms FROM refresh_tokens t
+                     JOIN dpop_keys k ON k.family_id = t.family_id WHERE t.hash = $1",
+                    &[&&token[..]],
+                )
+                .await
+                .map_err(err)?;
+            Ok(row.map(|r| BoundKey {
+                family_id: r.get(0),
+                jkt: r.get(1),
+                used_at_ms: r.get(2),
+            }))
+        })
+        .await
     }
 
     async fn bind_key(&self, family_id: &str, jkt: &str, now_ms: i64) -> Result<(), StoreError> {
-        self.client()
-            .await?
-            .execute(
-                "INSERT INTO dpop_keys (family_id, jkt, used_at_ms) VALUES ($1, $2, $3)
-                 ON CONFLICT (family_id) DO UPDATE SET jkt = excluded.jkt, used_at_ms = excluded.used_at_ms",
-                &[&family_id, &jkt, &now_ms],
-            )
-            .await
-            .map_err(err)?;
-        Ok(())
+        self.call(async |client| {
+            client
+                .execute(
+                    "INSERT INTO dpop_keys (family_id, jkt, used_at_ms) VALUES ($1, $2, $3)
+                     ON CONFLICT (family_id) DO UPDATE SET jkt = excluded.jkt, used_at_ms = excluded.used_at_ms",
+                    &[&family_id, &jkt, &now_ms],
+                )
+                .await
+                .map_err(err)?;
+            Ok(())
+        })
+        .await
     }
 
     async fn first_use_of_proof(
@@ -661,67 +901,74 @@ impl RefreshStore for PgStore {
         expires_at_ms: i64,
         now_ms: i64,
     ) -> Result<bool, StoreError> {
-        // One statement: forget ended ids, then insert this one, or take over its row if
-        // that ended; a row comes back only for a first use (on any instance).
-        let row = self
-            .client()
-            .await?
-            .query_opt(
-                "WITH gone AS (DELETE FROM dpop_proofs WHERE expires_at_ms <= $3 AND id <> $1)
-                 INSERT INTO dpop_proofs (id, expires_at_ms) VALUES ($1, $2)
-                 ON CONFLICT (id) DO UPDATE SET expires_at_ms = excluded.expires_at_ms
-                 WHERE dpop_proofs.expires_at_ms <= $3
-                 RETURNING 1",
-                &[&&proof[..], &expires_at_ms, &now_ms],
-            )
-            .await
-            .map_err(err)?;
-        Ok(row.is_some())
+        self.call(async |client| {
+            // One statement: forget ended ids, then insert this one, or take over its row if
+            // that ended; a row comes back only for a first use (on any instance).
+            let row = client
+                .query_opt(
+                    "WITH gone AS (DELETE FROM dpop_proofs WHERE expires_at_ms <= $3 AND id <> $1)
+                     INSERT INTO dpop_proofs (id, expires_at_ms) VALUES ($1, $2)
+                     ON CONFLICT (id) DO UPDATE SET expires_at_ms = excluded.expires_at_ms
+                     WHERE dpop_proofs.expires_at_ms <= $3
+                     RETURNING 1",
+                    &[&&proof[..], &expires_at_ms, &now_ms],
+                )
+                .await
+                .map_err(err)?;
+            Ok(row.is_some())
+        })
+        .await
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
-        let client = self.client().await?;
-        client.query_one("SELECT 1", &[]).await.map_err(err)?;
-        Ok(())
+        self.call(async |client| {
+            client.query_one("SELECT 1", &[]).await.map_err(err)?;
+            Ok(())
+        })
+        .await
     }
 
     async fn stats(&self, now_ms: i64) -> Result<StoreStats, StoreError> {
-        let client = self.client().await?;
-        let row = client
-            .query_one(
-                "SELECT
-                    (SELECT COUNT(*) FROM families
-                     WHERE revoked_at_ms IS NULL AND expires_at_ms > $1),
-                    (SELECT COUNT(*) FROM (
-                        SELECT f.id FROM families f
-                        JOIN refresh_tokens t ON t.family_id = f.id AND t.retired_at_ms IS NULL
-                        WHERE f.revoked_at_ms IS NULL AND f.expires_at_ms > $1
-                        GROUP BY f.id HAVING COUNT(*) = 1) one)",
-                &[&now_ms],
-            )
-            .await
-            .map_err(err)?;
-        let (live, one): (i64, i64) = (row.get(0), row.get(1));
-        Ok(StoreStats {
-            live_families: u64::try_from(live).unwrap_or(0),
-            families_with_one_live_token: u64::try_from(one).unwrap_or(0),
+        self.call(async |client| {
+            let row = client
+                .query_one(
+                    "SELECT
+                        (SELECT COUNT(*) FROM families
+                         WHERE revoked_at_ms IS NULL AND expires_at_ms > $1),
+                        (SELECT COUNT(*) FROM (
+                            SELECT f.id FROM families f
+                            JOIN refresh_tokens t ON t.family_id = f.id AND t.retired_at_ms IS NULL
+                            WHERE f.revoked_at_ms IS NULL AND f.expires_at_ms > $1
+                            GROUP BY f.id HAVING COUNT(*) = 1) one)",
+                    &[&now_ms],
+                )
+                .await
+                .map_err(err)?;
+            let (live, one): (i64, i64) = (row.get(0), row.get(1));
+            Ok(StoreStats {
+                live_families: u64::try_from(live).unwrap_or(0),
+                families_with_one_live_token: u64::try_from(one).unwrap_or(0),
+            })
         })
+        .await
     }
 
     async fn shared_secret(&self, name: &str, candidate: &[u8]) -> Result<Vec<u8>, StoreError> {
-        let client = self.client().await?;
-        client
-            .execute(
-                "INSERT INTO server_secrets (name, value) VALUES ($1, $2) ON CONFLICT DO NOTHING",
-                &[&name, &candidate],
-            )
-            .await
-            .map_err(err)?;
-        let row = client
-            .query_one("SELECT value FROM server_secrets WHERE name = $1", &[&name])
-            .await
-            .map_err(err)?;
-        Ok(row.get(0))
+        self.call(async |client| {
+            client
+                .execute(
+                    "INSERT INTO server_secrets (name, value) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+                    &[&name, &candidate],
+                )
+                .await
+                .map_err(err)?;
+            let row = client
+                .query_one("SELECT value FROM server_secrets WHERE name = $1", &[&name])
+                .await
+                .map_err(err)?;
+            Ok(row.get(0))
+        })
+        .await
     }
 
     fn shares_login_limits(&self) -> bool {
@@ -729,15 +976,17 @@ impl RefreshStore for PgStore {
     }
 
     async fn login_locked(&self, keys: &[String], now_ms: i64) -> Result<i64, StoreError> {
-        let client = self.client().await?;
-        let row = client
-            .query_one(
-                "SELECT COALESCE(MAX(locked_until_ms), 0) FROM login_limits WHERE key = ANY($1)",
-                &[&keys],
-            )
-            .await
-            .map_err(err)?;
-        Ok((row.get::<_, i64>(0) - now_ms).max(0))
+        self.call(async |client| {
+            let row = client
+                .query_one(
+                    "SELECT COALESCE(MAX(locked_until_ms), 0) FROM login_limits WHERE key = ANY($1)",
+                    &[&keys],
+                )
+                .await
+                .map_err(err)?;
+            Ok((row.get::<_, i64>(0) - now_ms).max(0))
+        })
+        .await
     }
 
     async fn login_failed(
@@ -746,77 +995,85 @@ impl RefreshStore for PgStore {
         refill_ms: i64,
         now_ms: i64,
     ) -> Result<i64, StoreError> {
-        let client = self.client().await?;
-        let stmt = client
-            .prepare_cached("SELECT tw_login_failure($1, $2, $3, $4)")
-            .await
-            .map_err(err)?;
-        let mut wait = 0;
-        for (key, burst) in keys {
-            let row = client
-                .query_one(&stmt, &[key, &now_ms, &i64::from(*burst), &refill_ms])
+        self.call(async |client| {
+            let stmt = client
+                .prepare_cached("SELECT tw_login_failure($1, $2, $3, $4)")
                 .await
                 .map_err(err)?;
-            wait = wait.max(row.get::<_, i64>(0));
-        }
-        Ok(wait)
+            let mut wait = 0;
+            for (key, burst) in keys {
+                let row = client
+                    .query_one(&stmt, &[key, &now_ms, &i64::from(*burst), &refill_ms])
+                    .await
+                    .map_err(err)?;
+                wait = wait.max(row.get::<_, i64>(0));
+            }
+            Ok(wait)
+        })
+        .await
     }
 
     async fn signing_keys(&self) -> Result<Option<Vec<StoredKey>>, StoreError> {
-        let client = self.client().await?;
-        let rows = client
-            .query(
-                "SELECT kid, pem, not_before_ms FROM signing_keys ORDER BY not_before_ms DESC, kid",
-                &[],
-            )
-            .await
-            .map_err(err)?;
-        Ok(Some(
-            rows.iter()
-                .map(|r| StoredKey {
-                    kid: r.get(0),
-                    pem: r.get(1),
-                    not_before_ms: r.get(2),
-                })
-                .collect(),
-        ))
+        self.call(async |client| {
+            let rows = client
+                .query(
+                    "SELECT kid, pem, not_before_ms FROM signing_keys ORDER BY not_before_ms DESC, kid",
+                    &[],
+                )
+                .await
+                .map_err(err)?;
+            Ok(Some(
+                rows.iter()
+                    .map(|r| StoredKey {
+                        kid: r.get(0),
+                        pem: r.get(1),
+                        not_before_ms: r.get(2),
+                    })
+                    .collect(),
+            ))
+        })
+        .await
     }
 
     async fn add_signing_key(&self, key: &StoredKey, keep: usize) -> Result<(), StoreError> {
-        let mut client = self.client().await?;
-        let tx = client.transaction().await.map_err(err)?;
-        tx.execute(
-            "INSERT INTO signing_keys (kid, pem, not_before_ms) VALUES ($1, $2, $3)
-             ON CONFLICT DO NOTHING",
-            &[&key.kid, &key.pem, &key.not_before_ms],
-        )
+        self.call(async |client| {
+            let tx = client.transaction().await.map_err(err)?;
+            tx.execute(
+                "INSERT INTO signing_keys (kid, pem, not_before_ms) VALUES ($1, $2, $3)
+                 ON CONFLICT DO NOTHING",
+                &[&key.kid, &key.pem, &key.not_before_ms],
+            )
+            .await
+            .map_err(err)?;
+            let keep = i64::try_from(keep.max(1)).unwrap_or(i64::MAX);
+            tx.execute(
+                "DELETE FROM signing_keys WHERE kid NOT IN (
+                    SELECT kid FROM signing_keys ORDER BY not_before_ms DESC, kid LIMIT $1)",
+                &[&keep],
+            )
+            .await
+            .map_err(err)?;
+            tx.commit().await.map_err(err)
+        })
         .await
-        .map_err(err)?;
-        let keep = i64::try_from(keep.max(1)).unwrap_or(i64::MAX);
-        tx.execute(
-            "DELETE FROM signing_keys WHERE kid NOT IN (
-                SELECT kid FROM signing_keys ORDER BY not_before_ms DESC, kid LIMIT $1)",
-            &[&keep],
-        )
-        .await
-        .map_err(err)?;
-        tx.commit().await.map_err(err)
     }
 
     async fn add_first_signing_key(&self, key: &StoredKey) -> Result<(), StoreError> {
-        let mut client = self.client().await?;
-        let tx = client.transaction().await.map_err(err)?;
-        tx.batch_execute("LOCK TABLE signing_keys IN EXCLUSIVE MODE")
+        self.call(async |client| {
+            let tx = client.transaction().await.map_err(err)?;
+            tx.batch_execute("LOCK TABLE signing_keys IN EXCLUSIVE MODE")
+                .await
+                .map_err(err)?;
+            tx.execute(
+                "INSERT INTO signing_keys (kid, pem, not_before_ms)
+                 SELECT $1, $2, $3 WHERE NOT EXISTS (SELECT 1 FROM signing_keys)",
+                &[&key.kid, &key.pem, &key.not_before_ms],
+            )
             .await
             .map_err(err)?;
-        tx.execute(
-            "INSERT INTO signing_keys (kid, pem, not_before_ms)
-             SELECT $1, $2, $3 WHERE NOT EXISTS (SELECT 1 FROM signing_keys)",
-            &[&key.kid, &key.pem, &key.not_before_ms],
-        )
+            tx.commit().await.map_err(err)
+        })
         .await
-        .map_err(err)?;
-        tx.commit().await.map_err(err)
     }
 }
 
@@ -834,16 +1091,18 @@ impl UpstreamStore for PgStore {
         sealed: &[u8],
         expires_at_ms: i64,
     ) -> Result<(), StoreError> {
-        self.client()
-            .await?
-            .execute(
-                "INSERT INTO upstream_pending (key, sealed, expires_at_ms) VALUES ($1, $2, $3)
-                 ON CONFLICT (key) DO UPDATE SET sealed = excluded.sealed, expires_at_ms = excluded.expires_at_ms",
-                &[&&key[..], &sealed, &expires_at_ms],
-            )
-            .await
-            .map_err(err)?;
-        Ok(())
+        self.call(async |client| {
+            client
+                .execute(
+                    "INSERT INTO upstream_pending (key, sealed, expires_at_ms) VALUES ($1, $2, $3)
+                     ON CONFLICT (key) DO UPDATE SET sealed = excluded.sealed, expires_at_ms = excluded.expires_at_ms",
+                    &[&&key[..], &sealed, &expires_at_ms],
+                )
+                .await
+                .map_err(err)?;
+            Ok(())
+        })
+        .await
     }
 
     async fn take_pending(
@@ -851,20 +1110,21 @@ impl UpstreamStore for PgStore {
         key: &TokenHash,
         now_ms: i64,
     ) -> Result<Option<Vec<u8>>, StoreError> {
-        // DELETE … RETURNING: exactly one caller, on any instance, gets the row.
-        let row = self
-            .client()
-            .await?
-            .query_opt(
-                "DELETE FROM upstream_pending WHERE key = $1 RETURNING sealed, expires_at_ms",
-                &[&&key[..]],
-            )
-            .await
-            .map_err(err)?;
-        Ok(row
-            .map(|r| (r.get::<_, Vec<u8>>(0), r.get::<_, i64>(1)))
-            .filter(|(_, exp)| *exp > now_ms)
-            .map(|(v, _)| v))
+        self.call(async |client| {
+            // DELETE … RETURNING: exactly one caller, on any instance, gets the row.
+            let row = client
+                .query_opt(
+                    "DELETE FROM upstream_pending WHERE key = $1 RETURNING sealed, expires_at_ms",
+                    &[&&key[..]],
+                )
+                .await
+                .map_err(err)?;
+            Ok(row
+                .map(|r| (r.get::<_, Vec<u8>>(0), r.get::<_, i64>(1)))
+                .filter(|(_, exp)| *exp > now_ms)
+                .map(|(v, _)| v))
+        })
+        .await
     }
 
     async fn put_grant(
@@ -873,43 +1133,48 @@ impl UpstreamStore for PgStore {
         sealed: &[u8],
         expires_at_ms: i64,
     ) -> Result<(), StoreError> {
-        self.client()
-            .await?
-            .execute(
-                "INSERT INTO upstream_grants (family_id, sealed, expires_at_ms) VALUES ($1, $2, $3)
-                 ON CONFLICT (family_id) DO UPDATE SET sealed = excluded.sealed, expires_at_ms = excluded.expires_at_ms",
-                &[&family_id, &sealed, &expires_at_ms],
-            )
-            .await
-            .map_err(err)?;
-        Ok(())
+        self.call(async |client| {
+            client
+                .execute(
+                    "INSERT INTO upstream_grants (family_id, sealed, expires_at_ms) VALUES ($1, $2, $3)
+                     ON CONFLICT (family_id) DO UPDATE SET sealed = excluded.sealed, expires_at_ms = excluded.expires_at_ms",
+                    &[&family_id, &sealed, &expires_at_ms],
+                )
+                .await
+                .map_err(err)?;
+            Ok(())
+        })
+        .await
     }
 
     async fn grant(&self, family_id: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        let row = self
-            .client()
-            .await?
-            .query_opt(
-                "SELECT sealed FROM upstream_grants WHERE family_id = $1",
-                &[&family_id],
-            )
-            .await
-            .map_err(err)?;
-        Ok(row.map(|r| r.get(0)))
+        self.call(async |client| {
+            let row = client
+                .query_opt(
+                    "SELECT sealed FROM upstream_grants WHERE family_id = $1",
+                    &[&family_id],
+                )
+                .await
+                .map_err(err)?;
+            Ok(row.map(|r| r.get(0)))
+        })
+        .await
     }
 
     async fn delete_grant(&self, family_id: &str) -> Result<(), StoreError> {
-        // A data-modifying WITH runs whether or not it is referenced: one statement.
-        self.client()
-            .await?
-            .execute(
-                "WITH g AS (DELETE FROM upstream_grants WHERE family_id = $1)
-                 DELETE FROM upstream_leases WHERE family_id = $1",
-                &[&family_id],
-            )
-            .await
-            .map_err(err)?;
-        Ok(())
+        self.call(async |client| {
+            // A data-modifying WITH runs whether or not it is referenced: one statement.
+            client
+                .execute(
+                    "WITH g AS (DELETE FROM upstream_grants WHERE family_id = $1)
+                     DELETE FROM upstream_leases WHERE family_id = $1",
+                    &[&family_id],
+                )
+                .await
+                .map_err(err)?;
+            Ok(())
+        })
+        .await
     }
 
     async fn try_lease(
@@ -919,32 +1184,35 @@ impl UpstreamStore for PgStore {
         now_ms: i64,
         ttl_ms: i64,
     ) -> Result<bool, StoreError> {
-        // One statement: insert, or take over a lease of our own or one that ran out; the
-        // row lock of ON CONFLICT serialises instances.
-        let changed = self
-            .client()
-            .await?
-            .execute(
-                "INSERT INTO upstream_leases (family_id, holder, until_ms) VALUES ($1, $2, $3)
-                 ON CONFLICT (family_id) DO UPDATE SET holder = excluded.holder, until_ms = excluded.until_ms
-                 WHERE upstream_leases.holder = excluded.holder OR upstream_leases.until_ms <= $4",
-                &[&family_id, &holder, &now_ms.saturating_add(ttl_ms), &now_ms],
-            )
-            .await
-            .map_err(err)?;
-        Ok(changed == 1)
+        self.call(async |client| {
+            // One statement: insert, or take over a lease of our own or one that ran out; the
+            // row lock of ON CONFLICT serialises instances.
+            let changed = client
+                .execute(
+                    "INSERT INTO upstream_leases (family_id, holder, until_ms) VALUES ($1, $2, $3)
+                     ON CONFLICT (family_id) DO UPDATE SET holder = excluded.holder, until_ms = excluded.until_ms
+                     WHERE upstream_leases.holder = excluded.holder OR upstream_leases.until_ms <= $4",
+                    &[&family_id, &holder, &now_ms.saturating_add(ttl_ms), &now_ms],
+                )
+                .await
+                .map_err(err)?;
+            Ok(changed == 1)
+        })
+        .await
     }
 
     async fn release_lease(&self, family_id: &str, holder: &str) -> Result<(), StoreError> {
-        self.client()
-            .await?
-            .execute(
-                "DELETE FROM upstream_leases WHERE family_id = $1 AND holder = $2",
-                &[&family_id, &holder],
-            )
-            .await
-            .map_err(err)?;
-        Ok(())
+        self.call(async |client| {
+            client
+                .execute(
+                    "DELETE FROM upstream_leases WHERE family_id = $1 AND holder = $2",
+                    &[&family_id, &holder],
+                )
+                .await
+                .map_err(err)?;
+            Ok(())
+        })
+        .await
     }
 
     async fn note_access_token(
@@ -953,58 +1221,64 @@ impl UpstreamStore for PgStore {
         hash: &TokenHash,
         expires_at_ms: i64,
     ) -> Result<(), StoreError> {
-        self.client()
-            .await?
-            .execute(
-                "INSERT INTO upstream_access_tokens (hash, family_id, expires_at_ms) VALUES ($1, $2, $3)
-                 ON CONFLICT (hash) DO NOTHING",
-                &[&&hash[..], &family_id, &expires_at_ms],
-            )
-            .await
-            .map_err(err)?;
-        Ok(())
+        self.call(async |client| {
+            client
+                .execute(
+                    "INSERT INTO upstream_access_tokens (hash, family_id, expires_at_ms) VALUES ($1, $2, $3)
+                     ON CONFLICT (hash) DO NOTHING",
+                    &[&&hash[..], &family_id, &expires_at_ms],
+                )
+                .await
+                .map_err(err)?;
+            Ok(())
+        })
+        .await
     }
 
     async fn end_access_tokens(&self, family_id: &str, now_ms: i64) -> Result<(), StoreError> {
-        self.client()
-            .await?
-            .execute(
-                "INSERT INTO upstream_ended (family_id, ended_at_ms) VALUES ($1, $2)
-                 ON CONFLICT (family_id) DO NOTHING",
-                &[&family_id, &now_ms],
-            )
-            .await
-            .map_err(err)?;
-        Ok(())
+        self.call(async |client| {
+            client
+                .execute(
+                    "INSERT INTO upstream_ended (family_id, ended_at_ms) VALUES ($1, $2)
+                     ON CONFLICT (family_id) DO NOTHING",
+                    &[&family_id, &now_ms],
+                )
+                .await
+                .map_err(err)?;
+            Ok(())
+        })
+        .await
     }
 
     async fn access_token_ended(&self, hash: &TokenHash) -> Result<bool, StoreError> {
-        // A join, not a flag on the token's row: a token noted by a renewal still in flight
-        // when the family ended (another instance) is covered as well as the earlier ones.
-        let row = self
-            .client()
-            .await?
-            .query_one(
-                "SELECT EXISTS (SELECT 1 FROM upstream_access_tokens t
-                     JOIN upstream_ended e ON e.family_id = t.family_id WHERE t.hash = $1)",
-                &[&&hash[..]],
-            )
-            .await
-            .map_err(err)?;
-        Ok(row.get(0))
+        self.call(async |client| {
+            // A join, not a flag on the token's row: a token noted by a renewal still in flight
+            // when the family ended (another instance) is covered as well as the earlier ones.
+            let row = client
+                .query_one(
+                    "SELECT EXISTS (SELECT 1 FROM upstream_access_tokens t
+                         JOIN upstream_ended e ON e.family_id = t.family_id WHERE t.hash = $1)",
+                    &[&&hash[..]],
+                )
+                .await
+                .map_err(err)?;
+            Ok(row.get(0))
+        })
+        .await
     }
 
     async fn family_ended(&self, family_id: &str) -> Result<bool, StoreError> {
-        let row = self
-            .client()
-            .await?
-            .query_one(
-                "SELECT EXISTS (SELECT 1 FROM upstream_ended WHERE family_id = $1)",
-                &[&family_id],
-            )
-            .await
-            .map_err(err)?;
-        Ok(row.get(0))
+        self.call(async |client| {
+            let row = client
+                .query_one(
+                    "SELECT EXISTS (SELECT 1 FROM upstream_ended WHERE family_id = $1)",
+                    &[&family_id],
+                )
+                .await
+                .map_err(err)?;
+            Ok(row.get(0))
+        })
+        .await
     }
 
     async fn queue_revocation(
@@ -1012,49 +1286,52 @@ impl UpstreamStore for PgStore {
         family_id: &str,
         next_at_ms: i64,
     ) -> Result<Option<QueuedRevocation>, StoreError> {
-        // One statement: the grant moves to the queue (its lease stays with its holder).
-        let row = self
-            .client()
-            .await?
-            .query_opt(
-                "WITH g AS (DELETE FROM upstream_grants WHERE family_id = $1 RETURNING family_id, sealed)
-                 INSERT INTO upstream_revocations (family_id, sealed, attempts, next_at_ms, queued_at_ms)
-                 SELECT family_id, sealed, 0, $2, $2 FROM g
-                 RETURNING id, sealed",
-                &[&family_id, &next_at_ms],
-            )
-            .await
-            .map_err(err)?;
-        Ok(row.map(|r| QueuedRevocation {
-            id: r.get(0),
-            family_id: family_id.to_string(),
-            sealed: r.get(1),
-            attempts: 0,
-        }))
+        self.call(async |client| {
+            // One statement: the grant moves to the queue (its lease stays with its holder).
+            let row = client
+                .query_opt(
+                    "WITH g AS (DELETE FROM upstream_grants WHERE family_id = $1 RETURNING family_id, sealed)
+                     INSERT INTO upstream_revocations (family_id, sealed, attempts, next_at_ms, queued_at_ms)
+                     SELECT family_id, sealed, 0, $2, $2 FROM g
+                     RETURNING id, sealed",
+                    &[&family_id, &next_at_ms],
+                )
+                .await
+                .map_err(err)?;
+            Ok(row.map(|r| QueuedRevocation {
+                id: r.get(0),
+                family_id: family_id.to_string(),
+                sealed: r.get(1),
+                attempts: 0,
+            }))
+        })
+        .await
     }
 
     async fn queue_ended_grants(&self, next_at_ms: i64, limit: usize) -> Result<u64, StoreError> {
-        // One statement, as queue_revocation: each grant chosen is locked (SKIP LOCKED: one
-        // that another statement is moving or replacing is left to the next sweep), deleted
-        // and queued as it is at the delete. A grant another statement deleted meanwhile is
-        // not deleted again, so not queued twice.
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        self.client()
-            .await?
-            .execute(
-                "WITH moved AS (
-                     DELETE FROM upstream_grants g
-                     USING (SELECT x.family_id FROM upstream_grants x
-                            WHERE EXISTS (SELECT 1 FROM upstream_ended e WHERE e.family_id = x.family_id)
-                            LIMIT $2 FOR UPDATE SKIP LOCKED) d
-                     WHERE g.family_id = d.family_id
-                     RETURNING g.family_id, g.sealed)
-                 INSERT INTO upstream_revocations (family_id, sealed, attempts, next_at_ms, queued_at_ms)
-                 SELECT family_id, sealed, 0, $1, $1 FROM moved",
-                &[&next_at_ms, &limit],
-            )
-            .await
-            .map_err(err)
+        self.call(async |client| {
+            // One statement, as queue_revocation: each grant chosen is locked (SKIP LOCKED: one
+            // that another statement is moving or replacing is left to the next sweep), deleted
+            // and queued as it is at the delete. A grant another statement deleted meanwhile is
+            // not deleted again, so not queued twice.
+            let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+            client
+                .execute(
+                    "WITH moved AS (
+                         DELETE FROM upstream_grants g
+                         USING (SELECT x.family_id FROM upstream_grants x
+                                WHERE EXISTS (SELECT 1 FROM upstream_ended e WHERE e.family_id = x.family_id)
+                                LIMIT $2 FOR UPDATE SKIP LOCKED) d
+                         WHERE g.family_id = d.family_id
+                         RETURNING g.family_id, g.sealed)
+                     INSERT INTO upstream_revocations (family_id, sealed, attempts, next_at_ms, queued_at_ms)
+                     SELECT family_id, sealed, 0, $1, $1 FROM moved",
+                    &[&next_at_ms, &limit],
+                )
+                .await
+                .map_err(err)
+        })
+        .await
     }
 
     async fn claim_revocations(
@@ -1063,38 +1340,39 @@ impl UpstreamStore for PgStore {
         lease_ms: i64,
         limit: usize,
     ) -> Result<Vec<QueuedRevocation>, StoreError> {
-        // SKIP LOCKED: an instance claiming at the same moment takes other rows; one that
-        // comes after the commit finds these not due (their lease).
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let rows = self
-            .client()
-            .await?
-            .query(
-                "UPDATE upstream_revocations r SET next_at_ms = $2
-                 FROM (SELECT id, next_at_ms AS due FROM upstream_revocations WHERE next_at_ms <= $1
-                       ORDER BY next_at_ms, id LIMIT $3 FOR UPDATE SKIP LOCKED) d
-                 WHERE r.id = d.id
-                 RETURNING r.id, r.family_id, r.sealed, r.attempts, d.due",
-                &[&now_ms, &now_ms.saturating_add(lease_ms), &limit],
-            )
-            .await
-            .map_err(err)?;
-        // UPDATE … RETURNING keeps no order (the subquery's ORDER BY only chose the rows):
-        // the longest due first, sorted here.
-        let mut claimed: Vec<(i64, QueuedRevocation)> = rows
-            .iter()
-            .map(|r| {
-                let queued = QueuedRevocation {
-                    id: r.get(0),
-                    family_id: r.get(1),
-                    sealed: r.get(2),
-                    attempts: u32::try_from(r.get::<_, i32>(3)).unwrap_or(0),
-                };
-                (r.get(4), queued)
-            })
-            .collect();
-        claimed.sort_by_key(|(due, q)| (*due, q.id));
-        Ok(claimed.into_iter().map(|(_, q)| q).collect())
+        self.call(async |client| {
+            // SKIP LOCKED: an instance claiming at the same moment takes other rows; one that
+            // comes after the commit finds these not due (their lease).
+            let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+            let rows = client
+                .query(
+                    "UPDATE upstream_revocations r SET next_at_ms = $2
+                     FROM (SELECT id, next_at_ms AS due FROM upstream_revocations WHERE next_at_ms <= $1
+                           ORDER BY next_at_ms, id LIMIT $3 FOR UPDATE SKIP LOCKED) d
+                     WHERE r.id = d.id
+                     RETURNING r.id, r.family_id, r.sealed, r.attempts, d.due",
+                    &[&now_ms, &now_ms.saturating_add(lease_ms), &limit],
+                )
+                .await
+                .map_err(err)?;
+            // UPDATE … RETURNING keeps no order (the subquery's ORDER BY only chose the rows):
+            // the longest due first, sorted here.
+            let mut claimed: Vec<(i64, QueuedRevocation)> = rows
+                .iter()
+                .map(|r| {
+                    let queued = QueuedRevocation {
+                        id: r.get(0),
+                        family_id: r.get(1),
+                        sealed: r.get(2),
+                        attempts: u32::try_from(r.get::<_, i32>(3)).unwrap_or(0),
+                    };
+                    (r.get(4), queued)
+                })
+                .collect();
+            claimed.sort_by_key(|(due, q)| (*due, q.id));
+            Ok(claimed.into_iter().map(|(_, q)| q).collect())
+        })
+        .await
     }
 
     async fn retry_revocation(
@@ -1103,65 +1381,72 @@ impl UpstreamStore for PgStore {
         attempts: u32,
         next_at_ms: i64,
     ) -> Result<(), StoreError> {
-        let attempts = i32::try_from(attempts).unwrap_or(i32::MAX);
-        self.client()
-            .await?
-            .execute(
-                "UPDATE upstream_revocations SET attempts = $2, next_at_ms = $3 WHERE id = $1",
-                &[&id, &attempts, &next_at_ms],
-            )
-            .await
-            .map_err(err)?;
-        Ok(())
+        self.call(async |client| {
+            let attempts = i32::try_from(attempts).unwrap_or(i32::MAX);
+            client
+                .execute(
+                    "UPDATE upstream_revocations SET attempts = $2, next_at_ms = $3 WHERE id = $1",
+                    &[&id, &attempts, &next_at_ms],
+                )
+                .await
+                .map_err(err)?;
+            Ok(())
+        })
+        .await
     }
 
     async fn give_up_revocations(&self, queued_before_ms: i64) -> Result<u64, StoreError> {
-        self.client()
-            .await?
-            .execute(
-                "DELETE FROM upstream_revocations WHERE queued_at_ms < $1",
-                &[&queued_before_ms],
-            )
-            .await
-            .map_err(err)
+        self.call(async |client| {
+            client
+                .execute(
+                    "DELETE FROM upstream_revocations WHERE queued_at_ms < $1",
+                    &[&queued_before_ms],
+                )
+                .await
+                .map_err(err)
+        })
+        .await
     }
 
     async fn drop_revocation(&self, id: i64) -> Result<(), StoreError> {
-        self.client()
-            .await?
-            .execute("DELETE FROM upstream_revocations WHERE id = $1", &[&id])
-            .await
-            .map_err(err)?;
-        Ok(())
+        self.call(async |client| {
+            client
+                .execute("DELETE FROM upstream_revocations WHERE id = $1", &[&id])
+                .await
+                .map_err(err)?;
+            Ok(())
+        })
+        .await
     }
 
     async fn purge_upstream(&self, before_ms: i64) -> Result<u64, StoreError> {
-        // Expired grants move to the revocation queue (revoked at the provider before they
-        // go). Every part of one statement sees the same snapshot: an end is kept while a token of
-        // its family is kept (unexpired at the cut-off).
-        let row = self
-            .client()
-            .await?
-            .query_one(
-                "WITH p AS (DELETE FROM upstream_pending WHERE expires_at_ms < $1 RETURNING 1),
-                      g AS (DELETE FROM upstream_grants WHERE expires_at_ms < $1
-                            RETURNING family_id, sealed),
-                      q AS (INSERT INTO upstream_revocations
-                                (family_id, sealed, attempts, next_at_ms, queued_at_ms)
-                            SELECT family_id, sealed, 0, $1, $1 FROM g),
-                      l AS (DELETE FROM upstream_leases WHERE until_ms < $1 RETURNING 1),
-                      t AS (DELETE FROM upstream_access_tokens WHERE expires_at_ms < $1 RETURNING 1),
-                      e AS (DELETE FROM upstream_ended x WHERE x.ended_at_ms < $1 AND NOT EXISTS (
-                              SELECT 1 FROM upstream_access_tokens k
-                              WHERE k.family_id = x.family_id AND k.expires_at_ms >= $1)
-                            RETURNING 1)
-                 SELECT (SELECT count(*) FROM p) + (SELECT count(*) FROM g) + (SELECT count(*) FROM l)
-                      + (SELECT count(*) FROM t) + (SELECT count(*) FROM e)",
-                &[&before_ms],
-            )
-            .await
-            .map_err(err)?;
-        Ok(u64::try_from(row.get::<_, i64>(0)).unwrap_or(0))
+        self.call(async |client| {
+            // Expired grants move to the revocation queue (revoked at the provider before they
+            // go). Every part of one statement sees the same snapshot: an end is kept while a token of
+            // its family is kept (unexpired at the cut-off).
+            let row = client
+                .query_one(
+                    "WITH p AS (DELETE FROM upstream_pending WHERE expires_at_ms < $1 RETURNING 1),
+                          g AS (DELETE FROM upstream_grants WHERE expires_at_ms < $1
+                                RETURNING family_id, sealed),
+                          q AS (INSERT INTO upstream_revocations
+                                    (family_id, sealed, attempts, next_at_ms, queued_at_ms)
+                                SELECT family_id, sealed, 0, $1, $1 FROM g),
+                          l AS (DELETE FROM upstream_leases WHERE until_ms < $1 RETURNING 1),
+                          t AS (DELETE FROM upstream_access_tokens WHERE expires_at_ms < $1 RETURNING 1),
+                          e AS (DELETE FROM upstream_ended x WHERE x.ended_at_ms < $1 AND NOT EXISTS (
+                                  SELECT 1 FROM upstream_access_tokens k
+                                  WHERE k.family_id = x.family_id AND k.expires_at_ms >= $1)
+                                RETURNING 1)
+                     SELECT (SELECT count(*) FROM p) + (SELECT count(*) FROM g) + (SELECT count(*) FROM l)
+                          + (SELECT count(*) FROM t) + (SELECT count(*) FROM e)",
+                    &[&before_ms],
+                )
+                .await
+                .map_err(err)?;
+            Ok(u64::try_from(row.get::<_, i64>(0)).unwrap_or(0))
+        })
+        .await
     }
 }
 
@@ -1209,7 +1494,8 @@ pub(crate) mod tests {
     /// The schema `store` works in (to open a second pool on it).
     async fn schema_of(store: &PgStore) -> String {
         store
-            .client()
+            .pool
+            .get()
             .await
             .unwrap()
             .query_one("SELECT current_schema()", &[])
@@ -1317,7 +1603,7 @@ pub(crate) mod tests {
             expires_at_ms: 100_000,
         };
         one.create_family(&fam, &h("s1"), 10, 0).await.unwrap();
-        let mut holder = one.client().await.unwrap();
+        let mut holder = one.pool.get().await.unwrap();
         let tx = holder.transaction().await.unwrap();
         tx.query(
             "SELECT 1 FROM refresh_tokens WHERE hash = $1 FOR UPDATE",
@@ -1345,6 +1631,479 @@ pub(crate) mod tests {
             Rotation::Rotated(fam),
             "the retry rotates: nothing was committed"
         );
+    }
+
+    /// A TCP proxy in front of PostgreSQL (the tests' own, real sockets) that can black-hole
+    /// it: open and new connections stop being forwarded either way, their sockets kept open
+    /// (a host that vanished without a reset: nothing answers, nothing is refused). Forwarding
+    /// again, new connections pass; the black-holed ones stay dead, as after a failover.
+    struct Proxy {
+        port: u16,
+        state: std::sync::Arc<ProxyState>,
+    }
+
+    #[derive(Default)]
+    struct ProxyState {
+        holed: std::sync::atomic::AtomicBool,
+        /// Bumped by each black-hole: a connection forwards only in the generation it began.
+        generation: std::sync::atomic::AtomicU64,
+        /// Sockets of dead connections whose other side closed: kept open, never shut down.
+        parked: std::sync::Mutex<Vec<tokio::net::tcp::OwnedWriteHalf>>,
+    }
+
+    impl ProxyState {
+        fn alive(&self, generation: u64) -> bool {
+            use std::sync::atomic::Ordering::SeqCst;
+            !self.holed.load(SeqCst) && self.generation.load(SeqCst) == generation
+        }
+    }
+
+    impl Proxy {
+        /// A proxy to the database at `target`; `None`: a host that accepts connections and
+        /// never answers.
+        async fn start(target: Option<std::net::SocketAddr>) -> Self {
+            use std::sync::atomic::Ordering::SeqCst;
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let port = listener.local_addr().unwrap().port();
+            let state = std::sync::Arc::new(ProxyState::default());
+            if target.is_none() {
+                state.holed.store(true, SeqCst);
+            }
+            let st = state.clone();
+            tokio::spawn(async move {
+                while let Ok((client, _)) = listener.accept().await {
+                    let generation = st.generation.load(SeqCst);
+                    let st = st.clone();
+                    tokio::spawn(async move {
+                        let (c_read, c_write) = client.into_split();
+                        let upstream = match target {
+                            Some(addr) if st.alive(generation) => {
+                                tokio::net::TcpStream::connect(addr).await.ok()
+                            }
+                            _ => None,
+                        };
+                        match upstream {
+                            Some(server) => {
+                                let (s_read, s_write) = server.into_split();
+                                tokio::spawn(pump(c_read, s_write, st.clone(), generation));
+                                pump(s_read, c_write, st, generation).await;
+                            }
+                            None => {
+                                // Never answered: read and drop, keep the socket open.
+                                pump_nowhere(c_read).await;
+                                st.parked.lock().unwrap().push(c_write);
+                            }
+                        }
+                    });
+                }
+            });
+            Proxy { port, state }
+        }
+
+        fn black_hole(&self) {
+            use std::sync::atomic::Ordering::SeqCst;
+            self.state.generation.fetch_add(1, SeqCst);
+            self.state.holed.store(true, SeqCst);
+        }
+
+        fn forward_again(&self) {
+            self.state
+                .holed
+                .store(false, std::sync::atomic::Ordering::SeqCst);
+        }
+
+        /// `url` with its host and port replaced by this proxy's.
+        fn url_for(&self, url: &str) -> String {
+            let mut u = url::Url::parse(url).unwrap();
+            u.set_host(Some("127.0.0.1")).unwrap();
+            u.set_port(Some(self.port)).unwrap();
+            u.to_string()
+        }
+    }
+
+    /// Forwards `from` to `to` while the connection's generation is alive; afterwards reads
+    /// and drops. At the end of `from`, a live connection closes `to`, a dead one keeps it.
+    async fn pump(
+        mut from: tokio::net::tcp::OwnedReadHalf,
+        mut to: tokio::net::tcp::OwnedWriteHalf,
+        st: std::sync::Arc<ProxyState>,
+        generation: u64,
+    ) {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let mut buf = vec![0u8; 16 * 1024];
+        loop {
+            match from.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    if st.alive(generation) && to.write_all(&buf[..n]).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+        if !st.alive(generation) {
+            st.parked.lock().unwrap().push(to);
+        }
+    }
+
+    async fn pump_nowhere(mut from: tokio::net::tcp::OwnedReadHalf) {
+        use tokio::io::AsyncReadExt as _;
+        let mut buf = vec![0u8; 16 * 1024];
+        while let Ok(n) = from.read(&mut buf).await {
+            if n == 0 {
+                break;
+            }
+        }
+    }
+
+    /// The address of the database of `url`.
+    fn database_addr(url: &str) -> std::net::SocketAddr {
+        let u = url::Url::parse(url).unwrap();
+        let host = u.host_str().unwrap();
+        let port = u.port().unwrap_or(5432);
+        std::net::ToSocketAddrs::to_socket_addrs(&(host, port))
+            .unwrap()
+            .next()
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn pg_a_black_holed_database_fails_calls_within_the_call_timeout_and_the_pool_recovers() {
+        // The database host stops answering without a reset (black hole): PostgreSQL's
+        // statement_timeout never runs (the statement never reaches it), so before, a store
+        // call waited for as long as the socket lived, and once the network was back the
+        // pool kept handing out the dead connections (RecyclingMethod::Fast only sees a
+        // closed socket), each call on one hanging in turn.
+        let Some(url) = database_url("a black-holed database") else {
+            return;
+        };
+        let one = fresh_store(&url).await;
+        let schema = schema_of(&one).await;
+        let proxy = Proxy::start(Some(database_addr(&url))).await;
+        let call = Duration::from_millis(500);
+        let store = PgStore::connect_with(&proxy.url_for(&url), Some(&schema), 4, call)
+            .await
+            .unwrap();
+        let fam = Family {
+            id: "hole".into(),
+            sub: "demo".into(),
+            expires_at_ms: 100_000,
+        };
+        store.create_family(&fam, &h("b1"), 10, 0).await.unwrap();
+        // Four connections in the pool, all through the proxy.
+        let (a, b, c, d) = tokio::join!(store.ping(), store.ping(), store.ping(), store.ping());
+        for r in [a, b, c, d] {
+            r.unwrap();
+        }
+        assert_eq!(store.pool.status().size, 4);
+
+        proxy.black_hole();
+        let started = std::time::Instant::now();
+        let cut = tokio::time::timeout(
+            Duration::from_secs(5),
+            store.rotate(&h("b1"), &h("b2"), 1_000, 10_000),
+        )
+        .await
+        .expect("cut off by the call timeout, not left waiting for an answer");
+        assert!(cut.is_err(), "{cut:?}");
+        let took = started.elapsed();
+        assert!(took >= call && took < call * 3, "{took:?}");
+
+        // New connections pass again; the four old ones stay dead.
+        proxy.forward_again();
+        for i in 0..8 {
+            let started = std::time::Instant::now();
+            let ok = tokio::time::timeout(
+                Duration::from_secs(5),
+                store.standing(&h("b1"), &h("b2"), 2_000, 10_000),
+            )
+            .await
+            .unwrap_or_else(|_| panic!("call {i} after the network is back hung"));
+            assert_eq!(
+                ok.unwrap(),
+                Standing::Live,
+                "call {i}: the cut-off rotation changed nothing"
+            );
+            assert!(
+                started.elapsed() < call,
+                "call {i} took {:?}",
+                started.elapsed()
+            );
+        }
+        assert_eq!(
+            store
+                .rotate(&h("b1"), &h("b2"), 3_000, 10_000)
+                .await
+                .unwrap(),
+            Rotation::Rotated(fam),
+        );
+    }
+
+    #[tokio::test]
+    async fn pg_connect_fails_within_its_bound_when_the_database_accepts_and_never_answers() {
+        // No database needed: a host that accepts the TCP connection and never answers (a
+        // hung or black-holed database). Before, the migration connection had no timeout at
+        // all and the server hung at start for ever.
+        let silent = Proxy::start(None).await;
+        let url = format!("postgres://tw@127.0.0.1:{}/tw", silent.port);
+        let started = std::time::Instant::now();
+        let res = tokio::time::timeout(
+            Duration::from_secs(10),
+            PgStore::connect_with(&url, None, 2, Duration::from_millis(300)),
+        )
+        .await
+        .expect("gave up within its bound, not hung");
+        let e = res.expect_err("no database there");
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "{:?}",
+            started.elapsed()
+        );
+        assert!(e.0.contains("connect"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn pg_connect_says_why_it_failed() {
+        // No database needed. Before, the reason was left out: "error connecting to server",
+        // "db error" (a database that does not exist, a wrong password).
+        let gone = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = gone.local_addr().unwrap().port();
+        drop(gone);
+        let url = format!("postgres://tw:S3cret@127.0.0.1:{port}/tw");
+        let e = PgStore::connect_with(&url, None, 2, Duration::from_millis(300))
+            .await
+            .expect_err("nothing listens there");
+        assert!(e.0.contains("error connecting to server: "), "{e}");
+        assert!(e.0.to_lowercase().contains("refused"), "{e}");
+        assert!(!e.0.contains("S3cret"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn pg_a_statement_too_slow_is_cancelled_by_postgres_first_and_its_connection_kept() {
+        // statement_timeout is a little shorter than the call's deadline: PostgreSQL cancels
+        // and says so, and the connection, still good, goes back to the pool.
+        let Some(url) = database_url("a statement cancelled by its statement_timeout") else {
+            return;
+        };
+        let store = PgStore::connect_with(&url, None, 1, Duration::from_secs(2))
+            .await
+            .unwrap();
+        store.ping().await.unwrap();
+        let pid = |store: &PgStore| {
+            let store = store.clone();
+            async move {
+                store
+                    .call(async |c| {
+                        let row = c
+                            .query_one("SELECT pg_backend_pid()", &[])
+                            .await
+                            .map_err(err)?;
+                        Ok(row.get::<_, i32>(0))
+                    })
+                    .await
+                    .unwrap()
+            }
+        };
+        let before = pid(&store).await;
+        let slow = store
+            .call(async |c| {
+                c.query("SELECT pg_sleep(5)", &[]).await.map_err(err)?;
+                Ok(())
+            })
+            .await
+            .expect_err("longer than the call timeout");
+        assert!(
+            slow.0.contains("57014"),
+            "PostgreSQL's cancel, not the deadline: {slow}"
+        );
+        assert_eq!(pid(&store).await, before, "the same connection, kept");
+    }
+
+    #[tokio::test]
+    async fn pg_a_migration_kept_waiting_past_its_bound_fails_the_start() {
+        // Another instance holds the migration lock (or the database stopped answering
+        // half-way): the start fails with the reason once the migration's bound has passed.
+        let Some(url) = database_url("the migration's bound") else {
+            return;
+        };
+        let (holder, conn) = tokio_postgres::connect(&url, NoTls).await.unwrap();
+        let conn_task = tokio::spawn(conn);
+        holder
+            .query("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
+            .await
+            .unwrap();
+        let schema =
+            format!("tw_test_{}", crate::tokens::random_id(9).to_lowercase()).replace('-', "_");
+        let started = std::time::Instant::now();
+        let res = tokio::time::timeout(
+            Duration::from_secs(5),
+            PgStore::connect_bounded(
+                &url,
+                Some(&schema),
+                2,
+                Duration::from_millis(300),
+                Duration::from_millis(400),
+            ),
+        )
+        .await
+        .expect("bounded");
+        holder
+            .query("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK])
+            .await
+            .unwrap();
+        drop(holder);
+        let _ = conn_task.await;
+        let e = res.expect_err("the lock was never free");
+        assert!(e.0.contains("migration did not finish within"), "{e}");
+        assert!(started.elapsed() < Duration::from_secs(2));
+        // The lock free, the same start succeeds.
+        let store = PgStore::connect_bounded(
+            &url,
+            Some(&schema),
+            2,
+            Duration::from_millis(300),
+            Duration::from_millis(400),
+        )
+        .await
+        .unwrap();
+        let want: Vec<i32> = MIGRATIONS.iter().map(|(v, _)| *v).collect();
+        assert_eq!(store.applied_migrations().await.unwrap(), want);
+    }
+
+    #[tokio::test]
+    async fn pg_a_call_its_caller_drops_closes_its_connection_and_postgres_stops_its_statement() {
+        // A rotation waits for a row lock; its caller gives up first (the request timeout,
+        // the browser gone). Before, the dropped call's connection went back to the pool
+        // with the statement still waiting in PostgreSQL, which committed it once the lock
+        // was free: the refresh answered 503 had rotated, and the retry was reuse. Now the
+        // connection is closed, and PostgreSQL (client_connection_check_interval) aborts
+        // the statement whose client has gone.
+        let Some(url) = database_url("a call dropped by its caller") else {
+            return;
+        };
+        let one = fresh_store(&url).await;
+        let schema = schema_of(&one).await;
+        let app =
+            format!("tw_cut_{}", crate::tokens::random_id(6).to_lowercase()).replace('-', "_");
+        let mut named = url::Url::parse(&url).unwrap();
+        named
+            .query_pairs_mut()
+            .append_pair("application_name", &app);
+        // 10 s: the statement timeout (9 s) is not what stops it here.
+        let store = PgStore::connect_with(named.as_str(), Some(&schema), 2, DEFAULT_CALL_TIMEOUT)
+            .await
+            .unwrap();
+        let fam = Family {
+            id: "dropped".into(),
+            sub: "demo".into(),
+            expires_at_ms: 100_000,
+        };
+        one.create_family(&fam, &h("d1"), 10, 0).await.unwrap();
+        let mut holder = one.pool.get().await.unwrap();
+        let tx = holder.transaction().await.unwrap();
+        tx.query(
+            "SELECT 1 FROM refresh_tokens WHERE hash = $1 FOR UPDATE",
+            &[&h("d1").as_slice()],
+        )
+        .await
+        .unwrap();
+        let dropped = tokio::time::timeout(
+            Duration::from_millis(300),
+            store.rotate(&h("d1"), &h("d2"), 1_000, 10_000),
+        )
+        .await;
+        assert!(dropped.is_err(), "still waiting for the lock: {dropped:?}");
+        assert_eq!(
+            store.pool.status().size,
+            0,
+            "its connection was not given back"
+        );
+        // Its statement ends in PostgreSQL while the lock is still held.
+        let started = std::time::Instant::now();
+        loop {
+            let waiting: i64 = one
+                .pool
+                .get()
+                .await
+                .unwrap()
+                .query_one(
+                    "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1",
+                    &[&app],
+                )
+                .await
+                .unwrap()
+                .get(0);
+            if waiting == 0 {
+                break;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(4),
+                "the dropped call's statement still runs in PostgreSQL"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        tx.rollback().await.unwrap();
+        drop(holder);
+        assert_eq!(
+            one.standing(&h("d1"), &h("d2"), 2_000, 10_000)
+                .await
+                .unwrap(),
+            Standing::Live,
+            "nothing was committed"
+        );
+    }
+
+    #[test]
+    fn the_connection_settings_bound_the_network_side_and_keep_the_urls_own() {
+        let call = Duration::from_millis(2_500);
+        let c = parse_config("postgres://u@db:5432/tw", Some("s1"), call).unwrap();
+        assert_eq!(c.get_connect_timeout(), Some(&call));
+        assert!(c.get_keepalives());
+        assert_eq!(c.get_keepalives_idle(), Duration::from_secs(3));
+        assert_eq!(c.get_keepalives_interval(), Some(Duration::from_secs(1)));
+        assert_eq!(c.get_keepalives_retries(), Some(3));
+        assert_eq!(c.get_tcp_user_timeout(), Some(&Duration::from_secs(3)));
+        assert_eq!(c.get_options(), Some("-c search_path=s1"));
+        assert_eq!(c.get_application_name(), Some("tokenwarden-server"));
+        let c = parse_config(
+            "postgres://u@db/tw?connect_timeout=7&keepalives_idle=30&tcp_user_timeout=20&options=-c%20work_mem%3D8MB",
+            None,
+            call,
+        )
+        .unwrap();
+        assert_eq!(c.get_connect_timeout(), Some(&Duration::from_secs(7)));
+        assert_eq!(c.get_keepalives_idle(), Duration::from_secs(30));
+        assert_eq!(c.get_tcp_user_timeout(), Some(&Duration::from_secs(20)));
+        let mut c = c;
+        add_option(&mut c, "-c statement_timeout=2250");
+        assert_eq!(
+            c.get_options(),
+            Some("-c work_mem=8MB -c statement_timeout=2250")
+        );
+        assert_eq!(statement_margin(call), Duration::from_millis(250));
+        assert_eq!(
+            statement_margin(DEFAULT_CALL_TIMEOUT),
+            Duration::from_secs(1)
+        );
+    }
+
+    #[tokio::test]
+    async fn pg_the_pools_connections_carry_the_statement_timeout_and_the_client_check() {
+        let Some(url) = database_url("the pool's session settings") else {
+            return;
+        };
+        let one = fresh_store(&url).await;
+        let schema = schema_of(&one).await;
+        let store = PgStore::connect_with(&url, Some(&schema), 2, Duration::from_secs(3))
+            .await
+            .unwrap();
+        let conn = store.pool.get().await.unwrap();
+        let show = |row: tokio_postgres::Row| row.get::<_, String>(0);
+        let get =
+            async |name: &str| show(conn.query_one(&format!("SHOW {name}"), &[]).await.unwrap());
+        assert_eq!(get("statement_timeout").await, "2700ms");
+        assert_eq!(get("client_connection_check_interval").await, "300ms");
+        assert_eq!(get("search_path").await, schema);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -1449,7 +2208,7 @@ pub(crate) mod tests {
             a.put_grant(family_id, b"old", 90_000).await.unwrap();
             a.end_access_tokens(family_id, 10_000).await.unwrap();
         }
-        let mut writer = a.client().await.unwrap();
+        let mut writer = a.pool.get().await.unwrap();
         let tx = writer.transaction().await.unwrap();
         tx.execute(
             "UPDATE upstream_grants SET sealed = $1 WHERE family_id = 'held'",
