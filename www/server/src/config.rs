@@ -222,9 +222,21 @@ impl Config {
     }
 
     /// How long one store call may take: a third of the request timeout, so that a call cut
-    /// off ends (rolled back) before the request does; 1–10 s.
+    /// off ends (rolled back) before the request does; 1–10 s. With the lost-response window
+    /// on, also at most the window less the 503's `Retry-After` and a second (7 s with the
+    /// defaults; never under 1 s): a rotation that committed but whose answer never came back
+    /// is answered 503 at this deadline, and the client's retry with the old cookie must
+    /// still fall within the window to get the same successor. With 10 s, the retry came at
+    /// 12 s and was reuse: the user was signed out (operations audit, a black-holed answer).
     pub fn store_call_timeout(&self) -> Duration {
-        Duration::from_secs_f64((self.request_timeout_s / 3.0).clamp(1.0, 10.0))
+        let mut secs = (self.request_timeout_s / 3.0).clamp(1.0, 10.0);
+        if self.lost_response_window_s > 0.0 {
+            let retry_after = crate::error::STORE_RETRY_AFTER_S as f64;
+            secs = secs
+                .min(self.lost_response_window_s - retry_after - 1.0)
+                .max(1.0);
+        }
+        Duration::from_secs_f64(secs)
     }
 
     /// Connection limits for [`crate::serve`].
@@ -254,6 +266,16 @@ mod tests {
         assert_eq!(c.family_lifetime_s, 28800.0);
         assert!(!c.test_mode && !c.memory_store);
         assert_eq!(c.max_families_per_user, 100);
+    }
+
+    #[test]
+    fn a_store_call_ends_early_enough_for_a_retry_within_the_lost_response_window() {
+        let secs = |args: &[&str]| parse(args).unwrap().store_call_timeout().as_secs_f64();
+        assert_eq!(secs(&[]), 7.0, "window 10 s - Retry-After 2 s - 1 s");
+        assert_eq!(secs(&["--lost-response-window", "0"]), 10.0, "off: a third of 30 s");
+        assert_eq!(secs(&["--lost-response-window", "60"]), 10.0);
+        assert_eq!(secs(&["--request-timeout", "6"]), 2.0, "a third of the request");
+        assert_eq!(secs(&["--lost-response-window", "3"]), 1.0, "never under 1 s");
     }
 
     #[test]
