@@ -272,10 +272,22 @@ mod tests {
     fn a_store_call_ends_early_enough_for_a_retry_within_the_lost_response_window() {
         let secs = |args: &[&str]| parse(args).unwrap().store_call_timeout().as_secs_f64();
         assert_eq!(secs(&[]), 7.0, "window 10 s - Retry-After 2 s - 1 s");
-        assert_eq!(secs(&["--lost-response-window", "0"]), 10.0, "off: a third of 30 s");
+        assert_eq!(
+            secs(&["--lost-response-window", "0"]),
+            10.0,
+            "off: a third of 30 s"
+        );
         assert_eq!(secs(&["--lost-response-window", "60"]), 10.0);
-        assert_eq!(secs(&["--request-timeout", "6"]), 2.0, "a third of the request");
-        assert_eq!(secs(&["--lost-response-window", "3"]), 1.0, "never under 1 s");
+        assert_eq!(
+            secs(&["--request-timeout", "6"]),
+            2.0,
+            "a third of the request"
+        );
+        assert_eq!(
+            secs(&["--lost-response-window", "3"]),
+            1.0,
+            "never under 1 s"
+        );
     }
 
     #[test]
