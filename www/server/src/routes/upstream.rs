@@ -1423,119 +1423,6 @@ mod tests {
         );
     }
 
-    /// A store that stops before answering `family_ended` until the test says go.
-    struct PausingStore {
-        inner: Arc<MemoryStore>,
-        reached: Arc<Notify>,
-        go: Arc<Notify>,
-    }
-
-    #[async_trait::async_trait]
-    impl UpstreamStore for PausingStore {
-        async fn put_pending(
-            &self,
-            key: &crate::tokens::TokenHash,
-            sealed: &[u8],
-            e: i64,
-        ) -> Result<(), crate::store::StoreError> {
-            self.inner.put_pending(key, sealed, e).await
-        }
-        async fn take_pending(
-            &self,
-            key: &crate::tokens::TokenHash,
-            now: i64,
-        ) -> Result<Option<Vec<u8>>, crate::store::StoreError> {
-            self.inner.take_pending(key, now).await
-        }
-        async fn put_grant(
-            &self,
-            f: &str,
-            s: &[u8],
-            e: i64,
-        ) -> Result<(), crate::store::StoreError> {
-            self.inner.put_grant(f, s, e).await
-        }
-        async fn grant(&self, f: &str) -> Result<Option<Vec<u8>>, crate::store::StoreError> {
-            self.inner.grant(f).await
-        }
-        async fn delete_grant(&self, f: &str) -> Result<(), crate::store::StoreError> {
-            self.inner.delete_grant(f).await
-        }
-        async fn try_lease(
-            &self,
-            f: &str,
-            h: &str,
-            n: i64,
-            t: i64,
-        ) -> Result<bool, crate::store::StoreError> {
-            self.inner.try_lease(f, h, n, t).await
-        }
-        async fn release_lease(&self, f: &str, h: &str) -> Result<(), crate::store::StoreError> {
-            self.inner.release_lease(f, h).await
-        }
-        async fn note_access_token(
-            &self,
-            f: &str,
-            h: &crate::tokens::TokenHash,
-            e: i64,
-        ) -> Result<(), crate::store::StoreError> {
-            self.inner.note_access_token(f, h, e).await
-        }
-        async fn end_access_tokens(&self, f: &str, n: i64) -> Result<(), crate::store::StoreError> {
-            self.inner.end_access_tokens(f, n).await
-        }
-        async fn access_token_ended(
-            &self,
-            h: &crate::tokens::TokenHash,
-        ) -> Result<bool, crate::store::StoreError> {
-            self.inner.access_token_ended(h).await
-        }
-        async fn family_ended(&self, f: &str) -> Result<bool, crate::store::StoreError> {
-            self.reached.notify_one();
-            self.go.notified().await;
-            self.inner.family_ended(f).await
-        }
-        async fn queue_revocation(
-            &self,
-            f: &str,
-            n: i64,
-        ) -> Result<Option<crate::store::QueuedRevocation>, crate::store::StoreError> {
-            self.inner.queue_revocation(f, n).await
-        }
-        async fn queue_ended_grants(
-            &self,
-            n: i64,
-            lim: usize,
-        ) -> Result<u64, crate::store::StoreError> {
-            self.inner.queue_ended_grants(n, lim).await
-        }
-        async fn claim_revocations(
-            &self,
-            n: i64,
-            l: i64,
-            lim: usize,
-        ) -> Result<Vec<crate::store::QueuedRevocation>, crate::store::StoreError> {
-            self.inner.claim_revocations(n, l, lim).await
-        }
-        async fn retry_revocation(
-            &self,
-            id: i64,
-            a: u32,
-            n: i64,
-        ) -> Result<(), crate::store::StoreError> {
-            self.inner.retry_revocation(id, a, n).await
-        }
-        async fn drop_revocation(&self, id: i64) -> Result<(), crate::store::StoreError> {
-            self.inner.drop_revocation(id).await
-        }
-        async fn give_up_revocations(&self, b: i64) -> Result<u64, crate::store::StoreError> {
-            self.inner.give_up_revocations(b).await
-        }
-        async fn purge_upstream(&self, b: i64) -> Result<u64, crate::store::StoreError> {
-            self.inner.purge_upstream(b).await
-        }
-    }
-
     /// A `forget_grant` (the provider-refused path) that runs between a racing renewal's
     /// `put_grant` (R1) and its `queue_revocation` (R3) does not delete the renewed grant it
     /// never saw: it queues it, so the rotated refresh token is still revoked.
@@ -1545,11 +1432,12 @@ mod tests {
         let provider = FakeProvider::start().await;
         let inner = Arc::new(MemoryStore::new());
         let (reached, go) = (Arc::new(Notify::new()), Arc::new(Notify::new()));
-        let store = Arc::new(PausingStore {
-            inner: inner.clone(),
-            reached: reached.clone(),
-            go: go.clone(),
-        });
+        let store = Arc::new(HookedStore::pausing(
+            inner.clone(),
+            "family_ended",
+            reached.clone(),
+            go.clone(),
+        ));
         let config = config_for(&provider);
         let up = Upstream::connect(config, store, NOW).await.unwrap();
         let renewal = renewal_waiting_at_the_provider(&provider, &up).await;
@@ -1619,31 +1507,68 @@ mod tests {
         assert_eq!(answer.err(), Some(ProviderError::InvalidGrant));
     }
 
-    /// A store whose call named `fail` fails (the database went away at that moment); every
-    /// other call reaches `inner`.
-    struct FailingStore {
+    /// What a [`HookedStore`] runs before each call, given the call's name.
+    type Before = Box<
+        dyn Fn(
+                &'static str,
+            ) -> std::pin::Pin<
+                Box<dyn std::future::Future<Output = Result<(), crate::store::StoreError>> + Send>,
+            > + Send
+            + Sync,
+    >;
+
+    /// A store in front of `inner` that runs `before` ahead of every call: a test makes the
+    /// call of one name fail ([`HookedStore::failing`]: the database went away at that
+    /// moment) or wait for its go ([`HookedStore::pausing`]).
+    struct HookedStore {
         inner: Arc<MemoryStore>,
-        fail: &'static str,
+        before: Before,
     }
 
-    impl FailingStore {
-        fn call(&self, name: &str) -> Result<(), crate::store::StoreError> {
-            if name == self.fail {
-                return Err(crate::store::StoreError(format!("{name}: connection lost")));
-            }
-            Ok(())
+    impl HookedStore {
+        /// The call named `fail` fails; every other call reaches `inner`.
+        fn failing(inner: Arc<MemoryStore>, fail: &'static str) -> Self {
+            let before: Before = Box::new(move |name| {
+                Box::pin(async move {
+                    if name == fail {
+                        return Err(crate::store::StoreError(format!("{name}: connection lost")));
+                    }
+                    Ok(())
+                })
+            });
+            Self { inner, before }
+        }
+
+        /// The call named `at` says it has `reached` it, then waits for `go`.
+        fn pausing(
+            inner: Arc<MemoryStore>,
+            at: &'static str,
+            reached: Arc<Notify>,
+            go: Arc<Notify>,
+        ) -> Self {
+            let before: Before = Box::new(move |name| {
+                let (reached, go) = (reached.clone(), go.clone());
+                Box::pin(async move {
+                    if name == at {
+                        reached.notify_one();
+                        go.notified().await;
+                    }
+                    Ok(())
+                })
+            });
+            Self { inner, before }
         }
     }
 
     #[async_trait::async_trait]
-    impl UpstreamStore for FailingStore {
+    impl UpstreamStore for HookedStore {
         async fn put_pending(
             &self,
             key: &crate::tokens::TokenHash,
             sealed: &[u8],
             e: i64,
         ) -> Result<(), crate::store::StoreError> {
-            self.call("put_pending")?;
+            (self.before)("put_pending").await?;
             self.inner.put_pending(key, sealed, e).await
         }
         async fn take_pending(
@@ -1651,7 +1576,7 @@ mod tests {
             key: &crate::tokens::TokenHash,
             now: i64,
         ) -> Result<Option<Vec<u8>>, crate::store::StoreError> {
-            self.call("take_pending")?;
+            (self.before)("take_pending").await?;
             self.inner.take_pending(key, now).await
         }
         async fn put_grant(
@@ -1660,15 +1585,15 @@ mod tests {
             s: &[u8],
             e: i64,
         ) -> Result<(), crate::store::StoreError> {
-            self.call("put_grant")?;
+            (self.before)("put_grant").await?;
             self.inner.put_grant(f, s, e).await
         }
         async fn grant(&self, f: &str) -> Result<Option<Vec<u8>>, crate::store::StoreError> {
-            self.call("grant")?;
+            (self.before)("grant").await?;
             self.inner.grant(f).await
         }
         async fn delete_grant(&self, f: &str) -> Result<(), crate::store::StoreError> {
-            self.call("delete_grant")?;
+            (self.before)("delete_grant").await?;
             self.inner.delete_grant(f).await
         }
         async fn try_lease(
@@ -1678,11 +1603,11 @@ mod tests {
             n: i64,
             t: i64,
         ) -> Result<bool, crate::store::StoreError> {
-            self.call("try_lease")?;
+            (self.before)("try_lease").await?;
             self.inner.try_lease(f, h, n, t).await
         }
         async fn release_lease(&self, f: &str, h: &str) -> Result<(), crate::store::StoreError> {
-            self.call("release_lease")?;
+            (self.before)("release_lease").await?;
             self.inner.release_lease(f, h).await
         }
         async fn note_access_token(
@@ -1691,22 +1616,22 @@ mod tests {
             h: &crate::tokens::TokenHash,
             e: i64,
         ) -> Result<(), crate::store::StoreError> {
-            self.call("note_access_token")?;
+            (self.before)("note_access_token").await?;
             self.inner.note_access_token(f, h, e).await
         }
         async fn end_access_tokens(&self, f: &str, n: i64) -> Result<(), crate::store::StoreError> {
-            self.call("end_access_tokens")?;
+            (self.before)("end_access_tokens").await?;
             self.inner.end_access_tokens(f, n).await
         }
         async fn access_token_ended(
             &self,
             h: &crate::tokens::TokenHash,
         ) -> Result<bool, crate::store::StoreError> {
-            self.call("access_token_ended")?;
+            (self.before)("access_token_ended").await?;
             self.inner.access_token_ended(h).await
         }
         async fn family_ended(&self, f: &str) -> Result<bool, crate::store::StoreError> {
-            self.call("family_ended")?;
+            (self.before)("family_ended").await?;
             self.inner.family_ended(f).await
         }
         async fn queue_revocation(
@@ -1714,7 +1639,7 @@ mod tests {
             f: &str,
             n: i64,
         ) -> Result<Option<crate::store::QueuedRevocation>, crate::store::StoreError> {
-            self.call("queue_revocation")?;
+            (self.before)("queue_revocation").await?;
             self.inner.queue_revocation(f, n).await
         }
         async fn queue_ended_grants(
@@ -1722,7 +1647,7 @@ mod tests {
             n: i64,
             lim: usize,
         ) -> Result<u64, crate::store::StoreError> {
-            self.call("queue_ended_grants")?;
+            (self.before)("queue_ended_grants").await?;
             self.inner.queue_ended_grants(n, lim).await
         }
         async fn claim_revocations(
@@ -1731,7 +1656,7 @@ mod tests {
             l: i64,
             lim: usize,
         ) -> Result<Vec<crate::store::QueuedRevocation>, crate::store::StoreError> {
-            self.call("claim_revocations")?;
+            (self.before)("claim_revocations").await?;
             self.inner.claim_revocations(n, l, lim).await
         }
         async fn retry_revocation(
@@ -1740,19 +1665,19 @@ mod tests {
             a: u32,
             n: i64,
         ) -> Result<(), crate::store::StoreError> {
-            self.call("retry_revocation")?;
+            (self.before)("retry_revocation").await?;
             self.inner.retry_revocation(id, a, n).await
         }
         async fn drop_revocation(&self, id: i64) -> Result<(), crate::store::StoreError> {
-            self.call("drop_revocation")?;
+            (self.before)("drop_revocation").await?;
             self.inner.drop_revocation(id).await
         }
         async fn give_up_revocations(&self, b: i64) -> Result<u64, crate::store::StoreError> {
-            self.call("give_up_revocations")?;
+            (self.before)("give_up_revocations").await?;
             self.inner.give_up_revocations(b).await
         }
         async fn purge_upstream(&self, b: i64) -> Result<u64, crate::store::StoreError> {
-            self.call("purge_upstream")?;
+            (self.before)("purge_upstream").await?;
             self.inner.purge_upstream(b).await
         }
     }
@@ -1764,10 +1689,7 @@ mod tests {
         fail: &'static str,
     ) -> (AppState, Arc<Upstream>, Arc<MemoryStore>) {
         let inner = Arc::new(MemoryStore::new());
-        let store = Arc::new(FailingStore {
-            inner: inner.clone(),
-            fail,
-        });
+        let store = Arc::new(HookedStore::failing(inner.clone(), fail));
         let up = Upstream::connect(config_for(provider), store, NOW)
             .await
             .unwrap();
