@@ -64,6 +64,59 @@ pub enum AppError {
 /// `Retry-After` of a 503 for store trouble, seconds.
 pub const STORE_RETRY_AFTER_S: u64 = 2;
 
+/// One log line a second at most for a store that keeps failing: during an outage every
+/// request fails the same way, and the operations audit counted 480 ERROR lines in 16 s from
+/// 8 clients. The first failure is logged at once; the line after a quiet stretch says how
+/// many were left out (`suppressed`).
+pub struct LogThrottle {
+    /// When the last line went out (ms since the process began; -1: never).
+    last_ms: std::sync::atomic::AtomicI64,
+    /// Failures not logged since that line.
+    suppressed: std::sync::atomic::AtomicU64,
+}
+
+impl LogThrottle {
+    /// A throttle that has logged nothing yet.
+    pub const fn new() -> Self {
+        Self {
+            last_ms: std::sync::atomic::AtomicI64::new(-1),
+            suppressed: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    /// `Some(suppressed)` when a line may go out at `now_ms` (and how many were left out
+    /// before it), `None` when this one is left out.
+    pub fn admit(&self, now_ms: i64) -> Option<u64> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let last = self.last_ms.load(Relaxed);
+        if last >= 0 && now_ms - last < 1_000
+            || self
+                .last_ms
+                .compare_exchange(last, now_ms, Relaxed, Relaxed)
+                .is_err()
+        {
+            self.suppressed.fetch_add(1, Relaxed);
+            return None;
+        }
+        Some(self.suppressed.swap(0, Relaxed))
+    }
+}
+
+impl Default for LogThrottle {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+static STORE_ERROR_LOG: LogThrottle = LogThrottle::new();
+
+/// Milliseconds since the first call (a monotonic clock for the log throttle only).
+fn process_ms() -> i64 {
+    static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    let start = START.get_or_init(std::time::Instant::now);
+    i64::try_from(start.elapsed().as_millis()).unwrap_or(i64::MAX)
+}
+
 /// `e` and its sources, `: `-separated, on one line: the cause a wrapper's own text hides
 /// (tokio-postgres says "error connecting to server" and "db error", reqwest "error sending
 /// request"; the reason — `Connection refused (os error 111)`, `database "x" does not
@@ -194,7 +247,9 @@ impl IntoResponse for AppError {
                 response
             }
             AppError::Unavailable(detail) => {
-                tracing::error!(%detail, "store unavailable");
+                if let Some(suppressed) = STORE_ERROR_LOG.admit(process_ms()) {
+                    tracing::error!(%detail, suppressed, "store unavailable");
+                }
                 (
                     StatusCode::SERVICE_UNAVAILABLE,
                     [
@@ -217,6 +272,20 @@ impl IntoResponse for AppError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_failing_store_is_logged_once_a_second_with_the_count_left_out() {
+        let t = LogThrottle::new();
+        assert_eq!(t.admit(0), Some(0), "the first failure at once");
+        assert_eq!(t.admit(10), None);
+        assert_eq!(t.admit(999), None);
+        assert_eq!(
+            t.admit(1_000),
+            Some(2),
+            "a second later, with the two left out"
+        );
+        assert_eq!(t.admit(5_000), Some(0));
+    }
 
     #[derive(Debug)]
     struct Wrapper(&'static str, Option<Box<dyn std::error::Error + 'static>>);
