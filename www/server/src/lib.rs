@@ -135,6 +135,9 @@ pub fn app(state: AppState) -> Router {
     router
         // Innermost: the 500 gets the headers below and is logged and counted.
         .layer(CatchPanicLayer::custom(handler_panicked))
+        // The request timeout: inside the security headers, so its 503 gets them too, and
+        // inside the request log, so a request cut off is logged.
+        .layer(axum::middleware::from_fn(serve::enforce_deadline))
         .layer(header(
             header::CONTENT_SECURITY_POLICY,
             CONTENT_SECURITY_POLICY,
@@ -143,8 +146,6 @@ pub fn app(state: AppState) -> Router {
         .layer(header(header::REFERRER_POLICY, "no-referrer"))
         .layer(header(header::X_FRAME_OPTIONS, "DENY"))
         .layer(axum::middleware::map_response(extract::anchor_set_cookies))
-        // The request timeout, inside the request log: a request cut off is logged too.
-        .layer(axum::middleware::from_fn(serve::enforce_deadline))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             logging::log_requests,

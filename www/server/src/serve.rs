@@ -61,9 +61,9 @@ pub struct Deadline(pub tokio::time::Instant);
 
 /// Middleware: answer 503 `temporarily_unavailable` at the request's [`Deadline`] (none: a
 /// router driven without [`serve_connection`], as in tests, is not timed). [`crate::app`]
-/// runs it just inside the request log, so a request cut off is logged and counted with its
-/// 503 and latency like any other (a timeout around the whole router would drop the log
-/// with the request).
+/// runs it inside the request log, so a request cut off is logged and counted with its 503
+/// and latency like any other (a timeout around the whole router would drop the log with the
+/// request), and inside the security-header layers, so its 503 carries them too.
 pub async fn enforce_deadline(request: Request<Body>, next: Next) -> Response<Body> {
     let Some(&Deadline(at)) = request.extensions().get::<Deadline>() else {
         return next.run(request).await;
