@@ -74,7 +74,10 @@ async fn a_request_cut_off_by_the_request_timeout_is_logged_with_its_503_and_lat
     assert!(lower.contains("\r\nretry-after: 2\r\n"), "{text}");
     assert!(lower.contains("\r\ncache-control: no-store\r\n"), "{text}");
     // Inside the security-header layers, like every other answer of the app.
-    assert!(lower.contains("\r\nx-content-type-options: nosniff\r\n"), "{text}");
+    assert!(
+        lower.contains("\r\nx-content-type-options: nosniff\r\n"),
+        "{text}"
+    );
     assert!(lower.contains("\r\ncontent-security-policy: "), "{text}");
     assert!(
         text.ends_with("{\"error\":\"temporarily_unavailable\"}"),
