@@ -6,10 +6,7 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use tokenwarden_server::clock::SystemClock;
 use tokenwarden_server::keys::KeySet;
-use tokenwarden_server::store::{
-    BoundKey, Failing, Family, RefreshStore, Rotation, Standing, StoreError, StoreStats,
-};
-use tokenwarden_server::tokens::TokenHash;
+use tokenwarden_server::store::{Failing, Flaky, MemoryStore};
 use tokenwarden_server::{app, AppState, Config};
 use tower::ServiceExt as _;
 
@@ -26,77 +23,15 @@ async fn healthz_and_readyz_answer_200_with_a_working_store() {
     assert_eq!(s.send(get("/readyz")).await.status(), StatusCode::OK);
 }
 
-/// A store whose backend is gone: every call fails.
-struct DownStore;
-
-fn down<T>() -> Result<T, StoreError> {
-    Err(StoreError("database is down".into()))
-}
-
-#[async_trait::async_trait]
-impl RefreshStore for DownStore {
-    async fn create_family(
-        &self,
-        _: &Family,
-        _: &TokenHash,
-        _: usize,
-        _: i64,
-    ) -> Result<Vec<String>, StoreError> {
-        down()
-    }
-    async fn rotate(
-        &self,
-        _: &TokenHash,
-        _: &TokenHash,
-        _: i64,
-        _: i64,
-    ) -> Result<Rotation, StoreError> {
-        down()
-    }
-    async fn standing(
-        &self,
-        _: &TokenHash,
-        _: &TokenHash,
-        _: i64,
-        _: i64,
-    ) -> Result<Standing, StoreError> {
-        down()
-    }
-    async fn revoke_family_of(&self, _: &TokenHash, _: i64) -> Result<Option<String>, StoreError> {
-        down()
-    }
-    async fn revoked_since(&self, _: i64) -> Result<Vec<String>, StoreError> {
-        down()
-    }
-    async fn purge(&self, _: i64) -> Result<u64, StoreError> {
-        down()
-    }
-    async fn key_of(&self, _: &TokenHash) -> Result<Option<BoundKey>, StoreError> {
-        down()
-    }
-    async fn bind_key(&self, _: &str, _: &str, _: i64) -> Result<(), StoreError> {
-        down()
-    }
-    async fn first_use_of_proof(&self, _: &[u8; 32], _: i64, _: i64) -> Result<bool, StoreError> {
-        down()
-    }
-    async fn ping(&self) -> Result<(), StoreError> {
-        down()
-    }
-    async fn stats(&self, _: i64) -> Result<StoreStats, StoreError> {
-        down()
-    }
-    async fn shared_secret(&self, _: &str, _: &[u8]) -> Result<Vec<u8>, StoreError> {
-        down()
-    }
-}
-
 #[tokio::test]
 async fn readyz_is_503_while_healthz_stays_200_when_the_store_is_down() {
+    // The database gone: every call fails.
+    let store = Arc::new(Flaky::new(Arc::new(MemoryStore::new())));
+    store.fail(Failing::All);
     let state = AppState::new(
         &Config::default(),
         KeySet::generate(),
-        Arc::new(DownStore),
+        store,
         Arc::new(SystemClock),
     );
     let router = app(state);
