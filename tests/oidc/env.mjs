@@ -18,9 +18,15 @@ export const DEMO_DIR = join(dirname(fileURLToPath(import.meta.url)), "..", ".."
 /** A port that was free a moment ago (the server's callback URL must be known up front); see tests/support/ports.mjs. */
 export { freePort };
 
-/** Starts the provider and the reference server in upstream mode. */
+/**
+ * Starts the provider and the reference server in upstream mode. `timeoutMs` is the server's
+ * `--oidc-timeout-ms`: 5 s by default, because the provider runs in this test process and the
+ * suite shares two cores with another lane's browsers (CI runs of 2026-12-04 and 12-05 each
+ * failed a multi-tab test once on a provider call that took over 2 s, the old default). The
+ * provider-down tests (resilience.test.mjs) pass a short one of their own.
+ */
 export async function startUpstream({
-  accessTokenTtl = 8, timeoutMs = 2000, wwwDir = PAGES, appPath = "/app.html", provider: providerOpts = {}, serverArgs = [],
+  accessTokenTtl = 8, timeoutMs = 5000, wwwDir = PAGES, appPath = "/app.html", provider: providerOpts = {}, serverArgs = [],
 } = {}) {
   const port = await freePort();
   const base = `http://127.0.0.1:${port}`;
