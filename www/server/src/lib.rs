@@ -54,6 +54,16 @@ pub const CONTENT_SECURITY_POLICY: &str =
 style-src 'self'; img-src 'self'; connect-src 'self'; manifest-src 'self'; base-uri 'none'; \
 form-action 'self'; frame-ancestors 'none'";
 
+/// The security headers of every response: [`app`]'s layers add them where a handler did
+/// not, and the connection's backstop 503 ([`serve`], which answers when the app did not)
+/// carries them itself.
+pub const SECURITY_HEADERS: [(HeaderName, &str); 4] = [
+    (header::CONTENT_SECURITY_POLICY, CONTENT_SECURITY_POLICY),
+    (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+    (header::REFERRER_POLICY, "no-referrer"),
+    (header::X_FRAME_OPTIONS, "DENY"),
+];
+
 /// Why the server could not start.
 #[derive(Debug)]
 pub struct StartupError(pub String);
@@ -129,22 +139,19 @@ pub fn app(state: AppState) -> Router {
     if state.settings.test_mode {
         router = testing::install(router, &state);
     }
-    let header = |name: HeaderName, value: &'static str| {
-        SetResponseHeaderLayer::if_not_present(name, HeaderValue::from_static(value))
-    };
-    router
+    let mut router = router
         // Innermost: the 500 gets the headers below and is logged and counted.
         .layer(CatchPanicLayer::custom(handler_panicked))
         // The request timeout: inside the security headers, so its 503 gets them too, and
         // inside the request log, so a request cut off is logged.
-        .layer(axum::middleware::from_fn(serve::enforce_deadline))
-        .layer(header(
-            header::CONTENT_SECURITY_POLICY,
-            CONTENT_SECURITY_POLICY,
-        ))
-        .layer(header(header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
-        .layer(header(header::REFERRER_POLICY, "no-referrer"))
-        .layer(header(header::X_FRAME_OPTIONS, "DENY"))
+        .layer(axum::middleware::from_fn(serve::enforce_deadline));
+    for (name, value) in SECURITY_HEADERS {
+        router = router.layer(SetResponseHeaderLayer::if_not_present(
+            name,
+            HeaderValue::from_static(value),
+        ));
+    }
+    router
         .layer(axum::middleware::map_response(extract::anchor_set_cookies))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),

@@ -241,7 +241,8 @@ pub async fn serve_connection<IO>(
 /// The 503 of a request cut off by the request timeout: `temporarily_unavailable`, with the
 /// `Retry-After` of a store failure ([`crate::error::STORE_RETRY_AFTER_S`]: a request runs
 /// out of time mostly on a stalled store or provider, and a client that retried at once
-/// would only add to the load), `no-store`, and the connection closed.
+/// would only add to the load), `no-store`, the connection closed, and the security headers
+/// of every response (the backstop answers outside [`crate::app`]'s layers).
 fn request_timed_out() -> Response<Body> {
     let mut response = Response::new(Body::from(r#"{"error":"temporarily_unavailable"}"#));
     *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
@@ -256,6 +257,9 @@ fn request_timed_out() -> Response<Body> {
     );
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+    for (name, value) in crate::SECURITY_HEADERS {
+        headers.insert(name, HeaderValue::from_static(value));
+    }
     response
 }
 

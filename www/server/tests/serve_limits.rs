@@ -151,6 +151,12 @@ async fn the_request_timeout_503_carries_retry_after_no_store_and_the_typed_body
         text.ends_with("\r\n\r\n{\"error\":\"temporarily_unavailable\"}"),
         "{text}"
     );
+    // A bare router here: this is the connection's backstop, outside the app's header
+    // layers, and it carries the security headers of every response itself.
+    for (name, value) in tokenwarden_server::SECURITY_HEADERS {
+        let line = format!("\r\n{}: {}\r\n", name.as_str(), value.to_ascii_lowercase());
+        assert!(text.contains(&line), "{line:?} in {text}");
+    }
 }
 
 #[tokio::test]
