@@ -580,9 +580,11 @@ async fn renew(
 /// leaves open when a store call fails: R2 failing after R1 (the renewal cannot tell whether
 /// E2 came before R1), or E2 failing while the provider is down (the direct revocation fails
 /// too). Either way the grant stays in `upstream_grants` with its family's end recorded, and
-/// the next pass, within a minute, moves it to the queue and tries it. Not covered: an E1
-/// that fails (no end is recorded; the grant stays until its family expires and the purge
-/// queues it).
+/// the next pass, within a minute, moves it to the queue and tries it. An E1 that fails is
+/// covered too: every end but the provider's own refusal ([`forget_grant`]) comes after the
+/// family's revocation on the refresh side (logout, reuse, the cap), and the store counts a
+/// revoked family as ended (`family_ended`, `access_token_ended`, the sweep) whether or not
+/// E1 recorded it.
 async fn store_renewed(
     up: &Upstream,
     family_id: &str,
@@ -1871,6 +1873,59 @@ mod tests {
         assert!(inner.grant("fam").await.unwrap().is_none(), "moved");
         assert_eq!(provider.asked_to_revoke(), ["rt-1", "rt-1"], "tried again");
         assert_eq!(queued_refresh_tokens(&up, &inner).await, ["rt-1"]);
+    }
+
+    /// A logout ends the family (revoked on the refresh side), and then the store fails to
+    /// record the end on the upstream side (`end_access_tokens`). The provider access token
+    /// handed out for the family stayed accepted by `/api/me` until its exp, and its grant
+    /// stayed in `upstream_grants` until the family expired (a day here): the store counts a
+    /// revoked family as ended, so the token is refused at once and the next maintenance pass
+    /// queues the grant and tries it.
+    #[tokio::test]
+    async fn a_logout_whose_end_cannot_be_recorded_still_ends_the_familys_tokens_and_grant() {
+        let provider = FakeProvider::start().await;
+        let (state, up, inner) = failing_at(&provider, "end_access_tokens").await;
+        let opened = session::open_family(&state, "alice", NOW).await.unwrap();
+        let family = opened.family.id.clone();
+        let sealed = up.seal_grant(&family, &grant("rt-1"));
+        inner.put_grant(&family, &sealed, FAMILY_END).await.unwrap();
+        let handed_out = upstream::access_token_hash("provider-at-1");
+        inner
+            .note_access_token(&family, &handed_out, NOW + 3_600_000)
+            .await
+            .unwrap();
+        assert!(!inner.access_token_ended(&handed_out).await.unwrap());
+
+        let res = logout(
+            State(state.clone()),
+            CsrfChecked,
+            RefreshCookies(vec![opened.refresh_token.clone()]),
+        )
+        .await
+        .unwrap();
+        assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE, "E1 failed");
+        assert_eq!(
+            res.headers()[header::SET_COOKIE],
+            cleared_refresh_cookie(),
+            "the cookie cleared"
+        );
+        assert_eq!(provider.asked_to_revoke(), ["rt-1"], "tried directly");
+        assert!(
+            inner.access_token_ended(&handed_out).await.unwrap(),
+            "the family's provider access token is refused by /api/me"
+        );
+        assert!(inner.family_ended(&family).await.unwrap());
+
+        session::maintain(&state, 3_600_000).await.unwrap();
+        assert!(
+            inner.grant(&family).await.unwrap().is_none(),
+            "the grant left upstream_grants"
+        );
+        assert_eq!(
+            provider.asked_to_revoke(),
+            ["rt-1", "rt-1"],
+            "queued and tried in the same pass"
+        );
     }
 
     /// A logout while the store holding the families fails: 503 (`Retry-After`), and the

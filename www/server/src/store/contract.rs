@@ -449,8 +449,10 @@ pub async fn concurrent_presentations_rotate_once(store: &dyn RefreshStore) {
     );
 }
 
-/// Run every [`UpstreamStore`] check on `a` and `b`, two handles on the same (empty) data.
-pub async fn upstream_run_all(a: &dyn UpstreamStore, b: &dyn UpstreamStore) {
+/// Run every [`UpstreamStore`] check on `a` and `b`, two handles on the same (empty) data
+/// (each a [`RefreshStore`] too: the families of both sides live in one database).
+pub async fn upstream_run_all<S: RefreshStore + UpstreamStore>(sa: &S, sb: &S) {
+    let (a, b): (&dyn UpstreamStore, &dyn UpstreamStore) = (sa, sb);
     a_pending_login_is_single_use_and_never_outlives_its_expiry(a, b).await;
     grants_are_replaced_and_leases_are_held_by_one_holder_at_a_time(a, b).await;
     purge_drops_ended_upstream_rows_and_keeps_the_others(a, b).await;
@@ -462,6 +464,53 @@ pub async fn upstream_run_all(a: &dyn UpstreamStore, b: &dyn UpstreamStore) {
     two_handles_claiming_at_the_same_moment_take_each_revocation_once(a, b).await;
     a_sweep_queues_the_grants_left_stored_for_ended_families_and_no_other(a, b).await;
     sweeps_and_ends_racing_queue_each_grant_once(a, b).await;
+    a_family_revoked_on_the_refresh_side_has_ended_without_a_recorded_end(sa, a, b).await;
+}
+
+/// A family revoked on the refresh side (logout, reuse, the per-user cap) has ended on the
+/// upstream side too, whether or not its end was recorded (`end_access_tokens`, which comes
+/// after the revocation and can fail on its own): its noted access tokens count as ended,
+/// `family_ended` says so, and the sweep queues its grant. A live family is untouched.
+pub async fn a_family_revoked_on_the_refresh_side_has_ended_without_a_recorded_end(
+    refresh: &dyn RefreshStore,
+    a: &dyn UpstreamStore,
+    b: &dyn UpstreamStore,
+) {
+    store_family(refresh, "rev-ended", "rev-t", 100_000).await;
+    store_family(refresh, "rev-live", "rev-live-t", 100_000).await;
+    for f in ["rev-ended", "rev-live"] {
+        ok(a.note_access_token(f, &h(&format!("{f}-at")), 90_000)).await;
+        ok(a.put_grant(f, format!("{f}-sealed").as_bytes(), 90_000)).await;
+    }
+    assert!(!ok(b.family_ended("rev-ended")).await, "live before");
+    assert!(!ok(b.access_token_ended(&h("rev-ended-at"))).await);
+    assert_eq!(ok(b.queue_ended_grants(20_000, 100)).await, 0);
+    assert_eq!(
+        ok(refresh.revoke_family_of(&h("rev-t"), 5_000)).await,
+        Some("rev-ended".into())
+    );
+    for s in [a, b] {
+        assert!(ok(s.family_ended("rev-ended")).await, "revoked: ended");
+        assert!(
+            ok(s.access_token_ended(&h("rev-ended-at"))).await,
+            "its access token refused"
+        );
+        assert!(!ok(s.family_ended("rev-live")).await, "the other family");
+        assert!(!ok(s.access_token_ended(&h("rev-live-at"))).await);
+    }
+    assert_eq!(ok(b.queue_ended_grants(20_000, 100)).await, 1, "one moved");
+    assert_eq!(ok(a.grant("rev-ended")).await, None, "queued");
+    assert_eq!(
+        ok(a.grant("rev-live")).await.as_deref(),
+        Some(&b"rev-live-sealed"[..]),
+        "a live family keeps its grant"
+    );
+    let queued = ok(a.claim_revocations(20_000, 5_000, 10)).await;
+    assert_eq!(queued.len(), 1, "{queued:?}");
+    assert_eq!(queued[0].family_id, "rev-ended");
+    assert_eq!(queued[0].sealed, b"rev-ended-sealed");
+    ok(a.drop_revocation(queued[0].id)).await;
+    ok(a.delete_grant("rev-live")).await;
 }
 
 /// A pending login is taken once, by either handle, and never after it expired.

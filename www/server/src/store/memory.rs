@@ -61,6 +61,16 @@ struct Tables {
 type QueuedRow = (String, Vec<u8>, u32, i64, i64);
 
 impl Tables {
+    /// Upstream mode: the family's end is recorded, or the family is revoked
+    /// ([`RefreshStore`]'s side; see [`UpstreamStore::family_ended`]).
+    fn has_ended(&self, family_id: &str) -> bool {
+        self.ended.contains_key(family_id)
+            || self
+                .families
+                .get(family_id)
+                .is_some_and(|f| f.revoked_at_ms.is_some())
+    }
+
     fn queue(&mut self, family_id: String, sealed: Vec<u8>, next_at_ms: i64) -> QueuedRevocation {
         self.last_revocation_id += 1;
         let id = self.last_revocation_id;
@@ -449,11 +459,11 @@ impl UpstreamStore for MemoryStore {
         let t = self.lock()?;
         Ok(t.access_tokens
             .get(hash)
-            .is_some_and(|(family, _)| t.ended.contains_key(family)))
+            .is_some_and(|(family, _)| t.has_ended(family)))
     }
 
     async fn family_ended(&self, family_id: &str) -> Result<bool, StoreError> {
-        Ok(self.lock()?.ended.contains_key(family_id))
+        Ok(self.lock()?.has_ended(family_id))
     }
 
     async fn queue_revocation(
@@ -473,7 +483,7 @@ impl UpstreamStore for MemoryStore {
         let mut ended: Vec<String> = t
             .grants
             .keys()
-            .filter(|family_id| t.ended.contains_key(*family_id))
+            .filter(|family_id| t.has_ended(family_id))
             .cloned()
             .collect();
         ended.sort_unstable();

@@ -384,11 +384,15 @@ pub trait UpstreamStore: Send + Sync + 'static {
     /// the grant): every access token noted for it, before or after this call, now counts as
     /// ended. Ending it again changes nothing.
     async fn end_access_tokens(&self, family_id: &str, now_ms: i64) -> Result<(), StoreError>;
-    /// Whether `hash` is the hash of an access token noted for a family that ended. An
+    /// Whether `hash` is the hash of an access token noted for a family that ended: its end
+    /// recorded ([`Self::end_access_tokens`]), or the family revoked on the refresh side
+    /// ([`RefreshStore::revoke_family_of`], reuse, the per-user cap: every revocation is an
+    /// end, so an end whose recording failed after the revocation still counts). An
     /// unknown hash (a token not handed out through this server, or purged) is not. The
     /// token's own `exp` is checked by whoever asks, not here.
     async fn access_token_ended(&self, hash: &TokenHash) -> Result<bool, StoreError>;
-    /// Whether the family's end was recorded ([`Self::end_access_tokens`]), by any handle on
+    /// Whether the family's end was recorded ([`Self::end_access_tokens`]) or the family is
+    /// revoked on the refresh side (as in [`Self::access_token_ended`]), by any handle on
     /// the same data; asked by a renewal after it stored the provider's new grant (the end may
     /// have come while the provider answered). Answered from the ends alone, so it holds for
     /// families whose provider tokens are opaque (never noted) too. An end purged
@@ -404,14 +408,14 @@ pub trait UpstreamStore: Send + Sync + 'static {
         family_id: &str,
         next_at_ms: i64,
     ) -> Result<Option<QueuedRevocation>, StoreError>;
-    /// Move to the revocation queue every grant still stored for a family whose end is
-    /// recorded ([`Self::end_access_tokens`]), at most `limit` of them, in one atomic
+    /// Move to the revocation queue every grant still stored for a family that ended (as
+    /// [`Self::family_ended`] says), at most `limit` of them, in one atomic
     /// operation: each as [`Self::queue_revocation`] moves it (sealed as stored, a row of its
     /// own, first due at `next_at_ms`, its lease left with its holder). A grant is moved once:
     /// this and every other move take it out of `upstream_grants` as they queue it. A family
-    /// whose end is not recorded keeps its grant. For maintenance: a grant left stored after
-    /// its family ended because a store call failed (the end's own queueing, or a racing
-    /// renewal's `family_ended` check). Returns how many moved.
+    /// that has not ended keeps its grant. For maintenance: a grant left stored after its
+    /// family ended because a store call failed (the end's recording or queueing after the
+    /// revocation, or a racing renewal's `family_ended` check). Returns how many moved.
     async fn queue_ended_grants(&self, next_at_ms: i64, limit: usize) -> Result<u64, StoreError>;
     /// Claim up to `limit` queued revocations due at `now_ms` (oldest due first): each is not
     /// due again before `now_ms + lease_ms`, so that another instance's maintenance does not

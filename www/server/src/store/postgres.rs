@@ -1256,8 +1256,10 @@ impl UpstreamStore for PgStore {
             // when the family ended (another instance) is covered as well as the earlier ones.
             let row = client
                 .query_one(
-                    "SELECT EXISTS (SELECT 1 FROM upstream_access_tokens t
-                         JOIN upstream_ended e ON e.family_id = t.family_id WHERE t.hash = $1)",
+                    "SELECT EXISTS (SELECT 1 FROM upstream_access_tokens t WHERE t.hash = $1
+                         AND (EXISTS (SELECT 1 FROM upstream_ended e WHERE e.family_id = t.family_id)
+                              OR EXISTS (SELECT 1 FROM families f
+                                         WHERE f.id = t.family_id AND f.revoked_at_ms IS NOT NULL)))",
                     &[&&hash[..]],
                 )
                 .await
@@ -1271,7 +1273,8 @@ impl UpstreamStore for PgStore {
         self.call(async |client| {
             let row = client
                 .query_one(
-                    "SELECT EXISTS (SELECT 1 FROM upstream_ended WHERE family_id = $1)",
+                    "SELECT EXISTS (SELECT 1 FROM upstream_ended WHERE family_id = $1)
+                         OR EXISTS (SELECT 1 FROM families WHERE id = $1 AND revoked_at_ms IS NOT NULL)",
                     &[&family_id],
                 )
                 .await
@@ -1321,7 +1324,9 @@ impl UpstreamStore for PgStore {
                          DELETE FROM upstream_grants g
                          USING (SELECT x.family_id FROM upstream_grants x
                                 WHERE EXISTS (SELECT 1 FROM upstream_ended e WHERE e.family_id = x.family_id)
-                                LIMIT $2 FOR UPDATE SKIP LOCKED) d
+                                   OR EXISTS (SELECT 1 FROM families f
+                                              WHERE f.id = x.family_id AND f.revoked_at_ms IS NOT NULL)
+                                LIMIT $2 FOR UPDATE OF x SKIP LOCKED) d
                          WHERE g.family_id = d.family_id
                          RETURNING g.family_id, g.sealed)
                      INSERT INTO upstream_revocations (family_id, sealed, attempts, next_at_ms, queued_at_ms)

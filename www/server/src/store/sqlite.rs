@@ -671,8 +671,10 @@ impl UpstreamStore for SqliteStore {
         let hash = *hash;
         self.with_conn(move |conn| {
             conn.query_row(
-                "SELECT EXISTS (SELECT 1 FROM upstream_access_tokens t
-                     JOIN upstream_ended e ON e.family_id = t.family_id WHERE t.hash = ?1)",
+                "SELECT EXISTS (SELECT 1 FROM upstream_access_tokens t WHERE t.hash = ?1
+                     AND (EXISTS (SELECT 1 FROM upstream_ended e WHERE e.family_id = t.family_id)
+                          OR EXISTS (SELECT 1 FROM families f
+                                     WHERE f.id = t.family_id AND f.revoked_at_ms IS NOT NULL)))",
                 params![&hash[..]],
                 |r| r.get(0),
             )
@@ -684,7 +686,8 @@ impl UpstreamStore for SqliteStore {
         let family_id = family_id.to_string();
         self.with_conn(move |conn| {
             conn.query_row(
-                "SELECT EXISTS (SELECT 1 FROM upstream_ended WHERE family_id = ?1)",
+                "SELECT EXISTS (SELECT 1 FROM upstream_ended WHERE family_id = ?1)
+                     OR EXISTS (SELECT 1 FROM families WHERE id = ?1 AND revoked_at_ms IS NOT NULL)",
                 params![family_id],
                 |r| r.get(0),
             )
@@ -740,7 +743,9 @@ impl UpstreamStore for SqliteStore {
             let ended = {
                 let mut stmt = tx.prepare(
                     "SELECT g.family_id FROM upstream_grants g
-                     JOIN upstream_ended e ON e.family_id = g.family_id
+                     WHERE EXISTS (SELECT 1 FROM upstream_ended e WHERE e.family_id = g.family_id)
+                        OR EXISTS (SELECT 1 FROM families f
+                                   WHERE f.id = g.family_id AND f.revoked_at_ms IS NOT NULL)
                      ORDER BY g.family_id LIMIT ?1",
                 )?;
                 let rows = stmt.query_map(params![limit], |r| r.get::<_, String>(0))?;
