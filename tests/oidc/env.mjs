@@ -174,7 +174,13 @@ export function useUpstream(options = {}) {
     if (env.server) await env.server.stop();
     if (env.provider) await env.provider.close();
   });
-  afterEach(async () => {
+  afterEach(async (t) => {
+    // A failed test shows the server's last log lines (one per request, never a token or a
+    // secret, as the end of this hook checks): a CI run keeps no other trace of them.
+    if (!t.passed && env.server) {
+      const tail = env.server.stderr.slice(-120);
+      console.log(`# server log, last ${tail.length} lines:\n${tail.map((l) => `#   ${l}`).join("\n")}`);
+    }
     const pages = env.pages.splice(0);
     for (const c of env.contexts.splice(0)) await c.close().catch(() => {});
     for (const p of pages) {
