@@ -496,7 +496,7 @@ impl PgStore {
                 .map_err(|e| {
                     StoreError(format!("postgres: connecting: {}", crate::error::chain(&e)))
                 })?;
-            let conn_task = tokio::spawn(connection);
+            let mut conn_task = tokio::spawn(connection);
             let outcome = tokio::time::timeout(migration_timeout, async {
                 let check_interval = client_check_interval(&client, call_timeout).await;
                 migrate(&client, schema).await.map(|()| check_interval)
@@ -505,8 +505,15 @@ impl PgStore {
             drop(client);
             match outcome {
                 Ok(result) => {
-                    // The connection ends by itself once the client is gone.
-                    let _ = conn_task.await;
+                    // The connection ends by itself once the client is gone and its last
+                    // requests are answered (the close of the statements dropped last):
+                    // bounded too, or a database that stops answering now hangs the start.
+                    if tokio::time::timeout(call_timeout, &mut conn_task)
+                        .await
+                        .is_err()
+                    {
+                        conn_task.abort();
+                    }
                     result?
                 }
                 Err(_) => {
@@ -1737,12 +1744,43 @@ pub(crate) mod tests {
         generation: std::sync::atomic::AtomicU64,
         /// Sockets of dead connections whose other side closed: kept open, never shut down.
         parked: std::sync::Mutex<Vec<tokio::net::tcp::OwnedWriteHalf>>,
+        /// [`Proxy::mute_client_after`].
+        mute: std::sync::Mutex<Mute>,
+    }
+
+    /// Client to server only: once a read containing `needle` is forwarded, `left` more
+    /// are, then every later one is dropped (the server still answers what it got).
+    #[derive(Default)]
+    struct Mute {
+        needle: Option<Vec<u8>>,
+        left: Option<usize>,
     }
 
     impl ProxyState {
         fn alive(&self, generation: u64) -> bool {
             use std::sync::atomic::Ordering::SeqCst;
             !self.holed.load(SeqCst) && self.generation.load(SeqCst) == generation
+        }
+
+        /// Whether `chunk`, read from a client, goes on to the server ([`Mute`]).
+        fn client_forwards(&self, chunk: &[u8]) -> bool {
+            let mut mute = self.mute.lock().unwrap();
+            match mute.left {
+                Some(0) => false,
+                Some(n) => {
+                    mute.left = Some(n - 1);
+                    true
+                }
+                None => {
+                    let seen = mute.needle.as_ref().is_some_and(|needle| {
+                        chunk.windows(needle.len()).any(|w| w == needle.as_slice())
+                    });
+                    if seen {
+                        mute.left = Some(1);
+                    }
+                    true
+                }
+            }
         }
     }
 
@@ -1773,8 +1811,8 @@ pub(crate) mod tests {
                         match upstream {
                             Some(server) => {
                                 let (s_read, s_write) = server.into_split();
-                                tokio::spawn(pump(c_read, s_write, st.clone(), generation));
-                                pump(s_read, c_write, st, generation).await;
+                                tokio::spawn(pump(c_read, s_write, st.clone(), generation, true));
+                                pump(s_read, c_write, st, generation, false).await;
                             }
                             None => {
                                 // Never answered: read and drop, keep the socket open.
@@ -1794,6 +1832,13 @@ pub(crate) mod tests {
             self.state.holed.store(true, SeqCst);
         }
 
+        /// Once the client has sent a request containing `needle` and the one after it
+        /// (tokio-postgres: a statement's parse, then its execution), nothing more it sends
+        /// reaches the server; the server's answers still come back.
+        fn mute_client_after(&self, needle: &[u8]) {
+            self.state.mute.lock().unwrap().needle = Some(needle.to_vec());
+        }
+
         fn forward_again(&self) {
             self.state
                 .holed
@@ -1809,13 +1854,14 @@ pub(crate) mod tests {
         }
     }
 
-    /// Forwards `from` to `to` while the connection's generation is alive; afterwards reads
-    /// and drops. At the end of `from`, a live connection closes `to`, a dead one keeps it.
+    /// Forwards `from` to `to` while the connection's generation is alive (from a client:
+    /// and not muted, [`Mute`]); afterwards reads and drops. At the end of `from`, a live connection closes `to`, a dead one keeps it.
     async fn pump(
         mut from: tokio::net::tcp::OwnedReadHalf,
         mut to: tokio::net::tcp::OwnedWriteHalf,
         st: std::sync::Arc<ProxyState>,
         generation: u64,
+        from_client: bool,
     ) {
         use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
         let mut buf = vec![0u8; 16 * 1024];
@@ -1823,7 +1869,8 @@ pub(crate) mod tests {
             match from.read(&mut buf).await {
                 Ok(0) | Err(_) => break,
                 Ok(n) => {
-                    if st.alive(generation) && to.write_all(&buf[..n]).await.is_err() {
+                    let forward = !from_client || st.client_forwards(&buf[..n]);
+                    if forward && st.alive(generation) && to.write_all(&buf[..n]).await.is_err() {
                         return;
                     }
                 }
@@ -1948,6 +1995,46 @@ pub(crate) mod tests {
             started.elapsed()
         );
         assert!(e.0.contains("connect"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn pg_a_database_that_stops_answering_as_the_migration_ends_does_not_hang_the_start() {
+        // The migration's last statement (the unlock) is answered, then nothing more the
+        // server is sent reaches it. tokio-postgres closes a prepared statement when it is
+        // dropped (one more request) and ends a connection whose client is gone only once
+        // every request is answered: before, the start awaited the migration connection's
+        // end without a bound and hung for ever, its migration done.
+        let Some(url) = database_url("a database that stops answering as the migration ends")
+        else {
+            return;
+        };
+        let proxy = Proxy::start(Some(database_addr(&url))).await;
+        proxy.mute_client_after(b"pg_advisory_unlock");
+        let schema =
+            format!("tw_test_{}", crate::tokens::random_id(9).to_lowercase()).replace('-', "_");
+        let started = std::time::Instant::now();
+        let res = tokio::time::timeout(
+            Duration::from_secs(10),
+            PgStore::connect_bounded(
+                &proxy.url_for(&url),
+                Some(&schema),
+                2,
+                Duration::from_millis(300),
+                Duration::from_secs(5),
+            ),
+        )
+        .await
+        .expect("the start hung after the migration");
+        res.expect("the migration was done");
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            started.elapsed()
+        );
+        // It was: the schema is there, every migration recorded.
+        let store = PgStore::connect(&url, Some(&schema), 1).await.unwrap();
+        let want: Vec<i32> = MIGRATIONS.iter().map(|(v, _)| *v).collect();
+        assert_eq!(store.applied_migrations().await.unwrap(), want);
     }
 
     #[tokio::test]
