@@ -362,6 +362,9 @@ async fn upstream_counters(State(Ctx { app, .. }): State<Ctx>) -> Result<Respons
         "jwksRefetches": n(&up.jwks.refetches),
         "dpopRefreshes": n(&c.dpop_refreshes),
         "dpopChallenges": n(&c.dpop_challenges),
+        "backchannelLogouts": n(&c.backchannel_logouts),
+        "backchannelRefused": n(&c.backchannel_refused),
+        "backchannelEnded": n(&c.backchannel_ended),
     }))
     .into_response())
 }

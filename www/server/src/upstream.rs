@@ -18,6 +18,7 @@
 //! [`crate::store::UpstreamStore`].
 
 pub mod access;
+pub mod backchannel;
 pub mod config;
 pub mod revocation;
 pub mod seal;
@@ -339,6 +340,12 @@ pub struct UpstreamCounters {
     pub dpop_refreshes: AtomicU64,
     /// Refreshes answered `use_upstream_dpop` (a proof for the provider asked of the browser).
     pub dpop_challenges: AtomicU64,
+    /// Back-channel Logout Tokens accepted.
+    pub backchannel_logouts: AtomicU64,
+    /// Back-channel logout requests refused (400: invalid or replayed).
+    pub backchannel_refused: AtomicU64,
+    /// Families ended by back-channel logouts.
+    pub backchannel_ended: AtomicU64,
 }
 
 /// The provider client and what upstream mode keeps.
@@ -771,6 +778,27 @@ impl Upstream {
                 Ok(None)
             }
         }
+    }
+
+    /// Check a Logout Token the provider POSTed ([`backchannel`]) against its JWKS.
+    pub async fn verify_logout_token(
+        &self,
+        token: &str,
+        now_ms: i64,
+        leeway_s: i64,
+    ) -> Result<backchannel::LogoutClaims, JwtError> {
+        let rules = backchannel::LogoutRules {
+            issuer: self.issuer.as_str(),
+            client_id: &self.config.client_id,
+            now_ms,
+            leeway_s,
+            algs: &self.id_token_algs,
+        };
+        self.jwks
+            .check(now_ms, |keys| {
+                backchannel::verify_logout_token(keys, token, &rules)
+            })
+            .await
     }
 
     /// Check a provider access token by introspection (RFC 7662). `Ok(None)` = not active, or

@@ -76,6 +76,7 @@ pub fn router() -> Router<AppState> {
         .route("/auth/callback", get(callback))
         .route("/auth/refresh", post(refresh))
         .route("/auth/logout", post(logout))
+        .route("/auth/backchannel-logout", post(backchannel_logout))
         .route("/api/me", get(me))
 }
 
@@ -315,6 +316,14 @@ async fn store_grant(
     grant: &Grant,
 ) -> Result<(), crate::store::StoreError> {
     note_access_token(up, &family.id, grant).await?;
+    // The provider session it came from, for back-channel logout: the ID token's sid.
+    let sid = grant
+        .id_token
+        .as_deref()
+        .and_then(upstream::backchannel::id_token_sid);
+    up.store
+        .note_session(&family.id, &grant.sub, sid.as_deref(), family.expires_at_ms)
+        .await?;
     let sealed = up.seal_grant(&family.id, grant);
     up.store
         .put_grant(&family.id, &sealed, family.expires_at_ms)
@@ -984,6 +993,119 @@ pub async fn logout(
     })
 }
 
+/// `POST /auth/backchannel-logout`: OpenID Connect Back-Channel Logout 1.0. The provider
+/// POSTs a Logout Token (form field `logout_token`) when a session ends there; every family
+/// signed in through that provider session ends as a logout ends it ([`end_grant`]: its
+/// provider access tokens refused by `/api/me` from now on, its grant revoked at the provider,
+/// its next refresh 401). No cookie and no CSRF header: the caller is the provider, and the
+/// token's signature is what authenticates it.
+///
+/// 200 (`no-store`, empty) for a valid token, whether or not a family matched (§2.8). 400
+/// `invalid_request` for a token that fails [`upstream::backchannel::verify_logout_token`],
+/// or one whose `jti` was accepted before (a replay: a `sub`-only token replayed would end
+/// sessions signed in since). The `jti` is remembered before the families end, so a store
+/// failure after it (503) is not retried by the same token: each family whose end could not be
+/// recorded had its grant revoked at the provider directly ([`end_grant`]), and the provider
+/// has ended the session's refresh tokens itself in most set-ups.
+pub async fn backchannel_logout(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<Response, AppError> {
+    let up = upstream(&state)?;
+    let refused = |why: &str| {
+        upstream::bump(&up.counters.backchannel_refused);
+        tracing::info!(reason = %why, "back-channel logout refused");
+        (
+            StatusCode::BAD_REQUEST,
+            [(header::CACHE_CONTROL, HeaderValue::from_static("no-store"))],
+            Json(json!({ "error": "invalid_request", "error_description": why })),
+        )
+            .into_response()
+    };
+    let is_form = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| {
+            v.trim()
+                .eq_ignore_ascii_case("application/x-www-form-urlencoded")
+        });
+    let mut tokens = url::form_urlencoded::parse(&body)
+        .filter(|(k, _)| k == "logout_token")
+        .map(|(_, v)| v);
+    let (true, Some(logout_token), None) = (is_form, tokens.next(), tokens.next()) else {
+        return Ok(refused("expected a form with one logout_token"));
+    };
+    let now = state.now_ms();
+    let leeway_s = state.tunables().leeway_s.max(0);
+    let claims = match up.verify_logout_token(&logout_token, now, leeway_s).await {
+        Ok(claims) => claims,
+        Err(upstream::access::JwtError::Invalid(detail)) => {
+            return Ok(refused(&format!("invalid logout token: {detail}")))
+        }
+        Err(upstream::access::JwtError::Expired) => {
+            return Ok(refused("invalid logout token: expired"))
+        }
+        Err(upstream::access::JwtError::UnknownKey) => {
+            return Ok(refused("invalid logout token: unknown signing key"))
+        }
+    };
+    let replay_key: [u8; 32] = {
+        use sha2::Digest as _;
+        let mut h = sha2::Sha256::new();
+        h.update(b"tokenwarden back-channel logout\0");
+        h.update(up.config.issuer.as_bytes());
+        h.update(b"\0");
+        h.update(claims.jti.as_bytes());
+        h.finalize().into()
+    };
+    let remember_until = claims.exp_ms.saturating_add(leeway_s.saturating_mul(1000));
+    if !state
+        .store
+        .first_use_of_proof(&replay_key, remember_until, now)
+        .await?
+    {
+        return Ok(refused("logout token replayed (jti seen)"));
+    }
+    upstream::bump(&up.counters.backchannel_logouts);
+    let families = up
+        .store
+        .sessions_of(claims.sub.as_deref(), claims.sid.as_deref())
+        .await?;
+    let mut failed = None;
+    let mut ended = 0u64;
+    for family_id in &families {
+        // One that ended already (a logout, an earlier Logout Token for the same subject).
+        if up.store.family_ended(family_id).await? {
+            continue;
+        }
+        match end_grant(&up, family_id, now).await {
+            Ok(_) => ended += 1,
+            Err(e) => {
+                failed.get_or_insert(e);
+            }
+        }
+    }
+    up.counters
+        .backchannel_ended
+        .fetch_add(ended, Ordering::Relaxed);
+    tracing::info!(
+        sessions = families.len(),
+        ended,
+        by_sid = claims.sid.is_some(),
+        "back-channel logout: provider session ended"
+    );
+    if let Some(e) = failed {
+        return Err(e);
+    }
+    Ok((
+        StatusCode::OK,
+        [(header::CACHE_CONTROL, HeaderValue::from_static("no-store"))],
+    )
+        .into_response())
+}
+
 /// `GET /api/me` in upstream mode: the provider's token, checked against its JWKS (a JWT) or
 /// by introspection (opaque). A token bound to a DPoP key (`cnf.jkt`) is accepted only under
 /// the `DPoP` scheme with a valid proof by that key (RFC 9449 §7.1, the same checks as the
@@ -1154,7 +1276,7 @@ mod tests {
         use p256::ecdsa::signature::Signer as _;
         let b = |v: serde_json::Value| URL_SAFE_NO_PAD.encode(v.to_string());
         let claims = json!({"iss": issuer, "aud": "client", "sub": "alice", "nonce": nonce,
-            "iat": NOW / 1000, "exp": 4_000_000_000_i64});
+            "iat": NOW / 1000, "exp": 4_000_000_000_i64, "sid": "sid-signin"});
         let header = json!({"alg": "ES256", "typ": "JWT", "kid": "k1"});
         let input = format!("{}.{}", b(header), b(claims));
         let sig: p256::ecdsa::Signature = id_token_key().sign(input.as_bytes());
@@ -1682,6 +1804,24 @@ mod tests {
             (self.before)("purge_upstream").await?;
             self.inner.purge_upstream(b).await
         }
+        async fn note_session(
+            &self,
+            f: &str,
+            sub: &str,
+            sid: Option<&str>,
+            e: i64,
+        ) -> Result<(), crate::store::StoreError> {
+            (self.before)("note_session").await?;
+            self.inner.note_session(f, sub, sid, e).await
+        }
+        async fn sessions_of(
+            &self,
+            sub: Option<&str>,
+            sid: Option<&str>,
+        ) -> Result<Vec<String>, crate::store::StoreError> {
+            (self.before)("sessions_of").await?;
+            self.inner.sessions_of(sub, sid).await
+        }
     }
 
     /// A server in upstream mode whose upstream store fails `fail`, one family per user at
@@ -1745,6 +1885,168 @@ mod tests {
         let mut tokens = queued_refresh_tokens(up, store).await;
         tokens.sort();
         tokens
+    }
+
+    /// A Logout Token signed by the provider's ID-token key (`kid` k1), for `client`.
+    fn logout_token(issuer: &str, changes: serde_json::Value) -> String {
+        use p256::ecdsa::signature::Signer as _;
+        let b = |v: &serde_json::Value| URL_SAFE_NO_PAD.encode(v.to_string());
+        let mut claims = json!({"iss": issuer, "aud": "client", "iat": NOW / 1000,
+            "exp": NOW / 1000 + 120, "jti": "j-1", "sub": "alice", "sid": "sid-1",
+            "events": { upstream::backchannel::EVENT: {} }});
+        for (k, v) in changes.as_object().unwrap() {
+            if v.is_null() {
+                claims.as_object_mut().unwrap().remove(k);
+            } else {
+                claims[k] = v.clone();
+            }
+        }
+        let header = json!({"alg": "ES256", "typ": "logout+jwt", "kid": "k1"});
+        let input = format!("{}.{}", b(&header), b(&claims));
+        let sig: p256::ecdsa::Signature = id_token_key().sign(input.as_bytes());
+        format!("{input}.{}", URL_SAFE_NO_PAD.encode(sig.to_bytes()))
+    }
+
+    async fn post_logout_token(state: &AppState, token: &str) -> Response {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/x-www-form-urlencoded"),
+        );
+        let body: String = url::form_urlencoded::Serializer::new(String::new())
+            .append_pair("logout_token", token)
+            .finish();
+        backchannel_logout(State(state.clone()), headers, body.into())
+            .await
+            .unwrap()
+    }
+
+    /// A sign-in notes the provider session it came through: the ID token's `sub` and `sid`.
+    #[tokio::test]
+    async fn a_sign_in_notes_its_provider_session_for_back_channel_logout() {
+        let provider = FakeProvider::start().await;
+        let (state, up, inner) = failing_at(&provider, "nothing").await;
+        let answer = callback_with_a_code(&state, &up).await.unwrap();
+        assert_eq!(answer.status(), StatusCode::SEE_OTHER);
+        let families = inner
+            .sessions_of(Some("alice"), Some("sid-signin"))
+            .await
+            .unwrap();
+        assert_eq!(families.len(), 1, "{families:?}");
+        assert!(inner.grant(&families[0]).await.unwrap().is_some());
+    }
+
+    /// Back-channel logout: a Logout Token naming a provider session ends the families signed
+    /// in through it (their provider access tokens refused, their grants revoked at the
+    /// provider), and no other; `sub` alone ends every family of that subject. A replayed,
+    /// forged or malformed request is 400 and ends nothing.
+    #[tokio::test]
+    async fn a_logout_token_ends_the_families_of_its_provider_session_and_no_other() {
+        let provider = FakeProvider::start().await;
+        let (state, up, inner) = failing_at(&provider, "nothing").await;
+        let families = [
+            ("fam-1", "alice", Some("sid-1"), "rt-1"),
+            ("fam-2", "alice", Some("sid-2"), "rt-2"),
+            ("fam-3", "bob", Some("sid-1"), "rt-3"),
+            ("fam-4", "alice", None, "rt-4"),
+        ];
+        for (family, sub, sid, rt) in families {
+            inner
+                .note_session(family, sub, sid, FAMILY_END)
+                .await
+                .unwrap();
+            let sealed = up.seal_grant(family, &grant(rt));
+            inner.put_grant(family, &sealed, FAMILY_END).await.unwrap();
+            let at = upstream::access_token_hash(&format!("at-{family}"));
+            inner
+                .note_access_token(family, &at, FAMILY_END)
+                .await
+                .unwrap();
+        }
+        let ended = |family: &'static str| {
+            let inner = inner.clone();
+            async move {
+                let at = upstream::access_token_hash(&format!("at-{family}"));
+                let a = inner.family_ended(family).await.unwrap();
+                assert_eq!(a, inner.access_token_ended(&at).await.unwrap(), "{family}");
+                a
+            }
+        };
+        let counter = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
+
+        let res = post_logout_token(&state, &logout_token(&provider.issuer, json!({}))).await;
+        assert_eq!(res.status(), StatusCode::OK);
+        assert_eq!(res.headers()[header::CACHE_CONTROL], "no-store");
+        assert!(ended("fam-1").await, "alice's session sid-1");
+        for other in ["fam-2", "fam-3", "fam-4"] {
+            assert!(!ended(other).await, "{other} stays");
+        }
+        assert_eq!(provider.asked_to_revoke(), ["rt-1"]);
+        assert_eq!(counter(&up.counters.backchannel_logouts), 1);
+        assert_eq!(counter(&up.counters.backchannel_ended), 1);
+
+        // The same token again: a replay.
+        let res = post_logout_token(&state, &logout_token(&provider.issuer, json!({}))).await;
+        assert_eq!(res.status(), StatusCode::BAD_REQUEST);
+        assert_eq!(counter(&up.counters.backchannel_refused), 1);
+
+        // Refused, ending nothing: forged (another key under k1), for another client, with a
+        // nonce (an ID token), not a form, two logout_token fields.
+        let forged = {
+            let t = logout_token(&provider.issuer, json!({"jti": "j-f", "sid": null}));
+            let (input, _) = t.rsplit_once('.').unwrap();
+            use p256::ecdsa::signature::Signer as _;
+            let other = p256::ecdsa::SigningKey::from_slice(&[9; 32]).unwrap();
+            let sig: p256::ecdsa::Signature = other.sign(input.as_bytes());
+            format!("{input}.{}", URL_SAFE_NO_PAD.encode(sig.to_bytes()))
+        };
+        let other_client = logout_token(&provider.issuer, json!({"jti": "j-c", "aud": "x"}));
+        let with_nonce = logout_token(&provider.issuer, json!({"jti": "j-n", "nonce": "n"}));
+        for token in [&forged, &other_client, &with_nonce] {
+            let res = post_logout_token(&state, token).await;
+            assert_eq!(res.status(), StatusCode::BAD_REQUEST);
+        }
+        let sub_only = logout_token(&provider.issuer, json!({"jti": "j-s", "sid": null}));
+        let json_body = backchannel_logout(
+            State(state.clone()),
+            HeaderMap::new(),
+            format!("logout_token={sub_only}").into(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(json_body.status(), StatusCode::BAD_REQUEST, "no form type");
+        let mut form = HeaderMap::new();
+        form.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/x-www-form-urlencoded"),
+        );
+        let twice = backchannel_logout(
+            State(state.clone()),
+            form,
+            format!("logout_token={sub_only}&logout_token={sub_only}").into(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(twice.status(), StatusCode::BAD_REQUEST, "two tokens");
+        assert_eq!(counter(&up.counters.backchannel_refused), 6);
+        for other in ["fam-2", "fam-3", "fam-4"] {
+            assert!(!ended(other).await, "{other} still stays");
+        }
+
+        // `sub` alone: every session of alice; bob's stays.
+        let res = post_logout_token(&state, &sub_only).await;
+        assert_eq!(res.status(), StatusCode::OK);
+        assert!(ended("fam-2").await && ended("fam-4").await);
+        assert!(!ended("fam-3").await, "bob's session");
+        let mut revoked = provider.asked_to_revoke();
+        revoked.sort();
+        assert_eq!(revoked, ["rt-1", "rt-2", "rt-4"]);
+        assert_eq!(counter(&up.counters.backchannel_logouts), 2);
+        assert_eq!(
+            counter(&up.counters.backchannel_ended),
+            3,
+            "fam-1, ended already, not again"
+        );
     }
 
     /// The provider has issued a grant, and the store fails to keep it: the sign-in fails,

@@ -465,6 +465,49 @@ pub async fn upstream_run_all<S: RefreshStore + UpstreamStore>(sa: &S, sb: &S) {
     a_sweep_queues_the_grants_left_stored_for_ended_families_and_no_other(a, b).await;
     sweeps_and_ends_racing_queue_each_grant_once(a, b).await;
     a_family_revoked_on_the_refresh_side_has_ended_without_a_recorded_end(sa, a, b).await;
+    sessions_are_found_by_sid_by_sub_or_by_both_until_purged(a, b).await;
+}
+
+/// Back-channel logout: a family noted with its provider session is found by that session's
+/// `sid` (and `sub`, when both are given), or with every family of its subject by `sub`
+/// alone; nothing by neither, nor by a `sid` of another subject. Noting again replaces;
+/// purge drops a session once its family ended before the cut-off.
+pub async fn sessions_are_found_by_sid_by_sub_or_by_both_until_purged(
+    a: &dyn UpstreamStore,
+    b: &dyn UpstreamStore,
+) {
+    ok(a.note_session("ses-1", "kim", Some("sid-a"), 50_000)).await;
+    ok(a.note_session("ses-2", "kim", Some("sid-b"), 50_000)).await;
+    ok(b.note_session("ses-3", "kim", None, 90_000)).await;
+    ok(b.note_session("ses-4", "lee", Some("sid-c"), 90_000)).await;
+    let of = |sub: Option<&'static str>, sid: Option<&'static str>| async move {
+        ok(b.sessions_of(sub, sid)).await
+    };
+    assert_eq!(of(None, Some("sid-a")).await, ["ses-1"]);
+    assert_eq!(of(Some("kim"), Some("sid-b")).await, ["ses-2"]);
+    assert!(
+        of(Some("lee"), Some("sid-a")).await.is_empty(),
+        "a sid of another subject"
+    );
+    assert_eq!(of(Some("kim"), None).await, ["ses-1", "ses-2", "ses-3"]);
+    assert_eq!(of(Some("lee"), None).await, ["ses-4"]);
+    assert!(of(None, None).await.is_empty(), "neither");
+    assert!(of(Some("nobody"), None).await.is_empty());
+    ok(a.note_session("ses-1", "kim", Some("sid-z"), 50_000)).await;
+    assert!(
+        of(None, Some("sid-a")).await.is_empty(),
+        "noted again: replaced"
+    );
+    assert_eq!(of(None, Some("sid-z")).await, ["ses-1"]);
+    ok(a.purge_upstream(60_000)).await;
+    assert_eq!(
+        of(Some("kim"), None).await,
+        ["ses-3"],
+        "the sessions of families that ended before the cut-off went"
+    );
+    ok(a.purge_upstream(100_000)).await;
+    assert!(of(Some("kim"), None).await.is_empty());
+    assert!(of(None, Some("sid-c")).await.is_empty());
 }
 
 /// A family revoked on the refresh side (logout, reuse, the per-user cap) has ended on the

@@ -45,6 +45,8 @@ struct Tables {
     leases: HashMap<String, (String, i64)>,
     /// Upstream mode: hashes of the access tokens handed out (family, expiry).
     access_tokens: HashMap<TokenHash, (String, i64)>,
+    /// Upstream mode: the provider session of each family (sub, sid, the family's end).
+    sessions: HashMap<String, (String, Option<String>, i64)>,
     /// Upstream mode: families whose access tokens are refused (when each ended).
     ended: HashMap<String, i64>,
     /// Upstream mode: grants to revoke at the provider, by row id.
@@ -552,6 +554,42 @@ impl UpstreamStore for MemoryStore {
         Ok((before - t.revocations.len()) as u64)
     }
 
+    async fn note_session(
+        &self,
+        family_id: &str,
+        sub: &str,
+        sid: Option<&str>,
+        expires_at_ms: i64,
+    ) -> Result<(), StoreError> {
+        self.lock()?.sessions.insert(
+            family_id.to_string(),
+            (sub.to_string(), sid.map(str::to_string), expires_at_ms),
+        );
+        Ok(())
+    }
+
+    async fn sessions_of(
+        &self,
+        sub: Option<&str>,
+        sid: Option<&str>,
+    ) -> Result<Vec<String>, StoreError> {
+        if sub.is_none() && sid.is_none() {
+            return Ok(Vec::new());
+        }
+        let t = self.lock()?;
+        let mut ids: Vec<String> = t
+            .sessions
+            .iter()
+            .filter(|(_, (s, i, _))| {
+                sub.is_none_or(|sub| sub == s) && sid.is_none_or(|sid| i.as_deref() == Some(sid))
+            })
+            .map(|(id, _)| id.clone())
+            .collect();
+        ids.sort_unstable();
+        ids.truncate(super::MAX_SESSIONS_OF);
+        Ok(ids)
+    }
+
     async fn purge_upstream(&self, before_ms: i64) -> Result<u64, StoreError> {
         let mut t = self.lock()?;
         let count = |t: &Tables| {
@@ -560,6 +598,7 @@ impl UpstreamStore for MemoryStore {
                 + t.leases.len()
                 + t.access_tokens.len()
                 + t.ended.len()
+                + t.sessions.len()
         };
         let before = count(&t);
         let expired: Vec<String> = t
@@ -575,6 +614,7 @@ impl UpstreamStore for MemoryStore {
         }
         t.pending.retain(|_, (_, exp)| *exp >= before_ms);
         t.leases.retain(|_, (_, until)| *until >= before_ms);
+        t.sessions.retain(|_, (_, _, until)| *until >= before_ms);
         t.access_tokens.retain(|_, (_, exp)| *exp >= before_ms);
         let noted: std::collections::HashSet<String> =
             t.access_tokens.values().map(|(f, _)| f.clone()).collect();

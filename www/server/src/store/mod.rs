@@ -325,6 +325,10 @@ impl fmt::Debug for StoredKey {
     }
 }
 
+/// At most this many families answer one [`UpstreamStore::sessions_of`] (a subject's families
+/// are capped far lower by `--max-families-per-user`).
+pub const MAX_SESSIONS_OF: usize = 1000;
+
 /// What upstream mode keeps besides the families: pending logins (single use,
 /// short-lived), the sealed provider grant of each family, and a lease per family so that
 /// concurrent refreshes of one family make one provider call. Values are sealed by the
@@ -441,7 +445,26 @@ pub trait UpstreamStore: Send + Sync + 'static {
     /// [`Self::purge_upstream`]) before `queued_before_ms`, tried or not, whatever its next
     /// due time: off the queue. Returns how many went.
     async fn give_up_revocations(&self, queued_before_ms: i64) -> Result<u64, StoreError>;
-    /// Delete pending logins, grants and leases that ended before `before_ms`, noted access
+    /// Back-channel logout: remember the provider session `family_id` was signed in through
+    /// (its ID token's `sub` and `sid`) until `expires_at_ms` (the family's end). Noting the
+    /// family again replaces what was noted.
+    async fn note_session(
+        &self,
+        family_id: &str,
+        sub: &str,
+        sid: Option<&str>,
+        expires_at_ms: i64,
+    ) -> Result<(), StoreError>;
+    /// Back-channel logout: the families noted ([`Self::note_session`]) for the provider
+    /// session a Logout Token names (OpenID Connect Back-Channel Logout 1.0 §2.7): with `sid`,
+    /// those of that session (of that `sub` too when given); with `sub` alone, every one of
+    /// that subject; with neither, none. At most [`MAX_SESSIONS_OF`], in family-id order.
+    async fn sessions_of(
+        &self,
+        sub: Option<&str>,
+        sid: Option<&str>,
+    ) -> Result<Vec<String>, StoreError>;
+    /// Delete pending logins, grants, leases and noted sessions that ended before `before_ms`, noted access
     /// tokens that expired before it, and ends older than it with no noted token left. A
     /// grant is not deleted but moved to the revocation queue (due at once): an expired
     /// family's provider refresh token is revoked too. Returns how many rows went.

@@ -297,6 +297,22 @@ CREATE INDEX upstream_revocations_by_due ON upstream_revocations(next_at_ms);
 CREATE INDEX upstream_revocations_by_age ON upstream_revocations(queued_at_ms);
 ",
     ),
+    (
+        10,
+        "
+-- Upstream mode: the provider session (the ID token's sub and sid) each family was signed in
+-- through, for OpenID Connect Back-Channel Logout; kept until the family's end.
+CREATE TABLE upstream_sessions (
+    family_id TEXT PRIMARY KEY,
+    sub TEXT NOT NULL,
+    sid TEXT,
+    expires_at_ms BIGINT NOT NULL
+);
+CREATE INDEX upstream_sessions_by_sub ON upstream_sessions(sub);
+CREATE INDEX upstream_sessions_by_sid ON upstream_sessions(sid);
+CREATE INDEX upstream_sessions_by_expiry ON upstream_sessions(expires_at_ms);
+",
+    ),
 ];
 
 /// Refresh-token families (and the shared secrets and signing keys) in PostgreSQL.
@@ -1424,6 +1440,72 @@ impl UpstreamStore for PgStore {
         .await
     }
 
+    async fn note_session(
+        &self,
+        family_id: &str,
+        sub: &str,
+        sid: Option<&str>,
+        expires_at_ms: i64,
+    ) -> Result<(), StoreError> {
+        self.call(async |client| {
+            client
+                .execute(
+                    "INSERT INTO upstream_sessions (family_id, sub, sid, expires_at_ms)
+                     VALUES ($1, $2, $3, $4)
+                     ON CONFLICT (family_id) DO UPDATE
+                     SET sub = EXCLUDED.sub, sid = EXCLUDED.sid, expires_at_ms = EXCLUDED.expires_at_ms",
+                    &[&family_id, &sub, &sid, &expires_at_ms],
+                )
+                .await
+                .map(|_| ())
+                .map_err(err)
+        })
+        .await
+    }
+
+    async fn sessions_of(
+        &self,
+        sub: Option<&str>,
+        sid: Option<&str>,
+    ) -> Result<Vec<String>, StoreError> {
+        // One query per shape (not `$1 IS NULL OR …`), so that each uses its index.
+        let limit = i64::try_from(super::MAX_SESSIONS_OF).unwrap_or(i64::MAX);
+        self.call(async |client| {
+            let rows =
+                match (sub, sid) {
+                    (Some(sub), Some(sid)) => client
+                        .query(
+                            "SELECT family_id FROM upstream_sessions WHERE sid = $1 AND sub = $2
+                             ORDER BY family_id LIMIT $3",
+                            &[&sid, &sub, &limit],
+                        )
+                        .await,
+                    (None, Some(sid)) => {
+                        client
+                            .query(
+                                "SELECT family_id FROM upstream_sessions WHERE sid = $1
+                             ORDER BY family_id LIMIT $2",
+                                &[&sid, &limit],
+                            )
+                            .await
+                    }
+                    (Some(sub), None) => {
+                        client
+                            .query(
+                                "SELECT family_id FROM upstream_sessions WHERE sub = $1
+                             ORDER BY family_id LIMIT $2",
+                                &[&sub, &limit],
+                            )
+                            .await
+                    }
+                    (None, None) => return Ok(Vec::new()),
+                }
+                .map_err(err)?;
+            Ok(rows.iter().map(|r| r.get(0)).collect())
+        })
+        .await
+    }
+
     async fn purge_upstream(&self, before_ms: i64) -> Result<u64, StoreError> {
         self.call(async |client| {
             // Expired grants move to the revocation queue (revoked at the provider before they
@@ -1442,9 +1524,10 @@ impl UpstreamStore for PgStore {
                           e AS (DELETE FROM upstream_ended x WHERE x.ended_at_ms < $1 AND NOT EXISTS (
                                   SELECT 1 FROM upstream_access_tokens k
                                   WHERE k.family_id = x.family_id AND k.expires_at_ms >= $1)
-                                RETURNING 1)
+                                RETURNING 1),
+                          s AS (DELETE FROM upstream_sessions WHERE expires_at_ms < $1 RETURNING 1)
                      SELECT (SELECT count(*) FROM p) + (SELECT count(*) FROM g) + (SELECT count(*) FROM l)
-                          + (SELECT count(*) FROM t) + (SELECT count(*) FROM e)",
+                          + (SELECT count(*) FROM t) + (SELECT count(*) FROM e) + (SELECT count(*) FROM s)",
                     &[&before_ms],
                 )
                 .await

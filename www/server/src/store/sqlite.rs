@@ -70,6 +70,17 @@ CREATE TABLE IF NOT EXISTS upstream_access_tokens (
 );
 CREATE INDEX IF NOT EXISTS upstream_access_tokens_by_family ON upstream_access_tokens(family_id);
 CREATE INDEX IF NOT EXISTS upstream_access_tokens_by_expiry ON upstream_access_tokens(expires_at_ms);
+-- Upstream mode: the provider session (the ID token's sub and sid) each family was signed
+-- in through, for OpenID Connect Back-Channel Logout; kept until the family's end.
+CREATE TABLE IF NOT EXISTS upstream_sessions (
+    family_id TEXT PRIMARY KEY,
+    sub TEXT NOT NULL,
+    sid TEXT,
+    expires_at_ms INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS upstream_sessions_by_sub ON upstream_sessions(sub);
+CREATE INDEX IF NOT EXISTS upstream_sessions_by_sid ON upstream_sessions(sid);
+CREATE INDEX IF NOT EXISTS upstream_sessions_by_expiry ON upstream_sessions(expires_at_ms);
 CREATE TABLE IF NOT EXISTS upstream_ended (
     family_id TEXT PRIMARY KEY,
     ended_at_ms INTEGER NOT NULL
@@ -842,6 +853,51 @@ impl UpstreamStore for SqliteStore {
         .await
     }
 
+    async fn note_session(
+        &self,
+        family_id: &str,
+        sub: &str,
+        sid: Option<&str>,
+        expires_at_ms: i64,
+    ) -> Result<(), StoreError> {
+        let (family_id, sub, sid) = (
+            family_id.to_string(),
+            sub.to_string(),
+            sid.map(str::to_string),
+        );
+        self.with_conn(move |conn| {
+            conn.execute(
+                "INSERT OR REPLACE INTO upstream_sessions (family_id, sub, sid, expires_at_ms)
+                 VALUES (?1, ?2, ?3, ?4)",
+                params![family_id, sub, sid, expires_at_ms],
+            )
+            .map(|_| ())
+        })
+        .await
+    }
+
+    async fn sessions_of(
+        &self,
+        sub: Option<&str>,
+        sid: Option<&str>,
+    ) -> Result<Vec<String>, StoreError> {
+        if sub.is_none() && sid.is_none() {
+            return Ok(Vec::new());
+        }
+        let (sub, sid) = (sub.map(str::to_string), sid.map(str::to_string));
+        let limit = i64::try_from(super::MAX_SESSIONS_OF).unwrap_or(i64::MAX);
+        self.with_conn(move |conn| {
+            let mut stmt = conn.prepare(
+                "SELECT family_id FROM upstream_sessions
+                 WHERE (?1 IS NULL OR sub = ?1) AND (?2 IS NULL OR sid = ?2)
+                 ORDER BY family_id LIMIT ?3",
+            )?;
+            let rows = stmt.query_map(params![sub, sid, limit], |r| r.get::<_, String>(0))?;
+            rows.collect()
+        })
+        .await
+    }
+
     async fn purge_upstream(&self, before_ms: i64) -> Result<u64, StoreError> {
         self.with_conn(move |conn| {
             let tx = conn.transaction()?;
@@ -870,6 +926,10 @@ impl UpstreamStore for SqliteStore {
             )?;
             n += tx.execute(
                 "DELETE FROM upstream_leases WHERE until_ms < ?1",
+                params![before_ms],
+            )?;
+            n += tx.execute(
+                "DELETE FROM upstream_sessions WHERE expires_at_ms < ?1",
                 params![before_ms],
             )?;
             tx.commit()?;

@@ -363,12 +363,21 @@ impl Jwks {
     /// a token naming an unknown key makes the keys be fetched again (see
     /// [`Jwks::refetch`]) and is checked once more.
     pub async fn verify(&self, token: &str, rules: &Rules) -> Result<ProviderClaims, JwtError> {
+        self.check(rules.now_ms, |keys| verify(keys, token, rules))
+            .await
+    }
+
+    /// `check` with the current keys, as [`Self::verify`] does it: fetched again first when
+    /// old, and once more (rate-limited) when `check` names a key we do not have.
+    pub async fn check<T>(
+        &self,
+        now_ms: i64,
+        check: impl Fn(&CoreJsonWebKeySet) -> Result<T, JwtError>,
+    ) -> Result<T, JwtError> {
         let seen = self.generation();
-        self.refresh_if_old(rules.now_ms).await;
-        match verify(&self.keys(), token, rules) {
-            Err(JwtError::UnknownKey) if self.refetch(seen, rules.now_ms).await => {
-                verify(&self.keys(), token, rules)
-            }
+        self.refresh_if_old(now_ms).await;
+        match check(&self.keys()) {
+            Err(JwtError::UnknownKey) if self.refetch(seen, now_ms).await => check(&self.keys()),
             other => other,
         }
     }
