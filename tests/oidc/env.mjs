@@ -23,7 +23,9 @@ export { freePort };
  * `--oidc-timeout-ms`: 5 s by default, because the provider runs in this test process and the
  * suite shares two cores with another lane's browsers (CI runs of 2026-12-04 and 12-05 each
  * failed a multi-tab test once on a provider call that took over 2 s, the old default). The
- * provider-down tests (resilience.test.mjs) pass a short one of their own.
+ * provider-down tests (resilience.test.mjs) pass a short one of their own. `provider` is
+ * startProvider's options, or a function of the server's URL (known before either starts)
+ * that returns them: a back-channel logout URI names the server.
  */
 export async function startUpstream({
   accessTokenTtl = 8, timeoutMs = 5000, wwwDir = PAGES, appPath = "/app.html", provider: providerOpts = {}, serverArgs = [],
@@ -34,7 +36,7 @@ export async function startUpstream({
     redirectUris: [`${base}/auth/callback`],
     postLogoutRedirectUris: [`${base}${appPath}`],
     accessTokenTtl,
-    ...providerOpts,
+    ...(typeof providerOpts === "function" ? providerOpts(base) : providerOpts),
   });
   // The secret reaches the server through its environment only (never a flag, never a log).
   process.env.TW_OIDC_CLIENT_SECRET = provider.clientSecret;

@@ -7,7 +7,14 @@
 // that resource indicator (RFC 8707, the resource granted by default), as Auth0 does for an
 // API audience; `introspection: false` takes its introspection endpoint away; `dpop: true`
 // turns on its DPoP feature (RFC 9449: proofs at the token endpoint, access tokens bound to the
-// proof's key with `cnf.jkt`).
+// proof's key with `cnf.jkt`). `backchannelLogoutUri: URL` turns on Back-Channel Logout 1.0
+// (`features.backchannelLogout`) and registers that URI as the client's
+// `backchannel_logout_uri`; `backchannelSessionRequired: true` sets its
+// `backchannel_logout_session_required` (only then do ID tokens and logout tokens carry `sid`).
+// `grantsOutliveSession: true` keeps a client's grant (its refresh and access tokens) when the
+// user ends the session at the provider (`expiresWithSession` false, as with `offline_access`):
+// by default the provider revokes it then, and what the client does about a back-channel
+// logout could not be told from that.
 //
 // As a module: `startProvider(opts)` runs it in the test's process, so a test can stop and
 // restart its listener (same keys, same grants) and read what it saw: token-endpoint calls,
@@ -82,6 +89,9 @@ export async function startProvider({
   jwtResource,
   introspection = true,
   dpop = false,
+  backchannelLogoutUri,
+  backchannelSessionRequired = false,
+  grantsOutliveSession = false,
 } = {}) {
   const stats = {
     tokenCalls: 0,
@@ -94,17 +104,24 @@ export async function startProvider({
     revocations: 0,
     introspections: 0,
     revokedGrants: 0,
+    backchannelSuccess: 0,
+    backchannelErrors: 0,
   };
+  /** Each back-channel logout the provider made: `{ ok, accountId, sid, error, cause }` (messages). */
+  const backchannelEvents = [];
+  /** Each back-channel POST and its answer: `{ url, contentType, logoutToken, status, cacheControl, body }`. */
+  const backchannelRequests = [];
   const store = new Map();
   // Bind first: the issuer must name the real port.
   const server = createServer();
   await new Promise((r) => server.listen(port, "127.0.0.1", r));
   const actualPort = server.address().port;
   const issuer = `http://127.0.0.1:${actualPort}`;
+  const jwks = signingKeys();
 
   const provider = new Provider(issuer, {
     adapter: makeAdapterClass(store),
-    jwks: signingKeys(),
+    jwks,
     clients: [{
       client_id: CLIENT_ID,
       client_secret: clientSecret,
@@ -113,6 +130,10 @@ export async function startProvider({
       grant_types: ["authorization_code", "refresh_token"],
       response_types: ["code"],
       token_endpoint_auth_method: "client_secret_basic",
+      ...(backchannelLogoutUri ? {
+        backchannel_logout_uri: backchannelLogoutUri,
+        backchannel_logout_session_required: backchannelSessionRequired,
+      } : {}),
     }],
     pkce: { required: () => true },
     rotateRefreshToken: true,
@@ -132,6 +153,7 @@ export async function startProvider({
       introspection: { enabled: introspection },
       rpInitiatedLogout: { enabled: true },
       dPoP: { enabled: dpop },
+      backchannelLogout: { enabled: Boolean(backchannelLogoutUri) },
       ...(jwtResource ? {
         resourceIndicators: {
           enabled: true,
@@ -146,6 +168,29 @@ export async function startProvider({
         },
       } : {}),
     },
+    // oidc-provider sends its outgoing requests through a dispatcher that cuts connections to
+    // special-use addresses (127.0.0.0/8 among them: the back-channel POST to a 127.0.0.1 URI
+    // fails with "hostname resolves to a special-use IP address"). The back-channel URI of
+    // these tests is on 127.0.0.1, so that one request (and only it) goes without it.
+    // The hook also records each back-channel POST and the answer to it.
+    ...(backchannelLogoutUri ? {
+      fetch: async (url, options) => {
+        if (url !== new URL(backchannelLogoutUri).href) return globalThis.fetch(url, options);
+        const { dispatcher: _ssrfGuard, ...rest } = options;
+        const record = {
+          url,
+          contentType: new Headers(rest.headers).get("content-type"),
+          logoutToken: new URLSearchParams(rest.body).get("logout_token"),
+        };
+        backchannelRequests.push(record);
+        const res = await globalThis.fetch(url, rest);
+        record.status = res.status;
+        record.cacheControl = res.headers.get("cache-control");
+        record.body = await res.clone().text();
+        return res;
+      },
+    } : {}),
+    ...(grantsOutliveSession ? { expiresWithSession: async () => false } : {}),
     cookies: { keys: [randomBytes(32).toString("base64url")] },
     findAccount: async (_ctx, id) => ({ accountId: id, claims: async () => ({ sub: id }) }),
   });
@@ -161,6 +206,16 @@ export async function startProvider({
     if (/dpop/i.test(err?.error || "")) stats.dpopErrors++;
   });
   provider.on("grant.revoked", () => { stats.revokedGrants++; });
+  // Emitted by the end-session confirm (lib/actions/end_session.js) once the client's
+  // back-channel POST answered 200/204, or failed (any other status, a network error).
+  provider.on("backchannel.success", (_ctx, _client, accountId, sid) => {
+    stats.backchannelSuccess++;
+    backchannelEvents.push({ ok: true, accountId, sid });
+  });
+  provider.on("backchannel.error", (_ctx, err, _client, accountId, sid) => {
+    stats.backchannelErrors++;
+    backchannelEvents.push({ ok: false, accountId, sid, error: String(err?.message || err), cause: err?.cause ? String(err.cause.message || err.cause) : undefined });
+  });
   // The library logs server errors itself; keep the test output quiet.
   provider.on("server_error", () => {});
 
@@ -183,6 +238,20 @@ export async function startProvider({
     clientId: CLIENT_ID,
     clientSecret,
     stats,
+    backchannelEvents,
+    backchannelRequests,
+    /** The provider's signing keys, private parts included (for tests that sign as the provider). */
+    signingKeys: jwks.keys,
+    /** The `sid` of each live provider session of `accountId` that signed in to the client. */
+    sids(accountId) {
+      const out = [];
+      for (const e of store.values()) {
+        if (e.model !== "Session" || e.expiresAt <= Date.now() || e.payload.accountId !== accountId) continue;
+        const sid = e.payload.authorizations?.[CLIENT_ID]?.sid;
+        if (sid) out.push(sid);
+      }
+      return out;
+    },
     /** Refresh tokens the provider holds that are neither consumed nor expired (of one account). */
     liveRefreshTokens(accountId) {
       let n = 0;
