@@ -20,9 +20,10 @@ export { freePort };
 
 /**
  * Starts the provider and the reference server in upstream mode. `timeoutMs` is the server's
- * `--oidc-timeout-ms`: 5 s by default, because the provider runs in this test process and the
- * suite shares two cores with another lane's browsers (CI runs of 2026-12-04 and 12-05 each
- * failed a multi-tab test once on a provider call that took over 2 s, the old default). The
+ * `--oidc-timeout-ms`: 5 s by default (2 s before), a margin for a provider that runs in this
+ * test process on two cores shared with another lane's browsers. (The multi-tab failures of
+ * CI runs on 2026-12-04 and 12-05 were not that timeout but the server reusing a connection
+ * the provider was closing: fixed in the server, `upstream::PROVIDER_IDLE_CONNECTION`.) The
  * provider-down tests (resilience.test.mjs) pass a short one of their own. `provider` is
  * startProvider's options, or a function of the server's URL (known before either starts)
  * that returns them: a back-channel logout URI names the server.

@@ -9,8 +9,8 @@ import { useUpstream, signIn, started, throughProvider, holdCallback, appUrl, wa
 // The server's calls to the provider time out after 5 s here, not the suite's 2 s (which keeps
 // the provider-down tests short): this test asserts that no provider refresh failed, and in a
 // CI run of 2026-12-04, on two cores shared with the other lane's browsers, one did (retried
-// and served; nothing else wrong; the server's log was not kept, so a timeout under load is
-// the likely cause, not a proven one).
+// and served; nothing else wrong). The cause found later was the server reusing a connection
+// the provider was closing (upstream::PROVIDER_IDLE_CONNECTION), not the timeout.
 const env = useUpstream({ accessTokenTtl: 8, timeoutMs: 5000 });
 const OPTS = { refreshSkewSeconds: 3 };
 
