@@ -1907,16 +1907,31 @@ mod tests {
         format!("{input}.{}", URL_SAFE_NO_PAD.encode(sig.to_bytes()))
     }
 
-    async fn post_logout_token(state: &AppState, token: &str) -> Response {
+    /// `POST /auth/logout` with one refresh cookie.
+    async fn logout_with(state: &AppState, refresh_token: &str) -> Response {
+        logout(
+            State(state.clone()),
+            CsrfChecked,
+            RefreshCookies(vec![refresh_token.to_string()]),
+        )
+        .await
+        .unwrap()
+    }
+
+    fn form_headers() -> HeaderMap {
         let mut headers = HeaderMap::new();
         headers.insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/x-www-form-urlencoded"),
         );
+        headers
+    }
+
+    async fn post_logout_token(state: &AppState, token: &str) -> Response {
         let body: String = url::form_urlencoded::Serializer::new(String::new())
             .append_pair("logout_token", token)
             .finish();
-        backchannel_logout(State(state.clone()), headers, body.into())
+        backchannel_logout(State(state.clone()), form_headers(), body.into())
             .await
             .unwrap()
     }
@@ -2015,14 +2030,9 @@ mod tests {
         .await
         .unwrap();
         assert_eq!(json_body.status(), StatusCode::BAD_REQUEST, "no form type");
-        let mut form = HeaderMap::new();
-        form.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/x-www-form-urlencoded"),
-        );
         let twice = backchannel_logout(
             State(state.clone()),
-            form,
+            form_headers(),
             format!("logout_token={sub_only}&logout_token={sub_only}").into(),
         )
         .await
@@ -2198,13 +2208,7 @@ mod tests {
             .unwrap();
         assert!(!inner.access_token_ended(&handed_out).await.unwrap());
 
-        let res = logout(
-            State(state.clone()),
-            CsrfChecked,
-            RefreshCookies(vec![opened.refresh_token.clone()]),
-        )
-        .await
-        .unwrap();
+        let res = logout_with(&state, &opened.refresh_token).await;
         assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE, "E1 failed");
         assert_eq!(
             res.headers()[header::SET_COOKIE],
@@ -2255,13 +2259,7 @@ mod tests {
         inner.put_grant(&family, &sealed, FAMILY_END).await.unwrap();
 
         families.fail(crate::store::Failing::All);
-        let res = logout(
-            State(state.clone()),
-            CsrfChecked,
-            RefreshCookies(vec![opened.refresh_token.clone()]),
-        )
-        .await
-        .unwrap();
+        let res = logout_with(&state, &opened.refresh_token).await;
         assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(res.headers()[header::RETRY_AFTER], "2");
         assert_eq!(
