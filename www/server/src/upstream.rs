@@ -1068,17 +1068,24 @@ pub async fn start(config: &crate::Config, state: &crate::AppState) -> Result<()
     let Some(upstream) = config.oidc.resolve(&|k| std::env::var(k).ok())? else {
         return Ok(());
     };
+    // Each store call bounded as the families' are (`Config::store_call_timeout`: within the
+    // request, and early enough for a retry inside the lost-response window); it was the
+    // stores' 10 s default here.
+    let call_timeout = config.store_call_timeout();
     let store: Arc<dyn UpstreamStore> = if let Some(url) = &config.database_url {
         // The same database as the families: instances share pending logins and leases.
         Arc::new(
-            crate::store::PgStore::connect(url, None, 4)
+            crate::store::PgStore::connect_with(url, None, 4, call_timeout)
                 .await
                 .map_err(|e| crate::store::with_pg_target(&e, url))?,
         )
     } else if config.memory_store {
         Arc::new(crate::store::MemoryStore::new())
     } else {
-        Arc::new(crate::store::SqliteStore::open(&config.data_dir).map_err(|e| e.to_string())?)
+        Arc::new(
+            crate::store::SqliteStore::open_with(&config.data_dir, call_timeout)
+                .map_err(|e| e.to_string())?,
+        )
     };
     let upstream = Upstream::connect(upstream, store, state.now_ms()).await?;
     state
