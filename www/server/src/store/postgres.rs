@@ -1475,39 +1475,24 @@ impl UpstreamStore for PgStore {
         sub: Option<&str>,
         sid: Option<&str>,
     ) -> Result<Vec<String>, StoreError> {
-        // One query per shape (not `$1 IS NULL OR …`), so that each uses its index.
+        // One statement per shape (not `$1 IS NULL OR …`), so that each uses its index.
         let limit = i64::try_from(super::MAX_SESSIONS_OF).unwrap_or(i64::MAX);
+        let (filter, keys) = match (sub, sid) {
+            (Some(sub), Some(sid)) => ("sid = $2 AND sub = $3", vec![sid, sub]),
+            (None, Some(sid)) => ("sid = $2", vec![sid]),
+            (Some(sub), None) => ("sub = $2", vec![sub]),
+            (None, None) => return Ok(Vec::new()),
+        };
+        let sql = format!(
+            "SELECT family_id FROM upstream_sessions WHERE {filter} ORDER BY family_id LIMIT $1"
+        );
         self.call(async |client| {
-            let rows =
-                match (sub, sid) {
-                    (Some(sub), Some(sid)) => client
-                        .query(
-                            "SELECT family_id FROM upstream_sessions WHERE sid = $1 AND sub = $2
-                             ORDER BY family_id LIMIT $3",
-                            &[&sid, &sub, &limit],
-                        )
-                        .await,
-                    (None, Some(sid)) => {
-                        client
-                            .query(
-                                "SELECT family_id FROM upstream_sessions WHERE sid = $1
-                             ORDER BY family_id LIMIT $2",
-                                &[&sid, &limit],
-                            )
-                            .await
-                    }
-                    (Some(sub), None) => {
-                        client
-                            .query(
-                                "SELECT family_id FROM upstream_sessions WHERE sub = $1
-                             ORDER BY family_id LIMIT $2",
-                                &[&sub, &limit],
-                            )
-                            .await
-                    }
-                    (None, None) => return Ok(Vec::new()),
-                }
-                .map_err(err)?;
+            let mut params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = vec![&limit];
+            params.extend(
+                keys.iter()
+                    .map(|k| k as &(dyn tokio_postgres::types::ToSql + Sync)),
+            );
+            let rows = client.query(&sql, &params).await.map_err(err)?;
             Ok(rows.iter().map(|r| r.get(0)).collect())
         })
         .await
