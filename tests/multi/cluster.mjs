@@ -108,16 +108,17 @@ function sumCounters(list) {
 
 /**
  * `n` instances on a fresh database behind a proxy. `args`: extra server flags for every
- * instance; `port`: the proxy's port (0 = any; upstream mode needs it known up front for
- * its redirect URI).
+ * instance; `instanceArgs[i]`: flags for instance i only, after `args` (e.g. a `--port` known
+ * up front: a later `--port` wins); `port`: the proxy's port (0 = any; upstream mode needs
+ * it known up front for its redirect URI).
  */
-export async function startCluster({ n = 2, args = [], port = 0 } = {}) {
+export async function startCluster({ n = 2, args = [], instanceArgs = [], port = 0 } = {}) {
   const databaseUrl = freshDatabaseUrl();
   const instances = [];
   try {
     // One after the other: the first creates the schema and the first shared key.
     for (let i = 0; i < n; i++) {
-      instances.push(await startServer({ extraArgs: ["--database-url", databaseUrl, ...args] }));
+      instances.push(await startServer({ extraArgs: ["--database-url", databaseUrl, ...args, ...(instanceArgs[i] || [])] }));
     }
   } catch (e) {
     for (const s of instances) await s.stop();
