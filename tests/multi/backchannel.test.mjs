@@ -8,14 +8,11 @@
 // must be known before the provider starts (its back-channel URI).
 import { test, before, after, afterEach } from "node:test";
 import assert from "node:assert/strict";
-import { randomBytes } from "node:crypto";
 import { launchBrowser, watch, waitFor } from "../e2e/harness.mjs";
-import { startProvider } from "../oidc/provider.mjs";
 import { freePort } from "../oidc/env.mjs";
 import { backchannelHelpers } from "../oidc/backchannel.mjs";
-import { startCluster } from "./cluster.mjs";
+import { startUpstreamCluster } from "./cluster.mjs";
 
-const PAGES = new URL("../oidc/pages", import.meta.url).pathname;
 const RESOURCE = "https://api.tokenwarden.test";
 // 60 s tokens refreshed 3 s before their end: no silent refresh during the test, every
 // refresh below is the test's own.
@@ -40,44 +37,21 @@ const env = {
 };
 
 before(async () => {
-  const port = await freePort();
   const portB = await freePort();
-  const base = `http://127.0.0.1:${port}`;
-  provider = await startProvider({
-    redirectUris: [`${base}/auth/callback`],
-    postLogoutRedirectUris: [`${base}/app.html`],
-    accessTokenTtl: 60,
-    backchannelLogoutUri: `http://127.0.0.1:${portB}/auth/backchannel-logout`,
-    backchannelSessionRequired: true,
-    grantsOutliveSession: true,
-    jwtResource: RESOURCE,
-    introspection: false,
-  });
-  // Both instances get the secret and the same sealing key through the environment.
-  process.env.TW_OIDC_CLIENT_SECRET = provider.clientSecret;
-  process.env.TW_OIDC_TOKEN_KEY = randomBytes(32).toString("base64");
-  try {
-    cluster = await startCluster({
-      n: 2,
-      port,
-      args: [
-        "--oidc-issuer", provider.issuer,
-        "--oidc-client-id", provider.clientId,
-        "--oidc-redirect-uri", `${base}/auth/callback`,
-        "--oidc-allowed-return", `${base}/app.html`,
-        "--oidc-post-logout-uri", `${base}/app.html`,
-        "--oidc-timeout-ms", "5000",
-        "--oidc-audience", RESOURCE,
-        "--www-dir", PAGES,
-        "--revocation-sync", "0.2",
-      ],
-      // Instance B (the second) on the port the provider's back-channel URI names.
-      instanceArgs: [[], ["--port", String(portB)]],
-    });
-  } finally {
-    delete process.env.TW_OIDC_CLIENT_SECRET;
-    delete process.env.TW_OIDC_TOKEN_KEY;
-  }
+  let base;
+  ({ provider, cluster, base } = await startUpstreamCluster({
+    provider: {
+      accessTokenTtl: 60,
+      backchannelLogoutUri: `http://127.0.0.1:${portB}/auth/backchannel-logout`,
+      backchannelSessionRequired: true,
+      grantsOutliveSession: true,
+      jwtResource: RESOURCE,
+      introspection: false,
+    },
+    args: ["--oidc-audience", RESOURCE],
+    // Instance B (the second) on the port the provider's back-channel URI names.
+    instanceArgs: [[], ["--port", String(portB)]],
+  }));
   assert.equal(cluster.url, base);
   assert.equal(cluster.instances[1].url, `http://127.0.0.1:${portB}`);
   env.provider = provider;

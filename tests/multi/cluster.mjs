@@ -13,6 +13,8 @@ import { execFileSync } from "node:child_process";
 import { refreshCookieHeader } from "../support/cookies.mjs";
 import { existsSync, readdirSync } from "node:fs";
 import { startServer } from "../e2e/harness.mjs";
+import { randomBytes } from "node:crypto";
+import { freePort } from "../support/ports.mjs";
 
 const BAD_GATEWAY =
   "<!doctype html><html><head><title>502 Bad Gateway</title></head><body><h1>502 Bad Gateway</h1></body></html>";
@@ -138,6 +140,55 @@ export async function startCluster({ n = 2, args = [], instanceArgs = [], port =
       for (const s of instances) await s.stop();
     },
   };
+}
+
+/**
+ * Upstream mode on `n` instances behind the proxy, in front of a real OpenID Provider started
+ * here (tests/oidc/provider.mjs, loaded only by the tests that call this). The proxy's port is
+ * chosen first: the redirect URIs name it. `provider`: the provider's options besides its
+ * redirect URIs; `args`: server flags besides the `--oidc-*` ones, `--www-dir` (the upstream
+ * suite's pages) and `--revocation-sync 0.2`; `instanceArgs` as for startCluster; `timeoutMs`:
+ * `--oidc-timeout-ms`. Every instance gets the client secret and one sealing key through the
+ * environment (a grant sealed by one is opened by the others). The caller stops both.
+ */
+export async function startUpstreamCluster({
+  n = 2, provider: providerOptions = {}, args = [], instanceArgs = [], timeoutMs = 5000,
+} = {}) {
+  const { startProvider } = await import("../oidc/provider.mjs");
+  const port = await freePort();
+  const base = `http://127.0.0.1:${port}`;
+  const provider = await startProvider({
+    redirectUris: [`${base}/auth/callback`],
+    postLogoutRedirectUris: [`${base}/app.html`],
+    ...providerOptions,
+  });
+  process.env.TW_OIDC_CLIENT_SECRET = provider.clientSecret;
+  process.env.TW_OIDC_TOKEN_KEY = randomBytes(32).toString("base64");
+  try {
+    const cluster = await startCluster({
+      n,
+      port,
+      instanceArgs,
+      args: [
+        "--oidc-issuer", provider.issuer,
+        "--oidc-client-id", provider.clientId,
+        "--oidc-redirect-uri", `${base}/auth/callback`,
+        "--oidc-allowed-return", `${base}/app.html`,
+        "--oidc-post-logout-uri", `${base}/app.html`,
+        "--oidc-timeout-ms", String(timeoutMs),
+        "--www-dir", new URL("../oidc/pages", import.meta.url).pathname,
+        "--revocation-sync", "0.2",
+        ...args,
+      ],
+    });
+    return { provider, cluster, base };
+  } catch (e) {
+    await provider.close();
+    throw e;
+  } finally {
+    delete process.env.TW_OIDC_CLIENT_SECRET;
+    delete process.env.TW_OIDC_TOKEN_KEY;
+  }
 }
 
 // ---- plain HTTP clients of the refresh endpoint (no browser) --------------------------

@@ -8,52 +8,24 @@
 // the tabs' one key.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { randomBytes, createHash } from "node:crypto";
+import { createHash } from "node:crypto";
 import { launchBrowser, watch, sleep } from "../e2e/harness.mjs";
 import { watchStalls } from "../support/timed-run.mjs";
-import { startProvider } from "../oidc/provider.mjs";
-import { freePort, signIn, appUrl, started } from "../oidc/env.mjs";
-import { startCluster, dumpDatabase } from "./cluster.mjs";
+import { signIn, appUrl, started } from "../oidc/env.mjs";
+import { startUpstreamCluster, dumpDatabase } from "./cluster.mjs";
 
-const PAGES = new URL("../oidc/pages", import.meta.url).pathname;
 let provider;
 let cluster;
 let browser;
 
 before(async () => {
-  const port = await freePort();
-  const base = `http://127.0.0.1:${port}`;
-  provider = await startProvider({
-    redirectUris: [`${base}/auth/callback`],
-    postLogoutRedirectUris: [`${base}/app.html`],
-    accessTokenTtl: 8,
-    dpop: true,
-  });
-  // Both instances get the secret and the same sealing key through the environment (a grant
-  // sealed by one is opened by the other).
-  process.env.TW_OIDC_CLIENT_SECRET = provider.clientSecret;
-  process.env.TW_OIDC_TOKEN_KEY = randomBytes(32).toString("base64");
-  try {
-    cluster = await startCluster({
-      n: 2,
-      port,
-      args: [
-        "--oidc-issuer", provider.issuer,
-        "--oidc-client-id", provider.clientId,
-        "--oidc-redirect-uri", `${base}/auth/callback`,
-        "--oidc-allowed-return", `${base}/app.html`,
-        "--oidc-post-logout-uri", `${base}/app.html`,
-        "--oidc-timeout-ms", "2000",
-        "--www-dir", PAGES,
-        "--revocation-sync", "0.2",
-        // The DPoP key rule counts our access-token lifetime: make it the provider's.
-        "--access-ttl", "8",
-      ],
-    });
-  } finally {
-    delete process.env.TW_OIDC_CLIENT_SECRET;
-    delete process.env.TW_OIDC_TOKEN_KEY;
-  }
+  let base;
+  ({ provider, cluster, base } = await startUpstreamCluster({
+    provider: { accessTokenTtl: 8, dpop: true },
+    timeoutMs: 2000,
+    // The DPoP key rule counts our access-token lifetime: make it the provider's.
+    args: ["--access-ttl", "8"],
+  }));
   assert.equal(cluster.url, base);
   browser = await launchBrowser();
 });
